@@ -1,0 +1,45 @@
+"""Root command: registers the command groups and turns `DetnasError` into one line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from detnas.cli import arch as arch_cli
+from detnas.errors import DetnasError
+
+app = typer.Typer(
+    name="detnas",
+    help="Search DetNAS detection backbones under a latency target and ship the winner as ONNX / TensorRT.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(arch_cli.app, name="arch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; user errors never show a traceback."""
+    try:
+        app(args=argv, prog_name="detnas", standalone_mode=False)
+    except DetnasError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:  # click's usage errors and aborts carry their own exit codes
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

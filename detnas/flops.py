@@ -1,0 +1,73 @@
+"""FLOPs and params in DetNAS' convention: multiply-adds of conv and FC weights (no BN, bias, pooling, adds).
+
+The count is analytic: each candidate's convs are read off a module built on the meta device (no memory, no
+init cost) and multiplied out at its output resolution; a per-(space, size) table makes one arch a short sum.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from detnas.arch import Arch
+from detnas.blocks import ClassifierHead, Stem, make_block
+from detnas.space import SearchSpace
+from detnas.supernet import ChildNet, _block_io
+
+
+def _out_size(size: tuple[int, int], conv: nn.Conv2d) -> tuple[int, int]:
+    return tuple(  # type: ignore[return-value]
+        (n + 2 * p - k) // s + 1 for n, p, k, s in zip(size, conv.padding, conv.kernel_size, conv.stride)
+    )
+
+
+def _sequence_macs(module: nn.Module, size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """MACs of the convs and linears of a feed-forward module, in registration order, and the output size."""
+    macs = 0
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            size = _out_size(size, layer)
+            kh, kw = layer.kernel_size
+            macs += layer.out_channels * (layer.in_channels // layer.groups) * kh * kw * size[0] * size[1]
+        elif isinstance(layer, nn.Linear):
+            macs += layer.in_features * layer.out_features
+    return macs, size
+
+
+def _block_macs(block: nn.Module, size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """Both branches of a choice block start from the block input."""
+    macs, out = _sequence_macs(block.main, size)
+    if block.proj is not None:
+        macs += _sequence_macs(block.proj, size)[0]
+    return macs, out
+
+
+@lru_cache(maxsize=64)
+def flops_table(space: SearchSpace, size: tuple[int, int], num_classes: int) -> tuple[int, tuple[dict[int, int], ...], int]:
+    """(stem MACs, per-block {choice: MACs}, head MACs) at an input size; head is 0 when num_classes is 0."""
+    with torch.device("meta"):
+        stem_macs, size = _sequence_macs(Stem(space.stem_width), size)
+        per_block = []
+        for cin, cout, stride in _block_io(space):
+            costs = {c: _block_macs(make_block(c, cin, cout, stride), size) for c in space.choices}
+            per_block.append({c: macs for c, (macs, _) in costs.items()})
+            size = next(iter(costs.values()))[1]
+        head = ClassifierHead(space.stage_widths[-1], space.head_width, num_classes) if num_classes else None
+        head_macs = _sequence_macs(head, size)[0] if head is not None else 0
+    return stem_macs, tuple(per_block), head_macs
+
+
+def count_flops(arch: Arch, size: int | tuple[int, int] = 224, num_classes: int = 0) -> int:
+    """Multiply-adds of the backbone (num_classes=0) or of the classification network (e.g. 1000)."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    stem, per_block, head = flops_table(arch.space, hw, num_classes)
+    return stem + head + sum(table[c] for table, c in zip(per_block, arch.choices))
+
+
+def count_params(arch: Arch, num_classes: int = 0) -> int:
+    """Parameters of the real module (conv, BN, FC, biases), built on the meta device."""
+    with torch.device("meta"):
+        model = ChildNet(arch, num_classes or None)
+    return sum(p.numel() for p in model.parameters())

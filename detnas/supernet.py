@@ -1,0 +1,126 @@
+"""The one-shot supernet and `materialize`, which cuts one path out of it as a standalone backbone.
+
+Both networks share the same module classes and key layout up to the choice level, so a child's weights are
+the supernet's weights on that path and their outputs match exactly in eval mode.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from detnas.arch import Arch
+from detnas.blocks import ClassifierHead, Stem, make_block
+from detnas.errors import DetnasError
+from detnas.space import SearchSpace
+
+_CANDIDATE_KEY = re.compile(r"blocks\.(?P<block>\d+)\.candidates\.(?P<choice>\d+)\.(?P<rest>.+)")
+
+def _block_io(space: SearchSpace) -> list[tuple[int, int, int]]:
+    """(cin, cout, stride) of every choice block in forward order."""
+    io, cin = [], space.stem_width
+    for width, depth in zip(space.stage_widths, space.stage_depths):
+        for b in range(depth):
+            io.append((cin, width, 2 if b == 0 else 1))
+            cin = width
+    return io
+
+
+class ChoiceLayer(nn.Module):
+    """All candidates of one choice block; the arch says which one runs."""
+
+    def __init__(self, space: SearchSpace, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.candidates = nn.ModuleDict({str(c): make_block(c, cin, cout, stride) for c in space.choices})
+
+    def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
+        return self.candidates[str(choice)](x)
+
+
+class _Network(nn.Module):
+    """Shared skeleton: stem, blocks grouped into stages, optional classification head.
+
+    Stage outputs are named c2, c3, ... (strides 4, 8, 16, 32 for the four DetNAS stages).
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int | None) -> None:
+        super().__init__()
+        self.space = space
+        self.num_classes = num_classes
+        self.stem = Stem(space.stem_width)
+        ends = [sum(space.stage_depths[: s + 1]) - 1 for s in range(len(space.stage_depths))]
+        self.feature_at = {end: f"c{s + 2}" for s, end in enumerate(ends)}
+        self.out_channels: list[int] = list(space.stage_widths)
+        self.head = ClassifierHead(space.stage_widths[-1], space.head_width, num_classes) if num_classes else None
+
+    def _run(self, x: torch.Tensor, blocks: list[tuple[nn.Module, int | None]]) -> torch.Tensor | OrderedDict:
+        x = self.stem(x)
+        features: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for i, (block, choice) in enumerate(blocks):
+            x = block(x) if choice is None else block(x, choice)
+            if i in self.feature_at:
+                features[self.feature_at[i]] = x
+        return self.head(x) if self.head is not None else features
+
+
+class Supernet(_Network):
+    """All candidates of every block; `forward(x, arch)` runs exactly one path.
+
+    Returns logits when built with `num_classes`, else an ordered dict of C2..C5 feature maps.
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int | None = None) -> None:
+        super().__init__(space, num_classes)
+        self.blocks = nn.ModuleList(ChoiceLayer(space, *io) for io in _block_io(space))
+
+    def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor | OrderedDict:
+        self.check_arch(arch)
+        return self._run(x, list(zip(self.blocks, arch.choices)))
+
+    def check_arch(self, arch: Arch) -> None:
+        if arch.space.digest != self.space.digest:
+            raise DetnasError(f"arch is of space '{arch.space.name}' but the supernet is '{self.space.name}'")
+
+    def path_parameters(self, arch: Arch) -> list[nn.Parameter]:
+        """Parameters the given path uses (stem, chosen candidates, head)."""
+        self.check_arch(arch)
+        params = list(self.stem.parameters())
+        for layer, choice in zip(self.blocks, arch.choices):
+            params.extend(layer.candidates[str(choice)].parameters())
+        if self.head is not None:
+            params.extend(self.head.parameters())
+        return params
+
+
+class ChildNet(_Network):
+    """A standalone network with one fixed block per position; what gets retrained, exported and timed."""
+
+    def __init__(self, arch: Arch, num_classes: int | None = None) -> None:
+        super().__init__(arch.space, num_classes)
+        self.arch = arch
+        self.blocks = nn.ModuleList(make_block(c, *io) for c, io in zip(arch.choices, _block_io(arch.space)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | OrderedDict:
+        return self._run(x, [(block, None) for block in self.blocks])
+
+
+def materialize(supernet: Supernet, arch: Arch, with_head: bool | None = None) -> ChildNet:
+    """Cut `arch`'s path out of the supernet: an independent copy of exactly the chosen modules and weights."""
+    supernet.check_arch(arch)
+    keep_head = supernet.head is not None if with_head is None else with_head
+    if keep_head and supernet.head is None:
+        raise DetnasError("materialize(with_head=True) needs a supernet built with num_classes")
+    child = ChildNet(arch, supernet.num_classes if keep_head else None)
+    state = {}
+    for key, value in supernet.state_dict().items():
+        match = _CANDIDATE_KEY.fullmatch(key)
+        if match is None:
+            if keep_head or not key.startswith("head."):
+                state[key] = value
+        elif int(match["choice"]) == arch.choices[int(match["block"])]:
+            state[f"blocks.{match['block']}.{match['rest']}"] = value
+    child.load_state_dict(state, strict=True)
+    return child.to(next(supernet.parameters()).device).train(supernet.training)
