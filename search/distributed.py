@@ -1,0 +1,42 @@
+"""Who evaluates what under torchrun: rank 0 plans and owns the journal, every rank evaluates its share."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Team:
+    """The processes of one search; a team of one when torch.distributed is not initialised."""
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self._dist = dist if dist.is_available() and dist.is_initialized() else None
+        self.rank = self._dist.get_rank() if self._dist else 0
+        self.world = self._dist.get_world_size() if self._dist else 1
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rank == 0
+
+    def share(self, items: list[T]) -> list[T]:
+        """This rank's items: a round-robin slice, so expensive neighbours land on different ranks."""
+        return items[self.rank :: self.world]
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's object on every rank (plain dicts and lists only; they travel pickled in memory)."""
+        if self._dist is None:
+            return obj
+        box = [obj]
+        self._dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, items: list[Any]) -> list[Any]:
+        """Every rank's items, concatenated, on every rank."""
+        if self._dist is None:
+            return list(items)
+        boxes: list[Any] = [None] * self.world
+        self._dist.all_gather_object(boxes, items)
+        return [item for box in boxes for item in box]

@@ -1,0 +1,106 @@
+"""The search journal: JSONL, one durable line per event, the only state a resumed search needs.
+
+Line 1 is the header (configuration and its hash). Then, per generation, a `generation` line with the planned
+candidates (and the rejected ones with why), then one `candidate` line per evaluated architecture, and finally
+a `final` line with the winner's re-measured latency. Every line is fsync'ed before the search moves on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from detnas.errors import DetnasError
+
+JOURNAL_VERSION = 1
+#: fields that legitimately differ between an interrupted+resumed run and a straight one
+VOLATILE_FIELDS = ("wall_s", "timing")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_journal(path: str | Path) -> list[dict[str, Any]]:
+    """All complete records; a torn last line (crash mid-write) is ignored, any other bad line is an error."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DetnasError(f"{path}: cannot read journal ({exc.strerror})") from None
+    records = []
+    # the piece after the last newline is a torn write (never a whole record), so it is left out
+    for number, line in enumerate(text.split("\n")[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise DetnasError(f"{path}: line {number} is not JSON; the journal is corrupted") from None
+    if not records or records[0].get("type") != "header" or records[0].get("version") != JOURNAL_VERSION:
+        raise DetnasError(f"{path}: not a detnas search journal (no version-{JOURNAL_VERSION} header on line 1)")
+    return records
+
+
+class Journal:
+    """Append-only writer; open with `create` for a new search or `resume` to continue one."""
+
+    def __init__(self, path: Path, records: list[dict[str, Any]]) -> None:
+        self.path = path
+        self.records = records
+
+    @classmethod
+    def create(cls, path: str | Path, config: dict[str, Any]) -> Journal:
+        path = Path(path)
+        if path.exists() and path.stat().st_size > 0:
+            raise DetnasError(f"{path}: a journal already exists; pass --resume to continue it or choose another --out")
+        header = {"type": "header", "version": JOURNAL_VERSION, "config_hash": config_hash(config), "config": config}
+        journal = cls(path, [])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        journal.append(header)
+        return journal
+
+    @classmethod
+    def resume(cls, path: str | Path, config: dict[str, Any]) -> Journal:
+        """Reopen after checking the configuration matches; nothing is written when it does not."""
+        path = Path(path)
+        if not path.exists():
+            raise DetnasError(f"{path}: no journal to resume; drop --resume to start a new search")
+        records = read_journal(path)
+        expected, found = config_hash(config), records[0].get("config_hash")
+        if found != expected:
+            changed = sorted(k for k in set(config) | set(records[0].get("config", {}))
+                             if config.get(k) != records[0].get("config", {}).get(k))
+            raise DetnasError(
+                f"{path}: journal is from another search configuration (hash {found} != {expected}; differs in "
+                f"{', '.join(changed) or 'format'}); use the original flags or another --out"
+            )
+        size = sum(len(line) + 1 for line in path.read_text().split("\n")[:-1])
+        if size != path.stat().st_size:  # drop a torn last line before appending after it
+            with open(path, "r+b") as handle:
+                handle.truncate(size)
+        return cls(path, records)
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return self.records[0]
+
+    def of_type(self, kind: str) -> Iterator[dict[str, Any]]:
+        return (r for r in self.records if r.get("type") == kind)
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.records.append(record)
+
+
+def strip_volatile(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records without wall-clock fields, for comparing two runs of the same search."""
+    return [{k: v for k, v in r.items() if k not in VOLATILE_FIELDS} for r in records]

@@ -1,0 +1,156 @@
+"""The evolution on cheap deterministic evaluators: constraints, duplicates, pareto front, exact resume."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from detnas.search.evolution import EvolutionSettings, Search, best_record
+from detnas.search.interfaces import BackboneCost
+from detnas.search.journal import read_journal, strip_volatile
+from detnas.search.objectives import Constraints, non_dominated_fronts, pareto_front
+from detnas.search.operators import crossover, mutate
+from test_search_fakes import TINY, FakeAccuracy, FakeLatency
+
+from detnas.arch import Arch, sample_arch
+from detnas.errors import DetnasError
+
+SMALL = dict(population=10, generations=4, parents=4, mutations=4, crossovers=4, randoms=2, seed=3)
+
+
+def make_search(path, accuracy=None, latency=None, settings=None, **constraints) -> Search:
+    return Search(TINY, EvolutionSettings(**(settings or SMALL)), Constraints(**constraints),
+                  accuracy or FakeAccuracy(), latency or FakeLatency(), BackboneCost(64), path)
+
+
+def test_mutation_rate_and_crossover_genes() -> None:
+    rng = random.Random(0)
+    parent = sample_arch(TINY, 1)
+    changed = sum(a != b for _ in range(400) for a, b in zip(mutate(parent, rng, 0.1).choices, parent.choices))
+    # a gene is redrawn with p=0.1 and lands on another value with p=3/4 -> expect 7.5% of 3600 genes
+    assert 0.05 < changed / (400 * TINY.num_blocks) < 0.10
+    a, b = Arch(TINY, (0,) * TINY.num_blocks), Arch(TINY, (3,) * TINY.num_blocks)
+    child = crossover(a, b, rng)
+    assert set(child.choices) <= {0, 3} and len(set(crossover(a, b, rng).choices)) == 2
+
+
+def test_hard_constraint_respected_and_no_duplicates(tmp_path) -> None:
+    accuracy, latency = FakeAccuracy(), FakeLatency()
+    target = 6.0  # between the all-0 (3.25ms) and all-3 (10ms) archs of the tiny space; rejects about half
+    records = make_search(tmp_path / "j.jsonl", accuracy, latency, latency_ms=target).run()
+    assert len(records) == 40 and len(accuracy.calls) == 40
+    assert len(set(accuracy.calls)) == 40, "an architecture was evaluated twice"
+    assert len(set(latency.calls)) == len(latency.calls), "a latency was measured twice"
+    journal = read_journal(tmp_path / "j.jsonl")
+    cands = [r for r in journal if r["type"] == "candidate"]
+    assert all(r["latency"]["median_ms"] <= target for r in cands)
+    rejected = [e for r in journal if r["type"] == "generation" for e in r["rejected"]]
+    assert rejected and all(e["latency"]["median_ms"] > target for e in rejected)
+    assert [r["index"] for r in cands] == list(range(40))
+    assert {r["origin"] for r in cands if r["generation"] > 0} >= {"mutation", "crossover"}
+    # evolution improves on the random first generation
+    best_gen0 = max(r["fitness"] for r in cands if r["generation"] == 0)
+    assert best_record(cands, Constraints(latency_ms=target))["fitness"] >= best_gen0
+
+
+def test_flops_and_params_limits(tmp_path) -> None:
+    cost = BackboneCost(64)
+    limit = sorted(cost(sample_arch(TINY, s))[0] for s in range(50))[25]
+    records = make_search(tmp_path / "j.jsonl", flops_max=limit).run()
+    assert records and all(r["flops"] <= limit for r in records)
+
+
+def test_soft_reward_and_pareto_front(tmp_path) -> None:
+    soft = Constraints(objective="soft", latency_ms=5.0, soft_weight=-0.07)
+    assert soft.fitness(0.3, 10.0) == pytest.approx(0.3 * 2 ** -0.07)
+    assert soft.fitness(0.3, 2.5) > 0.3 and soft.violation(0, 0, 50.0) is None
+    points = [(0.30, 5.0), (0.25, 4.0), (0.20, 6.0), (0.35, 9.0), (0.25, 5.0)]
+    assert non_dominated_fronts(points) == [[0, 1, 3], [4], [2]]  # (0.25, 5) dominates (0.20, 6)
+    records = make_search(tmp_path / "p.jsonl", objective="pareto").run()
+    front = pareto_front(records)
+    assert len(front) >= 2
+    for r in records:  # nothing is strictly better in both AP and latency than a front member
+        for f in front:
+            assert not (r["metrics"]["AP"] > f["metrics"]["AP"] and r["latency"]["median_ms"] < f["latency"]["median_ms"])
+    off_front = [r for r in records if r not in front]
+    assert all(any(f["metrics"]["AP"] >= r["metrics"]["AP"] and f["latency"]["median_ms"] <= r["latency"]["median_ms"]
+                   for f in front) for r in off_front)
+
+
+def test_random_search_same_budget(tmp_path) -> None:
+    accuracy = FakeAccuracy()
+    records = make_search(tmp_path / "r.jsonl", accuracy, settings={**SMALL, "algorithm": "random"}).run()
+    assert len(records) == 40 and {r["origin"] for r in records} == {"random"}
+
+
+def test_interrupted_resume_is_exact_and_never_reevaluates(tmp_path) -> None:
+    straight = tmp_path / "straight.jsonl"
+    make_search(straight, latency_ms=6.0).run()
+    resumed = tmp_path / "resumed.jsonl"
+    for k in (7, 13):  # interrupt twice, mid-generation
+        with pytest.raises(KeyboardInterrupt):
+            make_search(resumed, FakeAccuracy(interrupt_after=k), latency_ms=6.0).run(resume=resumed.exists())
+    counting = FakeAccuracy()
+    make_search(resumed, counting, latency_ms=6.0).run(resume=True)
+    assert len(counting.calls) == 40 - 20
+    assert strip_volatile(read_journal(resumed)) == strip_volatile(read_journal(straight))
+    again = FakeAccuracy()
+    make_search(resumed, again, latency_ms=6.0).run(resume=True)
+    assert again.calls == []
+
+
+def test_torn_last_line_is_dropped_on_resume(tmp_path) -> None:
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        make_search(path, FakeAccuracy(interrupt_after=5)).run()
+    with open(path, "a") as handle:
+        handle.write('{"type": "candidate", "hash": "tor')
+    make_search(path).run(resume=True)
+    straight = tmp_path / "s.jsonl"
+    make_search(straight).run()
+    assert strip_volatile(read_journal(path)) == strip_volatile(read_journal(straight))
+
+
+def test_resume_with_other_configuration_is_refused_untouched(tmp_path) -> None:
+    path = tmp_path / "j.jsonl"
+    make_search(path, latency_ms=6.0).run()
+    before = path.read_bytes()
+    with pytest.raises(DetnasError, match="another search configuration.*constraint_latency_ms"):
+        make_search(path, latency_ms=6.5).run(resume=True)
+    with pytest.raises(DetnasError, match="already exists"):
+        make_search(path, latency_ms=6.0).run()
+    assert path.read_bytes() == before
+    assert "\n" not in str(DetnasError)
+
+
+def test_unsatisfiable_constraint_is_one_clear_error(tmp_path) -> None:
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(DetnasError, match=r"no architecture .*\(fastest measured latency seen \d+\.\d+ms") as err:
+        make_search(path, latency_ms=0.5, settings={**SMALL, "max_tries": 3}).run()
+    assert "\n" not in str(err.value) and not path.exists()
+
+
+def test_final_remeasure_reports_a_miss(tmp_path) -> None:
+    search = make_search(tmp_path / "j.jsonl", latency=FakeLatency(source="predicted"), latency_ms=6.0)
+    records = search.run()
+    with pytest.raises(DetnasError, match="re-measured"):
+        search.finalize(records, FakeLatency(source="predicted"))
+    final = search.finalize(records, FakeLatency(offset_ms=2.0))  # the device is slower than predicted
+    assert final["meets_target"] is False and final["hash"] == best_record(records, search.constraints)["hash"]
+    assert json.loads((tmp_path / "j.jsonl").read_text().splitlines()[-1])["type"] == "final"
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(DetnasError, match="must equal --population"):
+        EvolutionSettings(population=50, mutations=20, crossovers=20, randoms=5)
+    with pytest.raises(DetnasError, match="needs --latency-target"):
+        Constraints(objective="soft")
+
+
+def test_backbone_cost_matches_detnas_flops() -> None:
+    from detnas.flops import count_flops, count_params
+
+    for seed in range(3):
+        arch = sample_arch(TINY, seed)
+        assert BackboneCost(96)(arch) == (count_flops(arch, 96), count_params(arch))

@@ -1,0 +1,46 @@
+"""Deterministic test doubles for the search's evaluator interfaces: functions of the arch, so the algorithm
+can be checked exactly (and fast) without a supernet. Shared by the search tests."""
+
+from __future__ import annotations
+
+import hashlib
+
+from detnas.arch import Arch
+from detnas.space import SearchSpace, register_space
+
+TINY = register_space(SearchSpace("search-test-tiny", 8, (16, 32, 64, 128), (2, 2, 3, 2), 64))
+
+
+def _jitter(arch: Arch) -> float:
+    return int(hashlib.sha256(arch.hash.encode()).hexdigest()[:8], 16) / 16**8
+
+
+class FakeAccuracy:
+    """AP grows with the kernel size of each block (bigger ops 'see more') plus a hash-derived wiggle."""
+
+    def __init__(self, interrupt_after: int | None = None) -> None:
+        self.calls: list[str] = []
+        self.interrupt_after = interrupt_after
+
+    def evaluate(self, arch: Arch) -> dict[str, float]:
+        if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
+            raise KeyboardInterrupt
+        self.calls.append(arch.hash)
+        ap = 0.1 + 0.02 * sum(arch.choices) + 0.01 * _jitter(arch)
+        return {"AP": ap, "AP50": min(1.0, ap * 1.6), "AP75": ap * 0.9}
+
+
+class FakeLatency:
+    """Latency is a per-block sum that grows with the choice index; measured or predicted as asked."""
+
+    fingerprint = "fake-device"
+
+    def __init__(self, source: str = "measured", offset_ms: float = 0.0) -> None:
+        self.source = source
+        self.offset_ms = offset_ms
+        self.calls: list[str] = []
+
+    def latency(self, arch: Arch) -> dict[str, float]:
+        self.calls.append(arch.hash)
+        median = 1.0 + sum(0.25 * (1 + c) for c in arch.choices) + 0.05 * _jitter(arch) + self.offset_ms
+        return {"median_ms": median, "p90_ms": median * 1.05, "min_ms": median * 0.98}
