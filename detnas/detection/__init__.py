@@ -1,1 +1,6 @@
-"""detnas/detection."""
+"""Detectors around DetNAS backbones: torchvision FPN Faster R-CNN and RetinaNet."""
+
+from detnas.detection.backbone import FPN_CHANNELS, DetectionBackbone
+from detnas.detection.build import DETECTOR_KINDS, build_detector, convert_sync_bn, set_arch
+
+__all__ = ["DETECTOR_KINDS", "FPN_CHANNELS", "DetectionBackbone", "build_detector", "convert_sync_bn", "set_arch"]
