@@ -9,6 +9,7 @@ from rich.console import Console
 
 from detnas.cli import arch as arch_cli
 from detnas.errors import DetnasError
+from detnas.search import cli as search_cli
 
 app = typer.Typer(
     name="detnas",
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(arch_cli.app, name="arch")
+app.add_typer(search_cli.app, name="search")
 
 
 def main(argv: list[str] | None = None) -> int:

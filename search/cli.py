@@ -1,0 +1,109 @@
+"""`detnas search`: run an evolutionary (or random) search under a latency target, and redraw its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Search a detection supernet for the best backbone under a latency target.",
+                  no_args_is_help=True)
+console = Console()
+
+
+def _size(text: str, flag: str) -> tuple[int, int]:
+    from detnas.errors import DetnasError
+
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 32:
+        raise DetnasError(f"{flag} '{text}' must be N or HxW with both sides >= 32, e.g. 320x480")
+    return parts[0], parts[1]
+
+
+@app.command("run")
+def run_cmd(
+    supernet: Annotated[Path, typer.Option(help="Detection supernet checkpoint (kind supernet-det) from `detnas train`.")],
+    data: Annotated[Path, typer.Option(help="COCO json of the search-validation split (`detnas data split`).")],
+    images: Annotated[Path, typer.Option(help="Image folder of --data (and of --bn-data unless --bn-images-dir).")],
+    bn_data: Annotated[Path, typer.Option(help="COCO json of training images for BN recalibration (the other split).")],
+    out: Annotated[Path, typer.Option(help="Output folder: journal.jsonl, best_arch.json, topk.json, plots.")],
+    latency_target: str = typer.Option(None, help="Latency budget, e.g. 12ms, 0.5s, 800us."),
+    backend: str = typer.Option("ort", help="Latency backend: torch, ort or trt."),
+    device: str = typer.Option("cpu", help="Device to time (and evaluate) on: cpu, cuda, cuda:N."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or int8."),
+    scope: str = typer.Option("backbone", help="What is timed: backbone, network, network+nms, end-to-end."),
+    latency_size: str = typer.Option(None, help="HxW input timed (default: min-size x max-size, the largest input the detector sees)."),
+    latency_batch: int = typer.Option(1, help="Batch size the latency is timed at."),
+    latency_runs: int = typer.Option(30, help="Timed runs per measurement."),
+    latency_threads: int = typer.Option(1, help="CPU threads while timing."),
+    latency_cache: Annotated[Path | None, typer.Option(help="Latency cache SQLite file (default: detnas' user cache).")] = None,
+    latency_profile: Annotated[Path | None, typer.Option(help="Predict latency from a device profile (`detnas bench profile`).")] = None,
+    force_profile: bool = typer.Option(False, help="Use a device profile whose fingerprint differs from here."),
+    flops_max: str = typer.Option(None, help="Backbone FLOPs limit (multiply-adds at --flops-size), e.g. 300M."),
+    params_max: str = typer.Option(None, help="Backbone params limit, e.g. 3.5M."),
+    flops_size: int = typer.Option(224, help="Input side FLOPs are counted at (DetNAS: 224)."),
+    objective: str = typer.Option("hard", help="hard (reject over target), soft (AP*(lat/target)^w) or pareto."),
+    soft_weight: float = typer.Option(-0.07, help="Exponent w of the soft reward (MnasNet: -0.07)."),
+    algorithm: str = typer.Option("evolution", help="evolution or random (same budget, a baseline)."),
+    population: int = typer.Option(50, help="Candidates per generation."),
+    generations: int = typer.Option(20, help="Generations."),
+    parents: int = typer.Option(10, help="Parents: the best candidates seen so far."),
+    mutations: int = typer.Option(20, help="Mutated candidates per generation."),
+    crossovers: int = typer.Option(20, help="Uniform-crossover candidates per generation."),
+    randoms: int = typer.Option(10, help="Random candidates per generation."),
+    mutation_prob: float = typer.Option(0.1, help="Probability each gene is redrawn in a mutation."),
+    max_tries: int = typer.Option(50, help="Draws per wanted candidate before an operator gives up."),
+    seed: int = typer.Option(0, help="Search seed; same seed and journal give the same search."),
+    bn_images: int = typer.Option(4000, help="Training images for BN recalibration per candidate (DetNAS: 4000)."),
+    bn_batch: int = typer.Option(8, help="Batch size of BN recalibration."),
+    bn_images_dir: Annotated[Path | None, typer.Option(help="Image folder of --bn-data if it differs from --images.")] = None,
+    val_images: int = typer.Option(None, help="Evaluate on the first N search-validation images (default: all)."),
+    min_size: int = typer.Option(None, help="Detector short side (default: the checkpoint's recipe)."),
+    max_size: int = typer.Option(None, help="Detector long-side limit (default: the checkpoint's recipe)."),
+    space: str = typer.Option(None, help="Expected space name; refuses a supernet of another space."),
+    top_k: int = typer.Option(10, help="How many candidates topk.json and the table list."),
+    resume: bool = typer.Option(False, help="Continue the journal in --out (same configuration required)."),
+) -> None:
+    """Evolutionary search (DetNAS defaults) with COCO AP per path and measured or predicted latency."""
+    from detnas.search.evolution import EvolutionSettings
+    from detnas.search.latency import Timing, parse_count, parse_latency_ms
+    from detnas.search.objectives import Constraints
+    from detnas.search.report import summary_table
+    from detnas.search.runner import SearchRequest, run_search
+
+    settings = EvolutionSettings(algorithm, population, generations, parents, mutations, crossovers, randoms,
+                                 mutation_prob, seed, max_tries)
+    constraints = Constraints(objective, parse_latency_ms(latency_target) if latency_target else None, soft_weight,
+                              parse_count(flops_max, "--flops-max") if flops_max else None,
+                              parse_count(params_max, "--params-max") if params_max else None)
+    sizes = _size(latency_size, "--latency-size") if latency_size else None
+    timing = Timing(sizes, backend, precision, device, scope, latency_batch, latency_runs, threads=latency_threads)
+    request = SearchRequest(supernet, data, images, bn_data, out, bn_images_dir, settings, constraints, timing,
+                            latency_profile, force_profile, latency_cache, space, flops_size, bn_images, bn_batch,
+                            val_images, min_size, max_size, resume, top_k)
+    run = run_search(request, log=lambda message: console.print(message, highlight=False))
+    if run is not None:
+        console.print(summary_table(run, top_k))
+        console.print(run.verdict())
+        console.print(f"results in {out}")
+
+
+@app.command("report")
+def report_cmd(
+    journal: Annotated[Path, typer.Argument(help="A search journal (journal.jsonl).")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the report (default: the journal's folder).")] = None,
+    top_k: int = typer.Option(10, help="How many candidates topk.json and the table list."),
+) -> None:
+    """Redraw best_arch.json, topk.json, pareto.png, convergence.png and the summary table from a journal."""
+    from detnas.search.report import summary_table, write_report
+
+    run = write_report(journal, out or journal.parent, top_k)
+    console.print(summary_table(run, top_k))
+    console.print(run.verdict())

@@ -1,0 +1,136 @@
+"""The real `AccuracyEvaluator`: COCO AP of one path of a detection supernet, the DetNAS way.
+
+Per candidate: materialise the path as a standalone detector (the supernet is never modified), re-estimate
+every BN's statistics on training images, then COCO-evaluate on the search-validation split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from detnas.search.bn import recalibrate_bn
+from torch import nn
+
+from detnas.arch import Arch
+from detnas.checkpoint import checkpoint_paths, load_checkpoint
+from detnas.errors import DetnasError
+from detnas.pixels import PixelConvention
+from detnas.space import SearchSpace, register_space
+from detnas.supernet import Supernet, materialize
+
+_BODY = "backbone.body."
+MAX_CACHED_BN_IMAGES = 256
+
+
+@dataclass
+class SupernetDetector:
+    """A detection supernet checkpoint, loaded: the detector, its space and what its sidecar says."""
+
+    detector: nn.Module
+    space: SearchSpace
+    kind: str
+    num_classes: int  # K + 1, as the detector was built
+    pixels: PixelConvention
+    min_size: int
+    max_size: int
+    classes: list[str]
+    digest: str  # identifies the weights in the journal configuration
+
+    @classmethod
+    def load(cls, path: str | Path, min_size: int | None = None, max_size: int | None = None) -> SupernetDetector:
+        """Read a `supernet-det` checkpoint; a classification or child checkpoint is a one-line error."""
+        from detnas.detection import build_detector
+
+        tensors, meta = load_checkpoint(path)
+        if meta.get("kind") != "supernet-det":
+            hint = " (a classification supernet; fine-tune it with `detnas train supernet-det` first)" \
+                if meta.get("kind") == "supernet-cls" else ""
+            raise DetnasError(f"{path}: checkpoint kind is '{meta.get('kind')}'{hint}; the search needs a "
+                              "detection supernet checkpoint (kind 'supernet-det')")
+        try:
+            space = register_space(SearchSpace.from_dict(meta["space"], source=f"{path}: space"))
+            recipe = meta.get("recipe") or {}
+            classes, kind = list(meta["classes"]), str(meta["detector"])
+            pixels = PixelConvention.from_dict(meta["pixels"])
+        except (KeyError, TypeError) as exc:
+            raise DetnasError(f"{path}: sidecar lacks {exc}; pass a checkpoint written by detnas train") from None
+        min_size = int(min_size or recipe.get("min_size", 800))
+        max_size = int(max_size or recipe.get("max_size", 1333))
+        detector = build_detector(kind, Supernet(space), len(classes) + 1, min_size, max_size, pixels)
+        try:
+            detector.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+            raise DetnasError(f"{path}: weights do not fit a '{kind}' detector on space '{space.name}' ({first})") \
+                from None
+        return cls(detector.eval(), space, kind, len(classes) + 1, pixels, min_size, max_size, classes,
+                   _file_digest(checkpoint_paths(path)[0]))
+
+    def materialize(self, arch: Arch) -> nn.Module:
+        """A standalone detector of `arch`: the path's backbone weights plus the shared FPN and head weights."""
+        from detnas.detection import build_detector
+
+        body = materialize(self.detector.backbone.body, arch)
+        child = build_detector(self.kind, body, self.num_classes, self.min_size, self.max_size, self.pixels)
+        shared = {k: v for k, v in self.detector.state_dict().items() if not k.startswith(_BODY)}
+        missing, unexpected = child.load_state_dict(shared, strict=False)
+        if unexpected or any(not k.startswith(_BODY) for k in missing):
+            raise RuntimeError(f"child detector does not match the supernet's: {unexpected or missing}")
+        return child.eval()
+
+
+class DetectionAP:
+    """COCO metrics of a path: materialise, recalibrate BN on `bn_images` training images, evaluate."""
+
+    def __init__(self, supernet: SupernetDetector, bn_set: Any, val_set: Any, bn_images: int = 4000,
+                 bn_batch: int = 8, val_images: int | None = None, device: str = "cpu") -> None:
+        if len(bn_set) == 0 or len(val_set) == 0:
+            raise DetnasError(f"empty data set ({bn_set.source if len(bn_set) == 0 else val_set.source}); "
+                              "BN recalibration and evaluation both need images")
+        self.supernet, self.bn_set, self.val_set = supernet, bn_set, val_set
+        self.bn_count = min(bn_images, len(bn_set))
+        self.bn_batch, self.val_images, self.device = bn_batch, val_images, torch.device(device)
+        self._bn_cache: list[list[torch.Tensor]] | None = None
+        self.last_timing: dict[str, float] = {}
+
+    def _read_bn_batches(self) -> Iterator[list[torch.Tensor]]:
+        pixels = self.supernet.pixels
+        for first in range(0, self.bn_count, self.bn_batch):
+            yield [pixels.to_model_input(self.bn_set.load_image(i)).to(self.device)
+                   for i in range(first, min(first + self.bn_batch, self.bn_count))]
+
+    def _bn_batches(self) -> Iterable[list[torch.Tensor]]:
+        """The first `bn_count` training images as model inputs; decoded once and kept when they are few."""
+        if self.bn_count > MAX_CACHED_BN_IMAGES:
+            return self._read_bn_batches()
+        if self._bn_cache is None:
+            self._bn_cache = list(self._read_bn_batches())
+        return self._bn_cache
+
+    def evaluate(self, arch: Arch) -> dict[str, float]:
+        from detnas.evaluation import METRICS, detector_predictor, evaluate
+
+        start = time.perf_counter()
+        detector = self.supernet.materialize(arch).to(self.device)
+        materialized = time.perf_counter()
+        recalibrate_bn(detector, self._bn_batches())
+        calibrated = time.perf_counter()
+        metrics = evaluate(detector_predictor(detector, self.device), self.val_set, max_images=self.val_images)
+        self.last_timing = {"materialize_s": materialized - start, "bn_s": calibrated - materialized,
+                            "eval_s": time.perf_counter() - calibrated}
+        return {k: metrics[k] for k in METRICS}
+
+
+def _file_digest(path: Path) -> str:
+    """Content hash of the weights file: a journal is bound to these exact weights."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,153 @@
+"""Latency for the search: the bench oracle (measured, through its cache) or a device profile (predicted).
+
+Both implement `LatencyEstimator`; the search never knows which one it talks to. detnas.bench is imported
+inside the constructors so `detnas search --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from detnas.search.interfaces import LatencyEstimator
+
+from detnas.arch import Arch
+from detnas.errors import DetnasError
+from detnas.space import SearchSpace
+
+_DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|us|µs)?\s*$")
+_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3, None: 1.0}
+
+
+def parse_latency_ms(text: str) -> float:
+    """'12ms', '12' (ms), '0.012s', '800us' -> milliseconds."""
+    match = _DURATION.match(text)
+    if match is None or float(match["value"]) <= 0:
+        raise DetnasError(f"--latency-target '{text}' must be a positive duration such as 12ms, 0.5s or 800us")
+    return float(match["value"]) * _TO_MS[match["unit"]]
+
+
+def parse_count(text: str, flag: str) -> float:
+    """'300M', '3.5m', '1.2G', '4e6' -> a number (FLOPs or params)."""
+    match = re.fullmatch(r"\s*([\d.eE+-]+)\s*([kKmMgG]?)\s*", text)
+    try:
+        value = float(match[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match[2].lower()]  # type: ignore[index]
+    except (TypeError, ValueError):
+        value = -1.0
+    if value <= 0:
+        raise DetnasError(f"{flag} '{text}' must be a positive number such as 300M, 3.5M or 1.2G")
+    return value
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How the oracle times a candidate: deployment size and batch, backend, precision, scope, protocol."""
+
+    size: tuple[int, int] | None  # None: the detector's min_size x max_size, filled in once the checkpoint is read
+    backend: str = "ort"
+    precision: str = "fp32"
+    device: str = "cpu"
+    scope: str = "backbone"
+    batch: int = 1
+    runs: int = 30
+    warmup: int = 5
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": list(self.size) if self.size else None, "backend": self.backend, "precision": self.precision, "device": self.device,
+                "scope": self.scope, "batch": self.batch, "runs": self.runs, "warmup": self.warmup,
+                "threads": self.threads}
+
+
+class _CountingCache:
+    """The bench latency cache, counting lookups and hits so the search can report its hit rate."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.lookups = self.hits = 0
+
+    def get(self, key: Any) -> Any:
+        hit = self.cache.get(key)
+        self.lookups += 1
+        self.hits += hit is not None
+        return hit
+
+    def put(self, key: Any, result: Any) -> None:
+        self.cache.put(key, result)
+
+
+class OracleLatency:
+    """Measured latency from detnas.bench's oracle; repeated archs are served by its SQLite cache."""
+
+    source = "measured"
+
+    def __init__(self, timing: Timing, cache_path: str | Path | None = None,
+                 images: Sequence[torch.Tensor] | None = None) -> None:
+        from detnas.bench.cache import LatencyCache
+        from detnas.bench.fingerprint import collect_fingerprint
+        from detnas.bench.oracle import BackendOptions, Protocol
+        from detnas.bench.result import Scope
+
+        self.timing = timing
+        self.cache = _CountingCache(LatencyCache(cache_path))
+        self._protocol = Protocol(warmup=timing.warmup, runs=timing.runs, threads=timing.threads,
+                                  device=timing.device)
+        self._options = BackendOptions()
+        self._scope = Scope.parse(timing.scope)
+        self._images = list(images) if images else None
+        self.fingerprint = collect_fingerprint(timing.device, timing.threads).hash
+
+    def latency(self, arch: Arch) -> dict[str, float]:
+        from detnas.bench.oracle import measure_arch
+
+        result = measure_arch(arch, size=self.timing.size, batch=self.timing.batch, backend=self.timing.backend,
+                              precision=self.timing.precision, scope=self._scope, protocol=self._protocol,
+                              options=self._options, images=self._images, cache=self.cache)
+        return result.stats.to_dict()
+
+
+def fastest_probe(space: SearchSpace, cost_size: tuple[int, int]) -> list[Arch]:
+    """Archs that bound the space's fastest latency from below in practice: one per uniform choice, and the
+    arch with the fewest FLOPs per block (an exhaustive minimum would need every arch measured)."""
+    from detnas.flops import flops_table
+
+    _, per_block, _ = flops_table(space, cost_size, 0)
+    cheapest = tuple(min(table, key=lambda c: (table[c], c)) for table in per_block)
+    probes = [Arch(space, (c,) * space.num_blocks) for c in space.choices] + [Arch(space, cheapest)]
+    return list({a.hash: a for a in probes}.values())
+
+
+def check_target_reachable(space: SearchSpace, target_ms: float, estimator: LatencyEstimator,
+                           cost_size: tuple[int, int]) -> dict[str, Any]:
+    """Refuse a latency target below the fastest probe of the space, saying what that probe measures."""
+    timed = [(estimator.latency(a)["median_ms"], a) for a in fastest_probe(space, cost_size)]
+    fastest_ms, fastest = min(timed, key=lambda t: (t[0], t[1].hash))
+    if target_ms < fastest_ms:
+        raise DetnasError(
+            f"--latency-target {target_ms:g}ms is below the fastest architecture of space '{space.name}': "
+            f"{fastest.compact()} is {estimator.source} at {fastest_ms:.3f}ms ({estimator.fingerprint}); "
+            "raise the target or search a smaller space"
+        )
+    return {"arch": fastest.to_dict(), "median_ms": fastest_ms}
+
+
+class ProfileLatency:
+    """Predicted latency from a device profile (`detnas bench profile`), checked against this space and backend."""
+
+    source = "predicted"
+
+    def __init__(self, path: str | Path, space: SearchSpace, backend: str, force: bool = False) -> None:
+        from detnas.bench.profile import load_profile
+
+        self.profile = load_profile(path, space, backend, force)
+        fingerprint = getattr(self.profile, "fingerprint", None)
+        self.fingerprint = getattr(fingerprint, "hash", str(fingerprint))
+
+    def latency(self, arch: Arch) -> dict[str, float]:
+        from detnas.bench.profile import predict_latency
+
+        return {"median_ms": float(predict_latency(self.profile, arch))}

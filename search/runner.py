@@ -1,0 +1,116 @@
+"""`detnas search run` as a Python call: wire the supernet, the data, the latency source and the evolution.
+
+Every check that can refuse the request (checkpoint kind, space, classes, profile fingerprint, unreachable
+target, journal of another configuration) runs before the journal is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from detnas.search.distributed import join_torchrun, leave_torchrun
+from detnas.search.evolution import EvolutionSettings, Search
+from detnas.search.interfaces import BackboneCost, LatencyEstimator
+from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
+from detnas.search.objectives import Constraints
+from detnas.search.report import SearchRun, write_report
+
+from detnas.errors import DetnasError
+
+JOURNAL_NAME = "journal.jsonl"
+
+
+@dataclass
+class SearchRequest:
+    """Everything `detnas search run` takes; see the CLI for each field's meaning."""
+
+    supernet: Path
+    data: Path
+    images: Path
+    bn_data: Path
+    out: Path
+    bn_images_dir: Path | None = None
+    settings: EvolutionSettings = field(default_factory=EvolutionSettings)
+    constraints: Constraints = field(default_factory=Constraints)
+    timing: Timing = field(default_factory=lambda: Timing(None))
+    latency_profile: Path | None = None
+    force_profile: bool = False
+    latency_cache: Path | None = None
+    space: str | None = None
+    flops_size: int = 224
+    bn_images: int = 4000
+    bn_batch: int = 8
+    val_images: int | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    resume: bool = False
+    top_k: int = 10
+
+
+def _datasets(request: SearchRequest, classes: list[str]) -> tuple[Any, Any]:
+    from detnas.data import CocoDetection
+
+    val = CocoDetection(request.data, request.images)
+    bn = CocoDetection(request.bn_data, request.bn_images_dir or request.images)
+    for dataset, path in ((val, request.data), (bn, request.bn_data)):
+        if list(dataset.classes) != list(classes):
+            raise DetnasError(f"{path}: its {len(dataset.classes)} classes differ from the supernet checkpoint's "
+                              f"{len(classes)}; search on the split the supernet was fine-tuned with")
+    overlap = {r.image_id for r in val.records} & {r.image_id for r in bn.records}
+    if overlap and request.data.resolve() != request.bn_data.resolve():
+        raise DetnasError(f"{request.data} and {request.bn_data} share {len(overlap)} images; use the two parts "
+                          "of `detnas data split` (search-validation and supernet-training)")
+    return val, bn
+
+
+def _context(request: SearchRequest, digest: str, val: Any, bn: Any, latency: LatencyEstimator, timing: Timing,
+             sizes: tuple[int, int]) -> dict[str, Any]:
+    """What besides the search knobs decides the journal's numbers; a resume must match it exactly."""
+    source = ({"latency_profile": str(request.latency_profile), "profile_fingerprint": latency.fingerprint}
+              if request.latency_profile else {"latency_fingerprint": latency.fingerprint})
+    return {"supernet": digest, "data": str(request.data), "val_images": len(val) if request.val_images is None
+            else min(request.val_images, len(val)), "bn_data": str(request.bn_data), "bn_images": request.bn_images,
+            "bn_batch": request.bn_batch, "min_size": sizes[0], "max_size": sizes[1],
+            "timing": timing.to_dict(), "flops_size": request.flops_size,
+            **source}
+
+
+def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchRun | None:
+    """Run or resume a search to the end, re-measure the winner and write the report; None on ranks > 0."""
+    from detnas.search.evaluators import DetectionAP, SupernetDetector
+
+    device = join_torchrun(request.timing.device)
+    try:
+        supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size)
+        if request.space and supernet.space.name != request.space:
+            raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
+                              f"not '{request.space}'; pass the detection supernet of that space")
+        val, bn = _datasets(request, supernet.classes)
+        timing = request.timing
+        if timing.size is None:
+            timing = replace(timing, size=(supernet.min_size, supernet.max_size))
+        measured = OracleLatency(timing, request.latency_cache)
+        latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, request.timing.backend,
+                                                    request.force_profile)
+                                     if request.latency_profile else measured)
+        if request.constraints.latency_ms is not None:
+            check_target_reachable(supernet.space, request.constraints.latency_ms, latency,
+                                   (request.flops_size, request.flops_size))
+        accuracy = DetectionAP(supernet, bn, val, request.bn_images, request.bn_batch, request.val_images, device)
+        context = _context(request, supernet.digest, val, bn, latency, timing,
+                           (supernet.min_size, supernet.max_size))
+        search = Search(supernet.space, request.settings, request.constraints, accuracy, latency,
+                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, log)
+        candidates = search.run(resume=request.resume)
+        search.finalize(candidates, measured)
+        if not search.team.is_leader:
+            return None
+        if measured.cache.lookups:
+            log(f"latency cache: {measured.cache.hits}/{measured.cache.lookups} hits")
+        return write_report(request.out / JOURNAL_NAME, request.out, request.top_k)
+    finally:
+        leave_torchrun()
+
