@@ -8,6 +8,9 @@ import typer
 from rich.console import Console
 
 from detnas.cli import arch as arch_cli
+from detnas.cli import data as data_cli
+from detnas.cli import eval as eval_cli
+from detnas.cli import train as train_cli
 from detnas.errors import DetnasError
 from detnas.search import cli as search_cli
 
@@ -19,6 +22,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(arch_cli.app, name="arch")
+app.add_typer(data_cli.app, name="data")
+app.command("eval")(eval_cli.eval_cmd)
+app.add_typer(train_cli.app, name="train")
 app.add_typer(search_cli.app, name="search")
 
 

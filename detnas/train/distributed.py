@@ -1,0 +1,70 @@
+"""torchrun support: process group from the environment (gloo on CPU, NCCL on GPU), rank/world, device choice."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from detnas.errors import DetnasError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def _pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DetnasError(f"device '{name}' requested but no CUDA GPU is visible; use --device cpu")
+        return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
+    if name != "cpu":
+        raise DetnasError(f"device '{name}' is unknown; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def init_distributed(device: str) -> DistContext:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = _pick_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if chosen.type == "cuda":
+            torch.cuda.set_device(chosen)
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    return DistContext(rank, world, local_rank, chosen)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_objects(obj: object, ctx: DistContext) -> list[object]:
+    """Small JSON-like values from every rank (in-memory between our own processes; nothing is read from disk)."""
+    if not ctx.active:
+        return [obj]
+    out: list[object] = [None] * ctx.world
+    dist.all_gather_object(out, obj)
+    return out

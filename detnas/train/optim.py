@@ -1,0 +1,73 @@
+"""SGD as DetNAS trains it: decay on conv/FC weights only, schedules as pure functions of the iteration, and
+no update at all for supernet parameters off the sampled path.
+
+The learning rate is recomputed from the iteration every step instead of living in a scheduler object, so the
+"scheduler state" of a checkpoint is just the iteration and resume cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from detnas.arch import Arch
+from detnas.supernet import Supernet
+from detnas.train.recipes import TrainConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: conv and linear weights decay; BN affine parameters and every bias do not."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            is_weight = name == "weight" and isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))
+            (decay if is_weight else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
+
+
+def lr_at(cfg: TrainConfig, iteration: int) -> float:
+    """Linear decay to 0 at `iterations`, or /10 at each milestone; optional linear warm-up from warmup_factor."""
+    if cfg.schedule == "linear":
+        factor = max(0.0, 1.0 - iteration / cfg.iterations)
+    else:
+        factor = 0.1 ** sum(iteration >= m for m in cfg.milestones)
+    if iteration < cfg.warmup_iters:
+        alpha = iteration / cfg.warmup_iters
+        factor *= cfg.warmup_factor * (1.0 - alpha) + alpha
+    return cfg.lr * factor
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def drop_grads(params: Iterable[nn.Parameter]) -> None:
+    """Forget gradients so SGD skips these parameters entirely: no weight decay, no momentum step, buffer kept."""
+    for param in params:
+        param.grad = None
+
+
+class OffPath:
+    """Lists the supernet parameters a path does not use, from per-(block, choice) lists built once."""
+
+    def __init__(self, supernet: Supernet) -> None:
+        self.per_choice = [{int(c): list(m.parameters()) for c, m in layer.candidates.items()}
+                           for layer in supernet.blocks]
+        self.supernet = supernet
+
+    def __call__(self, arch: Arch) -> list[nn.Parameter]:
+        self.supernet.check_arch(arch)
+        return [p for table, chosen in zip(self.per_choice, arch.choices)
+                for c, params in table.items() if c != chosen for p in params]

@@ -1,0 +1,216 @@
+"""Training configuration: named recipe presets, a config file, `key=value` overrides, one resolved `TrainConfig`.
+
+The fields split in two: *recipe* fields decide what is learned (optimiser, schedule, sizes, seed) and must not
+change when a run is resumed; *run* fields say where data and outputs live and how often to log, and may change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from detnas.errors import DetnasError
+
+TASKS = ("cls", "det")
+SCHEDULES = ("linear", "step")
+SAMPLERS = ("uniform", "flops-bins")
+DETECTORS = ("fpn", "retinanet")
+DATA_FORMATS = ("auto", "imagefolder", "coco", "voc")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; saved as `config.json` in the run folder."""
+
+    # --- recipe: fixed for the life of a run (a resume with other values is refused) ---
+    task: str = "cls"
+    space: str = "detnas-300m"
+    iterations: int = 200
+    batch_size: int = 32  # global: split evenly over the ranks
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5  # conv and FC weights only
+    label_smoothing: float = 0.1  # classification only
+    schedule: str = "linear"  # linear: to 0 at the last iteration; step: /10 at each milestone
+    milestones: tuple[int, ...] = ()
+    warmup_iters: int = 0
+    warmup_factor: float = 1.0 / 3.0
+    image_size: int = 64  # classification crop
+    min_size: int = 800  # detection short side
+    max_size: int = 1333  # detection long side cap
+    detector: str = "fpn"
+    roi_batch: int = 512  # FPN: RoIs sampled per image for the box head (DetNAS / the 1x schedule: 512)
+    proposals: int = 1000  # FPN: RPN proposals kept per image at evaluation (1x schedule: 1000)
+    sampler: str = "uniform"  # how single paths are drawn (supernet stages)
+    flops_bins: int = 10
+    seed: int = 0
+    amp: bool = True  # autocast + GradScaler, only ever on CUDA
+    # --- run: may differ between the first start and a resume ---
+    recipe: str = "custom"
+    data: str = ""
+    ann: str = ""  # COCO annotations JSON (detection)
+    data_format: str = "auto"
+    val_data: str = ""
+    val_ann: str = ""
+    out: str = "runs/train"
+    init: str = ""  # checkpoint to initialise the backbone from
+    arch: str = ""  # child stages: released name, arch JSON file or inline JSON
+    device: str = "auto"
+    workers: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end (when val_data is given)
+    eval_images: int = 500  # cap on validation images per evaluation
+    checkpoint_every: int = 100
+    keep_last: int = 3
+    resume: bool = False  # continue the latest checkpoint in `out`
+    stop_at: int = 0  # stop (with a checkpoint) after this iteration, e.g. to fit a job time limit; 0: the end
+
+    def recipe_dict(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the run it continues."""
+        data = self.to_dict()
+        return {k: data[k] for k in RECIPE_KEYS}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return from_mapping({**self.to_dict(), **changes}, source="config")
+
+
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+RECIPE_KEYS: tuple[str, ...] = tuple(_FIELDS)[: list(_FIELDS).index("recipe")]
+
+# The paper's recipes (spec section 5) and CPU-sized ones with the same shape. Detection warm-up follows the
+# usual 1x-schedule convention (500 iterations from a third of the learning rate).
+_PAPER_CLS = dict(task="cls", iterations=300_000, batch_size=1024, lr=0.5, weight_decay=4e-5, schedule="linear",
+                  image_size=224, label_smoothing=0.1)
+_PAPER_DET = dict(task="det", batch_size=16, weight_decay=1e-4, schedule="step", warmup_iters=500,
+                  min_size=800, max_size=1333)
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-cls": dict(_PAPER_CLS, checkpoint_every=5000, log_every=100, eval_every=10_000),
+    "paper-cls-spos": dict(_PAPER_CLS, sampler="flops-bins", checkpoint_every=5000, log_every=100,
+                           eval_every=10_000),
+    "paper-det-fpn": dict(_PAPER_DET, detector="fpn", lr=0.02, iterations=90_000, milestones=(60_000, 80_000),
+                          checkpoint_every=5000, log_every=20, eval_every=10_000),
+    "paper-det-retinanet": dict(_PAPER_DET, detector="retinanet", lr=0.01, iterations=90_000,
+                                milestones=(60_000, 80_000), checkpoint_every=5000, log_every=20, eval_every=10_000),
+    "paper-det-fpn-voc": dict(_PAPER_DET, detector="fpn", lr=0.02, iterations=22_500, milestones=(15_000, 20_000),
+                              checkpoint_every=2500, log_every=20, eval_every=5000),
+    "paper-det-retinanet-voc": dict(_PAPER_DET, detector="retinanet", lr=0.01, iterations=22_500,
+                                    milestones=(15_000, 20_000), checkpoint_every=2500, log_every=20,
+                                    eval_every=5000),
+    "cpu-cls": dict(task="cls", iterations=200, batch_size=32, lr=0.1, weight_decay=4e-5, schedule="linear",
+                    image_size=64, checkpoint_every=50, log_every=10, eval_every=100, eval_images=500),
+    "cpu-det": dict(task="det", iterations=100, batch_size=2, lr=0.01, weight_decay=1e-4, schedule="step",
+                    milestones=(70, 90), warmup_iters=10, min_size=256, max_size=384, detector="fpn",
+                    roi_batch=128, proposals=100, checkpoint_every=50, log_every=5, eval_every=50, eval_images=50),
+    "cpu-det-retinanet": dict(task="det", iterations=100, batch_size=2, lr=0.005, weight_decay=1e-4,
+                              schedule="step", milestones=(70, 90), warmup_iters=10, min_size=256, max_size=384,
+                              detector="retinanet", checkpoint_every=50, log_every=5, eval_every=50,
+                              eval_images=50),
+}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a file value or a command-line string into the field's type."""
+    kind = _FIELDS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "tuple[int, ...]":
+            if isinstance(value, str):
+                return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+            return tuple(int(v) for v in value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise DetnasError(f"{source}: '{name}' must be of type {kind}, got {value!r}") from None
+
+
+def _validate(cfg: TrainConfig, source: str) -> None:
+    for name, allowed in (("task", TASKS), ("schedule", SCHEDULES), ("sampler", SAMPLERS),
+                          ("detector", DETECTORS), ("data_format", DATA_FORMATS)):
+        if getattr(cfg, name) not in allowed:
+            raise DetnasError(f"{source}: '{name}' is {getattr(cfg, name)!r}; choose one of {', '.join(allowed)}")
+    for name in ("iterations", "batch_size", "image_size", "min_size", "max_size", "roi_batch", "proposals",
+                 "flops_bins", "log_every",
+                 "checkpoint_every", "keep_last", "eval_images"):
+        if getattr(cfg, name) < 1:
+            raise DetnasError(f"{source}: '{name}' must be >= 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or cfg.weight_decay < 0 or not 0 <= cfg.momentum < 1 or not 0 <= cfg.label_smoothing < 1:
+        raise DetnasError(f"{source}: need lr > 0, weight_decay >= 0, 0 <= momentum < 1, 0 <= label_smoothing < 1")
+    if list(cfg.milestones) != sorted(cfg.milestones) or any(m < 1 for m in cfg.milestones):
+        raise DetnasError(f"{source}: 'milestones' {list(cfg.milestones)} must be increasing positive iterations")
+    if min(cfg.workers, cfg.eval_every, cfg.warmup_iters, cfg.stop_at) < 0:
+        raise DetnasError(f"{source}: 'workers', 'eval_every', 'warmup_iters' and 'stop_at' must be >= 0")
+
+
+def from_mapping(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise DetnasError(f"{source}: unknown keys {unknown}; allowed keys are {', '.join(_FIELDS)}")
+    cfg = TrainConfig(**{k: _coerce(k, v, source) for k, v in data.items()})
+    _validate(cfg, source)
+    return cfg
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A flat mapping of config keys from a .json or .yaml file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DetnasError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # json and yaml raise different types; both mean "not parseable"
+        raise DetnasError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise DetnasError(f"{path}: a config file is a mapping of keys to values")
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """`["lr=0.1", "milestones=60,80"]` -> {"lr": "0.1", "milestones": "60,80"}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DetnasError(f"--set '{item}' must be KEY=VALUE, e.g. --set lr=0.05")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
+                   overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults < preset < config file < overrides; the file may name its own preset with `recipe: NAME`."""
+    file_data = read_config_file(config_file) if config_file else {}
+    name = preset or file_data.get("recipe")
+    data: dict[str, Any] = {}
+    if name:
+        if name not in PRESETS:
+            raise DetnasError(f"unknown recipe '{name}'; known: {', '.join(PRESETS)} (see `detnas train recipes`)")
+        data.update(PRESETS[name], recipe=name)
+    data.update(file_data)
+    if name:
+        data["recipe"] = name
+    data.update(overrides or {})
+    return from_mapping(data, source=str(config_file) if config_file else "config")
