@@ -140,3 +140,15 @@ def test_missing_truncated_or_resized_images_are_clear_errors(tmp_path):
     (tmp_path / "broken.json").write_text('{"images": [')
     with pytest.raises(DetnasError, match="malformed JSON"):
         CocoDetection(tmp_path / "broken.json", folder)
+
+
+def test_data_check_cli_reports_skips_and_strict_fails(tmp_path, capsys):
+    from detnas.cli.main import main
+
+    ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20]), _ann(2, [50, 10, 40, 10])])
+    with pytest.warns(UserWarning):
+        assert main(["data", "check", "--ann", str(ann), "--images", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "1 images decoded, 1 training boxes" in out and "skipped 1 bad boxes" in out
+    assert main(["data", "check", "--ann", str(ann), "--images", str(folder), "--strict"]) == 2
+    assert "annotation id 2" in capsys.readouterr().err

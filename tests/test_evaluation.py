@@ -71,3 +71,56 @@ def test_bad_predictions_are_refused(coco_mini):
                                "labels": torch.zeros(1, dtype=torch.int64)} for _ in ims], dataset, max_images=2)
     with pytest.raises(DetnasError, match="results for"):
         evaluate(lambda ims: [], dataset, max_images=2)
+
+
+def _det_checkpoint(tmp_path, kind, classes):
+    from detnas.arch import resolve_arch
+    from detnas.checkpoint import save_checkpoint
+    from detnas.detection import build_detector
+    from detnas.pixels import DEFAULT_PIXELS
+    from detnas.supernet import ChildNet
+
+    arch = resolve_arch("COCO-FPN-300M")
+    torch.manual_seed(1)
+    detector = build_detector(kind, ChildNet(arch), len(classes) + 1, 128, 213)
+    meta = {"kind": "child-det", "space": arch.space.to_dict(), "arch": arch.to_dict(), "detector": kind,
+            "pixels": DEFAULT_PIXELS.to_dict(), "classes": classes, "num_classes": len(classes)}
+    save_checkpoint(tmp_path / "det", detector.state_dict(), meta)
+    return detector, tmp_path / "det.safetensors"
+
+
+def test_load_detector_restores_the_same_outputs(tmp_path):
+    from detnas.arch import resolve_arch
+    from detnas.detection import load_detector
+
+    detector, path = _det_checkpoint(tmp_path, "retinanet", ["a", "b"])
+    loaded, meta = load_detector(path, min_size=128, max_size=213)
+    x = [torch.rand(3, 100, 140)]
+    detector.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(detector.backbone(x[0][None]).popitem()[1], loaded.backbone(x[0][None]).popitem()[1])
+    assert meta["classes"] == ["a", "b"]
+    with pytest.raises(DetnasError, match="checkpoint holds arch"):
+        load_detector(path, arch=resolve_arch("COCO-RetinaNet-300M"))
+
+
+def test_eval_cli_random_init_and_checkpoint_on_coco_mini(coco_mini, tmp_path, capsys):
+    from detnas.cli.main import main
+
+    ann, images = coco_mini / "annotations" / "instances_val2017.json", coco_mini / "val2017"
+    common = ["eval", "--data", str(ann), "--images", str(images), "--size", "128", "--max-images", "2"]
+    out = tmp_path / "dets.json"
+    assert main([*common, "--arch", "COCO-FPN-300M", "--random-init", "--proposals", "50",
+                 "--out-json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "random-init fpn" in text and "AP50" in text and "AR100" in text and "(2 images)" in text
+    assert isinstance(json.loads(out.read_text()), list)
+    classes = CocoDetection(ann, images).classes
+    _, ckpt = _det_checkpoint(tmp_path, "retinanet", classes)
+    assert main([*common, "--weights", str(ckpt)]) == 0
+    assert str(ckpt) in capsys.readouterr().out
+    _, wrong = _det_checkpoint(tmp_path / "w", "retinanet", classes[:3])
+    assert main([*common, "--weights", str(wrong)]) == 2
+    assert "classes differ" in capsys.readouterr().err
+    assert main([*common, "--weights", str(ckpt), "--random-init"]) == 2
+    assert "exactly one of" in capsys.readouterr().err

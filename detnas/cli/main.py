@@ -10,7 +10,6 @@ from rich.console import Console
 from detnas.cli import arch as arch_cli
 from detnas.cli import data as data_cli
 from detnas.cli import eval as eval_cli
-from detnas.cli import train as train_cli
 from detnas.errors import DetnasError
 from detnas.search import cli as search_cli
 
@@ -24,7 +23,6 @@ app = typer.Typer(
 app.add_typer(arch_cli.app, name="arch")
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_cmd)
-app.add_typer(train_cli.app, name="train")
 app.add_typer(search_cli.app, name="search")
 
 

@@ -1,0 +1,61 @@
+"""`detnas data`: generate the embedded demo data, make the paper's split, check a dataset before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Datasets: demo data, the supernet/search split, checks.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for detection/ (COCO json + PNGs) and classification/.")],
+    seed: Annotated[int, typer.Option(help="Generator seed; the same seed writes the same files.")] = 0,
+    train_images: Annotated[int, typer.Option(help="Detection training images.")] = 48,
+    val_images: Annotated[int, typer.Option(help="Detection validation images.")] = 16,
+) -> None:
+    """Write the small generated shapes data sets (no download)."""
+    from detnas.data.demo import make_demo_classification, make_demo_detection
+
+    det = make_demo_detection(out / "detection", train_images, val_images, seed)
+    cls = make_demo_classification(out / "classification", seed=seed)
+    console.print(f"detection: --ann {det.train_ann} --data {det.train_images} "
+                  f"(val: {det.val_ann} {det.val_images})", highlight=False, soft_wrap=True)
+    console.print(f"classification: --data {cls / 'train'} --val-data {cls / 'val'}", highlight=False)
+
+
+@app.command("split")
+def split_cmd(
+    ann: Annotated[Path, typer.Option(help="COCO instances json of the detection training set.")],
+    out: Annotated[Path, typer.Option(help="Folder for supernet_train.json and search_val.json.")],
+    val_size: Annotated[int, typer.Option(help="Images in the search-validation part (paper: 5000).")] = 5000,
+    seed: Annotated[int, typer.Option(help="Sampling seed; the same seed gives the same split.")] = 0,
+) -> None:
+    """The paper's split: a random search-validation part; the rest fine-tunes the supernet (images disjoint)."""
+    from detnas.data.split import split_coco
+
+    train, val = split_coco(ann, val_size, seed, out)
+    console.print(f"supernet training part: {train}\nsearch validation part: {val}", highlight=False)
+
+
+@app.command("check")
+def check_cmd(
+    ann: Annotated[Path, typer.Option(help="COCO instances json.")],
+    images: Annotated[Path, typer.Option(help="Image folder.")],
+    strict: Annotated[bool, typer.Option(help="Fail on the first bad box instead of skipping it.")] = False,
+) -> None:
+    """Load every record and decode every image; report counts and skipped boxes."""
+    from detnas.data.coco import CocoDetection
+
+    dataset = CocoDetection(ann, images, strict=strict)
+    for i in range(len(dataset)):
+        dataset.load_image(i)
+    boxes = sum(len(r.labels) for r in dataset.records)
+    console.print(f"{ann}: {len(dataset)} images decoded, {boxes} training boxes, {dataset.num_classes} classes",
+                  highlight=False, soft_wrap=True)
+    console.print(dataset.skip_report(), highlight=False, soft_wrap=True)

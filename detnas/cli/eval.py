@@ -1,0 +1,86 @@
+"""`detnas eval`: COCO metrics of a detector (checkpoint or random init) on a COCO json + image folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def metric_table(metrics: dict[str, float]) -> Table:
+    """COCO metrics in % (the way papers report them); -1 from COCOeval means no ground truth in that range."""
+    from detnas.evaluation import METRICS
+
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value (%)", justify="right")
+    for name in METRICS:
+        value = metrics[name]
+        table.add_row(name, "n/a (no GT)" if value < 0 else f"{100 * value:.1f}")
+    return table
+
+
+def eval_cmd(
+    data: Annotated[Path, typer.Option(help="COCO instances json to evaluate on.")],
+    images: Annotated[Path, typer.Option(help="Image folder of --data.")],
+    arch: Annotated[str | None, typer.Option(help="Released name, arch file or inline JSON: the path of a "
+                                             "supernet checkpoint; required with --random-init.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Detection checkpoint written by detnas train.")] = None,
+    random_init: Annotated[bool, typer.Option(help="Evaluate a randomly initialised detector.")] = False,
+    kind: Annotated[str, typer.Option(help="fpn or retinanet (with --random-init).")] = "fpn",
+    size: Annotated[int, typer.Option(help="Short side; the long side is capped at size*1333/800.")] = 800,
+    proposals: Annotated[int, typer.Option(help="FPN: RPN proposals per image at test time (1000 as in "
+                                           "Detectron; fewer makes the 4-conv box head cheaper on CPU).")] = 1000,
+    max_images: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per predictor call.")] = 4,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    out_json: Annotated[Path | None, typer.Option(help="Write the detections as a COCO results json.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
+) -> None:
+    """Evaluate with pycocotools COCOeval and print AP / AR as a table."""
+    import torch
+
+    from detnas.arch import resolve_arch
+    from detnas.checkpoint import load_meta
+    from detnas.data.coco import CocoDetection
+    from detnas.detection import build_detector, load_detector
+    from detnas.errors import DetnasError
+    from detnas.evaluation import detector_predictor, evaluate
+    from detnas.supernet import ChildNet
+
+    if (weights is None) == (not random_init):
+        raise DetnasError("pass exactly one of --weights CKPT or --random-init")
+    dataset = CocoDetection(data, images)
+    max_size = round(size * 1333 / 800)
+    chosen = resolve_arch(arch) if arch else None
+    if weights is not None:
+        kind = load_meta(weights).get("detector", kind)
+    budget = {"rpn_post_nms_top_n_test": proposals} if kind == "fpn" else {}
+    if random_init:
+        if chosen is None:
+            raise DetnasError("--random-init needs --arch (e.g. COCO-FPN-300M)")
+        torch.manual_seed(seed)
+        detector = build_detector(kind, ChildNet(chosen), dataset.num_classes + 1, size, max_size, **budget)
+        source = f"random-init {kind}"
+    else:
+        detector, meta = load_detector(weights, chosen, size, max_size, **budget)
+        if list(meta["classes"]) != dataset.classes:
+            raise DetnasError(f"{data}: its classes differ from the checkpoint's ({len(meta['classes'])} "
+                              f"classes); evaluate on data with the same category list")
+        source = str(weights)
+    console = Console()
+    metrics = evaluate(detector_predictor(detector.to(device), device), dataset, out_json=out_json,
+                       batch_size=batch_size, max_images=max_images)
+    console.print(f"COCO bbox metrics of {source} on {data} ({int(metrics['images'])} images)", highlight=False,
+                  soft_wrap=True)
+    console.print(metric_table(metrics))
+    per_image = 1000 * metrics["predict_seconds"] / max(1.0, metrics["images"])
+    console.print(f"{int(metrics['detections'])} detections, {per_image:.0f} ms/image inference, "
+                  f"COCOeval {metrics['eval_seconds']:.2f} s", highlight=False)
+    if out_json is not None:
+        console.print(f"detections: {out_json}", highlight=False)
+    if dataset.skipped:
+        console.print(dataset.skip_report(), highlight=False, soft_wrap=True)
