@@ -1,0 +1,114 @@
+"""ONNX Runtime backend (CPU, CUDA or TensorRT execution provider) with a check against silent CPU fallback.
+
+ONNX Runtime quietly runs on the CPU when a GPU provider cannot load (missing CUDA / cuDNN libraries, no
+driver); a latency measured that way would be wrong by an order of magnitude, so it is an error here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from detnas.bench.backends import Prepared
+
+from detnas.errors import DetnasError
+
+PROVIDERS: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def provider_for(name: str) -> str:
+    if name not in PROVIDERS:
+        raise DetnasError(f"unknown ONNX Runtime provider '{name}'; choose one of {', '.join(PROVIDERS)}")
+    return PROVIDERS[name]
+
+
+def check_providers(requested: str, in_use: Sequence[str]) -> None:
+    """Fail when the session's first provider is not the one asked for (ORT fell back without raising)."""
+    if not in_use or in_use[0] != requested:
+        raise DetnasError(
+            f"ONNX Runtime silently fell back: requested {requested} but the session runs on {list(in_use)}; "
+            f"{requested} could not load (check the GPU driver, CUDA/cuDNN versions onnxruntime-gpu needs, "
+            "and that a GPU is visible) or use --ort-provider cpu"
+        )
+
+
+def open_session(model: str | Path, provider: str, threads: int, precision: str = "fp32") -> Any:
+    """An InferenceSession on exactly `provider` with fixed intra-op threads and sequential execution."""
+    import onnxruntime as ort
+
+    requested = provider_for(provider)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    provider_options: dict[str, Any] = {}
+    if requested == "TensorrtExecutionProvider":
+        provider_options = {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+                            "trt_engine_cache_path": str(Path(tempfile.gettempdir()) / "detnas-ort-trt-cache")}
+    try:
+        session = ort.InferenceSession(str(model), options, providers=[(requested, provider_options)])
+    except Exception as exc:  # ORT raises several pybind types (InvalidProtobuf, Fail, NoSuchFile) for one cause
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DetnasError(f"{model}: ONNX file does not load in ONNX Runtime ({first})") from None
+    check_providers(requested, session.get_providers())
+    return session
+
+
+def input_precision(session: Any) -> str:
+    """'fp16' when the model's image input is float16, else 'fp32' (INT8 QDQ models keep float inputs)."""
+    return "fp16" if session.get_inputs()[0].type == "tensor(float16)" else "fp32"
+
+
+def prepare_ort(
+    model: str | Path, inputs: Sequence[np.ndarray], *, provider: str, threads: int, precision: str
+) -> Prepared:
+    """Open a checked session and return a runner; FP16 must be baked into the ONNX file except on TensorRT EP."""
+    session = open_session(model, provider, threads, precision)
+    model_inputs = session.get_inputs()
+    if len(model_inputs) != 1:
+        raise DetnasError(f"{model}: the ONNX model has {len(model_inputs)} inputs; the oracle feeds one image batch")
+    file_precision = input_precision(session)
+    if precision == "fp16" and provider == "cpu":
+        raise DetnasError("ONNX Runtime's CPU provider has no fast FP16 kernels; use --precision fp32 or a GPU provider")
+    if precision == "fp16" and provider == "cuda" and file_precision != "fp16":
+        raise DetnasError(f"{model}: FP16 on the CUDA provider needs an FP16 ONNX file (its input is FP32); "
+                          "export it in FP16 or use --ort-provider tensorrt")
+    name = model_inputs[0].name
+    dtype = np.float16 if file_precision == "fp16" else np.float32
+    feeds = [{name: np.ascontiguousarray(x, dtype=dtype)} for x in inputs]
+
+    def call(i: int) -> None:
+        session.run(None, feeds[i])
+
+    details = {"providers": session.get_providers(), "intra_op_threads": threads, "inter_op_threads": 1,
+               "graph_optimization": "ORT_ENABLE_ALL"}
+    return Prepared(call=call, n_inputs=len(feeds), details=details)
+
+
+def quantize_int8(model: str | Path, out: str | Path, calibration: Sequence[np.ndarray]) -> Path:
+    """Static INT8 quantisation (QDQ, per-channel weights) with activation ranges from real calibration batches."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            import onnx
+
+            graph = onnx.load(str(model), load_external_data=False).graph
+            self.name = graph.input[0].name
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {self.name: np.ascontiguousarray(batch, dtype=np.float32)}
+
+    quantize_static(str(model), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return Path(out)

@@ -1,0 +1,264 @@
+"""TensorRT backend: ONNX -> engine (FP32 / FP16 / INT8) and CUDA-event timing of the engine's execution.
+
+The only module that imports `tensorrt`, and only inside functions: TensorRT is absent on most machines, so
+`require_tensorrt` says exactly which piece is missing. Both API generations are supported: TensorRT 8.6
+(bindings, `execute_async_v2`; the last line for sm_61 such as the GTX 1080 Ti) and TensorRT 10 (named
+tensors, `execute_async_v3`). Device memory is held in torch tensors, so pycuda is not needed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from detnas.bench.backends import Prepared
+from detnas.bench.precision import PrecisionWarning
+
+from detnas.errors import DetnasError
+from detnas.io import atomic_path
+
+_UNAVAILABLE = "TensorRT backend unavailable: "
+
+
+def require_tensorrt() -> ModuleType:
+    """Import tensorrt and check for a CUDA GPU, or raise a DetnasError naming what is missing."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise DetnasError(
+            _UNAVAILABLE + "the Python package 'tensorrt' is not installed "
+            "(pip install 'detnas[tensorrt]' on a machine with an NVIDIA GPU and driver)"
+        ) from None
+    except OSError as exc:
+        raise DetnasError(
+            _UNAVAILABLE + f"the 'tensorrt' package is installed but its shared libraries do not load ({exc}); "
+            "install the TensorRT libraries for your CUDA version and put them on LD_LIBRARY_PATH"
+        ) from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DetnasError(
+            _UNAVAILABLE + f"TensorRT {getattr(trt, '__version__', '?')} is installed but no CUDA GPU is visible "
+            "(torch.cuda.is_available() is False); check the driver with nvidia-smi"
+        )
+    return trt
+
+
+def api_major(trt: ModuleType) -> int:
+    """Major version: 10+ uses named tensors and execute_async_v3, 8.x bindings and execute_async_v2."""
+    return int(str(trt.__version__).split(".")[0])
+
+
+def _logger(trt: ModuleType) -> Any:
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def make_builder(trt: ModuleType, logger: Any) -> Any:
+    """trt.Builder, or a DetnasError: it fails when the CUDA driver is too old or the GPU is not supported."""
+    try:
+        builder = trt.Builder(logger)
+    except Exception as exc:  # TensorRT raises TypeError / RuntimeError depending on version
+        raise DetnasError(_UNAVAILABLE + f"trt.Builder could not be created ({exc}); the CUDA driver may be too old "
+                          f"for TensorRT {trt.__version__} or the GPU is not supported by it") from None
+    if builder is None:
+        raise DetnasError(_UNAVAILABLE + f"trt.Builder could not be created; the CUDA driver may be too old for "
+                          f"TensorRT {trt.__version__} or the GPU is not supported by it (see the TensorRT log)")
+    return builder
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    *,
+    precision: str,
+    input_shape: tuple[int, ...],
+    workspace_mb: int = 1024,
+    timing_cache: str | Path | None = None,
+    calibration: Sequence[Any] | None = None,
+) -> Path:
+    """Parse the ONNX file, build a serialized engine at `precision` for `input_shape` and write it atomically.
+
+    The timing cache file (kernel timings) is read when present and updated after the build, which makes
+    rebuilding similar networks much faster; INT8 uses an entropy calibrator over the real `calibration` batches.
+    """
+    trt = require_tensorrt()
+    logger = _logger(trt)
+    builder = make_builder(trt, logger)
+    explicit_batch = 0 if api_major(trt) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(explicit_batch)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        first = str(parser.get_error(0)) if parser.num_errors else "no error reported"
+        raise DetnasError(f"{onnx_path}: TensorRT cannot parse the ONNX file ({first.splitlines()[0]})")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    image = network.get_input(0)
+    if any(d < 0 for d in image.shape):  # dynamic axes: pin them to the size being timed
+        profile = builder.create_optimization_profile()
+        profile.set_shape(image.name, input_shape, input_shape, input_shape)
+        config.add_optimization_profile(profile)
+        if precision == "int8":
+            config.set_calibration_profile(profile)
+    if precision == "fp16":
+        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in 10.x
+            warnings.warn("this GPU has no fast FP16; the FP16 engine will not be faster than FP32",
+                          PrecisionWarning, stacklevel=2)
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8":
+        if not getattr(builder, "platform_has_fast_int8", True):
+            warnings.warn("this GPU has no fast INT8; the INT8 engine will not be faster", PrecisionWarning,
+                          stacklevel=2)
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = _entropy_calibrator(trt, calibration or [], Path(engine_path).with_suffix(".calib"))
+    cache = None
+    if timing_cache is not None:
+        timing_cache = Path(timing_cache)
+        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise DetnasError(f"{onnx_path}: TensorRT failed to build a {precision} engine (see the TensorRT log above)")
+    if cache is not None:
+        with atomic_path(timing_cache) as tmp:
+            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    return Path(engine_path)
+
+
+def _entropy_calibrator(trt: ModuleType, batches: Sequence[Any], cache_file: Path) -> Any:
+    """IInt8EntropyCalibrator2 feeding real image batches from GPU memory held by torch tensors."""
+    import torch
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches = [torch.as_tensor(b, dtype=torch.float32) for b in batches]
+            self.index = 0
+            self.current: torch.Tensor | None = None  # keeps the device buffer alive while TensorRT reads it
+
+        def get_batch_size(self) -> int:
+            return int(self.batches[0].shape[0])
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if self.index >= len(self.batches):
+                return None
+            self.current = self.batches[self.index].to("cuda").contiguous()
+            self.index += 1
+            return [int(self.current.data_ptr())]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return None  # always calibrate on the given images; a stale cache would silently change the scales
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            with atomic_path(cache_file) as tmp:
+                tmp.write_bytes(bytes(cache))
+
+    return EntropyCalibrator()
+
+
+def _torch_dtype(trt: ModuleType, trt_dtype: Any) -> Any:
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.empty(0, dtype=trt.nptype(trt_dtype))).dtype
+
+
+def prepare_engine(engine_path: str | Path, inputs: Sequence[Any]) -> Prepared:
+    """Deserialize an engine and return a runner timed with CUDA events on a dedicated stream."""
+    import torch
+
+    trt = require_tensorrt()
+    path = Path(engine_path)
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise DetnasError(f"{path}: cannot read engine file ({exc.strerror})") from None
+    runtime = trt.Runtime(_logger(trt))
+    engine = runtime.deserialize_cuda_engine(blob)
+    if engine is None:
+        raise DetnasError(f"{path}: TensorRT {trt.__version__} cannot load this engine; engines only run on the "
+                          "TensorRT version and GPU model that built them, rebuild it from the ONNX file")
+    context = engine.create_execution_context()
+    stream = torch.cuda.Stream()
+    batches = [torch.as_tensor(x).cuda().contiguous() for x in inputs]
+    if api_major(trt) >= 10:
+        call, io, outputs = _bind_named_tensors(trt, engine, context, batches, stream)
+    else:
+        call, io, outputs = _bind_v2(trt, engine, context, batches, stream)
+    details = {"tensorrt": trt.__version__, "api": "execute_async_v3" if api_major(trt) >= 10 else "execute_async_v2",
+               "io": io, "engine": str(path)}
+    return Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=stream,
+                    keepalive=(engine, context, batches, outputs))
+
+
+def _bind_named_tensors(trt: ModuleType, engine: Any, context: Any, batches: list[Any], stream: Any) -> tuple[Any, dict, list]:
+    """TensorRT 10: set every tensor address by name, then execute_async_v3 on the stream."""
+    import torch
+
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    if len(inputs) != 1:
+        raise DetnasError(f"engine has {len(inputs)} inputs; the oracle feeds one image batch")
+    image = inputs[0]
+    dtype = _torch_dtype(trt, engine.get_tensor_dtype(image))
+    batches[:] = [b.to(dtype) for b in batches]
+    context.set_input_shape(image, tuple(batches[0].shape))
+    keep: list[torch.Tensor] = []
+    io = {}
+    for name in names:
+        if name == image:
+            continue
+        shape = tuple(context.get_tensor_shape(name))
+        if any(d < 0 for d in shape):
+            raise DetnasError(f"engine output '{name}' has a data-dependent shape {shape}; export NMS with fixed-size "
+                              "outputs (e.g. EfficientNMS / padded detections) so it can be timed")
+        out = torch.empty(shape, dtype=_torch_dtype(trt, engine.get_tensor_dtype(name)), device="cuda")
+        keep.append(out)
+        context.set_tensor_address(name, out.data_ptr())
+        io[name] = list(shape)
+    io[image] = list(batches[0].shape)
+
+    def call(i: int) -> None:
+        context.set_tensor_address(image, batches[i].data_ptr())
+        context.execute_async_v3(stream.cuda_stream)
+
+    return call, io, keep
+
+
+def _bind_v2(trt: ModuleType, engine: Any, context: Any, batches: list[Any], stream: Any) -> tuple[Any, dict, list]:
+    """TensorRT 8.6: a list of device pointers in binding order, then execute_async_v2 on the stream."""
+    import torch
+
+    count = engine.num_bindings
+    inputs = [b for b in range(count) if engine.binding_is_input(b)]
+    if len(inputs) != 1:
+        raise DetnasError(f"engine has {len(inputs)} inputs; the oracle feeds one image batch")
+    image = inputs[0]
+    dtype = _torch_dtype(trt, engine.get_binding_dtype(image))
+    batches[:] = [b.to(dtype) for b in batches]
+    context.set_binding_shape(image, tuple(batches[0].shape))
+    pointers = [0] * count
+    keep: list[torch.Tensor] = []
+    io = {}
+    for b in range(count):
+        if b == image:
+            continue
+        shape = tuple(context.get_binding_shape(b))
+        if any(d < 0 for d in shape):
+            raise DetnasError(f"engine output '{engine.get_binding_name(b)}' has a data-dependent shape {shape}; "
+                              "TensorRT 8.6 bindings cannot time it, export NMS with fixed-size outputs")
+        out = torch.empty(shape, dtype=_torch_dtype(trt, engine.get_binding_dtype(b)), device="cuda")
+        keep.append(out)
+        pointers[b] = out.data_ptr()
+        io[engine.get_binding_name(b)] = list(shape)
+    io[engine.get_binding_name(image)] = list(batches[0].shape)
+
+    def call(i: int) -> None:
+        pointers[image] = batches[i].data_ptr()
+        context.execute_async_v2(pointers, stream.cuda_stream)
+
+    return call, io, keep

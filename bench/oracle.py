@@ -1,0 +1,266 @@
+"""The latency oracle: one entry point per kind of model (torch module, arch, ONNX file, TensorRT engine).
+
+Every path goes through the same protocol (warm-up, N timed runs, statistics, fingerprint) and returns a
+`LatencyResult` that says what was timed. Results with a stable identity (arch hash, file sha256) are served
+from the latency cache when one is given.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from detnas.bench.backends import CLOCKS, Prepared, time_prepared
+from detnas.bench.cache import CacheKey, LatencyCache
+from detnas.bench.fingerprint import collect_fingerprint, gpu_state
+from detnas.bench.inputs import random_batches
+from detnas.bench.models import export_onnx, file_sha256, timed_module
+from detnas.bench.precision import require_calibration
+from detnas.bench.result import BACKENDS, PRECISIONS, LatencyResult, Scope, check_choice
+from detnas.bench.stats import summarize
+from torch import nn
+
+from detnas.arch import Arch
+from detnas.errors import DetnasError
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How to time: untimed warm-up runs, timed runs, CPU threads, and the device ('cpu', 'cuda', 'cuda:1')."""
+
+    warmup: int = 10
+    runs: int = 50
+    threads: int = 1
+    device: str = "cpu"
+    clock: str = "wall"
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.runs < 2 or self.threads < 1:
+            raise DetnasError(f"protocol warmup={self.warmup} runs={self.runs} threads={self.threads}: "
+                              "need warmup >= 0, runs >= 2, threads >= 1")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise DetnasError(f"unknown device '{self.device}'; use cpu, cuda or cuda:N")
+        check_choice("clock", self.clock, CLOCKS)
+        if self.clock == "thread-cpu" and (self.threads != 1 or self.on_gpu):
+            raise DetnasError("--clock thread-cpu measures one CPU thread; use it only with --threads 1 on the CPU")
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def variant(self, options: BackendOptions, backend: str) -> str:
+        """The backend variant plus the clock: what, besides model and fingerprint, changes the number."""
+        return options.variant(backend, self.device) + ("" if self.clock == "wall" else f"@{self.clock}")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Backend-specific knobs; `variant()` names the ones that change latency and is part of the cache key."""
+
+    ort_provider: str | None = None  # default: cpu on the CPU, cuda on a GPU
+    compile: bool = False
+    cuda_graphs: bool = False
+    workspace_mb: int = 1024
+    timing_cache: Path | None = None
+
+    def provider(self, device: str) -> str:
+        return self.ort_provider or ("cuda" if device.startswith("cuda") else "cpu")
+
+    def variant(self, backend: str, device: str) -> str:
+        if backend == "ort":
+            return f"ort:{self.provider(device)}"
+        if backend == "torch":
+            return f"torch:{device.split(':')[0]}:{'compile' if self.compile else 'eager'}" + (
+                "+graphs" if self.cuda_graphs else "")
+        return "trt"
+
+
+DEFAULT_PROTOCOL = Protocol()
+DEFAULT_OPTIONS = BackendOptions()
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Fix torch's intra-op thread count while timing and restore it afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One timing request after validation: what to time and how to label and cache it."""
+
+    backend: str
+    precision: str
+    scope: Scope
+    protocol: Protocol
+    options: BackendOptions
+    source: str
+    label: str
+    inputs: Sequence[torch.Tensor]
+    input_kind: str
+
+    def key(self) -> CacheKey:
+        fingerprint = collect_fingerprint(self.protocol.device, self.protocol.threads)
+        return CacheKey(self.source, tuple(self.inputs[0].shape), int(self.inputs[0].shape[0]), self.precision,
+                        self.protocol.variant(self.options, self.backend), self.scope.value, fingerprint.hash)
+
+
+def _validate(backend: str, precision: str, protocol: Protocol, calibration: Sequence[Any] | None,
+              inputs: Sequence[torch.Tensor]) -> None:
+    check_choice("backend", backend, BACKENDS)
+    check_choice("precision", precision, PRECISIONS)
+    require_calibration(precision, calibration)
+    if backend == "trt" and not protocol.on_gpu:
+        raise DetnasError("the trt backend runs on a GPU; pass --device cuda")
+    if not inputs or any(x.dim() != 4 or x.shape != inputs[0].shape for x in inputs):
+        raise DetnasError("inputs must be one or more [B, 3, H, W] batches of the same shape")
+
+
+def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None) -> LatencyResult:
+    """Serve from the cache or prepare, time and summarise; GPU clocks / throttling are read around the runs."""
+    key = job.key()
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit
+    protocol = job.protocol
+    gpu_index = torch.device(protocol.device).index or 0
+    with torch_threads(protocol.threads):
+        prepared = prepare()
+        before = gpu_state(gpu_index) if protocol.on_gpu else None
+        samples = time_prepared(prepared, protocol.warmup, protocol.runs, protocol.clock)
+        after = gpu_state(gpu_index) if protocol.on_gpu else None
+    details: dict[str, Any] = dict(prepared.details)
+    details.update(variant=key.backend, inputs=job.input_kind,
+                   timer="cuda events" if prepared.cuda_stream is not None else f"host {protocol.clock} clock")
+    if protocol.on_gpu:
+        details.update(gpu_before=before, gpu_after=after)
+    result = LatencyResult(
+        stats=summarize(samples), backend=job.backend, precision=job.precision, batch=key.batch,
+        input_shape=key.input_shape, scope=job.scope.value, warmup=protocol.warmup, threads=protocol.threads,
+        source=job.source, label=job.label,
+        fingerprint=collect_fingerprint(protocol.device, protocol.threads), details=details,
+    )
+    if cache is not None:
+        cache.put(key, result)
+    return result
+
+
+def prepare_module(
+    module: nn.Module, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: Protocol,
+    options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None,
+) -> Prepared:
+    """A ready runner for a torch module on any backend; ort / trt go through a temporary ONNX export."""
+    if backend == "torch":
+        from detnas.bench.backends.torch_backend import prepare_torch
+
+        return prepare_torch(module, inputs, precision=precision, device=protocol.device, compile=options.compile,
+                             cuda_graphs=options.cuda_graphs)
+    with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
+        onnx_path = export_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
+        return prepare_onnx(onnx_path, inputs, backend=backend, precision=precision, protocol=protocol,
+                            options=options, calibration=calibration)
+
+
+def prepare_onnx(
+    path: Path, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: Protocol,
+    options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None,
+) -> Prepared:
+    """ORT session (INT8: static QDQ quantisation with the calibration batches first) or a TensorRT engine."""
+    if backend == "torch":
+        raise DetnasError(f"{path}: the torch backend times torch modules; use --backend ort or trt for ONNX files")
+    with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
+        if backend == "trt":
+            from detnas.bench.backends.trt_backend import build_engine, prepare_engine
+
+            engine = build_engine(path, Path(tmp) / "model.engine", precision=precision,
+                                  input_shape=tuple(inputs[0].shape), workspace_mb=options.workspace_mb,
+                                  timing_cache=options.timing_cache, calibration=calibration)
+            return prepare_engine(engine, inputs)
+        from detnas.bench.backends.ort_backend import open_session, prepare_ort, quantize_int8
+
+        model = path
+        if precision == "int8":
+            open_session(path, "cpu", 1)  # a file that does not load gets the clear message before quantisation
+            model = quantize_int8(path, Path(tmp) / "model.int8.onnx", [x.numpy() for x in calibration or []])
+        return prepare_ort(model, [x.numpy() for x in inputs], provider=options.provider(protocol.device),
+                           threads=protocol.threads, precision=precision)
+
+
+def measure_module(
+    module: nn.Module, inputs: Sequence[torch.Tensor], *, backend: str = "torch", precision: str = "fp32",
+    scope: Scope = Scope.BACKBONE, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    calibration: Sequence[torch.Tensor] | None = None, label: str = "module", source: str | None = None,
+    input_kind: str = "random", cache: LatencyCache | None = None,
+) -> LatencyResult:
+    """Time a torch module on input batches ([B, 3, H, W] each) on any backend.
+
+    Caching needs a stable `source` id (e.g. 'arch:<hash>'); without one the module is always timed.
+    """
+    _validate(backend, precision, protocol, calibration, inputs)
+    job = _Job(backend, precision, scope, protocol, options, source or f"module:{type(module).__name__}", label,
+               inputs, input_kind)
+    return _run(job, lambda: prepare_module(module, inputs, backend=backend, precision=precision, protocol=protocol,
+                                            options=options, calibration=calibration),
+                cache if source else None)
+
+
+def measure_arch(
+    arch: Arch, *, size: tuple[int, int], batch: int = 1, backend: str = "ort", precision: str = "fp32",
+    scope: Scope = Scope.BACKBONE, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    images: Sequence[torch.Tensor] | None = None, calibration: Sequence[torch.Tensor] | None = None,
+    label: str | None = None, cache: LatencyCache | None = None,
+) -> LatencyResult:
+    """Time an arch at `scope` on real image batches when given (else seeded random pixels), cache first."""
+    inputs = list(images) if images else random_batches(batch, size)
+    _validate(backend, precision, protocol, calibration, inputs)
+    job = _Job(backend, precision, scope, protocol, options, f"arch:{arch.hash}", label or arch.compact(), inputs,
+               "images" if images else "random")
+    if cache is not None and (hit := cache.get(job.key())) is not None:
+        return hit
+    result = measure_module(timed_module(arch, scope), inputs, backend=backend, precision=precision, scope=scope,
+                            protocol=protocol, options=options, calibration=calibration, label=job.label,
+                            source=job.source, input_kind=job.input_kind)
+    if cache is not None:
+        cache.put(job.key(), result)
+    return result
+
+
+def measure_onnx(
+    path: str | Path, inputs: Sequence[torch.Tensor], *, backend: str = "ort", precision: str = "fp32",
+    scope: Scope = Scope.NETWORK, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    calibration: Sequence[torch.Tensor] | None = None, label: str | None = None, input_kind: str = "random",
+    cache: LatencyCache | None = None,
+) -> LatencyResult:
+    """Time an ONNX file with ONNX Runtime or TensorRT (engine built here for the inputs' shape)."""
+    _validate(backend, precision, protocol, calibration, inputs)
+    path = Path(path)
+    job = _Job(backend, precision, scope, protocol, options, f"onnx:{file_sha256(path)}", label or path.name,
+               inputs, input_kind)
+    return _run(job, lambda: prepare_onnx(path, inputs, backend=backend, precision=precision, protocol=protocol,
+                                          options=options, calibration=calibration), cache)
+
+
+def measure_engine(
+    path: str | Path, inputs: Sequence[torch.Tensor], *, precision: str = "fp32", scope: Scope = Scope.NETWORK,
+    protocol: Protocol = Protocol(device="cuda"), label: str | None = None, input_kind: str = "random",
+    cache: LatencyCache | None = None,
+) -> LatencyResult:
+    """Time a serialized TensorRT engine; its precision was fixed at build time, `precision` labels it."""
+    check_choice("precision", precision, PRECISIONS)
+    _validate("trt", "fp32", protocol, None, inputs)
+    path = Path(path)
+    from detnas.bench.backends.trt_backend import prepare_engine, require_tensorrt
+
+    require_tensorrt()
+    job = _Job("trt", precision, scope, protocol, BackendOptions(), f"engine:{file_sha256(path)}",
+               label or path.name, inputs, input_kind)
+    return _run(job, lambda: prepare_engine(path, inputs), cache)

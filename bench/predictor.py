@@ -1,0 +1,77 @@
+"""Latency predictor: a per-position lookup table of block latencies plus a learned linear correction.
+
+Blocks timed one by one miss what the whole network pays once (framework overhead per run, memory traffic
+between blocks, fusion across blocks), so the raw table sum is biased. A least-squares correction fitted on
+fully measured random archs removes that bias: per stage, latency ~ scale_s * table sum of stage s, plus one
+intercept that absorbs the fixed parts and the per-run overhead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detnas.errors import DetnasError
+
+
+@dataclass(frozen=True)
+class LatencyPredictor:
+    """`table[p][c]`: ms of choice c at block position p; `stage_of[p]`: its stage; `coef`: scales + intercept."""
+
+    table: tuple[dict[int, float], ...]
+    stage_of: tuple[int, ...]
+    fixed_ms: float
+    coef: tuple[float, ...]
+
+    def features(self, choices: Sequence[int]) -> np.ndarray:
+        """Table sum per stage, with the fixed parts and a constant in the last column."""
+        if len(choices) != len(self.table):
+            raise DetnasError(f"arch has {len(choices)} choices but the profile has {len(self.table)} positions")
+        stages = max(self.stage_of) + 1
+        row = np.zeros(stages + 1)
+        for p, c in enumerate(choices):
+            if c not in self.table[p]:
+                raise DetnasError(f"choice {c} at position {p} is not in the profile (it has {sorted(self.table[p])})")
+            row[self.stage_of[p]] += self.table[p][c]
+        row[-1] = 1.0
+        return row
+
+    def table_sum(self, choices: Sequence[int]) -> float:
+        """Uncorrected estimate: fixed parts + every chosen block's table entry."""
+        return self.fixed_ms + float(self.features(choices)[:-1].sum())
+
+    def predict(self, choices: Sequence[int]) -> float:
+        return float(self.features(choices) @ np.asarray(self.coef))
+
+    @classmethod
+    def fit(cls, table: Sequence[dict[int, float]], stage_of: Sequence[int], fixed_ms: float,
+            archs: Sequence[Sequence[int]], measured_ms: Sequence[float]) -> LatencyPredictor:
+        """Least squares on relative error (rows scaled by 1/measured), since accuracy is judged in percent."""
+        base = cls(tuple(dict(t) for t in table), tuple(stage_of), fixed_ms, ())
+        x = np.stack([base.features(a) for a in archs])
+        y = np.asarray(measured_ms, dtype=float)
+        if len(y) < x.shape[1] + 2:
+            raise DetnasError(f"fitting the correction needs at least {x.shape[1] + 2} measured archs, got {len(y)}")
+        coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+        return cls(base.table, base.stage_of, fixed_ms, tuple(float(c) for c in coef))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "lut+stage-linear",
+            "table": [{str(c): ms for c, ms in t.items()} for t in self.table],
+            "stage_of": list(self.stage_of),
+            "fixed_ms": self.fixed_ms,
+            "coef": list(self.coef),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyPredictor:
+        return cls(
+            table=tuple({int(c): float(ms) for c, ms in t.items()} for t in data["table"]),
+            stage_of=tuple(int(s) for s in data["stage_of"]),
+            fixed_ms=float(data["fixed_ms"]),
+            coef=tuple(float(c) for c in data["coef"]),
+        )

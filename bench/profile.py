@@ -1,0 +1,187 @@
+"""Device profiles: block latencies of a search space measured on the deployment target, plus a predictor.
+
+The search usually runs elsewhere, so `build_profile` measures on the target: every choice at every position
+on its real input shape, the fixed parts, and a set of random full archs. A predictor is fitted on part of
+the archs and judged on the held-out rest; the JSON carries the fingerprint and the space digest so it is
+never applied to another space, backend or machine by accident.
+
+Timing is interleaved: all runners are prepared first, then timed in rounds (each round gives every runner a
+slice of its runs), so slow phases from other processes spread over all entries instead of biasing a few.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from detnas.bench.backends import Prepared, time_prepared
+from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
+from detnas.bench.models import TupleOutputs
+from detnas.bench.oracle import (
+    DEFAULT_OPTIONS,
+    DEFAULT_PROTOCOL,
+    BackendOptions,
+    Protocol,
+    prepare_module,
+    torch_threads,
+)
+from detnas.bench.predictor import LatencyPredictor
+from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice
+from detnas.bench.stats import prediction_accuracy, summarize
+from torch import nn
+
+from detnas.arch import Arch, sample_arch
+from detnas.blocks import Stem, make_block
+from detnas.errors import DetnasError
+from detnas.io import atomic_write_json
+from detnas.space import SearchSpace
+
+PROFILE_FORMAT = "detnas-latency-profile/1"
+
+
+def block_inputs(space: SearchSpace, size: tuple[int, int]) -> list[tuple[int, int, int, tuple[int, int]]]:
+    """(cin, cout, stride, input HxW) of every choice block; each stride-2 conv (pad k//2) gives ceil(H / 2)."""
+    h, w = (size[0] + 1) // 2, (size[1] + 1) // 2  # after the stride-2 stem
+    out, cin = [], space.stem_width
+    for width, depth in zip(space.stage_widths, space.stage_depths):
+        for b in range(depth):
+            out.append((cin, width, 2 if b == 0 else 1, (h, w)))
+            if b == 0:
+                h, w = (h + 1) // 2, (w + 1) // 2
+            cin = width
+    return out
+
+
+def _time_interleaved(runners: list[Prepared], protocol: Protocol, rounds: int,
+                      progress: Callable[[str], None]) -> list[list[float]]:
+    """Samples per runner: warm-up once, then `rounds` passes of runs // rounds timed calls each."""
+    per_round = max(2, protocol.runs // rounds)
+    samples: list[list[float]] = [[] for _ in runners]
+    for r in range(rounds):
+        for i, runner in enumerate(runners):
+            samples[i] += time_prepared(runner, protocol.warmup if r == 0 else 1, per_round, protocol.clock)
+        progress(f"round {r + 1}/{rounds} timed")
+    return samples
+
+
+def build_profile(
+    space: SearchSpace, *, backend: str = "ort", size: tuple[int, int] = (224, 224), batch: int = 1,
+    precision: str = "fp32", protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    n_train: int = 20, n_test: int = 30, rounds: int = 3, seed: int = 0,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Measure the block table, the stem and `n_train + n_test` random archs; fit and evaluate the predictor."""
+    check_choice("backend", backend, BACKENDS)
+    check_choice("precision", precision, PRECISIONS)
+    if precision == "int8":
+        raise DetnasError("profiles are measured in fp32 or fp16; INT8 per-block calibration is not supported")
+    started = time.perf_counter()
+    fingerprint = collect_fingerprint(protocol.device, protocol.threads)
+    positions = block_inputs(space, size)
+    rng = random.Random(seed)
+    archs: list[Arch] = []
+    while len(archs) < n_train + n_test:  # distinct archs, so no held-out arch was also fitted on
+        arch = sample_arch(space, rng)
+        if arch not in archs:
+            archs.append(arch)
+
+    def prepare(module: nn.Module, shape: tuple[int, ...]) -> Prepared:
+        inputs = [torch.rand(shape, generator=torch.Generator().manual_seed(seed))]
+        return prepare_module(module.eval(), inputs, backend=backend, precision=precision, protocol=protocol,
+                              options=options)
+
+    with torch_threads(protocol.threads):
+        torch.manual_seed(seed)
+        progress(f"preparing {len(positions) * len(space.choices)} blocks, the stem and {len(archs)} archs")
+        stem = prepare(Stem(space.stem_width), (batch, 3, *size))
+        blocks = [[prepare(make_block(c, cin, cout, stride), (batch, cin, *hw)) for c in space.choices]
+                  for cin, cout, stride, hw in positions]
+        from detnas.supernet import ChildNet
+
+        nets = [prepare(TupleOutputs(ChildNet(a)), (batch, 3, *size)) for a in archs]
+        runners = [stem, *[r for row in blocks for r in row], *nets]
+        samples = _time_interleaved(runners, protocol, rounds, progress)
+    stats = [summarize(s) for s in samples]
+    stem_ms = stats[0].median_ms
+    k = len(space.choices)
+    table = [{c: stats[1 + p * k + j].median_ms for j, c in enumerate(space.choices)} for p in range(len(positions))]
+    arch_stats = stats[1 + len(positions) * k:]
+    stage_of = [s for s, depth in enumerate(space.stage_depths) for _ in range(depth)]
+    measured = [s.median_ms for s in arch_stats]
+    predictor = LatencyPredictor.fit(table, stage_of, stem_ms, [a.choices for a in archs[:n_train]],
+                                     measured[:n_train])
+    predicted = [predictor.predict(a.choices) for a in archs]
+    raw = [predictor.table_sum(a.choices) for a in archs]
+    return {
+        "format": PROFILE_FORMAT,
+        "space": space.to_dict(),
+        "space_digest": space.digest,
+        "backend": backend,
+        "variant": protocol.variant(options, backend),
+        "precision": precision,
+        "scope": Scope.BACKBONE.value,
+        "input_shape": [batch, 3, *size],
+        "protocol": {"warmup": protocol.warmup, "runs": protocol.runs, "rounds": rounds, "threads": protocol.threads,
+                     "device": protocol.device, "clock": protocol.clock},
+        "fingerprint": fingerprint.to_dict(),
+        "fingerprint_hash": fingerprint.hash,
+        "fixed_ms": {"stem": stem_ms},
+        "blocks_cv": [[stats[1 + p * k + j].cv for j in range(k)] for p in range(len(positions))],
+        "predictor": predictor.to_dict(),
+        "archs": [{"choices": a.compact(), "hash": a.hash, "split": "train" if i < n_train else "test",
+                   "measured_ms": measured[i], "cv": arch_stats[i].cv, "predicted_ms": predicted[i],
+                   "table_sum_ms": raw[i]} for i, a in enumerate(archs)],
+        "accuracy": prediction_accuracy(predicted[n_train:], measured[n_train:]).to_dict(),
+        "accuracy_uncorrected": prediction_accuracy(raw[n_train:], measured[n_train:]).to_dict(),
+        "build_seconds": time.perf_counter() - started,
+    }
+
+
+def save_profile(profile: dict[str, Any], path: str | Path) -> None:
+    atomic_write_json(path, profile)
+
+
+def load_profile(
+    path: str | Path, space: SearchSpace, backend: str, force: bool = False,
+    fingerprint: Fingerprint | str | None = None,
+) -> dict[str, Any]:
+    """Read a profile and check it fits: same space content and backend, and `fingerprint` (a Fingerprint or
+    hash the caller expects, e.g. this machine's) when given. `force` turns the mismatches into no error."""
+    path = Path(path)
+    try:
+        profile = json.loads(path.read_text())
+    except OSError as exc:
+        raise DetnasError(f"{path}: cannot read latency profile ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise DetnasError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
+    if not isinstance(profile, dict) or profile.get("format") != PROFILE_FORMAT:
+        raise DetnasError(f"{path}: not a detnas latency profile (field 'format' is not {PROFILE_FORMAT}); "
+                          "build one with `detnas bench profile`")
+    if force:
+        return profile
+    if profile["space_digest"] != space.digest:
+        raise DetnasError(f"{path}: profile is for space '{profile['space']['name']}' ({profile['space_digest']}) "
+                          f"but the search uses '{space.name}' ({space.digest}); build a profile for this space "
+                          "or pass --force")
+    if profile["backend"] != backend:
+        raise DetnasError(f"{path}: profile was measured with backend '{profile['backend']}', not '{backend}'; "
+                          "build one with this backend or pass --force")
+    expected = fingerprint.hash if isinstance(fingerprint, Fingerprint) else fingerprint
+    if expected is not None and profile["fingerprint_hash"] != expected:
+        theirs = Fingerprint.from_dict(profile["fingerprint"])
+        diff = "; ".join(theirs.differences(fingerprint)) if isinstance(fingerprint, Fingerprint) else (
+            f"fingerprint {profile['fingerprint_hash']} != {expected}")
+        raise DetnasError(f"{path}: profile was measured on another device/environment ({diff}); "
+                          "re-profile on this target or pass --force")
+    return profile
+
+
+def predict_latency(profile: dict[str, Any], arch: Arch | Sequence[int]) -> float:
+    """Predicted latency in ms of an arch (or its flat choices) from a loaded profile."""
+    choices = arch.choices if isinstance(arch, Arch) else tuple(arch)
+    return LatencyPredictor.from_dict(profile["predictor"]).predict(choices)
