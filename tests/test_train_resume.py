@@ -113,4 +113,11 @@ def test_bad_data_and_foreign_checkpoints(tmp_path, capsys):
                  "--init", str(final), "--out", str(tmp_path / "det"), "--device", "cpu"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "x.json" in err or "space" in err
+    assert "checkpoint is of space 'tiny-train'" in err and "Traceback" not in err
+    # a corrupted init checkpoint: one line naming the file
+    final.with_suffix(".json").write_text("{not json")
+    capsys.readouterr()
+    assert main(["train", "supernet-det", "--data", str(tmp_path), "--ann", str(tmp_path / "x.json"),
+                 "--init", str(final), "--out", str(tmp_path / "det"), "--device", "cpu"]) == 2
+    assert "corrupted sidecar JSON" in capsys.readouterr().err
+    assert not (tmp_path / "det").exists()

@@ -6,6 +6,7 @@ overrides; the resolved config is saved as `<out>/config.json`. Under torchrun e
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
@@ -35,8 +36,8 @@ def _run(kind: str, recipe: str | None, config: str | None, overrides: list[str]
     explicit = {k: v for k, v in flags.items() if v not in (None, False)}
     cfg = resolve_config(recipe, config, {**explicit, **parse_overrides(overrides)})
     final = run_stage(kind, cfg)
-    if final is not None:
-        Console(stderr=True).print(f"final weights: {final}", highlight=False)
+    if os.environ.get("RANK", "0") == "0":
+        Console(stderr=True).print(f"weights: {final}", highlight=False)
 
 
 @app.command("recipes")

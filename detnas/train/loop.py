@@ -58,7 +58,7 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for key in sorted(tensors):
         h.update(key.encode())
-        h.update(tensors[key].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(tensors[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -112,7 +112,9 @@ def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
     optimizer = build_optimizer(model, cfg)
     use_amp = cfg.amp and ctx.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    sampler = make_sampler(cfg.sampler, spec.supernet.space, cfg.seed, cfg.flops_bins) if spec.supernet else None
+    # seeded per rank on purpose: only the broadcast from rank 0 makes the ranks agree on the path
+    sampler = make_sampler(cfg.sampler, spec.supernet.space, cfg.seed + ctx.rank, cfg.flops_bins) \
+        if spec.supernet else None
     off_path = OffPath(spec.supernet) if spec.supernet is not None else None
     start = 0
     if start_ckpt is not None:
@@ -221,6 +223,6 @@ def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
     if ctx.active:
         atomic_write_json(out / "ranks" / f"rank{ctx.rank}.json",
                           {"rank": ctx.rank, "world": ctx.world, "paths_sha256": paths_digest.hexdigest(),
-                           "weights_sha256": _digest(spec.weights())})
+                           "parameters_sha256": _digest(dict(model.named_parameters()))})
     ctx.barrier()
     return final.with_name("final.safetensors")
