@@ -26,15 +26,24 @@ def image_batches(
     folder: str | Path, batch: int, size: tuple[int, int], limit: int = 64, pixels: PixelConvention = DEFAULT_PIXELS
 ) -> list[torch.Tensor]:
     """Up to `limit` images of `folder` (sorted, recursive) resized to `size` and grouped into full batches."""
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import resize
-
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit] if folder.is_dir() else []
     if len(files) < batch:
         raise DetnasError(f"{folder}: found {len(files)} images (.jpg/.png), need at least one batch of {batch}; "
                           "point --images/--calib at a folder of real images")
-    images = [pixels.to_model_input(resize(decode_image(str(f), mode=ImageReadMode.RGB), list(size), antialias=True))
-              for f in files]
+    images = [pixels.to_model_input(_read_resized(f, size)) for f in files]
     usable = len(images) - len(images) % batch
     return [torch.stack(images[i:i + batch]) for i in range(0, usable, batch)]
+
+
+def _read_resized(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 CHW RGB resized to exactly HxW (bilinear); the aspect change does not matter for timing."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DetnasError(f"{path}: cannot decode image ({exc}); remove it from the image folder") from None
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()

@@ -72,7 +72,7 @@ def _time_interleaved(runners: list[Prepared], protocol: Protocol, rounds: int,
 def build_profile(
     space: SearchSpace, *, backend: str = "ort", size: tuple[int, int] = (224, 224), batch: int = 1,
     precision: str = "fp32", protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
-    n_train: int = 20, n_test: int = 30, rounds: int = 3, seed: int = 0,
+    n_train: int = 20, n_test: int = 30, rounds: int = 10, seed: int = 0,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Measure the block table, the stem and `n_train + n_test` random archs; fit and evaluate the predictor."""
@@ -80,6 +80,9 @@ def build_profile(
     check_choice("precision", precision, PRECISIONS)
     if precision == "int8":
         raise DetnasError("profiles are measured in fp32 or fp16; INT8 per-block calibration is not supported")
+    if n_train + n_test > len(space.choices) ** space.num_blocks:
+        raise DetnasError(f"space '{space.name}' has only {len(space.choices) ** space.num_blocks} archs; lower "
+                          f"--n-train/--n-test (asked {n_train} + {n_test})")
     started = time.perf_counter()
     fingerprint = collect_fingerprint(protocol.device, protocol.threads)
     positions = block_inputs(space, size)

@@ -1,0 +1,315 @@
+"""`detnas bench`: latency of an arch / ONNX file / engine, comparisons, device profiles, the latency cache.
+
+A thin layer over the Python API (detnas.bench.oracle, .profile, .cache); heavy imports stay inside commands.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from detnas.errors import DetnasError
+
+app = typer.Typer(help="Measure latency on the target device: backends, cache, device profiles.",
+                  no_args_is_help=True)
+cache_app = typer.Typer(help="List or clear the persistent latency cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+console = Console()
+err_console = Console(stderr=True)
+
+_DETECTOR_FORMAT = "detnas-detector/1"  # ONNX metadata of `detnas export`: a network with NMS inside
+
+Size = Annotated[str, typer.Option(help="Input size N or HxW.")]
+Backend = Annotated[str, typer.Option(help="torch, ort or trt.")]
+Precision = Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 needs --calib).")]
+Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+Threads = Annotated[int, typer.Option(help="CPU threads (fixed and recorded).")]
+Warmup = Annotated[int, typer.Option(help="Untimed warm-up runs.")]
+Clock = Annotated[str, typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
+                                    "stable on a shared oversubscribed CPU (needs --threads 1).")]
+
+
+def _size(text: str) -> tuple[int, int]:
+    from detnas.cli.arch import _parse_size
+
+    return _parse_size(text)
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show PrecisionWarning and friends as one yellow line each instead of Python's warning format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            err_console.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+
+
+def _onnx_detector_meta(path: Path) -> dict[str, Any] | None:
+    """The `detnas export` metadata of an ONNX file (input spec), or None for other files; never raises."""
+    import onnx
+
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # unreadable files are reported by the backend with the full message
+        return None
+    if props.get("detnas.format") != json.dumps(_DETECTOR_FORMAT):
+        return None
+    return json.loads(props.get("detnas.input", "{}"))
+
+
+def _result_table(results: list[Any]) -> Table:
+    table = Table(title="latency (ms)")
+    for col in ("model", "scope", "backend", "prec", "input", "median", "p90", "p99", "min", "mean", "CV %", "runs",
+                "threads"):
+        table.add_column(col, justify="right" if col not in ("model", "scope", "backend", "prec") else "left")
+    for r in results:
+        s = r.stats
+        table.add_row(r.label, r.scope, r.details.get("variant", r.backend), r.precision,
+                      "x".join(map(str, r.input_shape)), f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}", f"{s.p99_ms:.3f}",
+                      f"{s.min_ms:.3f}", f"{s.mean_ms:.3f}", f"{100 * s.cv:.1f}", str(s.n), str(r.threads))
+    return table
+
+
+@app.command("latency")
+def latency_cmd(
+    arch: Annotated[str | None, typer.Option(help="Released name, arch JSON file or inline JSON.")] = None,
+    onnx: Annotated[Path | None, typer.Option(help="An ONNX file to time (ort or trt).")] = None,
+    engine: Annotated[Path | None, typer.Option(help="A serialized TensorRT engine to time.")] = None,
+    backend: Backend = "ort",
+    precision: Precision = "fp32",
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    size: Annotated[str | None, typer.Option(help="Input size N or HxW (default 224 for --arch, the exported "
+                                             "size for a detnas ONNX file).")] = None,
+    scope: Annotated[str | None, typer.Option(help="What is timed: backbone, network, network+nms, end-to-end "
+                                              "(default: backbone for --arch, network+nms for a detnas export).")] = None,
+    device: Device = "cpu",
+    threads: Threads = 1,
+    warmup: Warmup = 10,
+    runs: Annotated[int, typer.Option(help="Timed runs.")] = 50,
+    clock: Clock = "wall",
+    ort_provider: Annotated[str | None, typer.Option(help="cpu, cuda or tensorrt (default from --device).")] = None,
+    compile: Annotated[bool, typer.Option(help="torch backend: torch.compile the model.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option(help="torch backend on a GPU: replay a CUDA graph.")] = False,
+    workspace_mb: Annotated[int, typer.Option(help="trt: builder workspace limit in MiB.")] = 1024,
+    timing_cache: Annotated[Path | None, typer.Option(help="trt: timing-cache file (read and updated).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of real images to time on (NMS cost depends on "
+                                                "them); default seeded random pixels.")] = None,
+    calib: Annotated[Path | None, typer.Option(help="Folder of real images for INT8 calibration.")] = None,
+    use_cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Serve and store in the latency cache.")] = True,
+    cache_path: Annotated[Path | None, typer.Option(help="Latency cache file (default ~/.cache/detnas).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the result as a CSV row.")] = None,
+) -> None:
+    """Time one model with the chosen backend and protocol; prints median, p90, p99, min, CV and the setup."""
+    from detnas.bench.cache import LatencyCache
+    from detnas.bench.inputs import image_batches, random_batches
+    from detnas.bench.oracle import BackendOptions, Protocol, measure_arch, measure_engine, measure_onnx
+    from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice, write_csv
+
+    if sum(x is not None for x in (arch, onnx, engine)) != 1:
+        raise DetnasError("give exactly one of --arch, --onnx or --engine")
+    check_choice("backend", backend, BACKENDS)
+    check_choice("precision", precision, PRECISIONS)
+    meta = _onnx_detector_meta(onnx) if onnx is not None else None
+    if size is None:
+        size = f"{meta['height']}x{meta['width']}" if meta else "224"
+    if scope is None:
+        if engine is not None or (onnx is not None and meta is None):
+            raise DetnasError("--scope is required for this file: say what it contains (backbone, network, "
+                              "network+nms or end-to-end)")
+        scope = "backbone" if arch is not None else "network+nms"
+    hw, parsed_scope = _size(size), Scope.parse(scope)
+    protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
+                             workspace_mb=workspace_mb, timing_cache=timing_cache)
+    cache = LatencyCache(cache_path) if use_cache else None
+    batches = image_batches(images, batch, hw) if images else None
+    calibration = image_batches(calib, batch, hw, limit=512) if calib else None
+    inputs = batches or random_batches(batch, hw)
+    kind = f"images from {images}" if images else "random"
+    with _warnings_as_lines():
+        if arch is not None:
+            from detnas.arch import resolve_arch
+
+            result = measure_arch(resolve_arch(arch), size=hw, batch=batch, backend=backend, precision=precision,
+                                  scope=parsed_scope, protocol=protocol, options=options, images=batches,
+                                  calibration=calibration, label=arch if len(arch) < 40 else None, cache=cache)
+        elif onnx is not None:
+            if not onnx.is_file():
+                raise DetnasError(f"{onnx}: ONNX file not found")
+            result = measure_onnx(onnx, inputs, backend=backend, precision=precision, scope=parsed_scope,
+                                  protocol=protocol, options=options, calibration=calibration, input_kind=kind,
+                                  cache=cache)
+        else:
+            if backend != "trt":
+                raise DetnasError("--engine is a TensorRT engine; use --backend trt")
+            result = measure_engine(engine, inputs, precision=precision, scope=parsed_scope, protocol=protocol,
+                                    input_kind=kind, cache=cache)
+    console.print(_result_table([result]))
+    fp = result.fingerprint
+    console.print(f"device {fp.device} · driver {fp.driver} · CUDA {fp.cuda} · TensorRT {fp.tensorrt} · "
+                  f"ORT {fp.onnxruntime} · torch {fp.torch} · {fp.threads} thread(s) · fingerprint "
+                  f"{fp.hash} · timer {result.details.get('timer')}", highlight=False)
+    if json_out:
+        result.save_json(json_out)
+    if csv_out:
+        write_csv(csv_out, [result])
+
+
+@app.command("compare")
+def compare_cmd(
+    baseline: Annotated[Path, typer.Argument(help="Result JSON of `bench latency --json` (the reference).")],
+    other: Annotated[Path, typer.Argument(help="Result JSON to compare against the reference.")],
+    k: Annotated[float, typer.Option(help="Noise band: k combined CVs (and at least 1 %).")] = 2.0,
+) -> None:
+    """Ratios of two results; a difference is flagged only when it exceeds the combined noise band."""
+    from detnas.bench.result import LatencyResult
+    from detnas.bench.stats import beyond_noise
+
+    a, b = LatencyResult.load_json(baseline), LatencyResult.load_json(other)
+    table = Table(title=f"{other.name} / {baseline.name}")
+    for col in ("statistic", baseline.name, other.name, "ratio"):
+        table.add_column(col, justify="left" if col == "statistic" else "right")
+    for name in ("median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms"):
+        va, vb = getattr(a.stats, name), getattr(b.stats, name)
+        table.add_row(name, f"{va:.3f}", f"{vb:.3f}", f"{vb / va:.3f}")
+    table.add_row("CV %", f"{100 * a.stats.cv:.1f}", f"{100 * b.stats.cv:.1f}", "")
+    console.print(table)
+    for field in ("scope", "backend", "precision", "input_shape"):
+        if getattr(a, field) != getattr(b, field):
+            err_console.print(f"[bold yellow]note:[/] {field} differs: {getattr(a, field)} vs {getattr(b, field)}")
+    for diff in a.fingerprint.differences(b.fingerprint):
+        err_console.print(f"[bold yellow]note:[/] environment differs: {diff}", highlight=False)
+    ratio = b.stats.median_ms / a.stats.median_ms
+    if beyond_noise(a.stats, b.stats, k):
+        console.print(f"[bold]DIFFERENT[/]: median ratio {ratio:.3f} is beyond the noise band")
+    else:
+        console.print(f"within noise: median ratio {ratio:.3f}")
+
+
+@app.command("profile")
+def profile_cmd(
+    out: Annotated[Path, typer.Option(help="Where to write the device profile JSON.")],
+    space: Annotated[str, typer.Option(help="Space name or .json/.yaml space file.")] = "detnas-300m",
+    backend: Backend = "ort",
+    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
+    size: Size = "224",
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    device: Device = "cpu",
+    threads: Threads = 1,
+    warmup: Warmup = 3,
+    runs: Annotated[int, typer.Option(help="Timed runs per block and arch, spread over --rounds.")] = 40,
+    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (spread load drift over all entries).")] = 10,
+    clock: Clock = "wall",
+    n_train: Annotated[int, typer.Option(help="Random archs the correction is fitted on.")] = 20,
+    n_test: Annotated[int, typer.Option(help="Held-out random archs the accuracy is reported on.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the random archs.")] = 0,
+) -> None:
+    """Measure block latencies, the stem and random archs on this device; fit and evaluate the predictor."""
+    from detnas.bench.oracle import BackendOptions, Protocol
+    from detnas.bench.profile import build_profile, save_profile
+
+    from detnas.space import get_space
+
+    protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    with _warnings_as_lines(), console.status("profiling") as status:
+        profile = build_profile(get_space(space), backend=backend, size=_size(size), batch=batch,
+                                precision=precision, protocol=protocol, options=BackendOptions(), n_train=n_train,
+                                n_test=n_test, rounds=rounds, seed=seed, progress=status.update)
+    save_profile(profile, out)
+    console.print(_accuracy_table(profile))
+    console.print(f"built in {profile['build_seconds']:.0f}s · fingerprint {profile['fingerprint_hash']} · "
+                  f"wrote {out}")
+
+
+def _accuracy_table(profile: dict[str, Any]) -> Table:
+    table = Table(title=f"predictor on {profile['accuracy']['n']} held-out archs")
+    for col in ("predictor", "within ±5 %", "within ±10 %", "MAPE %", "Kendall tau"):
+        table.add_column(col, justify="left" if col == "predictor" else "right")
+    for name, key in (("table sum + correction", "accuracy"), ("table sum only", "accuracy_uncorrected")):
+        acc = profile[key]
+        table.add_row(name, f"{100 * acc['within_5']:.0f} %", f"{100 * acc['within_10']:.0f} %", f"{acc['mape']:.2f}",
+                      f"{acc['kendall_tau']:.3f}")
+    return table
+
+
+@app.command("predict")
+def predict_cmd(
+    profile: Annotated[Path, typer.Option(help="Device profile JSON of `bench profile`.")],
+    arch: Annotated[list[str], typer.Option(help="Released name, arch JSON file or inline JSON (repeatable).")],
+    force: Annotated[bool, typer.Option(help="Use a profile of another space / fingerprint anyway.")] = False,
+) -> None:
+    """Predicted latency of archs from a profile measured on this machine (its fingerprint must match)."""
+    from detnas.bench.fingerprint import collect_fingerprint
+    from detnas.bench.profile import load_profile, predict_latency
+
+    from detnas.arch import resolve_arch
+
+    archs = [resolve_arch(a) for a in arch]
+    data = _read_json(profile)
+    proto = data.get("protocol", {}) if isinstance(data, dict) else {}
+    here = collect_fingerprint(proto.get("device", "cpu"), int(proto.get("threads", 1)))
+    loaded = load_profile(profile, archs[0].space, str(data.get("backend")), force=force, fingerprint=here)
+    table = Table(title=f"predicted latency ({loaded['backend']}, {loaded['scope']}, "
+                        f"{'x'.join(map(str, loaded['input_shape']))})")
+    table.add_column("arch")
+    table.add_column("hash")
+    table.add_column("predicted ms", justify="right")
+    for name, a in zip(arch, archs):
+        if a.space.digest != archs[0].space.digest:
+            raise DetnasError(f"arch '{name}' is of space '{a.space.name}'; predict one space at a time")
+        table.add_row(name if len(name) < 40 else a.compact(), a.hash, f"{predict_latency(loaded, a):.3f}")
+    console.print(table)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise DetnasError(f"{path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise DetnasError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
+
+
+CachePath = Annotated[Path | None, typer.Option(help="Latency cache file (default ~/.cache/detnas).")]
+
+
+@cache_app.command("list")
+def cache_list_cmd(path: CachePath = None) -> None:
+    """Every cached latency with its key fields."""
+    from datetime import datetime
+
+    from detnas.bench.cache import LatencyCache
+
+    cache = LatencyCache(path)
+    table = Table(title=f"latency cache {cache.path}")
+    for col in ("model", "source", "scope", "backend", "prec", "input", "median ms", "CV %", "fingerprint", "when"):
+        table.add_column(col, overflow="fold")
+    for e in cache.entries():
+        table.add_row(e.label, e.source[:20], e.scope, e.backend, e.precision, e.input_shape, f"{e.median_ms:.3f}",
+                      f"{100 * e.cv:.1f}", e.fingerprint, datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear_cmd(
+    path: CachePath = None,
+    fingerprint: Annotated[str | None, typer.Option(help="Only entries of this fingerprint hash.")] = None,
+) -> None:
+    """Delete cached latencies (all, or one fingerprint's)."""
+    from detnas.bench.cache import LatencyCache
+
+    removed = LatencyCache(path).clear(fingerprint)
+    console.print(f"removed {removed} cached latenc{'y' if removed == 1 else 'ies'}")
+
+

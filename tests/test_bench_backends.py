@@ -1,0 +1,193 @@
+"""Backends: the ORT provider check, the TensorRT detection messages, real CPU timing paths, GPU/TRT paths."""
+
+from __future__ import annotations
+
+import importlib.abc
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cuda_or_skip
+from detnas.bench.backends.ort_backend import check_providers, open_session
+from detnas.bench.backends.trt_backend import make_builder, require_tensorrt
+from detnas.bench.inputs import image_batches, random_batches
+from detnas.bench.models import export_onnx
+from detnas.bench.oracle import Protocol, measure_module, measure_onnx
+from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
+from detnas.bench.result import Scope
+from torch import nn
+
+from detnas.errors import DetnasError
+
+QUICK = Protocol(warmup=1, runs=3)
+
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_onnx(_tiny(), torch.rand(1, 3, 32, 32), tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+def test_check_providers() -> None:
+    check_providers("CPUExecutionProvider", ["CPUExecutionProvider"])
+    check_providers("CUDAExecutionProvider", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(DetnasError, match="silently fell back"):
+        check_providers("CUDAExecutionProvider", ["CPUExecutionProvider"])
+
+
+def test_requesting_cuda_provider_without_a_gpu_fails_loudly(tiny_onnx: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; the fallback this test provokes cannot happen here")
+    with pytest.raises(DetnasError, match="requested CUDAExecutionProvider but the session runs on"):
+        open_session(tiny_onnx, "cuda", 1)
+
+
+def test_onnx_file_that_does_not_load(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(DetnasError, match="does not load in ONNX Runtime"):
+        measure_onnx(bad, random_batches(1, (32, 32)), protocol=QUICK)
+
+
+def test_ort_cpu_timing_records_protocol(tiny_onnx: Path) -> None:
+    result = measure_onnx(tiny_onnx, random_batches(1, (32, 32), count=2), scope=Scope.BACKBONE,
+                          protocol=Protocol(warmup=2, runs=5, threads=1))
+    assert result.stats.n == 5 and result.stats.min_ms > 0
+    assert result.details["providers"] == ["CPUExecutionProvider"]
+    assert result.details["intra_op_threads"] == 1 and result.threads == 1
+    assert result.source.startswith("onnx:") and result.input_shape == (1, 3, 32, 32)
+    assert result.fingerprint.onnxruntime != "unavailable"
+
+
+def test_ort_fp16_on_cpu_is_refused(tiny_onnx: Path) -> None:
+    with pytest.raises(DetnasError, match="no fast FP16"):
+        measure_onnx(tiny_onnx, random_batches(1, (32, 32)), precision="fp16", protocol=QUICK)
+
+
+def test_int8_needs_calibration(tiny_onnx: Path) -> None:
+    with pytest.raises(DetnasError, match="INT8 needs calibration data"):
+        measure_onnx(tiny_onnx, random_batches(1, (32, 32)), precision="int8", protocol=QUICK)
+
+
+def test_ort_int8_quantises_with_real_images(tiny_onnx: Path, coco128: Path) -> None:
+    calibration = image_batches(coco128, 1, (32, 32), limit=4)
+    assert len(calibration) == 4 and 0 <= float(calibration[0].min()) and float(calibration[0].max()) <= 1
+    result = measure_onnx(tiny_onnx, calibration[:1], precision="int8", calibration=calibration, protocol=QUICK)
+    assert result.precision == "int8" and result.stats.n == 3
+
+
+def test_torch_cpu_eager_and_fp16_warning() -> None:
+    result = measure_module(_tiny(), random_batches(2, (32, 32)), protocol=QUICK)
+    assert result.batch == 2 and result.details["mode"] == "eager" and result.details["timer"] == "host wall clock"
+    with pytest.warns(PrecisionWarning, match="no fast FP16"):
+        measure_module(_tiny(), random_batches(1, (32, 32)), precision="fp16", protocol=QUICK)
+
+
+def test_thread_cpu_clock_only_for_one_thread() -> None:
+    with pytest.raises(DetnasError, match="thread-cpu"):
+        Protocol(threads=2, clock="thread-cpu")
+    result = measure_module(_tiny(), random_batches(1, (32, 32)), protocol=Protocol(warmup=1, runs=3,
+                                                                                    clock="thread-cpu"))
+    assert result.details["timer"] == "host thread-cpu clock"
+
+
+def test_fast_fp16_table() -> None:
+    assert not capability_has_fast_fp16((6, 1))  # GTX 1080 Ti: FP16 at 1/64 rate
+    assert capability_has_fast_fp16((6, 0)) and capability_has_fast_fp16((7, 0)) and capability_has_fast_fp16((9, 0))
+    assert not capability_has_fast_fp16((5, 2))
+
+
+# --- TensorRT detection: every missing piece gets its own message --------------------------------------------
+
+
+def test_tensorrt_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise ImportError
+    with pytest.raises(DetnasError, match="'tensorrt' is not installed"):
+        require_tensorrt()
+
+
+def test_tensorrt_broken_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
+    class BrokenLibs(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):  # noqa: ANN001, ANN201 - importlib protocol
+            if name == "tensorrt":
+                raise OSError("libnvinfer.so.10: cannot open shared object file")
+            return None
+
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [BrokenLibs(), *sys.meta_path])
+    with pytest.raises(DetnasError, match="shared libraries do not load.*libnvinfer"):
+        require_tensorrt()
+
+
+def test_tensorrt_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DetnasError, match="TensorRT 10.3.0 is installed but no CUDA GPU is visible"):
+        require_tensorrt()
+
+
+def test_tensorrt_builder_failure() -> None:
+    def failing(logger: object) -> None:
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    for builder in (lambda logger: None, failing):
+        fake = types.SimpleNamespace(__version__="8.6.1", Builder=builder)
+        with pytest.raises(DetnasError, match="trt.Builder could not be created"):
+            make_builder(fake, object())
+
+
+def test_tensorrt_message_on_this_machine() -> None:
+    """Here (no TensorRT / no GPU) the real check must name what is missing; where both exist it passes."""
+    try:
+        trt = require_tensorrt()
+    except DetnasError as exc:
+        assert "TensorRT backend unavailable" in str(exc)
+        assert "not installed" in str(exc) or "no CUDA GPU" in str(exc) or "shared libraries" in str(exc)
+    else:
+        assert trt.__version__
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_engine_fp32_fp16(tiny_onnx: Path, tmp_path: Path) -> None:
+    try:
+        require_tensorrt()
+    except DetnasError as exc:
+        pytest.skip(str(exc))
+    from detnas.bench.oracle import BackendOptions, measure_engine
+
+    gpu = Protocol(warmup=2, runs=5, device="cuda")
+    options = BackendOptions(timing_cache=tmp_path / "timing.cache")
+    for precision in ("fp32", "fp16"):
+        result = measure_onnx(tiny_onnx, random_batches(1, (32, 32)), backend="trt", precision=precision,
+                              protocol=gpu, options=options)
+        assert result.details["timer"] == "cuda events" and result.stats.median_ms > 0
+    assert (tmp_path / "timing.cache").stat().st_size > 0
+    from detnas.bench.backends.trt_backend import build_engine
+
+    engine = build_engine(tiny_onnx, tmp_path / "tiny.engine", precision="fp32", input_shape=(1, 3, 32, 32))
+    assert measure_engine(engine, random_batches(1, (32, 32)), protocol=gpu).stats.n == 5
+
+
+@pytest.mark.gpu
+def test_torch_cuda_eager_and_graphs() -> None:
+    cuda_or_skip()
+    from detnas.bench.oracle import BackendOptions
+
+    gpu = Protocol(warmup=2, runs=5, device="cuda")
+    eager = measure_module(_tiny(), random_batches(1, (32, 32)), protocol=gpu)
+    graphs = measure_module(_tiny(), random_batches(1, (32, 32)), protocol=gpu,
+                            options=BackendOptions(cuda_graphs=True))
+    assert eager.details["timer"] == "cuda events" and graphs.details["cuda_graphs"] is True
+    assert eager.fingerprint.cuda != "none"
+
+
+@pytest.mark.gpu
+def test_ort_cuda_provider_really_used(tiny_onnx: Path) -> None:
+    cuda_or_skip()
+    session = open_session(tiny_onnx, "cuda", 1)
+    assert session.get_providers()[0] == "CUDAExecutionProvider"
