@@ -7,6 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
+from detnas.bench import cli as bench_cli
 from detnas.cli import arch as arch_cli
 from detnas.cli import data as data_cli
 from detnas.cli import eval as eval_cli
@@ -24,6 +25,7 @@ app.add_typer(arch_cli.app, name="arch")
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_cmd)
 app.add_typer(search_cli.app, name="search")
+app.add_typer(bench_cli.app, name="bench")
 
 
 def main(argv: list[str] | None = None) -> int:
