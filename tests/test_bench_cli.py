@@ -1,0 +1,113 @@
+"""`detnas bench` end to end on a tiny arch, and every bad input as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from detnas.bench.cache import LatencyCache
+from detnas.bench.models import export_onnx
+from torch import nn
+
+from detnas.cli.main import main
+
+TINY_ARCH = json.dumps({"space": "bench-cli-tiny", "choices": "0|3", "space_spec": {
+    "name": "bench-cli-tiny", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [1, 1], "head_width": 32,
+    "choices": [0, 3]}})
+QUICK = ["--size", "32", "--runs", "3", "--warmup", "1"]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["bench", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_latency_json_csv_cache_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = str(tmp_path / "cache.sqlite")
+    a, csv_path = tmp_path / "a.json", tmp_path / "a.csv"
+    code, out, _ = _run(capsys, "latency", "--arch", TINY_ARCH, *QUICK, "--cache-path", cache, "--json", str(a),
+                        "--csv", str(csv_path))
+    assert code == 0 and "latency (ms)" in out
+    result = json.loads(a.read_text())
+    assert result["scope"] == "backbone" and result["backend"] == "ort" and result["stats"]["n"] == 3
+    assert result["fingerprint"]["threads"] == 1 and result["input_shape"] == [1, 3, 32, 32]
+    header, row = csv_path.read_text().splitlines()
+    assert header.startswith("label,source,scope") and "backbone" in row
+    # the second call is served from the cache: the same numbers, one cache entry
+    b = tmp_path / "b.json"
+    assert _run(capsys, "latency", "--arch", TINY_ARCH, *QUICK, "--cache-path", cache, "--json", str(b))[0] == 0
+    assert json.loads(b.read_text())["stats"] == result["stats"]
+    assert len(LatencyCache(cache).entries()) == 1
+    code, out, _ = _run(capsys, "cache", "list", "--path", cache)
+    assert code == 0 and "0|3" in out
+    code, out, _ = _run(capsys, "compare", str(a), str(b))
+    assert code == 0 and "within noise" in out
+    slower = dict(result, stats={k: v * 1.5 if k.endswith("_ms") else v for k, v in result["stats"].items()})
+    (tmp_path / "slow.json").write_text(json.dumps(slower))
+    code, out, _ = _run(capsys, "compare", str(a), str(tmp_path / "slow.json"))
+    assert code == 0 and "DIFFERENT" in out and "1.500" in out
+    code, out, _ = _run(capsys, "cache", "clear", "--path", cache)
+    assert code == 0 and "removed 1" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backend", "onnx"], "unknown backend 'onnx'; choose one of torch, ort, trt"),
+    (["--precision", "fp8"], "unknown precision 'fp8'"),
+    (["--precision", "int8"], "INT8 needs calibration data"),
+    (["--scope", "head"], "unknown scope 'head'"),
+    (["--backend", "trt"], "the trt backend runs on a GPU"),
+    (["--size", "abc"], "--size 'abc'"),
+])
+def test_latency_bad_input(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "latency", "--arch", TINY_ARCH, *QUICK, "--no-cache", *args)
+    assert code == 2 and message in _error_line(err)
+
+
+def test_fp16_on_cpu_is_warned_not_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "latency", "--arch", TINY_ARCH, *QUICK, "--no-cache", "--backend", "torch",
+                        "--precision", "fp16")
+    assert code == 0 and "warning:" in err and "no fast FP16" in err
+
+
+def test_onnx_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x00garbage")
+    code, _, err = _run(capsys, "latency", "--onnx", str(bad), "--scope", "network", *QUICK, "--no-cache")
+    assert code == 2 and "does not load in ONNX Runtime" in _error_line(err)
+    code, _, err = _run(capsys, "latency", "--onnx", str(tmp_path / "missing.onnx"), "--scope", "network", "--no-cache")
+    assert code == 2 and "not found" in _error_line(err)
+    good = export_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")
+    code, _, err = _run(capsys, "latency", "--onnx", str(good), *QUICK, "--no-cache")
+    assert code == 2 and "--scope is required" in _error_line(err)
+    assert _run(capsys, "latency", "--onnx", str(good), "--scope", "network", *QUICK, "--no-cache")[0] == 0
+
+
+def test_one_source_only(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "latency", "--arch", "COCO-FPN-300M", "--onnx", "x.onnx")
+    assert code == 2 and "exactly one of --arch, --onnx or --engine" in _error_line(err)
+
+
+def test_engine_without_tensorrt_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine")
+    code, _, err = _run(capsys, "latency", "--engine", str(engine), "--backend", "trt", "--device", "cuda",
+                        "--scope", "network+nms", "--no-cache")
+    assert code == 2 and "TensorRT backend unavailable: the Python package 'tensorrt' is not installed" in err
+
+
+def test_compare_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x.json").write_text('{"label": 1}')
+    code, _, err = _run(capsys, "compare", str(tmp_path / "x.json"), str(tmp_path / "x.json"))
+    assert code == 2 and "not a detnas latency result" in _error_line(err)
