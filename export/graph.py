@@ -1,0 +1,79 @@
+"""The deployable graph: a torchvision detector with fixed input size and fixed, padded outputs.
+
+torchvision's detectors take a list of images, resize them and return a list of variable-length dicts; a
+deployment runtime wants one tensor in and fixed tensors out. `DeployableDetector` calls the detector's own
+modules (backbone, RPN / RoI heads or RetinaNet head and post-processing) so the maths is exactly torchvision's,
+skips the resize (the input already has the model size) and pads every image's detections to `max_detections`.
+It is traced by the TorchScript exporter, where torchvision maps `nms` to ONNX NonMaxSuppression and
+`roi_align` to RoiAlign.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.image_list import ImageList
+
+from detnas.errors import DetnasError
+from detnas.pixels import PixelConvention
+
+OUTPUT_NAMES = ("num_dets", "boxes", "scores", "labels")
+PAD_LABEL = -1
+
+
+class DeployableDetector(nn.Module):
+    """images float [B, 3, H, W] RGB in [0, 1] -> num_dets [B], boxes [B, K, 4], scores [B, K], labels [B, K].
+
+    Boxes are xyxy in pixels of the model input; rows past num_dets are padding (boxes 0, scores 0, label -1).
+    """
+
+    def __init__(self, detector: nn.Module, pixels: PixelConvention, max_detections: int) -> None:
+        super().__init__()
+        if not isinstance(detector, FasterRCNN | RetinaNet):
+            raise DetnasError(f"cannot export a {type(detector).__name__}; expected a detector from build_detector")
+        self.detector = detector
+        self.pixels = pixels
+        self.max_detections = max_detections
+        heads = detector.roi_heads if isinstance(detector, FasterRCNN) else detector
+        heads.detections_per_img = max_detections
+        self.eval()  # the exporter restores the wrapper's mode afterwards, so the wrapper itself must be in eval
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pixels.normalize(images)
+        height, width = x.shape[-2:]
+        image_list = ImageList(x, [(int(height), int(width))] * x.shape[0])
+        if isinstance(self.detector, FasterRCNN):
+            detections = self._faster_rcnn(image_list)
+        else:
+            detections = self._retinanet(image_list)
+        return self._pad(detections)
+
+    def _faster_rcnn(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
+        features = self.detector.backbone(images.tensors)
+        proposals, _ = self.detector.rpn(images, features)
+        detections, _ = self.detector.roi_heads(features, proposals, images.image_sizes)
+        return detections
+
+    def _retinanet(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
+        """RetinaNet.forward's eval branch without the transform (the level split it does before post-processing)."""
+        features = list(self.detector.backbone(images.tensors).values())
+        head_outputs = self.detector.head(features)
+        anchors = self.detector.anchor_generator(images, features)
+        per_level = [f.size(2) * f.size(3) for f in features]
+        anchors_per_location = head_outputs["cls_logits"].size(1) // sum(per_level)
+        per_level = [n * anchors_per_location for n in per_level]
+        split_outputs = {k: list(v.split(per_level, dim=1)) for k, v in head_outputs.items()}
+        split_anchors = [list(a.split(per_level)) for a in anchors]
+        return self.detector.postprocess_detections(split_outputs, split_anchors, images.image_sizes)
+
+    def _pad(self, detections: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        counts, boxes, scores, labels = [], [], [], []
+        for det in detections:
+            missing = self.max_detections - det["scores"].shape[0]
+            counts.append(torch.ones_like(det["labels"]).sum())  # a shape-derived count that tracing keeps dynamic
+            boxes.append(F.pad(det["boxes"], (0, 0, 0, missing)))
+            scores.append(F.pad(det["scores"], (0, missing)))
+            labels.append(F.pad(det["labels"], (0, missing), value=PAD_LABEL))
+        return torch.stack(counts), torch.stack(boxes), torch.stack(scores), torch.stack(labels)

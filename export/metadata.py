@@ -1,0 +1,116 @@
+"""What an exported detector carries about itself, stored as ONNX `metadata_props` and in the TensorRT sidecar.
+
+Everything a consumer needs to feed the model and read its answers travels with the file: the arch and its
+space, the classes (contiguous label -> COCO category id and name), the input tensor spec and pixel convention,
+the post-processing thresholds and the versions that produced it. Nothing downstream re-derives these.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from detnas.arch import Arch
+from detnas.errors import DetnasError
+from detnas.pixels import PixelConvention
+
+PREFIX = "detnas."
+FORMAT = "detnas-detector/1"
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """Contiguous model label (1..K; 0 is background) -> dataset category id and name."""
+
+    label: int
+    category_id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input tensor `name`: float32 NCHW RGB in [0, 1] of exactly height x width; batch None = dynamic."""
+
+    height: int
+    width: int
+    batch: int | None = 1
+    name: str = "images"
+    dtype: str = "float32"
+    layout: str = "NCHW"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    resize: str = "letterbox: scale to fit keeping aspect, place top-left, pad right/bottom with the pixel mean"
+
+    def shape(self, batch: int | None = None) -> tuple[int, int, int, int]:
+        return (batch or self.batch or 1, 3, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """The metadata of one exported detector (see the module docstring)."""
+
+    arch: Arch
+    detector: str
+    classes: tuple[ClassInfo, ...]
+    input: InputSpec
+    pixels: PixelConvention
+    thresholds: dict[str, float]
+    outputs: dict[str, str]
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def category_id(self, label: int) -> int:
+        if not 1 <= label <= len(self.classes):
+            raise DetnasError(f"model returned label {label}; its metadata lists labels 1..{len(self.classes)}")
+        return self.classes[label - 1].category_id
+
+    def to_props(self) -> dict[str, str]:
+        """Flat string -> string pairs for ONNX metadata_props (each value is JSON)."""
+        values: dict[str, Any] = {
+            "format": FORMAT, "arch": self.arch.to_dict(), "space": self.arch.space.to_dict(),
+            "detector": self.detector, "classes": [asdict(c) for c in self.classes], "input": asdict(self.input),
+            "pixels": self.pixels.to_dict(), "thresholds": self.thresholds, "outputs": self.outputs,
+            "versions": self.versions,
+        }
+        return {PREFIX + k: json.dumps(v, sort_keys=True) for k, v in values.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str) -> ModelMeta:
+        """Inverse of `to_props`; a file exported by something else is a one-line DetnasError."""
+        try:
+            values = {k[len(PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
+        except json.JSONDecodeError as exc:
+            raise DetnasError(f"{source}: corrupted detnas metadata ({exc.msg}); re-export the model") from None
+        if values.get("format") != FORMAT:
+            raise DetnasError(f"{source}: no detnas metadata ({PREFIX}format != {FORMAT}); export the model with "
+                              "`detnas export`, which records classes, input size and pixel convention")
+        spec = dict(values["input"])
+        spec["value_range"] = tuple(spec["value_range"])
+        return cls(
+            arch=Arch.from_dict(values["arch"], source=f"{source}: {PREFIX}arch"),
+            detector=values["detector"],
+            classes=tuple(ClassInfo(**c) for c in values["classes"]),
+            input=InputSpec(**spec),
+            pixels=PixelConvention.from_dict(values["pixels"]),
+            thresholds=values["thresholds"],
+            outputs=values["outputs"],
+            versions=values["versions"],
+        )
+
+
+def class_table(names: list[str], label_to_cat_id: dict[int, int] | None = None) -> tuple[ClassInfo, ...]:
+    """ClassInfo for labels 1..K; without a category map, category id = label."""
+    mapping = label_to_cat_id or {i: i for i in range(1, len(names) + 1)}
+    if sorted(mapping) != list(range(1, len(names) + 1)):
+        raise DetnasError(f"class map covers labels {sorted(mapping)[:5]}...; expected exactly 1..{len(names)}")
+    return tuple(ClassInfo(i, int(mapping[i]), name) for i, name in enumerate(names, start=1))
+
+
+def software_versions() -> dict[str, str]:
+    import onnx
+    import torch
+    import torchvision
+
+    import detnas
+
+    return {"detnas": detnas.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "onnx": onnx.__version__}

@@ -1,0 +1,220 @@
+"""`export_onnx`: a trained detector -> one self-describing ONNX file, proven equal to PyTorch before it is kept.
+
+The TorchScript exporter (`dynamo=False`) is used on purpose: the dynamo exporter fails inside torchvision's
+`batched_nms` on its data-dependent output size, while tracing maps `torchvision.ops.nms` to ONNX
+NonMaxSuppression. Tracing unrolls torchvision's per-image post-processing loop, so a fixed batch is exported
+as is, and `dynamic_batch` wraps the batch-1 graph in an ONNX Loop over the images (`batch_loop`).
+The file is written under a temporary name and only renamed into place after the checker and the parity check
+pass; onnxslim's simplified graph is kept only if it passes parity too.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from detnas.export.graph import OUTPUT_NAMES, DeployableDetector
+from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_versions
+from detnas.export.parity import ParityReport, compare
+from detnas.export.preprocess import letterbox
+from detnas.export.runtime import Runner, onnx_runner, run_images
+from torch import nn
+
+from detnas.arch import Arch
+from detnas.errors import DetnasError
+from detnas.io import atomic_path
+from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+
+OPSET = 17
+OUTPUT_DOC = {
+    "num_dets": "int64 [B]: valid detections per image",
+    "boxes": "float32 [B, K, 4]: xyxy in model-input pixels, rows >= num_dets are 0",
+    "scores": "float32 [B, K]: descending per image, rows >= num_dets are 0",
+    "labels": "int64 [B, K]: contiguous labels 1..K_classes (see classes), rows >= num_dets are -1",
+}
+
+
+@dataclass
+class ExportReport:
+    """What `export_onnx` produced and proved."""
+
+    path: Path
+    meta: ModelMeta
+    export_seconds: float
+    simplified: bool
+    nodes: int
+    parity: ParityReport | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "export_seconds": self.export_seconds, "simplified": self.simplified,
+                "nodes": self.nodes, "parity": self.parity.to_dict() if self.parity else None, "notes": self.notes,
+                "input": list(self.meta.input.shape()), "dynamic_batch": self.meta.input.batch is None}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'320' or '320x480' -> (height, width), both positive multiples of 32 (the FPN's coarsest stride)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise DetnasError(f"--size '{text}' must be N or HxW, e.g. 320x320") from None
+    if len(parts) == 1:
+        parts *= 2
+    check_size(tuple(parts))
+    return parts[0], parts[1]
+
+
+def check_size(size: tuple[int, ...]) -> None:
+    if len(size) != 2 or min(size) < 32 or any(s % 32 for s in size):
+        raise DetnasError(f"--size {'x'.join(map(str, size))}: height and width must be positive multiples of 32 "
+                          "(the detector's coarsest feature stride), e.g. 320x320 or 512x672")
+
+
+def _thresholds(detector: nn.Module, score_thresh: float | None, nms_thresh: float | None) -> dict[str, float]:
+    """Apply requested thresholds to the torchvision detector and return the ones the graph will bake in."""
+    heads = getattr(detector, "roi_heads", detector)
+    if score_thresh is not None:
+        heads.score_thresh = float(score_thresh)
+    if nms_thresh is not None:
+        heads.nms_thresh = float(nms_thresh)
+    return {"score": float(heads.score_thresh), "nms_iou": float(heads.nms_thresh)}
+
+
+def torch_detections(module: DeployableDetector, inputs: list[torch.Tensor], batch: int) -> list[tuple]:
+    """The PyTorch reference for parity: the same graph module, eager, on the same model inputs."""
+    results = []
+    with torch.inference_mode():
+        for first in range(0, len(inputs), batch):
+            num, boxes, scores, labels = module(torch.stack(inputs[first:first + batch]))
+            for i in range(num.shape[0]):
+                n = int(num[i])
+                results.append((boxes[i, :n].numpy(), scores[i, :n].numpy(), labels[i, :n].numpy()))
+    return results
+
+
+def export_onnx(
+    detector: nn.Module,
+    arch: Arch,
+    classes: tuple[ClassInfo, ...],
+    size: tuple[int, int],
+    out_path: str | Path,
+    *,
+    kind: str,
+    pixels: PixelConvention = DEFAULT_PIXELS,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    max_detections: int = 100,
+    score_thresh: float | None = None,
+    nms_thresh: float | None = None,
+    parity_images: list[torch.Tensor] | None = None,
+    simplify: bool = True,
+) -> ExportReport:
+    """Export `detector` (a torchvision detector from `build_detector` on a ChildNet) to `out_path`.
+
+    `parity_images` (uint8 CHW RGB, any size; letterboxed to `size`) are used to trace and for the parity check;
+    without them the graph is traced on a random input and no parity is claimed.
+    """
+    check_size(size)
+    if batch < 1 or max_detections < 1:
+        raise DetnasError(f"batch ({batch}) and max_detections ({max_detections}) must be >= 1")
+    out_path = Path(out_path)
+    detector = detector.cpu().eval()
+    thresholds = {**_thresholds(detector, score_thresh, nms_thresh), "max_detections": max_detections}
+    module = DeployableDetector(detector, pixels, max_detections)
+    trace_batch = 1 if dynamic_batch else batch
+    spec = InputSpec(height=size[0], width=size[1], batch=None if dynamic_batch else batch)
+    meta = ModelMeta(arch=arch, detector=kind, classes=tuple(classes), input=spec, pixels=pixels,
+                     thresholds=thresholds, outputs=OUTPUT_DOC, versions=software_versions())
+    inputs = [letterbox(im, size[0], size[1], pixels)[0] for im in parity_images or []]
+    example = (torch.stack(inputs[:trace_batch]) if len(inputs) >= trace_batch
+               else torch.rand(trace_batch, 3, *size, generator=torch.Generator().manual_seed(0)))
+    notes: list[str] = []
+    with atomic_path(out_path) as final, tempfile.TemporaryDirectory(dir=out_path.parent) as work:
+        start = time.perf_counter()
+        raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
+        export_seconds = time.perf_counter() - start
+        parity = _parity(module, raw, inputs, trace_batch) if inputs else None
+        if parity is not None:
+            parity.check()
+        else:
+            notes.append("no parity images given: parity with PyTorch was not checked")
+        chosen, simplified = raw, False
+        if simplify:
+            chosen, simplified, note, slim_parity = _simplify(module, raw, Path(work) / "slim.onnx", meta, inputs,
+                                                              trace_batch)
+            notes.append(note)
+            parity = slim_parity or parity
+        final.write_bytes(chosen.read_bytes())
+        nodes = _count_nodes(chosen)
+    return ExportReport(out_path, meta, export_seconds, simplified, nodes, parity, notes)
+
+
+def _trace(module: DeployableDetector, example: torch.Tensor, path: Path, meta: ModelMeta,
+           dynamic_batch: bool) -> Path:
+    import onnx
+    from detnas.export.loop import batch_loop
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python ints are expected: the size is fixed
+        try:
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
+                              input_names=[meta.input.name], output_names=list(OUTPUT_NAMES))
+        except Exception as exc:
+            raise DetnasError(f"ONNX export failed in the TorchScript exporter: {str(exc).splitlines()[0]}") from None
+    model = onnx.load(str(path))
+    if dynamic_batch:
+        model = batch_loop(model)
+    _write(model, path, meta)
+    return path
+
+
+def _write(model: Any, path: Path, meta: ModelMeta) -> None:
+    """Attach metadata, run the ONNX checker and save."""
+    import onnx
+
+    del model.metadata_props[:]
+    for key, value in meta.to_props().items():
+        model.metadata_props.add(key=key, value=value)
+    model.doc_string = "detnas detector: " + "; ".join(f"{k} = {v}" for k, v in OUTPUT_DOC.items())
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise DetnasError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    onnx.save(model, str(path))
+
+
+def _parity(module: DeployableDetector, path: Path, inputs: list[torch.Tensor], batch: int) -> ParityReport:
+    runner: Runner = onnx_runner(path)
+    candidate = run_images(runner, inputs)
+    return compare(torch_detections(module, inputs, batch), candidate, "PyTorch eager", "ONNX Runtime CPU")
+
+
+def _simplify(module: DeployableDetector, raw: Path, path: Path, meta: ModelMeta, inputs: list[torch.Tensor],
+              batch: int) -> tuple[Path, bool, str, ParityReport | None]:
+    """onnxslim's graph (and its parity) if it is valid and keeps parity; otherwise the raw one, saying why."""
+    import onnx
+    import onnxslim
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slim = onnxslim.slim(onnx.load(str(raw)))
+        _write(slim, path, meta)
+    except Exception as exc:  # any failure of the optional simplifier leaves the verified raw graph in place
+        return raw, False, f"onnxslim failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); kept raw graph", None
+    before, after = _count_nodes(raw), _count_nodes(path)
+    report = _parity(module, path, inputs, batch) if inputs else None
+    if report is not None and not report.passed:
+        return raw, False, f"onnxslim graph broke parity ({report.summary()}); kept raw graph", None
+    return path, True, f"onnxslim: {before} -> {after} nodes", report
+
+
+def _count_nodes(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)

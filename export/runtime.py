@@ -1,0 +1,153 @@
+"""Running an exported detector: ONNX Runtime for `.onnx`, TensorRT (through the bench backend) for engines.
+
+`load_exported` returns a `Runner` with the model's metadata and a `run(batch)` that returns the four fixed
+outputs as numpy arrays; `exported_predictor` turns it into the evaluator's `Predictor` (uint8 images in,
+detections in original-image pixels out).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from detnas.export.graph import OUTPUT_NAMES
+from detnas.export.metadata import ModelMeta
+from detnas.export.preprocess import letterbox, restore_boxes
+
+from detnas.errors import DetnasError
+
+Prediction = dict[str, torch.Tensor]
+Predictor = Callable[[list[torch.Tensor]], list[Prediction]]
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+@dataclass
+class Runner:
+    """An exported model ready to run: `run(images [B, 3, H, W] float32)` -> (num_dets, boxes, scores, labels)."""
+
+    meta: ModelMeta
+    run: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    backend: str
+
+
+def read_onnx_meta(path: str | Path) -> ModelMeta:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # OSError, or protobuf's DecodeError for a file that is not ONNX
+        raise DetnasError(f"{path}: cannot read ONNX file ({type(exc).__name__}); pass a model from `detnas export`") \
+            from None
+    return ModelMeta.from_props({p.key: p.value for p in model.metadata_props}, str(path))
+
+
+def engine_sidecar(engine: str | Path) -> Path:
+    return Path(engine).with_suffix(".json")
+
+
+def read_engine_meta(engine: str | Path) -> ModelMeta:
+    sidecar = engine_sidecar(engine)
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DetnasError(f"{sidecar}: engine sidecar missing or unreadable ({exc}); rebuild the engine with "
+                          "`detnas export --format trt`") from None
+    return ModelMeta.from_props(data.get("metadata", {}), str(sidecar))
+
+
+def onnx_runner(path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> Runner:
+    """ONNX Runtime session on CPU (default) with the file's metadata."""
+    import onnxruntime as ort
+
+    meta = read_onnx_meta(path)
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(session.run(list(OUTPUT_NAMES), {name: np.ascontiguousarray(images, dtype=np.float32)}))
+
+    return Runner(meta, run, "onnxruntime")
+
+
+def engine_runner(path: str | Path) -> Runner:
+    """A TensorRT engine run through the bench backend's loader (the one module that imports tensorrt)."""
+    from detnas.bench.backends.trt_backend import prepare_engine
+
+    meta = read_engine_meta(path)
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, ...]:
+        prepared = prepare_engine(path, [torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))])
+        prepared.call(0)
+        prepared.cuda_stream.synchronize()
+        _, _, _, outputs = prepared.keepalive
+        names = [n for n in prepared.details["io"] if n != meta.input.name]
+        by_name = dict(zip(names, outputs))
+        return tuple(by_name[n].cpu().numpy() for n in OUTPUT_NAMES)
+
+    return Runner(meta, run, "tensorrt")
+
+
+def load_exported(path: str | Path) -> Runner:
+    """`.onnx` -> ONNX Runtime, `.engine` / `.plan` / `.trt` -> TensorRT."""
+    path = Path(path)
+    if not path.is_file():
+        raise DetnasError(f"{path}: model file not found; pass an .onnx file or a TensorRT engine from `detnas export`")
+    if path.suffix in ENGINE_SUFFIXES:
+        return engine_runner(path)
+    if path.suffix != ".onnx":
+        raise DetnasError(f"{path}: unknown model type '{path.suffix}'; expected .onnx or {', '.join(ENGINE_SUFFIXES)}")
+    return onnx_runner(path)
+
+
+def run_images(runner: Runner, inputs: list[torch.Tensor]) -> list[tuple[np.ndarray, ...]]:
+    """Model inputs [3, H, W] -> per-image (boxes, scores, labels) in model-input pixels, batched as the model
+    requires (a fixed-batch model gets its last batch padded with blank images)."""
+    batch = runner.meta.input.batch or len(inputs) or 1
+    results = []
+    for first in range(0, len(inputs), batch):
+        chunk = torch.stack(inputs[first:first + batch]).numpy()
+        real = chunk.shape[0]
+        if real < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - real, *chunk.shape[1:]), chunk.dtype)])
+        num, boxes, scores, labels = runner.run(chunk)
+        for i in range(real):
+            n = int(num[i])
+            results.append((boxes[i, :n], scores[i, :n], labels[i, :n]))
+    return results
+
+
+def exported_predictor(model: str | Path | Runner, score_thresh: float = 0.0) -> Predictor:
+    """The evaluator's `Predictor` for an exported file: uint8 CHW RGB images (any size) -> boxes / scores /
+    labels in original-image pixels; detections below `score_thresh` are dropped on top of the model's own."""
+    runner = model if isinstance(model, Runner) else load_exported(model)
+    spec, pixels = runner.meta.input, runner.meta.pixels
+
+    def predict(images: list[torch.Tensor]) -> list[Prediction]:
+        prepared = [letterbox(im, spec.height, spec.width, pixels) for im in images]
+        raw = run_images(runner, [x for x, _ in prepared])
+        outputs = []
+        for image, (_, scale), (boxes, scores, labels) in zip(images, prepared, raw):
+            keep = scores >= score_thresh
+            outputs.append({
+                "boxes": restore_boxes(torch.from_numpy(boxes[keep]).float(), scale, *image.shape[-2:]),
+                "scores": torch.from_numpy(scores[keep]).float(),
+                "labels": torch.from_numpy(labels[keep]).long(),
+            })
+        return outputs
+
+    return predict
+
+
+def onnx_predictor(model_path: str | Path, score_thresh: float = 0.0) -> Predictor:
+    """`exported_predictor` for an ONNX file (ONNX Runtime, CPU)."""
+    if Path(model_path).suffix != ".onnx":
+        raise DetnasError(f"{model_path}: onnx_predictor takes an .onnx file")
+    return exported_predictor(model_path, score_thresh)
+
