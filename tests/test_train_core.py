@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
-from test_train_helpers import TINY_DEEP, tiny_space
+from test_train_helpers import TINY_DEEP, one_thread, tiny_space  # noqa: F401 (fixture)
 from torch import nn
 
 from detnas.arch import Arch
@@ -18,6 +18,8 @@ from detnas.train.data import SeededBatchSampler
 from detnas.train.optim import OffPath, build_optimizer, drop_grads, lr_at, param_groups
 from detnas.train.recipes import RECIPE_KEYS, parse_overrides
 from detnas.train.sampling import FlopsBinSampler, UniformPathSampler
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_uniform_sampler_is_seeded_uniform_and_resumable():

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_helpers import tiny_cls_config, write_space
+from test_train_helpers import one_thread, tiny_cls_config, write_space  # noqa: F401 (fixture)
 
 from detnas.cli import main
 from detnas.train import train_child_cls, train_supernet_cls
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weights(path):
