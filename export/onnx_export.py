@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from detnas.export.graph import OUTPUT_NAMES, DeployableDetector
 from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_versions
-from detnas.export.parity import ParityReport, compare
+from detnas.export.parity import Detections, ParityReport, compare
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import Runner, onnx_runner, run_images
 from torch import nn
@@ -85,7 +85,7 @@ def _thresholds(detector: nn.Module, score_thresh: float | None, nms_thresh: flo
     return {"score": float(heads.score_thresh), "nms_iou": float(heads.nms_thresh)}
 
 
-def torch_detections(module: DeployableDetector, inputs: list[torch.Tensor], batch: int) -> list[tuple]:
+def torch_detections(module: DeployableDetector, inputs: list[torch.Tensor], batch: int) -> list[Detections]:
     """The PyTorch reference for parity: the same graph module, eager, on the same model inputs."""
     results = []
     with torch.inference_mode():
@@ -138,15 +138,15 @@ def export_onnx(
         start = time.perf_counter()
         raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
         export_seconds = time.perf_counter() - start
-        parity = _parity(module, raw, inputs, trace_batch) if inputs else None
+        reference = torch_detections(module, inputs, trace_batch)
+        parity = _parity(raw, inputs, reference) if inputs else None
         if parity is not None:
             parity.check()
         else:
             notes.append("no parity images given: parity with PyTorch was not checked")
         chosen, simplified = raw, False
         if simplify:
-            chosen, simplified, note, slim_parity = _simplify(module, raw, Path(work) / "slim.onnx", meta, inputs,
-                                                              trace_batch)
+            chosen, simplified, note, slim_parity = _simplify(raw, Path(work) / "slim.onnx", meta, inputs, reference)
             notes.append(note)
             parity = slim_parity or parity
         final.write_bytes(chosen.read_bytes())
@@ -188,14 +188,13 @@ def _write(model: Any, path: Path, meta: ModelMeta) -> None:
     onnx.save(model, str(path))
 
 
-def _parity(module: DeployableDetector, path: Path, inputs: list[torch.Tensor], batch: int) -> ParityReport:
+def _parity(path: Path, inputs: list[torch.Tensor], reference: list[Detections]) -> ParityReport:
     runner: Runner = onnx_runner(path)
-    candidate = run_images(runner, inputs)
-    return compare(torch_detections(module, inputs, batch), candidate, "PyTorch eager", "ONNX Runtime CPU")
+    return compare(reference, run_images(runner, inputs), "PyTorch eager", "ONNX Runtime CPU")
 
 
-def _simplify(module: DeployableDetector, raw: Path, path: Path, meta: ModelMeta, inputs: list[torch.Tensor],
-              batch: int) -> tuple[Path, bool, str, ParityReport | None]:
+def _simplify(raw: Path, path: Path, meta: ModelMeta, inputs: list[torch.Tensor],
+              reference: list[Detections]) -> tuple[Path, bool, str, ParityReport | None]:
     """onnxslim's graph (and its parity) if it is valid and keeps parity; otherwise the raw one, saying why."""
     import onnx
     import onnxslim
@@ -208,7 +207,7 @@ def _simplify(module: DeployableDetector, raw: Path, path: Path, meta: ModelMeta
     except Exception as exc:  # any failure of the optional simplifier leaves the verified raw graph in place
         return raw, False, f"onnxslim failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); kept raw graph", None
     before, after = _count_nodes(raw), _count_nodes(path)
-    report = _parity(module, path, inputs, batch) if inputs else None
+    report = _parity(path, inputs, reference) if inputs else None
     if report is not None and not report.passed:
         return raw, False, f"onnxslim graph broke parity ({report.summary()}); kept raw graph", None
     return path, True, f"onnxslim: {before} -> {after} nodes", report

@@ -12,6 +12,7 @@ from detnas.cli import arch as arch_cli
 from detnas.cli import data as data_cli
 from detnas.cli import eval as eval_cli
 from detnas.errors import DetnasError
+from detnas.export import cli as export_cli
 from detnas.search import cli as search_cli
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_cmd)
 app.add_typer(search_cli.app, name="search")
 app.add_typer(bench_cli.app, name="bench")
+export_cli.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,83 @@
+"""`predict`: run an exported detector (.onnx or TensorRT engine) on image files; write the images with their
+boxes drawn and one COCO results json (category ids from the model's metadata).
+
+Image ids in the json are the file stem when it is a number (COCO's own file names, e.g. 000000018575.jpg ->
+18575) and the 1-based position on the command line otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from detnas.export.runtime import exported_predictor, load_exported
+
+from detnas.errors import DetnasError
+from detnas.io import atomic_path, atomic_write_text
+
+RESULTS_NAME = "results.json"
+
+
+@dataclass
+class PredictReport:
+    out_dir: Path
+    drawn: list[Path]
+    results_json: Path
+    detections: int
+    backend: str
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """uint8 CHW RGB, or a one-line DetnasError naming the file."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB")).copy()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DetnasError(f"{path}: cannot read image ({reason}); pass JPEG or PNG files") from None
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def image_id(path: Path, position: int) -> int:
+    return int(path.stem) if path.stem.isdigit() else position
+
+
+def predict(model_path: str | Path, images: list[str | Path], out_dir: str | Path,
+            draw_thresh: float = 0.3) -> PredictReport:
+    """Detect on `images`; drawn copies (boxes with score >= `draw_thresh`) and results.json go to `out_dir`.
+
+    All images are read before anything is written, so an unreadable one leaves no partial output.
+    """
+    from PIL import Image
+    from torchvision.utils import draw_bounding_boxes
+
+    from detnas.evaluation import to_coco_results
+
+    if not images:
+        raise DetnasError("predict: pass at least one image file")
+    paths = [Path(p) for p in images]
+    loaded = [read_image(p) for p in paths]
+    runner = load_exported(model_path)
+    meta = runner.meta
+    names = {c.label: c.name for c in meta.classes}
+    label_to_cat = {c.label: c.category_id for c in meta.classes}
+    predictions = exported_predictor(runner)(loaded)
+    out_dir = Path(out_dir)
+    drawn, records = [], []
+    for position, (path, image, pred) in enumerate(zip(paths, loaded, predictions), start=1):
+        records.extend(to_coco_results(image_id(path, position), pred, label_to_cat))
+        keep = pred["scores"] >= draw_thresh
+        captions = [f"{names[int(lab)]} {s:.2f}" for lab, s in zip(pred["labels"][keep], pred["scores"][keep].tolist())]
+        canvas = draw_bounding_boxes(image, pred["boxes"][keep], labels=captions, width=2, colors="red")
+        target = out_dir / f"{path.stem}.pred.png"
+        with atomic_path(target) as tmp:
+            Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+        drawn.append(target)
+    results = out_dir / RESULTS_NAME
+    atomic_write_text(results, json.dumps(records))
+    return PredictReport(out_dir, drawn, results, len(records), runner.backend)

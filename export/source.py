@@ -1,0 +1,55 @@
+"""The detector to export, from a detection checkpoint: a child checkpoint as stored, a supernet checkpoint
+cut down to the chosen path with `materialize`, so the exported graph holds exactly one standalone network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from detnas.export.metadata import ClassInfo, class_table
+from torch import nn
+
+from detnas.arch import Arch
+from detnas.errors import DetnasError
+from detnas.pixels import PixelConvention
+from detnas.supernet import Supernet, materialize
+
+
+@dataclass
+class ExportSource:
+    """A detector on a standalone ChildNet and what its checkpoint sidecar says about it."""
+
+    detector: nn.Module
+    arch: Arch
+    kind: str
+    classes: tuple[ClassInfo, ...]
+    pixels: PixelConvention
+
+
+def load_export_source(weights: str | Path, arch: Arch | None = None, proposals: int | None = None) -> ExportSource:
+    """Load a child-det or supernet-det checkpoint; `arch` is required for a supernet and checked for a child.
+
+    `proposals` sets the FPN's RPN proposals per image at test time (baked into the graph).
+    """
+    from detnas.detection import load_detector
+
+    meta_kind = _sidecar_detector(weights)
+    budget: dict[str, Any] = {"rpn_post_nms_top_n_test": proposals} if proposals and meta_kind == "fpn" else {}
+    detector, meta = load_detector(weights, arch, **budget)
+    backbone = detector.backbone
+    if isinstance(backbone.body, Supernet):
+        backbone.body = materialize(backbone.body, backbone.arch)
+    chosen = backbone.body.arch
+    mapping = {int(k): int(v) for k, v in (meta.get("label_to_cat_id") or {}).items()} or None
+    return ExportSource(detector.eval(), chosen, meta["detector"], class_table(list(meta["classes"]), mapping),
+                        PixelConvention.from_dict(meta["pixels"]))
+
+
+def _sidecar_detector(weights: str | Path) -> str:
+    from detnas.checkpoint import load_meta
+
+    kind = load_meta(weights).get("detector")
+    if kind is None:
+        raise DetnasError(f"{weights}: the checkpoint sidecar names no detector; pass a detection checkpoint")
+    return str(kind)

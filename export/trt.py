@@ -1,0 +1,143 @@
+"""`export_trt`: the ONNX detector -> a TensorRT engine, built by the bench backend (the one module that
+imports tensorrt), checked against ONNX Runtime and optionally gated on COCO AP before it is kept.
+
+The engine is built under a temporary name and renamed into place only after every check passed; its sidecar
+JSON (TensorRT version, GPU, compute capability, precision, input spec, the ONNX metadata) is written last.
+FP32 engines must match ONNX Runtime within the ONNX parity tolerances; FP16 / INT8 engines cannot, by design,
+so their parity is reported and their accuracy is judged by the AP gate (`gate_data`, `max_ap_drop`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from detnas.export.metadata import ModelMeta
+from detnas.export.parity import ParityReport, compare
+from detnas.export.preprocess import letterbox
+from detnas.export.runtime import engine_sidecar, load_exported, read_onnx_meta, run_images
+
+from detnas.errors import DetnasError
+from detnas.io import atomic_write_json
+
+PRECISIONS = ("fp32", "fp16", "int8")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass
+class TrtReport:
+    engine: Path
+    sidecar: Path
+    precision: str
+    parity: ParityReport | None
+    ap: dict[str, float] = field(default_factory=dict)  # onnx / engine AP and the drop, with gate data
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": str(self.engine), "sidecar": str(self.sidecar), "precision": self.precision,
+                "parity": self.parity.to_dict() if self.parity else None, "ap": self.ap}
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if not files:
+        raise DetnasError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found; pass a folder of images")
+    return files
+
+
+def check_trt_request(precision: str, calib_data: str | Path | None) -> None:
+    """Refuse bad combinations before any work (and before asking for TensorRT)."""
+    if precision not in PRECISIONS:
+        raise DetnasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and calib_data is None:
+        raise DetnasError("--precision int8 needs --calib-data DIR: a folder of representative images to calibrate "
+                          "the INT8 scales (a few hundred from the training set)")
+    if calib_data is not None:
+        image_files(calib_data)
+
+
+def _model_inputs(files: Sequence[Path], meta: ModelMeta) -> list[torch.Tensor]:
+    from detnas.export.predict import read_image
+
+    spec = meta.input
+    return [letterbox(read_image(f), spec.height, spec.width, meta.pixels)[0] for f in files]
+
+
+def _batches(inputs: list[torch.Tensor], batch: int) -> list[torch.Tensor]:
+    """Full calibration batches of the engine's batch size (a partial last batch is dropped)."""
+    if len(inputs) < batch:
+        raise DetnasError(f"--calib-data has {len(inputs)} images but the engine's batch is {batch}; add images")
+    return [torch.stack(inputs[i:i + batch]) for i in range(0, len(inputs) - batch + 1, batch)]
+
+
+def export_trt(onnx_path: str | Path, engine_path: str | Path, *, precision: str = "fp32",
+               calib_data: str | Path | None = None, parity_images: Sequence[Path] = (),
+               gate_data: tuple[str | Path, str | Path] | None = None, max_ap_drop: float = 0.01,
+               max_gate_images: int | None = None) -> TrtReport:
+    """Build, check and keep a TensorRT engine for the exported ONNX detector (see the module docstring).
+
+    `gate_data` = (COCO json, image folder): AP of the engine vs the ONNX model on it; a drop above
+    `max_ap_drop` (absolute AP, e.g. 0.01 = 1 point) fails.
+    """
+    check_trt_request(precision, calib_data)
+    from detnas.bench.backends.trt_backend import build_engine, require_tensorrt
+
+    trt = require_tensorrt()
+    meta = read_onnx_meta(onnx_path)
+    batch = meta.input.batch or 1
+    calibration = _batches(_model_inputs(image_files(calib_data), meta), batch) if calib_data else None
+    engine_path = Path(engine_path)
+    building = engine_path.with_name(f".{engine_path.stem}.building{engine_path.suffix or '.engine'}")
+    sidecar = engine_sidecar(building)
+    try:
+        build_engine(onnx_path, building, precision=precision, input_shape=meta.input.shape(batch),
+                     calibration=calibration)
+        atomic_write_json(sidecar, _sidecar(trt, meta, precision, onnx_path))
+        parity = None
+        if parity_images:
+            inputs = _model_inputs(parity_images, meta)
+            reference = run_images(load_exported(onnx_path), inputs)
+            candidate = run_images(load_exported(building), inputs)
+            parity = compare(reference, candidate, "ONNX Runtime CPU", f"TensorRT {precision}")
+            if precision == "fp32":
+                parity.check()
+        ap = _gate(onnx_path, building, gate_data, max_ap_drop, max_gate_images) if gate_data else {}
+        final_sidecar = engine_sidecar(engine_path)
+        os.replace(building, engine_path)
+        os.replace(sidecar, final_sidecar)
+    finally:
+        building.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+    return TrtReport(engine_path, final_sidecar, precision, parity, ap)
+
+
+def _sidecar(trt: Any, meta: ModelMeta, precision: str, onnx_path: str | Path) -> dict[str, Any]:
+    props = meta.to_props()
+    return {
+        "tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(0),
+        "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))), "precision": precision,
+        "input": {"name": meta.input.name, "shape": list(meta.input.shape()), "dtype": meta.input.dtype,
+                  "layout": meta.input.layout, "value_range": list(meta.input.value_range)},
+        "onnx": str(onnx_path), "metadata": props,
+    }
+
+
+def _gate(onnx_path: str | Path, engine: Path, gate_data: tuple[str | Path, str | Path], max_ap_drop: float,
+          max_images: int | None) -> dict[str, float]:
+    from detnas.export.runtime import exported_predictor
+
+    from detnas.data.coco import CocoDetection
+    from detnas.evaluation import evaluate
+
+    dataset = CocoDetection(*gate_data)
+    onnx_ap = evaluate(exported_predictor(onnx_path), dataset, max_images=max_images)["AP"]
+    engine_ap = evaluate(exported_predictor(engine), dataset, max_images=max_images)["AP"]
+    drop = onnx_ap - engine_ap
+    if drop > max_ap_drop:
+        raise DetnasError(f"AP gate FAILED: TensorRT AP {engine_ap:.4f} vs ONNX {onnx_ap:.4f} on {gate_data[0]} "
+                          f"(drop {drop:.4f} > --max-ap-drop {max_ap_drop}); try fp16 / more calibration images")
+    return {"onnx_ap": onnx_ap, "engine_ap": engine_ap, "drop": drop}

@@ -1,0 +1,155 @@
+"""ONNX export of whole detectors (NMS in the graph) and parity with PyTorch on real COCO images."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import shared_dataset
+from detnas.export import class_table, compare, export_onnx, parse_size
+from detnas.export.graph import DeployableDetector
+from detnas.export.predict import read_image
+from detnas.export.preprocess import letterbox
+from detnas.export.runtime import load_exported, read_onnx_meta
+from test_export_helpers import CATEGORY_IDS, CLASSES, SIZE, save_child_checkpoint, tiny_detector, val_images
+
+from detnas.cli.main import main
+from detnas.errors import DetnasError
+from detnas.pixels import DEFAULT_PIXELS
+
+
+@pytest.fixture(scope="module")
+def fpn_export(tmp_path_factory):
+    """One FPN checkpoint exported through the CLI (batch 2, parity on 4 real images)."""
+    coco_mini = shared_dataset("coco_mini")
+    images = val_images(coco_mini)
+    detector, arch = tiny_detector("fpn", images)
+    root = tmp_path_factory.mktemp("fpn")
+    ckpt = save_child_checkpoint(detector, arch, "fpn", root / "child")
+    out = root / "model.onnx"
+    code = main(["export", "--weights", str(ckpt), "--out", str(out), "--size", f"{SIZE}x{SIZE}", "--batch", "2",
+                 "--score-thresh", "0.2", "--proposals", "20", "--parity-data", str(coco_mini / "val2017")])
+    assert code == 0
+    return {"onnx": out, "ckpt": ckpt, "detector": detector, "arch": arch, "images": images, "root": root}
+
+
+def test_cli_export_writes_checked_onnx_with_metadata(fpn_export, capsys):
+    model = onnx.load(str(fpn_export["onnx"]))
+    onnx.checker.check_model(model, full_check=True)
+    ops = _op_types(model.graph)
+    assert "NonMaxSuppression" in ops and "RoiAlign" in ops
+    meta = read_onnx_meta(fpn_export["onnx"])
+    assert meta.arch.hash == fpn_export["arch"].hash and meta.detector == "fpn"
+    assert [c.name for c in meta.classes] == CLASSES
+    assert {c.label: c.category_id for c in meta.classes} == CATEGORY_IDS
+    assert meta.input.shape() == (2, 3, SIZE, SIZE) and meta.pixels == DEFAULT_PIXELS
+    assert meta.thresholds == {"score": 0.2, "nms_iou": 0.5, "max_detections": 100}
+    assert meta.versions["torch"] == torch.__version__
+    assert not list(fpn_export["root"].glob(".*.tmp")), "no temporary files left behind"
+
+
+def _op_types(graph) -> set[str]:
+    """Op types of a graph and its subgraphs (NMS sits inside If/Loop bodies)."""
+    ops = set()
+    for node in graph.node:
+        ops.add(node.op_type)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                ops |= _op_types(attr.g)
+    return ops
+
+
+def test_onnx_runtime_matches_pytorch_on_real_images(fpn_export):
+    """ORT on the exported file vs the torchvision detector's own forward on the same letterboxed images."""
+    detector = fpn_export["detector"]
+    detector.roi_heads.score_thresh = 0.2
+    inputs = [letterbox(read_image(p), SIZE, SIZE, DEFAULT_PIXELS)[0] for p in fpn_export["images"]]
+    with torch.no_grad():
+        eager = detector(inputs)  # GeneralizedRCNNTransform at min_size = max_size = SIZE: no resize
+    reference = [(o["boxes"].numpy(), o["scores"].numpy(), o["labels"].numpy()) for o in eager]
+    runner = load_exported(fpn_export["onnx"])
+    from detnas.export.runtime import run_images
+
+    report = compare(reference, run_images(runner, inputs), "torchvision", "ORT")
+    assert report.detections > 20, "the test detector must produce detections for parity to mean anything"
+    assert report.passed, report.summary()
+
+
+def test_retinanet_dynamic_batch_export_and_parity(coco_mini, tmp_path):
+    images = val_images(coco_mini, 3)
+    detector, arch = tiny_detector("retinanet", images)
+    out = tmp_path / "retina.onnx"
+    report = export_onnx(detector, arch, class_table(CLASSES), (SIZE, SIZE), out, kind="retinanet",
+                         dynamic_batch=True, max_detections=50, score_thresh=0.05, simplify=False,
+                         parity_images=[read_image(p) for p in images])
+    assert report.parity is not None and report.parity.passed and report.parity.detections > 20
+    runner = load_exported(out)
+    assert runner.meta.input.batch is None
+    for batch in (1, 3):
+        num, boxes, scores, labels = runner.run(np.zeros((batch, 3, SIZE, SIZE), np.float32))
+        assert num.shape == (batch,) and boxes.shape == (batch, 50, 4) and labels.shape == (batch, 50)
+
+
+def test_padded_outputs_are_documented_fill():
+    """Rows past num_dets are boxes 0, scores 0, labels -1; counts are exact."""
+    module = DeployableDetector.__new__(DeployableDetector)
+    torch.nn.Module.__init__(module)
+    module.max_detections = 4
+    dets = [{"boxes": torch.ones(2, 4), "scores": torch.tensor([0.9, 0.5]), "labels": torch.tensor([1, 3])},
+            {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}]
+    num, boxes, scores, labels = module._pad(dets)
+    assert num.tolist() == [2, 0]
+    assert labels.tolist() == [[1, 3, -1, -1], [-1, -1, -1, -1]]
+    assert boxes[0, 2:].abs().sum() == 0 and scores[1].abs().sum() == 0
+
+
+def test_parity_failure_says_by_how_much():
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32)
+    ref = [(boxes, np.array([0.9, 0.8], np.float32), np.array([1, 2]))]
+    shifted = [(boxes + np.float32(0.01), np.array([0.9, 0.8], np.float32), np.array([1, 2]))]
+    report = compare(ref, shifted, "torch", "ort")
+    assert not report.passed and report.max_box_diff == pytest.approx(0.01, rel=1e-3)
+    with pytest.raises(DetnasError, match=r"parity FAILED.*max box diff 0\.01 px"):
+        report.check()
+    relabelled = [(boxes, np.array([0.9, 0.8], np.float32), np.array([1, 1]))]
+    assert compare(ref, relabelled, "torch", "ort").unmatched == 2
+    fewer = [(boxes[:1], np.array([0.9], np.float32), np.array([1]))]
+    assert "counts differ" in compare(ref, fewer, "torch", "ort").summary()
+
+
+@pytest.mark.parametrize("text", ["100", "320x333", "0", "abc", "320x320x3"])
+def test_size_must_be_multiple_of_32(text):
+    with pytest.raises(DetnasError, match="32|HxW"):
+        parse_size(text)
+
+
+def test_bad_inputs_are_one_line_errors(fpn_export, tmp_path, capsys):
+    ckpt = str(fpn_export["ckpt"])
+    val = str(fpn_export["images"][0].parent)
+    cases = {
+        "size": ["export", "--weights", ckpt, "--out", str(tmp_path / "a.onnx"), "--size", "100",
+                 "--parity-data", val],
+        "other arch": ["export", "--weights", ckpt, "--out", str(tmp_path / "b.onnx"), "--arch", "COCO-FPN-300M",
+                       "--parity-data", val],
+        "unwritable": ["export", "--weights", ckpt, "--out", str(fpn_export["onnx"] / "c.onnx"),
+                       "--size", "128", "--parity-data", val],
+        "int8": ["export", "--weights", ckpt, "--out", str(tmp_path / "d.onnx"), "--format", "trt",
+                 "--precision", "int8", "--parity-data", val],
+    }
+    for name, argv in cases.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "Traceback" not in err and len(err.splitlines()) <= 3, (name, err)
+    assert not [p for p in tmp_path.rglob("*") if p.suffix in (".onnx", ".tmp")]
+
+
+def test_weights_that_do_not_match_the_arch(fpn_export, tmp_path, capsys):
+    tensors = {k: v for k, v in fpn_export["detector"].state_dict().items() if "blocks.0." not in k}
+    from detnas.checkpoint import load_meta, save_checkpoint
+
+    broken = save_checkpoint(tmp_path / "broken", tensors, {k: v for k, v in load_meta(fpn_export["ckpt"]).items()
+                                                            if k != "format_version"})
+    assert main(["export", "--weights", str(broken), "--out", str(tmp_path / "x.onnx"), "--no-parity"]) == 2
+    assert "do not fit" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
