@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_mini"))
     parser.add_argument("--size", type=int, default=320, help="short side (long side capped at size*1333/800)")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
@@ -106,7 +106,7 @@ def main() -> None:
                           detection_transforms(True, args.size, max_size))
     val = CocoDetection(root / "annotations" / "instances_val2017.json", root / "val2017")
     print(f"{root} train2017 ({len(train)} images) at {args.size}/{max_size}, batch {args.batch_size}, "
-          f"{args.threads} torch thread(s), {os.cpu_count()} CPU cores")
+          f"{args.threads} torch thread(s), {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}")
     loading = [loader_rate(train, w, args.batch_size, args.repeats) for w in (0, 1, 2)]
     for row in loading:
         print(f"data loading, {row['workers']} workers: {row['images_per_s']:.1f} images/s "
@@ -122,7 +122,8 @@ def main() -> None:
     if args.json:
         atomic_write_json(args.json, {"data": str(root), "size": args.size, "batch_size": args.batch_size,
                                       "threads": args.threads, "loading": loading, "train_step": steps,
-                                      "cocoeval": evaluation, "torch": torch.__version__})
+                                      "cocoeval": evaluation, "torch": torch.__version__,
+                                      "load_average": os.getloadavg()[0]})
 
 
 if __name__ == "__main__":
