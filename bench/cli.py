@@ -92,6 +92,7 @@ def latency_cmd(
                                              "size for a detnas ONNX file).")] = None,
     scope: Annotated[str | None, typer.Option(help="What is timed: backbone, network, network+nms, end-to-end "
                                               "(default: backbone for --arch, network+nms for a detnas export).")] = None,
+    detector: Annotated[str, typer.Option(help="--arch beyond the backbone scope: fpn or retinanet.")] = "fpn",
     device: Device = "cpu",
     threads: Threads = 1,
     warmup: Warmup = 10,
@@ -143,7 +144,8 @@ def latency_cmd(
 
             result = measure_arch(resolve_arch(arch), size=hw, batch=batch, backend=backend, precision=precision,
                                   scope=parsed_scope, protocol=protocol, options=options, images=batches,
-                                  calibration=calibration, label=arch if len(arch) < 40 else None, cache=cache)
+                                  calibration=calibration, label=arch if len(arch) < 40 else None, cache=cache,
+                                  detector=detector)
         elif onnx is not None:
             if not onnx.is_file():
                 raise DetnasError(f"{onnx}: ONNX file not found")

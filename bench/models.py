@@ -26,14 +26,49 @@ class TupleOutputs(nn.Module):
         return tuple(out.values()) if isinstance(out, dict) else (out,)
 
 
-def timed_module(arch: Arch, scope: Scope) -> nn.Module:
-    """The eval-mode module an arch is timed as: for now the backbone (stem + stages, C2..C5)."""
+class DenseNetwork(nn.Module):
+    """The detector network without post-processing: backbone + FPN + the dense head's raw outputs.
+
+    For FPN Faster R-CNN that is the RPN head (the RoI head needs NMS-selected proposals, so it belongs to
+    network+nms); for RetinaNet it is the classification and box-regression head.
+    """
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = list(self.detector.backbone(self.detector.pixels.normalize(images)).values())
+        if hasattr(self.detector, "rpn"):
+            objectness, deltas = self.detector.rpn.head(features)
+            return (*objectness, *deltas)
+        out = self.detector.head(features)
+        return out["cls_logits"], out["bbox_regression"]
+
+
+def timed_module(arch: Arch, scope: Scope, detector: str = "fpn", num_classes: int = 81,
+                 max_detections: int = 100) -> nn.Module:
+    """The eval-mode module an arch is timed as, with random weights.
+
+    network+nms is the deployable graph of `detnas export` (NMS inside, padded outputs) with the detector's
+    default thresholds. With random weights few boxes pass the score threshold, so NMS is cheaper than for a
+    trained detector: for the search fitness time the trained (materialised) detector with `measure_module`.
+    """
     from detnas.supernet import ChildNet
 
-    if scope is not Scope.BACKBONE:
-        raise DetnasError(f"scope '{scope.value}' for an arch needs the detector export; time an ONNX/engine file "
-                          "exported with that scope (--onnx/--engine) or use --scope backbone")
-    return TupleOutputs(ChildNet(arch)).eval()
+    if scope is Scope.BACKBONE:
+        return TupleOutputs(ChildNet(arch)).eval()
+    if scope is Scope.END_TO_END:
+        raise DetnasError("scope 'end-to-end' includes host pre/post-processing, which an arch alone does not "
+                          "define; time the exported model with its runner, or use network+nms")
+    from detnas.detection import build_detector
+
+    net = build_detector(detector, ChildNet(arch), num_classes).eval()
+    if scope is Scope.NETWORK:
+        return DenseNetwork(net).eval()
+    from detnas.export.graph import DeployableDetector
+
+    return DeployableDetector(net, net.pixels, max_detections).eval()
 
 
 def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 17) -> Path:

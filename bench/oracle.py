@@ -217,16 +217,21 @@ def measure_arch(
     arch: Arch, *, size: tuple[int, int], batch: int = 1, backend: str = "ort", precision: str = "fp32",
     scope: Scope = Scope.BACKBONE, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     images: Sequence[torch.Tensor] | None = None, calibration: Sequence[torch.Tensor] | None = None,
-    label: str | None = None, cache: LatencyCache | None = None,
+    label: str | None = None, cache: LatencyCache | None = None, detector: str = "fpn",
 ) -> LatencyResult:
-    """Time an arch at `scope` on real image batches when given (else seeded random pixels), cache first."""
+    """Time an arch at `scope` on real image batches when given (else seeded random pixels), cache first.
+
+    Scopes beyond the backbone wrap it in a random-init `detector` ('fpn' or 'retinanet').
+    """
     inputs = list(images) if images else random_batches(batch, size)
     _validate(backend, precision, protocol, calibration, inputs)
-    job = _Job(backend, precision, scope, protocol, options, f"arch:{arch.hash}", label or arch.compact(), inputs,
-               "images" if images else "random")
+    backbone = scope is Scope.BACKBONE
+    job = _Job(backend, precision, scope, protocol, options, f"arch:{arch.hash}" + ("" if backbone else f":{detector}"),
+               label or arch.compact(), inputs,
+               ("images" if images else "random") + ("" if backbone else f"; random-init {detector} detector"))
     if cache is not None and (hit := cache.get(job.key())) is not None:
         return hit
-    result = measure_module(timed_module(arch, scope), inputs, backend=backend, precision=precision, scope=scope,
+    result = measure_module(timed_module(arch, scope, detector), inputs, backend=backend, precision=precision, scope=scope,
                             protocol=protocol, options=options, calibration=calibration, label=job.label,
                             source=job.source, input_kind=job.input_kind)
     if cache is not None:

@@ -32,7 +32,7 @@ from detnas.bench.oracle import (
 )
 from detnas.bench.predictor import LatencyPredictor
 from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice
-from detnas.bench.stats import prediction_accuracy, summarize
+from detnas.bench.stats import kendall_tau, percentile, prediction_accuracy, summarize
 from torch import nn
 
 from detnas.arch import Arch, sample_arch
@@ -110,6 +110,9 @@ def build_profile(
         runners = [stem, *[r for row in blocks for r in row], *nets]
         samples = _time_interleaved(runners, protocol, rounds, progress)
     stats = [summarize(s) for s in samples]
+    held_out = samples[len(samples) - n_test:]
+    # rank agreement of the held-out measurements with themselves (odd vs even runs): the ceiling for any predictor
+    split_half_tau = kendall_tau([percentile(s[0::2], 50) for s in held_out], [percentile(s[1::2], 50) for s in held_out])
     stem_ms = stats[0].median_ms
     k = len(space.choices)
     table = [{c: stats[1 + p * k + j].median_ms for j, c in enumerate(space.choices)} for p in range(len(positions))]
@@ -141,6 +144,7 @@ def build_profile(
                    "table_sum_ms": raw[i]} for i, a in enumerate(archs)],
         "accuracy": prediction_accuracy(predicted[n_train:], measured[n_train:]).to_dict(),
         "accuracy_uncorrected": prediction_accuracy(raw[n_train:], measured[n_train:]).to_dict(),
+        "measurement_split_half_tau": split_half_tau,
         "build_seconds": time.perf_counter() - started,
     }
 

@@ -1,0 +1,145 @@
+"""Issue 7 benchmark: the exported detector on ONNX Runtime CPU vs the same detector in PyTorch eager, and the
+time the export takes.
+
+Same weights, same letterboxed real images (coco_mini val when present, else random pixels), same thread count.
+PyTorch eager is timed twice: the torchvision detector's own forward (what a user runs) and the export wrapper's
+eager forward (exactly the exported computation). ONNX Runtime is timed on the raw traced graph and on the
+onnxslim-simplified one. Rounds are interleaved so machine noise hits all variants alike.
+Goal: ORT (kept graph) >= 1.5x faster than PyTorch eager.
+Run: python -m detnas.bench.suite.export_speed [--arch COCO-FPN-300M] [--kind fpn] [--size 320] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from detnas.bench.backends import Prepared, time_prepared
+from detnas.bench.stats import summarize
+from detnas.export import class_table, export_onnx
+from detnas.export.graph import DeployableDetector
+from detnas.export.predict import read_image
+from detnas.export.preprocess import letterbox
+from detnas.export.runtime import onnx_runner
+
+from detnas.arch import resolve_arch
+from detnas.detection import build_detector
+from detnas.io import atomic_write_json
+from detnas.pixels import DEFAULT_PIXELS
+from detnas.supernet import ChildNet
+
+SHARED = Path(os.environ.get("DETNAS_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
+def _images(size: int, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor], str]:
+    """(uint8 originals, letterboxed model inputs, source)."""
+    files = sorted((SHARED / "coco_mini" / "val2017").glob("*.jpg"))[:count]
+    if files:
+        originals = [read_image(f) for f in files]
+        source = f"{len(files)} coco_mini val images"
+    else:
+        generator = torch.Generator().manual_seed(0)
+        originals = [torch.randint(0, 256, (3, 480, 640), dtype=torch.uint8, generator=generator)
+                     for _ in range(count)]
+        source = f"{count} random 640x480 images (coco_mini not found at {SHARED})"
+    return originals, [letterbox(im, size, size, DEFAULT_PIXELS)[0] for im in originals], source
+
+
+def _calibrate_bn(detector: torch.nn.Module, inputs: list[torch.Tensor]) -> None:
+    """Backbone BN statistics from real images, so a random-init detector's scores are not all at the prior."""
+    for m in detector.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    detector.train()
+    with torch.no_grad():
+        detector.backbone(DEFAULT_PIXELS.normalize(torch.stack(inputs)))
+    detector.eval()
+
+
+def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs: int, rounds: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    arch = resolve_arch(arch_name)
+    budget = {"rpn_post_nms_top_n_test": proposals} if kind == "fpn" else {}
+    detector = build_detector(kind, ChildNet(arch), 81, size, size, **budget)
+    originals, inputs, source = _images(size, 4)
+    _calibrate_bn(detector, inputs)
+    classes = class_table([f"class{i}" for i in range(1, 81)])
+    exports, paths = {}, {}
+    with tempfile.TemporaryDirectory() as work:
+        for name, simplify in (("raw", False), ("slim", True)):
+            start = time.perf_counter()
+            report = export_onnx(detector, arch, classes, (size, size), Path(work) / f"{name}.onnx", kind=kind,
+                                 parity_images=originals, simplify=simplify)
+            exports[name] = {"total_s": time.perf_counter() - start, "trace_s": report.export_seconds,
+                             "nodes": report.nodes, "parity": report.parity.summary() if report.parity else None,
+                             "notes": report.notes, "simplified": report.simplified}
+            paths[name] = report.path
+        batch = inputs[0][None]
+        wrapper = DeployableDetector(detector, DEFAULT_PIXELS, 100)
+        runners = {name: onnx_runner(p, threads=threads) for name, p in paths.items()}
+        numpy_batch = batch.numpy()
+
+        def eager_torchvision(_: int) -> None:
+            with torch.inference_mode():
+                detector([batch[0]])
+
+        def eager_wrapper(_: int) -> None:
+            with torch.inference_mode():
+                wrapper(batch)
+
+        variants = {"torch_eager_torchvision": eager_torchvision, "torch_eager_wrapper": eager_wrapper}
+        for name, runner in runners.items():
+            variants[f"ort_{name}"] = lambda _, r=runner: r.run(numpy_batch)
+        samples: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(rounds):
+            for name, fn in variants.items():
+                samples[name] += time_prepared(Prepared(call=fn, n_inputs=1), warmup=1, runs=runs)
+        detections = int(runners["slim"].run(numpy_batch)[0][0])
+    stats = {k: summarize(v).to_dict() for k, v in samples.items()}
+    kept = "slim" if exports["slim"]["simplified"] else "raw"
+    eager = stats["torch_eager_torchvision"]["median_ms"]
+    return {
+        "arch": arch_name, "kind": kind, "size": size, "proposals": proposals if kind == "fpn" else None,
+        "threads": threads, "images": source, "detections_on_timed_image": detections, "export": exports,
+        "latency": stats, "kept_graph": kept,
+        "speedup_ort_vs_torch_eager": eager / stats[f"ort_{kept}"]["median_ms"],
+        "speedup_ort_raw_vs_torch_eager": eager / stats["ort_raw"]["median_ms"],
+        "speedup_ort_vs_wrapper_eager": stats["torch_eager_wrapper"]["median_ms"] / stats[f"ort_{kept}"]["median_ms"],
+        "goal_speedup": 1.5,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="COCO-FPN-300M")
+    parser.add_argument("--kind", default="fpn", choices=("fpn", "retinanet"))
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--proposals", type=int, default=1000, help="FPN: RPN proposals per image at test time")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per variant per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", default="export_speed.json")
+    args = parser.parse_args()
+    result = run(args.arch, args.kind, args.size, args.proposals, args.threads, args.runs, args.rounds)
+    print(f"{result['arch']} {result['kind']} {result['size']}x{result['size']}, {result['threads']} threads, "
+          f"{result['images']}, {result['detections_on_timed_image']} detections on the timed image")
+    for name, e in result["export"].items():
+        print(f"export {name:4s}: {e['total_s']:.1f} s total ({e['trace_s']:.1f} s tracing), {e['nodes']} nodes; "
+              f"{e['parity']}")
+    for name, s in result["latency"].items():
+        print(f"{name:24s} median {s['median_ms']:8.1f} ms  p90 {s['p90_ms']:8.1f} ms  cv {s['cv']:.2f}")
+    print(f"ORT ({result['kept_graph']} graph) vs PyTorch eager (torchvision forward): "
+          f"{result['speedup_ort_vs_torch_eager']:.2f}x (goal >= {result['goal_speedup']}x); raw graph "
+          f"{result['speedup_ort_raw_vs_torch_eager']:.2f}x; vs the wrapper's eager forward "
+          f"{result['speedup_ort_vs_wrapper_eager']:.2f}x")
+    atomic_write_json(args.json, result)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
