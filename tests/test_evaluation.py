@@ -84,7 +84,8 @@ def _det_checkpoint(tmp_path, kind, classes):
     torch.manual_seed(1)
     detector = build_detector(kind, ChildNet(arch), len(classes) + 1, 128, 213)
     meta = {"kind": "child-det", "space": arch.space.to_dict(), "arch": arch.to_dict(), "detector": kind,
-            "pixels": DEFAULT_PIXELS.to_dict(), "classes": classes, "num_classes": len(classes)}
+            "pixels": DEFAULT_PIXELS.to_dict(), "classes": classes, "num_classes": len(classes),
+            "recipe": {"min_size": 128, "max_size": 213}}
     save_checkpoint(tmp_path / "det", detector.state_dict(), meta)
     return detector, tmp_path / "det.safetensors"
 
@@ -94,7 +95,8 @@ def test_load_detector_restores_the_same_outputs(tmp_path):
     from detnas.detection import load_detector
 
     detector, path = _det_checkpoint(tmp_path, "retinanet", ["a", "b"])
-    loaded, meta = load_detector(path, min_size=128, max_size=213)
+    loaded, meta = load_detector(path)
+    assert loaded.transform.min_size == (128,) and loaded.transform.max_size == 213  # the recipe's sizes
     x = [torch.rand(3, 100, 140)]
     detector.eval(), loaded.eval()
     with torch.no_grad():
@@ -113,12 +115,12 @@ def test_eval_cli_random_init_and_checkpoint_on_coco_mini(coco_mini, tmp_path, c
     assert main([*common, "--arch", "COCO-FPN-300M", "--random-init", "--proposals", "50",
                  "--out-json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "random-init fpn" in text and "AP50" in text and "AR100" in text and "(2 images)" in text
+    assert "random-init fpn" in text and "AP50" in text and "AR100" in text and "(2 images, short side 128" in text
     assert isinstance(json.loads(out.read_text()), list)
     classes = CocoDetection(ann, images).classes
     _, ckpt = _det_checkpoint(tmp_path, "retinanet", classes)
     assert main([*common, "--weights", str(ckpt)]) == 0
-    assert str(ckpt) in capsys.readouterr().out
+    assert f"{ckpt} on" in capsys.readouterr().out
     _, wrong = _det_checkpoint(tmp_path / "w", "retinanet", classes[:3])
     assert main([*common, "--weights", str(wrong)]) == 2
     assert "classes differ" in capsys.readouterr().err

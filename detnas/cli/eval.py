@@ -31,7 +31,8 @@ def eval_cmd(
     weights: Annotated[Path | None, typer.Option(help="Detection checkpoint written by detnas train.")] = None,
     random_init: Annotated[bool, typer.Option(help="Evaluate a randomly initialised detector.")] = False,
     kind: Annotated[str, typer.Option(help="fpn or retinanet (with --random-init).")] = "fpn",
-    size: Annotated[int, typer.Option(help="Short side; the long side is capped at size*1333/800.")] = 800,
+    size: Annotated[int | None, typer.Option(help="Short side, long side capped at size*1333/800 (default: "
+                                             "the checkpoint's training size, 800 with --random-init).")] = None,
     proposals: Annotated[int, typer.Option(help="FPN: RPN proposals per image at test time (1000 as in "
                                            "Detectron; fewer makes the 4-conv box head cheaper on CPU).")] = 1000,
     max_images: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
@@ -39,6 +40,8 @@ def eval_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     out_json: Annotated[Path | None, typer.Option(help="Write the detections as a COCO results json.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
+    model: Annotated[Path | None, typer.Option(help="Exported .onnx / TensorRT engine (detnas export): evaluate "
+                                               "the artifact itself.")] = None,
 ) -> None:
     """Evaluate with pycocotools COCOeval and print AP / AR as a table."""
     import torch
@@ -51,10 +54,14 @@ def eval_cmd(
     from detnas.evaluation import detector_predictor, evaluate
     from detnas.supernet import ChildNet
 
+    if model is not None:
+        from detnas.export.cli import eval_exported
+
+        return eval_exported(model, data, images, max_images, batch_size, out_json)
     if (weights is None) == (not random_init):
         raise DetnasError("pass exactly one of --weights CKPT or --random-init")
     dataset = CocoDetection(data, images)
-    max_size = round(size * 1333 / 800)
+    max_size = round(size * 1333 / 800) if size else None
     chosen = resolve_arch(arch) if arch else None
     if weights is not None:
         kind = load_meta(weights).get("detector", kind)
@@ -63,7 +70,8 @@ def eval_cmd(
         if chosen is None:
             raise DetnasError("--random-init needs --arch (e.g. COCO-FPN-300M)")
         torch.manual_seed(seed)
-        detector = build_detector(kind, ChildNet(chosen), dataset.num_classes + 1, size, max_size, **budget)
+        detector = build_detector(kind, ChildNet(chosen), dataset.num_classes + 1, size or 800, max_size or 1333,
+                                  **budget)
         source = f"random-init {kind}"
     else:
         detector, meta = load_detector(weights, chosen, size, max_size, **budget)
@@ -74,13 +82,14 @@ def eval_cmd(
     console = Console()
     metrics = evaluate(detector_predictor(detector.to(device), device), dataset, out_json=out_json,
                        batch_size=batch_size, max_images=max_images)
-    console.print(f"COCO bbox metrics of {source} on {data} ({int(metrics['images'])} images)", highlight=False,
-                  soft_wrap=True)
+    short, long = detector.transform.min_size[0], detector.transform.max_size
+    console.print(f"COCO bbox metrics of {source} on {data} ({int(metrics['images'])} images, short side {short}, "
+                  f"long side <= {long})", highlight=False, soft_wrap=True)
     console.print(metric_table(metrics))
     per_image = 1000 * metrics["predict_seconds"] / max(1.0, metrics["images"])
     console.print(f"{int(metrics['detections'])} detections, {per_image:.0f} ms/image inference, "
                   f"COCOeval {metrics['eval_seconds']:.2f} s", highlight=False)
     if out_json is not None:
-        console.print(f"detections: {out_json}", highlight=False)
+        console.print(f"detections: {out_json}", highlight=False, soft_wrap=True)
     if dataset.skipped:
         console.print(dataset.skip_report(), highlight=False, soft_wrap=True)

@@ -20,10 +20,11 @@ from detnas.supernet import ChildNet, Supernet
 DETECTION_CHECKPOINT_KINDS = ("supernet-det", "child-det")
 
 
-def load_detector(path: str | Path, arch: Arch | None = None, min_size: int = 800, max_size: int = 1333,
-                  **kw: Any) -> tuple[nn.Module, dict[str, Any]]:
+def load_detector(path: str | Path, arch: Arch | None = None, min_size: int | None = None,
+                  max_size: int | None = None, **kw: Any) -> tuple[nn.Module, dict[str, Any]]:
     """(detector with the checkpoint's weights, sidecar). `arch` picks the path of a supernet checkpoint and
-    must equal the stored arch of a child checkpoint; `kw` goes to `build_detector` (e.g. test-time budgets)."""
+    must equal the stored arch of a child checkpoint; sizes default to the training recipe's (else 800/1333);
+    `kw` goes to `build_detector` (e.g. test-time budgets)."""
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") not in DETECTION_CHECKPOINT_KINDS:
         raise DetnasError(f"{path}: a '{meta.get('kind')}' checkpoint is not a detector; pass one written by "
@@ -47,6 +48,9 @@ def load_detector(path: str | Path, arch: Arch | None = None, min_size: int = 80
         if arch is None:
             raise DetnasError(f"{path}: a supernet checkpoint runs one path; pass --arch")
         body = Supernet(space)
+    recipe = meta.get("recipe") or {}
+    min_size = int(min_size or recipe.get("min_size", 800))
+    max_size = int(max_size or recipe.get("max_size", 1333))
     detector = build_detector(kind, body, len(classes) + 1, min_size, max_size, pixels, **kw)
     try:
         detector.load_state_dict(tensors, strict=True)
