@@ -93,6 +93,8 @@ def test_bad_boxes_are_skipped_counted_and_reported_or_refused_when_strict(tmp_p
     ("missing_section", "missing or invalid top-level list 'categories'"),
     ("unknown_image", "refers to image_id 9"),
     ("bad_bbox", "annotation id 1 has bbox"),
+    ("duplicate_image", "images ids \\[1\\] occur more than once"),
+    ("bad_width", "images record id 1 has width/height '64'/48"),
 ])
 def test_bad_annotation_files_name_the_file_and_record(tmp_path, case, pattern):
     anns = [_ann(1, [2, 2, 20, 20])]
@@ -107,6 +109,10 @@ def test_bad_annotation_files_name_the_file_and_record(tmp_path, case, pattern):
         anns = [_ann(1, [2, 2, 20, 20], image_id=9)]
     elif case == "bad_bbox":
         anns = [_ann(1, [2, 2, 20])]
+    elif case == "duplicate_image":
+        images = [{"id": 1, "file_name": "1.png", "width": 64, "height": 48}] * 2
+    elif case == "bad_width":
+        images = [{"id": 1, "file_name": "1.png", "width": "64", "height": 48}]
     ann, folder = _write_set(tmp_path, anns, categories, images)
     if case == "missing_section":
         data = json.loads(ann.read_text())

@@ -41,6 +41,15 @@ def read_coco_json(ann_file: str | Path) -> dict[str, Any]:
             if missing:
                 name = rec.get("id", f"#{i}") if isinstance(rec, dict) else f"#{i}"
                 raise DetnasError(f"{ann_file}: {section} record id {name} lacks key(s) {', '.join(missing)}")
+    for section in ("images", "categories"):
+        ids = [rec["id"] for rec in data[section]]
+        if len(set(ids)) != len(ids):
+            twice = sorted({i for i in ids if ids.count(i) > 1}, key=str)[:3]
+            raise DetnasError(f"{ann_file}: {section} ids {twice} occur more than once; ids must be unique")
+    for im in data["images"]:
+        if not all(isinstance(im[k], int) and not isinstance(im[k], bool) and im[k] > 0 for k in ("width", "height")):
+            raise DetnasError(f"{ann_file}: images record id {im['id']} has width/height {im['width']!r}/"
+                              f"{im['height']!r}; both must be positive integers")
     for ann in data["annotations"]:
         bbox = ann["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):

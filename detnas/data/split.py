@@ -27,9 +27,7 @@ def _part(data: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
 def split_coco(ann_file: str | Path, val_size: int, seed: int, out_dir: str | Path) -> tuple[Path, Path]:
     """Write `supernet_train.json` and `search_val.json` (val_size random images) into `out_dir`."""
     data = read_coco_json(ann_file)
-    ids = sorted({im["id"] for im in data["images"]})
-    if len(ids) != len(data["images"]):
-        raise DetnasError(f"{ann_file}: duplicate image ids; fix the annotation file before splitting")
+    ids = sorted(im["id"] for im in data["images"])  # unique: read_coco_json checks
     if not 0 < val_size < len(ids):
         raise DetnasError(f"--val-size {val_size}: must be between 1 and {len(ids) - 1} for the {len(ids)} images "
                           f"of {ann_file}")
