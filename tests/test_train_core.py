@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 
@@ -16,6 +17,7 @@ from detnas.supernet import Supernet
 from detnas.train import PRESETS, resolve_config
 from detnas.train.data import SeededBatchSampler
 from detnas.train.optim import OffPath, build_optimizer, drop_grads, lr_at, param_groups
+from detnas.train.progress import ProgressReporter
 from detnas.train.recipes import RECIPE_KEYS, parse_overrides
 from detnas.train.sampling import FlopsBinSampler, UniformPathSampler
 
@@ -133,3 +135,25 @@ def test_data_order_depends_only_on_seed_and_iteration():
     # two ranks split the global batch without overlap, like DistributedSampler
     r0, r1 = SeededBatchSampler(10, 2, 3, rank=0, world=2), SeededBatchSampler(10, 2, 3, rank=1, world=2)
     assert r0.batch(0) + r1.batch(0) == full.batch(0)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_on_terminal_plain_lines_otherwise(tmp_path, tty):
+    stream = _Terminal() if tty else io.StringIO()
+    progress = ProgressReporter(tmp_path, total=4, start=0, enabled=True, label="supernet-cls", stream=stream)
+    for i in range(1, 5):
+        progress.step(i, {"loss": 1.0 / i, "lr": 0.1, "img_s": 50.0}, log=i % 2 == 0)
+    progress.event(4, "eval", {"top1": 0.5})
+    progress.close()
+    text = stream.getvalue()
+    assert "loss" in text and "img_s" in text and "eval" in text
+    assert ("━" in text) == tty  # rich draws a bar only on a terminal
+    if not tty:
+        assert text.count("supernet-cls 2/4") == 1 and "eta" in text
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [2, 4, 4] and records[-1]["event"] == "eval"

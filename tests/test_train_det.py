@@ -103,3 +103,29 @@ def test_detection_loss_goes_down_on_real_images(tmp_path, coco128):
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
     assert _descends(losses, 0.9), losses  # focal loss falls slowly but steadily
+
+
+def test_supernet_det_reads_voc(tmp_path, coco128):
+    """VOC layout (Annotations/*.xml, JPEGImages/, ImageSets/Main) through the same stage, image set via --ann."""
+    from PIL import Image
+
+    root = tmp_path / "VOC2007"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    names = []
+    for i, src in enumerate(sorted((coco128 / "train2017").iterdir())[:2]):
+        name = f"img{i}"
+        names.append(name)
+        width, height = Image.open(src).size
+        (root / "JPEGImages" / f"{name}.jpg").write_bytes(src.read_bytes())
+        (root / "Annotations" / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.jpg</filename><size><width>{width}</width><height>{height}</height>"
+            "<depth>3</depth></size><object><name>cat</name><difficult>0</difficult><bndbox><xmin>11</xmin>"
+            f"<ymin>21</ymin><xmax>{width // 2}</xmax><ymax>{height // 2}</ymax></bndbox></object></annotation>")
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(names) + "\n")
+    cls_final = train_supernet_cls(tiny_cls_config(tmp_path, iterations=1, out=str(tmp_path / "cls")))
+    cfg = resolve_config("cpu-det", overrides=dict(DET, iterations=1, space=tiny_cls_config(tmp_path).space,
+                                                   data=str(root), ann="trainval", detector="retinanet",
+                                                   init=str(cls_final), out=str(tmp_path / "voc")))
+    meta = json.loads(train_supernet_det(cfg).with_suffix(".json").read_text())
+    assert meta["num_classes"] == 20 and "cat" in meta["classes"]

@@ -124,3 +124,16 @@ def test_bad_data_and_foreign_checkpoints(tmp_path, capsys):
                  "--init", str(final), "--out", str(tmp_path / "det"), "--device", "cpu"]) == 2
     assert "corrupted sidecar JSON" in capsys.readouterr().err
     assert not (tmp_path / "det").exists()
+
+
+@pytest.mark.gpu
+def test_cuda_amp_run_resumes_with_its_grad_scaler(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU; none is visible (torch.cuda.is_available() is False)")
+    cfg = tiny_cls_config(tmp_path, device="cuda", iterations=4, checkpoint_every=2, stop_at=2)
+    train_supernet_cls(cfg)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "iter_0000002.state.json").read_text())
+    assert state["scaler"]["scale"] > 0 and "rng.0.cuda.0" in load_file(
+        str(tmp_path / "run" / "checkpoints" / "iter_0000002.state.safetensors"))
+    final = train_supernet_cls(cfg.replace(resume=True, stop_at=0))
+    assert all(torch.isfinite(t).all() for t in _weights(final).values() if t.is_floating_point())

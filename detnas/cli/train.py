@@ -74,7 +74,7 @@ def supernet_cls(
 
 @app.command("supernet-det")
 def supernet_det(
-    data: str = DataOpt, ann: str = typer.Option(None, "--ann", help="COCO annotations JSON for --data."),
+    data: str = DataOpt, ann: str = typer.Option(None, "--ann", help="COCO JSON for --data, or VOC image set."),
     val_data: str = ValOpt, val_ann: str = typer.Option(None, "--val-ann", help="COCO JSON for --val-data."),
     init: str = typer.Option(None, "--init", help="supernet-cls checkpoint; its backbone weights start training."),
     detector: str = typer.Option(None, "--detector", help="fpn (Faster R-CNN + FPN) or retinanet."),
@@ -92,7 +92,7 @@ def supernet_det(
 def child(
     arch: str = typer.Option(None, "--arch", "-a", help="Released name, arch JSON file or inline JSON."),
     stage: str = typer.Option("cls", "--stage", help="cls: classification from scratch; det: detection from --init."),
-    data: str = DataOpt, ann: str = typer.Option(None, "--ann", help="COCO annotations JSON (det)."),
+    data: str = DataOpt, ann: str = typer.Option(None, "--ann", help="det: COCO JSON, or VOC image set name."),
     val_data: str = ValOpt, val_ann: str = typer.Option(None, "--val-ann", help="COCO JSON for --val-data (det)."),
     init: str = typer.Option(None, "--init", help="det: the child-cls checkpoint of the same arch."),
     detector: str = typer.Option(None, "--detector", help="fpn or retinanet (det)."),

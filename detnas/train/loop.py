@@ -54,6 +54,16 @@ class StageSpec:
     extra_state: dict[str, Any] = field(default_factory=dict)
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   off_path: list[nn.Parameter] | tuple = ()) -> None:
+    """Backward, forget off-path gradients (so SGD leaves those parameters and buffers alone), step, clear."""
+    scaler.scale(loss).backward()
+    drop_grads(off_path)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for key in sorted(tensors):
@@ -190,12 +200,7 @@ def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
             if not torch.isfinite(loss):
                 raise DetnasError(f"loss is {loss.item()} at iteration {it}; lower the learning rate (--set lr=...) "
                                   "and resume from the last checkpoint")
-            scaler.scale(loss).backward()
-            if arch is not None:
-                drop_grads(off_path(arch))
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(loss, optimizer, scaler, off_path(arch) if arch is not None else ())
             done = it + 1
             window_images += images * ctx.world
             log = done % cfg.log_every == 0 or done == cfg.iterations

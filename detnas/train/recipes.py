@@ -50,7 +50,7 @@ class TrainConfig:
     # --- run: may differ between the first start and a resume ---
     recipe: str = "custom"
     data: str = ""
-    ann: str = ""  # COCO annotations JSON (detection)
+    ann: str = ""  # detection: COCO annotations JSON, or the VOC image set name (e.g. trainval; empty: all)
     data_format: str = "auto"
     val_data: str = ""
     val_ann: str = ""

@@ -60,33 +60,22 @@ class Classifier(nn.Module):
 
 
 def _classification_sets(cfg: TrainConfig) -> tuple[Any, list[str], Any]:
-    """Train/val ImageFolders: random-resized crop + flip for training, resize + centre crop for validation."""
-    from torchvision.datasets import ImageFolder
+    """Train/val ImageFolders. Training crops like SPOS (random-resized crop + flip); validation is the data
+    room's square resize, the same view search and evaluation use."""
     from torchvision.transforms import v2 as T
 
-    def folder(root: str, transform: Any) -> ImageFolder:
-        if not Path(root).is_dir():
-            raise DetnasError(f"{root}: classification folder not found; pass --data DIR with one sub-folder per "
-                              "class")
-        try:
-            return ImageFolder(root, transform=transform)
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise DetnasError(f"{root}: no images found ({str(exc).splitlines()[0]}); pass a folder with one "
-                              "sub-folder of images per class") from None
+    from detnas.data.classification import image_folder
 
-    size = cfg.image_size
-    train = folder(cfg.data, T.Compose([T.PILToTensor(), T.RandomResizedCrop(size, antialias=True),
-                                        T.RandomHorizontalFlip()]))
+    train = image_folder(cfg.data, cfg.image_size)
+    train.transform = T.Compose([T.PILToTensor(), T.RandomResizedCrop(cfg.image_size, antialias=True),
+                                 T.RandomHorizontalFlip()])
     if len(train.classes) < 2:
         raise DetnasError(f"{cfg.data}: found {len(train.classes)} class folder ({', '.join(train.classes)}); "
                           "classification needs at least 2 classes")
-    val = None
-    if cfg.val_data:
-        val = folder(cfg.val_data, T.Compose([T.PILToTensor(), T.Resize(round(size * 8 / 7), antialias=True),
-                                              T.CenterCrop(size)]))
-        if val.classes != train.classes:
-            raise DetnasError(f"{cfg.val_data}: class folders {val.classes[:5]}... differ from the training "
-                              f"folders {train.classes[:5]}...; use the same class list")
+    val = image_folder(cfg.val_data, cfg.image_size) if cfg.val_data else None
+    if val is not None and val.classes != train.classes:
+        raise DetnasError(f"{cfg.val_data}: class folders {val.classes[:5]}... differ from the training "
+                          f"folders {train.classes[:5]}...; use the same class list")
     return train, list(train.classes), val
 
 
@@ -96,20 +85,17 @@ def _detection_set(root: str, ann: str, cfg: TrainConfig, train: bool) -> Any:
     transforms = detection_transforms(train, cfg.min_size, cfg.max_size)
     fmt = cfg.data_format
     if fmt == "auto":
-        fmt = "coco" if ann else "voc"
+        fmt = "coco" if ann.endswith(".json") else "voc"
     if fmt == "coco":
         from detnas.data.coco import CocoDetection
 
-        if not ann:
-            raise DetnasError(f"{root}: COCO data needs its annotations JSON; pass --ann FILE")
+        if not ann.endswith(".json"):
+            raise DetnasError(f"{root}: COCO data needs its annotations JSON; pass --ann FILE.json")
         return CocoDetection(ann, root, transforms=transforms)
     if fmt == "voc":
-        try:
-            from detnas.data.voc import VocDetection
-        except ImportError:
-            raise DetnasError("VOC data is not supported by this installation's detnas.data; use COCO json") \
-                from None
-        return VocDetection(root, transforms=transforms)
+        from detnas.data.voc import VocDetection
+
+        return VocDetection(root, image_set=ann or None, transforms=transforms)
     raise DetnasError(f"data_format '{fmt}' is a classification format; detection takes coco or voc")
 
 
