@@ -67,6 +67,7 @@ def run_cmd(
     val_images: int = typer.Option(None, help="Evaluate on the first N search-validation images (default: all)."),
     min_size: int = typer.Option(None, help="Detector short side (default: the checkpoint's recipe)."),
     max_size: int = typer.Option(None, help="Detector long-side limit (default: the checkpoint's recipe)."),
+    proposals: int = typer.Option(None, help="RPN test-time proposals of an FPN detector (default 1000)."),
     space: str = typer.Option(None, help="Expected space name; refuses a supernet of another space."),
     top_k: int = typer.Option(10, help="How many candidates topk.json and the table list."),
     resume: bool = typer.Option(False, help="Continue the journal in --out (same configuration required)."),
@@ -87,8 +88,8 @@ def run_cmd(
     timing = Timing(sizes, backend, precision, device, scope, latency_batch, latency_runs, threads=latency_threads)
     request = SearchRequest(supernet, data, images, bn_data, out, bn_images_dir, settings, constraints, timing,
                             latency_profile, force_profile, latency_cache, space, flops_size, bn_images, bn_batch,
-                            val_images, min_size, max_size, resume, top_k)
-    run = run_search(request, log=lambda message: console.print(message, highlight=False))
+                            val_images, min_size, max_size, proposals, resume, top_k)
+    run = run_search(request, log=lambda message: console.print(message, highlight=False)).run
     if run is not None:
         console.print(summary_table(run, top_k))
         console.print(run.verdict())

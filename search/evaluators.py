@@ -6,6 +6,7 @@ every BN's statistics on training images, then COCO-evaluate on the search-valid
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from collections.abc import Iterable, Iterator
@@ -24,7 +25,6 @@ from detnas.pixels import PixelConvention
 from detnas.space import SearchSpace, register_space
 from detnas.supernet import Supernet, materialize
 
-_BODY = "backbone.body."
 MAX_CACHED_BN_IMAGES = 256
 
 
@@ -41,10 +41,16 @@ class SupernetDetector:
     max_size: int
     classes: list[str]
     digest: str  # identifies the weights in the journal configuration
+    options: dict[str, Any]  # extra torchvision detector arguments, e.g. the number of test-time proposals
 
     @classmethod
-    def load(cls, path: str | Path, min_size: int | None = None, max_size: int | None = None) -> SupernetDetector:
-        """Read a `supernet-det` checkpoint; a classification or child checkpoint is a one-line error."""
+    def load(cls, path: str | Path, min_size: int | None = None, max_size: int | None = None,
+             proposals: int | None = None) -> SupernetDetector:
+        """Read a `supernet-det` checkpoint; a classification or child checkpoint is a one-line error.
+
+        `proposals` caps the RPN's test-time proposals of an FPN detector (torchvision and DetNAS: 1000); the
+        4-conv box head runs on each, so a CPU search may lower it (the same for every candidate).
+        """
         from detnas.detection import build_detector
 
         tensors, meta = load_checkpoint(path)
@@ -62,7 +68,8 @@ class SupernetDetector:
             raise DetnasError(f"{path}: sidecar lacks {exc}; pass a checkpoint written by detnas train") from None
         min_size = int(min_size or recipe.get("min_size", 800))
         max_size = int(max_size or recipe.get("max_size", 1333))
-        detector = build_detector(kind, Supernet(space), len(classes) + 1, min_size, max_size, pixels)
+        options = {"rpn_post_nms_top_n_test": proposals} if proposals and kind == "fpn" else {}
+        detector = build_detector(kind, Supernet(space), len(classes) + 1, min_size, max_size, pixels, **options)
         try:
             detector.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
@@ -70,18 +77,17 @@ class SupernetDetector:
             raise DetnasError(f"{path}: weights do not fit a '{kind}' detector on space '{space.name}' ({first})") \
                 from None
         return cls(detector.eval(), space, kind, len(classes) + 1, pixels, min_size, max_size, classes,
-                   _file_digest(checkpoint_paths(path)[0]))
+                   _file_digest(checkpoint_paths(path)[0]), options)
 
     def materialize(self, arch: Arch) -> nn.Module:
-        """A standalone detector of `arch`: the path's backbone weights plus the shared FPN and head weights."""
-        from detnas.detection import build_detector
+        """A standalone detector of `arch`: the path cut out of the supernet body, copies of FPN and heads.
 
-        body = materialize(self.detector.backbone.body, arch)
-        child = build_detector(self.kind, body, self.num_classes, self.min_size, self.max_size, self.pixels)
-        shared = {k: v for k, v in self.detector.state_dict().items() if not k.startswith(_BODY)}
-        missing, unexpected = child.load_state_dict(shared, strict=False)
-        if unexpected or any(not k.startswith(_BODY) for k in missing):
-            raise RuntimeError(f"child detector does not match the supernet's: {unexpected or missing}")
+        Deep-copying the detector with the supernet body mapped to the materialised child (copy's memo) gives
+        exactly `build_detector(kind, child)` with the trained weights, without re-initialising ~15M head
+        parameters per candidate; the supernet itself is never touched.
+        """
+        supernet_body = self.detector.backbone.body
+        child = copy.deepcopy(self.detector, memo={id(supernet_body): materialize(supernet_body, arch)})
         return child.eval()
 
 
@@ -98,6 +104,7 @@ class DetectionAP:
         self.bn_batch, self.val_images, self.device = bn_batch, val_images, torch.device(device)
         self._bn_cache: list[list[torch.Tensor]] | None = None
         self.last_timing: dict[str, float] = {}
+        self.calls = 0
 
     def _read_bn_batches(self) -> Iterator[list[torch.Tensor]]:
         pixels = self.supernet.pixels
@@ -116,6 +123,7 @@ class DetectionAP:
     def evaluate(self, arch: Arch) -> dict[str, float]:
         from detnas.evaluation import METRICS, detector_predictor, evaluate
 
+        self.calls += 1
         start = time.perf_counter()
         detector = self.supernet.materialize(arch).to(self.device)
         materialized = time.perf_counter()

@@ -89,6 +89,7 @@ class Search:
         self.log = log or (lambda message: None)
         self.team = Team()
         self._journal: Journal | None = None
+        self.latency_seconds = 0.0  # time spent asking the latency estimator in this session (for benchmarks)
 
     # -- journal -------------------------------------------------------------------------------------------
     def _write(self, record: dict[str, Any]) -> None:
@@ -135,7 +136,9 @@ class Search:
                                      "flops": flops, "params": params}
             reason = self.constraints.violation(flops, params)
             if reason is None:
+                start = time.perf_counter()
                 entry["latency"] = self.latency.latency(arch)
+                self.latency_seconds += time.perf_counter() - start
                 reason = self.constraints.violation(flops, params, entry["latency"]["median_ms"])
             if reason is not None:
                 plan["rejected"].append({**entry, "reason": reason})

@@ -21,8 +21,13 @@ JOURNAL_VERSION = 1
 VOLATILE_FIELDS = ("wall_s", "timing")
 
 
+#: configuration fields a resume may change: more generations extend a search without altering its past
+EXTENDABLE_FIELDS = ("generations",)
+
+
 def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    bound = {k: v for k, v in config.items() if k not in EXTENDABLE_FIELDS}
+    return hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
@@ -74,7 +79,7 @@ class Journal:
         expected, found = config_hash(config), records[0].get("config_hash")
         if found != expected:
             changed = sorted(k for k in set(config) | set(records[0].get("config", {}))
-                             if config.get(k) != records[0].get("config", {}).get(k))
+                             if config.get(k) != records[0].get("config", {}).get(k) and k not in EXTENDABLE_FIELDS)
             raise DetnasError(
                 f"{path}: journal is from another search configuration (hash {found} != {expected}; differs in "
                 f"{', '.join(changed) or 'format'}); use the original flags or another --out"

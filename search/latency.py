@@ -56,11 +56,12 @@ class Timing:
     runs: int = 30
     warmup: int = 5
     threads: int = 1
+    detector: str = "fpn"  # the detector kind wrapped around the backbone for scopes beyond 'backbone'
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": list(self.size) if self.size else None, "backend": self.backend, "precision": self.precision, "device": self.device,
                 "scope": self.scope, "batch": self.batch, "runs": self.runs, "warmup": self.warmup,
-                "threads": self.threads}
+                "threads": self.threads, "detector": self.detector}
 
 
 class _CountingCache:
@@ -106,7 +107,8 @@ class OracleLatency:
 
         result = measure_arch(arch, size=self.timing.size, batch=self.timing.batch, backend=self.timing.backend,
                               precision=self.timing.precision, scope=self._scope, protocol=self._protocol,
-                              options=self._options, images=self._images, cache=self.cache)
+                              options=self._options, images=self._images, cache=self.cache,
+                              detector=self.timing.detector)
         return result.stats.to_dict()
 
 
@@ -136,16 +138,18 @@ def check_target_reachable(space: SearchSpace, target_ms: float, estimator: Late
 
 
 class ProfileLatency:
-    """Predicted latency from a device profile (`detnas bench profile`), checked against this space and backend."""
+    """Predicted latency from a device profile (`detnas bench profile`), refused unless it was measured for this
+    space and backend in this environment (the local fingerprint), or `force` is given."""
 
     source = "predicted"
 
-    def __init__(self, path: str | Path, space: SearchSpace, backend: str, force: bool = False) -> None:
+    def __init__(self, path: str | Path, space: SearchSpace, timing: Timing, force: bool = False) -> None:
+        from detnas.bench.fingerprint import collect_fingerprint
         from detnas.bench.profile import load_profile
 
-        self.profile = load_profile(path, space, backend, force)
-        fingerprint = getattr(self.profile, "fingerprint", None)
-        self.fingerprint = getattr(fingerprint, "hash", str(fingerprint))
+        local = collect_fingerprint(timing.device, timing.threads)
+        self.profile = load_profile(path, space, timing.backend, force, fingerprint=local)
+        self.fingerprint = str(self.profile.get("fingerprint_hash", "unknown"))
 
     def latency(self, arch: Arch) -> dict[str, float]:
         from detnas.bench.profile import predict_latency

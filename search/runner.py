@@ -6,6 +6,7 @@ target, journal of another configuration) runs before the journal is touched.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,6 +47,7 @@ class SearchRequest:
     val_images: int | None = None
     min_size: int | None = None
     max_size: int | None = None
+    proposals: int | None = None
     resume: bool = False
     top_k: int = 10
 
@@ -73,27 +75,38 @@ def _context(request: SearchRequest, digest: str, val: Any, bn: Any, latency: La
               if request.latency_profile else {"latency_fingerprint": latency.fingerprint})
     return {"supernet": digest, "data": str(request.data), "val_images": len(val) if request.val_images is None
             else min(request.val_images, len(val)), "bn_data": str(request.bn_data), "bn_images": request.bn_images,
-            "bn_batch": request.bn_batch, "min_size": sizes[0], "max_size": sizes[1],
+            "bn_batch": request.bn_batch, "min_size": sizes[0], "max_size": sizes[1], "proposals": request.proposals,
             "timing": timing.to_dict(), "flops_size": request.flops_size,
             **source}
 
 
-def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchRun | None:
-    """Run or resume a search to the end, re-measure the winner and write the report; None on ranks > 0."""
+@dataclass
+class SearchOutcome:
+    """The report (None on ranks > 0) and where this session's time went, for `bench/suite/search_cost.py`."""
+
+    run: SearchRun | None
+    search_s: float  # Search.run: planning (incl. latency) and evaluation of every candidate
+    latency_s: float  # of which spent in the latency estimator
+    evaluated: int  # candidates evaluated in this session
+    cache_hits: int
+    cache_lookups: int
+
+
+def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchOutcome:
+    """Run or resume a search to the end, re-measure the winner and write the report."""
     from detnas.search.evaluators import DetectionAP, SupernetDetector
 
     device = join_torchrun(request.timing.device)
     try:
-        supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size)
+        supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
         if request.space and supernet.space.name != request.space:
             raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
                               f"not '{request.space}'; pass the detection supernet of that space")
         val, bn = _datasets(request, supernet.classes)
-        timing = request.timing
-        if timing.size is None:
-            timing = replace(timing, size=(supernet.min_size, supernet.max_size))
+        timing = replace(request.timing, detector=supernet.kind,
+                         size=request.timing.size or (supernet.min_size, supernet.max_size))
         measured = OracleLatency(timing, request.latency_cache)
-        latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, request.timing.backend,
+        latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, timing,
                                                     request.force_profile)
                                      if request.latency_profile else measured)
         if request.constraints.latency_ms is not None:
@@ -104,13 +117,15 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
                            (supernet.min_size, supernet.max_size))
         search = Search(supernet.space, request.settings, request.constraints, accuracy, latency,
                         BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, log)
+        start = time.perf_counter()
         candidates = search.run(resume=request.resume)
+        search_s = time.perf_counter() - start
         search.finalize(candidates, measured)
-        if not search.team.is_leader:
-            return None
         if measured.cache.lookups:
             log(f"latency cache: {measured.cache.hits}/{measured.cache.lookups} hits")
-        return write_report(request.out / JOURNAL_NAME, request.out, request.top_k)
+        run = write_report(request.out / JOURNAL_NAME, request.out, request.top_k) if search.team.is_leader else None
+        return SearchOutcome(run, search_s, search.latency_seconds, accuracy.calls, measured.cache.hits,
+                             measured.cache.lookups)
     finally:
         leave_torchrun()
 

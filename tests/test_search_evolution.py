@@ -154,3 +154,16 @@ def test_backbone_cost_matches_detnas_flops() -> None:
     for seed in range(3):
         arch = sample_arch(TINY, seed)
         assert BackboneCost(96)(arch) == (count_flops(arch, 96), count_params(arch))
+
+
+def test_more_generations_extend_a_finished_search_exactly(tmp_path) -> None:
+    longer = {**SMALL, "generations": 6}
+    straight = tmp_path / "straight.jsonl"
+    make_search(straight, settings=longer).run()
+    extended = tmp_path / "extended.jsonl"
+    make_search(extended).run()
+    counting = FakeAccuracy()
+    make_search(extended, counting, settings=longer).run(resume=True)
+    assert len(counting.calls) == 20
+    header_free = lambda path: strip_volatile(read_journal(path))[1:]  # noqa: E731 - the header records the budget
+    assert header_free(extended) == header_free(straight)

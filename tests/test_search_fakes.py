@@ -4,6 +4,7 @@ can be checked exactly (and fast) without a supernet. Shared by the search tests
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from detnas.arch import Arch
 from detnas.space import SearchSpace, register_space
@@ -44,3 +45,10 @@ class FakeLatency:
         self.calls.append(arch.hash)
         median = 1.0 + sum(0.25 * (1 + c) for c in arch.choices) + 0.05 * _jitter(arch) + self.offset_ms
         return {"median_ms": median, "p90_ms": median * 1.05, "min_ms": median * 0.98}
+
+
+def shared_data(name: str) -> Path:
+    """A real data set under ../shared/data (the conftest's helper), skipping with its reason when absent."""
+    from conftest import shared_dataset
+
+    return shared_dataset(name)

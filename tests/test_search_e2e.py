@@ -1,0 +1,115 @@
+"""`detnas search run` end to end on real COCO images (coco_mini), a tiny detection supernet and ORT-CPU
+latency, and the bad inputs that must be refused before the journal is touched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_search_fakes import TINY
+
+from detnas.checkpoint import load_checkpoint, save_checkpoint
+from detnas.cli.main import main
+from detnas.pixels import DEFAULT_PIXELS
+from detnas.supernet import Supernet
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    from test_search_fakes import shared_data
+
+    from detnas.data import CocoDetection
+    from detnas.data.split import split_coco
+    from detnas.detection import build_detector
+
+    root = shared_data("coco_mini")
+    tmp = tmp_path_factory.mktemp("search_e2e")
+    train_json, val_json = split_coco(root / "annotations" / "instances_train2017.json", 6, 0, tmp / "split")
+    classes = CocoDetection(val_json, root / "train2017").classes
+    torch.manual_seed(0)
+    detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, 64, 96, DEFAULT_PIXELS)
+    meta = {"kind": "supernet-det", "space": TINY.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
+            "classes": list(classes), "num_classes": len(classes), "recipe": {"min_size": 64, "max_size": 96},
+            "detector": "fpn"}
+    save_checkpoint(tmp / "supernet", detector.state_dict(), meta)
+    return {"root": root, "train": train_json, "val": val_json, "ckpt": tmp / "supernet", "tmp": tmp}
+
+
+def search_args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["search", "run", "--supernet", str(s["ckpt"]), "--data", str(s["val"]), "--images",
+            str(s["root"] / "train2017"), "--bn-data", str(s["train"]), "--out", str(out), "--backend", "ort",
+            "--latency-runs", "3", "--latency-cache", str(s["tmp"] / "latency.sqlite"), "--population", "3",
+            "--parents", "2", "--mutations", "1", "--crossovers", "1", "--randoms", "1", "--bn-images", "2",
+            "--bn-batch", "2", "--val-images", "2", "--proposals", "4", *extra]
+
+
+def test_search_runs_resumes_and_reports(setup, capsys) -> None:
+    out = setup["tmp"] / "run"
+    assert main(search_args(setup, out, "--latency-target", "1s", "--generations", "1")) == 0
+    first = (out / "journal.jsonl").read_text()
+    assert main(search_args(setup, out, "--latency-target", "1s", "--generations", "2", "--resume")) == 0
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    assert (out / "journal.jsonl").read_text().startswith(first), "resuming rewrote the journal's past"
+    candidates = [r for r in journal if r["type"] == "candidate"]
+    assert len(candidates) == 6 and len({r["hash"] for r in candidates}) == 6, "a candidate was evaluated twice"
+    assert {r["generation"] for r in candidates} == {0, 1}
+    for r in candidates:
+        assert r["latency"]["median_ms"] <= 1000 and set(r["metrics"]) >= {"AP", "AP50", "AP75", "APs", "AR100"}
+        assert 0 <= r["metrics"]["AP"] <= 1 and r["timing"]["bn_s"] > 0 and r["timing"]["eval_s"] > 0
+        assert r["flops"] > 0 and r["params"] > 0 and r["fingerprint"]
+    final = [r for r in journal if r["type"] == "final"][-1]  # the winner, re-measured (again if it changed)
+    assert final["source"] == "measured" and final["meets_target"] is True
+    assert final["hash"] == json.loads((out / "best_arch.json").read_text())["hash"]
+    for name in ("best_arch.json", "topk.json", "summary.json", "pareto.png", "convergence.png"):
+        assert (out / name).is_file()
+    assert "winner meets the 1000ms target" in capsys.readouterr().out
+
+
+def _fails(args: list[str], capsys, expected: str) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_target_below_the_fastest_arch(setup, capsys) -> None:
+    out = setup["tmp"] / "too_fast"
+    _fails(search_args(setup, out, "--latency-target", "1us"), capsys, "is below the fastest architecture")
+    assert not (out / "journal.jsonl").exists()
+
+
+def test_wrong_checkpoints(setup, capsys) -> None:
+    tensors, meta = load_checkpoint(setup["ckpt"])
+    cls_ckpt = setup["tmp"] / "cls"
+    save_checkpoint(cls_ckpt, Supernet(TINY, num_classes=10).state_dict(), {**meta, "kind": "supernet-cls"})
+    args = search_args(setup, setup["tmp"] / "bad", "--latency-target", "1s")
+    _fails([*args[:3], str(cls_ckpt), *args[4:]], capsys, "a classification supernet")
+    _fails([*args, "--space", "detnas-300m"], capsys, "supernet of space 'search-test-tiny', not 'detnas-300m'")
+
+
+def test_resume_with_another_configuration(setup, capsys) -> None:
+    out = setup["tmp"] / "run"
+    if not (out / "journal.jsonl").exists():
+        pytest.skip("needs the journal of test_search_runs_resumes_and_reports (run the module, not this test alone)")
+    before = (out / "journal.jsonl").read_bytes()
+    _fails(search_args(setup, out, "--latency-target", "1s", "--generations", "2", "--seed", "5", "--resume"),
+           capsys, "another search configuration")
+    assert (out / "journal.jsonl").read_bytes() == before
+
+
+def test_profile_of_another_device(setup, capsys) -> None:
+    from detnas.bench.profile import PROFILE_FORMAT
+
+    profile = setup["tmp"] / "device.json"
+    profile.write_text(json.dumps({"format": PROFILE_FORMAT, "space": TINY.to_dict(), "space_digest": TINY.digest,
+                                   "backend": "ort", "fingerprint_hash": "0123456789ab",
+                                   "fingerprint": {"device": "Jetson Orin", "driver": "540", "cuda": "12.2",
+                                                   "tensorrt": "8.6", "onnxruntime": "1.17", "torch": "2.3",
+                                                   "cpu": "ARM", "threads": 6}}))
+    out = setup["tmp"] / "profiled"
+    _fails(search_args(setup, out, "--latency-target", "1s", "--latency-profile", str(profile)), capsys,
+           "another device/environment")
+    assert not out.exists() or not (out / "journal.jsonl").exists()
