@@ -1,1 +1,33 @@
-"""bench."""
+"""detnas.bench: the latency oracle (torch / ONNX Runtime / TensorRT), latency cache, device profiles.
+
+Names are resolved lazily so `import detnas.bench` (and `detnas --help`) does not import torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_profile": "detnas.bench.profile",
+    "predict_latency": "detnas.bench.profile",
+    "build_profile": "detnas.bench.profile",
+    "measure_arch": "detnas.bench.oracle",
+    "measure_module": "detnas.bench.oracle",
+    "measure_onnx": "detnas.bench.oracle",
+    "measure_engine": "detnas.bench.oracle",
+    "Protocol": "detnas.bench.oracle",
+    "BackendOptions": "detnas.bench.oracle",
+    "LatencyResult": "detnas.bench.result",
+    "Scope": "detnas.bench.result",
+    "LatencyCache": "detnas.bench.cache",
+    "collect_fingerprint": "detnas.bench.fingerprint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'detnas.bench' has no attribute '{name}'")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from detnas.bench.backends import Prepared, time_prepared
 from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
-from detnas.bench.models import TupleOutputs
+from detnas.bench.models import timed_module
 from detnas.bench.oracle import (
     DEFAULT_OPTIONS,
     DEFAULT_PROTOCOL,
@@ -72,10 +72,13 @@ def _time_interleaved(runners: list[Prepared], protocol: Protocol, rounds: int,
 def build_profile(
     space: SearchSpace, *, backend: str = "ort", size: tuple[int, int] = (224, 224), batch: int = 1,
     precision: str = "fp32", protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
-    n_train: int = 20, n_test: int = 30, rounds: int = 10, seed: int = 0,
-    progress: Callable[[str], None] = lambda message: None,
+    n_train: int = 20, n_test: int = 30, rounds: int = 10, seed: int = 0, scope: Scope = Scope.BACKBONE,
+    detector: str = "fpn", progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
-    """Measure the block table, the stem and `n_train + n_test` random archs; fit and evaluate the predictor."""
+    """Measure the block table, the fixed parts and `n_train + n_test` random archs at `scope`; fit and
+    evaluate the predictor. Beyond the backbone, the detector's FPN / head / NMS cost is the same for every
+    arch of the space (it depends on the stage widths only), so the correction's intercept carries it; it is
+    also reported as the fixed part 'detector' (arch at `scope` minus its backbone, for the first arch)."""
     check_choice("backend", backend, BACKENDS)
     check_choice("precision", precision, PRECISIONS)
     if precision == "int8":
@@ -104,22 +107,25 @@ def build_profile(
         stem = prepare(Stem(space.stem_width), (batch, 3, *size))
         blocks = [[prepare(make_block(c, cin, cout, stride), (batch, cin, *hw)) for c in space.choices]
                   for cin, cout, stride, hw in positions]
-        from detnas.supernet import ChildNet
-
-        nets = [prepare(TupleOutputs(ChildNet(a)), (batch, 3, *size)) for a in archs]
-        runners = [stem, *[r for row in blocks for r in row], *nets]
+        nets = [prepare(timed_module(a, scope, detector), (batch, 3, *size)) for a in archs]
+        extra = [] if scope is Scope.BACKBONE else [prepare(timed_module(archs[0], Scope.BACKBONE), (batch, 3, *size))]
+        runners = [stem, *[r for row in blocks for r in row], *nets, *extra]
         samples = _time_interleaved(runners, protocol, rounds, progress)
+    fixed = {"stem": summarize(samples[0]).median_ms}
+    if extra:
+        first_backbone = samples.pop()
+        first_net = samples[len(samples) - len(archs)]
+        fixed["detector"] = percentile(first_net, 50) - percentile(first_backbone, 50)
     stats = [summarize(s) for s in samples]
     held_out = samples[len(samples) - n_test:]
     # rank agreement of the held-out measurements with themselves (odd vs even runs): the ceiling for any predictor
     split_half_tau = kendall_tau([percentile(s[0::2], 50) for s in held_out], [percentile(s[1::2], 50) for s in held_out])
-    stem_ms = stats[0].median_ms
     k = len(space.choices)
     table = [{c: stats[1 + p * k + j].median_ms for j, c in enumerate(space.choices)} for p in range(len(positions))]
     arch_stats = stats[1 + len(positions) * k:]
     stage_of = [s for s, depth in enumerate(space.stage_depths) for _ in range(depth)]
     measured = [s.median_ms for s in arch_stats]
-    predictor = LatencyPredictor.fit(table, stage_of, stem_ms, [a.choices for a in archs[:n_train]],
+    predictor = LatencyPredictor.fit(table, stage_of, sum(fixed.values()), [a.choices for a in archs[:n_train]],
                                      measured[:n_train])
     predicted = [predictor.predict(a.choices) for a in archs]
     raw = [predictor.table_sum(a.choices) for a in archs]
@@ -130,13 +136,14 @@ def build_profile(
         "backend": backend,
         "variant": protocol.variant(options, backend),
         "precision": precision,
-        "scope": Scope.BACKBONE.value,
+        "scope": scope.value,
+        "detector": None if scope is Scope.BACKBONE else detector,
         "input_shape": [batch, 3, *size],
         "protocol": {"warmup": protocol.warmup, "runs": protocol.runs, "rounds": rounds, "threads": protocol.threads,
                      "device": protocol.device, "clock": protocol.clock},
         "fingerprint": fingerprint.to_dict(),
         "fingerprint_hash": fingerprint.hash,
-        "fixed_ms": {"stem": stem_ms},
+        "fixed_ms": fixed,
         "blocks_cv": [[stats[1 + p * k + j].cv for j in range(k)] for p in range(len(positions))],
         "predictor": predictor.to_dict(),
         "archs": [{"choices": a.compact(), "hash": a.hash, "split": "train" if i < n_train else "test",

@@ -13,7 +13,7 @@ from detnas.bench.profile import PROFILE_FORMAT, block_inputs, load_profile, pre
 from detnas.arch import Arch
 from detnas.cli.main import main
 from detnas.errors import DetnasError
-from detnas.space import get_space
+from detnas.space import SearchSpace, get_space
 from detnas.supernet import ChildNet
 
 TINY = {"name": "bench-tiny", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [2, 2], "head_width": 32,
@@ -111,3 +111,15 @@ def test_profile_asks_for_more_archs_than_the_space_has(tiny_space_file: Path, t
     code = main(["bench", "profile", "--space", str(tiny_space_file), "--n-train", "20", "--n-test", "30",
                  "--out", str(tmp_path / "p.json")])
     assert code == 2 and "has only 16 archs" in capsys.readouterr().err
+
+
+def test_profile_at_network_scope_reports_the_detector_as_fixed_part() -> None:
+    from detnas.bench.oracle import Protocol
+    from detnas.bench.profile import build_profile
+    from detnas.bench.result import Scope
+
+    space = SearchSpace("bench-four", 8, (16, 32, 48, 64), (1, 2, 1, 1), 32, (0, 3))
+    profile = build_profile(space, backend="torch", size=(64, 64), protocol=Protocol(warmup=1, runs=2), n_train=7,
+                            n_test=2, rounds=1, scope=Scope.NETWORK, detector="retinanet")
+    assert profile["scope"] == "network" and profile["detector"] == "retinanet"
+    assert profile["fixed_ms"]["detector"] > 0 and len(profile["archs"]) == 9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 
@@ -32,6 +33,8 @@ def prepare_torch(
     if precision == "fp16" and not fast_fp16(device):
         warnings.warn(f"FP16 on {device} has no fast FP16 arithmetic; the latency will not reflect an FP16 deployment",
                       PrecisionWarning, stacklevel=2)
+    if precision == "fp16" or on_gpu:  # converting in place would change the caller's module
+        module = copy.deepcopy(module)
     model = module.to(device=device, dtype=dtype).eval()
     batches = [x.to(device=device, dtype=dtype) for x in inputs]
     details = {"mode": "eager", "cuda_graphs": cuda_graphs, "device": device}

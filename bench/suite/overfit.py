@@ -25,14 +25,21 @@ from detnas.train import resolve_config, train_child_cls, train_child_det
 SHARED = Path(os.environ.get("DETNAS_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
-def few_images(coco_root: Path, count: int, max_boxes: int, out: Path) -> Path:
-    """The first `count` coco128 images with 1..max_boxes non-crowd boxes, as a COCO json of their categories."""
+def few_images(coco_root: Path, count: int, max_boxes: int, min_area: float, out: Path) -> Path:
+    """The first `count` coco128 images with 1..max_boxes non-crowd boxes, each covering at least `min_area` of
+    the image (so they stay visible at a small input size), as a COCO json of the categories they use."""
     data = json.loads((coco_root / "annotations" / "instances_train2017.json").read_text())
     per_image: dict[int, list[dict]] = {}
     for ann in data["annotations"]:
         if not ann["iscrowd"]:
             per_image.setdefault(ann["image_id"], []).append(ann)
-    chosen = [im for im in data["images"] if 0 < len(per_image.get(im["id"], [])) <= max_boxes][:count]
+
+    def usable(im: dict) -> bool:
+        anns = per_image.get(im["id"], [])
+        big = all(a["bbox"][2] * a["bbox"][3] >= min_area * im["width"] * im["height"] for a in anns)
+        return 0 < len(anns) <= max_boxes and big
+
+    chosen = [im for im in data["images"] if usable(im)][:count]
     anns = [a for im in chosen for a in per_image[im["id"]]]
     used = {a["category_id"] for a in anns}
     subset = {"images": chosen, "annotations": anns, "categories": [c for c in data["categories"] if c["id"] in used]}
@@ -46,6 +53,8 @@ def main() -> None:
     parser.add_argument("--detector", default="fpn", choices=("fpn", "retinanet"))
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--max-boxes", type=int, default=3)
+    parser.add_argument("--min-area", type=float, default=0.05, help="smallest box, as a fraction of the image")
+    parser.add_argument("--roi-batch", type=int, default=32, help="FPN: RoIs per image for the box head")
     parser.add_argument("--size", type=int, default=128, help="short side; long side <= size * 1333 / 800")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=0.02)
@@ -63,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
         root.mkdir(parents=True, exist_ok=True)
-        ann = few_images(coco, args.images, args.max_boxes, root / "few.json")
+        ann = few_images(coco, args.images, args.max_boxes, args.min_area, root / "few.json")
         cls_cfg = resolve_config("cpu-cls", overrides={
             "data": str(SHARED / "cifar10" / "train"), "space": arch.space.name, "arch": arch.to_json(),
             "iterations": args.cls_iterations, "out": str(root / "cls"), "device": "cpu", "log_every": 10})
@@ -73,7 +82,8 @@ def main() -> None:
         det_cfg = resolve_config("cpu-det", overrides={
             "data": str(coco / "train2017"), "ann": str(ann), "val_data": str(coco / "train2017"),
             "val_ann": str(ann), "space": arch.space.name, "arch": arch.to_json(), "init": str(cls_final),
-            "detector": args.detector, "min_size": args.size, "max_size": round(args.size * 1333 / 800),
+            "detector": args.detector, "roi_batch": args.roi_batch, "proposals": 100,
+            "min_size": args.size, "max_size": round(args.size * 1333 / 800),
             "batch_size": args.batch_size, "lr": args.lr, "iterations": args.iterations,
             "milestones": [milestone], "warmup_iters": min(20, milestone - 1) if milestone > 1 else 0,
             "eval_every": args.eval_every, "eval_images": args.images, "checkpoint_every": args.iterations,
