@@ -67,16 +67,21 @@ def _onnx_detector_meta(path: Path) -> dict[str, Any] | None:
     return json.loads(props.get("detnas.input", "{}"))
 
 
-def _result_table(results: list[Any]) -> Table:
-    table = Table(title="latency (ms)")
-    for col in ("model", "scope", "backend", "prec", "input", "median", "p90", "p99", "min", "mean", "CV %", "runs",
-                "threads"):
-        table.add_column(col, justify="right" if col not in ("model", "scope", "backend", "prec") else "left")
-    for r in results:
-        s = r.stats
-        table.add_row(r.label, r.scope, r.details.get("variant", r.backend), r.precision,
-                      "x".join(map(str, r.input_shape)), f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}", f"{s.p99_ms:.3f}",
-                      f"{s.min_ms:.3f}", f"{s.mean_ms:.3f}", f"{100 * s.cv:.1f}", str(s.n), str(r.threads))
+def _result_table(r: Any) -> Table:
+    """One result as a two-column table: readable in a narrow terminal, every protocol field visible."""
+    s = r.stats
+    table = Table(title="latency", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for name, value in (
+        ("model", r.label), ("source", r.source), ("scope", r.scope), ("backend", r.details.get("variant", r.backend)),
+        ("precision", r.precision), ("input", "x".join(map(str, r.input_shape))),
+        ("median", f"{s.median_ms:.3f} ms"), ("p90 / p99", f"{s.p90_ms:.3f} / {s.p99_ms:.3f} ms"),
+        ("min / mean", f"{s.min_ms:.3f} / {s.mean_ms:.3f} ms"), ("CV", f"{100 * s.cv:.2f} %"),
+        ("runs / warm-up", f"{s.n} / {r.warmup}"), ("threads", str(r.threads)), ("timer", r.details.get("timer")),
+        ("inputs", r.details.get("inputs")),
+    ):
+        table.add_row(name, str(value))
     return table
 
 
@@ -157,11 +162,11 @@ def latency_cmd(
                 raise DetnasError("--engine is a TensorRT engine; use --backend trt")
             result = measure_engine(engine, inputs, precision=precision, scope=parsed_scope, protocol=protocol,
                                     input_kind=kind, cache=cache)
-    console.print(_result_table([result]))
+    console.print(_result_table(result))
     fp = result.fingerprint
     console.print(f"device {fp.device} · driver {fp.driver} · CUDA {fp.cuda} · TensorRT {fp.tensorrt} · "
                   f"ORT {fp.onnxruntime} · torch {fp.torch} · {fp.threads} thread(s) · fingerprint "
-                  f"{fp.hash} · timer {result.details.get('timer')}", highlight=False)
+                  f"{fp.hash}", highlight=False)
     if json_out:
         result.save_json(json_out)
     if csv_out:
