@@ -57,7 +57,10 @@ def export_cmd(
     if out.suffix != ".onnx":
         raise DetnasError(f"--out {out}: give the ONNX file name ending in .onnx (the engine goes next to it)")
     if format == "trt":
+        from detnas.bench.backends.trt_backend import require_tensorrt
+
         check_trt_request(precision, calib_data)
+        require_tensorrt()  # before the ONNX export: without TensorRT nothing is written
     if (gate_data is None) != (gate_images is None):
         raise DetnasError("--gate-data and --gate-images go together (COCO json and its image folder)")
     if parity_data is None and not no_parity:

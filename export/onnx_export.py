@@ -154,6 +154,19 @@ def export_onnx(
     return ExportReport(out_path, meta, export_seconds, simplified, nodes, parity, notes)
 
 
+def check_parity(detector: nn.Module, model_path: str | Path, images: list[torch.Tensor],
+                 pixels: PixelConvention = DEFAULT_PIXELS) -> ParityReport:
+    """ONNX Runtime on an exported file vs `detector` in PyTorch on the same real images (uint8 CHW, any size),
+    letterboxed to the file's input size; call `.check()` on the result to fail loudly."""
+    from detnas.export.runtime import read_onnx_meta
+
+    meta = read_onnx_meta(model_path)
+    _thresholds(detector, meta.thresholds["score"], meta.thresholds["nms_iou"])
+    inputs = [letterbox(im, meta.input.height, meta.input.width, pixels)[0] for im in images]
+    module = DeployableDetector(detector.cpu().eval(), pixels, int(meta.thresholds["max_detections"]))
+    return _parity(Path(model_path), inputs, torch_detections(module, inputs, meta.input.batch or 1))
+
+
 def _trace(module: DeployableDetector, example: torch.Tensor, path: Path, meta: ModelMeta,
            dynamic_batch: bool) -> Path:
     import onnx
