@@ -109,6 +109,9 @@ def test_bad_data_and_foreign_checkpoints(tmp_path, capsys):
         assert main(["train", "supernet-cls", "--data", str(folder), "--out", str(tmp_path / "x"),
                      "--space", write_space(tmp_path), "--device", "cpu"]) == 2
         assert match in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["train", "supernet-cls", "--data", str(tmp_path / "data"), "--set", "init=some.safetensors"]) == 2
+    assert "trains from scratch" in capsys.readouterr().err
     # a supernet-cls checkpoint of another space cannot start a detection run of this space
     final = train_supernet_cls(tiny_cls_config(tmp_path, iterations=1))
     capsys.readouterr()

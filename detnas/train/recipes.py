@@ -106,10 +106,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-cls": dict(task="cls", iterations=200, batch_size=32, lr=0.1, weight_decay=4e-5, schedule="linear",
                     image_size=64, checkpoint_every=50, log_every=10, eval_every=100, eval_images=500),
     "cpu-det": dict(task="det", iterations=100, batch_size=2, lr=0.01, weight_decay=1e-4, schedule="step",
-                    milestones=(70, 90), warmup_iters=10, min_size=256, max_size=384, detector="fpn",
-                    roi_batch=128, proposals=100, checkpoint_every=50, log_every=5, eval_every=50, eval_images=50),
+                    milestones=(70, 90), warmup_iters=10, min_size=192, max_size=320, detector="fpn",
+                    roi_batch=32, proposals=100, checkpoint_every=50, log_every=5, eval_every=50, eval_images=50),
     "cpu-det-retinanet": dict(task="det", iterations=100, batch_size=2, lr=0.005, weight_decay=1e-4,
-                              schedule="step", milestones=(70, 90), warmup_iters=10, min_size=256, max_size=384,
+                              schedule="step", milestones=(70, 90), warmup_iters=10, min_size=192, max_size=320,
                               detector="retinanet", checkpoint_every=50, log_every=5, eval_every=50,
                               eval_images=50),
 }

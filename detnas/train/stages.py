@@ -253,6 +253,8 @@ def run_stage(kind: str, cfg: TrainConfig) -> Path:
                           "(see `detnas train recipes`)")
     if not cfg.data:
         raise DetnasError(f"{kind}: no training data; pass --data")
+    if task == "cls" and cfg.init:
+        raise DetnasError(f"{kind} trains from scratch (DetNAS); drop --init {cfg.init} or train a det stage")
     space = get_space(cfg.space)
     arch = None
     if kind.startswith("child"):
