@@ -54,6 +54,15 @@ def _warnings_as_lines() -> Iterator[None]:
             err_console.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
 
 
+def _quiet_onnxruntime(backend: str) -> None:
+    """ORT logs a failed GPU provider as a multi-line error before our one-line message says the same; the CLI
+    owns its process, so it keeps only ORT's fatal messages (the library leaves ORT's logging alone)."""
+    if backend == "ort":
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(4)
+
+
 def _onnx_detector_meta(path: Path) -> dict[str, Any] | None:
     """The `detnas export` metadata of an ONNX file (input spec), or None for other files; never raises."""
     import onnx
@@ -135,6 +144,7 @@ def latency_cmd(
                               "network+nms or end-to-end)")
         scope = "backbone" if arch is not None else "network+nms"
     hw, parsed_scope = _size(size), Scope.parse(scope)
+    _quiet_onnxruntime(backend)
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
                              workspace_mb=workspace_mb, timing_cache=timing_cache)
@@ -229,6 +239,7 @@ def profile_cmd(
     from detnas.space import get_space
 
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    _quiet_onnxruntime(backend)
     with _warnings_as_lines(), console.status("profiling") as status:
         profile = build_profile(get_space(space), backend=backend, size=_size(size), batch=batch,
                                 precision=precision, protocol=protocol, options=BackendOptions(), n_train=n_train,

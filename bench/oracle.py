@@ -7,6 +7,7 @@ from the latency cache when one is given.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -165,7 +166,11 @@ def prepare_module(
         return prepare_torch(module, inputs, precision=precision, device=protocol.device, compile=options.compile,
                              cuda_graphs=options.cuda_graphs)
     with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-        onnx_path = export_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
+        if backend == "ort" and precision == "fp16" and options.provider(protocol.device) == "cuda":
+            # the CUDA provider runs a file's own precision, so FP16 is baked into the export
+            onnx_path = export_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
+        else:
+            onnx_path = export_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
         return prepare_onnx(onnx_path, inputs, backend=backend, precision=precision, protocol=protocol,
                             options=options, calibration=calibration)
 

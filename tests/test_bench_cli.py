@@ -131,3 +131,14 @@ def test_detector_scopes_on_a_tiny_arch(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0, err
     code, _, err = _run(capsys, "latency", "--arch", TINY_ARCH, "--scope", "end-to-end", "--no-cache")
     assert code == 2 and "end-to-end" in _error_line(err)
+
+
+def test_cuda_provider_fallback_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """capfd also sees ONNX Runtime's own C++ log lines, which the CLI must keep out of the way."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; the CUDA provider does not fall back here")
+    good = export_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")
+    code = main(["bench", "latency", "--onnx", str(good), "--scope", "network", "--ort-provider", "cuda", *QUICK,
+                 "--no-cache"])
+    err = capfd.readouterr().err
+    assert code == 2 and "silently fell back" in _error_line(err)
