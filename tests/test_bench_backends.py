@@ -191,3 +191,11 @@ def test_ort_cuda_provider_really_used(tiny_onnx: Path) -> None:
     cuda_or_skip()
     session = open_session(tiny_onnx, "cuda", 1)
     assert session.get_providers()[0] == "CUDAExecutionProvider"
+
+
+def test_gpu_state_without_nvml_is_recorded_as_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detnas.bench.fingerprint import UNAVAILABLE, gpu_state, nvml_driver_version
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert gpu_state()["nvml"] == UNAVAILABLE and "nvidia-ml-py" in gpu_state()["reason"]
+    assert nvml_driver_version() == UNAVAILABLE
