@@ -37,7 +37,8 @@ def prepare_torch(
         module = copy.deepcopy(module)
     model = module.to(device=device, dtype=dtype).eval()
     batches = [x.to(device=device, dtype=dtype) for x in inputs]
-    details = {"mode": "eager", "cuda_graphs": cuda_graphs, "device": device}
+    details = {"mode": "eager", "cuda_graphs": cuda_graphs, "device": device,
+               "transfers": "inputs already on the device, outputs left there (not timed)"}
     if compile:
         model = torch.compile(model)
         details["mode"] = "torch.compile"
