@@ -182,6 +182,8 @@ def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
         ctx.barrier()
 
     model.train()
+    if start == 0 and cfg.eval_every:
+        evaluate(0)  # the starting point of the curve
     end = cfg.stop_at if 0 < cfg.stop_at < cfg.iterations else cfg.iterations
     window_start, window_images = time.perf_counter(), 0
     try:
