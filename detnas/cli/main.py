@@ -10,7 +10,9 @@ from rich.console import Console
 from detnas.bench import cli as bench_cli
 from detnas.cli import arch as arch_cli
 from detnas.cli import data as data_cli
+from detnas.cli import demo as demo_cli
 from detnas.cli import eval as eval_cli
+from detnas.cli import train as train_cli
 from detnas.errors import DetnasError
 from detnas.export import cli as export_cli
 from detnas.search import cli as search_cli
@@ -25,9 +27,11 @@ app = typer.Typer(
 app.add_typer(arch_cli.app, name="arch")
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_cmd)
+app.add_typer(train_cli.app, name="train")
 app.add_typer(search_cli.app, name="search")
 app.add_typer(bench_cli.app, name="bench")
 export_cli.register(app)
+app.command("demo")(demo_cli.demo_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,34 @@
+"""`detnas demo`: the main job end to end on the embedded demo data (see detnas.export.pipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Results folder (created; reruns overwrite its files).")] = Path("results/demo"),
+    plan: Annotated[str, typer.Option(help="full: the README run (about 15 min on 2 CPU cores); smoke: a quick check.")]
+    = "full",
+    latency_target: Annotated[str | None, typer.Option(help="Latency target such as 25ms (default: midway between "
+                                                       "the fastest and slowest probe archs, measured here).")] = None,
+) -> None:
+    """Pre-train a small supernet, fine-tune it for detection, search under a latency target on ONNX Runtime CPU,
+    export the winner to ONNX, benchmark it and predict on an image."""
+    import time
+
+    from detnas.export.pipeline import MainJobPlan, run_main_job
+    from detnas.search.latency import parse_latency_ms
+
+    start = time.perf_counter()
+    target = parse_latency_ms(latency_target) if latency_target else None
+    result = run_main_job(out, MainJobPlan.named(plan), target, log=lambda m: console.print(m, highlight=False))
+    console.print(f"\n[bold]done in {time.perf_counter() - start:.0f} s[/]; winner {result.arch.compact()} "
+                  f"(hash {result.arch.hash})")
+    for name, path in result.files.items():
+        console.print(f"  {name:<17} {path}", highlight=False, soft_wrap=True)
