@@ -117,7 +117,9 @@ def export_onnx(
     """Export `detector` (a torchvision detector from `build_detector` on a ChildNet) to `out_path`.
 
     `parity_images` (uint8 CHW RGB, any size; letterboxed to `size`) are used to trace and for the parity check;
-    without them the graph is traced on a random input and no parity is claimed.
+    without them the graph is traced on a random input and no parity is claimed. The detector is put in eval
+    mode on CPU and keeps the exported thresholds and `max_detections` afterwards. `export_seconds` in the report
+    is the tracing time; simplification and parity come on top.
     """
     check_size(size)
     if batch < 1 or max_detections < 1:
