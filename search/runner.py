@@ -110,8 +110,10 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
                                                     request.force_profile)
                                      if request.latency_profile else measured)
         if request.constraints.latency_ms is not None:
-            check_target_reachable(supernet.space, request.constraints.latency_ms, latency,
-                                   (request.flops_size, request.flops_size))
+            fastest = check_target_reachable(supernet.space, request.constraints.latency_ms, latency,
+                                             (request.flops_size, request.flops_size))
+            log(f"fastest probe of the space: {fastest['median_ms']:.3f}ms ({latency.source}), "
+                f"target {request.constraints.latency_ms:g}ms")
         accuracy = DetectionAP(supernet, bn, val, request.bn_images, request.bn_batch, request.val_images, device)
         context = _context(request, supernet.digest, val, bn, latency, timing,
                            (supernet.min_size, supernet.max_size))
