@@ -35,23 +35,18 @@ app.command("demo")(demo_cli.demo_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; user errors never show a traceback."""
+    """Entry point of the console script; user errors never show a traceback.
+
+    typer's standalone mode prints usage errors itself and exits with their code; `DetnasError`s raised by the
+    commands are printed here as one line with exit code 2.
+    """
     try:
-        app(args=argv, prog_name="detnas", standalone_mode=False)
+        app(args=argv, prog_name="detnas", standalone_mode=True)
     except DetnasError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except Exception as exc:  # click's usage errors and aborts carry their own exit codes
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 130
-        raise
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
 
 
