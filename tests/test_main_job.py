@@ -22,7 +22,7 @@ def test_demo_smoke_plan_end_to_end(tmp_path, capsys):
     assert list((out / "predict").glob("*.png")), "predict wrote no drawn image"
     model = onnx.load(str(out / "model" / "detector.onnx"))
     meta = {p.key: p.value for p in model.metadata_props}
-    assert Arch.from_json(meta["arch"]).hash == arch.hash
+    assert Arch.from_json(meta["detnas.arch"]).hash == arch.hash
     bench = json.loads((out / "benchmark.json").read_text())
     assert bench["stats"]["median_ms"] > 0 and bench["backend"] == "ort"
     assert summary["latency_target_ms"] > 0 and summary["export"]["parity"]
