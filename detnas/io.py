@@ -40,3 +40,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_mapping_file(path: str | Path, what: str) -> Any:
+    """Parse a .json or .yaml/.yml file (spaces, recipes); an unreadable or unparseable file is a one-liner."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DetnasError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except Exception as exc:  # json and yaml raise different types; both mean "not parseable"
+        raise DetnasError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})".splitlines()[0]) from None
+
+
+def parse_hw(text: str, flag: str = "--size", multiple: int = 1) -> tuple[int, int]:
+    """'320' or '320x480' -> (height, width); both sides >= 32 and, with `multiple`, divisible by it."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 32 or any(p % multiple for p in parts):
+        rule = f"multiples of {multiple}" if multiple > 1 else ">= 32"
+        raise DetnasError(f"{flag} '{text}' must be N or HxW with both sides {rule}, e.g. 320x480")
+    return parts[0], parts[1]

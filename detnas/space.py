@@ -119,21 +119,9 @@ def list_spaces() -> list[SearchSpace]:
 
 def load_space_file(path: str | Path) -> SearchSpace:
     """Read a user space from JSON or YAML and register it."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read space file ({exc.strerror})") from None
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+    from detnas.io import read_mapping_file
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # json and yaml raise different types; both mean "not parseable"
-        raise DetnasError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})".splitlines()[0]) from None
-    return register_space(SearchSpace.from_dict(data, source=str(path)))
+    return register_space(SearchSpace.from_dict(read_mapping_file(path, "space file"), source=str(path)))
 
 
 def get_space(name_or_path: str) -> SearchSpace:

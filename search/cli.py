@@ -13,20 +13,6 @@ app = typer.Typer(help="Search a detection supernet for the best backbone under 
 console = Console()
 
 
-def _size(text: str, flag: str) -> tuple[int, int]:
-    from detnas.errors import DetnasError
-
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 32:
-        raise DetnasError(f"{flag} '{text}' must be N or HxW with both sides >= 32, e.g. 320x480")
-    return parts[0], parts[1]
-
-
 @app.command("run")
 def run_cmd(
     supernet: Annotated[Path, typer.Option(help="Detection supernet checkpoint (kind supernet-det) from `detnas train`.")],
@@ -73,6 +59,7 @@ def run_cmd(
     resume: bool = typer.Option(False, help="Continue the journal in --out (same configuration required)."),
 ) -> None:
     """Evolutionary search (DetNAS defaults) with COCO AP per path and measured or predicted latency."""
+    from detnas.io import parse_hw
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing, parse_count, parse_latency_ms
     from detnas.search.objectives import Constraints
@@ -84,7 +71,7 @@ def run_cmd(
     constraints = Constraints(objective, parse_latency_ms(latency_target) if latency_target else None, soft_weight,
                               parse_count(flops_max, "--flops-max") if flops_max else None,
                               parse_count(params_max, "--params-max") if params_max else None)
-    sizes = _size(latency_size, "--latency-size") if latency_size else None
+    sizes = parse_hw(latency_size, "--latency-size") if latency_size else None
     timing = Timing(sizes, backend, precision, device, scope, latency_batch, latency_runs, threads=latency_threads)
     request = SearchRequest(supernet, data, images, bn_data, out, bn_images_dir, settings, constraints, timing,
                             latency_profile, force_profile, latency_cache, space, flops_size, bn_images, bn_batch,

@@ -7,24 +7,11 @@ from rich.console import Console
 from rich.table import Table
 
 from detnas.arch import released_archs, resolve_arch, sample_arch
+from detnas.io import parse_hw
 from detnas.space import CHOICE_NAMES, get_space, list_spaces
 
 app = typer.Typer(help="Inspect search spaces and architectures.", no_args_is_help=True)
 console = Console()
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    from detnas.errors import DetnasError
-
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise DetnasError(f"--size '{text}' must be N or HxW, e.g. 800x1333") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 32:
-        raise DetnasError(f"--size '{text}' must be N or HxW with both sides >= 32")
-    return parts[0], parts[1]
 
 
 @app.command("list")
@@ -59,7 +46,7 @@ def show_cmd(
     from detnas.flops import count_flops, count_params, flops_table
 
     a = resolve_arch(arch)
-    det_size = _parse_size(size)
+    det_size = parse_hw(size)
     _, per_block, _ = flops_table(a.space, (224, 224), 0)
     table = Table(title=f"{arch}  [{a.space.name}, hash {a.hash}]")
     for col in ("stage", "width", "blocks", "choices", "MFLOPs@224"):

@@ -6,12 +6,12 @@ change when a run is resumed; *run* fields say where data and outputs live and h
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from detnas.errors import DetnasError
+from detnas.io import read_mapping_file
 
 TASKS = ("cls", "det")
 SCHEDULES = ("linear", "step")
@@ -169,20 +169,7 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> TrainConfig:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A flat mapping of config keys from a .json or .yaml file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read config file ({exc.strerror})") from None
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # json and yaml raise different types; both mean "not parseable"
-        raise DetnasError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})".splitlines()[0]) from None
+    data = read_mapping_file(path, "config file") or {}
     if not isinstance(data, dict):
         raise DetnasError(f"{path}: a config file is a mapping of keys to values")
     return data
