@@ -34,6 +34,8 @@ def export_cmd(
     parity_data: Annotated[Path | None, typer.Option(help=f"Folder of real images; the first {PARITY_IMAGES} "
                                                      "check ONNX Runtime against PyTorch.")] = None,
     no_parity: Annotated[bool, typer.Option(help="Skip the parity check (not recommended).")] = False,
+    box_tol: Annotated[float, typer.Option(help="Parity: largest box difference in pixels.")] = 1e-3,
+    score_tol: Annotated[float, typer.Option(help="Parity: largest score difference.")] = 1e-4,
     no_simplify: Annotated[bool, typer.Option(help="Keep the unsimplified graph (no onnxslim).")] = False,
     precision: Annotated[str, typer.Option(help="TensorRT: fp32, fp16 or int8.")] = "fp32",
     calib_data: Annotated[Path | None, typer.Option(help="TensorRT INT8: folder of calibration images.")] = None,
@@ -43,14 +45,13 @@ def export_cmd(
     = 0.01,
 ) -> None:
     """Export a trained detector with post-processing and NMS inside the graph (ONNX, optionally TensorRT)."""
+    from detnas.arch import resolve_arch
+    from detnas.checkpoint import load_meta
+    from detnas.errors import DetnasError
     from detnas.export.onnx_export import export_onnx, parse_size
     from detnas.export.predict import read_image
     from detnas.export.source import load_export_source
     from detnas.export.trt import check_trt_request, export_trt, image_files
-
-    from detnas.arch import resolve_arch
-    from detnas.checkpoint import load_meta
-    from detnas.errors import DetnasError
 
     if format not in ("onnx", "trt"):
         raise DetnasError(f"--format {format}: choose onnx or trt")
@@ -72,7 +73,8 @@ def export_cmd(
     report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.kind,
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
                          max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,
-                         parity_images=parity_images, simplify=not no_simplify)
+                         parity_images=parity_images, simplify=not no_simplify, box_tol=box_tol,
+                         score_tol=score_tol)
     console.print(f"ONNX: {report.path}  input {list(report.meta.input.shape())}"
                   f"{' (dynamic batch)' if dynamic_batch else ''}, {report.nodes} nodes, traced in "
                   f"{report.export_seconds:.1f} s", highlight=False, soft_wrap=True)
@@ -122,12 +124,11 @@ def register(app: typer.Typer) -> None:
 def eval_exported(model: Path, data: Path, images: Path, max_images: int | None, batch_size: int,
                   out_json: Path | None) -> None:
     """`detnas eval --model`: COCO AP of the exported file itself, on data with the model's class list."""
-    from detnas.export.runtime import exported_predictor, load_exported
-
     from detnas.cli.eval import metric_table
     from detnas.data.coco import CocoDetection
     from detnas.errors import DetnasError
     from detnas.evaluation import evaluate
+    from detnas.export.runtime import exported_predictor, load_exported
 
     runner = load_exported(model)
     dataset = CocoDetection(data, images)

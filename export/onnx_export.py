@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from detnas.export.graph import OUTPUT_NAMES, DeployableDetector
-from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_versions
-from detnas.export.parity import Detections, ParityReport, compare
-from detnas.export.preprocess import letterbox
-from detnas.export.runtime import Runner, onnx_runner, run_images
 from torch import nn
 
 from detnas.arch import Arch
 from detnas.errors import DetnasError
+from detnas.export.graph import OUTPUT_NAMES, DeployableDetector
+from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_versions
+from detnas.export.parity import BOX_TOL, SCORE_TOL, Detections, ParityReport, compare
+from detnas.export.preprocess import letterbox
+from detnas.export.runtime import Runner, onnx_runner, run_images
 from detnas.io import atomic_path
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 
@@ -113,13 +113,16 @@ def export_onnx(
     nms_thresh: float | None = None,
     parity_images: list[torch.Tensor] | None = None,
     simplify: bool = True,
+    box_tol: float = BOX_TOL,
+    score_tol: float = SCORE_TOL,
 ) -> ExportReport:
     """Export `detector` (a torchvision detector from `build_detector` on a ChildNet) to `out_path`.
 
     `parity_images` (uint8 CHW RGB, any size; letterboxed to `size`) are used to trace and for the parity check;
     without them the graph is traced on a random input and no parity is claimed. The detector is put in eval
     mode on CPU and keeps the exported thresholds and `max_detections` afterwards. `export_seconds` in the report
-    is the tracing time; simplification and parity come on top.
+    is the tracing time; simplification and parity come on top. `box_tol` (px) / `score_tol` are the parity
+    tolerances, reported with every result.
     """
     check_size(size)
     if batch < 1 or max_detections < 1:
@@ -141,14 +144,16 @@ def export_onnx(
         raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
         export_seconds = time.perf_counter() - start
         reference = torch_detections(module, inputs, trace_batch)
-        parity = _parity(raw, inputs, reference) if inputs else None
+        tols = (box_tol, score_tol)
+        parity = _parity(raw, inputs, reference, *tols) if inputs else None
         if parity is not None:
             parity.check()
         else:
             notes.append("no parity images given: parity with PyTorch was not checked")
         chosen, simplified = raw, False
         if simplify:
-            chosen, simplified, note, slim_parity = _simplify(raw, Path(work) / "slim.onnx", meta, inputs, reference)
+            chosen, simplified, note, slim_parity = _simplify(raw, Path(work) / "slim.onnx", meta, inputs, reference,
+                                                              tols)
             notes.append(note)
             parity = slim_parity or parity
         final.write_bytes(chosen.read_bytes())
@@ -172,6 +177,7 @@ def check_parity(detector: nn.Module, model_path: str | Path, images: list[torch
 def _trace(module: DeployableDetector, example: torch.Tensor, path: Path, meta: ModelMeta,
            dynamic_batch: bool) -> Path:
     import onnx
+
     from detnas.export.loop import batch_loop
 
     with warnings.catch_warnings(), torch.no_grad():
@@ -203,13 +209,14 @@ def _write(model: Any, path: Path, meta: ModelMeta) -> None:
     onnx.save(model, str(path))
 
 
-def _parity(path: Path, inputs: list[torch.Tensor], reference: list[Detections]) -> ParityReport:
+def _parity(path: Path, inputs: list[torch.Tensor], reference: list[Detections], box_tol: float = BOX_TOL,
+            score_tol: float = SCORE_TOL) -> ParityReport:
     runner: Runner = onnx_runner(path)
-    return compare(reference, run_images(runner, inputs), "PyTorch eager", "ONNX Runtime CPU")
+    return compare(reference, run_images(runner, inputs), "PyTorch eager", "ONNX Runtime CPU", box_tol, score_tol)
 
 
 def _simplify(raw: Path, path: Path, meta: ModelMeta, inputs: list[torch.Tensor],
-              reference: list[Detections]) -> tuple[Path, bool, str, ParityReport | None]:
+              reference: list[Detections], tols: tuple[float, float]) -> tuple[Path, bool, str, ParityReport | None]:
     """onnxslim's graph (and its parity) if it is valid and keeps parity; otherwise the raw one, saying why."""
     import onnx
     import onnxslim
@@ -222,7 +229,7 @@ def _simplify(raw: Path, path: Path, meta: ModelMeta, inputs: list[torch.Tensor]
     except Exception as exc:  # any failure of the optional simplifier leaves the verified raw graph in place
         return raw, False, f"onnxslim failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); kept raw graph", None
     before, after = _count_nodes(raw), _count_nodes(path)
-    report = _parity(path, inputs, reference) if inputs else None
+    report = _parity(path, inputs, reference, *tols) if inputs else None
     if report is not None and not report.passed:
         return raw, False, f"onnxslim graph broke parity ({report.summary()}); kept raw graph", None
     return path, True, f"onnxslim: {before} -> {after} nodes", report

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from detnas.export.runtime import exported_predictor, load_exported
 
 from detnas.errors import DetnasError
+from detnas.export.runtime import exported_predictor, load_exported
 from detnas.io import atomic_path, atomic_write_text
 
 RESULTS_NAME = "results.json"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from detnas.errors import DetnasError
 from detnas.export.graph import OUTPUT_NAMES
 from detnas.export.metadata import ModelMeta
 from detnas.export.preprocess import letterbox, restore_boxes
-
-from detnas.errors import DetnasError
 
 Prediction = dict[str, torch.Tensor]
 Predictor = Callable[[list[torch.Tensor]], list[Prediction]]

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detnas.export.metadata import ClassInfo, class_table
 from torch import nn
 
 from detnas.arch import Arch
 from detnas.errors import DetnasError
+from detnas.export.metadata import ClassInfo, class_table
 from detnas.pixels import PixelConvention
 from detnas.supernet import Supernet, materialize
 

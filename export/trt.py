@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from detnas.errors import DetnasError
 from detnas.export.metadata import ModelMeta
 from detnas.export.parity import ParityReport, compare
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import engine_sidecar, load_exported, read_onnx_meta, run_images
-
-from detnas.errors import DetnasError
 from detnas.io import atomic_write_json
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -128,10 +128,9 @@ def _sidecar(trt: Any, meta: ModelMeta, precision: str, onnx_path: str | Path) -
 
 def _gate(onnx_path: str | Path, engine: Path, gate_data: tuple[str | Path, str | Path], max_ap_drop: float,
           max_images: int | None) -> dict[str, float]:
-    from detnas.export.runtime import exported_predictor
-
     from detnas.data.coco import CocoDetection
     from detnas.evaluation import evaluate
+    from detnas.export.runtime import exported_predictor
 
     dataset = CocoDetection(*gate_data)
     onnx_ap = evaluate(exported_predictor(onnx_path), dataset, max_images=max_images)["AP"]

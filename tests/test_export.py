@@ -11,15 +11,15 @@ import onnx
 import pytest
 import torch
 from conftest import cuda_or_skip, shared_dataset
+from test_export_helpers import CATEGORY_IDS, CLASSES, SIZE, save_child_checkpoint, tiny_detector, val_images
+
+from detnas.cli.main import main
+from detnas.errors import DetnasError
 from detnas.export import check_parity, class_table, compare, export_onnx, parse_size
 from detnas.export.graph import DeployableDetector
 from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import load_exported, read_onnx_meta
-from test_export_helpers import CATEGORY_IDS, CLASSES, SIZE, save_child_checkpoint, tiny_detector, val_images
-
-from detnas.cli.main import main
-from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS
 
 
@@ -198,10 +198,9 @@ def test_predict_refuses_unreadable_image_without_partial_output(fpn_export, tmp
 
 def test_exported_model_evaluates_with_coco_ap(fpn_export, tmp_path, capsys):
     """The evaluator runs on the exported artifact itself: the Python predictor and `detnas eval --model`."""
-    from detnas.export import onnx_predictor
-
     from detnas.data.coco import CocoDetection
     from detnas.evaluation import METRICS, evaluate
+    from detnas.export import onnx_predictor
 
     root = fpn_export["images"][0].parent.parent
     ann, images = root / "annotations" / "instances_val2017.json", root / "val2017"

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from detnas.export.predict import read_image
-from detnas.export.preprocess import letterbox
 from torch import nn
 
 from detnas.arch import sample_arch
 from detnas.checkpoint import save_checkpoint
 from detnas.detection import build_detector
+from detnas.export.predict import read_image
+from detnas.export.preprocess import letterbox
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.space import SearchSpace, register_space
 from detnas.supernet import ChildNet

@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 
 import torch
+
+from detnas.arch import resolve_arch
 from detnas.bench.backends import Prepared, time_prepared
 from detnas.bench.stats import summarize
+from detnas.detection import build_detector
 from detnas.export import class_table, export_onnx
 from detnas.export.graph import DeployableDetector
 from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import onnx_runner
-
-from detnas.arch import resolve_arch
-from detnas.detection import build_detector
 from detnas.io import atomic_write_json
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.supernet import ChildNet
@@ -60,8 +60,18 @@ def _calibrate_bn(detector: torch.nn.Module, inputs: list[torch.Tensor]) -> None
     detector.eval()
 
 
+def _detectron_box_init(detector: torch.nn.Module) -> None:
+    """Box regression weights ~ N(0, 0.001) as Detectron initialises them: a random-init torchvision head
+    predicts huge deltas whose exp() turns float32 rounding into >1e-3 px box differences, which a trained
+    detector does not have."""
+    predictor = getattr(getattr(detector, "roi_heads", None), "box_predictor", None)
+    if predictor is not None:
+        torch.nn.init.normal_(predictor.bbox_pred.weight, std=0.001)
+        torch.nn.init.zeros_(predictor.bbox_pred.bias)
+
+
 def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs: int, rounds: int,
-        num_classes: int = 80) -> dict:
+        num_classes: int = 80, box_tol: float = 1e-3) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     arch = resolve_arch(arch_name)
@@ -69,13 +79,14 @@ def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs
     detector = build_detector(kind, ChildNet(arch), num_classes + 1, size, size, **budget)
     originals, inputs, source = _images(size, 4)
     _calibrate_bn(detector, inputs)
+    _detectron_box_init(detector)
     classes = class_table([f"class{i}" for i in range(1, num_classes + 1)])
     exports, paths = {}, {}
     with tempfile.TemporaryDirectory() as work:
         for name, simplify in (("raw", False), ("slim", True)):
             start = time.perf_counter()
             report = export_onnx(detector, arch, classes, (size, size), Path(work) / f"{name}.onnx", kind=kind,
-                                 parity_images=originals, simplify=simplify)
+                                 parity_images=originals, simplify=simplify, box_tol=box_tol)
             exports[name] = {"total_s": time.perf_counter() - start, "trace_s": report.export_seconds,
                              "nodes": report.nodes, "parity": report.parity.summary() if report.parity else None,
                              "notes": report.notes, "simplified": report.simplified}
@@ -123,13 +134,14 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, default=1000, help="FPN: RPN proposals per image at test time")
     parser.add_argument("--num-classes", type=int, default=80,
                         help="K; a random-init detector with few classes has scores above 0.05, so NMS has work")
+    parser.add_argument("--box-tol", type=float, default=1e-3, help="parity box tolerance in px (printed)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default="export_speed.json")
     args = parser.parse_args()
     result = run(args.arch, args.kind, args.size, args.proposals, args.threads, args.runs, args.rounds,
-                 args.num_classes)
+                 args.num_classes, args.box_tol)
     print(f"{result['arch']} {result['kind']} {result['size']}x{result['size']}, {result['num_classes']} classes, "
           f"{result['proposals']} proposals, {result['threads']} threads, "
           f"{result['images']}, {result['detections_on_timed_image']} detections on the timed image")
