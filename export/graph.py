@@ -53,6 +53,10 @@ class DeployableDetector(nn.Module):
     def _faster_rcnn(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
         features = self.detector.backbone(images.tensors)
         proposals, _ = self.detector.rpn(images, features)
+        # One zero-area guard RoI per image keeps every tensor of the RoI head non-empty (ONNX Runtime cannot
+        # reshape an empty tensor with -1, so an image without proposals would fail); it can never become a
+        # detection, since the head drops zero-area boxes before NMS.
+        proposals = [torch.cat([p, p.new_zeros(1, 4)]) for p in proposals]
         detections, _ = self.detector.roi_heads(features, proposals, images.image_sizes)
         return detections
 

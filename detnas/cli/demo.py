@@ -15,8 +15,8 @@ def demo_cmd(
     out: Annotated[Path, typer.Option(help="Results folder (created; reruns overwrite its files).")] = Path("results/demo"),
     plan: Annotated[str, typer.Option(help="full: the README run (about 15 min on 2 CPU cores); smoke: a quick check.")]
     = "full",
-    latency_target: Annotated[str | None, typer.Option(help="Latency target such as 25ms (default: midway between "
-                                                       "the fastest and slowest probe archs, measured here).")] = None,
+    latency_target: Annotated[str | None, typer.Option(help="Latency target such as 25ms (default: the median "
+                                                       "latency of 8 random architectures, measured here).")] = None,
 ) -> None:
     """Pre-train a small supernet, fine-tune it for detection, search under a latency target on ONNX Runtime CPU,
     export the winner to ONNX, benchmark it and predict on an image."""
