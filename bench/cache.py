@@ -18,7 +18,6 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from detnas.bench.result import LatencyResult
-
 from detnas.errors import DetnasError
 
 BUSY_TIMEOUT_S = 60.0

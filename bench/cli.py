@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from detnas.errors import DetnasError
+from detnas.io import parse_hw
 
 app = typer.Typer(help="Measure latency on the target device: backends, cache, device profiles.",
                   no_args_is_help=True)
@@ -35,12 +36,6 @@ Threads = Annotated[int, typer.Option(help="CPU threads (fixed and recorded).")]
 Warmup = Annotated[int, typer.Option(help="Untimed warm-up runs.")]
 Clock = Annotated[str, typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
                                     "stable on a shared oversubscribed CPU (needs --threads 1).")]
-
-
-def _size(text: str) -> tuple[int, int]:
-    from detnas.cli.arch import _parse_size
-
-    return _parse_size(text)
 
 
 @contextmanager
@@ -143,7 +138,7 @@ def latency_cmd(
             raise DetnasError("--scope is required for this file: say what it contains (backbone, network, "
                               "network+nms or end-to-end)")
         scope = "backbone" if arch is not None else "network+nms"
-    hw, parsed_scope = _size(size), Scope.parse(scope)
+    hw, parsed_scope = parse_hw(size), Scope.parse(scope)
     _quiet_onnxruntime(backend)
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
@@ -235,13 +230,12 @@ def profile_cmd(
     """Measure block latencies, the stem and random archs on this device; fit and evaluate the predictor."""
     from detnas.bench.oracle import BackendOptions, Protocol
     from detnas.bench.profile import build_profile, save_profile
-
     from detnas.space import get_space
 
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
     with _warnings_as_lines(), console.status("profiling") as status:
-        profile = build_profile(get_space(space), backend=backend, size=_size(size), batch=batch,
+        profile = build_profile(get_space(space), backend=backend, size=parse_hw(size), batch=batch,
                                 precision=precision, protocol=protocol, options=BackendOptions(), n_train=n_train,
                                 n_test=n_test, rounds=rounds, seed=seed, progress=status.update)
     save_profile(profile, out)
@@ -268,10 +262,9 @@ def predict_cmd(
     force: Annotated[bool, typer.Option(help="Use a profile of another space / fingerprint anyway.")] = False,
 ) -> None:
     """Predicted latency of archs from a profile measured on this machine (its fingerprint must match)."""
+    from detnas.arch import resolve_arch
     from detnas.bench.fingerprint import collect_fingerprint
     from detnas.bench.profile import load_profile, predict_latency
-
-    from detnas.arch import resolve_arch
 
     archs = [resolve_arch(a) for a in arch]
     data = _read_json(profile)

@@ -7,10 +7,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from detnas.bench.result import Scope
 from torch import nn
 
 from detnas.arch import Arch
+from detnas.bench.result import Scope
 from detnas.errors import DetnasError
 
 

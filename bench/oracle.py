@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from detnas.arch import Arch
 from detnas.bench.backends import CLOCKS, Prepared, time_prepared
 from detnas.bench.cache import CacheKey, LatencyCache
 from detnas.bench.fingerprint import collect_fingerprint, gpu_state
@@ -24,9 +27,6 @@ from detnas.bench.models import export_onnx, file_sha256, timed_module
 from detnas.bench.precision import require_calibration
 from detnas.bench.result import BACKENDS, PRECISIONS, LatencyResult, Scope, check_choice
 from detnas.bench.stats import summarize
-from torch import nn
-
-from detnas.arch import Arch
 from detnas.errors import DetnasError
 
 

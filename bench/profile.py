@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from detnas.arch import Arch, sample_arch
 from detnas.bench.backends import Prepared, time_prepared
 from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
 from detnas.bench.models import timed_module
@@ -33,9 +36,6 @@ from detnas.bench.oracle import (
 from detnas.bench.predictor import LatencyPredictor
 from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice
 from detnas.bench.stats import kendall_tau, percentile, prediction_accuracy, summarize
-from torch import nn
-
-from detnas.arch import Arch, sample_arch
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json

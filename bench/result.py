@@ -16,7 +16,6 @@ from typing import Any
 
 from detnas.bench.fingerprint import Fingerprint
 from detnas.bench.stats import TimingStats
-
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, atomic_write_text
 

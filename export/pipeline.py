@@ -75,10 +75,9 @@ def _winner_checkpoint(supernet_ckpt: Path, arch: Arch, bn_ann: Path, bn_images_
     """The winner as a standalone detector: inherited supernet weights with BN statistics re-estimated for its path
     (the search's own procedure), saved as a `child-det` checkpoint. Retraining (`detnas train child`) is the
     paper's final step and improves accuracy further; the demo ships the inherited weights."""
+    from detnas.data import CocoDetection
     from detnas.search.bn import recalibrate_bn
     from detnas.search.evaluators import SupernetDetector
-
-    from detnas.data import CocoDetection
 
     supernet = SupernetDetector.load(supernet_ckpt, proposals=proposals)
     detector = supernet.materialize(arch)
@@ -108,6 +107,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     from detnas.bench.inputs import image_batches
     from detnas.bench.oracle import Protocol, measure_onnx
     from detnas.bench.result import Scope
+    from detnas.data import make_demo_classification, make_demo_detection, split_coco
     from detnas.export.onnx_export import export_onnx
     from detnas.export.predict import predict, read_image
     from detnas.export.source import load_export_source
@@ -115,8 +115,6 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     from detnas.search.latency import OracleLatency, Timing
     from detnas.search.objectives import Constraints
     from detnas.search.runner import SearchRequest, run_search
-
-    from detnas.data import make_demo_classification, make_demo_detection, split_coco
     from detnas.space import get_space
     from detnas.train import train_supernet_cls, train_supernet_det
 
@@ -199,7 +197,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     done()
 
     done = step("predict on a validation image")
-    predicted = predict(onnx_path, val_files[:1], out / "predict")
+    predicted = predict(onnx_path, val_files[:1], out / "predict", draw_thresh=0.05)  # all kept detections
     files.update(drawn=predicted.drawn[0], results=predicted.results_json)
     done()
 

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from detnas.search.bn import recalibrate_bn
 from torch import nn
 
 from detnas.arch import Arch
 from detnas.checkpoint import checkpoint_paths, load_checkpoint
 from detnas.errors import DetnasError
 from detnas.pixels import PixelConvention
+from detnas.search.bn import recalibrate_bn
 from detnas.space import SearchSpace, register_space
 from detnas.supernet import Supernet, materialize
 

@@ -15,14 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from detnas.arch import Arch, sample_arch
+from detnas.errors import DetnasError
 from detnas.search.distributed import Team
 from detnas.search.interfaces import AccuracyEvaluator, LatencyEstimator
 from detnas.search.journal import Journal
 from detnas.search.objectives import Constraints, pareto_front, rank_records
 from detnas.search.operators import crossover, mutate
-
-from detnas.arch import Arch, sample_arch
-from detnas.errors import DetnasError
 from detnas.space import SearchSpace
 
 ALGORITHMS = ("evolution", "random")

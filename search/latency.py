@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from detnas.search.interfaces import LatencyEstimator
 
 from detnas.arch import Arch
 from detnas.errors import DetnasError
+from detnas.search.interfaces import LatencyEstimator
 from detnas.space import SearchSpace
 
 _DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|us|µs)?\s*$")

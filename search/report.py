@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detnas.io import atomic_path, atomic_write_json, atomic_write_text
 from detnas.search.evolution import best_record
 from detnas.search.journal import read_journal
 from detnas.search.objectives import Constraints, pareto_front, rank_records
-
-from detnas.io import atomic_path, atomic_write_json, atomic_write_text
 
 
 @dataclass

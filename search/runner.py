@@ -12,14 +12,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from detnas.errors import DetnasError
 from detnas.search.distributed import join_torchrun, leave_torchrun
 from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
 from detnas.search.objectives import Constraints
 from detnas.search.report import SearchRun, write_report
-
-from detnas.errors import DetnasError
 
 JOURNAL_NAME = "journal.jsonl"
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import cuda_or_skip
+from torch import nn
+
 from detnas.bench.backends.ort_backend import check_providers, open_session
 from detnas.bench.backends.trt_backend import make_builder, require_tensorrt
 from detnas.bench.inputs import image_batches, random_batches
@@ -17,8 +19,6 @@ from detnas.bench.models import export_onnx
 from detnas.bench.oracle import Protocol, measure_module, measure_onnx
 from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
 from detnas.bench.result import Scope
-from torch import nn
-
 from detnas.errors import DetnasError
 
 QUICK = Protocol(warmup=1, runs=3)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from detnas.bench.cache import LatencyCache
-from detnas.bench.models import export_onnx
 from torch import nn
 
+from detnas.bench.cache import LatencyCache
+from detnas.bench.models import export_onnx
 from detnas.cli.main import main
 
 TINY_ARCH = json.dumps({"space": "bench-cli-tiny", "choices": "0|3", "space_spec": {

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from detnas.bench.fingerprint import Fingerprint
-from detnas.bench.profile import PROFILE_FORMAT, block_inputs, load_profile, predict_latency
 
 from detnas.arch import Arch
+from detnas.bench.fingerprint import Fingerprint
+from detnas.bench.profile import PROFILE_FORMAT, block_inputs, load_profile, predict_latency
 from detnas.cli.main import main
 from detnas.errors import DetnasError
 from detnas.space import SearchSpace, get_space

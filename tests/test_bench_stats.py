@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+
 from detnas.bench.predictor import LatencyPredictor
 from detnas.bench.stats import TimingStats, beyond_noise, kendall_tau, percentile, prediction_accuracy, summarize
-
 from detnas.errors import DetnasError
 
 

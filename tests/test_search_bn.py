@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from detnas.search.bn import batchnorms, recalibrate_bn
 from test_search_fakes import TINY
 from torch import nn
 
 from detnas.arch import sample_arch
+from detnas.search.bn import batchnorms, recalibrate_bn
 from detnas.supernet import Supernet, materialize
 
 

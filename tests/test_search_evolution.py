@@ -6,15 +6,15 @@ import json
 import random
 
 import pytest
+from test_search_fakes import TINY, FakeAccuracy, FakeLatency
+
+from detnas.arch import Arch, sample_arch
+from detnas.errors import DetnasError
 from detnas.search.evolution import EvolutionSettings, Search, best_record
 from detnas.search.interfaces import BackboneCost
 from detnas.search.journal import read_journal, strip_volatile
 from detnas.search.objectives import Constraints, non_dominated_fronts, pareto_front
 from detnas.search.operators import crossover, mutate
-from test_search_fakes import TINY, FakeAccuracy, FakeLatency
-
-from detnas.arch import Arch, sample_arch
-from detnas.errors import DetnasError
 
 SMALL = dict(population=10, generations=4, parents=4, mutations=4, crossovers=4, randoms=2, seed=3)
 

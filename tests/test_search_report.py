@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from detnas.search.evolution import EvolutionSettings, Search
-from detnas.search.interfaces import BackboneCost
-from detnas.search.objectives import Constraints
-from detnas.search.report import SearchRun, write_report
 from test_search_fakes import TINY, FakeAccuracy, FakeLatency
 
 from detnas.arch import Arch
 from detnas.cli.main import main
+from detnas.search.evolution import EvolutionSettings, Search
+from detnas.search.interfaces import BackboneCost
+from detnas.search.objectives import Constraints
+from detnas.search.report import SearchRun, write_report
 
 SMALL = EvolutionSettings(population=8, generations=3, parents=3, mutations=3, crossovers=3, randoms=2, seed=1)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from detnas.bench.backends import Prepared
 
+from detnas.bench.backends import Prepared
 from detnas.errors import DetnasError
 
 PROVIDERS: dict[str, str] = {

@@ -7,10 +7,10 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-from detnas.bench.backends import Prepared
-from detnas.bench.precision import PrecisionWarning, fast_fp16
 from torch import nn
 
+from detnas.bench.backends import Prepared
+from detnas.bench.precision import PrecisionWarning, fast_fp16
 from detnas.errors import DetnasError
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from detnas.bench.backends import Prepared
 from detnas.bench.precision import PrecisionWarning
-
 from detnas.errors import DetnasError
 from detnas.io import atomic_path
 

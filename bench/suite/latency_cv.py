@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from detnas.bench.oracle import Protocol, measure_arch
-
 from detnas.arch import released_archs
+from detnas.bench.oracle import Protocol, measure_arch
 from detnas.io import atomic_write_json
 
 

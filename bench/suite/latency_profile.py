@@ -13,7 +13,6 @@ import argparse
 
 from detnas.bench.oracle import BackendOptions, Protocol
 from detnas.bench.profile import build_profile, save_profile
-
 from detnas.io import atomic_write_json
 from detnas.space import get_space
 

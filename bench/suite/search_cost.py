@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from detnas.search.evolution import EvolutionSettings
 from detnas.search.latency import Timing
 from detnas.search.objectives import Constraints
