@@ -1,14 +1,34 @@
 """ONNX export with post-processing and NMS in the graph, parity checks, TensorRT engines, predict.
 
-Heavy libraries (onnx, onnxruntime, tensorrt) are imported inside the functions that use them.
+Names are resolved lazily, as in detnas.bench, so registering the `export` commands (and `detnas --help`) does
+not import torch, torchvision or onnx.
 """
 
-from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, class_table
-from detnas.export.onnx_export import ExportReport, check_parity, export_onnx, parse_size
-from detnas.export.parity import ParityReport, compare
-from detnas.export.runtime import exported_predictor, load_exported, onnx_predictor
+from __future__ import annotations
 
-__all__ = [
-    "ClassInfo", "ExportReport", "check_parity", "InputSpec", "ModelMeta", "ParityReport", "class_table", "compare", "export_onnx",
-    "exported_predictor", "load_exported", "onnx_predictor", "parse_size",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ClassInfo": "detnas.export.metadata",
+    "InputSpec": "detnas.export.metadata",
+    "ModelMeta": "detnas.export.metadata",
+    "class_table": "detnas.export.metadata",
+    "ExportReport": "detnas.export.onnx_export",
+    "check_parity": "detnas.export.onnx_export",
+    "export_onnx": "detnas.export.onnx_export",
+    "parse_size": "detnas.export.onnx_export",
+    "ParityReport": "detnas.export.parity",
+    "compare": "detnas.export.parity",
+    "exported_predictor": "detnas.export.runtime",
+    "load_exported": "detnas.export.runtime",
+    "onnx_predictor": "detnas.export.runtime",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'detnas.export' has no attribute '{name}'")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
