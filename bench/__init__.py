@@ -5,8 +5,7 @@ Names are resolved lazily so `import detnas.bench` (and `detnas --help`) does no
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from detnas.lazy import lazy_exports
 
 _EXPORTS = {
     "load_profile": "detnas.bench.profile",
@@ -25,9 +24,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'detnas.bench' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports("detnas.bench", _EXPORTS)

@@ -6,8 +6,7 @@ not import torch, torchvision or onnx.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from detnas.lazy import lazy_exports
 
 _EXPORTS = {
     "ClassInfo": "detnas.export.metadata",
@@ -26,9 +25,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'detnas.export' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports("detnas.export", _EXPORTS)
