@@ -17,6 +17,7 @@ _EXPORTS = {
     "measure_engine": "detnas.bench.oracle",
     "Protocol": "detnas.bench.oracle",
     "BackendOptions": "detnas.bench.oracle",
+    "TrainedDetector": "detnas.bench.oracle",
     "LatencyResult": "detnas.bench.result",
     "Scope": "detnas.bench.result",
     "LatencyCache": "detnas.bench.cache",

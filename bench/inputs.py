@@ -6,9 +6,11 @@ which random noise understates. For a backbone alone the content does not change
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
@@ -31,19 +33,31 @@ def image_batches(
     if len(files) < batch:
         raise DetnasError(f"{folder}: found {len(files)} images (.jpg/.png), need at least one batch of {batch}; "
                           "point --images/--calib at a folder of real images")
-    images = [pixels.to_model_input(_read_resized(f, size)) for f in files]
-    usable = len(images) - len(images) % batch
-    return [torch.stack(images[i:i + batch]) for i in range(0, usable, batch)]
+    return resized_batches([_read_rgb(f) for f in files], batch, size, pixels)
 
 
-def _read_resized(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 CHW RGB resized to exactly HxW (bilinear); the aspect change does not matter for timing."""
+def resized_batches(images: Sequence[torch.Tensor], batch: int, size: tuple[int, int],
+                    pixels: PixelConvention = DEFAULT_PIXELS) -> list[torch.Tensor]:
+    """uint8 CHW RGB images as model inputs resized to exactly HxW (bilinear, antialiased), in full batches.
+
+    The aspect change does not matter for timing: the network's work depends on the input size, and NMS's on
+    how many boxes real content produces, not on their exact places."""
+    if len(images) < batch:
+        raise DetnasError(f"{len(images)} images cannot fill one batch of {batch}; give more images or a smaller batch")
+    resized = [F.interpolate(pixels.to_model_input(im)[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1)
+               for im in images]
+    usable = len(resized) - len(resized) % batch
+    return [torch.stack(resized[i:i + batch]) for i in range(0, usable, batch)]
+
+
+def _read_rgb(path: Path) -> torch.Tensor:
+    """uint8 CHW RGB of an image file."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            rgb = img.convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
         raise DetnasError(f"{path}: cannot decode image ({exc}); remove it from the image folder") from None
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()

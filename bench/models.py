@@ -52,23 +52,30 @@ def timed_module(arch: Arch, scope: Scope, detector: str = "fpn", num_classes: i
 
     network+nms is the deployable graph of `detnas export` (NMS inside, padded outputs) with the detector's
     default thresholds. With random weights few boxes pass the score threshold, so NMS is cheaper than for a
-    trained detector: for the search fitness time the trained (materialised) detector with `measure_module`.
+    trained detector: the search times the trained (materialised) detector through `scoped_detector`.
     """
     from detnas.supernet import ChildNet
 
     if scope is Scope.BACKBONE:
         return TupleOutputs(ChildNet(arch)).eval()
+    from detnas.detection import build_detector
+
+    return scoped_detector(build_detector(detector, ChildNet(arch), num_classes), scope, max_detections)
+
+
+def scoped_detector(detector: nn.Module, scope: Scope, max_detections: int = 100) -> nn.Module:
+    """The part of a built detector (random-init or trained) that `scope` times: its dense network, or the
+    deployable graph with NMS inside."""
+    if scope is Scope.NETWORK:
+        return DenseNetwork(detector.eval()).eval()
+    if scope is Scope.NETWORK_NMS:
+        from detnas.export.graph import DeployableDetector
+
+        return DeployableDetector(detector.eval(), detector.pixels, max_detections).eval()
     if scope is Scope.END_TO_END:
         raise DetnasError("scope 'end-to-end' includes host pre/post-processing, which an arch alone does not "
                           "define; time the exported model with its runner, or use network+nms")
-    from detnas.detection import build_detector
-
-    net = build_detector(detector, ChildNet(arch), num_classes).eval()
-    if scope is Scope.NETWORK:
-        return DenseNetwork(net).eval()
-    from detnas.export.graph import DeployableDetector
-
-    return DeployableDetector(net, net.pixels, max_detections).eval()
+    raise DetnasError("scope 'backbone' times the backbone alone; time the arch, not its whole detector")
 
 
 def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 17) -> Path:

@@ -23,7 +23,7 @@ from detnas.bench.backends import CLOCKS, Prepared, time_prepared
 from detnas.bench.cache import CacheKey, LatencyCache
 from detnas.bench.fingerprint import collect_fingerprint, gpu_state
 from detnas.bench.inputs import random_batches
-from detnas.bench.models import export_onnx, file_sha256, timed_module
+from detnas.bench.models import export_onnx, file_sha256, scoped_detector, timed_module
 from detnas.bench.precision import require_calibration
 from detnas.bench.result import BACKENDS, PRECISIONS, LatencyResult, Scope, check_choice
 from detnas.bench.stats import summarize
@@ -79,6 +79,15 @@ class BackendOptions:
             return f"torch:{device.split(':')[0]}:{'compile' if self.compile else 'eager'}" + (
                 "+graphs" if self.cuda_graphs else "")
         return "trt"
+
+
+@dataclass(frozen=True)
+class TrainedDetector:
+    """The detector of any arch with trained weights (e.g. materialised from a detection supernet); `weights`
+    names those weights in the latency cache key."""
+
+    build: Callable[[Arch], nn.Module]
+    weights: str
 
 
 DEFAULT_PROTOCOL = Protocol()
@@ -223,20 +232,29 @@ def measure_arch(
     scope: Scope = Scope.BACKBONE, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     images: Sequence[torch.Tensor] | None = None, calibration: Sequence[torch.Tensor] | None = None,
     label: str | None = None, cache: LatencyCache | None = None, detector: str = "fpn",
+    trained: TrainedDetector | None = None,
 ) -> LatencyResult:
     """Time an arch at `scope` on real image batches when given (else seeded random pixels), cache first.
 
-    Scopes beyond the backbone wrap it in a random-init `detector` ('fpn' or 'retinanet').
+    Scopes beyond the backbone wrap it in a `detector` ('fpn' or 'retinanet'): random-init, or the arch's
+    `trained` detector (weights decide how many boxes reach NMS, so they are part of the cache key).
     """
     inputs = list(images) if images else random_batches(batch, size)
     _validate(backend, precision, protocol, calibration, inputs)
     backbone = scope is Scope.BACKBONE
-    job = _Job(backend, precision, scope, protocol, options, f"arch:{arch.hash}" + ("" if backbone else f":{detector}"),
-               label or arch.compact(), inputs,
-               ("images" if images else "random") + ("" if backbone else f"; random-init {detector} detector"))
+    if backbone:
+        source, network = f"arch:{arch.hash}", ""
+    elif trained is None:
+        source, network = f"arch:{arch.hash}:{detector}", f"; random-init {detector} detector"
+    else:
+        source, network = f"arch:{arch.hash}:{detector}:{trained.weights}", f"; {detector} detector {trained.weights}"
+    job = _Job(backend, precision, scope, protocol, options, source, label or arch.compact(), inputs,
+               ("images" if images else "random") + network)
     if cache is not None and (hit := cache.get(job.key())) is not None:
         return hit
-    result = measure_module(timed_module(arch, scope, detector), inputs, backend=backend, precision=precision, scope=scope,
+    module = (scoped_detector(trained.build(arch), scope) if trained is not None and not backbone
+              else timed_module(arch, scope, detector))
+    result = measure_module(module, inputs, backend=backend, precision=precision, scope=scope,
                             protocol=protocol, options=options, calibration=calibration, label=job.label,
                             source=job.source, input_kind=job.input_kind)
     if cache is not None:

@@ -24,7 +24,8 @@ def run_cmd(
     backend: str = typer.Option("ort", help="Latency backend: torch, ort or trt."),
     device: str = typer.Option("cpu", help="Device to time (and evaluate) on: cpu, cuda, cuda:N."),
     precision: str = typer.Option("fp32", help="fp32, fp16 or int8."),
-    scope: str = typer.Option("backbone", help="What is timed: backbone, network, network+nms, end-to-end."),
+    scope: str = typer.Option("network+nms", help="What is timed: network+nms (each candidate's trained detector with NMS, "
+                              "fed search-validation images), network (no NMS) or backbone."),
     latency_size: str = typer.Option(None, help="HxW input timed (default: min-size x max-size, the largest input the detector sees)."),
     latency_batch: int = typer.Option(1, help="Batch size the latency is timed at."),
     latency_runs: int = typer.Option(30, help="Timed runs per measurement."),

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +18,9 @@ from detnas.arch import Arch
 from detnas.errors import DetnasError
 from detnas.search.interfaces import LatencyEstimator
 from detnas.space import SearchSpace
+
+if TYPE_CHECKING:
+    from detnas.bench.oracle import TrainedDetector
 
 _DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|us|µs)?\s*$")
 _TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3, None: 1.0}
@@ -51,7 +54,7 @@ class Timing:
     backend: str = "ort"
     precision: str = "fp32"
     device: str = "cpu"
-    scope: str = "backbone"
+    scope: str = "network+nms"  # the deployed graph, NMS included, fed real images (issue 5's fitness default)
     batch: int = 1
     runs: int = 30
     warmup: int = 5
@@ -82,12 +85,17 @@ class _CountingCache:
 
 
 class OracleLatency:
-    """Measured latency from detnas.bench's oracle; repeated archs are served by its SQLite cache."""
+    """Measured latency from detnas.bench's oracle; repeated archs are served by its SQLite cache.
+
+    Beyond the backbone scope each arch is timed as its `trained` detector (the path materialised from the
+    supernet with its FPN and heads) on real `images`, since trained scores decide how many boxes NMS sees;
+    without one, a random-init detector of `timing.detector` kind on seeded random pixels.
+    """
 
     source = "measured"
 
     def __init__(self, timing: Timing, cache_path: str | Path | None = None,
-                 images: Sequence[torch.Tensor] | None = None) -> None:
+                 images: Sequence[torch.Tensor] | None = None, trained: TrainedDetector | None = None) -> None:
         from detnas.bench.cache import LatencyCache
         from detnas.bench.fingerprint import collect_fingerprint
         from detnas.bench.oracle import BackendOptions, Protocol
@@ -100,6 +108,7 @@ class OracleLatency:
         self._options = BackendOptions()
         self._scope = Scope.parse(timing.scope)
         self._images = list(images) if images else None
+        self._trained = trained
         self.fingerprint = collect_fingerprint(timing.device, timing.threads).hash
 
     def latency(self, arch: Arch) -> dict[str, float]:
@@ -108,7 +117,7 @@ class OracleLatency:
         result = measure_arch(arch, size=self.timing.size, batch=self.timing.batch, backend=self.timing.backend,
                               precision=self.timing.precision, scope=self._scope, protocol=self._protocol,
                               options=self._options, images=self._images, cache=self.cache,
-                              detector=self.timing.detector)
+                              detector=self.timing.detector, trained=self._trained)
         return result.stats.to_dict()
 
 

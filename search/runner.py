@@ -14,6 +14,7 @@ from typing import Any
 
 from detnas.errors import DetnasError
 from detnas.search.distributed import join_torchrun, leave_torchrun
+from detnas.search.evaluators import DetectionAP, SupernetDetector
 from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
@@ -21,6 +22,7 @@ from detnas.search.objectives import Constraints
 from detnas.search.report import SearchRun, write_report
 
 JOURNAL_NAME = "journal.jsonl"
+LATENCY_IMAGES = 4  # real images the latency is timed on (cycled through the timed runs)
 
 
 @dataclass
@@ -67,6 +69,25 @@ def _datasets(request: SearchRequest, classes: list[str]) -> tuple[Any, Any]:
     return val, bn
 
 
+def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing,
+                     cache: Path | None = None) -> tuple[Timing, OracleLatency]:
+    """The search's measuring oracle and its timing with the supernet's detector kind and deployment size filled in.
+
+    Beyond the backbone scope it times each candidate's own detector materialised from the supernet (BN statistics
+    are the supernet's: latency is planned before evaluation recalibrates them) on the first search-validation
+    images at the timed size."""
+    timing = replace(timing, detector=supernet.kind, size=timing.size or (supernet.min_size, supernet.max_size))
+    if timing.scope == "backbone":
+        return timing, OracleLatency(timing, cache)
+    from detnas.bench.inputs import resized_batches
+    from detnas.bench.oracle import TrainedDetector
+
+    count = min(len(val), max(timing.batch, LATENCY_IMAGES))
+    images = resized_batches([val.load_image(i) for i in range(count)], timing.batch, timing.size, supernet.pixels)
+    return timing, OracleLatency(timing, cache, images, TrainedDetector(supernet.materialize,
+                                                                        f"supernet-det:{supernet.digest}"))
+
+
 def _context(request: SearchRequest, digest: str, val: Any, bn: Any, latency: LatencyEstimator, timing: Timing,
              sizes: tuple[int, int]) -> dict[str, Any]:
     """What besides the search knobs decides the journal's numbers; a resume must match it exactly."""
@@ -93,7 +114,6 @@ class SearchOutcome:
 
 def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchOutcome:
     """Run or resume a search to the end, re-measure the winner and write the report."""
-    from detnas.search.evaluators import DetectionAP, SupernetDetector
 
     device = join_torchrun(request.timing.device)
     try:
@@ -102,9 +122,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
             raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
                               f"not '{request.space}'; pass the detection supernet of that space")
         val, bn = _datasets(request, supernet.classes)
-        timing = replace(request.timing, detector=supernet.kind,
-                         size=request.timing.size or (supernet.min_size, supernet.max_size))
-        measured = OracleLatency(timing, request.latency_cache)
+        timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache)
         latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, timing,
                                                     request.force_profile)
                                      if request.latency_profile else measured)

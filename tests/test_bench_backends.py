@@ -199,3 +199,36 @@ def test_gpu_state_without_nvml_is_recorded_as_unavailable(monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "pynvml", None)
     assert gpu_state()["nvml"] == UNAVAILABLE and "nvidia-ml-py" in gpu_state()["reason"]
     assert nvml_driver_version() == UNAVAILABLE
+
+
+def test_arch_beyond_backbone_is_timed_as_its_trained_detector(tmp_path: Path) -> None:
+    """With a trained detector the oracle times exactly that network (built once, cached by its weights' id) on the
+    given real-image batches; other weights are another measurement."""
+    from test_search_fakes import TINY
+
+    from detnas.arch import sample_arch
+    from detnas.bench.cache import LatencyCache
+    from detnas.bench.oracle import TrainedDetector, measure_arch
+    from detnas.detection import build_detector
+    from detnas.supernet import ChildNet
+
+    built: list[str] = []
+
+    def build(arch):  # noqa: ANN001, ANN202 - the TrainedDetector callback
+        built.append(arch.hash)
+        return build_detector("fpn", ChildNet(arch), 3, 64, 64, rpn_post_nms_top_n_test=8)
+
+    arch, cache = sample_arch(TINY, 0), LatencyCache(tmp_path / "latency.sqlite")
+    images = [torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)]
+    common = dict(size=(64, 64), backend="torch", scope=Scope.NETWORK_NMS, protocol=QUICK, images=images, cache=cache)
+    first = measure_arch(arch, trained=TrainedDetector(build, "weights-a"), **common)
+    again = measure_arch(arch, trained=TrainedDetector(build, "weights-a"), **common)
+    other = measure_arch(arch, trained=TrainedDetector(build, "weights-b"), **common)
+    assert built == [arch.hash, arch.hash], "a cached measurement rebuilt the detector, or new weights did not"
+    assert first.source == f"arch:{arch.hash}:fpn:weights-a" and other.source.endswith(":weights-b")
+    assert again.stats == first.stats and "fpn detector weights-a" in first.details["inputs"]
+    assert first.details["inputs"].startswith("images") and first.scope == "network+nms"
+    with pytest.raises(DetnasError, match="backbone alone"):
+        from detnas.bench.models import scoped_detector
+
+        scoped_detector(build(arch), Scope.BACKBONE)

@@ -76,6 +76,20 @@ def test_search_runs_resumes_and_reports(searched) -> None:
     assert json.loads((out / "summary.json").read_text())["verdict"].startswith("winner meets the 1000ms target")
 
 
+def test_search_times_each_candidates_trained_detector_with_nms(setup, searched) -> None:
+    """The default fitness latency is network+nms of the candidate's own detector cut from the supernet, fed
+    search-validation images; the weights' digest is part of the cache key."""
+    from detnas.bench.cache import LatencyCache
+
+    out, _ = searched
+    candidates = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    hashes = {r["hash"] for r in candidates if r.get("type") == "candidate"}
+    timed = {e.source.split(":")[1]: e for e in LatencyCache(setup["tmp"] / "latency.sqlite").entries()
+             if ":fpn:supernet-det:" in e.source}
+    assert hashes <= set(timed), "a candidate's latency was not measured on its trained detector"
+    assert all(timed[h].scope == "network+nms" and timed[h].input_shape == "1x3x64x96" for h in hashes)
+
+
 def _fails(args: list[str], capsys, expected: str) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err
