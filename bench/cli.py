@@ -223,6 +223,9 @@ def profile_cmd(
     runs: Annotated[int, typer.Option(help="Timed runs per block and arch, spread over --rounds.")] = 40,
     rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (spread load drift over all entries).")] = 10,
     clock: Clock = "wall",
+    scope: Annotated[str, typer.Option(help="What the archs are timed as: backbone, network or network+nms (a "
+                                          "random-init --detector around each; the search's scope must match).")] = "backbone",
+    detector: Annotated[str, typer.Option(help="Beyond the backbone scope: fpn or retinanet.")] = "fpn",
     n_train: Annotated[int, typer.Option(help="Random archs the correction is fitted on.")] = 20,
     n_test: Annotated[int, typer.Option(help="Held-out random archs the accuracy is reported on.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed of the random archs.")] = 0,
@@ -230,6 +233,7 @@ def profile_cmd(
     """Measure block latencies, the stem and random archs on this device; fit and evaluate the predictor."""
     from detnas.bench.oracle import BackendOptions, Protocol
     from detnas.bench.profile import build_profile, save_profile
+    from detnas.bench.result import Scope
     from detnas.space import get_space
 
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
@@ -237,7 +241,8 @@ def profile_cmd(
     with _warnings_as_lines(), console.status("profiling") as status:
         profile = build_profile(get_space(space), backend=backend, size=parse_hw(size), batch=batch,
                                 precision=precision, protocol=protocol, options=BackendOptions(), n_train=n_train,
-                                n_test=n_test, rounds=rounds, seed=seed, progress=status.update)
+                                n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
+                                progress=status.update)
     save_profile(profile, out)
     console.print(_accuracy_table(profile))
     console.print(f"built in {profile['build_seconds']:.0f}s · fingerprint {profile['fingerprint_hash']} · "

@@ -58,6 +58,7 @@ def timed_module(arch: Arch, scope: Scope, detector: str = "fpn", num_classes: i
 
     if scope is Scope.BACKBONE:
         return TupleOutputs(ChildNet(arch)).eval()
+    _refuse_end_to_end(scope)
     from detnas.detection import build_detector
 
     return scoped_detector(build_detector(detector, ChildNet(arch), num_classes), scope, max_detections)
@@ -72,10 +73,14 @@ def scoped_detector(detector: nn.Module, scope: Scope, max_detections: int = 100
         from detnas.export.graph import DeployableDetector
 
         return DeployableDetector(detector.eval(), detector.pixels, max_detections).eval()
+    _refuse_end_to_end(scope)
+    raise DetnasError("scope 'backbone' times the backbone alone; time the arch, not its whole detector")
+
+
+def _refuse_end_to_end(scope: Scope) -> None:
     if scope is Scope.END_TO_END:
         raise DetnasError("scope 'end-to-end' includes host pre/post-processing, which an arch alone does not "
                           "define; time the exported model with its runner, or use network+nms")
-    raise DetnasError("scope 'backbone' times the backbone alone; time the arch, not its whole detector")
 
 
 def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 17) -> Path:

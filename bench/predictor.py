@@ -2,8 +2,9 @@
 
 Blocks timed one by one miss what the whole network pays once (framework overhead per run, memory traffic
 between blocks, fusion across blocks), so the raw table sum is biased. A least-squares correction fitted on
-fully measured random archs removes that bias: per stage, latency ~ scale_s * table sum of stage s, plus one
-intercept that absorbs the fixed parts and the per-run overhead.
+fully measured random archs removes that bias: per stage, latency ~ scale_s * table sum of stage s, plus a term
+per block of each choice (a block timed alone pays its own run overhead, and its channel split/shuffle and node
+count in context differ by choice), plus one intercept that absorbs the fixed parts and the per-run overhead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from detnas.errors import DetnasError
 
 @dataclass(frozen=True)
 class LatencyPredictor:
-    """`table[p][c]`: ms of choice c at block position p; `stage_of[p]`: its stage; `coef`: scales + intercept."""
+    """`table[p][c]`: ms of choice c at block position p; `stage_of[p]`: its stage; `coef`: stage scales, per-block
+    terms of every choice but the last (the intercept carries that one), intercept."""
+
+    KIND = "lut+stage-linear+choice-count"
 
     table: tuple[dict[int, float], ...]
     stage_of: tuple[int, ...]
@@ -27,21 +31,23 @@ class LatencyPredictor:
     coef: tuple[float, ...]
 
     def features(self, choices: Sequence[int]) -> np.ndarray:
-        """Table sum per stage, with the fixed parts and a constant in the last column."""
+        """Table sum per stage, the number of blocks of each choice but the last, and a constant."""
         if len(choices) != len(self.table):
             raise DetnasError(f"arch has {len(choices)} choices but the profile has {len(self.table)} positions")
-        stages = max(self.stage_of) + 1
-        row = np.zeros(stages + 1)
+        stages, counted = max(self.stage_of) + 1, sorted(self.table[0])[:-1]
+        row = np.zeros(stages + len(counted) + 1)
         for p, c in enumerate(choices):
             if c not in self.table[p]:
                 raise DetnasError(f"choice {c} at position {p} is not in the profile (it has {sorted(self.table[p])})")
             row[self.stage_of[p]] += self.table[p][c]
+            if c in counted:
+                row[stages + counted.index(c)] += 1
         row[-1] = 1.0
         return row
 
     def table_sum(self, choices: Sequence[int]) -> float:
         """Uncorrected estimate: fixed parts + every chosen block's table entry."""
-        return self.fixed_ms + float(self.features(choices)[:-1].sum())
+        return self.fixed_ms + sum(self.table[p][c] for p, c in enumerate(choices))
 
     def predict(self, choices: Sequence[int]) -> float:
         return float(self.features(choices) @ np.asarray(self.coef))
@@ -60,7 +66,7 @@ class LatencyPredictor:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": "lut+stage-linear",
+            "kind": self.KIND,
             "table": [{str(c): ms for c, ms in t.items()} for t in self.table],
             "stage_of": list(self.stage_of),
             "fixed_ms": self.fixed_ms,
@@ -69,6 +75,9 @@ class LatencyPredictor:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyPredictor:
+        if data.get("kind") != cls.KIND:
+            raise DetnasError(f"latency profile predictor is of kind '{data.get('kind')}', not '{cls.KIND}' (an older "
+                              "detnas wrote it); rebuild the profile with `detnas bench profile`")
         return cls(
             table=tuple({int(c): float(ms) for c, ms in t.items()} for t in data["table"]),
             stage_of=tuple(int(s) for s in data["stage_of"]),

@@ -100,32 +100,22 @@ def _median_random_target(space: SearchSpace, latency: LatencyEstimator, seed: i
     return round(timed[count // 2], 3)
 
 
-def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_target_ms: float | None = None,
-                 log: Callable[[str], None] = print) -> MainJobResult:
-    """Run every step into `out`; returns where everything is. `latency_target_ms=None` picks a target measured
-    on this machine (`_median_random_target`), so the constraint bites whatever the machine's speed."""
-    from detnas.bench.inputs import image_batches
-    from detnas.bench.oracle import Protocol, measure_onnx
-    from detnas.bench.result import Scope
-    from detnas.data import CocoDetection, make_demo_classification, make_demo_detection, split_coco
-    from detnas.export.onnx_export import export_onnx
-    from detnas.export.predict import predict, read_image
-    from detnas.export.source import load_export_source
-    from detnas.search.evaluators import SupernetDetector
-    from detnas.search.evolution import EvolutionSettings
-    from detnas.search.latency import Timing
-    from detnas.search.objectives import Constraints
-    from detnas.search.runner import SearchRequest, measured_latency, run_search
+@dataclass
+class DemoSupernet:
+    """The generated detection data, its split and the detection supernet trained on the training part."""
+
+    data: Any  # detnas.data.DemoDetection
+    supernet_ann: Path
+    search_ann: Path
+    checkpoint: Path
+
+
+def train_demo_supernet(out: Path, plan: MainJobPlan,
+                        step: Callable[[str], Callable[[], None]] = lambda name: lambda: None) -> DemoSupernet:
+    """The road's first half on generated shapes: data, split, supernet pre-training, detection fine-tuning.
+    `step(name)` starts a named step and returns the call that ends it (the main job times its steps so)."""
+    from detnas.data import make_demo_classification, make_demo_detection, split_coco
     from detnas.train import train_supernet_cls, train_supernet_det
-
-    out = Path(out)
-    seconds: dict[str, float] = {}
-    files: dict[str, Path] = {}
-
-    def step(name: str) -> Callable[[], None]:
-        start = time.perf_counter()
-        log(f"[{len(seconds) + 1}] {name} ...")
-        return lambda: seconds.__setitem__(name, round(time.perf_counter() - start, 1))
 
     done = step("demo data")
     det = make_demo_detection(out / "data" / "det", plan.train_images, plan.val_images, plan.seed,
@@ -150,6 +140,38 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
         "milestones": [int(plan.det_iterations * 0.7), int(plan.det_iterations * 0.9)],
         "warmup_iters": max(1, plan.det_iterations // 10), "seed": plan.seed})
     done()
+    return DemoSupernet(det, supernet_ann, search_ann, det_ckpt)
+
+
+def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_target_ms: float | None = None,
+                 log: Callable[[str], None] = print) -> MainJobResult:
+    """Run every step into `out`; returns where everything is. `latency_target_ms=None` picks a target measured
+    on this machine (`_median_random_target`), so the constraint bites whatever the machine's speed."""
+    from detnas.bench.inputs import image_batches
+    from detnas.bench.oracle import Protocol, measure_onnx
+    from detnas.bench.result import Scope
+    from detnas.data import CocoDetection
+    from detnas.export.onnx_export import export_onnx
+    from detnas.export.predict import predict, read_image
+    from detnas.export.source import load_export_source
+    from detnas.search.evaluators import SupernetDetector
+    from detnas.search.evolution import EvolutionSettings
+    from detnas.search.latency import Timing
+    from detnas.search.objectives import Constraints
+    from detnas.search.runner import SearchRequest, measured_latency, run_search
+
+    out = Path(out)
+    seconds: dict[str, float] = {}
+    files: dict[str, Path] = {}
+
+    def step(name: str) -> Callable[[], None]:
+        start = time.perf_counter()
+        log(f"[{len(seconds) + 1}] {name} ...")
+        return lambda: seconds.__setitem__(name, round(time.perf_counter() - start, 1))
+
+    trained = train_demo_supernet(out, plan, step)
+    det, supernet_ann, search_ann, det_ckpt = (trained.data, trained.supernet_ann, trained.search_ann,
+                                               trained.checkpoint)
 
     done = step("latency-constrained evolutionary search (ONNX Runtime, CPU)")
     timing = Timing((plan.det_max_size, plan.det_max_size), backend="ort", runs=plan.latency_runs)

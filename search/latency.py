@@ -158,6 +158,13 @@ class ProfileLatency:
 
         local = collect_fingerprint(timing.device, timing.threads)
         self.profile = load_profile(path, space, timing.backend, force, fingerprint=local)
+        timed = (self.profile.get("scope"), self.profile.get("input_shape"))
+        wanted = (timing.scope, [timing.batch, 3, *timing.size] if timing.size else None)
+        if timed != wanted and not force:
+            raise DetnasError(f"{path}: profile times scope '{timed[0]}' at input {timed[1]} but the search times "
+                              f"'{wanted[0]}' at {wanted[1]}; build it with `detnas bench profile --scope {wanted[0]} "
+                              "--size HxW --batch B` to match, pass the search --scope/--latency-size of the profile, "
+                              "or --force-profile")
         self.fingerprint = str(self.profile.get("fingerprint_hash", "unknown"))
 
     def latency(self, arch: Arch) -> dict[str, float]:

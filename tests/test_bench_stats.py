@@ -67,19 +67,22 @@ def test_beyond_noise_uses_combined_cv() -> None:
 
 
 def test_predictor_fit_recovers_a_known_correction() -> None:
-    """Synthetic truth: latency = 1.3 * stage-0 sum + 0.8 * stage-1 sum + 2.0; the fit must find it exactly."""
+    """Synthetic truth: latency = 1.3 * stage-0 sum + 0.8 * stage-1 sum + 0.25 per block of choice 0 + 2.0 (choice 3,
+    the last, has no term of its own); the fit must find it exactly."""
     rng = np.random.default_rng(1)
     table = [{0: float(rng.uniform(1, 2)), 3: float(rng.uniform(1, 3))} for _ in range(4)]
     stage_of = [0, 0, 1, 1]
     archs = [tuple(int(c) for c in rng.choice([0, 3], size=4)) for _ in range(12)]
 
     def truth(a: tuple[int, ...]) -> float:
-        return 1.3 * (table[0][a[0]] + table[1][a[1]]) + 0.8 * (table[2][a[2]] + table[3][a[3]]) + 2.0
+        return 1.3 * (table[0][a[0]] + table[1][a[1]]) + 0.8 * (table[2][a[2]] + table[3][a[3]]) + 0.25 * a.count(0) + 2.0
 
     predictor = LatencyPredictor.fit(table, stage_of, 0.5, archs, [truth(a) for a in archs])
-    assert predictor.coef == pytest.approx((1.3, 0.8, 2.0))
+    assert predictor.coef == pytest.approx((1.3, 0.8, 0.25, 2.0))
     assert predictor.predict((3, 0, 3, 0)) == pytest.approx(truth((3, 0, 3, 0)))
     assert predictor.table_sum((0, 0, 0, 0)) == pytest.approx(0.5 + sum(t[0] for t in table))
     assert LatencyPredictor.from_dict(predictor.to_dict()) == predictor
+    with pytest.raises(DetnasError, match="rebuild the profile"):
+        LatencyPredictor.from_dict({**predictor.to_dict(), "kind": "lut+stage-linear"})
     with pytest.raises(DetnasError, match="choice 1 at position 0"):
         predictor.predict((1, 0, 0, 0))

@@ -132,3 +132,19 @@ def test_profile_of_another_device(setup, capsys) -> None:
     _fails(search_args(setup, out, "--latency-target", "1s", "--latency-profile", str(profile)), capsys,
            "another device/environment")
     assert not out.exists() or not (out / "journal.jsonl").exists()
+
+
+def test_profile_of_another_scope_or_size(setup, capsys) -> None:
+    """A profile of this very machine is still refused when it timed something else than the search times."""
+    from detnas.bench.fingerprint import collect_fingerprint
+    from detnas.bench.profile import PROFILE_FORMAT
+
+    here = collect_fingerprint("cpu", 1)
+    profile = setup["tmp"] / "backbone_profile.json"
+    profile.write_text(json.dumps({"format": PROFILE_FORMAT, "space": TINY.to_dict(), "space_digest": TINY.digest,
+                                   "backend": "ort", "fingerprint_hash": here.hash, "fingerprint": here.to_dict(),
+                                   "scope": "backbone", "input_shape": [1, 3, 224, 224]}))
+    out = setup["tmp"] / "profiled_scope"
+    _fails(search_args(setup, out, "--latency-target", "1s", "--latency-profile", str(profile)), capsys,
+           "profile times scope 'backbone' at input [1, 3, 224, 224] but the search times 'network+nms' at [1, 3, 64, 96]")
+    assert not (out / "journal.jsonl").exists()

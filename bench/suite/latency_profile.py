@@ -2,7 +2,7 @@
 
 Goals (ORT CPU): >= 95 % of >= 30 held-out detnas-300m archs predicted within +-10 %, Kendall tau >= 0.9; a
 profile cheap enough to build in a few minutes on 2 cores.
-Run: python -m detnas.bench.suite.latency_profile [--size 224] [--clock wall|thread-cpu] [--json out.json]
+Run: python -m detnas.bench.suite.latency_profile [--size 224] [--clock wall|thread-cpu] [--seed 0] [--json out.json]
 On a shared machine (other processes on the cores) use --clock thread-cpu: wall-clock latency then measures the
 scheduler as much as the network, see latency_cv.
 """
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=20)
     parser.add_argument("--n-test", type=int, default=30)
     parser.add_argument("--clock", default="wall", choices=("wall", "thread-cpu"))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random archs")
     parser.add_argument("--profile-out", default=None, help="also write the device profile here")
     parser.add_argument("--json", default="latency_profile.json")
     args = parser.parse_args()
@@ -35,7 +36,7 @@ def main() -> None:
     protocol = Protocol(warmup=args.warmup, runs=args.runs, threads=1, clock=args.clock)
     profile = build_profile(get_space(args.space), backend=args.backend, size=(args.size, args.size),
                             protocol=protocol, options=BackendOptions(), n_train=args.n_train, n_test=args.n_test,
-                            rounds=args.rounds, progress=lambda m: print(f"  {m}", flush=True))
+                            rounds=args.rounds, seed=args.seed, progress=lambda m: print(f"  {m}", flush=True))
     if args.profile_out:
         save_profile(profile, args.profile_out)
     acc, raw = profile["accuracy"], profile["accuracy_uncorrected"]
@@ -43,7 +44,7 @@ def main() -> None:
     spread = max(a["measured_ms"] for a in test) / min(a["measured_ms"] for a in test)
     figures = {
         "space": args.space, "backend": args.backend, "size": args.size, "clock": args.clock,
-        "runs": args.runs, "rounds": args.rounds, "n_train": args.n_train, "n_test": args.n_test,
+        "runs": args.runs, "rounds": args.rounds, "n_train": args.n_train, "n_test": args.n_test, "seed": args.seed,
         "accuracy": acc, "accuracy_table_sum_only": raw, "build_seconds": profile["build_seconds"],
         "held_out_latency_spread": spread,
         "measurement_split_half_tau": profile["measurement_split_half_tau"],

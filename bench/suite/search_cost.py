@@ -6,8 +6,12 @@ everything else (materialising the path, planning, journal); the latency cache h
 algorithms with the same population, generations and seeds, and their best AP on the search-validation split.
 
     python -m detnas.bench.suite.search_cost --supernet RUN/final [--seeds 0 1] [--json out.json]
+    python -m detnas.bench.suite.search_cost --data shapes --out DIR --seeds 0 1 2   # EA vs random, trained supernet
 
-Without --supernet a random-init supernet is built: the time split is still real, the APs are not informative.
+Without --supernet a random-init supernet is built on coco_mini: the time split is still real, the APs are not
+informative. `--data shapes` trains a supernet on the demo's generated shapes first (the main job's data and
+recipes, sized by --shapes-*), which CPU training can fit, so the APs compare the two algorithms; the trained
+checkpoint in --out is reused by a later run with the same sizes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import json
 import os
 import statistics
 import tempfile
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -49,6 +55,42 @@ def random_supernet(path: Path, classes: list[str], min_size: int, max_size: int
     return path
 
 
+def coco_mini_split(out: Path, args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
+    """(supernet, supernet-training json, search-validation json, images) on coco_mini's train2017."""
+    from detnas.data import CocoDetection
+    from detnas.data.split import split_coco
+
+    root = SHARED / "coco_mini"
+    train_json, val_json = split_coco(root / "annotations" / "instances_train2017.json", args.val_size, 0,
+                                      out / "split")
+    supernet = args.supernet or random_supernet(out / "random_supernet", list(
+        CocoDetection(val_json, root / "train2017").classes), 128, 192)
+    return supernet, train_json, val_json, root / "train2017"
+
+
+def shapes_supernet(out: Path, args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
+    """The main job's first half on a larger shapes set: a detection supernet that has learnt something."""
+    from detnas.export.pipeline import MainJobPlan, train_demo_supernet
+
+    plan = MainJobPlan(train_images=args.shapes_train_images + args.val_size, search_val_images=args.val_size,
+                       cls_iterations=120, det_iterations=args.shapes_det_iterations, proposals=args.proposals)
+    record = out / "trained.json"
+    if record.is_file() and json.loads(record.read_text())["plan"] == asdict(plan):  # trained by an earlier run
+        paths = json.loads(record.read_text())
+        return tuple(Path(paths[k]) for k in ("checkpoint", "supernet_ann", "search_ann", "images"))  # type: ignore[return-value]
+
+    def step(name: str):  # noqa: ANN202 - the pipeline's step protocol
+        start = time.perf_counter()
+        print(f"{name} ...", flush=True)
+        return lambda: print(f"{name}: {time.perf_counter() - start:.0f}s", flush=True)
+
+    trained = train_demo_supernet(out, plan, step)
+    paths = {"checkpoint": trained.checkpoint, "supernet_ann": trained.supernet_ann,
+             "search_ann": trained.search_ann, "images": trained.data.train_images}
+    record.write_text(json.dumps({"plan": asdict(plan), **{k: str(v) for k, v in paths.items()}}))
+    return trained.checkpoint, trained.supernet_ann, trained.search_ann, trained.data.train_images
+
+
 def time_split(outcome: SearchOutcome) -> dict[str, float]:
     """Mean seconds per evaluated candidate (a fresh search evaluates all of them) and the latency cache hit rate."""
     records = outcome.run.candidates
@@ -63,6 +105,7 @@ def time_split(outcome: SearchOutcome) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("coco_mini", "shapes"), default="coco_mini")
     parser.add_argument("--supernet", type=Path, help="trained supernet-det checkpoint (default: random init)")
     parser.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -73,19 +116,17 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=16, help="search-validation split size of coco_mini")
     parser.add_argument("--proposals", type=int, default=100)
     parser.add_argument("--latency-target", type=float, default=None, help="ms (default: none, AP only)")
+    parser.add_argument("--shapes-train-images", type=int, default=200, help="shapes: supernet training images")
+    parser.add_argument("--shapes-det-iterations", type=int, default=300, help="shapes: detection fine-tuning iterations")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from detnas.data import CocoDetection
-    from detnas.data.split import split_coco
-
-    root = SHARED / "coco_mini"
     out = args.out or Path(tempfile.mkdtemp(prefix="detnas-search-cost-"))
-    train_json, val_json = split_coco(root / "annotations" / "instances_train2017.json", args.val_size, 0,
-                                      out / "split")
-    supernet = args.supernet or random_supernet(out / "random_supernet", list(
-        CocoDetection(val_json, root / "train2017").classes), 128, 192)
+    if args.data == "shapes":
+        supernet, train_json, val_json, images = shapes_supernet(out, args)
+    else:
+        supernet, train_json, val_json, images = coco_mini_split(out, args)
     pop = args.population
     mutations, crossovers = pop * 2 // 5, pop * 2 // 5
     results: dict[str, list[dict[str, float]]] = {"evolution": [], "random": []}
@@ -94,7 +135,7 @@ def main() -> None:
             settings = EvolutionSettings(algorithm, pop, args.generations, max(2, pop // 5), mutations, crossovers,
                                          pop - mutations - crossovers, seed=seed)
             request = SearchRequest(
-                supernet, val_json, root / "train2017", train_json, out / f"{algorithm}-seed{seed}",
+                supernet, val_json, images, train_json, out / f"{algorithm}-seed{seed}",
                 settings=settings, constraints=Constraints(latency_ms=args.latency_target),
                 timing=Timing(None, "ort", runs=10, warmup=3), latency_cache=out / "latency.sqlite",
                 bn_images=args.bn_images, bn_batch=4, val_images=args.val_images, proposals=args.proposals)
