@@ -17,10 +17,9 @@ from detnas.arch import Arch
 from detnas.checkpoint import load_meta, save_checkpoint
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, atomic_write_text
-from detnas.space import SearchSpace
 
 if TYPE_CHECKING:
-    from detnas.search.interfaces import LatencyEstimator
+    from detnas.search.latency import Timing
 
 
 @dataclass(frozen=True)
@@ -91,12 +90,19 @@ def _winner_checkpoint(supernet_ckpt: Path, arch: Arch, bn_ann: Path, bn_images_
     return save_checkpoint(out, detector.state_dict(), meta)
 
 
-def _median_random_target(space: SearchSpace, latency: LatencyEstimator, seed: int, count: int = 8) -> float:
-    """The median latency of a few uniformly sampled archs: a target that rules out about half of the space, so
-    the constraint matters without the search spending its budget on rejected candidates."""
+def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, timing: Timing, cache: Path,
+                         proposals: int, seed: int, count: int = 8) -> float:
+    """The median latency of a few uniformly sampled archs, each timed as the search times it (its detector cut from
+    the supernet, NMS inside, on search-validation images): a target that rules out about half of the space, so the
+    constraint matters without the search spending its budget on rejected candidates."""
     from detnas.arch import sample_arch
+    from detnas.data import CocoDetection
+    from detnas.search.evaluators import SupernetDetector
+    from detnas.search.runner import measured_latency
 
-    timed = sorted(latency.latency(sample_arch(space, seed * 1000 + k))["median_ms"] for k in range(count))
+    supernet = SupernetDetector.load(supernet_ckpt, proposals=proposals)
+    _, oracle = measured_latency(supernet, CocoDetection(search_ann, images), timing, cache)
+    timed = sorted(oracle.latency(sample_arch(supernet.space, seed * 1000 + k))["median_ms"] for k in range(count))
     return round(timed[count // 2], 3)
 
 
@@ -146,19 +152,17 @@ def train_demo_supernet(out: Path, plan: MainJobPlan,
 def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_target_ms: float | None = None,
                  log: Callable[[str], None] = print) -> MainJobResult:
     """Run every step into `out`; returns where everything is. `latency_target_ms=None` picks a target measured
-    on this machine (`_median_random_target`), so the constraint bites whatever the machine's speed."""
+    on this machine (`median_random_target`), so the constraint bites whatever the machine's speed."""
     from detnas.bench.inputs import image_batches
     from detnas.bench.oracle import Protocol, measure_onnx
     from detnas.bench.result import Scope
-    from detnas.data import CocoDetection
     from detnas.export.onnx_export import export_onnx
     from detnas.export.predict import predict, read_image
     from detnas.export.source import load_export_source
-    from detnas.search.evaluators import SupernetDetector
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing
     from detnas.search.objectives import Constraints
-    from detnas.search.runner import SearchRequest, measured_latency, run_search
+    from detnas.search.runner import SearchRequest, run_search
 
     out = Path(out)
     seconds: dict[str, float] = {}
@@ -176,10 +180,9 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     done = step("latency-constrained evolutionary search (ONNX Runtime, CPU)")
     timing = Timing((plan.det_max_size, plan.det_max_size), backend="ort", runs=plan.latency_runs)
     cache = out / "latency_cache.sqlite"
-    if latency_target_ms is None:  # timed as the search times: each arch's detector cut from the supernet, NMS inside
-        supernet = SupernetDetector.load(det_ckpt, proposals=plan.proposals)
-        _, oracle = measured_latency(supernet, CocoDetection(search_ann, det.train_images), timing, cache)
-        latency_target_ms = _median_random_target(supernet.space, oracle, plan.seed)
+    if latency_target_ms is None:
+        latency_target_ms = median_random_target(det_ckpt, search_ann, det.train_images, timing, cache, plan.proposals,
+                                                 plan.seed)
         log(f"    latency target: {latency_target_ms} ms (the median of 8 random architectures' detectors with NMS, "
             "measured here)")
     parents = max(2, plan.population // 3)

@@ -115,7 +115,9 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=16)
     parser.add_argument("--val-size", type=int, default=16, help="search-validation split size of coco_mini")
     parser.add_argument("--proposals", type=int, default=100)
-    parser.add_argument("--latency-target", type=float, default=None, help="ms (default: none, AP only)")
+    parser.add_argument("--latency-target", default=None,
+                        help="ms, or 'auto': the median of 8 random archs timed as the search times them "
+                             "(default: none, AP only)")
     parser.add_argument("--shapes-train-images", type=int, default=200, help="shapes: supernet training images")
     parser.add_argument("--shapes-det-iterations", type=int, default=300, help="shapes: detection fine-tuning iterations")
     parser.add_argument("--json", type=Path, default=None)
@@ -127,6 +129,14 @@ def main() -> None:
         supernet, train_json, val_json, images = shapes_supernet(out, args)
     else:
         supernet, train_json, val_json, images = coco_mini_split(out, args)
+    timing = Timing(None, "ort", runs=10, warmup=3)
+    target = args.latency_target
+    if target == "auto":
+        from detnas.export.pipeline import median_random_target
+
+        target = median_random_target(supernet, val_json, images, timing, out / "latency.sqlite", args.proposals, 0)
+        print(f"latency target: {target} ms (median of 8 random archs)", flush=True)
+    target = float(target) if target is not None else None
     pop = args.population
     mutations, crossovers = pop * 2 // 5, pop * 2 // 5
     results: dict[str, list[dict[str, float]]] = {"evolution": [], "random": []}
@@ -136,8 +146,8 @@ def main() -> None:
                                          pop - mutations - crossovers, seed=seed)
             request = SearchRequest(
                 supernet, val_json, images, train_json, out / f"{algorithm}-seed{seed}",
-                settings=settings, constraints=Constraints(latency_ms=args.latency_target),
-                timing=Timing(None, "ort", runs=10, warmup=3), latency_cache=out / "latency.sqlite",
+                settings=settings, constraints=Constraints(latency_ms=target), timing=timing,
+                latency_cache=out / "latency.sqlite",
                 bn_images=args.bn_images, bn_batch=4, val_images=args.val_images, proposals=args.proposals)
             outcome = run_search(request, log=lambda message: None)
             best = outcome.run.best()
@@ -151,10 +161,11 @@ def main() -> None:
     summary = {algorithm: {"mean_best_AP": statistics.mean(r["best_AP"] for r in rows),
                            "mean_else_share": statistics.mean(r["else_share"] for r in rows)}
                for algorithm, rows in results.items()}
+    trained = args.supernet is not None or args.data == "shapes"
     print(f"evolution vs random, mean best AP over seeds {args.seeds}: "
           f"{summary['evolution']['mean_best_AP']:.4f} vs {summary['random']['mean_best_AP']:.4f} "
-          f"({'random-init supernet: not informative' if args.supernet is None else str(args.supernet)})")
-    report = {"supernet": str(supernet), "trained": args.supernet is not None, "args": {
+          f"({str(supernet) if trained else 'random-init supernet: not informative'})")
+    report = {"supernet": str(supernet), "trained": trained, "latency_target_ms": target, "args": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": results, "summary": summary}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
