@@ -184,10 +184,8 @@ def prepare_engine(engine_path: str | Path, inputs: Sequence[Any]) -> Prepared:
     context = engine.create_execution_context()
     stream = torch.cuda.Stream()
     batches = [torch.as_tensor(x).cuda().contiguous() for x in inputs]
-    if api_major(trt) >= 10:
-        call, io, outputs = _bind_named_tensors(trt, engine, context, batches, stream)
-    else:
-        call, io, outputs = _bind_v2(trt, engine, context, batches, stream)
+    api = _NamedTensors(trt, engine, context) if api_major(trt) >= 10 else _Bindings(engine, context)
+    call, io, outputs = bind_io(trt, api, batches, stream)
     details = {"tensorrt": trt.__version__, "api": "execute_async_v3" if api_major(trt) >= 10 else "execute_async_v2",
                "io": io, "engine": str(path),
                "transfers": "inputs already on the GPU, outputs left there (not timed)"}
@@ -195,70 +193,94 @@ def prepare_engine(engine_path: str | Path, inputs: Sequence[Any]) -> Prepared:
                     keepalive=(engine, context, batches, outputs))
 
 
-def _bind_named_tensors(trt: ModuleType, engine: Any, context: Any, batches: list[Any], stream: Any) -> tuple[Any, dict, list]:
-    """TensorRT 10: set every tensor address by name, then execute_async_v3 on the stream."""
+class _NamedTensors:
+    """TensorRT 10: tensors addressed by name, executed with execute_async_v3."""
+
+    def __init__(self, trt: ModuleType, engine: Any, context: Any) -> None:
+        self.trt, self.engine, self.context = trt, engine, context
+        self.slots = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+
+    def is_input(self, slot: str) -> bool:
+        return self.engine.get_tensor_mode(slot) == self.trt.TensorIOMode.INPUT
+
+    def dtype(self, slot: str) -> Any:
+        return self.engine.get_tensor_dtype(slot)
+
+    def name(self, slot: str) -> str:
+        return slot
+
+    def set_input_shape(self, slot: str, shape: tuple[int, ...]) -> None:
+        self.context.set_input_shape(slot, shape)
+
+    def shape(self, slot: str) -> tuple[int, ...]:
+        return tuple(self.context.get_tensor_shape(slot))
+
+    def bind(self, slot: str, pointer: int) -> None:
+        self.context.set_tensor_address(slot, pointer)
+
+    def execute(self, stream: Any) -> None:
+        self.context.execute_async_v3(stream.cuda_stream)
+
+
+class _Bindings:
+    """TensorRT 8.6: bindings addressed by index, a pointer list executed with execute_async_v2."""
+
+    def __init__(self, engine: Any, context: Any) -> None:
+        self.engine, self.context = engine, context
+        self.slots = list(range(engine.num_bindings))
+        self.pointers = [0] * engine.num_bindings
+
+    def is_input(self, slot: int) -> bool:
+        return bool(self.engine.binding_is_input(slot))
+
+    def dtype(self, slot: int) -> Any:
+        return self.engine.get_binding_dtype(slot)
+
+    def name(self, slot: int) -> str:
+        return self.engine.get_binding_name(slot)
+
+    def set_input_shape(self, slot: int, shape: tuple[int, ...]) -> None:
+        self.context.set_binding_shape(slot, shape)
+
+    def shape(self, slot: int) -> tuple[int, ...]:
+        return tuple(self.context.get_binding_shape(slot))
+
+    def bind(self, slot: int, pointer: int) -> None:
+        self.pointers[slot] = pointer
+
+    def execute(self, stream: Any) -> None:
+        self.context.execute_async_v2(self.pointers, stream.cuda_stream)
+
+
+def bind_io(trt: ModuleType, api: _NamedTensors | _Bindings, batches: list[Any], stream: Any,
+            device: str = "cuda") -> tuple[Any, dict, list]:
+    """Allocate every output, cast the batches to the input's dtype and return (call(i), io shapes, outputs):
+    `call(i)` points the single input at batch i and enqueues one execution on `stream`."""
     import torch
 
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    inputs = [slot for slot in api.slots if api.is_input(slot)]
     if len(inputs) != 1:
         raise DetnasError(f"engine has {len(inputs)} inputs; the oracle feeds one image batch")
     image = inputs[0]
-    dtype = _torch_dtype(trt, engine.get_tensor_dtype(image))
-    batches[:] = [b.to(dtype) for b in batches]
-    context.set_input_shape(image, tuple(batches[0].shape))
-    keep: list[torch.Tensor] = []
+    batches[:] = [b.to(_torch_dtype(trt, api.dtype(image))) for b in batches]
+    api.set_input_shape(image, tuple(batches[0].shape))
+    outputs: list[torch.Tensor] = []
     io = {}
-    for name in names:
-        if name == image:
+    for slot in api.slots:
+        if slot == image:
             continue
-        shape = tuple(context.get_tensor_shape(name))
+        shape = api.shape(slot)
         if any(d < 0 for d in shape):
-            raise DetnasError(f"engine output '{name}' has a data-dependent shape {shape}; export NMS with fixed-size "
-                              "outputs (e.g. EfficientNMS / padded detections) so it can be timed")
-        out = torch.empty(shape, dtype=_torch_dtype(trt, engine.get_tensor_dtype(name)), device="cuda")
-        keep.append(out)
-        context.set_tensor_address(name, out.data_ptr())
-        io[name] = list(shape)
-    io[image] = list(batches[0].shape)
+            raise DetnasError(f"engine output '{api.name(slot)}' has a data-dependent shape {shape}; export NMS with "
+                              "fixed-size outputs (padded detections, as `detnas export` does) so it can be timed")
+        out = torch.empty(shape, dtype=_torch_dtype(trt, api.dtype(slot)), device=device)
+        outputs.append(out)
+        api.bind(slot, out.data_ptr())
+        io[api.name(slot)] = list(shape)
+    io[api.name(image)] = list(batches[0].shape)
 
     def call(i: int) -> None:
-        context.set_tensor_address(image, batches[i].data_ptr())
-        context.execute_async_v3(stream.cuda_stream)
+        api.bind(image, batches[i].data_ptr())
+        api.execute(stream)
 
-    return call, io, keep
-
-
-def _bind_v2(trt: ModuleType, engine: Any, context: Any, batches: list[Any], stream: Any) -> tuple[Any, dict, list]:
-    """TensorRT 8.6: a list of device pointers in binding order, then execute_async_v2 on the stream."""
-    import torch
-
-    count = engine.num_bindings
-    inputs = [b for b in range(count) if engine.binding_is_input(b)]
-    if len(inputs) != 1:
-        raise DetnasError(f"engine has {len(inputs)} inputs; the oracle feeds one image batch")
-    image = inputs[0]
-    dtype = _torch_dtype(trt, engine.get_binding_dtype(image))
-    batches[:] = [b.to(dtype) for b in batches]
-    context.set_binding_shape(image, tuple(batches[0].shape))
-    pointers = [0] * count
-    keep: list[torch.Tensor] = []
-    io = {}
-    for b in range(count):
-        if b == image:
-            continue
-        shape = tuple(context.get_binding_shape(b))
-        if any(d < 0 for d in shape):
-            raise DetnasError(f"engine output '{engine.get_binding_name(b)}' has a data-dependent shape {shape}; "
-                              "TensorRT 8.6 bindings cannot time it, export NMS with fixed-size outputs")
-        out = torch.empty(shape, dtype=_torch_dtype(trt, engine.get_binding_dtype(b)), device="cuda")
-        keep.append(out)
-        pointers[b] = out.data_ptr()
-        io[engine.get_binding_name(b)] = list(shape)
-    io[engine.get_binding_name(image)] = list(batches[0].shape)
-
-    def call(i: int) -> None:
-        pointers[image] = batches[i].data_ptr()
-        context.execute_async_v2(pointers, stream.cuda_stream)
-
-    return call, io, keep
+    return call, io, outputs
