@@ -12,11 +12,14 @@ Run: python -m detnas.bench.suite.export_speed [--arch COCO-FPN-300M] [--kind fp
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from detnas.arch import resolve_arch
@@ -70,6 +73,33 @@ def _detectron_box_init(detector: torch.nn.Module) -> None:
         torch.nn.init.zeros_(predictor.bbox_pred.bias)
 
 
+def ort_time_by_part(path: Path, batch: np.ndarray, threads: int, runs: int = 3) -> dict[str, float]:
+    """Share of ONNX Runtime's kernel time per detector part, from its profiler over `runs` runs.
+
+    A node named /roi_heads/box_head/... belongs to 'roi_heads.box_head' (ORT's fused nodes keep the name); a
+    module's own top-level ops (box decoding, NMS) to the module ('roi_heads'); the output padding to 'outputs'.
+    Says where the time goes, e.g. whether the dense convolutions (the same GEMMs in every runtime) dominate."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        session.run(None, {session.get_inputs()[0].name: batch})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict[str, float] = defaultdict(float)
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            parts = event["name"].removesuffix("_kernel_time").removeprefix("fused ").strip("/").split("/")
+            submodule = len(parts) > 2 and parts[1][:1].islower()  # modules are snake_case, ops CamelCase
+            part = "outputs" if len(parts) == 1 else parts[0] + (f".{parts[1]}" if submodule else "")
+            totals[part] += event["dur"]
+    total = sum(totals.values())
+    return {k: v / total for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs: int, rounds: int,
         num_classes: int = 80, box_tol: float = 1e-3) -> dict:
     torch.set_num_threads(threads)
@@ -112,13 +142,14 @@ def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs
             for name, fn in variants.items():
                 samples[name] += time_prepared(Prepared(call=fn, n_inputs=1), warmup=1, runs=runs)
         detections = int(runners["slim"].run(numpy_batch)[0][0])
+        breakdown = ort_time_by_part(paths["raw"], numpy_batch, threads)
     stats = {k: summarize(v).to_dict() for k, v in samples.items()}
     kept = "slim" if exports["slim"]["simplified"] else "raw"
     eager = stats["torch_eager_torchvision"]["median_ms"]
     return {
         "arch": arch_name, "kind": kind, "num_classes": num_classes, "size": size, "proposals": proposals if kind == "fpn" else None,
         "threads": threads, "images": source, "detections_on_timed_image": detections, "export": exports,
-        "latency": stats, "kept_graph": kept,
+        "latency": stats, "kept_graph": kept, "ort_time_share_by_part": breakdown,
         "speedup_ort_vs_torch_eager": eager / stats[f"ort_{kept}"]["median_ms"],
         "speedup_ort_raw_vs_torch_eager": eager / stats["ort_raw"]["median_ms"],
         "speedup_ort_vs_wrapper_eager": stats["torch_eager_wrapper"]["median_ms"] / stats[f"ort_{kept}"]["median_ms"],
@@ -150,6 +181,8 @@ def main() -> None:
               f"{e['parity']}")
     for name, s in result["latency"].items():
         print(f"{name:24s} median {s['median_ms']:8.1f} ms  p90 {s['p90_ms']:8.1f} ms  cv {s['cv']:.2f}")
+    print("ONNX Runtime kernel time by part: " + ", ".join(
+        f"{part} {100 * share:.1f}%" for part, share in result["ort_time_share_by_part"].items() if share >= 0.005))
     print(f"ORT ({result['kept_graph']} graph) vs PyTorch eager (torchvision forward): "
           f"{result['speedup_ort_vs_torch_eager']:.2f}x (goal >= {result['goal_speedup']}x); raw graph "
           f"{result['speedup_ort_raw_vs_torch_eager']:.2f}x; vs the wrapper's eager forward "
