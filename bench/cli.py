@@ -220,8 +220,8 @@ def profile_cmd(
     device: Device = "cpu",
     threads: Threads = 1,
     warmup: Warmup = 3,
-    runs: Annotated[int, typer.Option(help="Timed runs per block and arch, spread over --rounds.")] = 40,
-    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (spread load drift over all entries).")] = 10,
+    runs: Annotated[int, typer.Option(help="Timed runs per block and arch, spread over --rounds.")] = 300,
+    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (spread load drift over all entries).")] = 50,
     clock: Clock = "wall",
     scope: Annotated[str, typer.Option(help="What the archs are timed as: backbone, network or network+nms (a "
                                           "random-init --detector around each; the search's scope must match).")] = "backbone",
