@@ -114,7 +114,6 @@ class SearchOutcome:
 
 def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchOutcome:
     """Run or resume a search to the end, re-measure the winner and write the report."""
-
     device = join_torchrun(request.timing.device)
     try:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
