@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, TypeVar
+
+from detnas.errors import DetnasError
 
 T = TypeVar("T")
 
@@ -33,6 +36,25 @@ class Team:
         box = [obj]
         self._dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def lead(self, make: Callable[[], T]) -> T:
+        """`make()` run on rank 0 and its result shared with every rank. If it raises there, every rank raises:
+        the others would otherwise wait in the broadcast for ever."""
+        if self._dist is None:
+            return make()
+        outcome: tuple[str, Any] = ("ok", None)
+        error: Exception | None = None
+        if self.is_leader:
+            try:
+                outcome = ("ok", make())
+            except Exception as exc:  # re-raised below, after the other ranks have been told
+                error, outcome = exc, ("error", f"rank 0 stopped: {exc}")
+        status, value = self.broadcast(outcome)
+        if error is not None:
+            raise error
+        if status == "error":
+            raise DetnasError(value)
+        return value
 
     def gather(self, items: list[Any]) -> list[Any]:
         """Every rank's items, concatenated, on every rank."""

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,7 @@ class Search:
         self._journal.append(record)
 
     def _open(self, resume: bool) -> list[dict[str, Any]]:
-        if not self.team.is_leader:
-            return []
+        """Rank 0 reads the journal to resume, or checks that none is in the way of a fresh one."""
         if resume:
             self._journal = Journal.resume(self.journal_path, self.config)
             return self._journal.records[1:]
@@ -187,7 +187,7 @@ class Search:
 
     def run(self, resume: bool = False) -> list[dict[str, Any]]:
         """Run (or continue) every generation; returns the evaluated candidate records, in journal order."""
-        done = self.team.broadcast(self._open(resume))
+        done = self.team.lead(partial(self._open, resume))
         plans = {r["generation"]: r for r in done if r.get("type") == "generation"}
         evaluated = {r["hash"]: r for r in done if r.get("type") == "candidate"}
         candidates: list[dict[str, Any]] = []
@@ -198,8 +198,7 @@ class Search:
                 plan = plans[generation]
                 seen.update(e["hash"] for e in plan["planned"] + plan["rejected"])
             else:
-                plan = self.team.broadcast(self._plan(generation, self._parents(candidates), seen)
-                                           if self.team.is_leader else None)
+                plan = self.team.lead(partial(self._plan, generation, self._parents(candidates), seen))
                 seen.update(e["hash"] for e in plan["planned"] + plan["rejected"])
                 self._write(plan)
             if not plan["planned"]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import timedelta
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_search_fakes import TINY, FakeAccuracy, FakeLatency
 
+from detnas.errors import DetnasError
 from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost
 from detnas.search.journal import read_journal, strip_volatile
@@ -43,3 +45,27 @@ def test_two_ranks_split_generations_and_rank0_journals(tmp_path) -> None:
     _search(tmp_path / "single.jsonl", single).run()
     assert sorted(calls[0] + calls[1]) == sorted(single.calls)
     assert strip_volatile(read_journal(tmp_path / "dist.jsonl")) == strip_volatile(read_journal(tmp_path / "single.jsonl"))
+
+
+def _rank_refused(rank: int, world: int, port: int, tmp: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))  # a rank left waiting fails instead of hanging the test
+    try:
+        _search(f"{tmp}/taken.jsonl", FakeAccuracy()).run()
+    except DetnasError as exc:
+        with open(f"{tmp}/error{rank}.txt", "w") as handle:
+            handle.write(str(exc))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_an_error_on_rank0_stops_every_rank(tmp_path) -> None:
+    """Rank 0 refuses to overwrite an existing journal; rank 1 hears of it instead of waiting for a plan."""
+    (tmp_path / "taken.jsonl").write_text('{"type": "header"}\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_refused, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    assert "a journal already exists" in (tmp_path / "error0.txt").read_text()
+    assert (tmp_path / "error1.txt").read_text().startswith("rank 0 stopped: ")
+    assert (tmp_path / "taken.jsonl").read_text() == '{"type": "header"}\n'
