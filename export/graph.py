@@ -2,8 +2,9 @@
 
 torchvision's detectors take a list of images, resize them and return a list of variable-length dicts; a
 deployment runtime wants one tensor in and fixed tensors out. `DeployableDetector` calls the detector's own
-modules (backbone, RPN / RoI heads or RetinaNet head and post-processing) so the maths is exactly torchvision's,
-skips the resize (the input already has the model size) and pads every image's detections to `max_detections`.
+modules (backbone, RPN head, RoI heads or RetinaNet head and post-processing) so the maths is torchvision's; only
+the RPN's proposal filter is spelled out here, to rank by logit (see `_proposals`). It skips the resize (the
+input already has the model size) and pads every image's detections to `max_detections`.
 It is traced by the TorchScript exporter, where torchvision maps `nms` to ONNX NonMaxSuppression and
 `roi_align` to RoiAlign.
 """
@@ -15,6 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.ops import boxes as box_ops
 
 from detnas.errors import DetnasError
 from detnas.pixels import PixelConvention
@@ -52,13 +55,41 @@ class DeployableDetector(nn.Module):
 
     def _faster_rcnn(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
         features = self.detector.backbone(images.tensors)
-        proposals, _ = self.detector.rpn(images, features)
+        proposals = self._proposals(images, features)
         # One zero-area guard RoI per image keeps every tensor of the RoI head non-empty (ONNX Runtime cannot
         # reshape an empty tensor with -1, so an image without proposals would fail); it can never become a
         # detection, since the head drops zero-area boxes before NMS.
         proposals = [torch.cat([p, p.new_zeros(1, 4)]) for p in proposals]
         detections, _ = self.detector.roi_heads(features, proposals, images.image_sizes)
         return detections
+
+    def _proposals(self, images: ImageList, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """torchvision's RPN at inference (`forward` + `filter_proposals`) with one change: NMS ranks proposals by
+        objectness logit instead of sigmoid probability. The order is the same (sigmoid is monotonic), but ONNX
+        Runtime's CPU Sigmoid loses relative precision, and monotonicity, below a logit of about -8, so it
+        reordered low-objectness proposals and changed which of them survive the post-NMS top-n cut."""
+        rpn = self.detector.rpn
+        levels = list(features.values())
+        objectness, deltas = rpn.head(levels)
+        anchors = rpn.anchor_generator(images, levels)
+        per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        proposals = rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
+        objectness = objectness.reshape(len(anchors), -1)
+        level_ids = torch.cat([torch.full((n,), i, dtype=torch.int64) for i, n in enumerate(per_level)])
+        top = rpn._get_top_n_idx(objectness, per_level)
+        batch_index = torch.arange(len(anchors))[:, None]
+        objectness, proposals = objectness[batch_index, top], proposals[batch_index, top]
+        kept = []
+        for boxes, logits, level, size in zip(proposals, objectness, level_ids[top], images.image_sizes):
+            boxes = box_ops.clip_boxes_to_image(boxes, size)
+            keep = box_ops.remove_small_boxes(boxes, rpn.min_size)
+            boxes, logits, level = boxes[keep], logits[keep], level[keep]
+            keep = torch.where(torch.sigmoid(logits) >= rpn.score_thresh)[0]
+            boxes, logits, level = boxes[keep], logits[keep], level[keep]
+            keep = box_ops.batched_nms(boxes, logits, level, rpn.nms_thresh)[: rpn.post_nms_top_n()]
+            kept.append(boxes[keep])
+        return kept
 
     def _retinanet(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
         """RetinaNet.forward's eval branch without the transform (the level split it does before post-processing)."""
