@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from detnas.io import atomic_write_json
 from detnas.search.evolution import EvolutionSettings
 from detnas.search.latency import Timing
 from detnas.search.objectives import Constraints
@@ -87,7 +88,7 @@ def shapes_supernet(out: Path, args: argparse.Namespace) -> tuple[Path, Path, Pa
     trained = train_demo_supernet(out, plan, step)
     paths = {"checkpoint": trained.checkpoint, "supernet_ann": trained.supernet_ann,
              "search_ann": trained.search_ann, "images": trained.data.train_images}
-    record.write_text(json.dumps({"plan": asdict(plan), **{k: str(v) for k, v in paths.items()}}))
+    atomic_write_json(record, {"plan": asdict(plan), **{k: str(v) for k, v in paths.items()}})
     return trained.checkpoint, trained.supernet_ann, trained.search_ann, trained.data.train_images
 
 
@@ -122,6 +123,8 @@ def main() -> None:
     parser.add_argument("--shapes-det-iterations", type=int, default=300, help="shapes: detection fine-tuning iterations")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.data == "shapes" and args.supernet is not None:
+        parser.error("--supernet goes with --data coco_mini; --data shapes trains its own supernet")
     torch.set_num_threads(1)
 
     out = args.out or Path(tempfile.mkdtemp(prefix="detnas-search-cost-"))
