@@ -234,7 +234,8 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     done()
 
     files["report"] = out / "report.md"
-    summary = {"arch": arch.to_dict(), "latency_target_ms": latency_target_ms, "search_best": best,
+    summary = {"arch": arch.to_dict(), "latency_target_ms": latency_target_ms, "latency_scope": timing.scope,
+               "search_best": best,
                "export": {"nodes": report.nodes, "parity": report.parity.summary() if report.parity else None},
                "benchmark_median_ms": bench.stats.median_ms, "seconds": seconds, "plan": asdict(plan)}
     atomic_write_json(out / "summary.json", summary)
@@ -247,7 +248,8 @@ def _report_text(summary: dict[str, Any], files: dict[str, Path], out: Path) -> 
     lines = [
         "# detnas main job", "",
         f"Winner: `{summary['arch']['choices']}` (space {summary['arch']['space']}, hash {summary['arch']['hash']})",
-        f"Search-validation AP: {best['metrics']['AP']:.4f}; latency target {summary['latency_target_ms']} ms; "
+        f"Search-validation AP: {best['metrics']['AP']:.4f}; latency target {summary['latency_target_ms']} ms "
+        f"({summary['latency_scope']} on ONNX Runtime CPU); "
         f"exported detector median {summary['benchmark_median_ms']:.2f} ms on ONNX Runtime CPU.",
         f"ONNX parity vs PyTorch: {summary['export']['parity']}", "",
         "| step | seconds |", "|---|---|",
