@@ -19,6 +19,7 @@ from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
+    from detnas.data import DemoDetection
     from detnas.search.latency import Timing
 
 
@@ -110,7 +111,7 @@ def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, ti
 class DemoSupernet:
     """The generated detection data, its split and the detection supernet trained on the training part."""
 
-    data: Any  # detnas.data.DemoDetection
+    data: DemoDetection
     supernet_ann: Path
     search_ann: Path
     checkpoint: Path

@@ -29,7 +29,7 @@ class Team:
         """This rank's items: a round-robin slice, so expensive neighbours land on different ranks."""
         return items[self.rank :: self.world]
 
-    def broadcast(self, obj: Any) -> Any:
+    def _broadcast(self, obj: Any) -> Any:
         """Rank 0's object on every rank (plain dicts and lists only; they travel pickled in memory)."""
         if self._dist is None:
             return obj
@@ -49,7 +49,7 @@ class Team:
                 outcome = ("ok", make())
             except Exception as exc:  # re-raised below, after the other ranks have been told
                 error, outcome = exc, ("error", f"rank 0 stopped: {exc}")
-        status, value = self.broadcast(outcome)
+        status, value = self._broadcast(outcome)
         if error is not None:
             raise error
         if status == "error":
