@@ -12,6 +12,7 @@ from torch import nn
 from detnas.arch import Arch
 from detnas.bench.result import Scope
 from detnas.errors import DetnasError
+from detnas.pixels import Normalize
 
 
 class TupleOutputs(nn.Module):
@@ -36,9 +37,10 @@ class DenseNetwork(nn.Module):
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
         self.detector = detector
+        self.normalize = Normalize(detector.pixels)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = list(self.detector.backbone(self.detector.pixels.normalize(images)).values())
+        features = list(self.detector.backbone(self.normalize(images)).values())
         if hasattr(self.detector, "rpn"):
             objectness, deltas = self.detector.rpn.head(features)
             return (*objectness, *deltas)

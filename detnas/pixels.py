@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,20 @@ class PixelConvention:
         """uint8 CHW in `channel_order` -> float CHW in [0, 1], what detectors and classifiers take."""
         return image_uint8_chw.float() * self.scale
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Inside the model: (x - mean) / std per channel, x shaped (..., 3, H, W)."""
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
-        return (x - mean) / std
+
+class Normalize(nn.Module):
+    """Inside the model: (x - mean) / std per channel, x shaped (..., 3, H, W).
+
+    mean and std are (non-persistent) buffers, so they move with the module: building them per call would copy
+    from the host on every forward, which CUDA graph capture forbids."""
+
+    def __init__(self, pixels: PixelConvention) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(pixels.mean)[:, None, None], persistent=False)
+        self.register_buffer("std", torch.tensor(pixels.std)[:, None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
 
 DEFAULT_PIXELS = PixelConvention()

@@ -2,8 +2,9 @@
 
 torchvision's detectors take a list of images, resize them and return a list of variable-length dicts; a
 deployment runtime wants one tensor in and fixed tensors out. `DeployableDetector` calls the detector's own
-modules (backbone, RPN head, RoI heads or RetinaNet head and post-processing) so the maths is torchvision's; only
-the RPN's proposal filter is spelled out here, to rank by logit (see `_proposals`). It skips the resize (the
+modules (backbone, RPN head, RoI heads or RetinaNet head and post-processing) so the maths is torchvision's; two
+steps are spelled out here for the runtimes' sake: the RPN's proposal filter ranks by logit (see `_proposals`)
+and the multi-scale RoI pooling merges its levels without scatters (see `_pool_boxes`). It skips the resize (the
 input already has the model size) and pads every image's detections to `max_detections`.
 It is traced by the TorchScript exporter, where torchvision maps `nms` to ONNX NonMaxSuppression and
 `roi_align` to RoiAlign.
@@ -18,9 +19,11 @@ from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
+from torchvision.ops import roi_align
+from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
 
 from detnas.errors import DetnasError
-from detnas.pixels import PixelConvention
+from detnas.pixels import Normalize, PixelConvention
 
 OUTPUT_NAMES = ("num_dets", "boxes", "scores", "labels")
 PAD_LABEL = -1
@@ -38,13 +41,14 @@ class DeployableDetector(nn.Module):
             raise DetnasError(f"cannot export a {type(detector).__name__}; expected a detector from build_detector")
         self.detector = detector
         self.pixels = pixels
+        self.normalize = Normalize(pixels)
         self.max_detections = max_detections
         heads = detector.roi_heads if isinstance(detector, FasterRCNN) else detector
         heads.detections_per_img = max_detections
         self.eval()  # the exporter restores the wrapper's mode afterwards, so the wrapper itself must be in eval
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.pixels.normalize(images)
+        x = self.normalize(images)
         height, width = x.shape[-2:]
         image_list = ImageList(x, [(int(height), int(width))] * x.shape[0])
         if isinstance(self.detector, FasterRCNN):
@@ -60,8 +64,35 @@ class DeployableDetector(nn.Module):
         # reshape an empty tensor with -1, so an image without proposals would fail); it can never become a
         # detection, since the head drops zero-area boxes before NMS.
         proposals = [torch.cat([p, p.new_zeros(1, 4)]) for p in proposals]
-        detections, _ = self.detector.roi_heads(features, proposals, images.image_sizes)
-        return detections
+        heads = self.detector.roi_heads  # RoIHeads.forward's eval path for boxes, with our RoI pooling
+        box_features = heads.box_head(self._pool_boxes(features, proposals, images.image_sizes))
+        class_logits, box_regression = heads.box_predictor(box_features)
+        boxes, scores, labels = heads.postprocess_detections(class_logits, box_regression, proposals,
+                                                             images.image_sizes)
+        return [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
+
+    def _pool_boxes(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
+                    image_sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """torchvision's MultiScaleRoIAlign with the levels merged by one concatenation and one gather.
+
+        When traced, torchvision merges the levels with a ScatterElements per level whose int64 indices are
+        expanded to the full [N, C, 7, 7] output; in ONNX Runtime on a CPU that merge cost more than the RoiAlign
+        kernels themselves. The pooled values are the same RoiAlign results, only placed differently."""
+        pool = self.detector.roi_heads.box_roi_pool
+        levels = [features[name] for name in pool.featmap_names]
+        if pool.scales is None or pool.map_levels is None:
+            pool.scales, pool.map_levels = _setup_scales(levels, image_sizes, pool.canonical_scale,
+                                                         pool.canonical_level)
+        rois = _convert_to_roi_format(proposals)
+        if len(levels) == 1:
+            return roi_align(levels[0], rois, pool.output_size, pool.scales[0], pool.sampling_ratio)
+        level_of_roi = pool.map_levels(proposals)
+        pooled, order = [], []
+        for level, (feature, scale) in enumerate(zip(levels, pool.scales)):
+            index = torch.where(level_of_roi == level)[0]
+            pooled.append(roi_align(feature, rois[index], pool.output_size, scale, pool.sampling_ratio))
+            order.append(index)
+        return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 
     def _proposals(self, images: ImageList, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """torchvision's RPN at inference (`forward` + `filter_proposals`) with one change: NMS ranks proposals by
@@ -76,9 +107,10 @@ class DeployableDetector(nn.Module):
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
         proposals = rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
         objectness = objectness.reshape(len(anchors), -1)
-        level_ids = torch.cat([torch.full((n,), i, dtype=torch.int64) for i, n in enumerate(per_level)])
+        level_ids = torch.cat([torch.full((n,), i, dtype=torch.int64, device=objectness.device)
+                               for i, n in enumerate(per_level)])
         top = rpn._get_top_n_idx(objectness, per_level)
-        batch_index = torch.arange(len(anchors))[:, None]
+        batch_index = torch.arange(len(anchors), device=objectness.device)[:, None]
         objectness, proposals = objectness[batch_index, top], proposals[batch_index, top]
         kept = []
         for boxes, logits, level, size in zip(proposals, objectness, level_ids[top], images.image_sizes):

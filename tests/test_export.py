@@ -11,8 +11,9 @@ import onnx
 import pytest
 import torch
 from conftest import cuda_or_skip, shared_dataset
-from test_export_helpers import CATEGORY_IDS, CLASSES, SIZE, save_child_checkpoint, tiny_detector, val_images
+from test_export_helpers import CATEGORY_IDS, CLASSES, SIZE, TINY, save_child_checkpoint, tiny_detector, val_images
 
+from detnas.arch import sample_arch
 from detnas.cli.main import main
 from detnas.errors import DetnasError
 from detnas.export import check_parity, class_table, compare, export_onnx, parse_size
@@ -20,7 +21,7 @@ from detnas.export.graph import DeployableDetector
 from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import load_exported, read_onnx_meta
-from detnas.pixels import DEFAULT_PIXELS
+from detnas.pixels import DEFAULT_PIXELS, Normalize
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,7 @@ def test_cli_export_writes_checked_onnx_with_metadata(fpn_export, capsys):
     onnx.checker.check_model(model, full_check=True)
     ops = _op_types(model.graph)
     assert "NonMaxSuppression" in ops and "RoiAlign" in ops
+    assert not {op for op in ops if op.startswith("Scatter")}, "RoI levels are merged by a gather, not scatters"
     meta = read_onnx_meta(fpn_export["onnx"])
     assert meta.arch.hash == fpn_export["arch"].hash and meta.detector == "fpn"
     assert [c.name for c in meta.classes] == CLASSES
@@ -259,13 +261,42 @@ def test_graph_proposals_equal_torchvision_rpn():
     detector, _ = tiny_detector("fpn", images)
     detector = detector.double()
     batch = torch.stack([letterbox(read_image(p), SIZE, SIZE, DEFAULT_PIXELS)[0] for p in images]).double()
-    image_list = ImageList(DEFAULT_PIXELS.normalize(batch), [(SIZE, SIZE)] * len(images))
+    image_list = ImageList(Normalize(DEFAULT_PIXELS)(batch), [(SIZE, SIZE)] * len(images))
     with torch.no_grad():
         features = detector.backbone(image_list.tensors)
         ours = DeployableDetector(detector, DEFAULT_PIXELS, 100)._proposals(image_list, features)
         theirs, _ = detector.rpn(image_list, features)
     assert len(ours) == len(theirs) == len(images)
     assert all(a.shape == (20, 4) and torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_graph_roi_pooling_equals_torchvision_multiscale_roi_align():
+    """The graph merges RoiAlign's levels by concatenation and one gather: the values and their order must be
+    exactly torchvision's MultiScaleRoIAlign, for boxes of every level, two images and the zero-area guard box."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from detnas.detection import build_detector
+    from detnas.supernet import ChildNet
+
+    torch.manual_seed(0)
+    size = 1024  # large enough for the canonical mapper to use all four levels (level 5 needs boxes >= 448 px)
+    detector = build_detector("fpn", ChildNet(sample_arch(TINY, 0)), len(CLASSES) + 1, size, size)
+    names = detector.roi_heads.box_roi_pool.featmap_names
+    features = {name: torch.randn(2, 8, size // 2 ** (i + 2), size // 2 ** (i + 2)) for i, name in enumerate(names)}
+    features["pool"] = torch.randn(2, 8, 8, 8)
+    sides = torch.exp(torch.empty(2, 300, 2).uniform_(np.log(4.0), np.log(size)))
+    corners = torch.rand(2, 300, 2) * (size - sides)
+    proposals = [torch.cat([torch.cat([c, c + s], dim=1).clamp(max=size), torch.zeros(1, 4)]) for c, s in
+                 zip(corners, sides)]
+    graph = DeployableDetector(detector, DEFAULT_PIXELS, 100)
+    reference = MultiScaleRoIAlign(names, 7, 2)
+    assert len(names) == 4 and detector.roi_heads.box_roi_pool.sampling_ratio == 2
+    with torch.no_grad():
+        ours = graph._pool_boxes(features, proposals, [(size, size)] * 2)
+        theirs = reference(features, proposals, [(size, size)] * 2)
+    levels = reference.map_levels(proposals)
+    assert set(levels.tolist()) == {0, 1, 2, 3}
+    assert ours.shape == (602, 8, 7, 7) and torch.equal(ours, theirs)
 
 
 def test_parity_holds_when_the_rpn_sees_almost_no_objects(tmp_path):

@@ -17,7 +17,7 @@ from detnas.checkpoint import save_checkpoint
 from detnas.detection import build_detector
 from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
-from detnas.pixels import DEFAULT_PIXELS
+from detnas.pixels import DEFAULT_PIXELS, Normalize
 from detnas.space import SearchSpace, register_space
 from detnas.supernet import ChildNet
 
@@ -49,7 +49,7 @@ def tiny_detector(kind: str, images: list[Path], seed: int = 0) -> tuple[nn.Modu
             m.momentum = None  # cumulative average over the calibration pass
     detector.train()
     with torch.no_grad():
-        detector.backbone(DEFAULT_PIXELS.normalize(batch))
+        detector.backbone(Normalize(DEFAULT_PIXELS)(batch))
     return detector.eval(), arch
 
 

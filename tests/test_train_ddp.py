@@ -30,3 +30,17 @@ def test_two_process_gloo_training_keeps_ranks_in_lockstep(tmp_path):
     assert (out / "checkpoints" / "iter_0000004.state.json").is_file()
     meta = json.loads((out / "checkpoints" / "iter_0000004.state.json").read_text())
     assert sorted(meta["rng"]) == ["0", "1"]  # both ranks' RNG states are saved for an exact resume
+
+
+def test_one_process_torchrun_takes_the_process_group_path(tmp_path):
+    """torchrun with one process joins a process group like any other launch (one GPU: NCCL, DDP, SyncBN)."""
+    data = image_folder(tmp_path / "data", classes=2, per_class=2, size=32)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+           "-m", "detnas", "train", "supernet-cls", "--data", str(data), "--out", str(out),
+           "--space", write_space(tmp_path), "-n", "2", "--device", "cpu",
+           "--set", "batch_size=2", "--set", "image_size=32", "--set", "checkpoint_every=2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank = json.loads((out / "ranks" / "rank0.json").read_text())
+    assert rank["world"] == 1 and rank["backend"] == "gloo" and rank["sync_bn"] is False  # SyncBN: CUDA detection runs only

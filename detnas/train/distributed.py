@@ -17,6 +17,7 @@ class DistContext:
     world: int
     local_rank: int
     device: torch.device
+    launched: bool = False  # started by torchrun, whatever the world size
 
     @property
     def is_main(self) -> bool:
@@ -24,7 +25,9 @@ class DistContext:
 
     @property
     def active(self) -> bool:
-        return self.world > 1
+        """In a process group: DDP, SyncBN and collectives. Every torchrun launch is, one process too, so a
+        one-GPU torchrun run takes the multi-GPU code path (NCCL, SyncBN) rather than a different one."""
+        return self.world > 1 or self.launched
 
     def barrier(self) -> None:
         if self.active:
@@ -44,16 +47,18 @@ def _pick_device(name: str, local_rank: int) -> torch.device:
 
 
 def init_distributed(device: str) -> DistContext:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single process."""
+    """Join the process group when launched by torchrun (it sets TORCHELASTIC_RUN_ID) or when WORLD_SIZE > 1;
+    otherwise a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     chosen = _pick_device(device, local_rank)
-    if world > 1 and not dist.is_initialized():
+    context = DistContext(rank, world, local_rank, chosen, launched="TORCHELASTIC_RUN_ID" in os.environ)
+    if context.active and not dist.is_initialized():
         if chosen.type == "cuda":
             torch.cuda.set_device(chosen)
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
-    return DistContext(rank, world, local_rank, chosen)
+    return context
 
 
 def shutdown_distributed() -> None:

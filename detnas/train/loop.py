@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -229,7 +230,9 @@ def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
         save_checkpoint(final, spec.weights(), {**spec.meta, "iteration": cfg.iterations})
     if ctx.active:
         atomic_write_json(out / "ranks" / f"rank{ctx.rank}.json",
-                          {"rank": ctx.rank, "world": ctx.world, "paths_sha256": paths_digest.hexdigest(),
+                          {"rank": ctx.rank, "world": ctx.world, "backend": dist.get_backend(),
+                           "sync_bn": any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()),
+                           "paths_sha256": paths_digest.hexdigest(),
                            "parameters_sha256": _digest(dict(model.named_parameters()))})
     ctx.barrier()
     return final.with_name("final.safetensors")

@@ -22,7 +22,7 @@ from torch import nn
 from detnas.arch import Arch, resolve_arch, sample_arch
 from detnas.checkpoint import load_checkpoint
 from detnas.errors import DetnasError
-from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+from detnas.pixels import DEFAULT_PIXELS, Normalize, PixelConvention
 from detnas.space import SearchSpace, get_space
 from detnas.supernet import ChildNet, Supernet, materialize
 from detnas.train.distributed import DistContext, init_distributed, shutdown_distributed
@@ -42,13 +42,14 @@ class Classifier(nn.Module):
         super().__init__()
         self.net = net
         self.pixels = pixels
+        self.normalize = Normalize(pixels)
         self.arch: Arch | None = None
 
     def set_arch(self, arch: Arch) -> None:
         self.arch = arch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pixels.normalize(x)
+        x = self.normalize(x)
         if isinstance(self.net, Supernet):
             if self.arch is None:
                 raise DetnasError("supernet classifier has no path; call set_arch(arch) first")
