@@ -87,12 +87,17 @@ class DeployableDetector(nn.Module):
         if len(levels) == 1:
             return roi_align(levels[0], rois, pool.output_size, pool.scales[0], pool.sampling_ratio)
         level_of_roi = pool.map_levels(proposals)
-        pooled, order = [], []
+        pooled, members = [], []
         for level, (feature, scale) in enumerate(zip(levels, pool.scales)):
             index = torch.where(level_of_roi == level)[0]
             pooled.append(roi_align(feature, rois[index], pool.output_size, scale, pool.sampling_ratio))
-            order.append(index)
-        return torch.cat(pooled)[torch.argsort(torch.cat(order))]
+            members.append(index)
+        order = torch.cat(members)
+        # Undo the grouping by level with the inverse permutation, written by a scatter of N indices: an argsort
+        # would export as a TopK with a data-dependent k, which TensorRT's ONNX parser rejects.
+        position = torch.empty_like(order)
+        position[order] = torch.arange(order.shape[0], device=order.device)
+        return torch.cat(pooled)[position]
 
     def _proposals(self, images: ImageList, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """torchvision's RPN at inference (`forward` + `filter_proposals`) with one change: NMS ranks proposals by
