@@ -1,4 +1,5 @@
-"""Two CPU processes under torchrun (gloo): same path on both ranks every iteration, identical weights at the end."""
+"""CPU processes under torchrun (gloo): same path on both ranks every iteration, identical weights at the end; a
+one-process launch takes the same process-group path."""
 
 from __future__ import annotations
 
@@ -6,20 +7,27 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from test_train_helpers import image_folder, write_space
 
 
-def test_two_process_gloo_training_keeps_ranks_in_lockstep(tmp_path):
-    data = image_folder(tmp_path / "data", classes=2, per_class=4, size=32)
+def _torchrun_cls(tmp_path: Path, processes: int, iterations: int) -> Path:
+    """`torchrun -m detnas train supernet-cls` on a tiny ImageFolder, 2 images per process per step; the run folder."""
+    data = image_folder(tmp_path / "data", classes=2, per_class=2 * processes, size=32)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
            "-m", "detnas", "train", "supernet-cls", "--data", str(data), "--out", str(out),
-           "--space", write_space(tmp_path), "-n", "4", "--device", "cpu",
-           "--set", "batch_size=4", "--set", "image_size=32", "--set", "checkpoint_every=4", "--set", "log_every=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+           "--space", write_space(tmp_path), "-n", str(iterations), "--device", "cpu",
+           "--set", f"batch_size={2 * processes}", "--set", "image_size=32", "--set", f"checkpoint_every={iterations}",
+           "--set", "log_every=2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_two_process_gloo_training_keeps_ranks_in_lockstep(tmp_path):
+    out = _torchrun_cls(tmp_path, processes=2, iterations=4)
     ranks = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert ranks[0]["paths_sha256"] == ranks[1]["paths_sha256"]
@@ -34,13 +42,5 @@ def test_two_process_gloo_training_keeps_ranks_in_lockstep(tmp_path):
 
 def test_one_process_torchrun_takes_the_process_group_path(tmp_path):
     """torchrun with one process joins a process group like any other launch (one GPU: NCCL, DDP, SyncBN)."""
-    data = image_folder(tmp_path / "data", classes=2, per_class=2, size=32)
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-           "-m", "detnas", "train", "supernet-cls", "--data", str(data), "--out", str(out),
-           "--space", write_space(tmp_path), "-n", "2", "--device", "cpu",
-           "--set", "batch_size=2", "--set", "image_size=32", "--set", "checkpoint_every=2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rank = json.loads((out / "ranks" / "rank0.json").read_text())
+    rank = json.loads((_torchrun_cls(tmp_path, processes=1, iterations=2) / "ranks" / "rank0.json").read_text())
     assert rank["world"] == 1 and rank["backend"] == "gloo" and rank["sync_bn"] is False  # SyncBN: CUDA detection runs only

@@ -5,7 +5,8 @@ Same weights, same letterboxed real images (coco_mini val when present, else ran
 PyTorch eager is timed twice: the torchvision detector's own forward (what a user runs) and the export wrapper's
 eager forward (exactly the exported computation). ONNX Runtime is timed on the raw traced graph and on the
 onnxslim-simplified one. Rounds are interleaved so machine noise hits all variants alike.
-Goal: ORT (kept graph) >= 1.5x faster than PyTorch eager.
+Goal: ORT (kept graph) >= 1.5x faster than PyTorch eager. For FPN it also times the box head alone in both
+runtimes: eager total / ORT box head is the most any graph of this detector could gain on this CPU.
 Run: python -m detnas.bench.suite.export_speed [--arch COCO-FPN-300M] [--kind fpn] [--size 320] [--json out.json]
 """
 
@@ -111,6 +112,32 @@ def ort_time_by_part(path: Path, batch: np.ndarray, threads: int, runs: int = 3)
     return {k: v / total for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
+def box_head_alone(detector: torch.nn.Module, rois: int, threads: int, runs: int, rounds: int) -> dict[str, float]:
+    """Median ms of the FPN box head alone (its convolutions and FC on [rois, C, 7, 7] pooled features), in PyTorch
+    eager and in ONNX Runtime. It is dense GEMM work that both runtimes run near this CPU's arithmetic peak, so
+    eager_total / ort_box_head bounds the speed-up any ONNX graph of this detector can reach here."""
+    from detnas.bench.backends.ort_backend import open_session
+    from detnas.bench.models import export_onnx as export_module
+
+    head = detector.roi_heads.box_head.eval()
+    side = detector.roi_heads.box_roi_pool.output_size[0]
+    pooled = torch.randn(rois, head[0][0].in_channels, side, side)
+    with tempfile.TemporaryDirectory() as work:
+        session = open_session(export_module(head, pooled, Path(work) / "box_head.onnx"), "cpu", threads)
+        feed = {session.get_inputs()[0].name: pooled.numpy()}
+
+        def eager(_: int) -> None:
+            with torch.inference_mode():
+                head(pooled)
+
+        variants = {"torch_eager_ms": eager, "ort_ms": lambda _: session.run(None, feed)}
+        samples: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(rounds):
+            for name, fn in variants.items():
+                samples[name] += time_prepared(Prepared(call=fn, n_inputs=1), warmup=1, runs=runs)
+    return {name: summarize(v).median_ms for name, v in samples.items()}
+
+
 def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs: int, rounds: int,
         num_classes: int = 80, box_tol: float = 1e-3) -> dict:
     torch.set_num_threads(threads)
@@ -155,6 +182,7 @@ def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs
                 samples[name] += time_prepared(Prepared(call=fn, n_inputs=1), warmup=1, runs=runs)
         detections = int(runners["slim"].run(numpy_batch)[0][0])
         breakdown = ort_time_by_part(paths["raw"], numpy_batch, threads)
+    head_alone = box_head_alone(detector, proposals + 1, threads, runs, rounds) if kind == "fpn" else None
     stats = {k: summarize(v).to_dict() for k, v in samples.items()}
     kept = "slim" if exports["slim"]["simplified"] else "raw"
     eager = stats["torch_eager_torchvision"]["median_ms"]
@@ -166,6 +194,8 @@ def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs
         "speedup_ort_raw_vs_torch_eager": eager / stats["ort_raw"]["median_ms"],
         "speedup_ort_vs_wrapper_eager": stats["torch_eager_wrapper"]["median_ms"] / stats[f"ort_{kept}"]["median_ms"],
         "goal_speedup": 1.5,
+        "box_head_alone": head_alone,
+        "speedup_ceiling": eager / head_alone["ort_ms"] if head_alone else None,
     }
 
 
@@ -195,6 +225,11 @@ def main() -> None:
         print(f"{name:24s} median {s['median_ms']:8.1f} ms  p90 {s['p90_ms']:8.1f} ms  cv {s['cv']:.2f}")
     print("ONNX Runtime kernel time by part: " + ", ".join(
         f"{part} {100 * share:.1f}%" for part, share in result["ort_time_share_by_part"].items() if share >= 0.005))
+    if result["box_head_alone"]:
+        head = result["box_head_alone"]
+        print(f"box head alone on {result['proposals'] + 1} RoIs: ORT {head['ort_ms']:.1f} ms, PyTorch eager "
+              f"{head['torch_eager_ms']:.1f} ms; with everything else free, ORT could be at most "
+              f"{result['speedup_ceiling']:.2f}x faster than the eager detector")
     print(f"ORT ({result['kept_graph']} graph) vs PyTorch eager (torchvision forward): "
           f"{result['speedup_ort_vs_torch_eager']:.2f}x (goal >= {result['goal_speedup']}x); raw graph "
           f"{result['speedup_ort_raw_vs_torch_eager']:.2f}x; vs the wrapper's eager forward "
