@@ -187,6 +187,22 @@ def test_torch_cuda_eager_and_graphs() -> None:
 
 
 @pytest.mark.gpu
+def test_torch_cuda_times_whole_detectors() -> None:
+    """A detector's dense network replays as a CUDA graph (no host copy inside the capture), and network+nms runs
+    on the GPU with every index on the device: both failed on an H100 before they were fixed."""
+    cuda_or_skip()
+    from detnas.arch import resolve_arch
+    from detnas.bench.models import timed_module
+    from detnas.bench.oracle import BackendOptions
+
+    arch, gpu, batches = resolve_arch("COCO-FPN-300M"), Protocol(warmup=1, runs=3, device="cuda"), random_batches(1, (128, 128))
+    network = measure_module(timed_module(arch, Scope.NETWORK), batches, scope=Scope.NETWORK, protocol=gpu,
+                             options=BackendOptions(cuda_graphs=True))
+    with_nms = measure_module(timed_module(arch, Scope.NETWORK_NMS), batches, scope=Scope.NETWORK_NMS, protocol=gpu)
+    assert network.details["cuda_graphs"] is True and network.stats.n == with_nms.stats.n == 3
+
+
+@pytest.mark.gpu
 def test_ort_cuda_provider_really_used(tiny_onnx: Path) -> None:
     cuda_or_skip()
     import onnxruntime as ort
