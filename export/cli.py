@@ -60,7 +60,7 @@ def export_cmd(
     if format == "trt":
         from detnas.bench.backends.trt_backend import require_tensorrt
 
-        check_trt_request(precision, calib_data)
+        check_trt_request(precision, calib_data, dynamic_batch)
         require_tensorrt()  # before the ONNX export: without TensorRT nothing is written
     if (gate_data is None) != (gate_images is None):
         raise DetnasError("--gate-data and --gate-images go together (COCO json and its image folder)")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
@@ -141,11 +140,15 @@ class DeployableDetector(nn.Module):
         return self.detector.postprocess_detections(split_outputs, split_anchors, images.image_sizes)
 
     def _pad(self, detections: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        """Every image's detections as exactly `max_detections` rows, by a gather of fixed size: rows past num_dets
+        read one appended fill row. Padding with F.pad(K - n) would leave output sizes that ONNX shape inference
+        cannot resolve, which TensorRT treats as data-dependent (an engine it cannot bind fixed buffers to)."""
         counts, boxes, scores, labels = [], [], [], []
         for det in detections:
-            missing = self.max_detections - det["scores"].shape[0]
-            counts.append(torch.ones_like(det["labels"]).sum())  # a shape-derived count that tracing keeps dynamic
-            boxes.append(F.pad(det["boxes"], (0, 0, 0, missing)))
-            scores.append(F.pad(det["scores"], (0, missing)))
-            labels.append(F.pad(det["labels"], (0, missing), value=PAD_LABEL))
+            count = torch.ones_like(det["labels"]).sum()  # a shape-derived count that tracing keeps dynamic
+            rows = torch.minimum(torch.arange(self.max_detections, device=count.device), count)
+            counts.append(count)
+            boxes.append(torch.cat([det["boxes"], det["boxes"].new_zeros(1, 4)])[rows])
+            scores.append(torch.cat([det["scores"], det["scores"].new_zeros(1)])[rows])
+            labels.append(torch.cat([det["labels"], det["labels"].new_full((1,), PAD_LABEL)])[rows])
         return torch.stack(counts), torch.stack(boxes), torch.stack(scores), torch.stack(labels)

@@ -49,8 +49,11 @@ def image_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def check_trt_request(precision: str, calib_data: str | Path | None) -> None:
+def check_trt_request(precision: str, calib_data: str | Path | None, dynamic_batch: bool = False) -> None:
     """Refuse bad combinations before any work (and before asking for TensorRT)."""
+    if dynamic_batch:
+        raise DetnasError("--dynamic-batch: a TensorRT engine is built for one batch size (and the dynamic-batch "
+                          "graph loops over images); export the engine with --batch N instead")
     if precision not in PRECISIONS:
         raise DetnasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     if precision == "int8" and calib_data is None:
@@ -83,12 +86,12 @@ def export_trt(onnx_path: str | Path, engine_path: str | Path, *, precision: str
     `gate_data` = (COCO json, image folder): AP of the engine vs the ONNX model on it; a drop above
     `max_ap_drop` (absolute AP, e.g. 0.01 = 1 point) fails.
     """
-    check_trt_request(precision, calib_data)
+    meta = read_onnx_meta(onnx_path)
+    check_trt_request(precision, calib_data, dynamic_batch=meta.input.batch is None)
     from detnas.bench.backends.trt_backend import build_engine, require_tensorrt
 
     trt = require_tensorrt()
-    meta = read_onnx_meta(onnx_path)
-    batch = meta.input.batch or 1
+    batch = meta.input.batch
     calibration = _batches(_model_inputs(image_files(calib_data), meta), batch) if calib_data else None
     engine_path = Path(engine_path)
     building = engine_path.with_name(f".{engine_path.stem}.building{engine_path.suffix or '.engine'}")

@@ -45,6 +45,9 @@ def test_cli_export_writes_checked_onnx_with_metadata(fpn_export, capsys):
     ops = _op_types(model.graph)
     assert "NonMaxSuppression" in ops and "RoiAlign" in ops
     assert "ScatterElements" not in ops, "RoI levels are merged by a gather, not by scatters over [N, C, 7, 7]"
+    shapes = {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+    assert shapes == {"num_dets": [2], "boxes": [2, 100, 4], "scores": [2, 100], "labels": [2, 100]}, \
+        "fixed output sizes, so TensorRT can bind fixed buffers"
     meta = read_onnx_meta(fpn_export["onnx"])
     assert meta.arch.hash == fpn_export["arch"].hash and meta.detector == "fpn"
     assert [c.name for c in meta.classes] == CLASSES
@@ -145,6 +148,8 @@ def test_bad_inputs_are_one_line_errors(fpn_export, tmp_path, capsys):
                        "--size", "128", "--parity-data", val],
         "int8": ["export", "--weights", ckpt, "--out", str(tmp_path / "d.onnx"), "--format", "trt",
                  "--precision", "int8", "--parity-data", val],
+        "trt dynamic batch": ["export", "--weights", ckpt, "--out", str(tmp_path / "f.onnx"), "--format", "trt",
+                              "--dynamic-batch", "--parity-data", val],
     }
     if importlib.util.find_spec("tensorrt") is None:
         cases["no tensorrt"] = ["export", "--weights", ckpt, "--out", str(tmp_path / "e.onnx"), "--format", "trt",
@@ -155,6 +160,8 @@ def test_bad_inputs_are_one_line_errors(fpn_export, tmp_path, capsys):
         assert err.startswith("error:") and "Traceback" not in err, (name, err)
         if name == "no tensorrt":
             assert "TensorRT backend unavailable: the Python package 'tensorrt' is not installed" in err
+        if name == "trt dynamic batch":
+            assert "--dynamic-batch: a TensorRT engine is built for one batch size" in err
     assert not [p for p in tmp_path.rglob("*") if p.suffix in (".onnx", ".tmp")]
 
 

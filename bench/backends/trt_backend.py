@@ -8,6 +8,7 @@ tensors, `execute_async_v3`). Device memory is held in torch tensors, so pycuda 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +44,15 @@ def require_tensorrt() -> ModuleType:
             _UNAVAILABLE + f"TensorRT {getattr(trt, '__version__', '?')} is installed but no CUDA GPU is visible "
             "(torch.cuda.is_available() is False); check the driver with nvidia-smi"
         )
+    _register_plugins(trt)
     return trt
+
+
+@functools.cache
+def _register_plugins(trt: ModuleType) -> None:
+    """Load TensorRT's plugin library into its registry once per process: the ONNX parser imports RoiAlign as the
+    ROIAlign_TRT plugin, and an engine that holds it deserializes only where the plugin is registered."""
+    trt.init_libnvinfer_plugins(_logger(trt), "")
 
 
 def api_major(trt: ModuleType) -> int:
@@ -111,12 +120,14 @@ def build_engine(
             warnings.warn("this GPU has no fast INT8; the INT8 engine will not be faster", PrecisionWarning,
                           stacklevel=2)
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _entropy_calibrator(trt, calibration or [], Path(engine_path).with_suffix(".calib"))
+        config.int8_calibrator = _entropy_calibrator(trt, calibration or [])
     cache = None
     if timing_cache is not None:
         timing_cache = Path(timing_cache)
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise DetnasError(f"{timing_cache}: timing cache from another GPU or TensorRT version; delete it or pass "
+                              "another --timing-cache")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise DetnasError(f"{onnx_path}: TensorRT failed to build a {precision} engine (see the TensorRT log above)")
@@ -128,8 +139,9 @@ def build_engine(
     return Path(engine_path)
 
 
-def _entropy_calibrator(trt: ModuleType, batches: Sequence[Any], cache_file: Path) -> Any:
-    """IInt8EntropyCalibrator2 feeding real image batches from GPU memory held by torch tensors."""
+def _entropy_calibrator(trt: ModuleType, batches: Sequence[Any]) -> Any:
+    """IInt8EntropyCalibrator2 feeding real image batches from GPU memory held by torch tensors. Its scale cache
+    is kept in memory only: it is never read back, and a file of it would be left next to the engine."""
     import torch
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
@@ -138,6 +150,7 @@ def _entropy_calibrator(trt: ModuleType, batches: Sequence[Any], cache_file: Pat
             self.batches = [torch.as_tensor(b, dtype=torch.float32) for b in batches]
             self.index = 0
             self.current: torch.Tensor | None = None  # keeps the device buffer alive while TensorRT reads it
+            self.cache: bytes | None = None
 
         def get_batch_size(self) -> int:
             return int(self.batches[0].shape[0])
@@ -153,8 +166,7 @@ def _entropy_calibrator(trt: ModuleType, batches: Sequence[Any], cache_file: Pat
             return None  # always calibrate on the given images; a stale cache would silently change the scales
 
         def write_calibration_cache(self, cache: Any) -> None:
-            with atomic_path(cache_file) as tmp:
-                tmp.write_bytes(bytes(cache))
+            self.cache = bytes(cache)
 
     return EntropyCalibrator()
 
@@ -209,8 +221,8 @@ class _NamedTensors:
     def name(self, slot: str) -> str:
         return slot
 
-    def set_input_shape(self, slot: str, shape: tuple[int, ...]) -> None:
-        self.context.set_input_shape(slot, shape)
+    def set_input_shape(self, slot: str, shape: tuple[int, ...]) -> bool:
+        return bool(self.context.set_input_shape(slot, shape))
 
     def shape(self, slot: str) -> tuple[int, ...]:
         return tuple(self.context.get_tensor_shape(slot))
@@ -239,8 +251,8 @@ class _Bindings:
     def name(self, slot: int) -> str:
         return self.engine.get_binding_name(slot)
 
-    def set_input_shape(self, slot: int, shape: tuple[int, ...]) -> None:
-        self.context.set_binding_shape(slot, shape)
+    def set_input_shape(self, slot: int, shape: tuple[int, ...]) -> bool:
+        return bool(self.context.set_binding_shape(slot, shape))
 
     def shape(self, slot: int) -> tuple[int, ...]:
         return tuple(self.context.get_binding_shape(slot))
@@ -263,7 +275,9 @@ def bind_io(trt: ModuleType, api: _NamedTensors | _Bindings, batches: list[Any],
         raise DetnasError(f"engine has {len(inputs)} inputs; the oracle feeds one image batch")
     image = inputs[0]
     batches[:] = [b.to(_torch_dtype(trt, api.dtype(image))) for b in batches]
-    api.set_input_shape(image, tuple(batches[0].shape))
+    if not api.set_input_shape(image, tuple(batches[0].shape)):
+        raise DetnasError(f"engine input '{api.name(image)}' does not accept shape {list(batches[0].shape)}; an engine "
+                          "runs the batch and size it was built for, rebuild it for this shape")
     outputs: list[torch.Tensor] = []
     io = {}
     for slot in api.slots:
