@@ -39,7 +39,6 @@ class DeployableDetector(nn.Module):
         if not isinstance(detector, FasterRCNN | RetinaNet):
             raise DetnasError(f"cannot export a {type(detector).__name__}; expected a detector from build_detector")
         self.detector = detector
-        self.pixels = pixels
         self.normalize = Normalize(pixels)
         self.max_detections = max_detections
         heads = detector.roi_heads if isinstance(detector, FasterRCNN) else detector

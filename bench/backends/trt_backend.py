@@ -141,7 +141,7 @@ def build_engine(
 
 def _entropy_calibrator(trt: ModuleType, batches: Sequence[Any]) -> Any:
     """IInt8EntropyCalibrator2 feeding real image batches from GPU memory held by torch tensors. Its scale cache
-    is kept in memory only: it is never read back, and a file of it would be left next to the engine."""
+    is not written anywhere: it is never read back, and a file of it would be left next to the engine."""
     import torch
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
@@ -150,7 +150,6 @@ def _entropy_calibrator(trt: ModuleType, batches: Sequence[Any]) -> Any:
             self.batches = [torch.as_tensor(b, dtype=torch.float32) for b in batches]
             self.index = 0
             self.current: torch.Tensor | None = None  # keeps the device buffer alive while TensorRT reads it
-            self.cache: bytes | None = None
 
         def get_batch_size(self) -> int:
             return int(self.batches[0].shape[0])
@@ -166,7 +165,7 @@ def _entropy_calibrator(trt: ModuleType, batches: Sequence[Any]) -> Any:
             return None  # always calibrate on the given images; a stale cache would silently change the scales
 
         def write_calibration_cache(self, cache: Any) -> None:
-            self.cache = bytes(cache)
+            pass  # the scales are not reused across builds (see read_calibration_cache)
 
     return EntropyCalibrator()
 

@@ -41,7 +41,6 @@ class Classifier(nn.Module):
     def __init__(self, net: Supernet | ChildNet, pixels: PixelConvention = DEFAULT_PIXELS) -> None:
         super().__init__()
         self.net = net
-        self.pixels = pixels
         self.normalize = Normalize(pixels)
         self.arch: Arch | None = None
 
