@@ -79,20 +79,19 @@ def onnx_runner(path: str | Path, providers: list[str] | None = None, threads: i
 def engine_runner(path: str | Path) -> Runner:
     """A TensorRT engine run through the bench backend's loader (the one module that imports tensorrt), loaded
     once: each `run` copies its images into the engine's bound input and reads the bound outputs back."""
-    from detnas.bench.backends.trt_backend import prepare_engine
+    from detnas.bench.backends.trt_backend import open_engine
 
     meta = read_engine_meta(path)
-    prepared = prepare_engine(path, [torch.zeros(meta.input.shape())])
-    _, _, (bound_input,), outputs = prepared.keepalive
-    by_name = dict(zip([n for n in prepared.details["io"] if n != meta.input.name], outputs))
+    engine = open_engine(path, [torch.zeros(meta.input.shape())])
+    (bound_input,) = engine.inputs
 
     def run(images: np.ndarray) -> tuple[np.ndarray, ...]:
         if tuple(images.shape) != tuple(bound_input.shape):
             raise DetnasError(f"{path}: engine takes input {list(bound_input.shape)}, got {list(images.shape)}")
         bound_input.copy_(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
-        prepared.call(0)
-        prepared.cuda_stream.synchronize()
-        return tuple(by_name[n].cpu().numpy() for n in OUTPUT_NAMES)
+        engine.prepared.call(0)
+        engine.prepared.cuda_stream.synchronize()
+        return tuple(engine.outputs[n].cpu().numpy() for n in OUTPUT_NAMES)
 
     return Runner(meta, run, "tensorrt")
 

@@ -349,12 +349,13 @@ def test_tensorrt_io_binding_of_both_api_generations(api: str) -> None:
     bindings, context = adapter(_FAKE_IO)
     call, io, outputs = bind_io(_FakeTrt, bindings, batches, stream, device="cpu")
     assert io == {"num_dets": [1], "boxes": [1, 5, 4], "images": [1, 3, 8, 8]}
-    assert [(o.shape, o.dtype) for o in outputs] == [((1,), torch.int64), ((1, 5, 4), torch.float32)]
+    assert [(n, o.shape, o.dtype) for n, o in outputs.items()] == [("num_dets", (1,), torch.int64),
+                                                                   ("boxes", (1, 5, 4), torch.float32)]
     assert all(b.dtype == torch.float16 for b in batches)
     call(1)
     call(0)
     assert [run[1]["images"] for run in context.runs] == [batches[1].data_ptr(), batches[0].data_ptr()]
-    assert context.runs[0][0] == 1234 and context.runs[0][1]["boxes"] == outputs[1].data_ptr()
+    assert context.runs[0][0] == 1234 and context.runs[0][1]["boxes"] == outputs["boxes"].data_ptr()
 
     dynamic = {**_FAKE_IO, "boxes": ("output", (1, -1, 4), "float32")}
     with pytest.raises(DetnasError, match="data-dependent shape"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -177,8 +178,22 @@ def _torch_dtype(trt: ModuleType, trt_dtype: Any) -> Any:
     return torch.from_numpy(np.empty(0, dtype=trt.nptype(trt_dtype))).dtype
 
 
+@dataclass
+class EngineIO:
+    """A loaded engine bound to device buffers: `prepared.call(i)` runs it on `inputs[i]` into `outputs`."""
+
+    prepared: Prepared
+    inputs: list[Any]  # the batches on the GPU, in the engine's input dtype
+    outputs: dict[str, Any]  # output name -> its bound GPU tensor
+
+
 def prepare_engine(engine_path: str | Path, inputs: Sequence[Any]) -> Prepared:
     """Deserialize an engine and return a runner timed with CUDA events on a dedicated stream."""
+    return open_engine(engine_path, inputs).prepared
+
+
+def open_engine(engine_path: str | Path, inputs: Sequence[Any]) -> EngineIO:
+    """Deserialize an engine, bind its input to each of `inputs` in turn and its outputs to GPU tensors."""
     import torch
 
     trt = require_tensorrt()
@@ -200,8 +215,9 @@ def prepare_engine(engine_path: str | Path, inputs: Sequence[Any]) -> Prepared:
     details = {"tensorrt": trt.__version__, "api": "execute_async_v3" if api_major(trt) >= 10 else "execute_async_v2",
                "io": io, "engine": str(path),
                "transfers": "inputs already on the GPU, outputs left there (not timed)"}
-    return Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=stream,
-                    keepalive=(engine, context, batches, outputs))
+    prepared = Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=stream,
+                        keepalive=(engine, context, batches, outputs))
+    return EngineIO(prepared, batches, outputs)
 
 
 class _NamedTensors:
@@ -264,9 +280,9 @@ class _Bindings:
 
 
 def bind_io(trt: ModuleType, api: _NamedTensors | _Bindings, batches: list[Any], stream: Any,
-            device: str = "cuda") -> tuple[Any, dict, list]:
-    """Allocate every output, cast the batches to the input's dtype and return (call(i), io shapes, outputs):
-    `call(i)` points the single input at batch i and enqueues one execution on `stream`."""
+            device: str = "cuda") -> tuple[Any, dict, dict]:
+    """Allocate every output, cast the batches to the input's dtype and return (call(i), io shapes, outputs by
+    name): `call(i)` points the single input at batch i and enqueues one execution on `stream`."""
     import torch
 
     inputs = [slot for slot in api.slots if api.is_input(slot)]
@@ -277,7 +293,7 @@ def bind_io(trt: ModuleType, api: _NamedTensors | _Bindings, batches: list[Any],
     if not api.set_input_shape(image, tuple(batches[0].shape)):
         raise DetnasError(f"engine input '{api.name(image)}' does not accept shape {list(batches[0].shape)}; an engine "
                           "runs the batch and size it was built for, rebuild it for this shape")
-    outputs: list[torch.Tensor] = []
+    outputs: dict[str, torch.Tensor] = {}
     io = {}
     for slot in api.slots:
         if slot == image:
@@ -287,7 +303,7 @@ def bind_io(trt: ModuleType, api: _NamedTensors | _Bindings, batches: list[Any],
             raise DetnasError(f"engine output '{api.name(slot)}' has a data-dependent shape {shape}; export NMS with "
                               "fixed-size outputs (padded detections, as `detnas export` does) so it can be timed")
         out = torch.empty(shape, dtype=_torch_dtype(trt, api.dtype(slot)), device=device)
-        outputs.append(out)
+        outputs[api.name(slot)] = out
         api.bind(slot, out.data_ptr())
         io[api.name(slot)] = list(shape)
     io[api.name(image)] = list(batches[0].shape)

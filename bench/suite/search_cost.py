@@ -76,9 +76,9 @@ def shapes_supernet(out: Path, args: argparse.Namespace) -> tuple[Path, Path, Pa
     plan = MainJobPlan(train_images=args.shapes_train_images + args.val_size, search_val_images=args.val_size,
                        cls_iterations=120, det_iterations=args.shapes_det_iterations, proposals=args.proposals)
     record = out / "trained.json"
-    if record.is_file() and json.loads(record.read_text())["plan"] == asdict(plan):  # trained by an earlier run
-        paths = json.loads(record.read_text())
-        return tuple(Path(paths[k]) for k in ("checkpoint", "supernet_ann", "search_ann", "images"))  # type: ignore[return-value]
+    earlier = json.loads(record.read_text()) if record.is_file() else {}
+    if earlier.get("plan") == asdict(plan):  # trained by an earlier run with the same sizes
+        return tuple(Path(earlier[k]) for k in ("checkpoint", "supernet_ann", "search_ann", "images"))  # type: ignore[return-value]
 
     def step(name: str):  # noqa: ANN202 - the pipeline's step protocol
         start = time.perf_counter()
