@@ -175,8 +175,8 @@ def prepare_module(
         return prepare_torch(module, inputs, precision=precision, device=protocol.device, compile=options.compile,
                              cuda_graphs=options.cuda_graphs)
     with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-        if backend == "ort" and precision == "fp16" and options.provider(protocol.device) == "cuda":
-            # the CUDA provider runs a file's own precision, so FP16 is baked into the export
+        if precision == "fp16" and (backend == "trt" or options.provider(protocol.device) == "cuda"):
+            # TensorRT and the CUDA provider run a file's own precision, so FP16 is baked into the export
             onnx_path = export_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
         else:
             onnx_path = export_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
@@ -195,9 +195,10 @@ def prepare_onnx(
         if backend == "trt":
             from detnas.bench.backends.trt_backend import build_engine, prepare_engine
 
+            # the engine runs the precision the file carries (an INT8 engine needs a QDQ file); a mismatch is refused
             engine = build_engine(path, Path(tmp) / "model.engine", precision=precision,
                                   input_shape=tuple(inputs[0].shape), workspace_mb=options.workspace_mb,
-                                  timing_cache=options.timing_cache, calibration=calibration)
+                                  timing_cache=options.timing_cache)
             return prepare_engine(engine, inputs)
         from detnas.bench.backends.ort_backend import open_session, prepare_ort, quantize_int8
 

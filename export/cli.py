@@ -60,7 +60,11 @@ def export_cmd(
     if format == "trt":
         from detnas.bench.backends.trt_backend import require_tensorrt
 
-        check_trt_request(precision, calib_data, dynamic_batch)
+        if precision != "fp32" or calib_data is not None:
+            raise DetnasError(f"--precision {precision} / --calib-data with --format trt: TensorRT builds the precision "
+                              "the ONNX file carries (FP16 / INT8 QDQ files come from the precision export); build "
+                              "--precision fp32 without --calib-data here")
+        check_trt_request(dynamic_batch)
         require_tensorrt()  # before the ONNX export: without TensorRT nothing is written
     if (gate_data is None) != (gate_images is None):
         raise DetnasError("--gate-data and --gate-images go together (COCO json and its image folder)")
@@ -84,9 +88,9 @@ def export_cmd(
         console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
     if format == "trt":
         gate = (gate_data, gate_images) if gate_data and gate_images else None
-        trt = export_trt(out, out.with_suffix(".engine"), precision=precision, calib_data=calib_data,
-                         parity_images=parity_files, gate_data=gate, max_ap_drop=max_ap_drop)
-        console.print(f"TensorRT {precision}: {trt.engine} (sidecar {trt.sidecar})", highlight=False, soft_wrap=True)
+        trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate_data=gate,
+                         max_ap_drop=max_ap_drop)
+        console.print(f"TensorRT {trt.precision}: {trt.engine} (sidecar {trt.sidecar})", highlight=False, soft_wrap=True)
         if trt.parity is not None:
             console.print(f"  parity: {trt.parity.summary()}", highlight=False, soft_wrap=True)
         if trt.ap:

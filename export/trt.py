@@ -1,10 +1,12 @@
 """`export_trt`: the ONNX detector -> a TensorRT engine, built by the bench backend (the one module that
 imports tensorrt), checked against ONNX Runtime and optionally gated on COCO AP before it is kept.
 
-The engine is built under a temporary name and renamed into place only after every check passed; its sidecar
-JSON (TensorRT version, GPU, compute capability, precision, input spec, the ONNX metadata) is written last.
-FP32 engines must match ONNX Runtime within the ONNX parity tolerances; FP16 / INT8 engines cannot, by design,
-so their parity is reported and their accuracy is judged by the AP gate (`gate_data`, `max_ap_drop`).
+Precision lives in the ONNX file (FP32, FP16, or INT8 as an explicitly quantized QDQ graph); the engine is built
+in the precision the file carries, so there is no precision option and no calibration here. The engine is built
+under a temporary name and renamed into place only after every check passed; its sidecar JSON (TensorRT version,
+GPU, compute capability, precision, input spec, the ONNX metadata) is written last. FP32 engines must match ONNX
+Runtime within the ONNX parity tolerances; FP16 / INT8 engines cannot, by design, so their parity is reported and
+their accuracy is judged by the AP gate (`gate_data`, `max_ap_drop`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from detnas.export.preprocess import letterbox
 from detnas.export.runtime import engine_sidecar, load_exported, read_onnx_meta, run_images
 from detnas.io import atomic_write_json
 
-PRECISIONS = ("fp32", "fp16", "int8")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -49,18 +50,11 @@ def image_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def check_trt_request(precision: str, calib_data: str | Path | None, dynamic_batch: bool = False) -> None:
+def check_trt_request(dynamic_batch: bool = False) -> None:
     """Refuse bad combinations before any work (and before asking for TensorRT)."""
     if dynamic_batch:
         raise DetnasError("--dynamic-batch: a TensorRT engine is built for one batch size (and the dynamic-batch "
                           "graph loops over images); export the engine with --batch N instead")
-    if precision not in PRECISIONS:
-        raise DetnasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    if precision == "int8" and calib_data is None:
-        raise DetnasError("--precision int8 needs --calib-data DIR: a folder of representative images to calibrate "
-                          "the INT8 scales (a few hundred from the training set)")
-    if calib_data is not None:
-        image_files(calib_data)
 
 
 def _model_inputs(files: Sequence[Path], meta: ModelMeta) -> list[torch.Tensor]:
@@ -70,35 +64,26 @@ def _model_inputs(files: Sequence[Path], meta: ModelMeta) -> list[torch.Tensor]:
     return [letterbox(read_image(f), spec.height, spec.width, meta.pixels)[0] for f in files]
 
 
-def _batches(inputs: list[torch.Tensor], batch: int) -> list[torch.Tensor]:
-    """Full calibration batches of the engine's batch size (a partial last batch is dropped)."""
-    if len(inputs) < batch:
-        raise DetnasError(f"--calib-data has {len(inputs)} images but the engine's batch is {batch}; add images")
-    return [torch.stack(inputs[i:i + batch]) for i in range(0, len(inputs) - batch + 1, batch)]
-
-
-def export_trt(onnx_path: str | Path, engine_path: str | Path, *, precision: str = "fp32",
-               calib_data: str | Path | None = None, parity_images: Sequence[Path] = (),
+def export_trt(onnx_path: str | Path, engine_path: str | Path, *, parity_images: Sequence[Path] = (),
                gate_data: tuple[str | Path, str | Path] | None = None, max_ap_drop: float = 0.01,
                max_gate_images: int | None = None) -> TrtReport:
-    """Build, check and keep a TensorRT engine for the exported ONNX detector (see the module docstring).
+    """Build, check and keep a TensorRT engine for the exported ONNX detector, in the precision the file carries
+    (see the module docstring).
 
     `gate_data` = (COCO json, image folder): AP of the engine vs the ONNX model on it; a drop above
     `max_ap_drop` (absolute AP, e.g. 0.01 = 1 point) fails.
     """
     meta = read_onnx_meta(onnx_path)
-    check_trt_request(precision, calib_data, dynamic_batch=meta.input.batch is None)
-    from detnas.bench.backends.trt_backend import build_engine, require_tensorrt
+    check_trt_request(dynamic_batch=meta.input.batch is None)
+    from detnas.bench.backends.trt_backend import build_engine, onnx_precision, require_tensorrt
 
+    precision = onnx_precision(onnx_path)
     trt = require_tensorrt()
-    batch = meta.input.batch
-    calibration = _batches(_model_inputs(image_files(calib_data), meta), batch) if calib_data else None
     engine_path = Path(engine_path)
     building = engine_path.with_name(f".{engine_path.stem}.building{engine_path.suffix or '.engine'}")
     sidecar = engine_sidecar(building)
     try:
-        build_engine(onnx_path, building, precision=precision, input_shape=meta.input.shape(batch),
-                     calibration=calibration)
+        build_engine(onnx_path, building, input_shape=meta.input.shape(meta.input.batch))
         atomic_write_json(sidecar, _sidecar(trt, meta, precision, onnx_path))
         parity = None
         if parity_images:

@@ -1,14 +1,20 @@
-"""TensorRT backend: ONNX -> engine (FP32 / FP16 / INT8) and CUDA-event timing of the engine's execution.
+"""TensorRT backend: an ONNX file -> a strongly typed engine, and CUDA-event timing of the engine's execution.
 
 The only module that imports `tensorrt`, and only inside functions: TensorRT is absent on most machines, so
-`require_tensorrt` says exactly which piece is missing. Both API generations are supported: TensorRT 8.6
-(bindings, `execute_async_v2`; the last line for sm_61 such as the GTX 1080 Ti) and TensorRT 10 (named
-tensors, `execute_async_v3`). Device memory is held in torch tensors, so pycuda is not needed.
+`require_tensorrt` says exactly which piece is missing. Precision lives in the ONNX file (FP32, FP16, or an
+explicitly quantized INT8 QDQ graph): TensorRT 10.3+ and 11 build it as a strongly typed network and no builder
+precision flag is touched (11 removed them, with implicit INT8 calibration); 8.6 has no strong typing, so there
+the FP16 or INT8 flag is set only so that the file's own FP16 / Q/DQ layers may run in that precision. All versions
+use the named-tensor API (`set_tensor_address`, `execute_async_v3`, present since 8.5). Every TensorRT name used
+here is listed once, with the versions that use it and its signature, in `API`; tests/test_trt_api.py checks that
+table against the real binding modules of each supported version. Device memory is held in torch tensors.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,15 +23,111 @@ from types import ModuleType
 from typing import Any
 
 from detnas.bench.backends import Prepared
-from detnas.bench.precision import PrecisionWarning
+from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
 from detnas.errors import DetnasError
 from detnas.io import atomic_path
 
 _UNAVAILABLE = "TensorRT backend unavailable: "
 
+#: [low, high) (major, minor) ranges of the supported TensorRT versions: 8.6 (the last to run on sm_61, e.g. the GTX
+#: 1080 Ti) and 10.3 up to 11.x (10.3 is the first parser that takes the detector's graph; strong typing throughout).
+#: pyproject's `tensorrt` extra states the same set; tests/test_trt_api.py checks that they agree.
+SUPPORTED = (((8, 6), (8, 7)), ((10, 3), (12, 0)))
+SUPPORTED_TEXT = "8.6.x, or 10.3 up to 11.x"
+V86, V10, V11 = ((8, 6), (8, 7)), ((10, 3), (12, 0)), ((11, 0), (12, 0))
+ALL = ((8, 6), (12, 0))
+
+
+@dataclass(frozen=True)
+class ApiUse:
+    """One TensorRT name detnas uses on the versions in [versions[0], versions[1]).
+
+    `path` is `Class.member`, `Enum.MEMBER` or a module-level function. `params` (positional, after self) and
+    `returns` (the last dotted part of the return type) describe a method or function call; `kind` is 'call',
+    'property', 'member' (enum value / attribute) or 'class'."""
+
+    path: str
+    versions: tuple[tuple[int, int], tuple[int, int]] = ALL
+    kind: str = "call"
+    params: tuple[str, ...] = ()
+    returns: str = ""
+
+
+#: Everything detnas touches in the `tensorrt` module, in one place (see tests/test_trt_api.py).
+API: tuple[ApiUse, ...] = (
+    ApiUse("__version__", kind="member"),
+    ApiUse("Logger", kind="class"),
+    ApiUse("Logger.__init__", params=("min_severity",)),
+    ApiUse("Logger.WARNING", kind="member"),
+    ApiUse("init_libnvinfer_plugins", params=("logger", "namespace"), returns="bool"),
+    ApiUse("Builder.__init__", params=("logger",)),
+    ApiUse("Builder.create_network", params=("flags",), returns="INetworkDefinition"),
+    ApiUse("NetworkDefinitionCreationFlag.EXPLICIT_BATCH", V86, kind="member"),
+    ApiUse("NetworkDefinitionCreationFlag.STRONGLY_TYPED", V10, kind="member"),
+    ApiUse("OnnxParser.__init__", params=("network", "logger")),
+    ApiUse("OnnxParser.parse", params=("model", "path"), returns="bool"),
+    ApiUse("OnnxParser.num_errors", kind="property"),
+    ApiUse("OnnxParser.get_error", params=("index",), returns="IParserError"),
+    ApiUse("ParserError.desc", returns="str"),
+    ApiUse("ParserError.node", returns="int"),
+    ApiUse("ParserError.node_name", V10, returns="str"),
+    ApiUse("ParserError.node_operator", V10, returns="str"),
+    ApiUse("Builder.create_builder_config", returns="IBuilderConfig"),
+    ApiUse("IBuilderConfig.set_memory_pool_limit", params=("pool", "pool_size")),
+    ApiUse("MemoryPoolType.WORKSPACE", kind="member"),
+    ApiUse("IBuilderConfig.set_flag", V86, params=("flag",)),
+    ApiUse("BuilderFlag.FP16", V86, kind="member"),
+    ApiUse("BuilderFlag.INT8", V86, kind="member"),
+    ApiUse("INetworkDefinition.get_input", params=("index",), returns="ITensor"),
+    ApiUse("ITensor.shape", kind="property"),
+    ApiUse("ITensor.name", kind="property"),
+    ApiUse("Builder.create_optimization_profile", returns="IOptimizationProfile"),
+    ApiUse("IOptimizationProfile.set_shape", params=("input", "min", "opt", "max")),
+    ApiUse("IBuilderConfig.add_optimization_profile", params=("profile",), returns="int"),
+    ApiUse("IBuilderConfig.create_timing_cache", params=("serialized_timing_cache",), returns="ITimingCache"),
+    ApiUse("IBuilderConfig.set_timing_cache", params=("cache", "ignore_mismatch"), returns="bool"),
+    ApiUse("IBuilderConfig.get_timing_cache", returns="ITimingCache"),
+    ApiUse("ITimingCache.serialize", returns="IHostMemory"),
+    ApiUse("Builder.build_serialized_network", params=("network", "config"), returns="IHostMemory"),
+    ApiUse("Runtime.__init__", params=("logger",)),
+    ApiUse("Runtime.deserialize_cuda_engine", params=("serialized_engine",), returns="ICudaEngine"),
+    ApiUse("ICudaEngine.create_execution_context", returns="IExecutionContext"),
+    ApiUse("ICudaEngine.num_io_tensors", kind="property"),
+    ApiUse("ICudaEngine.get_tensor_name", params=("index",), returns="str"),
+    ApiUse("ICudaEngine.get_tensor_mode", params=("name",), returns="TensorIOMode"),
+    ApiUse("ICudaEngine.get_tensor_dtype", params=("name",), returns="DataType"),
+    ApiUse("TensorIOMode.INPUT", kind="member"),
+    ApiUse("IExecutionContext.set_input_shape", params=("name", "shape"), returns="bool"),
+    ApiUse("IExecutionContext.get_tensor_shape", params=("name",), returns="Dims"),
+    ApiUse("IExecutionContext.set_tensor_address", params=("name", "memory"), returns="bool"),
+    ApiUse("IExecutionContext.execute_async_v3", params=("stream_handle",), returns="bool"),
+    ApiUse("nptype", params=("trt_type",)),
+)
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """'10.13.3.9' -> (10, 13)."""
+    parts = re.findall(r"\d+", str(version))[:2]
+    return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) if parts else (0, 0)
+
+
+def in_versions(version: tuple[int, int], versions: tuple[tuple[int, int], tuple[int, int]]) -> bool:
+    return versions[0] <= version < versions[1]
+
+
+def is_supported(version: str) -> bool:
+    return any(in_versions(version_tuple(version), span) for span in SUPPORTED)
+
+
+def api_for(version: str) -> list[ApiUse]:
+    """The table rows that apply to one TensorRT version."""
+    v = version_tuple(version)
+    return [use for use in API if in_versions(v, use.versions)]
+
 
 def require_tensorrt() -> ModuleType:
-    """Import tensorrt and check for a CUDA GPU, or raise a DetnasError naming what is missing."""
+    """Import tensorrt, check its version is supported and a CUDA GPU is visible, or raise a DetnasError naming
+    what is missing."""
     try:
         import tensorrt as trt
     except ImportError:
@@ -38,6 +140,7 @@ def require_tensorrt() -> ModuleType:
             _UNAVAILABLE + f"the 'tensorrt' package is installed but its shared libraries do not load ({exc}); "
             "install the TensorRT libraries for your CUDA version and put them on LD_LIBRARY_PATH"
         ) from None
+    check_version(trt)
     import torch
 
     if not torch.cuda.is_available():
@@ -49,20 +152,28 @@ def require_tensorrt() -> ModuleType:
     return trt
 
 
+def check_version(trt: ModuleType) -> None:
+    version = str(getattr(trt, "__version__", "unknown"))
+    if not is_supported(version):
+        raise DetnasError(f"TensorRT {version} is installed but detnas supports TensorRT {SUPPORTED_TEXT}; "
+                          "install one with pip install 'detnas[tensorrt]' (GTX 10xx: tensorrt==8.6.1)")
+
+
+@functools.cache
+def process_logger(trt: ModuleType) -> Any:
+    """The one TensorRT logger of the process. The plugin library keeps the logger it was registered with and logs
+    through it for as long as the process lives, so it must never be a temporary; Builder, OnnxParser and Runtime
+    share it."""
+    return trt.Logger(trt.Logger.WARNING)
+
+
 @functools.cache
 def _register_plugins(trt: ModuleType) -> None:
     """Load TensorRT's plugin library into its registry once per process: the ONNX parser imports RoiAlign as the
     ROIAlign_TRT plugin, and an engine that holds it deserializes only where the plugin is registered."""
-    trt.init_libnvinfer_plugins(_logger(trt), "")
-
-
-def api_major(trt: ModuleType) -> int:
-    """Major version: 10+ uses named tensors and execute_async_v3, 8.x bindings and execute_async_v2."""
-    return int(str(trt.__version__).split(".")[0])
-
-
-def _logger(trt: ModuleType) -> Any:
-    return trt.Logger(trt.Logger.WARNING)
+    if not trt.init_libnvinfer_plugins(process_logger(trt), ""):
+        raise DetnasError(_UNAVAILABLE + f"TensorRT {trt.__version__} could not register its plugin library "
+                          "(libnvinfer_plugin); check that it is installed next to libnvinfer")
 
 
 def make_builder(trt: ModuleType, logger: Any) -> Any:
@@ -78,30 +189,95 @@ def make_builder(trt: ModuleType, logger: Any) -> Any:
     return builder
 
 
+PRECISIONS = ("fp32", "fp16", "int8")
+PRECISION_KEY = "detnas.precision"
+
+
+def onnx_precision(onnx_path: str | Path) -> str:
+    """The precision an ONNX file carries: its `detnas.precision` metadata when present, else read from the graph
+    (any QuantizeLinear -> int8, float16 inputs or initializers -> fp16, otherwise fp32). A file whose metadata and
+    graph disagree is refused: the engine would not be what its label says."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # OSError, or protobuf's DecodeError for a file that is not ONNX
+        raise DetnasError(f"{onnx_path}: cannot read ONNX file ({type(exc).__name__}); pass a model from "
+                          "`detnas export`") from None
+    graph = _graph_precision(model)
+    stated = _stated_precision(model, onnx_path)
+    if stated is not None and stated != graph:
+        raise DetnasError(f"{onnx_path}: metadata {PRECISION_KEY} says {stated} but the graph is {graph}; "
+                          "re-export the file")
+    return graph
+
+
+def _stated_precision(model: Any, onnx_path: str | Path) -> str | None:
+    props = {p.key: p.value for p in model.metadata_props}
+    if PRECISION_KEY not in props:
+        return None
+    try:
+        value = json.loads(props[PRECISION_KEY])
+    except json.JSONDecodeError:
+        value = props[PRECISION_KEY]
+    value = value.get("precision") if isinstance(value, dict) else value
+    if value not in PRECISIONS:
+        raise DetnasError(f"{onnx_path}: metadata {PRECISION_KEY} is {props[PRECISION_KEY]!r}, not one of "
+                          f"{', '.join(PRECISIONS)}; re-export the file")
+    return value
+
+
+def _graph_precision(model: Any) -> str:
+    from onnx import TensorProto
+
+    graphs = [model.graph]
+    nodes = []
+    while graphs:  # subgraphs too (If / Loop bodies)
+        graph = graphs.pop()
+        nodes.extend(graph.node)
+        graphs.extend(a.g for n in graph.node for a in n.attribute if a.HasField("g"))
+        graphs.extend(g for n in graph.node for a in n.attribute for g in a.graphs)
+    if any(n.op_type == "QuantizeLinear" for n in nodes):
+        return "int8"
+    f16 = TensorProto.FLOAT16
+    if (any(i.type.tensor_type.elem_type == f16 for i in model.graph.input)
+            or any(t.data_type == f16 for t in model.graph.initializer)
+            or any(a.t.data_type == f16 for n in nodes if n.op_type == "Constant" for a in n.attribute)):
+        return "fp16"
+    return "fp32"
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
     *,
-    precision: str,
     input_shape: tuple[int, ...],
+    precision: str | None = None,
     workspace_mb: int = 1024,
     timing_cache: str | Path | None = None,
-    calibration: Sequence[Any] | None = None,
 ) -> Path:
-    """Parse the ONNX file, build a serialized engine at `precision` for `input_shape` and write it atomically.
+    """Parse the ONNX file, build a serialized engine for `input_shape` in the precision the file carries and
+    write it atomically. `precision`, when given, is what the caller expects the file to carry (checked first).
 
     The timing cache file (kernel timings) is read when present and updated after the build, which makes
-    rebuilding similar networks much faster; INT8 uses an entropy calibrator over the real `calibration` batches.
+    rebuilding similar networks much faster.
     """
+    carried = onnx_precision(onnx_path)
+    if precision is not None and precision != carried:
+        raise DetnasError(f"{onnx_path}: the file is {carried} but {precision} was asked for; TensorRT builds the "
+                          f"precision the ONNX file carries, so pass a {precision} export (detnas export --precision "
+                          f"{precision})")
     trt = require_tensorrt()
-    logger = _logger(trt)
+    logger = process_logger(trt)
     builder = make_builder(trt, logger)
-    explicit_batch = 0 if api_major(trt) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(explicit_batch)
+    strongly_typed = not in_versions(version_tuple(trt.__version__), V86)
+    flag = trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED if strongly_typed else \
+        trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH
+    network = builder.create_network(1 << int(flag))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
-        first = str(parser.get_error(0)) if parser.num_errors else "no error reported"
-        raise DetnasError(f"{onnx_path}: TensorRT cannot parse the ONNX file ({first.splitlines()[0]})")
+    if not parser.parse(Path(onnx_path).read_bytes(), str(onnx_path)):
+        raise DetnasError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse the ONNX file: "
+                          + "; ".join(parser_errors(parser, onnx_path)))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     image = network.get_input(0)
@@ -109,29 +285,20 @@ def build_engine(
         profile = builder.create_optimization_profile()
         profile.set_shape(image.name, input_shape, input_shape, input_shape)
         config.add_optimization_profile(profile)
-        if precision == "int8":
-            config.set_calibration_profile(profile)
-    if precision == "fp16":
-        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in 10.x
-            warnings.warn("this GPU has no fast FP16; the FP16 engine will not be faster than FP32",
-                          PrecisionWarning, stacklevel=2)
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "int8":
-        if not getattr(builder, "platform_has_fast_int8", True):
-            warnings.warn("this GPU has no fast INT8; the INT8 engine will not be faster", PrecisionWarning,
-                          stacklevel=2)
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _entropy_calibrator(trt, calibration or [])
+    _warn_slow_fp16(carried)
+    if not strongly_typed and carried != "fp32":  # 8.6: FP16 / Q/DQ layers run in that precision only with the flag
+        config.set_flag(trt.BuilderFlag.FP16 if carried == "fp16" else trt.BuilderFlag.INT8)
     cache = None
     if timing_cache is not None:
         timing_cache = Path(timing_cache)
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-        if not config.set_timing_cache(cache, ignore_mismatch=False):
+        if not config.set_timing_cache(cache, False):
             raise DetnasError(f"{timing_cache}: timing cache from another GPU or TensorRT version; delete it or pass "
                               "another --timing-cache")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise DetnasError(f"{onnx_path}: TensorRT failed to build a {precision} engine (see the TensorRT log above)")
+        raise DetnasError(f"{onnx_path}: TensorRT {trt.__version__} failed to build a {carried} engine (see the "
+                          "TensorRT log above)")
     if cache is not None:
         with atomic_path(timing_cache) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
@@ -140,35 +307,37 @@ def build_engine(
     return Path(engine_path)
 
 
-def _entropy_calibrator(trt: ModuleType, batches: Sequence[Any]) -> Any:
-    """IInt8EntropyCalibrator2 feeding real image batches from GPU memory held by torch tensors. Its scale cache
-    is not written anywhere: it is never read back, and a file of it would be left next to the engine."""
+def _warn_slow_fp16(precision: str) -> None:
     import torch
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches = [torch.as_tensor(b, dtype=torch.float32) for b in batches]
-            self.index = 0
-            self.current: torch.Tensor | None = None  # keeps the device buffer alive while TensorRT reads it
+    if precision == "fp16" and not capability_has_fast_fp16(torch.cuda.get_device_capability(0)):
+        warnings.warn("this GPU has no fast FP16; the FP16 engine will not be faster than FP32", PrecisionWarning,
+                      stacklevel=3)
 
-        def get_batch_size(self) -> int:
-            return int(self.batches[0].shape[0])
 
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.index >= len(self.batches):
-                return None
-            self.current = self.batches[self.index].to("cuda").contiguous()
-            self.index += 1
-            return [int(self.current.data_ptr())]
+def parser_errors(parser: Any, onnx_path: str | Path) -> list[str]:
+    """One 'node N name (Op): what' per parser error. TensorRT 8.6 reports only the node's index, which is looked
+    up in the file's top-level graph."""
+    names: list[tuple[str, str]] | None = None
+    lines = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        index = int(error.node())
+        if hasattr(error, "node_name"):
+            name, op = error.node_name(), error.node_operator()
+        else:
+            if names is None:
+                names = _node_names(onnx_path)
+            name, op = names[index] if 0 <= index < len(names) else ("?", "?")
+        where = f"node {index} '{name}' ({op})" if index >= 0 else "graph"
+        lines.append(f"{where}: {str(error.desc()).strip().splitlines()[0] if str(error.desc()).strip() else '?'}")
+    return lines or ["no error reported (see the TensorRT log above)"]
 
-        def read_calibration_cache(self) -> bytes | None:
-            return None  # always calibrate on the given images; a stale cache would silently change the scales
 
-        def write_calibration_cache(self, cache: Any) -> None:
-            pass  # the scales are not reused across builds (see read_calibration_cache)
+def _node_names(onnx_path: str | Path) -> list[tuple[str, str]]:
+    import onnx
 
-    return EntropyCalibrator()
+    return [(n.name, n.op_type) for n in onnx.load(str(onnx_path), load_external_data=False).graph.node]
 
 
 def _torch_dtype(trt: ModuleType, trt_dtype: Any) -> Any:
@@ -192,121 +361,99 @@ def prepare_engine(engine_path: str | Path, inputs: Sequence[Any]) -> Prepared:
     return open_engine(engine_path, inputs).prepared
 
 
+def load_engine(trt: ModuleType, path: Path) -> tuple[Any, Any]:
+    """(engine, execution context) of a serialized engine file, or a one-line DetnasError."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise DetnasError(f"{path}: cannot read engine file ({exc.strerror})") from None
+    runtime = trt.Runtime(process_logger(trt))
+    engine = runtime.deserialize_cuda_engine(blob)
+    if engine is None:
+        raise DetnasError(f"{path}: TensorRT {trt.__version__} cannot load this engine; engines only run on the "
+                          "TensorRT version and GPU model that built them, rebuild it from the ONNX file")
+    context = engine.create_execution_context()
+    if context is None:
+        raise DetnasError(f"{path}: TensorRT {trt.__version__} could not create an execution context (out of GPU "
+                          "memory?); free GPU memory or rebuild the engine with a smaller batch")
+    return engine, context
+
+
 def open_engine(engine_path: str | Path, inputs: Sequence[Any]) -> EngineIO:
     """Deserialize an engine, bind its input to each of `inputs` in turn and its outputs to GPU tensors."""
     import torch
 
     trt = require_tensorrt()
     path = Path(engine_path)
-    try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read engine file ({exc.strerror})") from None
-    runtime = trt.Runtime(_logger(trt))
-    engine = runtime.deserialize_cuda_engine(blob)
-    if engine is None:
-        raise DetnasError(f"{path}: TensorRT {trt.__version__} cannot load this engine; engines only run on the "
-                          "TensorRT version and GPU model that built them, rebuild it from the ONNX file")
-    context = engine.create_execution_context()
+    engine, context = load_engine(trt, path)
     stream = torch.cuda.Stream()
     batches = [torch.as_tensor(x).cuda().contiguous() for x in inputs]
-    api = _NamedTensors(trt, engine, context) if api_major(trt) >= 10 else _Bindings(engine, context)
-    call, io, outputs = bind_io(trt, api, batches, stream)
-    details = {"tensorrt": trt.__version__, "api": "execute_async_v3" if api_major(trt) >= 10 else "execute_async_v2",
-               "io": io, "engine": str(path),
+    call, io, outputs = bind_io(trt, NamedTensors(trt, engine, context), batches, stream)
+    details = {"tensorrt": trt.__version__, "api": "execute_async_v3", "io": io, "engine": str(path),
                "transfers": "inputs already on the GPU, outputs left there (not timed)"}
     prepared = Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=stream,
                         keepalive=(engine, context, batches, outputs))
     return EngineIO(prepared, batches, outputs)
 
 
-class _NamedTensors:
-    """TensorRT 10: tensors addressed by name, executed with execute_async_v3."""
+class NamedTensors:
+    """An engine's I/O tensors addressed by name, executed with execute_async_v3; every result is checked."""
 
     def __init__(self, trt: ModuleType, engine: Any, context: Any) -> None:
         self.trt, self.engine, self.context = trt, engine, context
-        self.slots = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
 
-    def is_input(self, slot: str) -> bool:
-        return self.engine.get_tensor_mode(slot) == self.trt.TensorIOMode.INPUT
+    def is_input(self, name: str) -> bool:
+        return self.engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT
 
-    def dtype(self, slot: str) -> Any:
-        return self.engine.get_tensor_dtype(slot)
+    def dtype(self, name: str) -> Any:
+        return self.engine.get_tensor_dtype(name)
 
-    def name(self, slot: str) -> str:
-        return slot
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        return bool(self.context.set_input_shape(name, shape))
 
-    def set_input_shape(self, slot: str, shape: tuple[int, ...]) -> bool:
-        return bool(self.context.set_input_shape(slot, shape))
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.context.get_tensor_shape(name))
 
-    def shape(self, slot: str) -> tuple[int, ...]:
-        return tuple(self.context.get_tensor_shape(slot))
-
-    def bind(self, slot: str, pointer: int) -> None:
-        self.context.set_tensor_address(slot, pointer)
-
-    def execute(self, stream: Any) -> None:
-        self.context.execute_async_v3(stream.cuda_stream)
-
-
-class _Bindings:
-    """TensorRT 8.6: bindings addressed by index, a pointer list executed with execute_async_v2."""
-
-    def __init__(self, engine: Any, context: Any) -> None:
-        self.engine, self.context = engine, context
-        self.slots = list(range(engine.num_bindings))
-        self.pointers = [0] * engine.num_bindings
-
-    def is_input(self, slot: int) -> bool:
-        return bool(self.engine.binding_is_input(slot))
-
-    def dtype(self, slot: int) -> Any:
-        return self.engine.get_binding_dtype(slot)
-
-    def name(self, slot: int) -> str:
-        return self.engine.get_binding_name(slot)
-
-    def set_input_shape(self, slot: int, shape: tuple[int, ...]) -> bool:
-        return bool(self.context.set_binding_shape(slot, shape))
-
-    def shape(self, slot: int) -> tuple[int, ...]:
-        return tuple(self.context.get_binding_shape(slot))
-
-    def bind(self, slot: int, pointer: int) -> None:
-        self.pointers[slot] = pointer
+    def bind(self, name: str, pointer: int) -> None:
+        if not self.context.set_tensor_address(name, pointer):
+            raise DetnasError(f"engine tensor '{name}': TensorRT refused its device address (set_tensor_address "
+                              "returned False; misaligned or not GPU memory)")
 
     def execute(self, stream: Any) -> None:
-        self.context.execute_async_v2(self.pointers, stream.cuda_stream)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise DetnasError("TensorRT could not enqueue the engine (execute_async_v3 returned False; see the "
+                              "TensorRT log); no time is reported for a run that did not happen")
 
 
-def bind_io(trt: ModuleType, api: _NamedTensors | _Bindings, batches: list[Any], stream: Any,
+def bind_io(trt: ModuleType, api: NamedTensors, batches: list[Any], stream: Any,
             device: str = "cuda") -> tuple[Any, dict, dict]:
     """Allocate every output, cast the batches to the input's dtype and return (call(i), io shapes, outputs by
     name): `call(i)` points the single input at batch i and enqueues one execution on `stream`."""
     import torch
 
-    inputs = [slot for slot in api.slots if api.is_input(slot)]
+    inputs = [name for name in api.names if api.is_input(name)]
     if len(inputs) != 1:
         raise DetnasError(f"engine has {len(inputs)} inputs; the oracle feeds one image batch")
     image = inputs[0]
     batches[:] = [b.to(_torch_dtype(trt, api.dtype(image))) for b in batches]
     if not api.set_input_shape(image, tuple(batches[0].shape)):
-        raise DetnasError(f"engine input '{api.name(image)}' does not accept shape {list(batches[0].shape)}; an engine "
-                          "runs the batch and size it was built for, rebuild it for this shape")
+        raise DetnasError(f"engine input '{image}' does not accept shape {list(batches[0].shape)}; an engine runs the "
+                          "batch and size it was built for, rebuild it for this shape")
     outputs: dict[str, torch.Tensor] = {}
     io = {}
-    for slot in api.slots:
-        if slot == image:
+    for name in api.names:
+        if name == image:
             continue
-        shape = api.shape(slot)
+        shape = api.shape(name)
         if any(d < 0 for d in shape):
-            raise DetnasError(f"engine output '{api.name(slot)}' has a data-dependent shape {shape}; export NMS with "
+            raise DetnasError(f"engine output '{name}' has a data-dependent shape {shape}; export NMS with "
                               "fixed-size outputs (padded detections, as `detnas export` does) so it can be timed")
-        out = torch.empty(shape, dtype=_torch_dtype(trt, api.dtype(slot)), device=device)
-        outputs[api.name(slot)] = out
-        api.bind(slot, out.data_ptr())
-        io[api.name(slot)] = list(shape)
-    io[api.name(image)] = list(batches[0].shape)
+        out = torch.empty(shape, dtype=_torch_dtype(trt, api.dtype(name)), device=device)
+        outputs[name] = out
+        api.bind(name, out.data_ptr())
+        io[name] = list(shape)
+    io[image] = list(batches[0].shape)
 
     def call(i: int) -> None:
         api.bind(image, batches[i].data_ptr())
