@@ -162,14 +162,17 @@ def test_tensorrt_engine_fp32_fp16(tiny_onnx: Path, tmp_path: Path) -> None:
 
     gpu = Protocol(warmup=2, runs=5, device="cuda")
     options = BackendOptions(timing_cache=tmp_path / "timing.cache")
-    for precision in ("fp32", "fp16"):
-        result = measure_onnx(tiny_onnx, random_batches(1, (32, 32)), backend="trt", precision=precision,
-                              protocol=gpu, options=options)
+    fp32 = measure_onnx(tiny_onnx, random_batches(1, (32, 32)), backend="trt", protocol=gpu, options=options)
+    fp16 = measure_module(_tiny(), random_batches(1, (32, 32)), backend="trt", precision="fp16", protocol=gpu,
+                          options=options)  # the module is exported in half precision: the file carries FP16
+    for result in (fp32, fp16):
         assert result.details["timer"] == "cuda events" and result.stats.median_ms > 0
     assert (tmp_path / "timing.cache").stat().st_size > 0
+    with pytest.raises(DetnasError, match="the file is fp32 but fp16 was asked for"):
+        measure_onnx(tiny_onnx, random_batches(1, (32, 32)), backend="trt", precision="fp16", protocol=gpu)
     from detnas.bench.backends.trt_backend import build_engine
 
-    engine = build_engine(tiny_onnx, tmp_path / "tiny.engine", precision="fp32", input_shape=(1, 3, 32, 32))
+    engine = build_engine(tiny_onnx, tmp_path / "tiny.engine", input_shape=(1, 3, 32, 32))
     assert measure_engine(engine, random_batches(1, (32, 32)), protocol=gpu).stats.n == 5
 
 
@@ -252,116 +255,3 @@ def test_arch_beyond_backbone_is_timed_as_its_trained_detector(tmp_path: Path) -
         from detnas.bench.models import scoped_detector
 
         scoped_detector(build(arch), Scope.BACKBONE)
-
-
-class _FakeTrt:
-    """The few tensorrt names `bind_io` uses: dtype mapping and the tensor I/O mode enum."""
-
-    class TensorIOMode:
-        INPUT, OUTPUT = "input", "output"
-
-    @staticmethod
-    def nptype(dtype: str):  # noqa: ANN205 - mirrors tensorrt.nptype
-        import numpy as np
-
-        return np.dtype(dtype)
-
-
-_FAKE_IO = {"images": ("input", (1, 3, 8, 8), "float16"), "num_dets": ("output", (1,), "int64"),
-            "boxes": ("output", (1, 5, 4), "float32")}
-
-
-class _FakeEngineV10:
-    def __init__(self, io: dict) -> None:
-        self.io, self.num_io_tensors = io, len(io)
-
-    def get_tensor_name(self, i: int) -> str:
-        return list(self.io)[i]
-
-    def get_tensor_mode(self, name: str) -> str:
-        return self.io[name][0]
-
-    def get_tensor_dtype(self, name: str) -> str:
-        return self.io[name][2]
-
-
-class _FakeContextV10:
-    def __init__(self, io: dict) -> None:
-        self.io, self.addresses, self.runs = io, {}, []
-
-    def set_input_shape(self, name: str, shape: tuple) -> bool:
-        return shape == self.io[name][1]
-
-    def get_tensor_shape(self, name: str) -> tuple:
-        return self.io[name][1]
-
-    def set_tensor_address(self, name: str, pointer: int) -> None:
-        self.addresses[name] = pointer
-
-    def execute_async_v3(self, handle: int) -> None:
-        self.runs.append((handle, dict(self.addresses)))
-
-
-class _FakeEngineV8:
-    def __init__(self, io: dict) -> None:
-        self.io, self.names = io, list(io)
-        self.num_bindings = len(io)
-
-    def binding_is_input(self, b: int) -> bool:
-        return self.io[self.names[b]][0] == "input"
-
-    def get_binding_dtype(self, b: int) -> str:
-        return self.io[self.names[b]][2]
-
-    def get_binding_name(self, b: int) -> str:
-        return self.names[b]
-
-
-class _FakeContextV8:
-    def __init__(self, io: dict) -> None:
-        self.io, self.names, self.runs = io, list(io), []
-
-    def set_binding_shape(self, b: int, shape: tuple) -> bool:
-        return shape == self.io[self.names[b]][1]
-
-    def get_binding_shape(self, b: int) -> tuple:
-        return self.io[self.names[b]][1]
-
-    def execute_async_v2(self, pointers: list, handle: int) -> None:
-        self.runs.append((handle, dict(zip(self.names, pointers))))
-
-
-@pytest.mark.parametrize("api", ["tensorrt-10", "tensorrt-8.6"])
-def test_tensorrt_io_binding_of_both_api_generations(api: str) -> None:
-    """The binding logic of both TensorRT APIs, on fake engines and CPU memory: outputs allocated with the engine's
-    shapes and dtypes, batches cast to the input dtype, each call pointing the input at its batch."""
-    from detnas.bench.backends.trt_backend import _Bindings, _NamedTensors, bind_io
-
-    def adapter(io: dict):  # noqa: ANN202
-        if api == "tensorrt-10":
-            context = _FakeContextV10(io)
-            return _NamedTensors(_FakeTrt, _FakeEngineV10(io), context), context
-        context = _FakeContextV8(io)
-        return _Bindings(_FakeEngineV8(io), context), context
-
-    stream = types.SimpleNamespace(cuda_stream=1234)
-    batches = [torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)]
-    bindings, context = adapter(_FAKE_IO)
-    call, io, outputs = bind_io(_FakeTrt, bindings, batches, stream, device="cpu")
-    assert io == {"num_dets": [1], "boxes": [1, 5, 4], "images": [1, 3, 8, 8]}
-    assert [(n, o.shape, o.dtype) for n, o in outputs.items()] == [("num_dets", (1,), torch.int64),
-                                                                   ("boxes", (1, 5, 4), torch.float32)]
-    assert all(b.dtype == torch.float16 for b in batches)
-    call(1)
-    call(0)
-    assert [run[1]["images"] for run in context.runs] == [batches[1].data_ptr(), batches[0].data_ptr()]
-    assert context.runs[0][0] == 1234 and context.runs[0][1]["boxes"] == outputs["boxes"].data_ptr()
-
-    dynamic = {**_FAKE_IO, "boxes": ("output", (1, -1, 4), "float32")}
-    with pytest.raises(DetnasError, match="data-dependent shape"):
-        bind_io(_FakeTrt, adapter(dynamic)[0], [torch.rand(1, 3, 8, 8)], stream, device="cpu")
-    two_inputs = {**_FAKE_IO, "scale": ("input", (1,), "float32")}
-    with pytest.raises(DetnasError, match="engine has 2 inputs"):
-        bind_io(_FakeTrt, adapter(two_inputs)[0], [torch.rand(1, 3, 8, 8)], stream, device="cpu")
-    with pytest.raises(DetnasError, match="does not accept shape"):  # TensorRT answers False to another shape
-        bind_io(_FakeTrt, adapter(_FAKE_IO)[0], [torch.rand(2, 3, 8, 8)], stream, device="cpu")

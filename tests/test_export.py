@@ -251,9 +251,9 @@ def test_tensorrt_engine_matches_onnx_runtime(fpn_export, tmp_path):
     cuda_or_skip()
     from detnas.export.trt import export_trt
 
-    report = export_trt(fpn_export["onnx"], tmp_path / "m.engine", precision="fp32",
-                        parity_images=fpn_export["images"])
+    report = export_trt(fpn_export["onnx"], tmp_path / "m.engine", parity_images=fpn_export["images"])
     assert report.engine.is_file() and report.parity is not None and report.parity.passed, report.parity.summary()
+    assert report.precision == "fp32"
     sidecar = json.loads(report.sidecar.read_text())
     assert {"tensorrt", "gpu", "compute_capability", "precision", "input"} <= set(sidecar)
     predictions = load_exported(report.engine).run(np.zeros((2, 3, SIZE, SIZE), np.float32))

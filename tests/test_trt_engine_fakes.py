@@ -1,0 +1,429 @@
+"""The TensorRT backend's control flow on a strict fake of the `tensorrt` module, without TensorRT or a GPU.
+
+Every fake object refuses any public attribute that `trt_backend.API` does not list for its TensorRT version, so
+a call the table (checked against the real bindings by tests/test_trt_api.py) does not cover fails here: e.g.
+`config.set_flag` on TensorRT 11. Each TensorRT result detnas must check gets a test that makes it fail.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from detnas.bench.backends import trt_backend
+from detnas.bench.backends.trt_backend import (
+    NamedTensors,
+    api_for,
+    bind_io,
+    build_engine,
+    load_engine,
+    onnx_precision,
+    process_logger,
+    require_tensorrt,
+)
+from detnas.errors import DetnasError
+
+V86, V10, V11 = "8.6.1", "10.3.0", "11.4.0.106"
+
+
+class Strict:
+    """A fake TensorRT object named `_name`: public attributes outside trt_backend.API for `_version` do not exist."""
+
+    _name = ""
+
+    def __init__(self, version: str, name: str | None = None) -> None:
+        self._version = version
+        if name is not None:
+            self._name = name
+
+    def __getattribute__(self, attr: str):  # noqa: ANN204 - any attribute
+        if not attr.startswith("_"):
+            name, version = object.__getattribute__(self, "_name"), object.__getattribute__(self, "_version")
+            path = f"{name}.{attr}" if name else attr
+            paths = {use.path for use in api_for(version)}
+            if path not in paths and not any(p.startswith(path + ".") for p in paths):
+                raise AttributeError(f"{path} is not in trt_backend.API for TensorRT {version}")
+        return object.__getattribute__(self, attr)
+
+
+class FakeTrt(Strict):
+    """The module: records what was called with which logger; `_fail` names the one result that should fail."""
+
+    def __init__(self, version: str, fail: str = "", parse_errors: list[tuple] = ()) -> None:
+        super().__init__(version)
+        self.__version__ = version
+        self.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # for importlib.util.find_spec("tensorrt")
+        self._fail, self._parse_errors, self._log = fail, list(parse_errors), []
+        trt = self
+
+        class LoggerClass(Strict):
+            _name = "Logger"
+            WARNING = "warning"
+
+            def __call__(self, severity: str) -> object:
+                logger = types.SimpleNamespace(severity=severity)
+                trt._log.append(("Logger", logger))
+                return logger
+
+        self.Logger = LoggerClass(version)
+        self.NetworkDefinitionCreationFlag = _enum(version, "NetworkDefinitionCreationFlag",
+                                                   EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
+        self.BuilderFlag = _enum(version, "BuilderFlag", FP16="FP16", INT8="INT8")
+        self.MemoryPoolType = _enum(version, "MemoryPoolType", WORKSPACE="workspace")
+        self.TensorIOMode = _enum(version, "TensorIOMode", INPUT="input")
+
+    def init_libnvinfer_plugins(self, logger: object, namespace: str) -> bool:
+        self._log.append(("plugins", logger))
+        return self._fail != "plugins"
+
+    def Builder(self, logger: object) -> FakeBuilder:  # noqa: N802 - mirrors tensorrt.Builder
+        self._log.append(("Builder", logger))
+        return FakeBuilder(self)
+
+    def OnnxParser(self, network: object, logger: object) -> FakeParser:  # noqa: N802
+        self._log.append(("OnnxParser", logger))
+        return FakeParser(self)
+
+    def Runtime(self, logger: object) -> FakeRuntime:  # noqa: N802
+        self._log.append(("Runtime", logger))
+        return FakeRuntime(self)
+
+    @staticmethod
+    def nptype(dtype: str) -> np.dtype:
+        return np.dtype(dtype)
+
+
+def _enum(version: str, trt_name: str, **members: object) -> Strict:
+    fake = Strict(version, trt_name)
+    for key, value in members.items():
+        object.__setattr__(fake, key, value)
+    return fake
+
+
+class FakeBuilder(Strict):
+    _name = "Builder"
+
+    def __init__(self, trt: FakeTrt) -> None:
+        super().__init__(trt._version)
+        self._trt = trt
+
+    def create_network(self, flags: int) -> Strict:
+        self._trt._log.append(("create_network", flags))
+        network = Strict(self._trt._version, "INetworkDefinition")
+        tensor = _enum(self._trt._version, "ITensor", shape=(1, 3, 8, 8), name="images")
+        object.__setattr__(network, "get_input", lambda index: tensor)
+        return network
+
+    def create_builder_config(self) -> FakeConfig:
+        return FakeConfig(self._trt)
+
+    def build_serialized_network(self, network: object, config: object) -> bytes | None:
+        return None if self._trt._fail == "build" else b"engine"
+
+
+class FakeConfig(Strict):
+    _name = "IBuilderConfig"
+
+    def __init__(self, trt: FakeTrt) -> None:
+        super().__init__(trt._version)
+        self._trt = trt
+
+    def set_memory_pool_limit(self, pool: str, size: int) -> None:
+        pass
+
+    def set_flag(self, flag: str) -> None:
+        self._trt._log.append(("set_flag", flag))
+
+
+class FakeParser(Strict):
+    _name = "OnnxParser"
+
+    def __init__(self, trt: FakeTrt) -> None:
+        super().__init__(trt._version)
+        self._trt = trt
+        self.num_errors = len(trt._parse_errors)
+
+    def parse(self, model: bytes, path: str) -> bool:
+        return not self._trt._parse_errors
+
+    def get_error(self, index: int) -> Strict:
+        node, name, op, desc = self._trt._parse_errors[index]
+        error = Strict(self._trt._version, "ParserError")
+        for key, value in dict(node=node, node_name=name, node_operator=op, desc=desc).items():
+            object.__setattr__(error, key, lambda value=value: value)
+        return error
+
+
+class FakeRuntime(Strict):
+    _name = "Runtime"
+
+    def __init__(self, trt: FakeTrt) -> None:
+        super().__init__(trt._version)
+        self._trt = trt
+
+    def deserialize_cuda_engine(self, blob: bytes) -> FakeEngine | None:
+        return None if self._trt._fail == "deserialize" else FakeEngine(self._trt)
+
+
+_IO = {"images": ("input", (1, 3, 8, 8), "float16"), "num_dets": ("output", (1,), "int64"),
+       "boxes": ("output", (1, 5, 4), "float32")}
+
+
+class FakeEngine(Strict):
+    _name = "ICudaEngine"
+
+    def __init__(self, trt: FakeTrt, io: dict = _IO) -> None:
+        super().__init__(trt._version)
+        self._trt, self._io = trt, io
+        self.num_io_tensors = len(io)
+
+    def create_execution_context(self) -> FakeContext | None:
+        return None if self._trt._fail == "context" else FakeContext(self._trt, self._io)
+
+    def get_tensor_name(self, index: int) -> str:
+        return list(self._io)[index]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return self._io[name][0]
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return self._io[name][2]
+
+
+class FakeContext(Strict):
+    _name = "IExecutionContext"
+
+    def __init__(self, trt: FakeTrt, io: dict) -> None:
+        super().__init__(trt._version)
+        self._trt, self._io, self._addresses, self._runs = trt, io, {}, []
+
+    def set_input_shape(self, name: str, shape: tuple) -> bool:
+        return self._trt._fail != "shape" and shape == self._io[name][1]
+
+    def get_tensor_shape(self, name: str) -> tuple:
+        return self._io[name][1]
+
+    def set_tensor_address(self, name: str, pointer: int) -> bool:
+        self._addresses[name] = pointer
+        return self._trt._fail != "address"
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        self._runs.append((stream_handle, dict(self._addresses)))
+        return self._trt._fail != "execute"
+
+
+@pytest.fixture
+def use_fake(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Install a FakeTrt as `tensorrt` with a visible (fake) CUDA GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+
+    def install(version: str, **kw) -> FakeTrt:
+        fake = FakeTrt(version, **kw)
+        monkeypatch.setitem(sys.modules, "tensorrt", fake)
+        return fake
+
+    return install
+
+
+def _onnx_file(path: Path, precision: str, stated: str | None = None) -> Path:
+    """A one-Conv graph in fp32, fp16 (half input and weights) or int8 (QuantizeLinear / DequantizeLinear)."""
+    dtype = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
+    weight = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float16 if precision == "fp16" else np.float32), "w")
+    nodes, inits, conv_in = [], [weight], "images"
+    if precision == "int8":
+        inits += [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")]
+        nodes += [helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"]),
+                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
+        conv_in = "dq"
+    nodes.append(helper.make_node("Conv", [conv_in, "w"], ["out"], name="conv0"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", dtype, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", dtype, [1, 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if stated is not None:
+        helper.set_model_props(model, {"detnas.precision": f'"{stated}"'})
+    onnx.save(model, path)
+    return path
+
+
+# --- precision comes from the file ------------------------------------------------------------------------------
+
+
+def test_precision_is_read_from_the_file(tmp_path: Path) -> None:
+    for precision in ("fp32", "fp16", "int8"):
+        assert onnx_precision(_onnx_file(tmp_path / f"{precision}.onnx", precision)) == precision
+        assert onnx_precision(_onnx_file(tmp_path / f"s{precision}.onnx", precision, stated=precision)) == precision
+    with pytest.raises(DetnasError, match="metadata detnas.precision says int8 but the graph is fp32"):
+        onnx_precision(_onnx_file(tmp_path / "lie.onnx", "fp32", stated="int8"))
+    with pytest.raises(DetnasError, match="not one of fp32, fp16, int8"):
+        onnx_precision(_onnx_file(tmp_path / "odd.onnx", "fp32", stated="bf16"))
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(DetnasError, match="cannot read ONNX file"):
+        onnx_precision(tmp_path / "junk.onnx")
+
+
+@pytest.mark.parametrize("version", [V10, V11])
+def test_strongly_typed_builds_touch_no_precision_flag(version: str, use_fake, tmp_path: Path) -> None:
+    """10.3+ / 11: STRONGLY_TYPED network, and no BuilderFlag at all (11 has none: the strict fake would raise)."""
+    for precision in ("fp32", "fp16", "int8"):
+        trt = use_fake(version)
+        engine = build_engine(_onnx_file(tmp_path / f"{precision}.onnx", precision), tmp_path / f"{precision}.engine",
+                              input_shape=(1, 3, 8, 8), precision=precision)
+        assert engine.read_bytes() == b"engine"
+        assert ("create_network", 1 << 1) in trt._log and not [c for c in trt._log if c[0] == "set_flag"]
+
+
+def test_tensorrt_8_6_sets_only_the_flag_the_file_needs(use_fake, tmp_path: Path) -> None:
+    expected = {"fp32": [], "fp16": [("set_flag", "FP16")], "int8": [("set_flag", "INT8")]}
+    for precision, flags in expected.items():
+        trt = use_fake(V86)
+        build_engine(_onnx_file(tmp_path / f"{precision}.onnx", precision), tmp_path / "m.engine", input_shape=(1, 3, 8, 8))
+        assert ("create_network", 1 << 0) in trt._log  # EXPLICIT_BATCH
+        assert [c for c in trt._log if c[0] == "set_flag"] == flags, precision
+
+
+def test_a_precision_the_file_does_not_carry_is_refused_before_tensorrt(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # TensorRT is not even asked
+    with pytest.raises(DetnasError, match="the file is fp32 but int8 was asked for.*--precision int8"):
+        build_engine(_onnx_file(tmp_path / "m.onnx", "fp32"), tmp_path / "m.engine", input_shape=(1, 3, 8, 8),
+                     precision="int8")
+
+
+# --- one logger for the process ---------------------------------------------------------------------------------
+
+
+def test_one_logger_for_plugins_builder_parser_and_runtime(use_fake, tmp_path: Path) -> None:
+    trt = use_fake(V11)
+    onnx_path = _onnx_file(tmp_path / "m.onnx", "fp32")
+    for _ in range(2):
+        build_engine(onnx_path, tmp_path / "m.engine", input_shape=(1, 3, 8, 8))
+        load_engine(trt, tmp_path / "m.engine")
+    created = [obj for what, obj in trt._log if what == "Logger"]
+    users = [(what, obj) for what, obj in trt._log if what in ("plugins", "Builder", "OnnxParser", "Runtime")]
+    assert len(created) == 1 and {what for what, _ in users} == {"plugins", "Builder", "OnnxParser", "Runtime"}
+    assert all(obj is created[0] for _, obj in users) and process_logger(trt) is created[0]
+    assert [what for what, _ in trt._log].count("plugins") == 1  # registered once per process
+
+
+# --- every TensorRT result is checked ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fail", "message"), [
+    ("plugins", "could not register its plugin library"),
+    ("build", "failed to build a fp32 engine"),
+])
+def test_failed_build_steps_are_one_line_errors(fail: str, message: str, use_fake, tmp_path: Path) -> None:
+    use_fake(V10, fail=fail)
+    with pytest.raises(DetnasError, match=message) as caught:
+        build_engine(_onnx_file(tmp_path / "m.onnx", "fp32"), tmp_path / "m.engine", input_shape=(1, 3, 8, 8))
+    assert "\n" not in str(caught.value) and not (tmp_path / "m.engine").exists()
+
+
+@pytest.mark.parametrize("version", [V86, V11])
+def test_parser_errors_are_listed_by_node(version: str, use_fake, tmp_path: Path) -> None:
+    """10+ names the node; 8.6 gives its index only, looked up in the file."""
+    errors = [(0, "conv0", "Conv", "Assertion failed: weights must be constant\nmore detail"), (-1, "", "", "bad model")]
+    use_fake(version, parse_errors=errors)
+    with pytest.raises(DetnasError) as caught:
+        build_engine(_onnx_file(tmp_path / "m.onnx", "fp32"), tmp_path / "m.engine", input_shape=(1, 3, 8, 8))
+    assert str(caught.value).endswith(f"TensorRT {version} cannot parse the ONNX file: node 0 'conv0' (Conv): "
+                                      "Assertion failed: weights must be constant; graph: bad model")
+
+
+@pytest.mark.parametrize(("fail", "message"), [
+    ("deserialize", "cannot load this engine"),
+    ("context", "could not create an execution context"),
+])
+def test_failed_engine_loads_are_one_line_errors(fail: str, message: str, use_fake, tmp_path: Path) -> None:
+    trt = use_fake(V10, fail=fail)
+    (tmp_path / "m.engine").write_bytes(b"engine")
+    with pytest.raises(DetnasError, match=message):
+        load_engine(trt, tmp_path / "m.engine")
+
+
+def _bound(trt: FakeTrt) -> tuple:
+    engine, context = load_engine(trt, _engine_file(trt))
+    stream = types.SimpleNamespace(cuda_stream=1234)
+    batches = [torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)]
+    return bind_io(trt, NamedTensors(trt, engine, context), batches, stream, device="cpu"), context, batches
+
+
+def _engine_file(trt: FakeTrt) -> Path:
+    path = Path(trt._tmp) / "m.engine"
+    path.write_bytes(b"engine")
+    return path
+
+
+@pytest.mark.parametrize("version", [V86, V10, V11])
+def test_io_binding_on_every_version(version: str, use_fake, tmp_path: Path) -> None:
+    """Outputs allocated with the engine's shapes and dtypes, batches cast to the input dtype, each call pointing the
+    input at its batch (the named-tensor API exists on 8.6 as on 10 and 11)."""
+    trt = use_fake(version)
+    trt._tmp = tmp_path
+    (call, io, outputs), context, batches = _bound(trt)
+    assert io == {"num_dets": [1], "boxes": [1, 5, 4], "images": [1, 3, 8, 8]}
+    assert [(n, o.shape, o.dtype) for n, o in outputs.items()] == [("num_dets", (1,), torch.int64),
+                                                                   ("boxes", (1, 5, 4), torch.float32)]
+    assert all(b.dtype == torch.float16 for b in batches)
+    call(1)
+    call(0)
+    assert [run[1]["images"] for run in context._runs] == [batches[1].data_ptr(), batches[0].data_ptr()]
+    assert context._runs[0][0] == 1234 and context._runs[0][1]["boxes"] == outputs["boxes"].data_ptr()
+
+
+@pytest.mark.parametrize(("fail", "message"), [
+    ("shape", "does not accept shape"),
+    ("address", "refused its device address"),
+])
+def test_failed_binding_is_a_one_line_error(fail: str, message: str, use_fake, tmp_path: Path) -> None:
+    trt = use_fake(V10, fail=fail)
+    trt._tmp = tmp_path
+    with pytest.raises(DetnasError, match=message):
+        _bound(trt)
+
+
+def test_failed_enqueue_is_an_error_not_a_fast_run(use_fake, tmp_path: Path) -> None:
+    trt = use_fake(V11, fail="execute")
+    trt._tmp = tmp_path
+    (call, _, _), context, _ = _bound(trt)
+    with pytest.raises(DetnasError, match="could not enqueue the engine"):
+        call(0)
+    assert len(context._runs) == 1
+
+
+def test_unusable_engine_io_is_refused(use_fake, tmp_path: Path) -> None:
+    trt = use_fake(V10)
+    stream = types.SimpleNamespace(cuda_stream=1)
+    cases = {"data-dependent shape": {**_IO, "boxes": ("output", (1, -1, 4), "float32")},
+             "engine has 2 inputs": {**_IO, "scale": ("input", (1,), "float32")}}
+    for message, io in cases.items():
+        engine = FakeEngine(trt, io)
+        with pytest.raises(DetnasError, match=message):
+            bind_io(trt, NamedTensors(trt, engine, FakeContext(trt, io)), [torch.rand(1, 3, 8, 8)], stream, device="cpu")
+
+
+# --- the supported range ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["10.0.1", "10.2.0.post1", "12.0.0", "8.5.3"])
+def test_unsupported_tensorrt_is_one_line_naming_it_and_the_range(version: str, use_fake, capsys, tmp_path) -> None:
+    use_fake(version)
+    with pytest.raises(DetnasError, match=rf"TensorRT {version} is installed but detnas supports TensorRT "
+                                          rf"{trt_backend.SUPPORTED_TEXT}"):
+        require_tensorrt()
+    from detnas.cli import main
+
+    argv = ["export", "--weights", str(tmp_path / "none"), "--out", str(tmp_path / "m.onnx"), "--format", "trt",
+            "--no-parity"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"TensorRT {version} is installed" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
