@@ -24,17 +24,18 @@ from typing import Any
 
 from detnas.bench.backends import Prepared
 from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
+from detnas.bench.result import PRECISIONS
 from detnas.errors import DetnasError
 from detnas.io import atomic_path
 
 _UNAVAILABLE = "TensorRT backend unavailable: "
 
-#: [low, high) (major, minor) ranges of the supported TensorRT versions: 8.6 (the last to run on sm_61, e.g. the GTX
-#: 1080 Ti) and 10.3 up to 11.x (10.3 is the first parser that takes the detector's graph; strong typing throughout).
-#: pyproject's `tensorrt` extra states the same set; tests/test_trt_api.py checks that they agree.
-SUPPORTED = (((8, 6), (8, 7)), ((10, 3), (12, 0)))
+#: [low, high) (major, minor) version ranges. Supported: 8.6 (the last for sm_61, e.g. the GTX 1080 Ti; no strong
+#: typing) and 10.3 up to 11.x (strongly typed; 10.3 is the oldest 10.x checked by tests/test_trt_api.py, which also
+#: checks that pyproject's `tensorrt` extra admits the same releases).
+V86, V10_11 = ((8, 6), (8, 7)), ((10, 3), (12, 0))
+SUPPORTED = (V86, V10_11)
 SUPPORTED_TEXT = "8.6.x, or 10.3 up to 11.x"
-V86, V10, V11 = ((8, 6), (8, 7)), ((10, 3), (12, 0)), ((11, 0), (12, 0))
 ALL = ((8, 6), (12, 0))
 
 
@@ -63,15 +64,15 @@ API: tuple[ApiUse, ...] = (
     ApiUse("Builder.__init__", params=("logger",)),
     ApiUse("Builder.create_network", params=("flags",), returns="INetworkDefinition"),
     ApiUse("NetworkDefinitionCreationFlag.EXPLICIT_BATCH", V86, kind="member"),
-    ApiUse("NetworkDefinitionCreationFlag.STRONGLY_TYPED", V10, kind="member"),
+    ApiUse("NetworkDefinitionCreationFlag.STRONGLY_TYPED", V10_11, kind="member"),
     ApiUse("OnnxParser.__init__", params=("network", "logger")),
     ApiUse("OnnxParser.parse", params=("model", "path"), returns="bool"),
     ApiUse("OnnxParser.num_errors", kind="property"),
     ApiUse("OnnxParser.get_error", params=("index",), returns="IParserError"),
     ApiUse("ParserError.desc", returns="str"),
     ApiUse("ParserError.node", returns="int"),
-    ApiUse("ParserError.node_name", V10, returns="str"),
-    ApiUse("ParserError.node_operator", V10, returns="str"),
+    ApiUse("ParserError.node_name", V10_11, returns="str"),
+    ApiUse("ParserError.node_operator", V10_11, returns="str"),
     ApiUse("Builder.create_builder_config", returns="IBuilderConfig"),
     ApiUse("IBuilderConfig.set_memory_pool_limit", params=("pool", "pool_size")),
     ApiUse("MemoryPoolType.WORKSPACE", kind="member"),
@@ -189,7 +190,6 @@ def make_builder(trt: ModuleType, logger: Any) -> Any:
     return builder
 
 
-PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_KEY = "detnas.precision"
 
 
@@ -330,7 +330,8 @@ def parser_errors(parser: Any, onnx_path: str | Path) -> list[str]:
                 names = _node_names(onnx_path)
             name, op = names[index] if 0 <= index < len(names) else ("?", "?")
         where = f"node {index} '{name}' ({op})" if index >= 0 else "graph"
-        lines.append(f"{where}: {str(error.desc()).strip().splitlines()[0] if str(error.desc()).strip() else '?'}")
+        desc = str(error.desc()).strip() or "?"
+        lines.append(f"{where}: {desc.splitlines()[0]}")
     return lines or ["no error reported (see the TensorRT log above)"]
 
 
