@@ -110,6 +110,8 @@ def _stub_bindings(version: str) -> Path:
         (work / "stubbed.json").write_text(json.dumps({"symbols": missing, "sonames": needed}))
         (work / "ready").write_text(WHEELS[version])
         shutil.rmtree(work / "wheel")
+        if home.is_dir() and not (home / "ready").is_file():
+            shutil.rmtree(home)  # left half-made by an interrupted run
         try:
             os.replace(work, home)
         except OSError:  # another run filled the cache first

@@ -57,9 +57,11 @@ class Strict:
 class FakeTrt(Strict):
     """The module: records what was called with which logger; `_fail` names the one result that should fail."""
 
-    def __init__(self, version: str, fail: str = "", parse_errors: list[tuple] = ()) -> None:
+    def __init__(self, version: str, fail: str = "", parse_errors: list[tuple] = (),
+                 input_shape: tuple = (1, 3, 8, 8)) -> None:
         super().__init__(version)
         self.__version__ = version
+        self._input_shape = input_shape
         self.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # for importlib.util.find_spec("tensorrt")
         self._fail, self._parse_errors, self._log = fail, list(parse_errors), []
         trt = self
@@ -118,12 +120,17 @@ class FakeBuilder(Strict):
     def create_network(self, flags: int) -> Strict:
         self._trt._log.append(("create_network", flags))
         network = Strict(self._trt._version, "INetworkDefinition")
-        tensor = _enum(self._trt._version, "ITensor", shape=(1, 3, 8, 8), name="images")
+        tensor = _enum(self._trt._version, "ITensor", shape=self._trt._input_shape, name="images")
         object.__setattr__(network, "get_input", lambda index: tensor)
         return network
 
     def create_builder_config(self) -> FakeConfig:
         return FakeConfig(self._trt)
+
+    def create_optimization_profile(self) -> Strict:
+        profile = Strict(self._trt._version, "IOptimizationProfile")
+        object.__setattr__(profile, "set_shape", lambda *shapes: self._trt._log.append(("set_shape", shapes)))
+        return profile
 
     def build_serialized_network(self, network: object, config: object) -> bytes | None:
         return None if self._trt._fail == "build" else b"engine"
@@ -141,6 +148,22 @@ class FakeConfig(Strict):
 
     def set_flag(self, flag: str) -> None:
         self._trt._log.append(("set_flag", flag))
+
+    def add_optimization_profile(self, profile: object) -> int:
+        self._trt._log.append(("add_optimization_profile", profile))
+        return 0
+
+    def create_timing_cache(self, blob: bytes) -> bytes:
+        return bytes(blob)
+
+    def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
+        self._cache = cache + b"+timings"
+        return self._trt._fail != "timing cache"
+
+    def get_timing_cache(self) -> Strict:
+        cache = Strict(self._trt._version, "ITimingCache")
+        object.__setattr__(cache, "serialize", lambda: self._cache)
+        return cache
 
 
 class FakeParser(Strict):
@@ -295,6 +318,22 @@ def test_a_precision_the_file_does_not_carry_is_refused_before_tensorrt(tmp_path
     with pytest.raises(DetnasError, match="the file is fp32 but int8 was asked for.*--precision int8"):
         build_engine(_onnx_file(tmp_path / "m.onnx", "fp32"), tmp_path / "m.engine", input_shape=(1, 3, 8, 8),
                      precision="int8")
+
+
+def test_dynamic_input_is_pinned_and_the_timing_cache_kept(use_fake, tmp_path: Path) -> None:
+    trt = use_fake(V11, input_shape=(-1, 3, 8, 8))
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"old")
+    build_engine(_onnx_file(tmp_path / "m.onnx", "fp32"), tmp_path / "m.engine", input_shape=(2, 3, 8, 8),
+                 timing_cache=cache)
+    assert ("set_shape", ("images", (2, 3, 8, 8), (2, 3, 8, 8), (2, 3, 8, 8))) in trt._log
+    assert [c[0] for c in trt._log].count("add_optimization_profile") == 1
+    assert cache.read_bytes() == b"old+timings"
+    use_fake(V10, fail="timing cache")
+    with pytest.raises(DetnasError, match="timing cache from another GPU or TensorRT version"):
+        build_engine(_onnx_file(tmp_path / "m.onnx", "fp32"), tmp_path / "n.engine", input_shape=(1, 3, 8, 8),
+                     timing_cache=cache)
+    assert not (tmp_path / "n.engine").exists() and cache.read_bytes() == b"old+timings"
 
 
 # --- one logger for the process ---------------------------------------------------------------------------------
