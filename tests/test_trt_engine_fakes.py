@@ -151,7 +151,7 @@ class FakeConfig(Strict):
 
     def add_optimization_profile(self, profile: object) -> int:
         self._trt._log.append(("add_optimization_profile", profile))
-        return 0
+        return -1 if self._trt._fail == "profile" else 0
 
     def create_timing_cache(self, blob: bytes) -> bytes:
         return bytes(blob)
@@ -334,6 +334,9 @@ def test_dynamic_input_is_pinned_and_the_timing_cache_kept(use_fake, tmp_path: P
         build_engine(_onnx_file(tmp_path / "m.onnx", "fp32"), tmp_path / "n.engine", input_shape=(1, 3, 8, 8),
                      timing_cache=cache)
     assert not (tmp_path / "n.engine").exists() and cache.read_bytes() == b"old+timings"
+    use_fake(V10, fail="profile", input_shape=(-1, 3, 8, 8))
+    with pytest.raises(DetnasError, match=r"TensorRT rejected input shape \[2, 3, 8, 8\] for 'images'"):
+        build_engine(_onnx_file(tmp_path / "m.onnx", "fp32"), tmp_path / "n.engine", input_shape=(2, 3, 8, 8))
 
 
 # --- one logger for the process ---------------------------------------------------------------------------------

@@ -284,7 +284,9 @@ def build_engine(
     if any(d < 0 for d in image.shape):  # dynamic axes: pin them to the size being timed
         profile = builder.create_optimization_profile()
         profile.set_shape(image.name, input_shape, input_shape, input_shape)
-        config.add_optimization_profile(profile)
+        if config.add_optimization_profile(profile) < 0:
+            raise DetnasError(f"{onnx_path}: TensorRT rejected input shape {list(input_shape)} for '{image.name}' "
+                              f"(the file's input is {list(image.shape)}); time the shape the file was exported for")
     _warn_slow_fp16(carried)
     if not strongly_typed and carried != "fp32":  # 8.6: FP16 / Q/DQ layers run in that precision only with the flag
         config.set_flag(trt.BuilderFlag.FP16 if carried == "fp16" else trt.BuilderFlag.INT8)
