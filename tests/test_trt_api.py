@@ -1,8 +1,9 @@
 """detnas's TensorRT calls checked against the real TensorRT Python bindings of every supported version, no GPU.
 
 The binding wheels (`tensorrt_bindings` 8.6.1, `tensorrt_cu12_bindings` 10.x, `tensorrt_cu13_bindings` 11.x, ~1 MB
-each) hold the pybind11 module only; it links against libnvinfer & co., whose few C entry points it imports are
-stubbed here by a C file compiled with gcc into libraries of the exact sonames it needs. The module then imports in
+each) hold the pybind11 module only (`tensorrt` re-exports it, as its front-end package does); it links against
+libnvinfer & co., whose few C entry points it imports are stubbed here by a C file compiled with gcc into
+libraries of the exact sonames it needs. The module then imports in
 a subprocess (LD_LIBRARY_PATH set) and reports every name in `trt_backend.API` with its pybind11 signature, which is
 compared with how detnas calls it. Wheels and stubs are cached per version under ~/.cache/detnas-trt-api (or
 $DETNAS_TRT_API_CACHE), so reruns take a second or two. Skips with the reason where PyPI or gcc is unreachable.
@@ -40,9 +41,12 @@ WHEELS = {
 #: what the process already provides to the extension (libc, libm, libstdc++, libgcc, the interpreter)
 _PROVIDED = ("libstdc++.so.6", "libm.so.6", "libgcc_s.so.1")
 
+#: the whole `tensorrt/__init__.py` of the front-end sdists (tensorrt 8.6.1, tensorrt_cu13 11.4.0.106 alike)
+_FRONT_END = "from tensorrt_bindings import *\nfrom tensorrt_bindings import __version__\n"
+
 _DESCRIBE = r"""
 import inspect, json, sys
-import tensorrt_bindings as trt
+import tensorrt as trt
 out = {"version": trt.__version__}
 for path in json.loads(sys.argv[1]):
     obj, found = trt, True
@@ -73,10 +77,14 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
+def _complete(home: Path) -> bool:
+    return (home / "ready").is_file() and (home / "site" / "tensorrt" / "__init__.py").is_file()
+
+
 def _stub_bindings(version: str) -> Path:
     """Download, unpack and stub one binding wheel into CACHE/version (once); skip with the reason if impossible."""
     home = CACHE / version
-    if (home / "ready").is_file():
+    if _complete(home):
         return home
     for tool in ("gcc", "nm", "readelf"):
         if shutil.which(tool) is None:
@@ -92,6 +100,9 @@ def _stub_bindings(version: str) -> Path:
             pytest.skip(f"cannot download {WHEELS[version]} from the package registry: {reason}")
         with zipfile.ZipFile(wheels[0]) as wheel:
             wheel.extractall(work / "site")
+        # `import tensorrt` as the tensorrt / tensorrt_cu12 / tensorrt_cu13 front-end packages provide it
+        (work / "site" / "tensorrt").mkdir()
+        (work / "site" / "tensorrt" / "__init__.py").write_text(_FRONT_END)
         module = next((work / "site" / "tensorrt_bindings").glob("tensorrt*.so"))
         undefined = _run(["nm", "-D", "--undefined-only", str(module)], check=True).stdout
         provided = [ctypes.CDLL(None)] + [ctypes.CDLL(lib) for lib in _PROVIDED]
@@ -110,8 +121,8 @@ def _stub_bindings(version: str) -> Path:
         (work / "stubbed.json").write_text(json.dumps({"symbols": missing, "sonames": needed}))
         (work / "ready").write_text(WHEELS[version])
         shutil.rmtree(work / "wheel")
-        if home.is_dir() and not (home / "ready").is_file():
-            shutil.rmtree(home)  # left half-made by an interrupted run
+        if home.is_dir() and not _complete(home):
+            shutil.rmtree(home)  # left half-made by an interrupted run, or by an older layout
         try:
             os.replace(work, home)
         except OSError:  # another run filled the cache first
