@@ -265,8 +265,8 @@ def build_engine(
     carried = onnx_precision(onnx_path)
     if precision is not None and precision != carried:
         raise DetnasError(f"{onnx_path}: the file is {carried} but {precision} was asked for; TensorRT builds the "
-                          f"precision the ONNX file carries, so pass a {precision} export (detnas export --precision "
-                          f"{precision})")
+                          f"precision the ONNX file carries, so give it a file exported in {precision} "
+                          f"(detnas export --precision {precision})")
     trt = require_tensorrt()
     logger = process_logger(trt)
     builder = make_builder(trt, logger)
