@@ -195,7 +195,7 @@ PRECISION_KEY = "detnas.precision"
 
 def onnx_precision(onnx_path: str | Path) -> str:
     """The precision an ONNX file carries: its `detnas.precision` metadata when present, else read from the graph
-    (any QuantizeLinear -> int8, float16 inputs or initializers -> fp16, otherwise fp32). A file whose metadata and
+    (any QuantizeLinear / DequantizeLinear -> int8, float16 inputs, initializers or constants -> fp16, else fp32). A file whose metadata and
     graph disagree is refused: the engine would not be what its label says."""
     import onnx
 
@@ -237,7 +237,7 @@ def _graph_precision(model: Any) -> str:
         nodes.extend(graph.node)
         graphs.extend(a.g for n in graph.node for a in n.attribute if a.HasField("g"))
         graphs.extend(g for n in graph.node for a in n.attribute for g in a.graphs)
-    if any(n.op_type == "QuantizeLinear" for n in nodes):
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes):
         return "int8"
     f16 = TensorProto.FLOAT16
     if (any(i.type.tensor_type.elem_type == f16 for i in model.graph.input)
