@@ -293,6 +293,18 @@ def test_precision_is_read_from_the_file(tmp_path: Path) -> None:
         onnx_precision(tmp_path / "junk.onnx")
 
 
+def test_precision_of_the_files_the_bench_writes(tmp_path: Path) -> None:
+    """The files the bench hands TensorRT: a torch export, the same in half precision, and ORT's QDQ quantization."""
+    from detnas.bench.backends.ort_backend import quantize_int8
+    from detnas.bench.models import export_onnx
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    fp32 = export_onnx(module, torch.rand(1, 3, 16, 16), tmp_path / "fp32.onnx")
+    fp16 = export_onnx(module.half(), torch.rand(1, 3, 16, 16).half(), tmp_path / "fp16.onnx")
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", [np.random.rand(1, 3, 16, 16).astype(np.float32)])
+    assert [onnx_precision(p) for p in (fp32, fp16, int8)] == ["fp32", "fp16", "int8"]
+
+
 @pytest.mark.parametrize("version", [V10, V11])
 def test_strongly_typed_builds_touch_no_precision_flag(version: str, use_fake, tmp_path: Path) -> None:
     """10.3+ / 11: STRONGLY_TYPED network, and no BuilderFlag at all (11 has none: the strict fake would raise)."""
