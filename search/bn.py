@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 BN_MODES = ("cumulative", "detnas")
-#: the official recalibration's SyncBN momentum and its shuffling seed's role (any fixed seed)
+#: the official recalibration's SyncBN momentum; the official loader shuffles with a fixed seed (any fixed seed)
 DETNAS_BN_MOMENTUM = 0.1
 DETNAS_BN_SEED = 0
 

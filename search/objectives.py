@@ -41,6 +41,9 @@ class Constraints:
             raise DetnasError(f"--objective '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
         if self.metric not in FITNESS_METRICS:
             raise DetnasError(f"fitness metric '{self.metric}' is not one of {', '.join(FITNESS_METRICS)}")
+        if not self.paper_limit and not self.unconstrained:
+            raise DetnasError("--no-constraint lifts the paper's default limit; it cannot go with "
+                              "--latency-target, --flops-max or --params-max")
         if self.objective == "soft" and self.latency_ms is None:
             raise DetnasError("--objective soft rewards AP*(latency/target)^w and needs --latency-target")
         if self.latency_ms is not None and self.latency_ms <= 0:
@@ -64,9 +67,6 @@ class Constraints:
         """These constraints with the paper's defaults filled in, and a log line saying what applies."""
         resolved = replace(self, metric=metric)
         if not self.unconstrained:
-            if not self.paper_limit:
-                raise DetnasError("--no-constraint lifts the paper's default limit; it cannot go with "
-                                  "--latency-target, --flops-max or --params-max")
             return resolved, f"fitness: {metric}"
         if not self.paper_limit:
             return resolved, f"no constraint (--no-constraint): ranking by {metric} alone"

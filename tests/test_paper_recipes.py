@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from test_search_fakes import TINY, FakeAccuracy, FakeLatency
 from test_train_helpers import coco_subset, one_thread, tiny_cls_config  # noqa: F401 (fixture)
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torchvision.ops import sigmoid_focal_loss
 
 from detnas.arch import resolve_arch, sample_arch
 from detnas.data.coco import coco_from_dict
@@ -209,6 +211,25 @@ def test_voc07_eleven_point_and_all_point_map_and_voc_fitness() -> None:
     assert voc.metric == "mAP50_07"
 
 
+class _VocAccuracy(FakeAccuracy):
+    def evaluate(self, arch):
+        metrics = super().evaluate(arch)
+        return {**metrics, "mAP50_07": 1.0 - metrics["AP"]}  # ranks the other way round from COCO AP
+
+
+def test_search_fitness_is_the_resolved_metric(tmp_path) -> None:
+    from detnas.search.evolution import EvolutionSettings, Search
+    from detnas.search.interfaces import BackboneCost
+
+    settings = EvolutionSettings(population=4, generations=1, parents=2, mutations=0, crossovers=0, randoms=4)
+    for metric in ("AP", "mAP50_07"):
+        constraints = Constraints(latency_ms=1e6, metric=metric)
+        search = Search(TINY, settings, constraints, _VocAccuracy(), FakeLatency(), BackboneCost(64),
+                        tmp_path / f"{metric}.jsonl")
+        records = search.run()
+        assert records and all(r["fitness"] == pytest.approx(r["metrics"][metric]) for r in records)
+
+
 # 9 ------------------------------------------------------------------------------------------------------------
 def test_retinanet_coder_loss_and_test_settings_are_official() -> None:
     torch.manual_seed(0)
@@ -229,6 +250,15 @@ def test_retinanet_coder_loss_and_test_settings_are_official() -> None:
     picked = torch.cat([regression[i][matched[i] >= 0] for i in range(2)])
     expected = nn.functional.smooth_l1_loss(picked, torch.cat(wanted), reduction="sum", beta=0.11) / (4 * 3)
     torch.testing.assert_close(loss, expected)
+    # focal loss: summed over the batch (anchors between the thresholds, -2, left out) / (3 positives + 2 images)
+    logits = torch.randn(2, 3, 3)
+    labelled = [{"labels": torch.tensor([1, 2]), "boxes": t["boxes"]} for t in targets]
+    focal = detector.head.classification_head.compute_loss(labelled, {"cls_logits": logits}, matched)
+    wanted = torch.zeros(2, 3, 3)
+    wanted[0, 0, 1] = wanted[0, 1, 2] = wanted[1, 1, 2] = 1.0
+    keep = torch.stack([torch.ones(3, dtype=torch.bool), torch.tensor([True, True, False])])
+    expected = sigmoid_focal_loss(logits[keep], wanted[keep], reduction="sum") / (3 + 2)
+    torch.testing.assert_close(focal, expected)
 
 
 # 10 -----------------------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ Label convention: dataset labels are contiguous 1..K and 0 is background, so bot
 num_classes = K + 1 (RetinaNet never trains class 0 as positive; `detector_predictor` drops it).
 
 Two styles: "torchvision" (its defaults; the cpu-* recipes) and "detnas", what the official code builds (the paper-*
-recipes): BN after every FPN lateral and output conv of the FPN detector, RetinaNet's box coder weights, smooth-L1
-loss and test settings of maskrcnn-benchmark, and BN momentum 0.01 in final detectors (0.1 in supernets). A
+recipes): BN after every FPN lateral and output conv of the FPN detector, RetinaNet's box coder weights, loss
+normalisation and test settings of maskrcnn-benchmark, and BN momentum 0.01 in final detectors (0.1 in supernets). A
 checkpoint's recipe records the style (`detector_style`), so loaders rebuild the same modules.
 """
 
@@ -20,8 +20,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
-from torchvision.models.detection.retinanet import RetinaNetHead, RetinaNetRegressionHead
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead, RetinaNetRegressionHead
+from torchvision.ops import MultiScaleRoIAlign, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from detnas.arch import Arch
@@ -64,6 +64,23 @@ class OfficialRetinaNetRegression(RetinaNetRegressionHead):
         return loss / max(1, predicted_all.numel())
 
 
+class OfficialRetinaNetClassification(RetinaNetClassificationHead):
+    """Focal loss normalised as maskrcnn-benchmark does: summed over the batch's anchors (those between the IoU
+    thresholds left out) and divided by (positive anchors + images) (torchvision: per image / its positives)."""
+
+    def compute_loss(self, targets: list[dict[str, torch.Tensor]], head_outputs: dict[str, torch.Tensor],
+                     matched_idxs: list[torch.Tensor]) -> torch.Tensor:
+        total, positives = head_outputs["cls_logits"].new_zeros(()), 0
+        for target, logits, matched in zip(targets, head_outputs["cls_logits"], matched_idxs):
+            positive = matched >= 0
+            wanted = torch.zeros_like(logits)
+            wanted[positive, target["labels"][matched[positive]]] = 1.0
+            valid = matched != self.BETWEEN_THRESHOLDS
+            total = total + sigmoid_focal_loss(logits[valid], wanted[valid], reduction="sum")
+            positives += int(positive.sum())
+        return total / (positives + len(targets))
+
+
 def _faster_rcnn(backbone_net: Supernet | ChildNet, num_classes: int, style: str, **kw: Any) -> FasterRCNN:
     """P2-P6 from C2..C5 (P6 = max-pool of P5, RPN only); box head 4 conv + 1 FC with BN (DetNAS' head); the
     detnas style puts BN after the FPN's convs (official FPN.USE_SYNCBN)."""
@@ -86,6 +103,7 @@ def _retinanet(backbone_net: Supernet | ChildNet, num_classes: int, style: str, 
     detector = RetinaNet(backbone, num_classes=num_classes, **{**RETINANET_TEST, **kw})
     num_anchors = detector.anchor_generator.num_anchors_per_location()[0]
     detector.head = RetinaNetHead(FPN_CHANNELS, num_anchors, num_classes)
+    detector.head.classification_head = OfficialRetinaNetClassification(FPN_CHANNELS, num_anchors, num_classes)
     detector.head.regression_head = OfficialRetinaNetRegression(FPN_CHANNELS, num_anchors)
     detector.box_coder = BoxCoder(weights=RETINANET_BOX_WEIGHTS)
     return detector
