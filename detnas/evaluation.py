@@ -1,6 +1,7 @@
-"""COCO evaluation through pycocotools' COCOeval, for any predictor: a torch detector, an ONNX session, a
-supernet path. The predictor sees untransformed uint8 images and answers in original-image pixels with the
-dataset's contiguous labels; mapping back to category ids and writing the results json happen here, once.
+"""COCO evaluation through pycocotools' COCOeval, and Pascal VOC mAP@0.5 (VOC07 11-point and all-point), for any
+predictor: a torch detector, an ONNX session, a supernet path. The predictor sees untransformed uint8 images and
+answers in original-image pixels with the dataset's contiguous labels; mapping back to category ids and writing
+the results json happen here, once.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_iou
 
 from detnas.data.detection import DetectionDataset
 from detnas.errors import DetnasError
@@ -24,8 +27,12 @@ from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 Prediction = dict[str, torch.Tensor]
 Predictor = Callable[[list[torch.Tensor]], list[Prediction]]
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 """Names of COCOeval.stats in order. -1 means no ground truth in that area range (COCO's convention)."""
+VOC_METRICS = ("mAP50_07", "mAP50_all")
+"""Pascal VOC mAP at IoU 0.5: VOC2007's 11-point interpolation (the paper's VOC numbers) and the all-point area."""
+METRICS = COCO_METRICS + VOC_METRICS
+VOC_IOU = 0.5
 
 
 def to_coco_results(image_id: int, prediction: Prediction, label_to_cat_id: dict[int, int]) -> list[dict[str, Any]]:
@@ -50,7 +57,7 @@ def to_coco_results(image_id: int, prediction: Prediction, label_to_cat_id: dict
 def coco_metrics(dataset: DetectionDataset, results: list[dict[str, Any]], image_ids: Sequence[int]) -> dict[str, float]:
     """COCOeval bbox over `image_ids`; no detections at all is AP 0 (pycocotools' loadRes([]) would raise)."""
     if not results:
-        return dict.fromkeys(METRICS, 0.0)
+        return dict.fromkeys(COCO_METRICS, 0.0)
     with contextlib.redirect_stdout(io.StringIO()):
         dt = dataset.coco_gt.loadRes(results)
         evaluator = COCOeval(dataset.coco_gt, dt, iouType="bbox")
@@ -58,14 +65,85 @@ def coco_metrics(dataset: DetectionDataset, results: list[dict[str, Any]], image
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(value) for name, value in zip(METRICS, evaluator.stats)}
+    return {name: float(value) for name, value in zip(COCO_METRICS, evaluator.stats)}
+
+
+def _voc_average_precision(recall: np.ndarray, precision: np.ndarray, eleven_point: bool) -> float:
+    """VOC07: mean of the best precision at recall >= 0, 0.1, ..., 1; otherwise the area under the precision
+    envelope (VOC2010 on)."""
+    if eleven_point:
+        return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
+                              for t in np.linspace(0.0, 1.0, 11)]))
+    recall = np.concatenate(([0.0], recall, [1.0]))
+    envelope = np.maximum.accumulate(np.concatenate(([0.0], precision, [0.0]))[::-1])[::-1]
+    steps = np.where(recall[1:] != recall[:-1])[0]
+    return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))
+
+
+def voc_metrics(dataset: DetectionDataset, results: list[dict[str, Any]], image_ids: Sequence[int]) -> dict[str, float]:
+    """Pascal VOC mAP@0.5 over `image_ids`, read off the COCO ground truth (crowd = VOC's "difficult": a detection
+    matching one is neither right nor wrong) as the official code's VOC evaluation does: per image, detections in
+    score order take their best-overlapping box if IoU >= 0.5 and that box is still free; classes without a
+    non-difficult box are left out of the mean."""
+    wanted = set(image_ids)
+    truth: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    positives: dict[int, int] = {}
+    for ann in dataset.coco_gt.dataset.get("annotations", []):
+        if ann["image_id"] in wanted:
+            truth.setdefault((ann["image_id"], ann["category_id"]), []).append(ann)
+            if not ann.get("iscrowd", 0):
+                positives[ann["category_id"]] = positives.get(ann["category_id"], 0) + 1
+    found: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for det in results:
+        if det["image_id"] in wanted and det["category_id"] in positives:
+            found.setdefault((det["image_id"], det["category_id"]), []).append(det)
+    scored: dict[int, list[tuple[float, int]]] = {c: [] for c in positives}  # (score, 1 right / 0 wrong)
+    for (image_id, cat), dets in found.items():
+        dets = sorted(dets, key=lambda d: -d["score"])
+        gts = truth.get((image_id, cat), [])
+        if not gts:
+            scored[cat].extend((d["score"], 0) for d in dets)
+            continue
+        xyxy = lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]  # noqa: E731
+        iou = box_iou(torch.tensor([xyxy(d["bbox"]) for d in dets], dtype=torch.float64),
+                      torch.tensor([xyxy(g["bbox"]) for g in gts], dtype=torch.float64))
+        best_iou, best = iou.max(1)
+        taken = [False] * len(gts)
+        for det, overlap, j in zip(dets, best_iou.tolist(), best.tolist()):
+            if overlap < VOC_IOU:
+                scored[cat].append((det["score"], 0))
+            elif not gts[j].get("iscrowd", 0):
+                scored[cat].append((det["score"], 0 if taken[j] else 1))
+            taken[j] = taken[j] or overlap >= VOC_IOU
+    per_class: dict[str, list[float]] = {name: [] for name in VOC_METRICS}
+    for cat, entries in scored.items():
+        entries.sort(key=lambda e: -e[0])
+        right = np.cumsum([e[1] for e in entries], dtype=np.float64)
+        wrong = np.cumsum([1 - e[1] for e in entries], dtype=np.float64)
+        recall = right / positives[cat]
+        precision = right / np.maximum(right + wrong, np.finfo(np.float64).eps)
+        for name, eleven in zip(VOC_METRICS, (True, False)):
+            per_class[name].append(_voc_average_precision(recall, precision, eleven) if entries else 0.0)
+    return {name: float(np.mean(values)) if values else 0.0 for name, values in per_class.items()}
+
+
+def is_voc(dataset: DetectionDataset) -> bool:
+    """Pascal VOC data: read from a VOCdevkit, or a COCO json of VOC's 20 classes (e.g. a split of it)."""
+    from detnas.data.voc import VOC_CLASSES, VocDetection
+
+    return isinstance(dataset, VocDetection) or tuple(dataset.classes) == VOC_CLASSES
+
+
+def fitness_metric(dataset: DetectionDataset) -> str:
+    """What a search ranks by on this data: the paper's VOC07 mAP@0.5 on VOC, COCO AP@[.5:.95] otherwise."""
+    return "mAP50_07" if is_voc(dataset) else "AP"
 
 
 def evaluate(predict: Predictor, dataset: DetectionDataset, out_json: str | Path | None = None,
              batch_size: int = 8, max_images: int | None = None,
              progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Run `predict` over the dataset (or its first `max_images`), write the COCO results json (atomically)
-    if `out_json` is given, and return the COCO bbox metrics (`METRICS`) plus `images`, `detections`,
+    if `out_json` is given, and return the COCO bbox and VOC metrics (`METRICS`) plus `images`, `detections`,
     `predict_seconds` and `eval_seconds`. No detections at all gives 0.0 for every metric.
     """
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
@@ -86,7 +164,7 @@ def evaluate(predict: Predictor, dataset: DetectionDataset, out_json: str | Path
     predict_seconds = time.perf_counter() - start
     if out_json is not None:
         atomic_write_text(out_json, json.dumps(results))
-    metrics = coco_metrics(dataset, results, image_ids)
+    metrics = {**coco_metrics(dataset, results, image_ids), **voc_metrics(dataset, results, image_ids)}
     return {**metrics, "images": float(count), "detections": float(len(results)),
             "predict_seconds": predict_seconds, "eval_seconds": time.perf_counter() - start - predict_seconds}
 

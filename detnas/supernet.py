@@ -107,6 +107,28 @@ class ChildNet(_Network):
         return self._run(x, [(block, None) for block in self.blocks])
 
 
+def official_classifier_(net: Supernet | ChildNet) -> None:
+    """Make a classification network as the official ImageNet training does: convs N(0, 1/(in_channels/groups)),
+    the stem conv N(0, 0.01), biases 0, BN gamma 1 / beta 1e-4, FC N(0, 0.01), and channel-wise dropout
+    (Dropout2d) before the pooling. Module layout and state-dict keys stay the same."""
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Conv2d):
+            std = 0.01 if name.startswith("stem.") else 1.0 / module.weight.shape[1]
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.constant_(module.bias, 1e-4)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.01)
+            nn.init.zeros_(module.bias)
+    if net.head is not None:
+        for index, module in enumerate(net.head):
+            if type(module) is nn.Dropout:
+                net.head[index] = nn.Dropout2d(module.p)
+
+
 def materialize(supernet: Supernet, arch: Arch, with_head: bool | None = None) -> ChildNet:
     """Cut `arch`'s path out of the supernet: an independent copy of exactly the chosen modules and weights."""
     supernet.check_arch(arch)

@@ -35,6 +35,9 @@ def run_cmd(
     force_profile: bool = typer.Option(False, help="Use a device profile whose fingerprint differs from here."),
     flops_max: str = typer.Option(None, help="Backbone FLOPs limit (multiply-adds at --flops-size), e.g. 300M."),
     params_max: str = typer.Option(None, help="Backbone params limit, e.g. 3.5M."),
+    no_constraint: bool = typer.Option(False, "--no-constraint", help="Without a latency, FLOPs or params limit the "
+                                       "space's paper limit applies (detnas-300m: 300M backbone FLOPs at 224, "
+                                       "detnas-1.3g: 1.3G); this lifts it."),
     flops_size: int = typer.Option(224, help="Input side FLOPs are counted at (DetNAS: 224)."),
     objective: str = typer.Option("hard", help="hard (reject over target), soft (AP*(lat/target)^w) or pareto."),
     soft_weight: float = typer.Option(-0.07, help="Exponent w of the soft reward (MnasNet: -0.07)."),
@@ -71,7 +74,8 @@ def run_cmd(
                                  mutation_prob, seed, max_tries)
     constraints = Constraints(objective, parse_latency_ms(latency_target) if latency_target else None, soft_weight,
                               parse_count(flops_max, "--flops-max") if flops_max else None,
-                              parse_count(params_max, "--params-max") if params_max else None)
+                              parse_count(params_max, "--params-max") if params_max else None,
+                              paper_limit=not no_constraint)
     sizes = parse_hw(latency_size, "--latency-size") if latency_size else None
     timing = Timing(sizes, backend, precision, device, scope, latency_batch, latency_runs, threads=latency_threads)
     request = SearchRequest(supernet, data, images, bn_data, out, bn_images_dir, settings, constraints, timing,

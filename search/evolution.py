@@ -177,7 +177,7 @@ class Search:
         return {"type": "candidate", "index": index, "generation": generation, "origin": entry["origin"],
                 "hash": entry["hash"], "arch": entry["arch"], "metrics": metrics, "latency": entry["latency"],
                 "flops": entry["flops"], "params": entry["params"],
-                "fitness": self.constraints.fitness(metrics["AP"], entry["latency"]["median_ms"]),
+                "fitness": self.constraints.fitness(metrics[self.constraints.metric], entry["latency"]["median_ms"]),
                 "seed": self.settings.seed, "fingerprint": self.latency.fingerprint,
                 "wall_s": timing["accuracy_s"], "timing": timing}
 

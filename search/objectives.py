@@ -6,27 +6,44 @@ Kept apart from the evolution loop so each rule can be tested on plain numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from detnas.errors import DetnasError
 
 OBJECTIVES = ("hard", "soft", "pareto")
+FITNESS_METRICS = ("AP", "mAP50_07")
+#: backbone FLOPs (stem + stages, multiply-adds at 224x224) a space's paper search allows. detnas-300m: the official
+#: search's `flops_limit` (300M). detnas-1.3g: no official search config exists; its name gives 1.3G the way
+#: 300M names the small space, and the released COCO-FPN-1.3G backbone (1.27G) meets it.
+PAPER_FLOPS_LIMITS = {"detnas-300m": 300e6, "detnas-1.3g": 1.3e9}
+PAPER_FLOPS_SIZE = 224
 
 
 @dataclass(frozen=True)
 class Constraints:
-    """Limits a candidate must meet. `latency_ms` is hard for 'hard' and 'pareto', a reward term for 'soft'."""
+    """Limits a candidate must meet. `latency_ms` is hard for 'hard' and 'pareto', a reward term for 'soft'.
+
+    Without any limit the space's paper FLOPs limit applies (`resolve`), unless `paper_limit` is False
+    (`--no-constraint`). `metric` is what the fitness ranks by: COCO AP@[.5:.95], or VOC07 mAP@0.5 on VOC data.
+    """
 
     objective: str = "hard"
     latency_ms: float | None = None
     soft_weight: float = -0.07
     flops_max: float | None = None
     params_max: float | None = None
+    paper_limit: bool = True
+    metric: str = "AP"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise DetnasError(f"--objective '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
+        if self.metric not in FITNESS_METRICS:
+            raise DetnasError(f"fitness metric '{self.metric}' is not one of {', '.join(FITNESS_METRICS)}")
+        if not self.paper_limit and not self.unconstrained:
+            raise DetnasError("--no-constraint lifts the paper's default limit; it cannot go with "
+                              "--latency-target, --flops-max or --params-max")
         if self.objective == "soft" and self.latency_ms is None:
             raise DetnasError("--objective soft rewards AP*(latency/target)^w and needs --latency-target")
         if self.latency_ms is not None and self.latency_ms <= 0:
@@ -41,6 +58,30 @@ class Constraints:
         if latency_ms is not None and self.latency_is_hard and latency_ms > self.latency_ms:  # type: ignore[operator]
             return f"latency {latency_ms:.3f}ms > {self.latency_ms:g}ms"
         return None
+
+    @property
+    def unconstrained(self) -> bool:
+        return self.latency_ms is None and self.flops_max is None and self.params_max is None
+
+    def resolve(self, space_name: str, flops_size: int, metric: str) -> tuple[Constraints, str]:
+        """These constraints with the paper's defaults filled in, and a log line saying what applies."""
+        resolved = replace(self, metric=metric)
+        if not self.unconstrained:
+            return resolved, f"fitness: {metric}"
+        if not self.paper_limit:
+            return resolved, f"no constraint (--no-constraint): ranking by {metric} alone"
+        limit = PAPER_FLOPS_LIMITS.get(space_name)
+        if limit is None:
+            raise DetnasError(f"space '{space_name}' has no paper FLOPs limit; pass --latency-target, --flops-max "
+                              "or --params-max, or --no-constraint to rank by accuracy alone")
+        if flops_size != PAPER_FLOPS_SIZE:
+            raise DetnasError(f"the paper limit of '{space_name}' ({limit / 1e6:g}M) counts FLOPs at "
+                              f"{PAPER_FLOPS_SIZE}x{PAPER_FLOPS_SIZE}, not --flops-size {flops_size}; pass "
+                              "--flops-max for that size, or --no-constraint")
+        return replace(resolved, flops_max=limit), (
+            f"no --latency-target, --flops-max or --params-max: the paper limit of space '{space_name}' applies, "
+            f"backbone FLOPs <= {limit / 1e6:g}M at {PAPER_FLOPS_SIZE}x{PAPER_FLOPS_SIZE} (--no-constraint lifts it); "
+            f"fitness: {metric}")
 
     @property
     def latency_is_hard(self) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from detnas.errors import DetnasError
+from detnas.evaluation import fitness_metric
 from detnas.search.distributed import join_torchrun, leave_torchrun
 from detnas.search.evaluators import DetectionAP, SupernetDetector
 from detnas.search.evolution import EvolutionSettings, Search
@@ -121,19 +122,21 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
             raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
                               f"not '{request.space}'; pass the detection supernet of that space")
         val, bn = _datasets(request, supernet.classes)
+        constraints, note = request.constraints.resolve(supernet.space.name, request.flops_size, fitness_metric(val))
+        log(note)
         timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache)
         latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, timing,
                                                     request.force_profile)
                                      if request.latency_profile else measured)
-        if request.constraints.latency_ms is not None:
-            fastest = check_target_reachable(supernet.space, request.constraints.latency_ms, latency,
+        if constraints.latency_ms is not None:
+            fastest = check_target_reachable(supernet.space, constraints.latency_ms, latency,
                                              (request.flops_size, request.flops_size))
             log(f"fastest probe of the space: {fastest['median_ms']:.3f}ms ({latency.source}), "
-                f"target {request.constraints.latency_ms:g}ms")
+                f"target {constraints.latency_ms:g}ms")
         accuracy = DetectionAP(supernet, bn, val, request.bn_images, request.bn_batch, request.val_images, device)
         context = _context(request, supernet.digest, val, bn, latency, timing,
                            (supernet.min_size, supernet.max_size))
-        search = Search(supernet.space, request.settings, request.constraints, accuracy, latency,
+        search = Search(supernet.space, request.settings, constraints, accuracy, latency,
                         BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, log)
         start = time.perf_counter()
         candidates = search.run(resume=request.resume)

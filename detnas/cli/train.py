@@ -48,14 +48,18 @@ def recipes_cmd() -> None:
 
     from detnas.train import PRESETS
 
-    table = Table(title="training recipes")
-    for col in ("name", "task", "iterations", "batch", "lr", "schedule", "size", "detector", "sampler"):
+    table = Table(title="training recipes", caption="paper-*: as the official DetNAS code (FP32, its FLOPs bins, "
+                  "optimiser groups, detector and classifier details); cpu-*: small, torchvision defaults, AMP on "
+                  "CUDA. README: 'Deviations from the official code'.")
+    for col in ("name", "task", "iterations", "batch", "lr", "schedule", "size", "detector", "sampler", "style"):
         table.add_column(col, no_wrap=col == "name")
     for name, p in PRESETS.items():
         size = str(p.get("image_size", "")) if p["task"] == "cls" else f"{p['min_size']}/{p['max_size']}"
         sched = p["schedule"] + (f" {','.join(map(str, p['milestones']))}" if p.get("milestones") else "")
+        style = p.get("detector_style" if p["task"] == "det" else "classifier_style", "torchvision")
         table.add_row(name, p["task"], str(p["iterations"]), str(p["batch_size"]), str(p["lr"]), sched, size,
-                      p.get("detector", "") if p["task"] == "det" else "", p.get("sampler", "uniform"))
+                      p.get("detector", "") if p["task"] == "det" else "", p.get("sampler", "uniform"),
+                      f"{style}{'' if p.get('amp', True) else ', fp32'}")
     Console().print(table)
 
 
@@ -63,7 +67,8 @@ def recipes_cmd() -> None:
 def supernet_cls(
     data: str = DataOpt, val_data: str = ValOpt, out: str = OutOpt, recipe: str = RecipeOpt,
     config: str = ConfigOpt, overrides: list[str] = SetOpt, space: str = SpaceOpt, iterations: int = ItersOpt,
-    sampler: str = typer.Option(None, "--sampler", help="uniform (DetNAS) or flops-bins (SPOS)."),
+    sampler: str = typer.Option(None, "--sampler", help="uniform, detnas-bins (the official 7 FLOPs bins, "
+                                "300M space) or flops-bins (bins over the space's own FLOPs range)."),
     resume: bool = ResumeOpt, device: str = DeviceOpt, workers: int = WorkersOpt,
 ) -> None:
     """Pre-train the classification supernet on an ImageFolder, one random path per iteration."""

@@ -7,6 +7,7 @@ adapter (`arch`) and is set per call with `set_arch`; a supernet without a path 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,14 +24,14 @@ class DetectionBackbone(nn.Module):
     """Runs the body, feeds the chosen stages (e.g. c2..c5) to an FPN and names the levels p2, p3, ..."""
 
     def __init__(self, body: Supernet | ChildNet, stages: list[str], extra: ExtraFPNBlock,
-                 extra_names: list[str]) -> None:
+                 extra_names: list[str], norm_layer: Callable[..., nn.Module] | None = None) -> None:
         super().__init__()
         if body.head is not None:
             raise DetnasError("detector backbones are built with num_classes=None (no classification head)")
         self.body = body
         self.stages = stages
         in_channels = [body.out_channels[int(s[1:]) - 2] for s in stages]
-        self.fpn = FeaturePyramidNetwork(in_channels, FPN_CHANNELS, extra_blocks=extra)
+        self.fpn = FeaturePyramidNetwork(in_channels, FPN_CHANNELS, extra_blocks=extra, norm_layer=norm_layer)
         self.level_names = [f"p{s[1:]}" for s in stages] + extra_names
         self.out_channels = FPN_CHANNELS
         self.arch: Arch | None = body.arch if isinstance(body, ChildNet) else None

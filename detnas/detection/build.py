@@ -2,6 +2,11 @@
 
 Label convention: dataset labels are contiguous 1..K and 0 is background, so both detectors are built with
 num_classes = K + 1 (RetinaNet never trains class 0 as positive; `detector_predictor` drops it).
+
+Two styles: "torchvision" (its defaults; the cpu-* recipes) and "detnas", what the official code builds (the paper-*
+recipes): BN after every FPN lateral and output conv of the FPN detector, RetinaNet's box coder weights, loss
+normalisation and test settings of maskrcnn-benchmark, and BN momentum 0.01 in final detectors (0.1 in supernets). A
+checkpoint's recipe records the style (`detector_style`), so loaders rebuild the same modules.
 """
 
 from __future__ import annotations
@@ -9,10 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead, RetinaNetRegressionHead
+from torchvision.ops import MultiScaleRoIAlign, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from detnas.arch import Arch
@@ -22,13 +31,61 @@ from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 from detnas.supernet import ChildNet, Supernet
 
 DETECTOR_KINDS = ("fpn", "retinanet")
+DETECTOR_STYLES = ("torchvision", "detnas")
 BOX_HEAD_CONVS = 4
 BOX_HEAD_FC = 1024
+# maskrcnn-benchmark's RetinaNet (the official DetNAS RetinaNet): box coder, BBOX_REG_BETA, NMS_TH, DETECTIONS_PER_IMG
+RETINANET_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+RETINANET_SMOOTH_L1_BETA = 0.11
+RETINANET_TEST = {"nms_thresh": 0.4, "detections_per_img": 100}
+# official BN momentum: DistributedSyncBN's 0.01, raised to 0.1 for supernets ('search' backbones) and the search
+BN_MOMENTUM_SUPERNET = 0.1
+BN_MOMENTUM_FINAL = 0.01
 
 
-def _faster_rcnn(backbone_net: Supernet | ChildNet, num_classes: int, **kw: Any) -> FasterRCNN:
-    """P2-P6 from C2..C5 (P6 = max-pool of P5, RPN only); box head 4 conv + 1 FC with BN (DetNAS' head)."""
-    backbone = DetectionBackbone(backbone_net, ["c2", "c3", "c4", "c5"], LastLevelMaxPool(), ["p6"])
+class OfficialRetinaNetRegression(RetinaNetRegressionHead):
+    """Box regression as maskrcnn-benchmark trains it: smooth-L1 (beta 0.11) summed over the batch's positive
+    anchors and divided by 4 x their number (torchvision: L1, per image / its positives, then averaged)."""
+
+    def __init__(self, in_channels: int, num_anchors: int) -> None:
+        super().__init__(in_channels, num_anchors)
+        self.box_coder = BoxCoder(weights=RETINANET_BOX_WEIGHTS)
+
+    def compute_loss(self, targets: list[dict[str, torch.Tensor]], head_outputs: dict[str, torch.Tensor],
+                     anchors: list[torch.Tensor], matched_idxs: list[torch.Tensor]) -> torch.Tensor:
+        predicted, wanted = [], []
+        for target, regression, image_anchors, matched in zip(targets, head_outputs["bbox_regression"], anchors,
+                                                              matched_idxs):
+            positive = torch.where(matched >= 0)[0]
+            predicted.append(regression[positive])
+            wanted.append(self.box_coder.encode_single(target["boxes"][matched[positive]], image_anchors[positive]))
+        predicted_all = torch.cat(predicted)
+        loss = F.smooth_l1_loss(predicted_all, torch.cat(wanted), reduction="sum", beta=RETINANET_SMOOTH_L1_BETA)
+        return loss / max(1, predicted_all.numel())
+
+
+class OfficialRetinaNetClassification(RetinaNetClassificationHead):
+    """Focal loss normalised as maskrcnn-benchmark does: summed over the batch's anchors (those between the IoU
+    thresholds left out) and divided by (positive anchors + images) (torchvision: per image / its positives)."""
+
+    def compute_loss(self, targets: list[dict[str, torch.Tensor]], head_outputs: dict[str, torch.Tensor],
+                     matched_idxs: list[torch.Tensor]) -> torch.Tensor:
+        total, positives = head_outputs["cls_logits"].new_zeros(()), 0
+        for target, logits, matched in zip(targets, head_outputs["cls_logits"], matched_idxs):
+            positive = matched >= 0
+            wanted = torch.zeros_like(logits)
+            wanted[positive, target["labels"][matched[positive]]] = 1.0
+            valid = matched != self.BETWEEN_THRESHOLDS
+            total = total + sigmoid_focal_loss(logits[valid], wanted[valid], reduction="sum")
+            positives += int(positive.sum())
+        return total / (positives + len(targets))
+
+
+def _faster_rcnn(backbone_net: Supernet | ChildNet, num_classes: int, style: str, **kw: Any) -> FasterRCNN:
+    """P2-P6 from C2..C5 (P6 = max-pool of P5, RPN only); box head 4 conv + 1 FC with BN (DetNAS' head); the
+    detnas style puts BN after the FPN's convs (official FPN.USE_SYNCBN)."""
+    norm = nn.BatchNorm2d if style == "detnas" else None
+    backbone = DetectionBackbone(backbone_net, ["c2", "c3", "c4", "c5"], LastLevelMaxPool(), ["p6"], norm)
     roi_pool = MultiScaleRoIAlign(featmap_names=["p2", "p3", "p4", "p5"], output_size=7, sampling_ratio=2)
     box_head = FastRCNNConvFCHead((FPN_CHANNELS, 7, 7), [FPN_CHANNELS] * BOX_HEAD_CONVS, [BOX_HEAD_FC],
                                   norm_layer=nn.BatchNorm2d)
@@ -36,16 +93,32 @@ def _faster_rcnn(backbone_net: Supernet | ChildNet, num_classes: int, **kw: Any)
                       box_predictor=FastRCNNPredictor(BOX_HEAD_FC, num_classes), **kw)
 
 
-def _retinanet(backbone_net: Supernet | ChildNet, num_classes: int, **kw: Any) -> RetinaNet:
-    """P3-P7 from C3..C5; P6/P7 are stride-2 convs on P5 (torchvision's LastLevelP6P7)."""
+def _retinanet(backbone_net: Supernet | ChildNet, num_classes: int, style: str, **kw: Any) -> RetinaNet:
+    """P3-P7 from C3..C5; P6/P7 are stride-2 convs on P5 (torchvision's LastLevelP6P7). The official RetinaNet
+    FPN has no norm layer (its configs leave FPN.USE_SYNCBN off)."""
     backbone = DetectionBackbone(backbone_net, ["c3", "c4", "c5"], LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS),
                                  ["p6", "p7"])
-    return RetinaNet(backbone, num_classes=num_classes, **kw)
+    if style != "detnas":
+        return RetinaNet(backbone, num_classes=num_classes, **kw)
+    detector = RetinaNet(backbone, num_classes=num_classes, **{**RETINANET_TEST, **kw})
+    num_anchors = detector.anchor_generator.num_anchors_per_location()[0]
+    detector.head = RetinaNetHead(FPN_CHANNELS, num_anchors, num_classes)
+    detector.head.classification_head = OfficialRetinaNetClassification(FPN_CHANNELS, num_anchors, num_classes)
+    detector.head.regression_head = OfficialRetinaNetRegression(FPN_CHANNELS, num_anchors)
+    detector.box_coder = BoxCoder(weights=RETINANET_BOX_WEIGHTS)
+    return detector
+
+
+def detector_style(meta: dict[str, Any]) -> str:
+    """The style a checkpoint's detector was built in (its recipe's `detector_style`; older ones: torchvision)."""
+    return str((meta.get("recipe") or {}).get("detector_style", "torchvision"))
 
 
 def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int, min_size: int | tuple[int, ...] = 800,
-                   max_size: int = 1333, pixels: PixelConvention = DEFAULT_PIXELS, **kw: Any) -> nn.Module:
-    """A torchvision detector ("fpn" = FPN Faster R-CNN, "retinanet") around `backbone`.
+                   max_size: int = 1333, pixels: PixelConvention = DEFAULT_PIXELS, style: str = "torchvision",
+                   **kw: Any) -> nn.Module:
+    """A torchvision detector ("fpn" = FPN Faster R-CNN, "retinanet") around `backbone`, in `style`
+    ("torchvision" or "detnas", see the module docstring; a checkpoint's is `detector_style(meta)`).
 
     `backbone` is a `Supernet` (choose the path with `set_arch` before each forward) or a `ChildNet`, both built
     with num_classes=None. `num_classes` = K + 1 for a dataset with labels 1..K (0 = background). Images are
@@ -54,12 +127,20 @@ def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int, m
     """
     if kind not in DETECTOR_KINDS:
         raise DetnasError(f"detector kind '{kind}' is unknown; choose one of {', '.join(DETECTOR_KINDS)}")
+    if style not in DETECTOR_STYLES:
+        raise DetnasError(f"detector style '{style}' is unknown; choose one of {', '.join(DETECTOR_STYLES)}")
     if num_classes < 2:
         raise DetnasError(f"num_classes={num_classes}: pass K + 1 (K dataset classes plus background), so >= 2")
     make = _faster_rcnn if kind == "fpn" else _retinanet
-    detector = make(backbone, num_classes, min_size=min_size, max_size=max_size,
+    detector = make(backbone, num_classes, style, min_size=min_size, max_size=max_size,
                     image_mean=list(pixels.mean), image_std=list(pixels.std), **kw)
+    if style == "detnas":
+        momentum = BN_MOMENTUM_SUPERNET if isinstance(backbone, Supernet) else BN_MOMENTUM_FINAL
+        for module in detector.modules():
+            if isinstance(module, _BatchNorm):
+                module.momentum = momentum
     detector.detnas_kind = kind
+    detector.detnas_style = style
     detector.pixels = pixels
     return detector
 

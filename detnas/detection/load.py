@@ -11,7 +11,7 @@ from torch import nn
 
 from detnas.arch import Arch
 from detnas.checkpoint import load_checkpoint
-from detnas.detection.build import DETECTOR_KINDS, build_detector, set_arch
+from detnas.detection.build import DETECTOR_KINDS, build_detector, detector_style, set_arch
 from detnas.errors import DetnasError
 from detnas.pixels import PixelConvention
 from detnas.space import SearchSpace
@@ -51,7 +51,7 @@ def load_detector(path: str | Path, arch: Arch | None = None, min_size: int | No
     recipe = meta.get("recipe") or {}
     min_size = int(min_size or recipe.get("min_size", 800))
     max_size = int(max_size or recipe.get("max_size", 1333))
-    detector = build_detector(kind, body, len(classes) + 1, min_size, max_size, pixels, **kw)
+    detector = build_detector(kind, body, len(classes) + 1, min_size, max_size, pixels, detector_style(meta), **kw)
     try:
         detector.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

@@ -1,5 +1,6 @@
-"""SGD as DetNAS trains it: decay on conv/FC weights only, schedules as pure functions of the iteration, and
-no update at all for supernet parameters off the sampled path.
+"""SGD as DetNAS trains it: ImageNet decay on conv/FC weights only, detection groups as maskrcnn-benchmark makes
+them, schedules as pure functions of the iteration, and no update at all for supernet parameters off the sampled
+path.
 
 The learning rate is recomputed from the iteration every step instead of living in a scheduler object, so the
 "scheduler state" of a checkpoint is just the iteration and resume cannot drift.
@@ -11,14 +12,18 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from detnas.arch import Arch
 from detnas.supernet import Supernet
 from detnas.train.recipes import TrainConfig
 
+#: maskrcnn-benchmark's SOLVER.BIAS_LR_FACTOR (and WEIGHT_DECAY_BIAS = 0)
+DETECTRON_BIAS_LR_FACTOR = 2.0
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: conv and linear weights decay; BN affine parameters and every bias do not."""
+    """Two groups (the ImageNet recipe): conv and linear weights decay; BN affine parameters and every bias do not."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
@@ -32,8 +37,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def detectron_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups as the official detection training (maskrcnn-benchmark `make_optimizer`): every bias at twice the
+    learning rate without decay; every other parameter, BN weights included, with decay."""
+    biases: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if param.requires_grad and id(param) not in seen:
+            seen.add(id(param))
+            (biases if name.endswith("bias") else rest).append(param)
+    return [{"params": rest, "weight_decay": weight_decay},
+            {"params": biases, "weight_decay": 0.0, "lr_factor": DETECTRON_BIAS_LR_FACTOR}]
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
+    groups = detectron_param_groups if cfg.param_groups == "detectron" else param_groups
+    return torch.optim.SGD(groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
 
 
 def lr_at(cfg: TrainConfig, iteration: int) -> float:
@@ -49,8 +69,21 @@ def lr_at(cfg: TrainConfig, iteration: int) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's rate, times a group's `lr_factor` (detection biases)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_factor", 1.0)
+
+
+def freeze_bn_affine(model: nn.Module) -> list[nn.Parameter]:
+    """Take every BN gamma/beta out of training (they keep their values; statistics still update) and return them.
+
+    The official supernet fine-tuning re-enables gradients per iteration only for Conv2d, Linear and BatchNorm2d
+    modules; its BN layers are SyncBN, not BatchNorm2d, so no BN affine parameter of the supernet detector learns.
+    """
+    frozen = [p for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=False)]
+    for param in frozen:
+        param.requires_grad_(False)
+    return frozen
 
 
 def drop_grads(params: Iterable[nn.Parameter]) -> None:

@@ -1,8 +1,10 @@
 """Single-path sampling for one-shot training: one path per iteration, identical on every rank.
 
-`UniformPathSampler` draws each block's choice uniformly (DetNAS). `FlopsBinSampler` first picks a FLOPs bin
-uniformly, then rejection-samples a uniform path that falls into it (SPOS), so light and heavy paths are trained
-equally often instead of concentrating on the middle of the FLOPs range.
+`UniformPathSampler` draws each block's choice uniformly. `DetnasBinSampler` is what the official ImageNet supernet
+training does (DetNAS and SPOS alike): one of 7 fixed bins of full-network FLOPs uniformly, then up to 500 uniform
+draws until a path falls into it, else a plain uniform path. `FlopsBinSampler` spreads bins over the space's own
+FLOPs range instead, for spaces the fixed bins do not fit; both train light and heavy paths about equally often
+instead of concentrating on the middle of the FLOPs range.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any, Protocol
 import torch
 
 from detnas.arch import Arch, sample_arch
-from detnas.flops import count_flops
+from detnas.errors import DetnasError
+from detnas.flops import count_flops, flops_table
 from detnas.space import SearchSpace
 
 
@@ -86,7 +89,43 @@ class FlopsBinSampler(UniformPathSampler):
                     return arch
 
 
+#: the official bins: [290, 300], [300, 310], ..., [350, 360] MFLOPs of the whole classification network at 224
+#: (1000 classes, the op table's convention), inclusive at both ends
+DETNAS_BINS_MFLOPS: tuple[tuple[int, int], ...] = tuple((low, low + 10) for low in range(290, 360, 10))
+DETNAS_BIN_TRIES = 500
+DETNAS_BIN_CLASSES = 1000
+
+
+class DetnasBinSampler(UniformPathSampler):
+    """The official sampler: a uniform bin, up to `DETNAS_BIN_TRIES` uniform paths into it, else a uniform path.
+
+    The bins were made for the 300M space; a space none of whose paths reaches them is refused rather than
+    silently sampled uniformly (use `flops-bins` there).
+    """
+
+    def __init__(self, space: SearchSpace, seed: int) -> None:
+        super().__init__(space, seed)
+        lightest, heaviest = (count_flops(Arch(space, tuple(pick(space.choices, key=lambda c: table[c])
+                                                            for table in flops_table(space, (224, 224), 0)[1])),
+                                          224, DETNAS_BIN_CLASSES) for pick in (min, max))
+        low, high = DETNAS_BINS_MFLOPS[0][0] * 1e6, DETNAS_BINS_MFLOPS[-1][1] * 1e6
+        if heaviest < low or lightest > high:
+            raise DetnasError(f"sampler 'detnas-bins': the official bins ({low / 1e6:.0f}-{high / 1e6:.0f} MFLOPs) "
+                              f"lie outside space '{space.name}' ({lightest / 1e6:.0f}-{heaviest / 1e6:.0f} MFLOPs);"
+                              " use --set sampler=flops-bins (bins over this space's range) or uniform")
+
+    def sample(self) -> Arch:
+        low, high = DETNAS_BINS_MFLOPS[self.rng.randrange(len(DETNAS_BINS_MFLOPS))]
+        for _ in range(DETNAS_BIN_TRIES):
+            arch = sample_arch(self.space, self.rng)
+            if low * 1e6 <= count_flops(arch, 224, DETNAS_BIN_CLASSES) <= high * 1e6:
+                return arch
+        return sample_arch(self.space, self.rng)
+
+
 def make_sampler(kind: str, space: SearchSpace, seed: int, bins: int = 10) -> PathSampler:
+    if kind == "detnas-bins":
+        return DetnasBinSampler(space, seed)
     return FlopsBinSampler(space, seed, bins) if kind == "flops-bins" else UniformPathSampler(space, seed)
 
 

@@ -24,9 +24,10 @@ from detnas.checkpoint import load_checkpoint
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, Normalize, PixelConvention
 from detnas.space import SearchSpace, get_space
-from detnas.supernet import ChildNet, Supernet, materialize
+from detnas.supernet import ChildNet, Supernet, materialize, official_classifier_
 from detnas.train.distributed import DistContext, init_distributed, shutdown_distributed
 from detnas.train.loop import StageSpec, fit
+from detnas.train.optim import freeze_bn_affine
 from detnas.train.recipes import TrainConfig
 
 STAGES = ("supernet-cls", "supernet-det", "child-cls", "child-det")
@@ -60,19 +61,20 @@ class Classifier(nn.Module):
 
 
 def _classification_sets(cfg: TrainConfig) -> tuple[Any, list[str], Any]:
-    """Train/val ImageFolders. Training crops like SPOS (random-resized crop + flip); validation is the data
-    room's square resize, the same view search and evaluation use."""
-    from torchvision.transforms import v2 as T
+    """Train/val ImageFolders. Training crops like SPOS (random-resized crop + flip, + colour jitter in the detnas
+    style); validation is the data room's square resize (the view search and evaluation use), or in the detnas
+    style the official short side 256 and centre crop 224 (scaled with image_size)."""
+    from detnas.data.classification import center_crop_transform, image_folder, train_transform
 
-    from detnas.data.classification import image_folder
-
+    official = cfg.classifier_style == "detnas"
     train = image_folder(cfg.data, cfg.image_size)
-    train.transform = T.Compose([T.PILToTensor(), T.RandomResizedCrop(cfg.image_size, antialias=True),
-                                 T.RandomHorizontalFlip()])
+    train.transform = train_transform(cfg.image_size, color_jitter=official)
     if len(train.classes) < 2:
         raise DetnasError(f"{cfg.data}: found {len(train.classes)} class folder ({', '.join(train.classes)}); "
                           "classification needs at least 2 classes")
     val = image_folder(cfg.val_data, cfg.image_size) if cfg.val_data else None
+    if val is not None and official:
+        val.transform = center_crop_transform(cfg.image_size)
     if val is not None and val.classes != train.classes:
         raise DetnasError(f"{cfg.val_data}: class folders {val.classes[:5]}... differ from the training "
                           f"folders {train.classes[:5]}...; use the same class list")
@@ -80,6 +82,14 @@ def _classification_sets(cfg: TrainConfig) -> tuple[Any, list[str], Any]:
 
 
 def _detection_set(root: str, ann: str, cfg: TrainConfig, train: bool) -> Any:
+    """The data set; in the detnas style training drops images without boxes, as the official loader does."""
+    dataset = _read_detection_set(root, ann, cfg, train)
+    if train and cfg.detector_style == "detnas":
+        dataset.records = [r for r in dataset.records if len(r.boxes)]
+    return dataset
+
+
+def _read_detection_set(root: str, ann: str, cfg: TrainConfig, train: bool) -> Any:
     from detnas.data.transforms import detection_transforms
 
     transforms = detection_transforms(train, cfg.min_size, cfg.max_size)
@@ -121,7 +131,7 @@ def _detection_loss(model: nn.Module, batch: Any, device: torch.device) -> tuple
 def _top1(model: Classifier, dataset: Any, limit: int, device: torch.device) -> dict[str, float]:
     from torch.utils.data import DataLoader, Subset
 
-    count = min(limit, len(dataset))
+    count = min(limit, len(dataset)) if limit else len(dataset)
     subset = Subset(dataset, np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist())
     correct = 0
     for images, labels in DataLoader(subset, batch_size=64):
@@ -185,6 +195,8 @@ def _classification_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: 
                          ctx: DistContext) -> StageSpec:
     train, classes, val = _classification_sets(cfg)
     net: Supernet | ChildNet = Supernet(space, len(classes)) if arch is None else ChildNet(arch, len(classes))
+    if cfg.classifier_style == "detnas":
+        official_classifier_(net)
     model = Classifier(net).to(ctx.device)
     eval_arch = sample_arch(space, EVAL_PATH_SEED) if arch is None else None
 
@@ -221,7 +233,9 @@ def _detection_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch 
     sizes = {"box_batch_size_per_image": cfg.roi_batch, "rpn_post_nms_top_n_test": cfg.proposals} \
         if cfg.detector == "fpn" else {}
     detector = build_detector(cfg.detector, body, train.num_classes + 1, cfg.min_size, cfg.max_size,
-                              DEFAULT_PIXELS, **sizes)
+                              DEFAULT_PIXELS, cfg.detector_style, **sizes)
+    if arch is None and not cfg.supernet_bn_affine:
+        freeze_bn_affine(detector)
     if ctx.active and ctx.device.type == "cuda":
         detector = convert_sync_bn(detector)  # DetNAS: BN is trained, synchronised across GPUs
     detector = detector.to(ctx.device)
@@ -230,7 +244,7 @@ def _detection_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch 
     def run_eval(m: nn.Module) -> dict[str, float]:
         if eval_arch is not None:
             set_arch(detector, eval_arch)
-        metrics = evaluate(detector_predictor(detector, ctx.device), val, max_images=cfg.eval_images)
+        metrics = evaluate(detector_predictor(detector, ctx.device), val, max_images=cfg.eval_images or None)
         return {k: metrics[k] for k in ("AP", "AP50", "AP75", "images")}
 
     return StageSpec(kind=kind, cfg=cfg, model=detector, weights=detector.state_dict,
