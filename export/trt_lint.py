@@ -234,7 +234,7 @@ def _axes_input_not_constant(facts: NodeFacts, index: int) -> str | None:
 
 @rule("slice-axes", {"Slice"}, "Slice with tensor axes: the parser needs axes as an initializer or Constant before "
       "10.3; fold the axes to a constant",
-      "builtin_op_importers.cpp importSlice at release/8.6-GA 6ba67d3 and onnxOpImporters.cpp at release/10.0-GA "
+      "onnx-tensorrt builtin_op_importers.cpp importSlice at release/8.6-GA 6ba67d3 and onnxOpImporters.cpp at release/10.0-GA "
       "1b4dafe ('This version of TensorRT does not support dynamic axes'); docs/Changelog.md 10.3 GA ('Added "
       "support for tensor axes inputs for Slice nodes')", before="10.3")
 def _slice_axes(facts: NodeFacts) -> str | None:
@@ -243,7 +243,7 @@ def _slice_axes(facts: NodeFacts) -> str | None:
 
 @rule("squeeze-axes", {"Squeeze", "Unsqueeze"}, "Squeeze/Unsqueeze with tensor axes: the parser needs axes as an "
       "initializer or Constant before 10.7; fold the axes to a constant",
-      "onnxOpImporters.cpp importSqueeze ('Squeeze axes input must be an initializer!') and importUnsqueeze ('Axes "
+      "onnx-tensorrt onnxOpImporters.cpp importSqueeze ('Squeeze axes input must be an initializer!') and importUnsqueeze ('Axes "
       "input for unsqueeze operation should be a constant tensor') at release/10.0-GA 1b4dafe, same at "
       "release/8.6-GA; docs/Changelog.md 10.7 GA ('Added dynamic axes support for Squeeze and Unsqueeze')",
       before="10.7")
@@ -253,7 +253,7 @@ def _squeeze_axes(facts: NodeFacts) -> str | None:
 
 @rule("squeeze-dynamic-all", {"Squeeze"}, "Squeeze without axes on an input of dynamic shape: the parser cannot "
       "infer which dimensions to squeeze; give the axes explicitly",
-      "onnxOpImporters.cpp importSqueeze at release/10.0-GA 1b4dafe ('Cannot infer squeeze dimensions from a "
+      "onnx-tensorrt onnxOpImporters.cpp importSqueeze at release/10.0-GA 1b4dafe ('Cannot infer squeeze dimensions from a "
       "dynamic shape'), same at release/8.6-GA")
 def _squeeze_all(facts: NodeFacts) -> str | None:
     if facts.input(1) or facts.attribute("axes"):
@@ -264,7 +264,7 @@ def _squeeze_all(facts: NodeFacts) -> str | None:
 
 @rule("reduce-axes", REDUCE_OPS, "Reduce with tensor axes: the parser needs the axes input as an initializer or "
       "Constant; fold the axes to a constant",
-      "importerUtils.cpp reduceTensor at release/10.0-GA 1b4dafe ('Axis input must be an initializer!'), "
+      "onnx-tensorrt importerUtils.cpp reduceTensor at release/10.0-GA 1b4dafe ('Axis input must be an initializer!'), "
       "onnx2trt_utils.cpp at release/8.6-GA; docs/operators.md 10.15 GA ('axes must be an initializer')")
 def _reduce_axes(facts: NodeFacts) -> str | None:
     return _axes_input_not_constant(facts, 1)
@@ -272,7 +272,7 @@ def _reduce_axes(facts: NodeFacts) -> str | None:
 
 @rule("topk-k", {"TopK"}, f"TopK needs K as a constant <= {TOPK_MAX_K}: TensorRT's TopK supports K <= {TOPK_MAX_K} "
       "and a K computed at run time is only checked when the engine runs; use a constant K (a fixed pre-NMS top-k)",
-      f"docs/operators.md 10.15 GA TopK row ('K input must be less than {TOPK_MAX_K}'); TensorRT operator docs TopK "
+      f"onnx-tensorrt docs/operators.md 10.15 GA TopK row ('K input must be less than {TOPK_MAX_K}'); TensorRT operator docs TopK "
       "(k <= 3840); docs/Changelog.md 8.6 EA (dynamic K imported as a layer input); issue 12")
 def _topk_k(facts: NodeFacts) -> str | None:
     k_name = facts.input(1)
@@ -288,7 +288,7 @@ def _topk_k(facts: NodeFacts) -> str | None:
 
 
 @rule("topk-sorted", {"TopK"}, "TopK with sorted=0: the parser requires sorted=1; export with sorted output",
-      "docs/operators.md 10.15 GA TopK row ('sorted must be 1')", since="10.15")
+      "onnx-tensorrt docs/operators.md 10.15 GA TopK row ('sorted must be 1')", since="10.15")
 def _topk_sorted(facts: NodeFacts) -> str | None:
     return "sorted = 0" if facts.attribute("sorted") == 0 else None
 
