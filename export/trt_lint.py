@@ -37,15 +37,16 @@ Version = tuple[int, int]
 Shape = tuple[int | None, ...]  # None: a dimension the static shapes leave open
 
 
-def parse_version(text: str) -> Version:
-    """'8.6', '10.3', '11' -> (major, minor); older than 8.6 or malformed is a one-line error."""
+def parse_version(text: str, what: str = "--trt") -> Version:
+    """'8.6', '10.3', '11', '10.13.0.35' -> (major, minor); older than 8.6 or malformed is a one-line error that
+    names `what` (the option, or the installed TensorRT)."""
     match = re.fullmatch(r"(\d+)(?:\.(\d+))?(?:\.\d+)*", text.strip())
     if not match:
-        raise DetnasError(f"--trt {text}: give a TensorRT version such as {', '.join(PARSER_VERSIONS)}")
+        raise DetnasError(f"{what} {text}: give a TensorRT version such as {', '.join(PARSER_VERSIONS)}")
     version = (int(match.group(1)), int(match.group(2) or 0))
     if version < OLDEST:
-        raise DetnasError(f"--trt {text}: detnas supports TensorRT 8.6 and newer; choose one of "
-                          f"{', '.join(PARSER_VERSIONS)}")
+        raise DetnasError(f"{what} {text}: the lint knows TensorRT 8.6 and newer (versions {', '.join(PARSER_VERSIONS)}"
+                          " and later); use TensorRT 8.6 or newer")
     return version
 
 
@@ -439,6 +440,7 @@ def lint(model: Any, versions: tuple[str, ...] | list[str] = PARSER_VERSIONS) ->
 
 def refuse_if_rejected(model_path: str | Path, version: str) -> LintReport:
     """Raise a one-line DetnasError naming the first node, op and rule the TensorRT `version` parser rejects."""
+    parse_version(version, what="installed TensorRT")
     report = lint(model_path, (version,))[0]
     if report.findings:
         more = len(report.findings) - 1
