@@ -84,7 +84,7 @@ def export_cmd(
     parity_files = image_files(parity_data)[:PARITY_IMAGES] if parity_data and not no_parity else []
     parity_images = [read_image(f) for f in parity_files]
     if random_init and not no_parity and not parity_images:
-        parity_images = _seeded_images(max(2, 1 if dynamic_batch else batch), height, width)
+        parity_images = _seeded_images(1 if dynamic_batch else batch, height, width)
     report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.kind,
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
                          max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,

@@ -219,7 +219,7 @@ def test_trt_build_is_refused_before_building(tmp_path):
 
 @pytest.fixture(scope="module")
 def random_init_exports(tmp_path_factory):
-    """`detnas export --random-init` of both detectors at 128 px on a tiny arch (inline JSON with its space), as
+    """`detnas export --random-init` of both detectors at 64 px on a tiny arch (inline JSON with its space), as
     the CLI runs it: ONNX written, pre-NMS parity checked, lint notes printed. {kind: (path, stdout)}"""
     import contextlib
     import io
@@ -236,7 +236,7 @@ def random_init_exports(tmp_path_factory):
         path, printed = root / f"{kind}.onnx", io.StringIO()
         with contextlib.redirect_stdout(printed):
             code = main(["export", "--arch", arch, "--random-init", "--detector", kind, "--num-classes", "3",
-                         "--size", "128", "--proposals", "50", "--no-simplify", "--out", str(path)])
+                         "--size", "64", "--proposals", "50", "--no-simplify", "--out", str(path)])
         assert code == 0, kind
         exports[kind] = (path, printed.getvalue())
     return exports
@@ -248,7 +248,7 @@ def test_random_init_exports_run_with_pre_nms_parity(random_init_exports):
     heads = {"fpn": "rpn_objectness max diff", "retinanet": "cls_logits max diff"}
     for kind, (path, printed) in random_init_exports.items():
         meta = read_onnx_meta(path)
-        assert meta.detector == kind and meta.input.shape() == (1, 3, 128, 128)
+        assert meta.detector == kind and meta.input.shape() == (1, 3, 64, 64)
         assert [c.name for c in meta.classes] == ["class1", "class2", "class3"]
         assert "pre-NMS parity OK: pre-NMS head outputs" in printed and heads[kind] in printed, printed
         assert "note: TensorRT 10.3 parser lint" in printed and "note: TensorRT 11 parser lint" in printed
