@@ -186,8 +186,8 @@ def _if_parsed_as_conditional(facts: NodeFacts) -> bool:
     return not facts.is_constant(facts.input(0))
 
 
-@rule("if-branch-shapes", {"If"}, "If branches whose outputs may differ in size: the TensorRT 8.x parser fails on "
-      "a branch output size mismatch (fixed in the 9.0 parser); remove the If (e.g. a fixed-size path for both cases)",
+@rule("if-branch-shapes", {"If"}, "If branches whose outputs may differ in size: parsers before 9.0 fail on a "
+      "branch output size mismatch; remove the If (one fixed-size path for both cases)",
       "onnx-tensorrt docs/Changelog.md 9.0 GA ('Fixed a bug that previously caused If nodes to fail import due to "
       "branch output size mismatch'); builtin_op_importers.cpp importIf at release/8.6-GA 6ba67d3", before="9.0")
 def _if_sizes(facts: NodeFacts) -> str | None:
@@ -271,8 +271,8 @@ def _reduce_axes(facts: NodeFacts) -> str | None:
     return _axes_input_not_constant(facts, 1)
 
 
-@rule("topk-k", {"TopK"}, f"TopK needs K as a constant <= {TOPK_MAX_K}: TensorRT's TopK supports K <= {TOPK_MAX_K} "
-      "and a K computed at run time is only checked when the engine runs; use a constant K (a fixed pre-NMS top-k)",
+@rule("topk-k", {"TopK"}, f"TopK K must be a constant <= {TOPK_MAX_K} (TensorRT's TopK limit; a K computed at run "
+      "time is only checked when the engine runs); use a fixed top-k",
       f"onnx-tensorrt docs/operators.md 10.15 GA TopK row ('K input must be less than {TOPK_MAX_K}'); TensorRT operator docs TopK "
       "(k <= 3840); docs/Changelog.md 8.6 EA (dynamic K imported as a layer input); issue 12")
 def _topk_k(facts: NodeFacts) -> str | None:
@@ -295,9 +295,9 @@ def _topk_sorted(facts: NodeFacts) -> str | None:
 
 
 # --- NonMaxSuppression: parsed into INMSLayer (native since 8.5) ---------------------------------------------------
-@rule("nms-score-threshold", {"NonMaxSuppression"}, "NonMaxSuppression without a score_threshold input: ONNX keeps "
-      "every box, TensorRT's INMSLayer keeps only scores above its default threshold 0, so the engine's results "
-      "differ; pass an explicit score threshold on probability scores",
+@rule("nms-score-threshold", {"NonMaxSuppression"}, "NonMaxSuppression without score_threshold: TensorRT's INMSLayer "
+      "drops scores <= 0 (its default threshold) where ONNX keeps them, so results differ; give an explicit score "
+      "threshold on probability scores",
       "TensorRT C++ API INMSLayer (8.6.1: 'ScoreThreshold ... is an optional input with default 0.0f', a score must "
       "exceed it); builtin_op_importers.cpp importNonMaxSuppression at release/8.6-GA 6ba67d3 sets input 4 only "
       "when given")
