@@ -30,6 +30,7 @@ PARSER_VERSIONS = ("8.6", "10.0", "10.3", "11")
 OLDEST = (8, 6)
 TOPK_MAX_K = 3840
 NMS_MAX_BOXES = 5000
+SMALL_CONSTANT = 64  # elements: initializers up to this size have their values read (axes, K)
 REDUCE_OPS = frozenset({"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
                         "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare"})
 
@@ -389,9 +390,10 @@ def _constant_value(node: Any) -> np.ndarray | None:
 
 
 def _initializer_value(tensor: Any) -> np.ndarray | None:
+    """The value of a small initializer (axes, K, thresholds); weights are only known to be constant."""
     from onnx import numpy_helper
 
-    if tensor.data_location == tensor.EXTERNAL:
+    if tensor.data_location == tensor.EXTERNAL or int(np.prod(tensor.dims)) > SMALL_CONSTANT:
         return None
     return numpy_helper.to_array(tensor)
 
@@ -400,9 +402,11 @@ def _walk(graph: Any, path: str, outer: dict[str, np.ndarray | None], shapes: di
     """Every node of `graph` and its subgraphs, each with the constants of its scope (outer scopes included, as the
     parser resolves subgraph names; a name the subgraph redefines shadows the outer one)."""
     constants = dict(outer)
-    constants.update({t.name: _initializer_value(t) for t in graph.initializer})
-    for value in graph.input:
-        constants.pop(value.name, None)
+    initializers = {t.name: _initializer_value(t) for t in graph.initializer}
+    for value in graph.input:  # a subgraph input shadows an outer name; an input with an initializer stays weights
+        if value.name not in initializers:
+            constants.pop(value.name, None)
+    constants.update(initializers)
     for index, node in enumerate(graph.node):
         if node.op_type == "Constant" and node.output:
             constants[node.output[0]] = _constant_value(node)

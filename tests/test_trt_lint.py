@@ -8,7 +8,8 @@ from onnx import TensorProto, helper
 
 from detnas.cli.main import main
 from detnas.errors import DetnasError
-from detnas.export.trt_lint import PARSER_VERSIONS, RULES, lint, parse_version, refuse_if_rejected
+from detnas.export import trt_lint
+from detnas.export.trt_lint import PARSER_VERSIONS, RULES, Rule, lint, parse_version, refuse_if_rejected
 
 F, I64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 
@@ -172,6 +173,13 @@ def test_nodes_in_subgraphs_are_walked_with_outer_constants():
     assert [(f.node, f.graph) for f in slices] == [("else_slice", "main/if.else_branch")]
 
 
+def test_initializer_listed_as_input_stays_constant():
+    """Models of IR < 4 list initializers among the graph inputs; the parser still imports them as weights."""
+    model = _slice(True)
+    model.graph.input.append(_value("axes", I64, [1]))
+    assert "slice-axes" not in _findings(model, "8.6")
+
+
 def test_cli_check_exits_2_with_one_line_per_finding(tmp_path, capsys):
     import onnx
 
@@ -268,6 +276,39 @@ def test_random_init_bad_options_are_one_line(tmp_path, capsys):
         err = " ".join(capsys.readouterr().err.split())
         assert err.startswith("error:") and "Traceback" not in err, (name, err)
     assert not list(tmp_path.iterdir())
+
+
+def test_trt_export_refuses_before_building(tmp_path, monkeypatch, capsys):
+    """`detnas export --format trt` with TensorRT 10.0 installed: the written graph is linted for 10.0 and refused
+    in one line (node, op, rule) before any engine is built."""
+    import json
+
+    from test_export_helpers import TINY
+
+    import detnas.bench.backends.trt_backend as trt_backend
+    import detnas.export.trt as trt_export
+    from detnas.arch import sample_arch
+
+    class FakeTensorRT:
+        __version__ = "10.0.1.6"
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("an engine build was started for a graph the parser rejects")
+
+    monkeypatch.setattr(trt_backend, "require_tensorrt", lambda: FakeTensorRT)
+    monkeypatch.setattr(trt_export, "export_trt", no_build)
+    # a rule every graph breaks, so the refusal is tested whatever the detector graph passes
+    conv_rule = Rule("test-conv", frozenset({"Conv"}), "every Conv is rejected in this test", "the test",
+                     lambda facts: "", since=(10, 0))
+    monkeypatch.setattr(trt_lint, "RULES", [*trt_lint.RULES, conv_rule])
+    out = tmp_path / "m.onnx"
+    code = main(["export", "--arch", json.dumps(sample_arch(TINY, 0).to_dict()), "--random-init", "--size", "64",
+                 "--proposals", "20", "--no-simplify", "--no-parity", "--format", "trt", "--out", str(out)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err
+    assert "the TensorRT 10.0.1.6 parser would reject this graph: node " in err, err
+    assert "(Conv): every Conv is rejected in this test" in err and "see detnas export check" in err, err
+    assert out.exists(), "the ONNX file is kept (ONNX Runtime runs it); only the engine build is refused"
 
 
 @pytest.mark.xfail(strict=False, reason="needs the TensorRT-safe graph from branch graph")
