@@ -85,6 +85,8 @@ def export_cmd(
     parity_images = [read_image(f) for f in parity_files]
     if random_init and not no_parity and not parity_images:
         parity_images = _seeded_images(1 if dynamic_batch else batch, height, width)
+    if random_init and parity_images:  # random weights leave few detections: compare before NMS, before writing
+        _check_head_parity(source, parity_images, (height, width))
     report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.kind,
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
                          max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,
@@ -97,14 +99,6 @@ def export_cmd(
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     if report.parity is not None:
         console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
-    if random_init and parity_images:
-        from detnas.export.head_parity import check_head_parity
-        from detnas.export.onnx_export import OPSET
-        from detnas.export.preprocess import letterbox
-
-        inputs = [letterbox(im, height, width, source.pixels)[0] for im in parity_images]
-        heads = check_head_parity(source.detector, source.pixels, inputs, OPSET).check()
-        console.print(f"  pre-NMS parity OK: {heads.summary()}", highlight=False, soft_wrap=True)
     _lint_written(out, trt_version)
     if format == "trt":
         gate = (gate_data, gate_images) if gate_data and gate_images else None
@@ -179,6 +173,16 @@ def _export_source(weights: Path | None, arch: str | None, random_init: bool, de
     if kind not in DETECTOR_KINDS:
         raise DetnasError(f"--detector {kind}: choose one of {', '.join(DETECTOR_KINDS)}")
     return random_init_source(resolve_arch(arch), kind, 80 if num_classes is None else num_classes, proposals), {}
+
+
+def _check_head_parity(source: Any, images: list[Any], size: tuple[int, int]) -> None:
+    from detnas.export.head_parity import check_head_parity
+    from detnas.export.onnx_export import OPSET
+    from detnas.export.preprocess import letterbox
+
+    inputs = [letterbox(image, *size, source.pixels)[0] for image in images]
+    heads = check_head_parity(source.detector, source.pixels, inputs, OPSET).check()
+    console.print(f"pre-NMS parity OK: {heads.summary()}", highlight=False, soft_wrap=True)
 
 
 def _seeded_images(count: int, height: int, width: int) -> list[Any]:
