@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from detnas.export.source import ExportSource
 
 console = Console()
 PARITY_IMAGES = 4
@@ -150,7 +153,7 @@ def _lint_written(out: Path, trt_version: str | None) -> None:
 
 
 def _export_source(weights: Path | None, arch: str | None, random_init: bool, detector: str | None,
-                   num_classes: int | None, proposals: int) -> tuple[Any, dict]:
+                   num_classes: int | None, proposals: int) -> tuple[ExportSource, dict]:
     """(the detector to export, its checkpoint sidecar or {} for --random-init)."""
     from detnas.arch import resolve_arch
     from detnas.checkpoint import load_meta
@@ -175,7 +178,7 @@ def _export_source(weights: Path | None, arch: str | None, random_init: bool, de
     return random_init_source(resolve_arch(arch), kind, 80 if num_classes is None else num_classes, proposals), {}
 
 
-def _check_head_parity(source: Any, images: list[Any], size: tuple[int, int]) -> None:
+def _check_head_parity(source: ExportSource, images: list[Any], size: tuple[int, int]) -> None:
     from detnas.export.head_parity import check_head_parity
     from detnas.export.onnx_export import OPSET
     from detnas.export.preprocess import letterbox
