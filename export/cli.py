@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from detnas.export.source import ExportSource
 
 console = Console()
 PARITY_IMAGES = 4
 
 
+export_app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+
+
+@export_app.callback(invoke_without_command=True)
 def export_cmd(
-    weights: Annotated[Path, typer.Option(help="Detection checkpoint (child-det or supernet-det) from detnas train.")],
-    out: Annotated[Path, typer.Option(help="Output .onnx file (and .engine with --format trt).")],
+    ctx: typer.Context,
+    weights: Annotated[Path | None, typer.Option(help="Detection checkpoint (child-det or supernet-det) from detnas "
+                                                 "train.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output .onnx file (and .engine with --format trt).")] = None,
     arch: Annotated[str | None, typer.Option(help="Released name, arch file or inline JSON; selects the path of a "
                                              "supernet checkpoint, must match a child checkpoint.")] = None,
+    random_init: Annotated[bool, typer.Option(help="No weights: an untrained detector of --arch, to check that it "
+                                              "exports and parses and to time it (parity compares pre-NMS outputs)."
+                                              )] = False,
+    detector: Annotated[str | None, typer.Option(help="--random-init: fpn or retinanet (default fpn).")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="--random-init: object classes K (default 80).")] = None,
     format: Annotated[str, typer.Option("--format", help="onnx or trt (builds the ONNX file, then the engine).")]
     = "onnx",
     size: Annotated[str | None, typer.Option(help="Model input HxW, multiples of 32 (default: the training "
@@ -44,19 +58,21 @@ def export_cmd(
     max_ap_drop: Annotated[float, typer.Option(help="TensorRT: largest allowed AP drop vs ONNX (0.01 = 1 point).")]
     = 0.01,
 ) -> None:
-    """Export a trained detector with post-processing and NMS inside the graph (ONNX, optionally TensorRT)."""
-    from detnas.arch import resolve_arch
-    from detnas.checkpoint import load_meta
+    """Export a detector with post-processing and NMS inside the graph (ONNX, optionally TensorRT); the written
+    ONNX file is linted for TensorRT's ONNX parser (`detnas export check` runs the lint alone)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from detnas.errors import DetnasError
     from detnas.export.onnx_export import export_onnx, parse_size
     from detnas.export.predict import read_image
-    from detnas.export.source import load_export_source
     from detnas.export.trt import check_trt_request, export_trt, image_files
 
     if format not in ("onnx", "trt"):
         raise DetnasError(f"--format {format}: choose onnx or trt")
-    if out.suffix != ".onnx":
-        raise DetnasError(f"--out {out}: give the ONNX file name ending in .onnx (the engine goes next to it)")
+    if out is None or out.suffix != ".onnx":
+        raise DetnasError(f"--out{f' {out}' if out else ''}: give the ONNX file name ending in .onnx (the engine goes "
+                          "next to it)")
+    trt_version = None
     if format == "trt":
         from detnas.bench.backends.trt_backend import require_tensorrt
 
@@ -65,15 +81,19 @@ def export_cmd(
                               "the ONNX file carries (FP16 / INT8 QDQ files come from the precision export); build "
                               "--precision fp32 without --calib-data here")
         check_trt_request(dynamic_batch)
-        require_tensorrt()  # before the ONNX export: without TensorRT nothing is written
+        trt_version = require_tensorrt().__version__  # before the ONNX export: without TensorRT nothing is written
     if (gate_data is None) != (gate_images is None):
         raise DetnasError("--gate-data and --gate-images go together (COCO json and its image folder)")
-    if parity_data is None and not no_parity:
+    if parity_data is None and not no_parity and not random_init:
         raise DetnasError("pass --parity-data DIR (real images for the ONNX Runtime vs PyTorch check) or --no-parity")
-    height, width = parse_size(size) if size else _default_size(load_meta(weights))
+    source, meta = _export_source(weights, arch, random_init, detector, num_classes, proposals)
+    height, width = parse_size(size) if size else _default_size(meta)
     parity_files = image_files(parity_data)[:PARITY_IMAGES] if parity_data and not no_parity else []
     parity_images = [read_image(f) for f in parity_files]
-    source = load_export_source(weights, resolve_arch(arch) if arch else None, proposals)
+    if random_init and not no_parity and not parity_images:
+        parity_images = _seeded_images(1 if dynamic_batch else batch, height, width)
+    if random_init and parity_images:  # random weights leave few detections: compare before NMS, before writing
+        _check_head_parity(source, parity_images, (height, width))
     report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.kind,
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
                          max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,
@@ -86,6 +106,7 @@ def export_cmd(
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     if report.parity is not None:
         console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
+    _lint_written(out, trt_version)
     if format == "trt":
         gate = (gate_data, gate_images) if gate_data and gate_images else None
         trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate_data=gate,
@@ -96,6 +117,87 @@ def export_cmd(
         if trt.ap:
             console.print(f"  AP gate OK: engine {trt.ap['engine_ap']:.4f} vs ONNX {trt.ap['onnx_ap']:.4f}",
                           highlight=False)
+
+
+@export_app.command("check")
+def check_cmd(
+    model: Annotated[Path, typer.Argument(help="ONNX file to lint.")],
+    trt: Annotated[list[str] | None, typer.Option("--trt", help="TensorRT parser version: 8.6, 10.0, 10.3 or 11 "
+                                                  "(repeatable; default: all four).")] = None,
+) -> None:
+    """Lint an ONNX file for TensorRT's ONNX parser: every node (subgraphs included) each version would reject or
+    translate differently, with the rule; exit code 2 when any finding."""
+    from detnas.export.trt_lint import PARSER_VERSIONS, lint
+
+    reports = lint(model, tuple(trt or PARSER_VERSIONS))
+    for report in reports:
+        console.print(f"TensorRT {report.version}: {report.summary()}", markup=False, highlight=False)
+        for finding in report.findings:
+            console.print(f"  {finding.line()}", markup=False, highlight=False, soft_wrap=True)
+    if not all(report.passed for report in reports):
+        raise typer.Exit(2)
+
+
+ONNX_LINT_NOTE_VERSIONS = ("10.3", "11")
+
+
+def _lint_written(out: Path, trt_version: str | None) -> None:
+    """Lint the written ONNX file: refuse (one line, exit 2) before an engine build for the installed TensorRT;
+    otherwise note the result for the current parsers."""
+    from detnas.export.trt_lint import lint, refuse_if_rejected
+
+    if trt_version is not None:
+        report = refuse_if_rejected(out, trt_version)
+        console.print(f"  TensorRT {trt_version} parser lint: {report.summary()}", markup=False, highlight=False)
+        return
+    for report in lint(out, ONNX_LINT_NOTE_VERSIONS):
+        first = f"; first: {report.findings[0].line()} (all: detnas export check {out})" if report.findings else ""
+        console.print(f"  note: TensorRT {report.version} parser lint {report.summary()}{first}", markup=False,
+                      highlight=False, soft_wrap=True)
+
+
+def _export_source(weights: Path | None, arch: str | None, random_init: bool, detector: str | None,
+                   num_classes: int | None, proposals: int) -> tuple[ExportSource, dict]:
+    """(the detector to export, its checkpoint sidecar or {} for --random-init)."""
+    from detnas.arch import resolve_arch
+    from detnas.checkpoint import load_meta
+    from detnas.detection import DETECTOR_KINDS
+    from detnas.errors import DetnasError
+    from detnas.export.source import load_export_source, random_init_source
+
+    if not random_init:
+        if weights is None:
+            raise DetnasError("--weights: pass a detection checkpoint, or --arch NAME --random-init for an untrained "
+                              "detector")
+        if detector is not None or num_classes is not None:
+            raise DetnasError("--detector / --num-classes go with --random-init; a checkpoint names its own")
+        return load_export_source(weights, resolve_arch(arch) if arch else None, proposals), load_meta(weights)
+    if weights is not None:
+        raise DetnasError("--weights and --random-init exclude each other: drop one")
+    if arch is None:
+        raise DetnasError("--random-init needs --arch NAME (a released name, arch file or inline JSON)")
+    kind = detector or "fpn"
+    if kind not in DETECTOR_KINDS:
+        raise DetnasError(f"--detector {kind}: choose one of {', '.join(DETECTOR_KINDS)}")
+    return random_init_source(resolve_arch(arch), kind, 80 if num_classes is None else num_classes, proposals), {}
+
+
+def _check_head_parity(source: ExportSource, images: list[Any], size: tuple[int, int]) -> None:
+    from detnas.export.head_parity import check_head_parity
+    from detnas.export.onnx_export import OPSET
+    from detnas.export.preprocess import letterbox
+
+    inputs = [letterbox(image, *size, source.pixels)[0] for image in images]
+    heads = check_head_parity(source.detector, source.pixels, inputs, OPSET).check()
+    console.print(f"pre-NMS parity OK: {heads.summary()}", highlight=False, soft_wrap=True)
+
+
+def _seeded_images(count: int, height: int, width: int) -> list[Any]:
+    """Seeded random uint8 images at the model size: inputs for the pre-NMS parity of an untrained detector."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator) for _ in range(count)]
 
 
 def _default_size(meta: dict) -> tuple[int, int]:
@@ -120,8 +222,8 @@ def predict_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `export` and `predict` to the root app."""
-    app.command("export")(export_cmd)
+    """Add `export` (with `export check`) and `predict` to the root app."""
+    app.add_typer(export_app, name="export")
     app.command("predict")(predict_cmd)
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from detnas.arch import Arch
 from detnas.errors import DetnasError
 from detnas.export.metadata import ClassInfo, class_table
-from detnas.pixels import PixelConvention
+from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 from detnas.supernet import Supernet, materialize
 
 
@@ -44,6 +44,24 @@ def load_export_source(weights: str | Path, arch: Arch | None = None, proposals:
     mapping = {int(k): int(v) for k, v in (meta.get("label_to_cat_id") or {}).items()} or None
     return ExportSource(detector.eval(), chosen, meta["detector"], class_table(list(meta["classes"]), mapping),
                         PixelConvention.from_dict(meta["pixels"]))
+
+
+def random_init_source(arch: Arch, kind: str, num_classes: int, proposals: int | None = None,
+                       seed: int = 0) -> ExportSource:
+    """An untrained detector of `arch` (torchvision's initialisation, seeded): to check that a graph exports and
+    parses, and to time it, before anything is trained. Classes are named class1..classK."""
+    import torch
+
+    from detnas.detection import build_detector
+    from detnas.supernet import ChildNet
+
+    if num_classes < 1:
+        raise DetnasError(f"--num-classes {num_classes}: give the number of object classes K (>= 1)")
+    budget: dict[str, Any] = {"rpn_post_nms_top_n_test": proposals} if proposals and kind == "fpn" else {}
+    torch.manual_seed(seed)
+    detector = build_detector(kind, ChildNet(arch), num_classes + 1, pixels=DEFAULT_PIXELS, **budget)
+    names = [f"class{i}" for i in range(1, num_classes + 1)]
+    return ExportSource(detector.eval(), arch, kind, class_table(names), DEFAULT_PIXELS)
 
 
 def _sidecar_detector(weights: str | Path) -> str:
