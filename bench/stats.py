@@ -177,6 +177,11 @@ class HeldOutReport:
         return self.spread_cv / self.noise_cv if self.noise_cv > 0 else math.inf
 
     @property
+    def r2_ceiling(self) -> float:
+        """The R² a perfect predictor scores against these noisy measurements: 1 - noise variance / spread variance."""
+        return 1 - (self.noise_cv / self.spread_cv) ** 2 if self.spread_cv > 0 else 0.0
+
+    @property
     def noise_limited(self) -> bool:
         return self.spread_to_noise < MIN_SPREAD_TO_NOISE
 
@@ -198,7 +203,8 @@ class HeldOutReport:
     def verdict(self) -> list[str]:
         """Plain sentences for the CLI, the suite, the profile JSON and the search log."""
         lines = [f"held-out latency spread: max/min {self.spread_ratio:.3f}, std {self.std_ms:.3f} ms "
-                 f"({100 * self.spread_cv:.2f}% of the mean); noise of one arch's median {100 * self.noise_cv:.2f}%"]
+                 f"({100 * self.spread_cv:.2f}% of the mean); noise of one arch's median {100 * self.noise_cv:.2f}%, so a "
+                 f"perfect predictor scores R² {self.r2_ceiling:.3f} at best"]
         if self.noise_limited:
             lines.append(f"NOISE-LIMITED: the spread is {self.spread_to_noise:.1f}x the measurement noise (under "
                          f"{MIN_SPREAD_TO_NOISE:g}x): at this scope a latency target cannot separate candidates")
@@ -222,7 +228,8 @@ class HeldOutReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         ratio = self.spread_to_noise
-        data.update(spread_to_noise=ratio if math.isfinite(ratio) else None, noise_limited=self.noise_limited, accurate=self.accurate,
+        data.update(spread_to_noise=ratio if math.isfinite(ratio) else None, r2_ceiling=self.r2_ceiling,
+                    noise_limited=self.noise_limited, accurate=self.accurate,
                     verdict=self.verdict())
         return data
 

@@ -205,3 +205,26 @@ def test_profile_at_network_scope_reports_the_detector_as_fixed_part() -> None:
                             n_test=2, rounds=1, scope=Scope.NETWORK, detector="retinanet")
     assert profile["scope"] == "network" and profile["detector"] == "retinanet"
     assert profile["fixed_ms"]["detector"] > 0 and len(profile["archs"]) == 10
+
+
+def test_search_is_told_when_a_profile_ranks_noise(profile_file: Path, tiny_space_file: Path, tmp_path: Path) -> None:
+    from detnas.bench.stats import HeldOutReport
+    from detnas.search.latency import ProfileLatency, Timing
+
+    space = get_space(str(tiny_space_file))
+    timing = Timing(size=(32, 32), scope="backbone")
+    data = json.loads(profile_file.read_text())
+    report = HeldOutReport.from_dict(data["report"])
+    truth = [1.0, 1.002, 1.004, 1.006]  # a 0.6 % spread under 1 % noise, predicted perfectly
+    cases = {
+        "noisy": judge_predictor(truth, truth, ([t * 1.01 for t in truth], [t * 0.99 for t in truth])),
+        "clean": judge_predictor(truth, truth, (truth, truth)),
+    }
+    assert report.n == 4 and cases["noisy"].noise_limited and not cases["clean"].noise_limited
+    for name, case in cases.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({**data, "report": case.to_dict()}))
+    noisy = ProfileLatency(tmp_path / "noisy.json", space, timing, force=True).caveats
+    assert any("NOISE-LIMITED" in c and "cannot separate candidates" in c for c in noisy), noisy
+    assert ProfileLatency(tmp_path / "clean.json", space, timing, force=True).caveats == []
+    (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in data.items() if k != "report"}))
+    assert "no held-out report" in ProfileLatency(tmp_path / "old.json", space, timing, force=True).caveats[0]

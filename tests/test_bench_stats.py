@@ -109,6 +109,7 @@ def test_spread_within_noise_is_reported_as_noise_limited() -> None:
     measured = list((first + second) / 2)
     report = judge_predictor(list(truth), measured, (list(first), list(second)))
     assert report.noise_limited and report.spread_to_noise < 2
+    assert report.r2_ceiling == pytest.approx(1 - report.spread_to_noise ** -2) and report.r2_ceiling < 0.75
     assert report.noise_cv == pytest.approx(0.01 / np.sqrt(2), rel=0.35)
     assert any(line.startswith("NOISE-LIMITED") for line in report.verdict())
     assert report.to_dict()["noise_limited"] is True
@@ -165,3 +166,16 @@ def test_predictor_fit_recovers_a_known_correction() -> None:
         LatencyPredictor.from_dict({**predictor.to_dict(), "kind": "lut+stage-linear"})
     with pytest.raises(DetnasError, match="choice 1 at position 0"):
         predictor.predict((1, 0, 0, 0))
+
+
+def test_predictor_fit_falls_back_to_one_scale_when_the_full_correction_fits_noise() -> None:
+    """Synthetic truth: a large fixed part + 1.2 x the table sum, measured with 0.5 % noise on 12 archs (as at the
+    network scope, where the detector dwarfs the backbone): leave-one-out picks one scale, not 8 free terms."""
+    rng = np.random.default_rng(2)
+    table = [{c: float(rng.uniform(0.5, 2.0)) for c in (0, 1, 2, 3)} for _ in range(8)]
+    stage_of = [0, 0, 1, 1, 2, 2, 3, 3]
+    archs = [tuple(int(c) for c in rng.choice(4, size=8)) for _ in range(12)]
+    measured = [(50.0 + 1.2 * sum(t[c] for t, c in zip(table, a))) * (1 + rng.normal(0, 0.005)) for a in archs]
+    coef = LatencyPredictor.fit(table, stage_of, 0.0, archs, measured).coef
+    assert coef[:4] == pytest.approx((coef[0],) * 4) and coef[4:7] == (0.0, 0.0, 0.0)
+    assert coef[0] == pytest.approx(1.2, abs=0.5) and coef[-1] == pytest.approx(50.0, rel=0.05)

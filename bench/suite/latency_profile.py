@@ -6,7 +6,7 @@ MAPE below a third of the best constant's (`HeldOutReport.accurate`); a profile 
 minutes on 2 cores. Where the held-out spread is within the measurement noise the set is reported as
 noise-limited: no predictor can rank it.
 Run: python -m detnas.bench.suite.latency_profile [--space detnas-300m] [--scope backbone|network] [--size 224]
-     [--clock wall|thread-cpu] [--seed 0] [--json out.json]
+     [--clock wall|thread-cpu] [--backend torch --device cuda --cuda-graphs] [--seed 0] [--json out.json]
 On a shared machine (other processes on the cores) use --clock thread-cpu: wall-clock latency then measures the
 scheduler as much as the network, see latency_cv.
 """
@@ -35,22 +35,25 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=20)
     parser.add_argument("--n-test", type=int, default=30)
     parser.add_argument("--clock", default="wall", choices=("wall", "thread-cpu"))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--cuda-graphs", action="store_true", help="torch backend on a GPU: replay CUDA graphs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the arch draws")
     parser.add_argument("--profile-out", default=None, help="also write the device profile here")
     parser.add_argument("--json", default="latency_profile.json")
     args = parser.parse_args()
 
-    protocol = Protocol(warmup=args.warmup, runs=args.runs, threads=1, clock=args.clock)
+    protocol = Protocol(warmup=args.warmup, runs=args.runs, threads=1, device=args.device, clock=args.clock)
     profile = build_profile(get_space(args.space), backend=args.backend, size=(args.size, args.size),
-                            protocol=protocol, options=BackendOptions(), n_train=args.n_train, n_test=args.n_test,
-                            rounds=args.rounds, seed=args.seed, scope=Scope(args.scope), detector=args.detector,
+                            protocol=protocol, options=BackendOptions(cuda_graphs=args.cuda_graphs),
+                            n_train=args.n_train, n_test=args.n_test, rounds=args.rounds, seed=args.seed,
+                            scope=Scope(args.scope), detector=args.detector,
                             progress=lambda m: print(f"  {m}", flush=True))
     if args.profile_out:
         save_profile(profile, args.profile_out)
     report = profile_report(profile)
     test = [a for a in profile["archs"] if a["split"] == "test"]
     figures = {
-        "space": args.space, "backend": args.backend, "scope": args.scope,
+        "space": args.space, "backend": profile["variant"], "device": args.device, "scope": args.scope,
         "detector": None if args.scope == "backbone" else args.detector, "size": args.size, "clock": args.clock,
         "runs": args.runs, "rounds": args.rounds, "n_train": args.n_train, "n_test": args.n_test, "seed": args.seed,
         "report": profile["report"], "build_seconds": profile["build_seconds"],
@@ -62,7 +65,7 @@ def main() -> None:
                   "accurate": report.accurate, "noise_limited": report.noise_limited},
     }
     where = args.scope if args.scope == "backbone" else f"{args.scope} ({args.detector})"
-    print(f"{args.space} @ {args.size}, {args.backend}, {where}, clock {args.clock}: {report.n} held-out archs")
+    print(f"{args.space} @ {args.size}, {profile['variant']}, {where}, clock {args.clock}: {report.n} held-out archs")
     for name, acc in report.rows():
         print(f"  {name:<34} within 5% {100 * acc.within_5:3.0f}%  within 10% {100 * acc.within_10:3.0f}%  "
               f"MAPE {acc.mape:6.2f}%  Kendall tau {acc.kendall_tau:6.3f}  R² {acc.r2:7.3f}")
