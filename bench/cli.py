@@ -182,11 +182,13 @@ def latency_cmd(
 def compare_cmd(
     baseline: Annotated[Path, typer.Argument(help="Result JSON of `bench latency --json` (the reference).")],
     other: Annotated[Path, typer.Argument(help="Result JSON to compare against the reference.")],
-    k: Annotated[float, typer.Option(help="Noise band: k combined CVs (and at least 1 %).")] = 2.0,
+    confidence: Annotated[float, typer.Option(help="Level of the bootstrap interval of the median ratio.")] = 0.95,
+    k: Annotated[float, typer.Option(help="Only for results without raw samples (older files): noise band of k "
+                                     "combined CVs (and at least 1 %).")] = 2.0,
 ) -> None:
-    """Ratios of two results; a difference is flagged only when it exceeds the combined noise band."""
+    """Ratios of two results; faster / slower / indistinguishable from a bootstrap interval of the median ratio."""
     from detnas.bench.result import LatencyResult
-    from detnas.bench.stats import beyond_noise
+    from detnas.bench.stats import compare_latencies
 
     a, b = LatencyResult.load_json(baseline), LatencyResult.load_json(other)
     table = Table(title=f"{other.name} / {baseline.name}")
@@ -196,17 +198,21 @@ def compare_cmd(
         va, vb = getattr(a.stats, name), getattr(b.stats, name)
         table.add_row(name, f"{va:.3f}", f"{vb:.3f}", f"{vb / va:.3f}")
     table.add_row("CV %", f"{100 * a.stats.cv:.1f}", f"{100 * b.stats.cv:.1f}", "")
+    table.add_row("runs kept", str(len(a.samples_ms)), str(len(b.samples_ms)), "")
     console.print(table)
     for field in ("scope", "backend", "precision", "input_shape"):
         if getattr(a, field) != getattr(b, field):
             err_console.print(f"[bold yellow]note:[/] {field} differs: {getattr(a, field)} vs {getattr(b, field)}")
     for diff in a.fingerprint.differences(b.fingerprint):
         err_console.print(f"[bold yellow]note:[/] environment differs: {diff}", highlight=False)
-    ratio = b.stats.median_ms / a.stats.median_ms
-    if beyond_noise(a.stats, b.stats, k):
-        console.print(f"[bold]DIFFERENT[/]: median ratio {ratio:.3f} is beyond the noise band")
-    else:
-        console.print(f"within noise: median ratio {ratio:.3f}")
+    c = compare_latencies(a.stats, b.stats, a.samples_ms, b.samples_ms, confidence=confidence, k=k)
+    if c.note:
+        err_console.print(f"[bold yellow]note:[/] {c.note}; deciding by the {c.method} instead", highlight=False)
+    interval = (f"{100 * c.confidence:g} % CI [{c.low:.3f}, {c.high:.3f}]" if c.note is None
+                else f"band [{c.low:.3f}, {c.high:.3f}]")
+    head = "[bold]indistinguishable[/]" if c.verdict == "indistinguishable" else f"[bold]{other.name} is {c.verdict.upper()}[/]"
+    console.print(f"{head}: median ratio {c.ratio:.3f}, {interval} ({c.method}); CVs {100 * c.baseline_cv:.1f} % / "
+                  f"{100 * c.other_cv:.1f} %", highlight=False, soft_wrap=True)
 
 
 @app.command("profile")
@@ -226,13 +232,15 @@ def profile_cmd(
     scope: Annotated[str, typer.Option(help="What the archs are timed as: backbone, network or network+nms (a "
                                           "random-init --detector around each; the search's scope must match).")] = "backbone",
     detector: Annotated[str, typer.Option(help="Beyond the backbone scope: fpn or retinanet.")] = "fpn",
-    n_train: Annotated[int, typer.Option(help="Random archs the correction is fitted on.")] = 20,
-    n_test: Annotated[int, typer.Option(help="Held-out random archs the accuracy is reported on.")] = 30,
-    seed: Annotated[int, typer.Option(help="Seed of the random archs.")] = 0,
+    n_train: Annotated[int, typer.Option(help="Archs the correction is fitted on (stratified by table sum).")] = 20,
+    n_test: Annotated[int, typer.Option(help="Held-out archs the accuracy is judged on: the fastest, the slowest, "
+                                         "the rest stratified by table sum.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the arch draws.")] = 0,
 ) -> None:
-    """Measure block latencies, the stem and random archs on this device; fit and evaluate the predictor."""
+    """Measure block latencies, the stem and archs spanning the space on this device; fit the predictor and judge
+    it against the best constant and the measurements' own agreement (accurate only if it beats the constant)."""
     from detnas.bench.oracle import BackendOptions, Protocol
-    from detnas.bench.profile import build_profile, save_profile
+    from detnas.bench.profile import build_profile, profile_report, save_profile
     from detnas.bench.result import Scope
     from detnas.space import get_space
 
@@ -244,19 +252,23 @@ def profile_cmd(
                                 n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
                                 progress=status.update)
     save_profile(profile, out)
-    console.print(_accuracy_table(profile))
+    report = profile_report(profile)
+    console.print(_report_table(report))
+    for line in report.verdict():
+        console.print(line, highlight=False, soft_wrap=True)
     console.print(f"built in {profile['build_seconds']:.0f}s · fingerprint {profile['fingerprint_hash']} · "
                   f"wrote {out}")
 
 
-def _accuracy_table(profile: dict[str, Any]) -> Table:
-    table = Table(title=f"predictor on {profile['accuracy']['n']} held-out archs")
-    for col in ("predictor", "within ±5 %", "within ±10 %", "MAPE %", "Kendall tau"):
+def _report_table(report: Any) -> Table:
+    """The predictors next to the best constant; the ceiling row is the measurements' own rank agreement."""
+    table = Table(title=f"predictor on {report.n} held-out archs")
+    for col in ("predictor", "within ±5 %", "within ±10 %", "MAPE %", "Kendall tau", "R²"):
         table.add_column(col, justify="left" if col == "predictor" else "right")
-    for name, key in (("table sum + correction", "accuracy"), ("table sum only", "accuracy_uncorrected")):
-        acc = profile[key]
-        table.add_row(name, f"{100 * acc['within_5']:.0f} %", f"{100 * acc['within_10']:.0f} %", f"{acc['mape']:.2f}",
-                      f"{acc['kendall_tau']:.3f}")
+    for name, acc in report.rows():
+        table.add_row(name, f"{100 * acc.within_5:.0f} %", f"{100 * acc.within_10:.0f} %", f"{acc.mape:.2f}",
+                      f"{acc.kendall_tau:.3f}", f"{acc.r2:.3f}")
+    table.add_row("ceiling: measurements vs themselves", "", "", "", f"{report.ceiling_tau:.3f}", "")
     return table
 
 

@@ -5,6 +5,8 @@ between blocks, fusion across blocks), so the raw table sum is biased. A least-s
 fully measured random archs removes that bias: per stage, latency ~ scale_s * table sum of stage s, plus a term
 per block of each choice (a block timed alone pays its own run overhead, and its channel split/shuffle and node
 count in context differ by choice), plus one intercept that absorbs the fixed parts and the per-run overhead.
+Where that correction would fit noise (few archs, a backbone that is a small share of the timed network), one
+scale for the whole table sum plus the intercept is used instead, chosen by leave-one-out error.
 """
 
 from __future__ import annotations
@@ -55,13 +57,23 @@ class LatencyPredictor:
     @classmethod
     def fit(cls, table: Sequence[dict[int, float]], stage_of: Sequence[int], fixed_ms: float,
             archs: Sequence[Sequence[int]], measured_ms: Sequence[float]) -> LatencyPredictor:
-        """Least squares on relative error (rows scaled by 1/measured), since accuracy is judged in percent."""
+        """Least squares on relative error (rows scaled by 1/measured), since accuracy is judged in percent.
+
+        Two corrections compete: the full one, and one scale for the whole table sum plus the intercept (the full
+        layout with equal stage scales and no per-choice terms). The one with the lower leave-one-out error on
+        the measured archs wins: where the backbone is a small share of the timed network, the full correction
+        fits the measurement noise of a few archs instead of the blocks.
+        """
         base = cls(tuple(dict(t) for t in table), tuple(stage_of), fixed_ms, ())
         x = np.stack([base.features(a) for a in archs])
         y = np.asarray(measured_ms, dtype=float)
         if len(y) < x.shape[1] + 2:
             raise DetnasError(f"fitting the correction needs at least {x.shape[1] + 2} measured archs, got {len(y)}")
-        coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+        one_scale = np.zeros((2, x.shape[1]))  # reduced coefficients (scale, intercept) -> the full layout
+        one_scale[0, : max(stage_of) + 1] = 1.0
+        one_scale[1, -1] = 1.0
+        expansion = min((np.eye(x.shape[1]), one_scale), key=lambda e: _loo_relative_error(x @ e.T, y))
+        coef = _relative_lstsq(x @ expansion.T, y) @ expansion
         return cls(base.table, base.stage_of, fixed_ms, tuple(float(c) for c in coef))
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,3 +96,19 @@ class LatencyPredictor:
             fixed_ms=float(data["fixed_ms"]),
             coef=tuple(float(c) for c in data["coef"]),
         )
+
+
+def _relative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    return coef
+
+
+def _loo_relative_error(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean |error| / measured of each arch predicted by the fit on all the others."""
+    keep = np.ones(len(y), dtype=bool)
+    errors = []
+    for i in range(len(y)):
+        keep[i] = False
+        errors.append(abs(x[i] @ _relative_lstsq(x[keep], y[keep]) - y[i]) / y[i])
+        keep[i] = True
+    return float(np.mean(errors))

@@ -1,16 +1,19 @@
 """Device profiles: block latencies of a search space measured on the deployment target, plus a predictor.
 
 The search usually runs elsewhere, so `build_profile` measures on the target: every choice at every position
-on its real input shape, the fixed parts, and a set of random full archs. A predictor is fitted on part of
-the archs and judged on the held-out rest; the JSON carries the fingerprint and the space digest so it is
-never applied to another space, backend or machine by accident.
+on its real input shape, the fixed parts, and then a set of full archs chosen from that table to span the
+space (its fastest and slowest archs, the rest stratified by table sum). A predictor is fitted on part of the
+archs and judged on the held-out rest against the best constant and the measurements' own agreement
+(`HeldOutReport`); the JSON carries the fingerprint and the space digest so it is never applied to another
+space, backend or machine by accident.
 
-Timing is interleaved: all runners are prepared first, then timed in rounds (each round gives every runner a
-slice of its runs), so slow phases from other processes spread over all entries instead of biasing a few.
+Timing is interleaved: the runners of a phase are prepared first, then timed in rounds (each round gives every
+runner a slice of its runs), so slow phases from other processes spread over all entries instead of biasing a few.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -21,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detnas.arch import Arch, sample_arch
+from detnas.arch import Arch
 from detnas.bench.backends import Prepared, time_prepared
 from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
 from detnas.bench.models import timed_module
@@ -35,7 +38,7 @@ from detnas.bench.oracle import (
 )
 from detnas.bench.predictor import LatencyPredictor
 from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice
-from detnas.bench.stats import kendall_tau, percentile, prediction_accuracy, summarize
+from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, summarize
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json
@@ -58,15 +61,76 @@ def block_inputs(space: SearchSpace, size: tuple[int, int]) -> list[tuple[int, i
 
 
 def _time_interleaved(runners: list[Prepared], protocol: Protocol, rounds: int,
-                      progress: Callable[[str], None]) -> list[list[float]]:
+                      progress: Callable[[str], None], phase: str) -> list[list[float]]:
     """Samples per runner: warm-up once, then `rounds` passes of runs // rounds timed calls each."""
     per_round = max(2, protocol.runs // rounds)
     samples: list[list[float]] = [[] for _ in runners]
     for r in range(rounds):
         for i, runner in enumerate(runners):
             samples[i] += time_prepared(runner, protocol.warmup if r == 0 else 1, per_round, protocol.clock)
-        progress(f"round {r + 1}/{rounds} timed")
+        progress(f"{phase}: round {r + 1}/{rounds} timed")
     return samples
+
+
+def _half_medians(samples: list[float], rounds: int) -> tuple[float, float]:
+    """Medians of the even and the odd rounds (of the even and odd runs with one round): rounds are minutes
+    apart, so the two halves differ by the machine's drift as well as by run-to-run jitter."""
+    if rounds < 2:
+        return percentile(samples[0::2], 50), percentile(samples[1::2], 50)
+    per_round = len(samples) // rounds
+    parity = [(i // per_round) % 2 for i in range(len(samples))]
+    return (percentile([s for s, p in zip(samples, parity) if p == 0], 50),
+            percentile([s for s, p in zip(samples, parity) if p == 1], 50))
+
+
+POOL_PER_ARCH = 100  # candidate archs drawn per arch to choose, for the stratification by table sum
+
+
+def choose_archs(space: SearchSpace, table: Sequence[dict[int, float]], n_train: int, n_test: int,
+                 rng: random.Random) -> tuple[list[Arch], list[Arch]]:
+    """Distinct training and held-out archs that span the space's latency range by the block table.
+
+    The held-out set holds the fastest and the slowest arch (per position the fastest / slowest choice: the
+    table decides which really are, not the kernel size) and the rest stratified: the table-sum range is cut
+    into equal bins and one arch drawn from each. The training set is stratified the same way. Uniform random
+    archs would crowd the middle of the range, where a constant already looks accurate.
+    """
+    if n_test < 2:
+        raise DetnasError(f"--n-test {n_test}: the held-out set needs at least 2 archs (the fastest and the slowest)")
+    order = [sorted(space.choices, key=lambda c: t[c]) for t in table]
+    cost = {}  # choices -> table sum
+
+    def add(choices: tuple[int, ...]) -> None:
+        cost.setdefault(choices, sum(t[c] for t, c in zip(table, choices)))
+
+    if len(space.choices) ** space.num_blocks <= POOL_PER_ARCH * (n_train + n_test):
+        for choices in itertools.product(space.choices, repeat=space.num_blocks):
+            add(choices)
+    else:  # archs leaning towards the fast or slow end by a random amount, so every part of the range is drawn
+        for _ in range(POOL_PER_ARCH * (n_train + n_test)):
+            lean = rng.random() * 2 - 1
+            add(tuple(o[0 if lean < 0 else -1] if rng.random() < abs(lean) else rng.choice(space.choices)
+                      for o in order))
+    fastest, slowest = tuple(o[0] for o in order), tuple(o[-1] for o in order)
+    add(fastest)
+    add(slowest)
+    taken = {fastest, slowest}
+
+    def stratified(count: int) -> list[tuple[int, ...]]:
+        lo, hi = cost[fastest], cost[slowest]
+        picked = []
+        for i in range(count):
+            left, right = lo + (hi - lo) * i / count, lo + (hi - lo) * (i + 1) / count
+            free = [a for a in cost if a not in taken]
+            inside = [a for a in free if left <= cost[a] < right]
+            arch = rng.choice(inside) if inside else min(free, key=lambda a: abs(cost[a] - (left + right) / 2))
+            taken.add(arch)
+            picked.append(arch)
+        return picked
+
+    test = [fastest, slowest, *stratified(n_test - 2)]
+    train = stratified(n_train)
+    return [Arch(space, a) for a in train], [Arch(space, a) for a in test]
 
 
 def build_profile(
@@ -75,10 +139,11 @@ def build_profile(
     n_train: int = 20, n_test: int = 30, rounds: int = 10, seed: int = 0, scope: Scope = Scope.BACKBONE,
     detector: str = "fpn", progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
-    """Measure the block table, the fixed parts and `n_train + n_test` random archs at `scope`; fit and
-    evaluate the predictor. Beyond the backbone, the detector's FPN / head / NMS cost is the same for every
-    arch of the space (it depends on the stage widths only), so the correction's intercept carries it; it is
-    also reported as the fixed part 'detector' (arch at `scope` minus its backbone, for the first arch)."""
+    """Measure the block table and the fixed parts, then `n_train + n_test` archs chosen from the table at
+    `scope`; fit the predictor and judge it on the held-out archs. Beyond the backbone, the detector's FPN /
+    head / NMS cost is the same for every arch of the space (it depends on the stage widths only), so the
+    correction's intercept carries it; it is also reported as the fixed part 'detector' (arch at `scope` minus
+    its backbone, for the first arch)."""
     check_choice("backend", backend, BACKENDS)
     check_choice("precision", precision, PRECISIONS)
     if precision == "int8":
@@ -89,46 +154,42 @@ def build_profile(
     started = time.perf_counter()
     fingerprint = collect_fingerprint(protocol.device, protocol.threads)
     positions = block_inputs(space, size)
-    rng = random.Random(seed)
-    archs: list[Arch] = []
-    while len(archs) < n_train + n_test:  # distinct archs, so no held-out arch was also fitted on
-        arch = sample_arch(space, rng)
-        if arch not in archs:
-            archs.append(arch)
 
     def prepare(module: nn.Module, shape: tuple[int, ...]) -> Prepared:
         inputs = [torch.rand(shape, generator=torch.Generator().manual_seed(seed))]
         return prepare_module(module.eval(), inputs, backend=backend, precision=precision, protocol=protocol,
                               options=options)
 
+    k = len(space.choices)
     with torch_threads(protocol.threads):
         torch.manual_seed(seed)
-        progress(f"preparing {len(positions) * len(space.choices)} blocks, the stem and {len(archs)} archs")
+        progress(f"preparing {len(positions) * k} blocks and the stem")
         stem = prepare(Stem(space.stem_width), (batch, 3, *size))
-        blocks = [[prepare(make_block(c, cin, cout, stride), (batch, cin, *hw)) for c in space.choices]
-                  for cin, cout, stride, hw in positions]
+        blocks = [prepare(make_block(c, cin, cout, stride), (batch, cin, *hw))
+                  for cin, cout, stride, hw in positions for c in space.choices]
+        block_stats = [summarize(s) for s in _time_interleaved([stem, *blocks], protocol, rounds, progress, "blocks")]
+        table = [{c: block_stats[1 + p * k + j].median_ms for j, c in enumerate(space.choices)}
+                 for p in range(len(positions))]
+        train, test = choose_archs(space, table, n_train, n_test, random.Random(seed))
+        archs = train + test
+        progress(f"preparing {len(archs)} archs at scope {scope.value}")
         nets = [prepare(timed_module(a, scope, detector), (batch, 3, *size)) for a in archs]
         extra = [] if scope is Scope.BACKBONE else [prepare(timed_module(archs[0], Scope.BACKBONE), (batch, 3, *size))]
-        runners = [stem, *[r for row in blocks for r in row], *nets, *extra]
-        samples = _time_interleaved(runners, protocol, rounds, progress)
-    fixed = {"stem": summarize(samples[0]).median_ms}
+        samples = _time_interleaved([*nets, *extra], protocol, rounds, progress, "archs")
+    fixed = {"stem": block_stats[0].median_ms}
     if extra:
         first_backbone = samples.pop()
-        first_net = samples[len(samples) - len(archs)]
-        fixed["detector"] = percentile(first_net, 50) - percentile(first_backbone, 50)
-    stats = [summarize(s) for s in samples]
-    held_out = samples[len(samples) - n_test:]
-    # rank agreement of the held-out measurements with themselves (odd vs even runs): the ceiling for any predictor
-    split_half_tau = kendall_tau([percentile(s[0::2], 50) for s in held_out], [percentile(s[1::2], 50) for s in held_out])
-    k = len(space.choices)
-    table = [{c: stats[1 + p * k + j].median_ms for j, c in enumerate(space.choices)} for p in range(len(positions))]
-    arch_stats = stats[1 + len(positions) * k:]
+        fixed["detector"] = percentile(samples[0], 50) - percentile(first_backbone, 50)
+    arch_stats = [summarize(s) for s in samples]
     stage_of = [s for s, depth in enumerate(space.stage_depths) for _ in range(depth)]
     measured = [s.median_ms for s in arch_stats]
-    predictor = LatencyPredictor.fit(table, stage_of, sum(fixed.values()), [a.choices for a in archs[:n_train]],
+    predictor = LatencyPredictor.fit(table, stage_of, sum(fixed.values()), [a.choices for a in train],
                                      measured[:n_train])
     predicted = [predictor.predict(a.choices) for a in archs]
     raw = [predictor.table_sum(a.choices) for a in archs]
+    halves = [_half_medians(s, rounds) for s in samples[n_train:]]
+    report = judge_predictor(predicted[n_train:], measured[n_train:], ([h[0] for h in halves], [h[1] for h in halves]),
+                             table_sum=raw[n_train:])
     return {
         "format": PROFILE_FORMAT,
         "space": space.to_dict(),
@@ -144,16 +205,19 @@ def build_profile(
         "fingerprint": fingerprint.to_dict(),
         "fingerprint_hash": fingerprint.hash,
         "fixed_ms": fixed,
-        "blocks_cv": [[stats[1 + p * k + j].cv for j in range(k)] for p in range(len(positions))],
+        "blocks_cv": [[block_stats[1 + p * k + j].cv for j in range(k)] for p in range(len(positions))],
         "predictor": predictor.to_dict(),
         "archs": [{"choices": a.compact(), "hash": a.hash, "split": "train" if i < n_train else "test",
                    "measured_ms": measured[i], "cv": arch_stats[i].cv, "predicted_ms": predicted[i],
                    "table_sum_ms": raw[i]} for i, a in enumerate(archs)],
-        "accuracy": prediction_accuracy(predicted[n_train:], measured[n_train:]).to_dict(),
-        "accuracy_uncorrected": prediction_accuracy(raw[n_train:], measured[n_train:]).to_dict(),
-        "measurement_split_half_tau": split_half_tau,
+        "report": report.to_dict(),
         "build_seconds": time.perf_counter() - started,
     }
+
+
+def profile_report(profile: dict[str, Any]) -> HeldOutReport | None:
+    """The held-out judgement of a loaded profile; None for profiles built before it was recorded."""
+    return HeldOutReport.from_dict(profile["report"]) if "report" in profile else None
 
 
 def save_profile(profile: dict[str, Any], path: str | Path) -> None:

@@ -2,17 +2,23 @@
 
 A number without its scope (what was timed), protocol (warm-up, runs, threads) and environment fingerprint
 cannot be compared with another, so they travel together into JSON, CSV, the cache and device profiles.
+The raw per-run samples travel too, so two results can be compared with a confidence interval later.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
+import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from detnas.bench.fingerprint import Fingerprint
 from detnas.bench.stats import TimingStats
@@ -46,9 +52,39 @@ def check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+SAMPLES_INLINE_MAX = 64  # up to this many runs the samples are a readable list, beyond it compressed
+SAMPLES_PACKED = "zlib+base64:float32le"
+
+
+def encode_samples(samples_ms: tuple[float, ...]) -> dict[str, Any]:
+    """A few samples as a plain list; many as zlib-compressed little-endian float32 in base64 (~5 chars a run;
+    float32 keeps 7 significant digits, far finer than any timer's jitter)."""
+    if len(samples_ms) <= SAMPLES_INLINE_MAX:
+        return {"n": len(samples_ms), "ms": list(samples_ms)}
+    packed = zlib.compress(np.asarray(samples_ms, dtype="<f4").tobytes(), 9)
+    return {"n": len(samples_ms), "encoding": SAMPLES_PACKED, "data": base64.b64encode(packed).decode("ascii")}
+
+
+def decode_samples(data: dict[str, Any]) -> tuple[float, ...]:
+    if "ms" in data:
+        samples = tuple(float(v) for v in data["ms"])
+    elif data.get("encoding") == SAMPLES_PACKED:
+        try:
+            raw = zlib.decompress(base64.b64decode(data["data"], validate=True))
+        except (binascii.Error, zlib.error) as exc:
+            raise ValueError(f"'samples.data' does not decode ({exc})") from None
+        samples = tuple(float(v) for v in np.frombuffer(raw, dtype="<f4"))
+    else:
+        raise ValueError(f"'samples' has neither 'ms' nor encoding '{SAMPLES_PACKED}'")
+    if len(samples) != data.get("n"):
+        raise ValueError(f"'samples' holds {len(samples)} values but says n={data.get('n')}")
+    return samples
+
+
 @dataclass(frozen=True)
 class LatencyResult:
-    """Statistics of one timed configuration; `source` is 'arch:<hash>', 'onnx:<sha256>' or 'engine:<sha256>'."""
+    """Statistics of one timed configuration; `source` is 'arch:<hash>', 'onnx:<sha256>' or 'engine:<sha256>';
+    `samples_ms` the timed runs in order (empty for results written before they were kept)."""
 
     stats: TimingStats
     backend: str
@@ -62,6 +98,7 @@ class LatencyResult:
     label: str
     fingerprint: Fingerprint
     details: dict[str, Any] = field(default_factory=dict)
+    samples_ms: tuple[float, ...] = ()
 
     @property
     def median_ms(self) -> float:
@@ -73,7 +110,7 @@ class LatencyResult:
             "precision": self.precision, "batch": self.batch, "input_shape": list(self.input_shape),
             "warmup": self.warmup, "threads": self.threads, "stats": self.stats.to_dict(),
             "fingerprint": self.fingerprint.to_dict(), "fingerprint_hash": self.fingerprint.hash,
-            "details": self.details,
+            "details": self.details, **({"samples": encode_samples(self.samples_ms)} if self.samples_ms else {}),
         }
 
     @classmethod
@@ -85,6 +122,7 @@ class LatencyResult:
                 warmup=int(data["warmup"]), threads=int(data["threads"]), source=data["source"],
                 label=data["label"], fingerprint=Fingerprint.from_dict(data["fingerprint"]),
                 details=dict(data.get("details", {})),
+                samples_ms=decode_samples(data["samples"]) if "samples" in data else (),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DetnasError(f"{source}: not a detnas latency result (missing or bad field {exc})") from None
@@ -104,7 +142,7 @@ class LatencyResult:
         return cls.from_dict(data, source=str(path))
 
     def csv_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in ("stats", "fingerprint", "details")}
+        row: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in ("stats", "fingerprint", "details", "samples")}
         row["input_shape"] = "x".join(map(str, self.input_shape))
         row.update(self.stats.to_dict())
         row.update({f"fp_{k}": v for k, v in self.fingerprint.to_dict().items()})

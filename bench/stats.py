@@ -1,7 +1,8 @@
-"""Timing statistics and predictor-accuracy metrics, in pure Python so they can be tested exactly.
+"""Timing statistics, predictor-accuracy metrics and the comparison of two latencies.
 
 Latency distributions are skewed (a few slow runs from interrupts or other processes), so the median is the
-headline number and the tail (p90, p99) and spread (coefficient of variation) are reported beside it.
+headline number and the tail (p90, p99) and spread (coefficient of variation) are reported beside it. The
+summaries are plain Python so they can be tested exactly; the bootstrap uses numpy.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 from detnas.errors import DetnasError
 
@@ -93,33 +96,237 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """How well predicted latencies match measured ones on held-out architectures."""
+    """How well predicted latencies match measured ones on held-out architectures; `r2` is 1 - SS_res / SS_tot
+    around the measured mean, so a constant scores <= 0 and only a predictor that explains the spread nears 1."""
 
     n: int
     within_5: float
     within_10: float
     mape: float
     kendall_tau: float
+    r2: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Accuracy:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
 
 def prediction_accuracy(predicted: Sequence[float], measured: Sequence[float]) -> Accuracy:
-    """Share of predictions within +-5 % / +-10 % of the measurement, mean absolute % error, rank agreement."""
+    """Share of predictions within +-5 % / +-10 % of the measurement, mean absolute % error, rank agreement, R²."""
     if len(predicted) != len(measured) or len(measured) < 2:
         raise ValueError("need equal-length predicted/measured sequences with at least 2 entries")
+    predicted, measured = [float(p) for p in predicted], [float(m) for m in measured]
     rel = [abs(p - m) / m for p, m in zip(predicted, measured)]
+    mean = sum(measured) / len(measured)
+    total = sum((m - mean) ** 2 for m in measured)
+    residual = sum((p - m) ** 2 for p, m in zip(predicted, measured))
     return Accuracy(
         n=len(rel),
         within_5=sum(r <= 0.05 for r in rel) / len(rel),
         within_10=sum(r <= 0.10 for r in rel) / len(rel),
         mape=100 * sum(rel) / len(rel),
         kendall_tau=kendall_tau(predicted, measured),
+        r2=1 - residual / total if total > 0 else float(residual == 0),  # no spread: nothing to explain
     )
 
 
-def beyond_noise(a: TimingStats, b: TimingStats, k: float = 2.0, floor: float = 0.01) -> bool:
-    """True when the medians differ by more than k combined CVs (and at least `floor`): a real change, not jitter."""
-    band = max(k * math.sqrt(a.cv**2 + b.cv**2), floor)
-    return abs(b.median_ms / a.median_ms - 1) > band
+def best_constant(measured: Sequence[float]) -> float:
+    """The constant with the lowest MAPE: sum |c - m| / m is minimised by the median of m weighted by 1 / m."""
+    ordered = sorted(measured)
+    weights = [1 / m for m in ordered]
+    half, acc = sum(weights) / 2, 0.0
+    for value, weight in zip(ordered, weights):
+        acc += weight
+        if acc >= half:
+            return value
+    return ordered[-1]
+
+
+# When a predictor is "accurate": it must beat the best constant by a wide margin, rank the archs nearly as
+# well as the measurements rank themselves, and explain most of the spread.
+MAX_MAPE_VS_CONSTANT = 1 / 3
+MIN_TAU_VS_CEILING = 0.9
+MIN_R2 = 0.9
+# Below this ratio of the archs' spread (std / mean) to the noise of one arch's median, the ranking of a single
+# measurement against the truth has Kendall tau <= 0.7 (Gaussian): the latencies cannot separate candidates.
+MIN_SPREAD_TO_NOISE = 2.0
+
+
+@dataclass(frozen=True)
+class HeldOutReport:
+    """A latency predictor judged on one held-out set against what the set allows: the spread it must explain,
+    the best constant (which any predictor must beat), and the measurements' own split-half agreement (the
+    ceiling of any rank agreement). `noise_cv` is the relative standard deviation of one arch's median."""
+
+    n: int
+    spread_ratio: float  # slowest / fastest measured
+    std_ms: float
+    spread_cv: float  # std / mean of the measured latencies
+    noise_cv: float
+    ceiling_tau: float  # Kendall tau of the two halves of the measurements
+    constant_ms: float
+    predictor: Accuracy
+    constant: Accuracy
+    table_sum: Accuracy | None = None
+
+    @property
+    def spread_to_noise(self) -> float:
+        return self.spread_cv / self.noise_cv if self.noise_cv > 0 else math.inf
+
+    @property
+    def r2_ceiling(self) -> float:
+        """The R² a perfect predictor scores against these noisy measurements: 1 - noise variance / spread variance."""
+        return 1 - (self.noise_cv / self.spread_cv) ** 2 if self.spread_cv > 0 else 0.0
+
+    @property
+    def noise_limited(self) -> bool:
+        return self.spread_to_noise < MIN_SPREAD_TO_NOISE
+
+    def shortfalls(self) -> list[str]:
+        """The accuracy criteria the predictor misses (empty: accurate)."""
+        p, missed = self.predictor, []
+        if not p.mape < MAX_MAPE_VS_CONSTANT * self.constant.mape:
+            missed.append(f"MAPE {p.mape:.2f}% is not below 1/3 of the best constant's {self.constant.mape:.2f}%")
+        if not p.kendall_tau >= MIN_TAU_VS_CEILING * self.ceiling_tau:
+            missed.append(f"Kendall tau {p.kendall_tau:.3f} is below 0.9 x the measurements' own {self.ceiling_tau:.3f}")
+        if not p.r2 >= MIN_R2:
+            reach = " (out of these measurements' reach: more runs lower the noise)" if self.r2_ceiling < MIN_R2 else ""
+            missed.append(f"R² {p.r2:.3f} is below {MIN_R2}{reach}")
+        return missed
+
+    @property
+    def accurate(self) -> bool:
+        return not self.shortfalls()
+
+    def verdict(self) -> list[str]:
+        """Plain sentences for the CLI, the suite, the profile JSON and the search log."""
+        lines = [f"held-out latency spread: max/min {self.spread_ratio:.3f}, std {self.std_ms:.3f} ms "
+                 f"({100 * self.spread_cv:.2f}% of the mean); noise of one arch's median {100 * self.noise_cv:.2f}%, so a "
+                 f"perfect predictor scores R² {self.r2_ceiling:.3f} at best"]
+        if self.noise_limited:
+            lines.append(f"NOISE-LIMITED: the spread is {self.spread_to_noise:.1f}x the measurement noise (under "
+                         f"{MIN_SPREAD_TO_NOISE:g}x): at this scope a latency target cannot separate candidates")
+        missed = self.shortfalls()
+        if missed:
+            lines.append("NOT ACCURATE (criteria: MAPE < 1/3 of the best constant's, tau >= 0.9 x the measurements' "
+                         "own, R² >= 0.9): " + "; ".join(missed))
+        else:
+            lines.append(f"accurate: MAPE {self.predictor.mape:.2f}% vs the constant's {self.constant.mape:.2f}%, "
+                         f"tau {self.predictor.kendall_tau:.3f} vs the measurements' own {self.ceiling_tau:.3f}, "
+                         f"R² {self.predictor.r2:.3f}")
+        return lines
+
+    def rows(self) -> list[tuple[str, Accuracy]]:
+        """The predictors side by side, the constant last."""
+        named = [("table sum + correction", self.predictor)]
+        if self.table_sum is not None:
+            named.append(("table sum only", self.table_sum))
+        return [*named, (f"best constant ({self.constant_ms:.3f} ms)", self.constant)]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        ratio = self.spread_to_noise
+        data.update(spread_to_noise=ratio if math.isfinite(ratio) else None, r2_ceiling=self.r2_ceiling,
+                    noise_limited=self.noise_limited, accurate=self.accurate,
+                    verdict=self.verdict())
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeldOutReport:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for key in ("predictor", "constant", "table_sum"):
+            if fields.get(key) is not None:
+                fields[key] = Accuracy.from_dict(fields[key])
+        return cls(**fields)
+
+
+def judge_predictor(predicted: Sequence[float], measured: Sequence[float], halves: tuple[Sequence[float], Sequence[float]],
+                    table_sum: Sequence[float] | None = None) -> HeldOutReport:
+    """Judge predictions of held-out archs; `halves` are each arch's medians of two disjoint halves of its runs.
+
+    The noise of a full median is estimated from the halves: var(a - b) = 2 var(half median) = 4 var(full median).
+    """
+    first, second = [float(v) for v in halves[0]], [float(v) for v in halves[1]]
+    measured = [float(m) for m in measured]
+    if not len(first) == len(second) == len(measured):
+        raise ValueError("need the two half medians of every measured arch")
+    n = len(measured)
+    mean = sum(measured) / n
+    std = math.sqrt(sum((m - mean) ** 2 for m in measured) / (n - 1))
+    noise = math.sqrt(sum(((a - b) / m) ** 2 for a, b, m in zip(first, second, measured)) / n) / 2
+    constant = best_constant(measured)
+    return HeldOutReport(
+        n=n, spread_ratio=max(measured) / min(measured), std_ms=std, spread_cv=std / mean, noise_cv=noise,
+        ceiling_tau=kendall_tau(first, second), constant_ms=constant,
+        predictor=prediction_accuracy(predicted, measured),
+        constant=prediction_accuracy([constant] * n, measured),
+        table_sum=None if table_sum is None else prediction_accuracy(table_sum, measured),
+    )
+
+
+VERDICTS = ("faster", "slower", "indistinguishable")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`other` against `baseline`: the median ratio other / baseline with its confidence interval and verdict
+    ('faster' means other is faster). `method` says how the interval was found; `note` why, when it is a fallback."""
+
+    ratio: float
+    low: float
+    high: float
+    confidence: float
+    baseline_cv: float
+    other_cv: float
+    verdict: str
+    method: str
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def median_ratio_interval(baseline: Sequence[float], other: Sequence[float], confidence: float = 0.95,
+                          resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of median(other) / median(baseline) by a moving-block bootstrap.
+
+    Timed runs are a time series: a slow phase of another process spans consecutive runs, so resampling single
+    runs would understate the median's uncertainty; blocks of about n^(1/3) consecutive runs keep that structure.
+    """
+    rng = np.random.default_rng(seed)
+
+    def medians(samples: Sequence[float]) -> np.ndarray:
+        x = np.asarray(samples, dtype=float)
+        n = len(x)
+        block = max(1, round(n ** (1 / 3)))
+        starts = rng.integers(0, n - block + 1, size=(resamples, -(-n // block)))
+        index = (starts[:, :, None] + np.arange(block)).reshape(resamples, -1)[:, :n]
+        return np.median(x[index], axis=1)
+
+    ratios = medians(other) / medians(baseline)
+    tail = 100 * (1 - confidence) / 2
+    return float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
+
+
+def compare_latencies(baseline: TimingStats, other: TimingStats, baseline_samples: Sequence[float] = (),
+                      other_samples: Sequence[float] = (), confidence: float = 0.95, k: float = 2.0,
+                      seed: int = 0) -> Comparison:
+    """Faster / slower / indistinguishable: from the bootstrap interval of the median ratio when both results
+    carry their raw samples; otherwise (results written before samples were kept) from the band of k combined
+    CVs around 1, which ignores how many runs there were, and says so."""
+    if not 0 < confidence < 1:
+        raise DetnasError(f"--confidence {confidence}: give a level between 0 and 1, e.g. 0.95")
+    ratio = other.median_ms / baseline.median_ms
+    if len(baseline_samples) >= 2 and len(other_samples) >= 2:
+        low, high = median_ratio_interval(baseline_samples, other_samples, confidence, seed=seed)
+        method, note = f"block bootstrap of {len(baseline_samples)} vs {len(other_samples)} runs", None
+    else:
+        band = max(k * math.sqrt(baseline.cv**2 + other.cv**2), 0.01)
+        low, high = ratio - band, ratio + band
+        method = f"band of {k:g} combined CVs (at least 1 %)"
+        note = "a result has no raw samples (written by an older detnas): no confidence interval; re-measure both"
+    verdict = "faster" if high < 1 else "slower" if low > 1 else "indistinguishable"
+    return Comparison(ratio, low, high, confidence, baseline.cv, other.cv, verdict, method, note)

@@ -166,6 +166,20 @@ class ProfileLatency:
                               "--size HxW --batch B` to match, pass the search --scope/--latency-size of the profile, "
                               "or --force-profile")
         self.fingerprint = str(self.profile.get("fingerprint_hash", "unknown"))
+        self.caveats = self._caveats(path)
+
+    def _caveats(self, path: str | Path) -> list[str]:
+        """What the search log must say about this profile: a noise-limited scope or a predictor no better than a
+        constant ranks noise, not candidates."""
+        from detnas.bench.profile import profile_report
+
+        report = profile_report(self.profile)
+        if report is None:
+            return [f"latency profile {path} has no held-out report (an older detnas built it); rebuild it with "
+                    "`detnas bench profile` to learn whether its predictor beats a constant"]
+        if report.noise_limited or not report.accurate:
+            return [f"latency profile {path}: {line}" for line in report.verdict()]
+        return []
 
     def latency(self, arch: Arch) -> dict[str, float]:
         from detnas.bench.profile import predict_latency

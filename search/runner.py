@@ -128,6 +128,8 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, timing,
                                                     request.force_profile)
                                      if request.latency_profile else measured)
+        for caveat in latency.caveats if isinstance(latency, ProfileLatency) else ():
+            log(f"warning: {caveat}")
         if constraints.latency_ms is not None:
             fastest = check_target_reachable(supernet.space, constraints.latency_ms, latency,
                                              (request.flops_size, request.flops_size))

@@ -1,16 +1,23 @@
-"""Device profile round trip on a tiny space through the CLI, the predictor API, and the refusal checks."""
+"""Device profile round trip on a tiny space through the CLI, the predictor API, the choice of held-out archs, the
+held-out report and the refusal checks."""
 
 from __future__ import annotations
 
+import io
 import json
+import random
+from contextlib import redirect_stdout
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from detnas.arch import Arch
 from detnas.bench.fingerprint import Fingerprint
-from detnas.bench.profile import PROFILE_FORMAT, block_inputs, load_profile, predict_latency
+from detnas.bench.predictor import LatencyPredictor
+from detnas.bench.profile import PROFILE_FORMAT, block_inputs, choose_archs, load_profile, predict_latency
+from detnas.bench.stats import best_constant, judge_predictor
 from detnas.cli.main import main
 from detnas.errors import DetnasError
 from detnas.space import SearchSpace, get_space
@@ -28,12 +35,19 @@ def tiny_space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def profile_file(tiny_space_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def profile_run(tiny_space_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The profile file and what `detnas bench profile` printed."""
     out = tmp_path_factory.mktemp("profile") / "device.json"
-    code = main(["bench", "profile", "--space", str(tiny_space_file), "--size", "32", "--runs", "4", "--rounds", "2",
-                 "--warmup", "1", "--n-train", "6", "--n-test", "4", "--out", str(out)])
+    with redirect_stdout(io.StringIO()) as printed:
+        code = main(["bench", "profile", "--space", str(tiny_space_file), "--size", "32", "--runs", "4", "--rounds",
+                     "2", "--warmup", "1", "--n-train", "6", "--n-test", "4", "--out", str(out)])
     assert code == 0
-    return out
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def profile_file(profile_run: tuple[Path, str]) -> Path:
+    return profile_run[0]
 
 
 def test_block_inputs_match_a_real_forward() -> None:
@@ -55,13 +69,81 @@ def test_profile_contents_and_predictions(profile_file: Path, tiny_space_file: P
     table = profile["predictor"]["table"]
     assert len(table) == space.num_blocks and all(set(t) == {"0", "3"} for t in table)
     assert all(ms > 0 for t in table for ms in t.values()) and profile["fixed_ms"]["stem"] > 0
-    assert [a["split"] for a in profile["archs"]].count("test") == 4 == profile["accuracy"]["n"]
+    assert [a["split"] for a in profile["archs"]].count("test") == 4 == profile["report"]["n"]
     assert len({a["hash"] for a in profile["archs"]}) == 10  # held-out archs are never training archs
     for entry in profile["archs"]:
         arch = Arch.from_dict({"space": space.name, "choices": entry["choices"]})
         assert predict_latency(profile, arch) == pytest.approx(entry["predicted_ms"])
         assert entry["measured_ms"] > 0
-    assert 0 <= profile["accuracy"]["within_10"] <= 1 and profile["build_seconds"] > 0
+    report = profile["report"]
+    test = [a["measured_ms"] for a in profile["archs"] if a["split"] == "test"]
+    assert report["spread_ratio"] == pytest.approx(max(test) / min(test)) and report["constant_ms"] in test
+    assert report["constant"]["mape"] > 0 and report["noise_cv"] >= 0 and -1 <= report["ceiling_tau"] <= 1
+    assert report["accurate"] == (report["verdict"][-1].startswith("accurate")) and profile["build_seconds"] > 0
+    # the held-out set holds the fastest and the slowest arch by the measured block table
+    table = LatencyPredictor.from_dict(profile["predictor"]).table
+    by_table = [tuple(sorted(t, key=t.get)[i] for t in table) for i in (0, -1)]
+    held_out = [Arch.from_dict({"space": space.name, "choices": a["choices"]}).choices
+                for a in profile["archs"] if a["split"] == "test"]
+    assert held_out[:2] == by_table
+
+
+def test_cli_profile_prints_the_report_beside_the_constant(profile_run: tuple[Path, str]) -> None:
+    printed = profile_run[1]
+    for words in ("best constant", "ceiling", "R²", "held-out latency spread: max/min"):
+        assert words in printed, printed
+    assert ("NOT ACCURATE" in printed) != ("accurate: MAPE" in printed)
+
+
+def _synthetic_table(positions: int, seed: int) -> list[dict[int, float]]:
+    """Four choices whose order differs by position: the fastest arch is not all-3x3, the slowest not all-Xception."""
+    rng = np.random.default_rng(seed)
+    return [{c: float(v) for c, v in zip((0, 1, 2, 3), rng.permutation([1.0, 1.3, 1.7, 2.2]) * (1 + p / 4))}
+            for p in range(positions)]
+
+
+def test_choose_archs_spans_the_table_range() -> None:
+    space = get_space("detnas-300m")
+    table = _synthetic_table(space.num_blocks, seed=0)
+    train, test = choose_archs(space, table, 12, 10, random.Random(0))
+    cost = {a.choices: sum(t[c] for t, c in zip(table, a.choices)) for a in train + test}
+    assert len(cost) == 22  # distinct: no held-out arch was fitted on
+    fastest, slowest = (tuple(min(t, key=t.get) for t in table), tuple(max(t, key=t.get) for t in table))
+    assert fastest != (0,) * space.num_blocks and test[0].choices == fastest and test[1].choices == slowest
+    lo, hi = cost[fastest], cost[slowest]
+    bins = sorted(int(8 * (cost[a.choices] - lo) / (hi - lo)) for a in test[2:])
+    assert bins == list(range(8)), bins  # one held-out arch in each eighth of the range
+    train_costs = sorted(cost[a.choices] for a in train)
+    assert train_costs[0] < lo + (hi - lo) / 12 + 1e-9 and train_costs[-1] > hi - (hi - lo) / 12 - 1e-9
+    with pytest.raises(DetnasError, match="at least 2 archs"):
+        choose_archs(space, table, 12, 1, random.Random(0))
+
+
+def test_synthetic_table_constant_is_called_out_and_the_fitted_predictor_is_not() -> None:
+    """The issue's done-when: archs drawn from a synthetic table, latencies from a known correction plus 0.3 %
+    noise per half; the fitted predictor passes the criteria, the best constant fails them."""
+    space = get_space("detnas-300m")
+    table = _synthetic_table(space.num_blocks, seed=1)
+    stage_of = [s for s, depth in enumerate(space.stage_depths) for _ in range(depth)]
+    train, test = choose_archs(space, table, 20, 30, random.Random(1))
+    rng = np.random.default_rng(1)
+
+    def truth(choices: tuple[int, ...]) -> float:
+        return 3.0 + sum((1.1 + 0.1 * stage_of[p]) * table[p][c] for p, c in enumerate(choices)) + 0.05 * choices.count(3)
+
+    def halves(choices: tuple[int, ...]) -> tuple[float, float]:
+        return truth(choices) * (1 + rng.normal(0, 0.003)), truth(choices) * (1 + rng.normal(0, 0.003))
+
+    fit_on = [sum(halves(a.choices)) / 2 for a in train]
+    predictor = LatencyPredictor.fit(table, stage_of, 3.0, [a.choices for a in train], fit_on)
+    split = [halves(a.choices) for a in test]
+    first, second = [h[0] for h in split], [h[1] for h in split]
+    measured = [(a + b) / 2 for a, b in split]
+    good = judge_predictor([predictor.predict(a.choices) for a in test], measured, (first, second))
+    flat = judge_predictor([best_constant(measured)] * len(test), measured, (first, second))
+    assert good.accurate and not good.noise_limited, good.verdict()
+    assert not flat.accurate and "best constant" in " ".join(flat.shortfalls())
+    assert good.spread_ratio > 2  # the stratified set holds the whole range, not the crowded middle
 
 
 def test_profile_refuses_other_space_backend_fingerprint(profile_file: Path, tiny_space_file: Path) -> None:
@@ -123,3 +205,26 @@ def test_profile_at_network_scope_reports_the_detector_as_fixed_part() -> None:
                             n_test=2, rounds=1, scope=Scope.NETWORK, detector="retinanet")
     assert profile["scope"] == "network" and profile["detector"] == "retinanet"
     assert profile["fixed_ms"]["detector"] > 0 and len(profile["archs"]) == 10
+
+
+def test_search_is_told_when_a_profile_ranks_noise(profile_file: Path, tiny_space_file: Path, tmp_path: Path) -> None:
+    from detnas.bench.stats import HeldOutReport
+    from detnas.search.latency import ProfileLatency, Timing
+
+    space = get_space(str(tiny_space_file))
+    timing = Timing(size=(32, 32), scope="backbone")
+    data = json.loads(profile_file.read_text())
+    report = HeldOutReport.from_dict(data["report"])
+    truth = [1.0, 1.002, 1.004, 1.006]  # a 0.6 % spread under 1 % noise, predicted perfectly
+    cases = {
+        "noisy": judge_predictor(truth, truth, ([t * 1.01 for t in truth], [t * 0.99 for t in truth])),
+        "clean": judge_predictor(truth, truth, (truth, truth)),
+    }
+    assert report.n == 4 and cases["noisy"].noise_limited and not cases["clean"].noise_limited
+    for name, case in cases.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({**data, "report": case.to_dict()}))
+    noisy = ProfileLatency(tmp_path / "noisy.json", space, timing, force=True).caveats
+    assert any("NOISE-LIMITED" in c and "cannot separate candidates" in c for c in noisy), noisy
+    assert ProfileLatency(tmp_path / "clean.json", space, timing, force=True).caveats == []
+    (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in data.items() if k != "report"}))
+    assert "no held-out report" in ProfileLatency(tmp_path / "old.json", space, timing, force=True).caveats[0]
