@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from detnas.console import plain_console
+
+console = plain_console()
 PARITY_IMAGES = 4
 
 
@@ -55,6 +56,8 @@ def export_cmd(
 
     if format not in ("onnx", "trt"):
         raise DetnasError(f"--format {format}: choose onnx or trt")
+    if format == "onnx" and precision != "fp32":  # the ONNX file is FP32: refused rather than mislabelled
+        raise DetnasError(f"--precision {precision} needs --format trt; --format onnx writes an FP32 graph")
     if out.suffix != ".onnx":
         raise DetnasError(f"--out {out}: give the ONNX file name ending in .onnx (the engine goes next to it)")
     if format == "trt":
