@@ -68,9 +68,12 @@ def _refuse_pickle(path: Path, weights: Path) -> None:
             head = handle.read(4)
     except OSError:
         return
-    if candidate is path or head.startswith(_PICKLE_MAGIC):
-        raise DetnasError(f"{candidate}: not a safetensors file (a PyTorch pickle?); detnas never unpickles, pass "
+    if head.startswith(_PICKLE_MAGIC):
+        raise DetnasError(f"{candidate}: not a safetensors file but a PyTorch pickle; detnas never unpickles, pass "
                           "a .safetensors checkpoint written by detnas")
+    if candidate is path:
+        raise DetnasError(f"{path}: not a safetensors file; pass the .safetensors checkpoint written by detnas "
+                          "(its .json sidecar next to it)")
 
 
 def load_meta(path: str | Path) -> dict[str, Any]:
