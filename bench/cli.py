@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from detnas.console import labelled, plain_console
 from detnas.errors import DetnasError
 from detnas.io import parse_hw
 
@@ -23,8 +23,8 @@ app = typer.Typer(help="Measure latency on the target device: backends, cache, d
                   no_args_is_help=True)
 cache_app = typer.Typer(help="List or clear the persistent latency cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-console = Console()
-err_console = Console(stderr=True)
+console = plain_console()
+err_console = plain_console(stderr=True)
 
 _DETECTOR_FORMAT = "detnas-detector/1"  # ONNX metadata of `detnas export`: a network with NMS inside
 
@@ -46,7 +46,7 @@ def _warnings_as_lines() -> Iterator[None]:
         yield
     for w in caught:
         if issubclass(w.category, UserWarning):
-            err_console.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            err_console.print(labelled("warning:", "bold yellow", w.message), highlight=False, soft_wrap=True)
 
 
 def _quiet_onnxruntime(backend: str) -> None:
@@ -59,13 +59,17 @@ def _quiet_onnxruntime(backend: str) -> None:
 
 
 def _onnx_detector_meta(path: Path) -> dict[str, Any] | None:
-    """The `detnas export` metadata of an ONNX file (input spec), or None for other files; never raises."""
+    """The `detnas export` metadata of an ONNX file (input spec), or None for other ONNX files."""
     import onnx
 
+    if not path.is_file():
+        raise DetnasError(f"{path}: ONNX file not found")
     try:
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:  # unreadable files are reported by the backend with the full message
-        return None
+    except Exception as exc:  # onnx raises protobuf's DecodeError, OSError, ValueError...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DetnasError(f"{path}: not a readable ONNX file ({reason}); truncated or interrupted? export it again") \
+            from None
     if props.get("detnas.format") != json.dumps(_DETECTOR_FORMAT):
         return None
     return json.loads(props.get("detnas.input", "{}"))
@@ -157,8 +161,6 @@ def latency_cmd(
                                   calibration=calibration, label=arch if len(arch) < 40 else None, cache=cache,
                                   detector=detector)
         elif onnx is not None:
-            if not onnx.is_file():
-                raise DetnasError(f"{onnx}: ONNX file not found")
             result = measure_onnx(onnx, inputs, backend=backend, precision=precision, scope=parsed_scope,
                                   protocol=protocol, options=options, calibration=calibration, input_kind=kind,
                                   cache=cache)
@@ -202,17 +204,17 @@ def compare_cmd(
     console.print(table)
     for field in ("scope", "backend", "precision", "input_shape"):
         if getattr(a, field) != getattr(b, field):
-            err_console.print(f"[bold yellow]note:[/] {field} differs: {getattr(a, field)} vs {getattr(b, field)}")
+            err_console.print(labelled("note:", "bold yellow", f"{field} differs: {getattr(a, field)} vs {getattr(b, field)}"))
     for diff in a.fingerprint.differences(b.fingerprint):
-        err_console.print(f"[bold yellow]note:[/] environment differs: {diff}", highlight=False)
+        err_console.print(labelled("note:", "bold yellow", f"environment differs: {diff}"), highlight=False)
     c = compare_latencies(a.stats, b.stats, a.samples_ms, b.samples_ms, confidence=confidence, k=k)
     if c.note:
-        err_console.print(f"[bold yellow]note:[/] {c.note}; deciding by the {c.method} instead", highlight=False)
+        err_console.print(labelled("note:", "bold yellow", f"{c.note}; deciding by the {c.method} instead"), highlight=False)
     interval = (f"{100 * c.confidence:g} % CI [{c.low:.3f}, {c.high:.3f}]" if c.note is None
                 else f"band [{c.low:.3f}, {c.high:.3f}]")
-    head = "[bold]indistinguishable[/]" if c.verdict == "indistinguishable" else f"[bold]{other.name} is {c.verdict.upper()}[/]"
-    console.print(f"{head}: median ratio {c.ratio:.3f}, {interval} ({c.method}); CVs {100 * c.baseline_cv:.1f} % / "
-                  f"{100 * c.other_cv:.1f} %", highlight=False, soft_wrap=True)
+    head = "indistinguishable" if c.verdict == "indistinguishable" else f"{other.name} is {c.verdict.upper()}"
+    console.print(labelled(f"{head}:", "bold", f"median ratio {c.ratio:.3f}, {interval} ({c.method}); CVs "
+                           f"{100 * c.baseline_cv:.1f} % / {100 * c.other_cv:.1f} %"), highlight=False, soft_wrap=True)
 
 
 @app.command("profile")

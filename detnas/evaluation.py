@@ -147,6 +147,7 @@ def evaluate(predict: Predictor, dataset: DetectionDataset, out_json: str | Path
     `predict_seconds` and `eval_seconds`. No detections at all gives 0.0 for every metric.
     """
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    dataset.require_boxes("COCO evaluation", count)
     results: list[dict[str, Any]] = []
     image_ids: list[int] = []
     start = time.perf_counter()

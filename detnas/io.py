@@ -1,9 +1,16 @@
-"""Atomic file writes: a temporary name in the same folder, fsync, then rename, so no reader ever sees half a file."""
+"""Atomic file writes: a temporary name in the same folder, fsync, then rename, so no reader ever sees half a file.
+
+Temporary files and folders are named `.<target name>.detnas-<pid>-<random>.tmp`: a process killed with -9 leaves
+them behind, and `remove_stale_temps` (called when a run, search or export starts) deletes those whose process is
+gone, never anything else.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +19,50 @@ from typing import Any
 
 from detnas.errors import DetnasError
 
+_TEMP_NAME = re.compile(r"\..+\.detnas-(\d+)-\w+\.tmp")
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.detnas-{os.getpid()}-"
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files and folders that killed detnas processes left in `folder`; returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match is None or _running(int(match[1])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+@contextmanager
+def temp_dir(near: str | Path) -> Iterator[Path]:
+    """A scratch folder next to `near` (same file system), removed on exit, or by `remove_stale_temps` after a kill."""
+    near = Path(near)
+    with tempfile.TemporaryDirectory(prefix=_temp_prefix(near), suffix=".tmp", dir=near.parent) as work:
+        yield Path(work)
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -19,7 +70,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise DetnasError(f"{path}: cannot write here ({exc.strerror}); choose a writable output path") from None
     os.close(fd)

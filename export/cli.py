@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+
+from detnas.console import plain_console
 
 if TYPE_CHECKING:
     from detnas.export.source import ExportSource
 
-console = Console()
+console = plain_console()
 PARITY_IMAGES = 4
 
 
@@ -69,6 +70,8 @@ def export_cmd(
 
     if format not in ("onnx", "trt"):
         raise DetnasError(f"--format {format}: choose onnx or trt")
+    if format == "onnx" and precision != "fp32":  # the ONNX file is FP32: refused rather than mislabelled
+        raise DetnasError(f"--precision {precision} needs --format trt; --format onnx writes an FP32 graph")
     if out is None or out.suffix != ".onnx":
         raise DetnasError(f"--out{f' {out}' if out else ''}: give the ONNX file name ending in .onnx (the engine goes "
                           "next to it)")

@@ -11,7 +11,6 @@ pass; onnxslim's simplified graph is kept only if it passes parity too.
 from __future__ import annotations
 
 import copy
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_ver
 from detnas.export.parity import BOX_TOL, SCORE_TOL, Detections, ParityReport, compare
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import Runner, onnx_runner, run_images
-from detnas.io import atomic_path
+from detnas.io import atomic_path, remove_stale_temps, temp_dir
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 
 OPSET = 17
@@ -158,7 +157,8 @@ def export_onnx(
     example = (torch.stack(inputs[:trace_batch]) if len(inputs) >= trace_batch
                else torch.rand(trace_batch, 3, *size, generator=torch.Generator().manual_seed(0)))
     notes: list[str] = []
-    with atomic_path(out_path) as final, tempfile.TemporaryDirectory(dir=out_path.parent) as work:
+    remove_stale_temps(out_path.parent)  # what killed exports left: scratch folders, half-written files
+    with atomic_path(out_path) as final, temp_dir(out_path) as work:
         start = time.perf_counter()
         raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
         export_seconds = time.perf_counter() - start

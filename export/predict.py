@@ -2,12 +2,15 @@
 boxes drawn and one COCO results json (category ids from the model's metadata).
 
 Image ids in the json are the file stem when it is a number (COCO's own file names, e.g. 000000018575.jpg ->
-18575) and the 1-based position on the command line otherwise.
+18575) and the 1-based position on the command line otherwise; if that would give two images one id, all ids are
+positions. A drawing is `<stem>.pred.png`, or `<stem>-<position>.pred.png` when several inputs share the stem
+(dirA/img.jpg and dirB/img.jpg), so no drawing overwrites another.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,17 @@ def image_id(path: Path, position: int) -> int:
     return int(path.stem) if path.stem.isdigit() else position
 
 
+def unique_keys(paths: list[Path]) -> list[tuple[int, str]]:
+    """(image id, drawing name) per input, both unique across the inputs (see the module docstring)."""
+    ids = [image_id(p, i) for i, p in enumerate(paths, start=1)]
+    if len(set(ids)) < len(ids):
+        ids = list(range(1, len(paths) + 1))
+    stems = Counter(p.stem for p in paths)
+    names = [f"{p.stem}.pred.png" if stems[p.stem] == 1 else f"{p.stem}-{i}.pred.png"
+             for i, p in enumerate(paths, start=1)]
+    return list(zip(ids, names))
+
+
 def predict(model_path: str | Path, images: list[str | Path], out_dir: str | Path,
             draw_thresh: float = 0.3) -> PredictReport:
     """Detect on `images`; drawn copies (boxes with score >= `draw_thresh`) and results.json go to `out_dir`.
@@ -69,12 +83,13 @@ def predict(model_path: str | Path, images: list[str | Path], out_dir: str | Pat
     predictions = exported_predictor(runner)(loaded)
     out_dir = Path(out_dir)
     drawn, records = [], []
-    for position, (path, image, pred) in enumerate(zip(paths, loaded, predictions), start=1):
-        records.extend(to_coco_results(image_id(path, position), pred, label_to_cat))
+    for (key, drawing), image, pred in zip(unique_keys(paths), loaded, predictions):
+        records.extend(to_coco_results(key, pred, label_to_cat))
         keep = pred["scores"] >= draw_thresh
         captions = [f"{names[int(lab)]} {s:.2f}" for lab, s in zip(pred["labels"][keep], pred["scores"][keep].tolist())]
-        canvas = draw_bounding_boxes(image, pred["boxes"][keep], labels=captions, width=2, colors="red")
-        target = out_dir / f"{path.stem}.pred.png"
+        canvas = (draw_bounding_boxes(image, pred["boxes"][keep], labels=captions, width=2, colors="red")
+                  if keep.any() else image)  # torchvision warns on an empty box list
+        target = out_dir / drawing
         with atomic_path(target) as tmp:
             Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
         drawn.append(target)

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from detnas.console import plain_console
 
 app = typer.Typer(help="Search a detection supernet for the best backbone under a latency target.",
                   no_args_is_help=True)
-console = Console()
+console = plain_console()
 
 
 @app.command("run")

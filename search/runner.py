@@ -14,6 +14,7 @@ from typing import Any
 
 from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
+from detnas.io import remove_stale_temps
 from detnas.search.distributed import join_torchrun, leave_torchrun
 from detnas.search.evaluators import DetectionAP, SupernetDetector
 from detnas.search.evolution import EvolutionSettings, Search
@@ -56,6 +57,7 @@ class SearchRequest:
 
 def _datasets(request: SearchRequest, classes: list[str]) -> tuple[Any, Any]:
     from detnas.data import CocoDetection
+    from detnas.data.split import shared_images
 
     val = CocoDetection(request.data, request.images)
     bn = CocoDetection(request.bn_data, request.bn_images_dir or request.images)
@@ -63,10 +65,11 @@ def _datasets(request: SearchRequest, classes: list[str]) -> tuple[Any, Any]:
         if list(dataset.classes) != list(classes):
             raise DetnasError(f"{path}: its {len(dataset.classes)} classes differ from the supernet checkpoint's "
                               f"{len(classes)}; search on the split the supernet was fine-tuned with")
-    overlap = {r.image_id for r in val.records} & {r.image_id for r in bn.records}
-    if overlap and request.data.resolve() != request.bn_data.resolve():
-        raise DetnasError(f"{request.data} and {request.bn_data} share {len(overlap)} images; use the two parts "
-                          "of `detnas data split` (search-validation and supernet-training)")
+    shared = shared_images(val.records, bn.records)
+    if shared:
+        raise DetnasError(f"{request.data} and {request.bn_data} share {shared} images (same ids, files or contents); "
+                          "BN recalibration must not see the evaluation images: use the two parts of `detnas data "
+                          "split` (search-validation and supernet-training)")
     return val, bn
 
 
@@ -115,6 +118,10 @@ class SearchOutcome:
 
 def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchOutcome:
     """Run or resume a search to the end, re-measure the winner and write the report."""
+    if request.timing.precision == "int8":  # neither the oracle nor a device profile has calibration images here
+        raise DetnasError("--precision int8: search run has no INT8 calibration images; search with --precision "
+                          "fp16 or fp32, then export the winner with `detnas export --format trt --precision int8 "
+                          "--calib-data DIR`")
     device = join_torchrun(request.timing.device)
     try:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
@@ -138,6 +145,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         accuracy = DetectionAP(supernet, bn, val, request.bn_images, request.bn_batch, request.val_images, device)
         context = _context(request, supernet.digest, val, bn, latency, timing,
                            (supernet.min_size, supernet.max_size))
+        remove_stale_temps(request.out)  # report files a kill -9 left half-written
         search = Search(supernet.space, request.settings, constraints, accuracy, latency,
                         BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, log)
         start = time.perf_counter()

@@ -89,7 +89,7 @@ def test_onnx_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"\x00garbage")
     code, _, err = _run(capsys, "latency", "--onnx", str(bad), "--scope", "network", *QUICK, "--no-cache")
-    assert code == 2 and "does not load in ONNX Runtime" in _error_line(err)
+    assert code == 2 and "broken.onnx: not a readable ONNX file" in _error_line(err)
     code, _, err = _run(capsys, "latency", "--onnx", str(tmp_path / "missing.onnx"), "--scope", "network", "--no-cache")
     assert code == 2 and "not found" in _error_line(err)
     good = export_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")

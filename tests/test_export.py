@@ -195,6 +195,31 @@ def test_predict_writes_drawn_images_and_coco_results(fpn_export, tmp_path, caps
     assert max(r["bbox"][0] + r["bbox"][2] for r in records) > SIZE, "boxes were scaled back to the image"
 
 
+def test_predict_keeps_same_named_images_apart_and_prints_paths_verbatim(fpn_export, tmp_path, capsys):
+    """dirA/img.jpg and dirB/img.jpg get a drawing each; no boxes to draw is not a torchvision warning; an output
+    folder named p[/q] is printed as such."""
+    import shutil
+    import warnings
+
+    inputs = []
+    for folder, source in (("dirA", fpn_export["images"][0]), ("dirB", fpn_export["images"][1])):
+        (tmp_path / folder).mkdir()
+        inputs.append(str(shutil.copy(source, tmp_path / folder / "img.jpg")))
+    out = tmp_path / "p[" / "q]"
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["predict", "--model", str(fpn_export["onnx"]), *inputs, "--out", str(out),
+                     "--draw-thresh", "1.01"]) == 0
+    captured = capsys.readouterr()
+    assert str(out) in captured.out and not captured.err
+    assert sorted(p.name for p in out.glob("*.pred.png")) == ["img-1.pred.png", "img-2.pred.png"]
+    for drawn, source in zip(sorted(out.glob("*.pred.png")), inputs):
+        assert torch.equal(read_image(drawn), read_image(source)), "nothing above the threshold: the image as is"
+    records = json.loads((out / "results.json").read_text())
+    assert {r["image_id"] for r in records} == {1, 2}
+
+
 def test_predict_refuses_unreadable_image_without_partial_output(fpn_export, tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -227,7 +252,7 @@ def test_exported_model_evaluates_with_coco_ap(fpn_export, tmp_path, capsys):
     assert [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])] == CLASSES
     out_json = tmp_path / "dets.json"
     assert main(["eval", "--model", str(fpn_export["onnx"]), "--data", str(subset), "--images", str(images),
-                 "--max-images", "3", "--out-json", str(out_json)]) == 0
+                 "--max-images", "4", "--out-json", str(out_json)]) == 0  # the 4th image is the first with a box
     assert "COCO bbox metrics of" in capsys.readouterr().out and json.loads(out_json.read_text())
 
 

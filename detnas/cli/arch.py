@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from detnas.arch import released_archs, resolve_arch, sample_arch
+from detnas.console import plain_console
 from detnas.io import parse_hw
 from detnas.space import CHOICE_NAMES, get_space, list_spaces
 
 app = typer.Typer(help="Inspect search spaces and architectures.", no_args_is_help=True)
-console = Console()
+console = plain_console()
 
 
 @app.command("list")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from detnas.console import plain_console
+from detnas.errors import DetnasWarning
 
 app = typer.Typer(help="Datasets: demo data, the supernet/search split, checks.", no_args_is_help=True)
-console = Console()
+console = plain_console()
 
 
 @app.command("demo")
@@ -52,7 +55,10 @@ def check_cmd(
     """Load every record and decode every image; report counts and skipped boxes."""
     from detnas.data.coco import CocoDetection
 
-    dataset = CocoDetection(ann, images, strict=strict)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DetnasWarning)  # the skip report is printed below, once
+        dataset = CocoDetection(ann, images, strict=strict)
+    dataset.require_boxes("training")
     for i in range(len(dataset)):
         dataset.load_image(i)
     boxes = sum(len(r.labels) for r in dataset.records)

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from detnas.console import plain_console
+
+console = plain_console()
 
 
 def demo_cmd(
@@ -29,6 +30,6 @@ def demo_cmd(
     target = parse_latency_ms(latency_target) if latency_target else None
     result = run_main_job(out, MainJobPlan.named(plan), target, log=lambda m: console.print(m, highlight=False))
     console.print(f"\n[bold]done in {time.perf_counter() - start:.0f} s[/]; winner {result.arch.compact()} "
-                  f"(hash {result.arch.hash})")
+                  f"(hash {result.arch.hash})", markup=True)
     for name, path in result.files.items():
         console.print(f"  {name:<17} {path}", highlight=False, soft_wrap=True)

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from detnas.console import plain_console
 
 
 def metric_table(metrics: dict[str, float]) -> Table:
@@ -54,6 +55,8 @@ def eval_cmd(
     from detnas.evaluation import detector_predictor, evaluate
     from detnas.supernet import ChildNet
 
+    if max_images is not None and max_images < 1:
+        raise DetnasError(f"--max-images {max_images}: evaluate at least 1 image (leave it out for all)")
     if model is not None:
         from detnas.export.cli import eval_exported
 
@@ -79,7 +82,7 @@ def eval_cmd(
             raise DetnasError(f"{data}: its classes differ from the checkpoint's ({len(meta['classes'])} "
                               f"classes); evaluate on data with the same category list")
         source = str(weights)
-    console = Console()
+    console = plain_console()
     metrics = evaluate(detector_predictor(detector.to(device), device), dataset, out_json=out_json,
                        batch_size=batch_size, max_images=max_images)
     short, long = detector.transform.min_size[0], detector.transform.max_size
@@ -91,5 +94,3 @@ def eval_cmd(
                   f"COCOeval {metrics['eval_seconds']:.2f} s", highlight=False)
     if out_json is not None:
         console.print(f"detections: {out_json}", highlight=False, soft_wrap=True)
-    if dataset.skipped:
-        console.print(dataset.skip_report(), highlight=False, soft_wrap=True)

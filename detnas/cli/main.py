@@ -1,11 +1,14 @@
-"""Root command: registers the command groups and turns `DetnasError` into one line and exit code 2."""
+"""Root command: registers the command groups, turns `DetnasError` into one line and exit code 2, and prints
+`DetnasWarning`s as one line each."""
 
 from __future__ import annotations
 
 import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import typer
-from rich.console import Console
 
 from detnas.bench import cli as bench_cli
 from detnas.cli import arch as arch_cli
@@ -13,7 +16,8 @@ from detnas.cli import data as data_cli
 from detnas.cli import demo as demo_cli
 from detnas.cli import eval as eval_cli
 from detnas.cli import train as train_cli
-from detnas.errors import DetnasError
+from detnas.console import labelled, plain_console
+from detnas.errors import DetnasError, DetnasWarning
 from detnas.export import cli as export_cli
 from detnas.search import cli as search_cli
 
@@ -40,14 +44,29 @@ def main(argv: list[str] | None = None) -> int:
     typer's standalone mode prints usage errors itself and exits with their code; `DetnasError`s raised by the
     commands are printed here as one line with exit code 2.
     """
-    try:
-        app(args=argv, prog_name="detnas", standalone_mode=True)
-    except DetnasError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return exc.exit_code
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line(warnings.showwarning)
+        try:
+            app(args=argv, prog_name="detnas", standalone_mode=True)
+        except DetnasError as exc:
+            plain_console(stderr=True).print(labelled("error:", "bold red", exc), highlight=False, soft_wrap=True)
+            return exc.exit_code
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
+
+
+def _warning_line(fallback: Callable[..., None]) -> Callable[..., None]:
+    """`DetnasWarning`s print as one plain 'warning:' line; other warnings keep Python's format."""
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
+        if issubclass(category, DetnasWarning):
+            plain_console(stderr=True).print(labelled("warning:", "bold yellow", message), highlight=False,
+                                             soft_wrap=True)
+        else:
+            fallback(message, category, *rest, **kwargs)
+
+    return show
 
 
 if __name__ == "__main__":

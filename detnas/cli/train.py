@@ -28,16 +28,15 @@ ItersOpt = typer.Option(None, "--iterations", "-n", help="Total iterations (part
 
 
 def _run(kind: str, recipe: str | None, config: str | None, overrides: list[str], **flags: Any) -> None:
-    from rich.console import Console
-
+    from detnas.console import plain_console
     from detnas.train import resolve_config, run_stage
     from detnas.train.recipes import parse_overrides
 
-    explicit = {k: v for k, v in flags.items() if v not in (None, False)}
+    explicit = {k: v for k, v in flags.items() if v is not None and v is not False}  # 0 is a value (-n 0)
     cfg = resolve_config(recipe, config, {**explicit, **parse_overrides(overrides)})
     final = run_stage(kind, cfg)
     if os.environ.get("RANK", "0") == "0":
-        Console(stderr=True).print(f"weights: {final}", highlight=False)
+        plain_console(stderr=True).print(f"weights: {final}", highlight=False, soft_wrap=True)
 
 
 @app.command("recipes")

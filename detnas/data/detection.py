@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from detnas.errors import DetnasError
+from detnas.errors import DetnasError, DetnasWarning
 
 BOX_TOLERANCE = 1.0
 Target = dict[str, Any]
@@ -56,7 +56,10 @@ class BoxChecker:
         outside = x1 < -BOX_TOLERANCE or y1 < -BOX_TOLERANCE or x2 > width + BOX_TOLERANCE or y2 > height + BOX_TOLERANCE
         cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
         problem = None
-        if outside:
+        if x2 < x1 or y2 < y1:
+            problem = f"box {[round(v, 2) for v in (x1, y1, x2, y2)]} (xyxy) has a negative width or height " \
+                      f"({x2 - x1:g} x {y2 - y1:g})"
+        elif outside:
             problem = f"box {[round(v, 2) for v in (x1, y1, x2, y2)]} (xyxy) lies outside the {width}x{height} image"
         elif cx2 <= cx1 or cy2 <= cy1:
             problem = f"box {[round(v, 2) for v in (x1, y1, x2, y2)]} (xyxy) has zero area"
@@ -99,7 +102,7 @@ class DetectionDataset(Dataset):
         self.skipped = skipped
         self.transforms = transforms
         if skipped:
-            warnings.warn(self.skip_report(), stacklevel=3)
+            warnings.warn(self.skip_report(), DetnasWarning, stacklevel=3)
 
     @property
     def num_classes(self) -> int:
@@ -108,6 +111,14 @@ class DetectionDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def require_boxes(self, use: str, images: int | None = None) -> None:
+        """Refuse a set (or its first `images`) without a single box: it cannot train, and its AP is undefined."""
+        records = self.records if images is None else self.records[:images]
+        if not any(len(r.labels) for r in records):
+            skipped = f", {len(self.skipped)} bad boxes skipped" if self.skipped else ""
+            raise DetnasError(f"{self.source}: no ground-truth boxes in {len(records)} images{skipped}; {use} needs "
+                              "annotated images (is the 'annotations' list empty or missing?)")
 
     def load_image(self, index: int) -> torch.Tensor:
         """The untransformed image, at the size the annotations refer to (what evaluation feeds a predictor)."""

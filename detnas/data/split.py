@@ -6,12 +6,15 @@ sorted before sampling), images disjoint, categories and info copied to both par
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from detnas.data.coco import read_coco_json
+from detnas.data.detection import ImageRecord
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_text
 
@@ -22,6 +25,28 @@ VAL_NAME = "search_val.json"
 def _part(data: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
     return {**data, "images": [im for im in data["images"] if im["id"] in image_ids],
             "annotations": [a for a in data["annotations"] if a["image_id"] in image_ids]}
+
+
+def _content_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def shared_images(first: Sequence[ImageRecord], second: Sequence[ImageRecord]) -> int:
+    """How many images of `first` are also in `second`: the same id, the same file, or the same bytes under
+    another name or id (only files of equal size are read)."""
+    ids = {r.image_id for r in second}
+    paths = {r.path.resolve() for r in second}
+    rest = [r.path.resolve() for r in first if r.image_id not in ids and r.path.resolve() not in paths]
+    shared = len(first) - len(rest)
+    sizes: dict[int, list[Path]] = {}
+    for path in paths:
+        sizes.setdefault(path.stat().st_size, []).append(path)
+    candidates = [p for p in rest if p.stat().st_size in sizes]
+    if candidates:
+        digests = {_content_digest(p) for p in {q for c in candidates for q in sizes[c.stat().st_size]}}
+        shared += sum(_content_digest(p) in digests for p in candidates)
+    return shared
 
 
 def split_coco(ann_file: str | Path, val_size: int, seed: int, out_dir: str | Path) -> tuple[Path, Path]:

@@ -21,9 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from detnas.arch import Arch
-from detnas.checkpoint import save_checkpoint
+from detnas.checkpoint import save_checkpoint, tensor_digest
 from detnas.errors import DetnasError
-from detnas.io import atomic_write_json
+from detnas.io import atomic_write_json, remove_stale_temps
 from detnas.supernet import Supernet
 from detnas.train.data import SeededBatchSampler, SeededDataset
 from detnas.train.distributed import DistContext, gather_objects
@@ -63,14 +63,6 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-
-
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        h.update(key.encode())
-        h.update(tensors[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _start_run_dir(spec: StageSpec, ckpts: CheckpointDir, resume: bool) -> int | None:
@@ -116,6 +108,9 @@ def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
     ckpts = CheckpointDir(out, cfg.keep_last)
     start_ckpt = _start_run_dir(spec, ckpts, resume)
     ctx.barrier()  # every rank has checked before rank 0 writes anything
+    if ctx.is_main:
+        for folder in (out, ckpts.root, out / "ranks"):
+            remove_stale_temps(folder)  # what a kill -9 of an earlier run left half-written
     if ctx.is_main and start_ckpt is None:
         atomic_write_json(out / "config.json", cfg.to_dict())
 
@@ -233,6 +228,6 @@ def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
                           {"rank": ctx.rank, "world": ctx.world, "backend": dist.get_backend(),
                            "sync_bn": any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()),
                            "paths_sha256": paths_digest.hexdigest(),
-                           "parameters_sha256": _digest(dict(model.named_parameters()))})
+                           "parameters_sha256": tensor_digest(dict(model.named_parameters()))[:16]})
     ctx.barrier()
     return final.with_name("final.safetensors")

@@ -1,7 +1,8 @@
 """Training progress: a rich bar (loss, lr, images/s, ETA) on a terminal, plain lines otherwise, and a JSONL log.
 
 Only rank 0 reports; the JSONL file (`metrics.jsonl`) gets one object per logged iteration and per evaluation,
-appended and flushed, so a crashed run keeps everything it logged.
+appended and flushed, so a crashed run keeps everything it logged. A resumed run first drops the lines after its
+checkpoint (it replays those iterations) and a torn last line, so every iteration is logged once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from detnas.io import atomic_write_text
 
 
 def _format(values: dict[str, Any]) -> str:
@@ -28,15 +31,31 @@ class ProgressReporter:
         self.metrics_path = Path(run_dir) / "metrics.jsonl"
         self._t0 = time.perf_counter()
         self._bar = None
+        if enabled:
+            self._drop_replayed()
         if enabled and self.stream.isatty():
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+            from detnas.console import plain_console
+
             self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
-                                 console=Console(file=self.stream))
+                                 TextColumn("{task.fields[stats]}", markup=False), TimeRemainingColumn(),
+                                 console=plain_console(file=self.stream))
             self._task = self._bar.add_task(label, total=total, completed=start, stats="")
             self._bar.start()
+
+    def _drop_replayed(self) -> None:
+        if not self.metrics_path.exists():
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                iteration = json.loads(line).get("iteration", 0)
+            except (json.JSONDecodeError, AttributeError):
+                continue  # torn by a kill mid-write
+            if 0 < self.start and iteration <= self.start:
+                kept.append(line + "\n")
+        atomic_write_text(self.metrics_path, "".join(kept))
 
     def _append(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as handle:

@@ -21,6 +21,7 @@ from torch import nn
 
 from detnas.arch import Arch, resolve_arch, sample_arch
 from detnas.checkpoint import load_checkpoint
+from detnas.data.decodable import require_decodable
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, Normalize, PixelConvention
 from detnas.space import SearchSpace, get_space
@@ -72,6 +73,7 @@ def _classification_sets(cfg: TrainConfig) -> tuple[Any, list[str], Any]:
     if len(train.classes) < 2:
         raise DetnasError(f"{cfg.data}: found {len(train.classes)} class folder ({', '.join(train.classes)}); "
                           "classification needs at least 2 classes")
+    require_decodable([Path(p) for p, _ in train.samples], cfg.data)
     val = image_folder(cfg.val_data, cfg.image_size) if cfg.val_data else None
     if val is not None and official:
         val.transform = center_crop_transform(cfg.image_size)
@@ -226,7 +228,11 @@ def _detection_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch 
     if cfg.init:
         _load_strict(body, _backbone_from_init(cfg.init, kind, space, arch), cfg.init)
     train = _detection_set(cfg.data, cfg.ann, cfg, train=True)
+    train.require_boxes("training")
+    require_decodable([r.path for r in train.records], cfg.ann or cfg.data)
     val = _detection_set(cfg.val_data, cfg.val_ann, cfg, train=False) if cfg.val_data else None
+    if val is not None:
+        val.require_boxes("evaluation during training", cfg.eval_images)
     if val is not None and val.classes != train.classes:
         raise DetnasError(f"{cfg.val_ann or cfg.val_data}: classes differ from the training set's; use the same "
                           "category list")

@@ -1,0 +1,22 @@
+"""Terminal output with rich markup off: paths, messages and hints print exactly as given.
+
+A file name like `x[/b].json` or a hint like `pip install 'detnas[tensorrt]'` would otherwise be parsed as markup
+(a crash, or text silently dropped). Styling is applied only where detnas writes it, with `labelled`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+
+def plain_console(stderr: bool = False, **options: Any) -> Console:
+    """A rich console that never interprets `[...]` in what it prints (tables included)."""
+    return Console(stderr=stderr, markup=False, **options)
+
+
+def labelled(label: str, style: str, message: object) -> Text:
+    """`label` in `style` (e.g. 'error:' in bold red), then the message verbatim."""
+    return Text.assemble((label, style), " ", str(message))
