@@ -208,3 +208,22 @@ def test_roi_pre_nms_cap_is_stated_and_onnx_matches_the_eager_graph(detectors, m
     with torch.no_grad():
         theirs = detector(list(_model_inputs(images[:2])))
     assert report.parity.detections < sum(len(t["scores"]) for t in theirs), "the cap must bind in this test"
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0])
+def test_score_threshold_outside_unit_interval_is_refused(bad, tmp_path):
+    """The graph turns filtered boxes into score 0 below an NMS score threshold, so the threshold must be >= 0."""
+    from test_export_helpers import TINY
+
+    from detnas.arch import sample_arch
+    from detnas.detection import build_detector
+    from detnas.space import register_space
+    from detnas.supernet import ChildNet
+
+    register_space(TINY)
+    arch = sample_arch(TINY, 0)
+    detector = build_detector("fpn", ChildNet(arch), len(CLASSES) + 1, SIZE, SIZE)
+    with pytest.raises(DetnasError, match=r"--score-thresh .*: a detection score threshold lies in \[0, 1\)"):
+        export_onnx(detector, arch, class_table(CLASSES), (SIZE, SIZE), tmp_path / "m.onnx", kind="fpn",
+                    score_thresh=bad)
+    assert not list(tmp_path.iterdir())
