@@ -15,8 +15,10 @@ import torch
 import torchvision
 from conftest import shared_dataset
 from onnx import numpy_helper
-from test_export_helpers import CLASSES, SIZE, tiny_detector, val_images
+from test_export_helpers import CLASSES, SIZE, TINY, tiny_detector, val_images
 
+from detnas.arch import sample_arch
+from detnas.detection import build_detector
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
 from detnas.export import graph as graph_module
@@ -26,6 +28,8 @@ from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import load_exported
 from detnas.pixels import DEFAULT_PIXELS
+from detnas.space import register_space
+from detnas.supernet import ChildNet
 
 AXES_INPUT = {"Slice": 3, "Squeeze": 1, "Unsqueeze": 1}  # opset 13+: axes is an input
 
@@ -213,13 +217,6 @@ def test_roi_pre_nms_cap_is_stated_and_onnx_matches_the_eager_graph(detectors, m
 @pytest.mark.parametrize("bad", [-0.1, 1.0])
 def test_score_threshold_outside_unit_interval_is_refused(bad, tmp_path):
     """The graph turns filtered boxes into score 0 below an NMS score threshold, so the threshold must be >= 0."""
-    from test_export_helpers import TINY
-
-    from detnas.arch import sample_arch
-    from detnas.detection import build_detector
-    from detnas.space import register_space
-    from detnas.supernet import ChildNet
-
     register_space(TINY)
     arch = sample_arch(TINY, 0)
     detector = build_detector("fpn", ChildNet(arch), len(CLASSES) + 1, SIZE, SIZE)
