@@ -178,11 +178,11 @@ class DeployableDetector(nn.Module):
                     & (torch.sigmoid(logits) >= rpn.score_thresh))
             keep = batched_nms(boxes, torch.where(real, rank_score, 0.0), level_id, rpn.nms_thresh, 0.0,
                                int(boxes.shape[0]))
-            kept = torch.zeros_like(real)
-            kept[keep] = True
-            best = top_k(logits.masked_fill(~kept, float("-inf")), rpn.post_nms_top_n(), "RPN proposals")[1]
+            ranked = torch.full_like(logits, float("-inf"))  # the kept proposals' logits; a float scatter, since
+            ranked[keep] = logits[keep]  # TensorRT's ScatterND takes no bool data (onnx-tensorrt operators.md)
+            best_logits, best = top_k(ranked, rpn.post_nms_top_n(), "RPN proposals")
             kept_boxes.append(boxes[best])
-            kept_real.append(kept[best])
+            kept_real.append(best_logits > float("-inf"))
         return kept_boxes, kept_real
 
     def _retinanet(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
