@@ -2,17 +2,23 @@
 
 torchvision's detectors take a list of images, resize them and return a list of variable-length dicts; a
 deployment runtime wants one tensor in and fixed tensors out. `DeployableDetector` calls the detector's own
-modules (backbone, RPN head, RoI heads or RetinaNet head and post-processing) so the maths is torchvision's; two
-steps are spelled out here for the runtimes' sake: the RPN's proposal filter ranks by logit (see `_proposals`)
-and the multi-scale RoI pooling merges its levels without scatters (see `_pool_boxes`). It skips the resize (the
-input already has the model size) and pads every image's detections to `max_detections`.
-It is traced by the TorchScript exporter, where torchvision maps `nms` to ONNX NonMaxSuppression and
-`roi_align` to RoiAlign.
+modules (backbone, RPN head, RoI heads or RetinaNet head, box coders, anchor generators) and spells out their
+post-processing in a form that TensorRT's ONNX parsers (8.6, 10, 11) accept as well as ONNX Runtime: every top-k
+has a constant K <= 3840, every NMS is one NonMaxSuppression node with an explicit score threshold and at most
+5,000 boxes (`detnas.export.nms`), no `If` and no `Loop`. It skips the resize (the input already has the model
+size) and pads every image's detections to `max_detections`.
+
+The detections are torchvision's with one stated exception: the FPN RoI head ranks its (proposal, class) pairs
+and passes only the best `pre_nms_top_k` (3840, the largest constant K TensorRT's TopK takes) to NMS, where
+torchvision passes every pair above the score threshold. The two agree whenever at most 3840 pairs of an image
+score above the threshold; the cap is recorded in the exported file's metadata (`thresholds.pre_nms_top_k`).
+It is traced by the TorchScript exporter, which maps `roi_align` to RoiAlign.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.image_list import ImageList
@@ -22,10 +28,23 @@ from torchvision.ops import roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
 
 from detnas.errors import DetnasError
+from detnas.export.nms import batched_nms
 from detnas.pixels import Normalize, PixelConvention
 
 OUTPUT_NAMES = ("num_dets", "boxes", "scores", "labels")
 PAD_LABEL = -1
+TOPK_MAX_K = 3840  # TensorRT's TopK: "Currently only values of K up to 3840 are supported" (NvInfer.h, ITopKLayer)
+ROI_PRE_NMS_TOP_K = TOPK_MAX_K
+MIN_BOX_SIDE = 1e-2  # torchvision's RoIHeads.postprocess_detections drops boxes with a side below this
+
+
+def top_k(values: torch.Tensor, k: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `k` largest of a 1-D or 2-D tensor along its last dim, with `k` a constant in the graph (<= TOPK_MAX_K)."""
+    k = min(int(k), int(values.shape[-1]))
+    if k > TOPK_MAX_K:
+        raise DetnasError(f"{what}: top-{k} is more than the {TOPK_MAX_K} that TensorRT's TopK takes; lower it to "
+                          f"at most {TOPK_MAX_K}")
+    return values.topk(k, dim=-1)
 
 
 class DeployableDetector(nn.Module):
@@ -45,6 +64,10 @@ class DeployableDetector(nn.Module):
         heads.detections_per_img = max_detections
         self.eval()  # the exporter restores the wrapper's mode afterwards, so the wrapper itself must be in eval
 
+    def limits(self) -> dict[str, int]:
+        """The graph's own caps where it differs from torchvision (recorded in the export's metadata)."""
+        return {"pre_nms_top_k": ROI_PRE_NMS_TOP_K} if isinstance(self.detector, FasterRCNN) else {}
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.normalize(images)
         height, width = x.shape[-2:]
@@ -56,18 +79,35 @@ class DeployableDetector(nn.Module):
         return self._pad(detections)
 
     def _faster_rcnn(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
+        """RoIHeads.forward's eval path for boxes, over a fixed number of proposals per image (see `_proposals`)."""
         features = self.detector.backbone(images.tensors)
-        proposals = self._proposals(images, features)
-        # One zero-area guard RoI per image keeps every tensor of the RoI head non-empty (ONNX Runtime cannot
-        # reshape an empty tensor with -1, so an image without proposals would fail); it can never become a
-        # detection, since the head drops zero-area boxes before NMS.
-        proposals = [torch.cat([p, p.new_zeros(1, 4)]) for p in proposals]
-        heads = self.detector.roi_heads  # RoIHeads.forward's eval path for boxes, with our RoI pooling
+        proposals, real = self._proposals(images, features)
+        heads = self.detector.roi_heads
         box_features = heads.box_head(self._pool_boxes(features, proposals, images.image_sizes))
         class_logits, box_regression = heads.box_predictor(box_features)
-        boxes, scores, labels = heads.postprocess_detections(class_logits, box_regression, proposals,
-                                                             images.image_sizes)
-        return [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
+        return self._roi_detections(class_logits, box_regression, proposals, real, images.image_sizes)
+
+    def _roi_detections(self, class_logits: torch.Tensor, box_regression: torch.Tensor, proposals: list[torch.Tensor],
+                        real: list[torch.Tensor], image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """RoIHeads.postprocess_detections with fixed sizes: pairs of padding proposals score 0, the best
+        ROI_PRE_NMS_TOP_K (proposal, class) pairs go on, and the score threshold, the small-box filter (as a zero
+        score) and the detection cut are the NMS node's score threshold and output limit."""
+        heads = self.detector.roi_heads
+        classes = int(class_logits.shape[-1]) - 1  # without background
+        counts = [int(p.shape[0]) for p in proposals]
+        all_boxes = heads.box_coder.decode(box_regression, proposals).split(counts)
+        all_scores = F.softmax(class_logits, -1).split(counts)
+        detections = []
+        for boxes, scores, is_real, size in zip(all_boxes, all_scores, real, image_sizes):
+            boxes = box_ops.clip_boxes_to_image(boxes, size)[:, 1:].reshape(-1, 4)
+            scores = torch.where(is_real[:, None], scores[:, 1:], 0.0).reshape(-1)
+            scores, pairs = top_k(scores, ROI_PRE_NMS_TOP_K, "RoI head pre-NMS candidates")
+            boxes, labels = boxes[pairs], pairs % classes + 1
+            wide = (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_SIDE) & (boxes[:, 3] - boxes[:, 1] >= MIN_BOX_SIDE)
+            keep = batched_nms(boxes, torch.where(wide, scores, 0.0), labels, heads.nms_thresh, heads.score_thresh,
+                               self.max_detections)
+            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return detections
 
     def _pool_boxes(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
                     image_sizes: list[tuple[int, int]]) -> torch.Tensor:
@@ -97,46 +137,84 @@ class DeployableDetector(nn.Module):
         position[order] = torch.arange(order.shape[0], device=order.device)
         return torch.cat(pooled)[position]
 
-    def _proposals(self, images: ImageList, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """torchvision's RPN at inference (`forward` + `filter_proposals`) with one change: NMS ranks proposals by
-        objectness logit instead of sigmoid probability. The order is the same (sigmoid is monotonic), but ONNX
-        Runtime's CPU Sigmoid loses relative precision, and monotonicity, below a logit of about -8, so it
-        reordered low-objectness proposals and changed which of them survive the post-NMS top-n cut."""
+    def _proposals(self, images: ImageList, features: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor],
+                                                                                          list[torch.Tensor]]:
+        """torchvision's RPN at inference (`forward` + `filter_proposals`), as a fixed number of proposals per
+        image: boxes [K, 4] with K = min(post_nms_top_n, candidates) and a mask [K] of the real ones (a prefix;
+        the rest are padding when NMS keeps fewer than K). The real ones are exactly torchvision's, in its order.
+
+        Why the same: torchvision takes each level's top pre_nms_top_n by objectness, clips, drops small boxes
+        and, with the score threshold on sigmoid(logit), runs NMS per level, then keeps the best post_nms_top_n
+        by objectness. Here the level's top-k (constant K, sorted by logit) gives each candidate a rank score
+        (k - i) / (k + 1) in (0, 1), strictly decreasing down the level's order, and 0 if torchvision would drop
+        it; the NMS (threshold 0, levels kept apart by the coordinate offset) then visits each level's boxes in
+        torchvision's order and keeps the same set. The best post_nms_top_n of the kept are then chosen by a
+        constant-K top-k on their logits. Ranking by logit, not by sigmoid(logit), matters: ONNX Runtime's CPU
+        Sigmoid loses relative precision, and monotonicity, below a logit of about -8, which reordered
+        low-objectness proposals; rank scores and logits are compared exactly by every runtime."""
         rpn = self.detector.rpn
         levels = list(features.values())
         objectness, deltas = rpn.head(levels)
         anchors = rpn.anchor_generator(images, levels)
-        per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
+        per_level = [int(o[0].numel()) for o in objectness]
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
         proposals = rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
         objectness = objectness.reshape(len(anchors), -1)
-        level_ids = torch.cat([torch.full((n,), i, dtype=torch.int64, device=objectness.device)
-                               for i, n in enumerate(per_level)])
-        top = rpn._get_top_n_idx(objectness, per_level)
+        candidates, rank_scores, level_ids, start = [], [], [], 0
+        for level, count in enumerate(per_level):
+            top = top_k(objectness[:, start:start + count], rpn.pre_nms_top_n(), "RPN pre-NMS top-n per level")[1]
+            k = int(top.shape[1])
+            candidates.append(top + start)
+            rank_scores.append(torch.arange(k, 0, -1, dtype=objectness.dtype, device=objectness.device) / (k + 1))
+            level_ids.append(torch.full((k,), level, dtype=torch.int64, device=objectness.device))
+            start += count
+        top = torch.cat(candidates, dim=1)
+        rank_score, level_id = torch.cat(rank_scores), torch.cat(level_ids)
         batch_index = torch.arange(len(anchors), device=objectness.device)[:, None]
-        objectness, proposals = objectness[batch_index, top], proposals[batch_index, top]
-        kept = []
-        for boxes, logits, level, size in zip(proposals, objectness, level_ids[top], images.image_sizes):
+        kept_boxes, kept_real = [], []
+        for boxes, logits, size in zip(proposals[batch_index, top], objectness[batch_index, top], images.image_sizes):
             boxes = box_ops.clip_boxes_to_image(boxes, size)
-            keep = box_ops.remove_small_boxes(boxes, rpn.min_size)
-            boxes, logits, level = boxes[keep], logits[keep], level[keep]
-            keep = torch.where(torch.sigmoid(logits) >= rpn.score_thresh)[0]
-            boxes, logits, level = boxes[keep], logits[keep], level[keep]
-            keep = box_ops.batched_nms(boxes, logits, level, rpn.nms_thresh)[: rpn.post_nms_top_n()]
-            kept.append(boxes[keep])
-        return kept
+            real = ((boxes[:, 2] - boxes[:, 0] >= rpn.min_size) & (boxes[:, 3] - boxes[:, 1] >= rpn.min_size)
+                    & (torch.sigmoid(logits) >= rpn.score_thresh))
+            keep = batched_nms(boxes, torch.where(real, rank_score, 0.0), level_id, rpn.nms_thresh, 0.0,
+                               int(boxes.shape[0]))
+            ranked = torch.full_like(logits, float("-inf"))  # the kept proposals' logits; a float scatter, since
+            ranked[keep] = logits[keep]  # TensorRT's ScatterND takes no bool data (onnx-tensorrt operators.md)
+            best_logits, best = top_k(ranked, rpn.post_nms_top_n(), "RPN proposals")
+            kept_boxes.append(boxes[best])
+            kept_real.append(best_logits > float("-inf"))
+        return kept_boxes, kept_real
 
     def _retinanet(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
-        """RetinaNet.forward's eval branch without the transform (the level split it does before post-processing)."""
-        features = list(self.detector.backbone(images.tensors).values())
-        head_outputs = self.detector.head(features)
-        anchors = self.detector.anchor_generator(images, features)
+        """RetinaNet.forward's eval branch without the transform, and its postprocess_detections with a constant
+        K: each level's top `topk_candidates` scores (all of them, not only those above the score threshold,
+        whose count is data-dependent) go on, and the score threshold is the NMS node's. The same detections,
+        since every score above the threshold outranks every score below it."""
+        net = self.detector
+        features = list(net.backbone(images.tensors).values())
+        head_outputs = net.head(features)
+        anchors = net.anchor_generator(images, features)
         per_level = [f.size(2) * f.size(3) for f in features]
         anchors_per_location = head_outputs["cls_logits"].size(1) // sum(per_level)
-        per_level = [n * anchors_per_location for n in per_level]
-        split_outputs = {k: list(v.split(per_level, dim=1)) for k, v in head_outputs.items()}
-        split_anchors = [list(a.split(per_level)) for a in anchors]
-        return self.detector.postprocess_detections(split_outputs, split_anchors, images.image_sizes)
+        per_level = [int(n * anchors_per_location) for n in per_level]
+        class_logits = head_outputs["cls_logits"].split(per_level, dim=1)
+        box_regression = head_outputs["bbox_regression"].split(per_level, dim=1)
+        detections = []
+        for index, (image_anchors, size) in enumerate(zip(anchors, images.image_sizes)):
+            boxes, scores, labels = [], [], []
+            for logits, regression, level_anchors in zip(class_logits, box_regression, image_anchors.split(per_level)):
+                classes = int(logits.shape[-1])
+                level_scores, flat = top_k(torch.sigmoid(logits[index]).flatten(), net.topk_candidates,
+                                           "RetinaNet candidates per level")
+                anchor = torch.div(flat, classes, rounding_mode="floor")
+                level_boxes = net.box_coder.decode_single(regression[index][anchor], level_anchors[anchor])
+                boxes.append(box_ops.clip_boxes_to_image(level_boxes, size))
+                scores.append(level_scores)
+                labels.append(flat % classes)
+            boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+            keep = batched_nms(boxes, scores, labels, net.nms_thresh, net.score_thresh, self.max_detections)
+            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return detections
 
     def _pad(self, detections: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
         """Every image's detections as exactly `max_detections` rows, by a gather of fixed size: rows past num_dets

@@ -1,9 +1,9 @@
 """`export_onnx`: a trained detector -> one self-describing ONNX file, proven equal to PyTorch before it is kept.
 
-The TorchScript exporter (`dynamo=False`) is used on purpose: the dynamo exporter fails inside torchvision's
-`batched_nms` on its data-dependent output size, while tracing maps `torchvision.ops.nms` to ONNX
-NonMaxSuppression. Tracing unrolls torchvision's per-image post-processing loop, so a fixed batch is exported
-as is, and `dynamic_batch` wraps the batch-1 graph in an ONNX Loop over the images (`batch_loop`).
+The TorchScript exporter (`dynamo=False`) is used on purpose: the dynamo exporter fails on NMS's data-dependent
+output size, while tracing maps the graph's NMS (`detnas.export.nms`) to one ONNX NonMaxSuppression. Tracing
+unrolls the per-image post-processing loop, so a fixed batch is exported as is, and `dynamic_batch` wraps the
+batch-1 graph in an ONNX Loop over the images (`batch_loop`; ONNX Runtime only, TensorRT wants a fixed batch).
 The file is written under a temporary name and only renamed into place after the checker and the parity check
 pass; onnxslim's simplified graph is kept only if it passes parity too.
 """
@@ -79,6 +79,8 @@ def _thresholds(detector: nn.Module, score_thresh: float | None, nms_thresh: flo
     """Apply requested thresholds to the torchvision detector and return the ones the graph will bake in."""
     heads = getattr(detector, "roi_heads", detector)
     if score_thresh is not None:
+        if not 0.0 <= score_thresh < 1.0:
+            raise DetnasError(f"--score-thresh {score_thresh}: a detection score threshold lies in [0, 1), e.g. 0.05")
         heads.score_thresh = float(score_thresh)
     if nms_thresh is not None:
         heads.nms_thresh = float(nms_thresh)
@@ -147,8 +149,9 @@ def export_onnx(
         raise DetnasError(f"batch ({batch}) and max_detections ({max_detections}) must be >= 1")
     out_path = Path(out_path)
     detector = detector.cpu().eval()
-    thresholds = {**_thresholds(detector, score_thresh, nms_thresh), "max_detections": max_detections}
     module = DeployableDetector(detector, pixels, max_detections)
+    thresholds = {**_thresholds(detector, score_thresh, nms_thresh), "max_detections": max_detections,
+                  **module.limits()}
     trace_batch = 1 if dynamic_batch else batch
     spec = InputSpec(height=size[0], width=size[1], batch=None if dynamic_batch else batch)
     meta = ModelMeta(arch=arch, detector=kind, classes=tuple(classes), input=spec, pixels=pixels,

@@ -53,7 +53,7 @@ def test_cli_export_writes_checked_onnx_with_metadata(fpn_export, capsys):
     assert [c.name for c in meta.classes] == CLASSES
     assert {c.label: c.category_id for c in meta.classes} == CATEGORY_IDS
     assert meta.input.shape() == (2, 3, SIZE, SIZE) and meta.pixels == DEFAULT_PIXELS
-    assert meta.thresholds == {"score": 0.2, "nms_iou": 0.5, "max_detections": 100}
+    assert meta.thresholds == {"score": 0.2, "nms_iou": 0.5, "max_detections": 100, "pre_nms_top_k": 3840}
     assert meta.versions["torch"] == torch.__version__
     assert not list(fpn_export["root"].glob(".*.tmp")), "no temporary files left behind"
 
@@ -286,7 +286,8 @@ def test_tensorrt_engine_matches_onnx_runtime(fpn_export, tmp_path):
 
 
 def test_graph_proposals_equal_torchvision_rpn():
-    """The deployable graph's RPN (NMS ranked by objectness logit) keeps exactly torchvision's proposals."""
+    """The deployable graph's RPN (fixed-size, NMS on rank scores, top-n by logit) keeps exactly torchvision's
+    proposals, in its order, as the real prefix of its fixed-size output."""
     from torchvision.models.detection.image_list import ImageList
 
     images = val_images(shared_dataset("coco_mini"))
@@ -296,10 +297,10 @@ def test_graph_proposals_equal_torchvision_rpn():
     image_list = ImageList(Normalize(DEFAULT_PIXELS)(batch), [(SIZE, SIZE)] * len(images))
     with torch.no_grad():
         features = detector.backbone(image_list.tensors)
-        ours = DeployableDetector(detector, DEFAULT_PIXELS, 100)._proposals(image_list, features)
+        ours, real = DeployableDetector(detector, DEFAULT_PIXELS, 100)._proposals(image_list, features)
         theirs, _ = detector.rpn(image_list, features)
-    assert len(ours) == len(theirs) == len(images)
-    assert all(a.shape == (20, 4) and torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert len(ours) == len(real) == len(theirs) == len(images)
+    assert all(a.shape == (20, 4) and r.all() and torch.equal(a, b) for a, b, r in zip(ours, theirs, real))
 
 
 def test_graph_roi_pooling_equals_torchvision_multiscale_roi_align():

@@ -182,7 +182,7 @@ def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs
                 samples[name] += time_prepared(Prepared(call=fn, n_inputs=1), warmup=1, runs=runs)
         detections = int(runners["slim"].run(numpy_batch)[0][0])
         breakdown = ort_time_by_part(paths["raw"], numpy_batch, threads)
-    head_alone = box_head_alone(detector, proposals + 1, threads, runs, rounds) if kind == "fpn" else None
+    head_alone = box_head_alone(detector, proposals, threads, runs, rounds) if kind == "fpn" else None
     stats = {k: summarize(v).to_dict() for k, v in samples.items()}
     kept = "slim" if exports["slim"]["simplified"] else "raw"
     eager = stats["torch_eager_torchvision"]["median_ms"]
@@ -227,7 +227,7 @@ def main() -> None:
         f"{part} {100 * share:.1f}%" for part, share in result["ort_time_share_by_part"].items() if share >= 0.005))
     if result["box_head_alone"]:
         head = result["box_head_alone"]
-        print(f"box head alone on {result['proposals'] + 1} RoIs: ORT {head['ort_ms']:.1f} ms, PyTorch eager "
+        print(f"box head alone on {result['proposals']} RoIs: ORT {head['ort_ms']:.1f} ms, PyTorch eager "
               f"{head['torch_eager_ms']:.1f} ms; with everything else free, ORT could be at most "
               f"{result['speedup_ceiling']:.2f}x faster than the eager detector")
     print(f"ORT ({result['kept_graph']} graph) vs PyTorch eager (torchvision forward): "
