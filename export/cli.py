@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -37,18 +37,24 @@ def export_cmd(
     box_tol: Annotated[float, typer.Option(help="Parity: largest box difference in pixels.")] = 1e-3,
     score_tol: Annotated[float, typer.Option(help="Parity: largest score difference.")] = 1e-4,
     no_simplify: Annotated[bool, typer.Option(help="Keep the unsimplified graph (no onnxslim).")] = False,
-    precision: Annotated[str, typer.Option(help="TensorRT: fp32, fp16 or int8.")] = "fp32",
-    calib_data: Annotated[Path | None, typer.Option(help="TensorRT INT8: folder of calibration images.")] = None,
-    gate_data: Annotated[Path | None, typer.Option(help="TensorRT: COCO json to gate the engine's AP on.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 (FP32 islands for post-processing) or int8 (QDQ): "
+                                           "the precision of the written ONNX file, which --format trt builds.")]
+    = "fp32",
+    calib_data: Annotated[Path | None, typer.Option(help="INT8: folder of calibration images (default: the "
+                                                    "training split the checkpoint's run records).")] = None,
+    calib_images: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
+    calib_method: Annotated[str, typer.Option(help="INT8 ranges: minmax, entropy or percentile.")] = "minmax",
+    gate_data: Annotated[Path | None, typer.Option(help="COCO json to gate the fp16/int8 file's AP (and the "
+                                                   "engine's) against FP32 on.")] = None,
     gate_images: Annotated[Path | None, typer.Option(help="Image folder of --gate-data.")] = None,
-    max_ap_drop: Annotated[float, typer.Option(help="TensorRT: largest allowed AP drop vs ONNX (0.01 = 1 point).")]
-    = 0.01,
+    max_ap_drop: Annotated[float, typer.Option(help="Largest allowed AP drop vs FP32 (0.01 = 1 point).")] = 0.01,
 ) -> None:
     """Export a trained detector with post-processing and NMS inside the graph (ONNX, optionally TensorRT)."""
     from detnas.arch import resolve_arch
     from detnas.checkpoint import load_meta
     from detnas.errors import DetnasError
     from detnas.export.onnx_export import export_onnx, parse_size
+    from detnas.export.precision import precision_request, reduce_exported
     from detnas.export.predict import read_image
     from detnas.export.source import load_export_source
     from detnas.export.trt import check_trt_request, export_trt, image_files
@@ -69,6 +75,9 @@ def export_cmd(
     height, width = parse_size(size) if size else _default_size(load_meta(weights))
     parity_files = image_files(parity_data)[:PARITY_IMAGES] if parity_data and not no_parity else []
     parity_images = [read_image(f) for f in parity_files]
+    request = precision_request(precision, weights=weights, calib_data=calib_data, calib_images=calib_images,
+                                calib_method=calib_method, gate_data=gate_data, gate_images=gate_images,
+                                max_ap_drop=max_ap_drop, dynamic_batch=dynamic_batch)
     source = load_export_source(weights, resolve_arch(arch) if arch else None, proposals)
     report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.kind,
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
@@ -82,6 +91,8 @@ def export_cmd(
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     if report.parity is not None:
         console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
+    if request.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
+        _print_precision(reduce_exported(out, request, parity_images))
     if format == "trt":
         gate = (gate_data, gate_images) if gate_data and gate_images else None
         trt = export_trt(out, out.with_suffix(".engine"), precision=precision, calib_data=calib_data,
@@ -92,6 +103,19 @@ def export_cmd(
         if trt.ap:
             console.print(f"  AP gate OK: engine {trt.ap['engine_ap']:.4f} vs ONNX {trt.ap['onnx_ap']:.4f}",
                           highlight=False)
+
+
+def _print_precision(report: Any) -> None:
+    from detnas.export.precision import report_path
+
+    info = report.info
+    calibrated = f", {info.calib_method} ranges from {info.calib_images} images" if info.calib_method else ""
+    console.print(f"{info.precision.upper()}: {report.path} (converted in {report.convert_seconds:.1f} s{calibrated}; "
+                  f"report {report_path(report.path).name})", highlight=False, soft_wrap=True)
+    if report.parity is not None:
+        console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
+    if report.gate is not None:
+        console.print(f"  AP gate OK: {report.gate.summary()}", highlight=False, soft_wrap=True)
 
 
 def _default_size(meta: dict) -> tuple[int, int]:
