@@ -17,7 +17,9 @@ CUDA-oriented one for the same QDQ output):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -229,11 +231,12 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # ORT logs a pre-processing hint on every call
     try:
-        quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph),
-                        calibrate_method=methods[method],
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        with contextlib.redirect_stdout(io.StringIO()):  # and the histogram calibrators print their progress
+            quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph),
+                            calibrate_method=methods[method],
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     finally:
         logging.getLogger().setLevel(quiet)
     return Path(target)
