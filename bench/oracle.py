@@ -217,11 +217,17 @@ def _ort_precision_file(path: Path, work: Path, precision: str, provider: str,
     with ranges from the calibration batches; FP16 on the CPU provider: FP16 network, FP32 post-processing), and
     the seconds that conversion took (None: the file is timed as it is)."""
     from detnas.bench.backends.ort_backend import open_session
-    from detnas.export.precision import convert_fp16, quantize_int8
+    from detnas.export.precision import convert_fp16, file_precision, quantize_int8
 
     if precision == "fp32" or (precision == "fp16" and provider != "cpu"):
         return path, None
     open_session(path, "cpu", 1)  # a file that does not load gets the clear message before converting it
+    already = file_precision(path)
+    if already == precision:  # e.g. the file `detnas export --precision` wrote: timed as it is
+        return path, None
+    if already != "fp32":
+        raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
+                          f"--precision {already}")
     start = time.perf_counter()
     if precision == "int8":
         model = quantize_int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])

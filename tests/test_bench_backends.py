@@ -82,6 +82,17 @@ def test_ort_int8_quantises_with_real_images(tiny_onnx: Path, coco128: Path) -> 
     assert result.precision == "int8" and result.stats.n == 3 and result.details["convert_seconds"] > 0
 
 
+def test_ort_times_an_exported_int8_file_as_it_is(tiny_onnx: Path, tmp_path: Path) -> None:
+    from detnas.export.precision import quantize_int8
+
+    batches = random_batches(1, (32, 32))
+    int8 = quantize_int8(tiny_onnx, tmp_path / "tiny.int8.onnx", [b.numpy() for b in batches])
+    result = measure_onnx(int8, batches, precision="int8", calibration=batches, protocol=QUICK)
+    assert "convert_seconds" not in result.details, "a QDQ file is not quantized twice"
+    with pytest.raises(DetnasError, match="already an int8 file"):
+        measure_onnx(int8, batches, precision="fp16", protocol=QUICK)
+
+
 def test_torch_cpu_eager_and_fp16_warning() -> None:
     result = measure_module(_tiny(), random_batches(2, (32, 32)), protocol=QUICK)
     assert result.batch == 2 and result.details["mode"] == "eager" and result.details["timer"] == "host wall clock"
