@@ -56,7 +56,7 @@ def trained(tmp_path_factory):
     """A tiny FPN trained on demo shapes, saved as a child-det checkpoint inside a run folder whose config.json
     names its training split (as `detnas train` writes it), plus its FP32 export."""
     root = tmp_path_factory.mktemp("precision")
-    demo = make_demo_detection(root / "demo", 48, 12, seed=0, sizes=(96, 128))
+    demo = make_demo_detection(root / "demo", 48, 24, seed=0, sizes=(96, 128))
     train = CocoDetection(demo.train_ann, demo.train_images)
     register_space(TINY)
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def test_int8_export_passes_its_gate_in_qdq_form(trained, tmp_path, capsys):
     assert "AP gate OK" in printed and "parity OK" in printed
     report = json.loads(out.with_suffix(".precision.json").read_text())
     gate = report["gate"]
-    assert gate["passed"] and gate["images"] == 12 and gate["annotations"] > 0
+    assert gate["passed"] and gate["images"] == 24 and gate["annotations"] > 0
     assert gate["reference_ap"] > 0.1, "the trained detector must have AP to lose for the gate to mean anything"
     assert gate["drop"] <= 0.01 and report["parity"]["detections"] > 0
     # calibrated on the training split the run recorded, and the metadata says so
@@ -133,7 +133,7 @@ def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path, capsy
     out = tmp_path / "out" / "int8.onnx"
     assert _export(trained, out, "--precision", "int8", "--calib-data", str(blank), "--calib-images", "16") == 2
     err = capsys.readouterr().err
-    assert "AP gate FAILED" in err and "drop" in err and "12 images" in err
+    assert "AP gate FAILED" in err and "drop" in err and "24 images" in err
     drop = float(err.split("drop ")[1].split()[0])
     assert drop > 0.01
     assert not out.exists() and not out.with_suffix(".precision.json").exists()
