@@ -128,14 +128,17 @@ def trained_ap(arch_name: str, images: int, size: int, iterations: int, cls_iter
                        kind=source.kind, pixels=source.pixels).path
     evaluated = {im["file_name"] for im in json.loads(ann.read_text())["images"]}
     calib_files = [f for f in _coco128_files() if f.name not in evaluated][:calib_images]
-    start = time.perf_counter()
-    int8 = quantize_int8(fp32, work / "trained.int8.onnx",
-                         calibration_batches([read_image(f) for f in calib_files], read_onnx_meta(fp32)), method)
-    quantize_s = time.perf_counter() - start
-    gate = ap_gate(fp32, int8, Gate(ann, coco / "train2017", AP_DROP_GOAL))
+    batches = calibration_batches([read_image(f) for f in calib_files], read_onnx_meta(fp32))
+    by_method = {}
+    for name in method.split(","):
+        start = time.perf_counter()
+        int8 = quantize_int8(fp32, work / f"trained.int8.{name}.onnx", batches, name)
+        quantize_s = time.perf_counter() - start
+        gate = ap_gate(fp32, int8, Gate(ann, coco / "train2017", AP_DROP_GOAL))
+        by_method[name] = {"quantize_s": round(quantize_s, 2), **gate.to_dict()}
     return {"arch": arch_name, "images": images, "size": size, "iterations": iterations,
             "cls_iterations": cls_iterations, "train_s": round(train_s, 1), "calibration_images": len(calib_files),
-            "calib_method": method, "quantize_s": round(quantize_s, 2), **gate.to_dict()}
+            "methods": by_method}
 
 
 def main() -> None:
@@ -146,41 +149,53 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed runs per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calib-images", type=int, default=16)
-    parser.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"))
+    parser.add_argument("--calib-method", default="minmax,percentile", help="AP part: comma-separated methods")
     parser.add_argument("--train-images", type=int, default=8)
     parser.add_argument("--train-size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--cls-iterations", type=int, default=30)
     parser.add_argument("--skip-ap", action="store_true", help="latency only")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--skip-latency", action="store_true", help="AP only")
     args = parser.parse_args()
+    result: dict[str, Any] = {"goals": {"int8_vs_eager": INT8_GOAL, "ap_drop": AP_DROP_GOAL}}
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        speed = latency(args.arch, args.size, args.threads, args.runs, args.rounds, args.calib_images, work)
-        med = {k: v["median_ms"] for k, v in speed["latency"].items()}
-        print(f"{args.arch} FPN at {args.size}x{args.size}, {args.threads} thread(s), {speed['timed_images']} coco_mini "
-              f"images, {args.rounds} interleaved rounds x {args.runs} runs (medians):")
-        for name, ms in med.items():
-            print(f"  {name:18s} {ms:9.1f} ms   eager / this = {med['torch_eager_fp32'] / ms:5.2f}x")
-        print(f"  INT8 vs eager FP32 {speed['int8_vs_eager']:.2f}x (goal >= {INT8_GOAL}x: "
-              f"{'met' if speed['int8_vs_eager'] >= INT8_GOAL else 'NOT met'}); INT8 vs ORT FP32 "
-              f"{speed['int8_vs_ort_fp32']:.2f}x; FP16 vs ORT FP32 {speed['fp16_vs_ort_fp32']:.2f}x"
-              f"{' (FP16 is SLOWER than FP32 on this CPU: FP16 is for GPUs)' if speed['fp16_vs_ort_fp32'] < 1 else ''}")
-        print(f"  quantization {speed['quantize_s']:.1f} s ({args.calib_images} calibration images), "
-              f"FP16 conversion {speed['fp16_convert_s']:.1f} s")
-        result: dict[str, Any] = {"latency": speed, "goals": {"int8_vs_eager": INT8_GOAL, "ap_drop": AP_DROP_GOAL}}
+        if not args.skip_latency:
+            result["latency"] = _report_latency(args, Path(tmp))
         if not args.skip_ap:
-            ap = trained_ap(args.arch, args.train_images, args.train_size, args.iterations, args.cls_iterations,
-                            args.calib_images, args.calib_method, work)
-            result["ap"] = ap
-            print(f"trained {args.arch} ({args.iterations} iterations on {args.train_images} coco128 images at "
-                  f"{args.train_size}px, {ap['train_s']:.0f} s): AP FP32 {ap['reference_ap']:.4f}, INT8 "
-                  f"{ap['candidate_ap']:.4f}, drop {ap['drop']:.4f} on {ap['images']} images / {ap['annotations']} "
-                  f"annotations (goal <= {AP_DROP_GOAL}: {'met' if ap['passed'] else 'NOT met'}); quantization "
-                  f"{ap['quantize_s']:.1f} s ({ap['calibration_images']} {ap['calib_method']} calibration images)")
+            result["ap"] = _report_ap(args, Path(tmp))
     if args.json:
         atomic_write_json(args.json, json.loads(json.dumps(result, default=_plain)))
         print(f"wrote {args.json}")
+
+
+def _report_latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    speed = latency(args.arch, args.size, args.threads, args.runs, args.rounds, args.calib_images, work)
+    med = {k: v["median_ms"] for k, v in speed["latency"].items()}
+    print(f"{args.arch} FPN at {args.size}x{args.size}, {args.threads} thread(s), {speed['timed_images']} coco_mini "
+          f"images, {args.rounds} interleaved rounds x {args.runs} runs (medians):")
+    for name, ms in med.items():
+        print(f"  {name:18s} {ms:9.1f} ms   eager / this = {med['torch_eager_fp32'] / ms:5.2f}x")
+    print(f"  INT8 vs eager FP32 {speed['int8_vs_eager']:.2f}x (goal >= {INT8_GOAL}x: "
+          f"{'met' if speed['int8_vs_eager'] >= INT8_GOAL else 'NOT met'}); INT8 vs ORT FP32 "
+          f"{speed['int8_vs_ort_fp32']:.2f}x; FP16 vs ORT FP32 {speed['fp16_vs_ort_fp32']:.2f}x"
+          f"{' (FP16 is SLOWER than FP32 on this CPU: FP16 is for GPUs)' if speed['fp16_vs_ort_fp32'] < 1 else ''}")
+    print(f"  quantization {speed['quantize_s']:.1f} s ({args.calib_images} calibration images), "
+          f"FP16 conversion {speed['fp16_convert_s']:.1f} s")
+    return speed
+
+
+def _report_ap(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    ap = trained_ap(args.arch, args.train_images, args.train_size, args.iterations, args.cls_iterations,
+                    args.calib_images, args.calib_method, work)
+    print(f"trained {args.arch} ({args.iterations} iterations on {args.train_images} coco128 images at "
+          f"{args.train_size}px, {ap['train_s']:.0f} s), INT8 ranges from {ap['calibration_images']} other "
+          "coco128 images:")
+    for name, m in ap["methods"].items():
+        print(f"  {name:10s} AP FP32 {m['reference_ap']:.4f}, INT8 {m['candidate_ap']:.4f}, drop "
+              f"{m['drop']:.4f} on {m['images']} images / {m['annotations']} annotations (goal <= "
+              f"{AP_DROP_GOAL}: {'met' if m['passed'] else 'NOT met'}); quantization {m['quantize_s']:.1f} s")
+    return ap
 
 
 def _plain(value: Any) -> Any:
