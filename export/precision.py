@@ -530,12 +530,13 @@ def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRe
             inputs = [letterbox(im, meta.input.height, meta.input.width, meta.pixels)[0] for im in parity_images]
             parity = precision_parity(run_images(load_exported(fp32_onnx), inputs),
                                       run_images(load_exported(staged), inputs), request.precision)
-            if not parity.passed:
-                raise DetnasError(f"parity FAILED: {parity.summary()}")
         gate = ap_gate(fp32_onnx, staged, request.gate) if request.gate else None
-        if gate is not None and not gate.passed:
+        if gate is not None and not gate.passed:  # the AP verdict first: it is what the file is for
             raise DetnasError(f"AP gate FAILED: {request.precision} {gate.summary()}; nothing written to {out}; "
-                              "calibrate on more / more representative training images or try fp16")
+                              "calibrate on more / more representative training images or try fp16"
+                              + (f" (parity: {parity.summary()})" if parity else ""))
+        if parity is not None and not parity.passed:
+            raise DetnasError(f"parity FAILED: {parity.summary()}; nothing written to {out}")
         report = PrecisionReport(out, meta.precision, seconds, parity, gate)
         os.replace(staged, out)
     atomic_write_json(report_path(out), report.to_dict())

@@ -147,9 +147,17 @@ def test_fp16_keeps_post_processing_fp32_and_runs(trained, tmp_path):
     types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input,
                                                              *model.graph.output]}
     types.update({i.name: i.data_type for i in model.graph.initializer})
-    float_inputs = {n.op_type: [types.get(i) for i in n.input if types.get(i) in (onnx.TensorProto.FLOAT,
-                                                                                  onnx.TensorProto.FLOAT16)]
-                    for n in model.graph.node if n.op_type in ("NonMaxSuppression", "RoiAlign", "Exp", "Conv")}
+    nodes = list(model.graph.node)
+    for node in list(nodes):  # NMS sits inside the If bodies of torchvision's batched_nms
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                nodes += list(attr.g.node)
+                types.update({v.name: v.type.tensor_type.elem_type for v in attr.g.value_info})
+    float_inputs: dict[str, list[int]] = {}
+    for n in nodes:
+        if n.op_type in ("NonMaxSuppression", "RoiAlign", "Exp", "Conv"):
+            float_inputs.setdefault(n.op_type, []).extend(
+                types[i] for i in n.input if types.get(i) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16))
     for op in ("NonMaxSuppression", "RoiAlign", "Exp"):
         assert float_inputs[op] and set(float_inputs[op]) == {onnx.TensorProto.FLOAT}, op
     assert onnx.TensorProto.FLOAT16 in float_inputs["Conv"], "the network runs in FP16"
