@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -201,14 +202,40 @@ def prepare_onnx(
                                   input_shape=tuple(inputs[0].shape), workspace_mb=options.workspace_mb,
                                   timing_cache=options.timing_cache)
             return prepare_engine(engine, inputs)
-        from detnas.bench.backends.ort_backend import open_session, prepare_ort, quantize_int8
+        from detnas.bench.backends.ort_backend import prepare_ort
 
-        model = path
-        if precision == "int8":
-            open_session(path, "cpu", 1)  # a file that does not load gets the clear message before quantisation
-            model = quantize_int8(path, Path(tmp) / "model.int8.onnx", [x.numpy() for x in calibration or []])
-        return prepare_ort(model, [x.numpy() for x in inputs], provider=options.provider(protocol.device),
-                           threads=protocol.threads, precision=precision)
+        provider = options.provider(protocol.device)
+        model, seconds = _ort_precision_file(path, Path(tmp), precision, provider, calibration)
+        prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=protocol.threads,
+                               precision=precision)
+        if seconds is not None:
+            prepared.details["convert_seconds"] = round(seconds, 3)
+        return prepared
+
+
+def _ort_precision_file(path: Path, work: Path, precision: str, provider: str,
+                        calibration: Sequence[torch.Tensor] | None) -> tuple[Path, float | None]:
+    """The file ONNX Runtime times at `precision`, as `detnas export --precision` writes it (INT8: symmetric QDQ
+    with ranges from the calibration batches; FP16 on the CPU provider: FP16 network, FP32 post-processing), and
+    the seconds that conversion took (None: the file is timed as it is)."""
+    from detnas.bench.backends.ort_backend import open_session
+    from detnas.export.precision import convert_fp16, file_precision, quantize_int8
+
+    if precision == "fp32" or (precision == "fp16" and provider != "cpu"):
+        return path, None
+    open_session(path, "cpu", 1)  # a file that does not load gets the clear message before converting it
+    already = file_precision(path)
+    if already == precision:  # e.g. the file `detnas export --precision` wrote: timed as it is
+        return path, None
+    if already != "fp32":
+        raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
+                          f"--precision {already}")
+    start = time.perf_counter()
+    if precision == "int8":
+        model = quantize_int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
+    else:
+        model = convert_fp16(path, work / "model.fp16.onnx")
+    return model, time.perf_counter() - start
 
 
 def measure_module(

@@ -52,12 +52,17 @@ def export_cmd(
     box_tol: Annotated[float, typer.Option(help="Parity: largest box difference in pixels.")] = 1e-3,
     score_tol: Annotated[float, typer.Option(help="Parity: largest score difference.")] = 1e-4,
     no_simplify: Annotated[bool, typer.Option(help="Keep the unsimplified graph (no onnxslim).")] = False,
-    precision: Annotated[str, typer.Option(help="TensorRT: fp32, fp16 or int8.")] = "fp32",
-    calib_data: Annotated[Path | None, typer.Option(help="TensorRT INT8: folder of calibration images.")] = None,
-    gate_data: Annotated[Path | None, typer.Option(help="TensorRT: COCO json to gate the engine's AP on.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 (FP32 islands for post-processing) or int8 (QDQ): "
+                                           "the precision of the written ONNX file, which --format trt builds.")]
+    = "fp32",
+    calib_data: Annotated[Path | None, typer.Option(help="INT8: folder of calibration images (default: the "
+                                                    "training split the checkpoint's run records).")] = None,
+    calib_images: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
+    calib_method: Annotated[str, typer.Option(help="INT8 ranges: minmax, entropy or percentile.")] = "minmax",
+    gate_data: Annotated[Path | None, typer.Option(help="COCO json to gate the fp16/int8 file's AP (and the "
+                                                   "engine's) against FP32 on.")] = None,
     gate_images: Annotated[Path | None, typer.Option(help="Image folder of --gate-data.")] = None,
-    max_ap_drop: Annotated[float, typer.Option(help="TensorRT: largest allowed AP drop vs ONNX (0.01 = 1 point).")]
-    = 0.01,
+    max_ap_drop: Annotated[float, typer.Option(help="Largest allowed AP drop vs FP32 (0.01 = 1 point).")] = 0.01,
 ) -> None:
     """Export a detector with post-processing and NMS inside the graph (ONNX, optionally TensorRT); the written
     ONNX file is linted for TensorRT's ONNX parser (`detnas export check` runs the lint alone)."""
@@ -65,13 +70,12 @@ def export_cmd(
         return
     from detnas.errors import DetnasError
     from detnas.export.onnx_export import export_onnx, parse_size
+    from detnas.export.precision import precision_request, reduce_exported
     from detnas.export.predict import read_image
     from detnas.export.trt import check_trt_request, export_trt, image_files
 
     if format not in ("onnx", "trt"):
         raise DetnasError(f"--format {format}: choose onnx or trt")
-    if format == "onnx" and precision != "fp32":  # the ONNX file is FP32: refused rather than mislabelled
-        raise DetnasError(f"--precision {precision} needs --format trt; --format onnx writes an FP32 graph")
     if out is None or out.suffix != ".onnx":
         raise DetnasError(f"--out{f' {out}' if out else ''}: give the ONNX file name ending in .onnx (the engine goes "
                           "next to it)")
@@ -79,16 +83,15 @@ def export_cmd(
     if format == "trt":
         from detnas.bench.backends.trt_backend import require_tensorrt
 
-        if precision != "fp32" or calib_data is not None:
-            raise DetnasError(f"--precision {precision} / --calib-data with --format trt: TensorRT builds the precision "
-                              "the ONNX file carries (FP16 / INT8 QDQ files come from the precision export); build "
-                              "--precision fp32 without --calib-data here")
         check_trt_request(dynamic_batch)
         trt_version = require_tensorrt().__version__  # before the ONNX export: without TensorRT nothing is written
     if (gate_data is None) != (gate_images is None):
         raise DetnasError("--gate-data and --gate-images go together (COCO json and its image folder)")
     if parity_data is None and not no_parity and not random_init:
         raise DetnasError("pass --parity-data DIR (real images for the ONNX Runtime vs PyTorch check) or --no-parity")
+    request = precision_request(precision, weights=weights, calib_data=calib_data, calib_images=calib_images,
+                                calib_method=calib_method, gate_data=gate_data, gate_images=gate_images,
+                                max_ap_drop=max_ap_drop, dynamic_batch=dynamic_batch)
     source, meta = _export_source(weights, arch, random_init, detector, num_classes, proposals)
     height, width = parse_size(size) if size else _default_size(meta)
     parity_files = image_files(parity_data)[:PARITY_IMAGES] if parity_data and not no_parity else []
@@ -109,6 +112,8 @@ def export_cmd(
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     if report.parity is not None:
         console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
+    if request.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
+        _print_precision(reduce_exported(out, request, parity_images))
     _lint_written(out, trt_version)
     if format == "trt":
         gate = (gate_data, gate_images) if gate_data and gate_images else None
@@ -201,6 +206,19 @@ def _seeded_images(count: int, height: int, width: int) -> list[Any]:
 
     generator = torch.Generator().manual_seed(0)
     return [torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator) for _ in range(count)]
+
+
+def _print_precision(report: Any) -> None:
+    from detnas.export.precision import report_path
+
+    info = report.info
+    calibrated = f", {info.calib_method} ranges from {info.calib_images} images" if info.calib_method else ""
+    console.print(f"{info.precision.upper()}: {report.path} (converted in {report.convert_seconds:.1f} s{calibrated}; "
+                  f"report {report_path(report.path).name})", highlight=False, soft_wrap=True)
+    if report.parity is not None:
+        console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
+    if report.gate is not None:
+        console.print(f"  AP gate OK: {report.gate.summary()}", highlight=False, soft_wrap=True)
 
 
 def _default_size(meta: dict) -> tuple[int, int]:

@@ -47,6 +47,17 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class PrecisionInfo:
+    """The numeric precision of the file's network and, for INT8, how its ranges were calibrated: method, image
+    count and the sha256 of the sorted calibration file names (which images, without shipping them)."""
+
+    precision: str = "fp32"
+    calib_method: str | None = None
+    calib_images: int = 0
+    calib_digest: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelMeta:
     """The metadata of one exported detector (see the module docstring)."""
 
@@ -58,6 +69,7 @@ class ModelMeta:
     thresholds: dict[str, float]
     outputs: dict[str, str]
     versions: dict[str, str] = field(default_factory=dict)
+    precision: PrecisionInfo = PrecisionInfo()
 
     def category_id(self, label: int) -> int:
         if not 1 <= label <= len(self.classes):
@@ -70,7 +82,7 @@ class ModelMeta:
             "format": FORMAT, "arch": self.arch.to_dict(), "space": self.arch.space.to_dict(),
             "detector": self.detector, "classes": [asdict(c) for c in self.classes], "input": asdict(self.input),
             "pixels": self.pixels.to_dict(), "thresholds": self.thresholds, "outputs": self.outputs,
-            "versions": self.versions,
+            "versions": self.versions, "precision": asdict(self.precision),
         }
         return {PREFIX + k: json.dumps(v, sort_keys=True) for k, v in values.items()}
 
@@ -95,6 +107,7 @@ class ModelMeta:
             thresholds=values["thresholds"],
             outputs=values["outputs"],
             versions=values["versions"],
+            precision=PrecisionInfo(**values.get("precision", {})),  # files from before precision was recorded: fp32
         )
 
 

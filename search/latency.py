@@ -112,13 +112,28 @@ class OracleLatency:
         self.fingerprint = collect_fingerprint(timing.device, timing.threads).hash
 
     def latency(self, arch: Arch) -> dict[str, float]:
+        """The candidate's latency statistics; at a reduced precision also `convert_seconds`, what quantizing (or
+        converting) its exported detector cost when it was timed (a cache hit repeats the stored figure)."""
         from detnas.bench.oracle import measure_arch
 
         result = measure_arch(arch, size=self.timing.size, batch=self.timing.batch, backend=self.timing.backend,
                               precision=self.timing.precision, scope=self._scope, protocol=self._protocol,
                               options=self._options, images=self._images, cache=self.cache,
-                              detector=self.timing.detector, trained=self._trained)
-        return result.stats.to_dict()
+                              detector=self.timing.detector, trained=self._trained, calibration=self._calibration())
+        stats = result.stats.to_dict()
+        if "convert_seconds" in result.details:
+            stats["convert_seconds"] = float(result.details["convert_seconds"])
+        return stats
+
+    def _calibration(self) -> list[torch.Tensor] | None:
+        """INT8 ranges for timing: one fixed batch, the first timed one (real images when the search has them).
+        Ranges change which values round where, not how much work a kernel does, so one batch times INT8
+        faithfully and keeps the quantization per candidate cheap (`convert_seconds`)."""
+        if self.timing.precision != "int8":
+            return None
+        from detnas.bench.inputs import random_batches
+
+        return [self._images[0]] if self._images else random_batches(self.timing.batch, self.timing.size)
 
 
 def fastest_probe(space: SearchSpace, cost_size: tuple[int, int]) -> list[Arch]:

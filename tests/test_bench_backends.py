@@ -64,9 +64,10 @@ def test_ort_cpu_timing_records_protocol(tiny_onnx: Path) -> None:
     assert result.fingerprint.onnxruntime != "unavailable"
 
 
-def test_ort_fp16_on_cpu_is_refused(tiny_onnx: Path) -> None:
-    with pytest.raises(DetnasError, match="no fast FP16"):
-        measure_onnx(tiny_onnx, random_batches(1, (32, 32)), precision="fp16", protocol=QUICK)
+def test_ort_fp16_on_cpu_times_the_fp16_file_with_a_warning(tiny_onnx: Path) -> None:
+    with pytest.warns(PrecisionWarning, match="no fast FP16"):
+        result = measure_onnx(tiny_onnx, random_batches(1, (32, 32)), precision="fp16", protocol=QUICK)
+    assert result.precision == "fp16" and result.details["convert_seconds"] > 0
 
 
 def test_int8_needs_calibration(tiny_onnx: Path) -> None:
@@ -78,7 +79,18 @@ def test_ort_int8_quantises_with_real_images(tiny_onnx: Path, coco128: Path) -> 
     calibration = image_batches(coco128, 1, (32, 32), limit=4)
     assert len(calibration) == 4 and 0 <= float(calibration[0].min()) and float(calibration[0].max()) <= 1
     result = measure_onnx(tiny_onnx, calibration[:1], precision="int8", calibration=calibration, protocol=QUICK)
-    assert result.precision == "int8" and result.stats.n == 3
+    assert result.precision == "int8" and result.stats.n == 3 and result.details["convert_seconds"] > 0
+
+
+def test_ort_times_an_exported_int8_file_as_it_is(tiny_onnx: Path, tmp_path: Path) -> None:
+    from detnas.export.precision import quantize_int8
+
+    batches = random_batches(1, (32, 32))
+    int8 = quantize_int8(tiny_onnx, tmp_path / "tiny.int8.onnx", [b.numpy() for b in batches])
+    result = measure_onnx(int8, batches, precision="int8", calibration=batches, protocol=QUICK)
+    assert "convert_seconds" not in result.details, "a QDQ file is not quantized twice"
+    with pytest.raises(DetnasError, match="already an int8 file"):
+        measure_onnx(int8, batches, precision="fp16", protocol=QUICK)
 
 
 def test_torch_cpu_eager_and_fp16_warning() -> None:

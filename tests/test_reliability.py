@@ -153,14 +153,6 @@ def test_search_run_refuses_the_same_json_for_bn_and_evaluation(tmp_path):
 # --------------------------------------------------------------------------------------------- precision
 
 
-def test_export_onnx_refuses_a_precision_it_does_not_write(tmp_path, capsys):
-    out = tmp_path / "m.onnx"
-    code, _, err = _run(capsys, ["export", "--weights", str(tmp_path / "ckpt"), "--out", str(out), "--format", "onnx",
-                                 "--precision", "int8", "--no-parity"])
-    _one_line_error(code, err, "--precision int8 needs --format trt")
-    assert not out.exists()
-
-
 def test_search_int8_names_an_option_that_exists(tmp_path, capsys):
     code, _, err = _run(capsys, ["search", "run", "--supernet", str(tmp_path / "s"), "--data", str(tmp_path / "d"),
                                  "--images", str(tmp_path), "--bn-data", str(tmp_path / "b"), "--out",

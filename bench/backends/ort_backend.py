@@ -7,6 +7,7 @@ driver); a latency measured that way would be wrong by an order of magnitude, so
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from detnas.bench.backends import Prepared
+from detnas.bench.precision import PrecisionWarning
 from detnas.errors import DetnasError
 
 PROVIDERS: dict[str, str] = {
@@ -77,7 +79,8 @@ def prepare_ort(
         raise DetnasError(f"{model}: the ONNX model has {len(model_inputs)} inputs; the oracle feeds one image batch")
     file_precision = input_precision(session)
     if precision == "fp16" and provider == "cpu":
-        raise DetnasError("ONNX Runtime's CPU provider has no fast FP16 kernels; use --precision fp32 or a GPU provider")
+        warnings.warn("ONNX Runtime's CPU provider has no fast FP16 kernels (it runs FP16 nodes through casts); the "
+                      "latency will not reflect an FP16 deployment, which is for GPUs", PrecisionWarning, stacklevel=2)
     if precision == "fp16" and provider == "cuda" and file_precision != "fp16":
         raise DetnasError(f"{model}: FP16 on the CUDA provider needs an FP16 ONNX file (its input is FP32); "
                           "export it in FP16 or use --ort-provider tensorrt")
@@ -92,24 +95,3 @@ def prepare_ort(
                "graph_optimization": "ORT_ENABLE_ALL",
                "transfers": "host numpy in and out (on a GPU provider the copies are timed)"}
     return Prepared(call=call, n_inputs=len(feeds), details=details)
-
-
-def quantize_int8(model: str | Path, out: str | Path, calibration: Sequence[np.ndarray]) -> Path:
-    """Static INT8 quantisation (QDQ, per-channel weights) with activation ranges from real calibration batches."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            import onnx
-
-            graph = onnx.load(str(model), load_external_data=False).graph
-            self.name = graph.input[0].name
-            self.batches = iter(calibration)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {self.name: np.ascontiguousarray(batch, dtype=np.float32)}
-
-    quantize_static(str(model), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return Path(out)

@@ -1,0 +1,206 @@
+"""Issue 13 benchmark: what the INT8 and FP16 files buy on ONNX Runtime CPU, and what INT8 costs in COCO AP.
+
+Latency: the COCO-FPN-300M FPN detector at 320x320 (random init, BN statistics from real images and spread class
+scores as in export_speed) exported by `detnas export`'s API; ORT INT8 (the QDQ file `detnas export --precision
+int8` writes, ranges from coco128 images) and ORT FP16 vs ORT FP32 vs PyTorch eager FP32, on the same letterboxed
+coco_mini images, rounds interleaved so machine noise hits all variants alike; plus the quantization time.
+AP: a detector trained briefly on coco128 by the overfit suite's road (a short cifar10 classification warm start,
+then detection on N coco128 images), FP32 ONNX vs INT8 ONNX COCO AP on those images, calibrated on other coco128
+images (never the evaluated ones), and the drop.
+Goals: INT8 >= 2.5x faster than eager FP32 on the FPN detector; AP drop <= 1 point (0.01).
+Run: python -m detnas.bench.suite.precision_speed [--threads 1] [--iterations 150] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detnas.arch import resolve_arch
+from detnas.bench.backends import Prepared, time_prepared
+from detnas.bench.backends.ort_backend import open_session
+from detnas.bench.stats import summarize
+from detnas.bench.suite.export_speed import SHARED, _calibrate_bn, _detectron_box_init, _spread_class_scores
+from detnas.detection import build_detector
+from detnas.export import class_table, export_onnx
+from detnas.export.graph import DeployableDetector
+from detnas.export.precision import Gate, ap_gate, calibration_batches, convert_fp16, quantize_int8
+from detnas.export.predict import read_image
+from detnas.export.preprocess import letterbox
+from detnas.export.runtime import read_onnx_meta
+from detnas.io import atomic_write_json
+from detnas.pixels import DEFAULT_PIXELS
+from detnas.supernet import ChildNet
+
+INT8_GOAL = 2.5
+AP_DROP_GOAL = 0.01
+
+
+def _coco128_files() -> list[Path]:
+    files = sorted((SHARED / "coco128" / "train2017").glob("*.jpg"))
+    if not files:
+        raise SystemExit(f"coco128 not found at {SHARED} (set DETNAS_SHARED_DATA)")
+    return files
+
+
+def latency(arch_name: str, size: int, threads: int, runs: int, rounds: int, calib_images: int,
+            work: Path) -> dict[str, Any]:
+    """Median ms of eager FP32, ORT FP32, ORT FP16 and ORT INT8 on one detector and the same images."""
+    torch.manual_seed(0)
+    arch = resolve_arch(arch_name)
+    detector = build_detector("fpn", ChildNet(arch), 81, size, size)
+    timed = [read_image(f) for f in sorted((SHARED / "coco_mini" / "val2017").glob("*.jpg"))[:4]]
+    inputs = [letterbox(im, size, size, DEFAULT_PIXELS)[0] for im in timed]
+    _calibrate_bn(detector, inputs)
+    _detectron_box_init(detector)
+    _spread_class_scores(detector)
+    fp32 = export_onnx(detector, arch, class_table([f"class{i}" for i in range(1, 81)]), (size, size),
+                       work / "fp32.onnx", kind="fpn").path
+    meta = read_onnx_meta(fp32)
+    calibration = [read_image(f) for f in _coco128_files()[:calib_images]]
+    start = time.perf_counter()
+    int8 = quantize_int8(fp32, work / "int8.onnx", calibration_batches(calibration, meta))
+    quantize_s = time.perf_counter() - start
+    start = time.perf_counter()
+    fp16 = convert_fp16(fp32, work / "fp16.onnx")
+    fp16_s = time.perf_counter() - start
+    torch.set_num_threads(threads)
+    wrapper = DeployableDetector(detector, DEFAULT_PIXELS, 100).eval()
+    batches = [x[None] for x in inputs]
+    variants: dict[str, Prepared] = {"torch_eager_fp32": Prepared(call=lambda i: _eager(wrapper, batches[i]),
+                                                                  n_inputs=len(batches))}
+    for name, path in (("ort_fp32", fp32), ("ort_fp16", fp16), ("ort_int8", int8)):
+        session = open_session(path, "cpu", threads)
+        feeds = [{session.get_inputs()[0].name: b.numpy()} for b in batches]
+        variants[name] = Prepared(call=lambda i, s=session, f=feeds: s.run(None, f[i]), n_inputs=len(feeds))
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, prepared in variants.items():
+            samples[name] += time_prepared(prepared, warmup=1, runs=runs)
+    stats = {k: summarize(v).to_dict() for k, v in samples.items()}
+    median = {k: v["median_ms"] for k, v in stats.items()}
+    return {"arch": arch_name, "size": size, "threads": threads, "runs_per_round": runs, "rounds": rounds,
+            "timed_images": len(batches), "calibration_images": calib_images, "latency": stats,
+            "quantize_s": round(quantize_s, 2), "fp16_convert_s": round(fp16_s, 2),
+            "int8_vs_eager": median["torch_eager_fp32"] / median["ort_int8"],
+            "int8_vs_ort_fp32": median["ort_fp32"] / median["ort_int8"],
+            "fp16_vs_ort_fp32": median["ort_fp32"] / median["ort_fp16"],
+            "ort_fp32_vs_eager": median["torch_eager_fp32"] / median["ort_fp32"]}
+
+
+def _eager(module: torch.nn.Module, batch: torch.Tensor) -> None:
+    with torch.inference_mode():
+        module(batch)
+
+
+def trained_ap(arch_name: str, images: int, size: int, iterations: int, cls_iterations: int, calib_images: int,
+               method: str, work: Path) -> dict[str, Any]:
+    """Train briefly on `images` coco128 images (the overfit suite's road), export at `size`, and compare COCO AP
+    of the FP32 and INT8 files on those images; INT8 ranges come from the next `calib_images` coco128 images."""
+    from detnas.bench.suite.overfit import few_images
+    from detnas.export.source import load_export_source
+    from detnas.train import resolve_config, train_child_cls, train_child_det
+
+    arch = resolve_arch(arch_name)
+    coco = SHARED / "coco128"
+    ann = few_images(coco, images, 3, 0.05, work / "few.json")
+    start = time.perf_counter()
+    cls = train_child_cls(resolve_config("cpu-cls", overrides={
+        "data": str(SHARED / "cifar10" / "train"), "space": arch.space.name, "arch": arch.to_json(),
+        "iterations": cls_iterations, "out": str(work / "cls"), "device": "cpu", "log_every": 10}))
+    milestone = max(1, int(iterations * 0.8))
+    final = train_child_det(resolve_config("cpu-det", overrides={
+        "data": str(coco / "train2017"), "ann": str(ann), "space": arch.space.name, "arch": arch.to_json(),
+        "init": str(cls), "roi_batch": 32, "proposals": 100, "min_size": size, "max_size": size,
+        "batch_size": 4, "lr": 0.02, "iterations": iterations, "milestones": [milestone],
+        "warmup_iters": min(20, milestone - 1) if milestone > 1 else 0, "checkpoint_every": iterations,
+        "log_every": 10, "out": str(work / "det"), "device": "cpu"}))
+    train_s = time.perf_counter() - start
+    source = load_export_source(final, proposals=100)
+    fp32 = export_onnx(source.detector, source.arch, source.classes, (size, size), work / "trained.onnx",
+                       kind=source.kind, pixels=source.pixels).path
+    evaluated = {im["file_name"] for im in json.loads(ann.read_text())["images"]}
+    calib_files = [f for f in _coco128_files() if f.name not in evaluated][:calib_images]
+    batches = calibration_batches([read_image(f) for f in calib_files], read_onnx_meta(fp32))
+    by_method = {}
+    for name in method.split(","):
+        start = time.perf_counter()
+        int8 = quantize_int8(fp32, work / f"trained.int8.{name}.onnx", batches, name)
+        quantize_s = time.perf_counter() - start
+        gate = ap_gate(fp32, int8, Gate(ann, coco / "train2017", AP_DROP_GOAL))
+        by_method[name] = {"quantize_s": round(quantize_s, 2), **gate.to_dict()}
+    return {"arch": arch_name, "images": images, "size": size, "iterations": iterations,
+            "cls_iterations": cls_iterations, "train_s": round(train_s, 1), "calibration_images": len(calib_files),
+            "methods": by_method}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="COCO-FPN-300M")
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per variant and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calib-images", type=int, default=16)
+    parser.add_argument("--calib-method", default="minmax,percentile", help="AP part: comma-separated methods")
+    parser.add_argument("--train-images", type=int, default=8)
+    parser.add_argument("--train-size", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--cls-iterations", type=int, default=30)
+    parser.add_argument("--skip-ap", action="store_true", help="latency only")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--skip-latency", action="store_true", help="AP only")
+    args = parser.parse_args()
+    result: dict[str, Any] = {"goals": {"int8_vs_eager": INT8_GOAL, "ap_drop": AP_DROP_GOAL}}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_latency:
+            result["latency"] = _report_latency(args, Path(tmp))
+        if not args.skip_ap:
+            result["ap"] = _report_ap(args, Path(tmp))
+    if args.json:
+        atomic_write_json(args.json, json.loads(json.dumps(result, default=_plain)))
+        print(f"wrote {args.json}")
+
+
+def _report_latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    speed = latency(args.arch, args.size, args.threads, args.runs, args.rounds, args.calib_images, work)
+    med = {k: v["median_ms"] for k, v in speed["latency"].items()}
+    print(f"{args.arch} FPN at {args.size}x{args.size}, {args.threads} thread(s), {speed['timed_images']} coco_mini "
+          f"images, {args.rounds} interleaved rounds x {args.runs} runs (medians):")
+    for name, ms in med.items():
+        print(f"  {name:18s} {ms:9.1f} ms   eager / this = {med['torch_eager_fp32'] / ms:5.2f}x")
+    print(f"  INT8 vs eager FP32 {speed['int8_vs_eager']:.2f}x (goal >= {INT8_GOAL}x: "
+          f"{'met' if speed['int8_vs_eager'] >= INT8_GOAL else 'NOT met'}); INT8 vs ORT FP32 "
+          f"{speed['int8_vs_ort_fp32']:.2f}x; FP16 vs ORT FP32 {speed['fp16_vs_ort_fp32']:.2f}x"
+          f"{' (FP16 is SLOWER than FP32 on this CPU: FP16 is for GPUs)' if speed['fp16_vs_ort_fp32'] < 1 else ''}")
+    print(f"  quantization {speed['quantize_s']:.1f} s ({args.calib_images} calibration images), "
+          f"FP16 conversion {speed['fp16_convert_s']:.1f} s")
+    return speed
+
+
+def _report_ap(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    ap = trained_ap(args.arch, args.train_images, args.train_size, args.iterations, args.cls_iterations,
+                    args.calib_images, args.calib_method, work)
+    print(f"trained {args.arch} ({args.iterations} iterations on {args.train_images} coco128 images at "
+          f"{args.train_size}px, {ap['train_s']:.0f} s), INT8 ranges from {ap['calibration_images']} other "
+          "coco128 images:")
+    for name, m in ap["methods"].items():
+        print(f"  {name:10s} AP FP32 {m['reference_ap']:.4f}, INT8 {m['candidate_ap']:.4f}, drop "
+              f"{m['drop']:.4f} on {m['images']} images / {m['annotations']} annotations (goal <= "
+              f"{AP_DROP_GOAL}: {'met' if m['passed'] else 'NOT met'}); quantization {m['quantize_s']:.1f} s")
+    return ap
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Reduced-precision exports: INT8 QDQ and FP16 files, their AP gate and parity share, and the bad-input lines.
+
+A tiny FPN detector is trained briefly on the generated demo shapes (AP ~0.3 on its validation images), so the AP
+gate has something to lose: an INT8 file calibrated on the training split passes a 1-point gate, the same export
+calibrated on blank images fails it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from test_export_helpers import TINY
+
+from detnas.arch import sample_arch
+from detnas.checkpoint import save_checkpoint
+from detnas.cli.main import main
+from detnas.data import CocoDetection, make_demo_detection
+from detnas.detection import build_detector
+from detnas.errors import DetnasError
+from detnas.export import class_table, export_onnx
+from detnas.export.precision import PREDICTOR_LAYERS, Gate, ap_gate, convert_fp16, precision_parity, quantized_nodes
+from detnas.export.runtime import read_onnx_meta
+from detnas.pixels import DEFAULT_PIXELS
+from detnas.space import register_space
+from detnas.supernet import ChildNet
+
+SIZE = 128
+ITERATIONS = 60
+
+
+def _train(detector: torch.nn.Module, dataset: CocoDetection, iterations: int) -> None:
+    """Plain SGD on batches of 4: enough for the demo's coloured shapes to be detected."""
+    optimizer = torch.optim.SGD(detector.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    detector.train()
+    for step in range(iterations):
+        picks = random.Random(step).sample(range(len(dataset)), 4)
+        images = [DEFAULT_PIXELS.to_model_input(dataset.load_image(i)) for i in picks]
+        targets = [{"boxes": dataset.records[i].boxes, "labels": dataset.records[i].labels} for i in picks]
+        loss = sum(detector(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    detector.eval()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny FPN trained on demo shapes, saved as a child-det checkpoint inside a run folder whose config.json
+    names its training split (as `detnas train` writes it), plus its FP32 export."""
+    root = tmp_path_factory.mktemp("precision")
+    demo = make_demo_detection(root / "demo", 48, 24, seed=0, sizes=(96, 128))
+    train = CocoDetection(demo.train_ann, demo.train_images)
+    register_space(TINY)
+    torch.manual_seed(0)
+    arch = sample_arch(TINY, 0)
+    detector = build_detector("fpn", ChildNet(arch), len(train.classes) + 1, SIZE, SIZE, rpn_pre_nms_top_n_test=100,
+                              rpn_post_nms_top_n_test=20, box_batch_size_per_image=32)
+    _train(detector, train, ITERATIONS)
+    run = root / "run"
+    meta = {"kind": "child-det", "space": TINY.to_dict(), "arch": arch.to_dict(), "pixels": DEFAULT_PIXELS.to_dict(),
+            "classes": train.classes, "num_classes": len(train.classes), "detector": "fpn",
+            "label_to_cat_id": {str(k): v for k, v in train.label_to_cat_id.items()},
+            "recipe": {"name": "test", "min_size": SIZE, "max_size": SIZE}}
+    ckpt = save_checkpoint(run / "final", detector.state_dict(), meta)
+    (run / "config.json").write_text(json.dumps({"task": "det", "data": str(demo.train_images),
+                                                 "ann": str(demo.train_ann)}))
+    fp32 = export_onnx(detector, arch, class_table(train.classes), (SIZE, SIZE), root / "fp32.onnx", kind="fpn").path
+    return {"root": root, "demo": demo, "ckpt": ckpt, "fp32": fp32}
+
+
+def _export(trained, out: Path, *extra: str) -> int:
+    demo = trained["demo"]
+    return main(["export", "--weights", str(trained["ckpt"]), "--out", str(out), "--size", str(SIZE),
+                 "--parity-data", str(demo.val_images), "--gate-data", str(demo.val_ann),
+                 "--gate-images", str(demo.val_images), *extra])
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def test_int8_export_passes_its_gate_in_qdq_form(trained, tmp_path, capsys):
+    out = tmp_path / "int8.onnx"
+    assert _export(trained, out, "--precision", "int8", "--calib-images", "16") == 0
+    printed = capsys.readouterr().out
+    assert "AP gate OK" in printed and "parity OK" in printed
+    report = json.loads(out.with_suffix(".precision.json").read_text())
+    gate = report["gate"]
+    assert gate["passed"] and gate["images"] == 24 and gate["annotations"] > 0
+    assert gate["reference_ap"] > 0.1, "the trained detector must have AP to lose for the gate to mean anything"
+    assert gate["drop"] <= 0.01 and report["parity"]["detections"] > 0
+    # calibrated on the training split the run recorded, and the metadata says so
+    meta = read_onnx_meta(out).precision
+    train_names = sorted(p.name for p in trained["demo"].train_images.glob("*.png"))[:16]
+    assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "minmax", 16)
+    assert meta.calib_digest == hashlib.sha256("\n".join(train_names).encode()).hexdigest()
+    # QDQ as TensorRT's explicit quantization takes it: symmetric (zero points 0), per-channel weights
+    model = onnx.load(str(out))
+    values = _initializers(model)
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [values[n.input[2]] for n in qdq if len(n.input) > 2]
+    assert len(zero_points) == len(qdq) > 0 and all(not z.any() for z in zero_points)
+    weights = [n for n in qdq if n.op_type == "DequantizeLinear" and values.get(n.input[0]) is not None
+               and values[n.input[0]].dtype == np.int8]
+    assert weights and all(values[n.input[1]].size > 1 for n in weights), "every weight has per-channel scales"
+    # only the network's Conv/Gemm are quantized; predictors, decoding, NMS and RoiAlign stay FP32
+    dequantized = {n.output[0] for n in weights}
+    quantized = {n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm") and dequantized & set(n.input)}
+    fp32_graph = onnx.load(str(trained["fp32"])).graph
+    assert quantized == set(quantized_nodes(fp32_graph))
+    assert not any(PREDICTOR_LAYERS & set(name.split("/")) for name in quantized)
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    coordinates = [(n.name, i) for n in model.graph.node for i in
+                   {"NonMaxSuppression": n.input, "Exp": n.input, "RoiAlign": n.input[1:]}.get(n.op_type, [])]
+    assert coordinates and all(producers.get(i) != "DequantizeLinear" for _, i in coordinates), \
+        "boxes, scores, box deltas and RoI coordinates never come out of an INT8 tensor"
+    assert not list(tmp_path.glob(".*")), "no temporary files left"
+
+
+def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path, capsys):
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(16):
+        Image.new("RGB", (128, 128), (124, 116, 104)).save(blank / f"{i:02d}.png")
+    out = tmp_path / "out" / "int8.onnx"
+    assert _export(trained, out, "--precision", "int8", "--calib-data", str(blank), "--calib-images", "16") == 2
+    err = capsys.readouterr().err
+    assert "AP gate FAILED" in err and "drop" in err and "24 images" in err
+    drop = float(err.split("drop ")[1].split()[0])
+    assert drop > 0.01
+    assert not out.exists() and not out.with_suffix(".precision.json").exists()
+    assert not list(out.parent.iterdir()), "neither the FP32 reference nor temporary files are left"
+
+
+def test_fp16_keeps_post_processing_fp32_and_runs(trained, tmp_path):
+    half = convert_fp16(trained["fp32"], tmp_path / "fp16.onnx")
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(half)))
+    onnx.checker.check_model(model, full_check=True)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input,
+                                                             *model.graph.output]}
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    nodes = list(model.graph.node)
+    for node in list(nodes):  # NMS sits inside the If bodies of torchvision's batched_nms
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                nodes += list(attr.g.node)
+                types.update({v.name: v.type.tensor_type.elem_type for v in attr.g.value_info})
+    float_inputs: dict[str, list[int]] = {}
+    for n in nodes:
+        if n.op_type in ("NonMaxSuppression", "RoiAlign", "Exp", "Conv"):
+            float_inputs.setdefault(n.op_type, []).extend(
+                types[i] for i in n.input if types.get(i) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16))
+    for op in ("NonMaxSuppression", "RoiAlign", "Exp"):
+        assert float_inputs[op] and set(float_inputs[op]) == {onnx.TensorProto.FLOAT}, op
+    assert onnx.TensorProto.FLOAT16 in float_inputs["Conv"], "the network runs in FP16"
+    assert types["boxes"] == types["scores"] == onnx.TensorProto.FLOAT
+    demo = trained["demo"]
+    gate = ap_gate(trained["fp32"], half, Gate(demo.val_ann, demo.val_images, 0.01))
+    assert gate.passed and gate.reference_ap > 0.1, gate.summary()
+
+
+def test_parity_and_gate_refuse_to_judge_nothing(trained, tmp_path):
+    empty = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))] * 2
+    with pytest.raises(DetnasError, match="compared 0 detections"):
+        precision_parity(empty, empty, "int8")
+    demo = trained["demo"]
+    data = json.loads(demo.val_ann.read_text())
+    data["annotations"] = []
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(data))
+    with pytest.raises(DetnasError, match="0 annotations"):
+        ap_gate(trained["fp32"], trained["fp32"], Gate(bare, demo.val_images, 0.01))
+
+
+def _refused(capsys, code: int, out: Path, *fragments: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert all(f in err[0] for f in fragments), err[0]
+    assert not out.exists() and not list(out.parent.glob(f".{out.stem}*"))
+
+
+def test_bad_precision_requests_are_one_line_errors(trained, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    # a checkpoint whose run recorded no training split, and no --calib-data
+    bare = save_checkpoint(tmp_path / "ckpt" / "child", *_weights_and_meta(trained["ckpt"]))
+    code = main(["export", "--weights", str(bare), "--out", str(out), "--size", str(SIZE), "--no-parity",
+                 "--precision", "int8"])
+    _refused(capsys, code, out, "--precision int8 needs calibration images", "--calib-data")
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64)).save(few / f"{i}.png")
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-data", str(few), "--calib-images", "8"),
+             out, "--calib-images 8", "only 3 images")
+    (few / "3.png").write_bytes(b"\x89PNG not really")
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-data", str(few), "--calib-images", "4"),
+             out, "--calib-data", "3.png: cannot read image")
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--max-ap-drop", "-0.5"), out, "--max-ap-drop -0.5")
+    _refused(capsys, _export(trained, out, "--precision", "fp8"), out, "--precision fp8", "fp32, fp16, int8")
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-method", "mse"), out, "--calib-method mse")
+    _refused(capsys, _export(trained, out, "--precision", "fp16", "--dynamic-batch"), out, "--dynamic-batch",
+             "--batch N")
+    demo = trained["demo"]
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-data", str(demo.val_images),
+                             "--calib-images", "4"), out,
+             "--gate-images", "calibrate on training images")
+
+
+def _weights_and_meta(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from detnas.checkpoint import load_checkpoint
+
+    tensors, meta = load_checkpoint(ckpt)
+    meta.pop("format_version")
+    return tensors, meta
+
+
+def test_search_times_int8_candidates_and_reports_the_quantization_cost(tmp_path):
+    from detnas.search.latency import OracleLatency, Timing
+
+    register_space(TINY)
+    timing = Timing((64, 64), precision="int8", scope="backbone", runs=2, warmup=0)
+    oracle = OracleLatency(timing, tmp_path / "cache.sqlite")
+    first = oracle.latency(sample_arch(TINY, 1))
+    assert first["median_ms"] > 0 and first["convert_seconds"] > 0
+    again = oracle.latency(sample_arch(TINY, 1))
+    assert oracle.cache.hits == 1 and again["convert_seconds"] == first["convert_seconds"], "served per arch hash"
