@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from detnas.arch import Arch
 from detnas.checkpoint import load_meta, save_checkpoint
+from detnas.data.demo import ShapeLayout
 from detnas.errors import DetnasError
+from detnas.export.parity import MIN_DETECTIONS
 from detnas.io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
@@ -31,17 +33,22 @@ class MainJobPlan:
     train_images: int = 48
     val_images: int = 16
     search_val_images: int = 12
+    layout: ShapeLayout = ShapeLayout(sizes=(112, 160), objects=(2, 4), object_fraction=(0.2, 0.45), square=True)
     cls_per_class: int = 40
     cls_iterations: int = 80
     cls_lr: float = 0.02  # the cpu-cls recipe's 0.1 diverges on the 4-class shapes set at batch 32
     det_iterations: int = 80
-    det_min_size: int = 128
-    det_max_size: int = 160
+    det_lr: float = 0.01
+    det_batch: int = 2
+    det_size: int = 128  # min_size = max_size = the export's square input: the ONNX file sees what the search saw
     roi_batch: int = 16  # FPN: RoIs per image for the 4-conv box head; the head dominates a CPU step
     proposals: int = 50  # FPN: test-time RPN proposals per image (search, export)
     population: int = 6
     generations: int = 3
     bn_images: int = 12
+    bn_batch: int = 4
+    parity_images: int = 8
+    min_parity_detections: int = MIN_DETECTIONS
     latency_runs: int = 20
     bench_runs: int = 50
     seed: int = 0
@@ -125,8 +132,7 @@ def train_demo_supernet(out: Path, plan: MainJobPlan,
     from detnas.train import train_supernet_cls, train_supernet_det
 
     done = step("demo data")
-    det = make_demo_detection(out / "data" / "det", plan.train_images, plan.val_images, plan.seed,
-                              sizes=(plan.det_min_size, plan.det_max_size))
+    det = make_demo_detection(out / "data" / "det", plan.train_images, plan.val_images, plan.seed, plan.layout)
     cls_root = make_demo_classification(out / "data" / "cls", plan.cls_per_class, max(2, plan.cls_per_class // 4),
                                         seed=plan.seed)
     supernet_ann, search_ann = split_coco(det.train_ann, plan.search_val_images, plan.seed, out / "data" / "split")
@@ -140,9 +146,10 @@ def train_demo_supernet(out: Path, plan: MainJobPlan,
 
     done = step("supernet detection fine-tuning")
     det_ckpt = _train_stage(train_supernet_det, "cpu-det", {
-        "space": plan.space, "iterations": plan.det_iterations, "data": str(det.train_images),
-        "ann": str(supernet_ann), "init": str(cls_ckpt), "out": str(out / "runs" / "supernet-det"),
-        "min_size": plan.det_min_size, "max_size": plan.det_max_size, "roi_batch": plan.roi_batch,
+        "space": plan.space, "iterations": plan.det_iterations, "lr": plan.det_lr, "batch_size": plan.det_batch,
+        "data": str(det.train_images), "ann": str(supernet_ann), "init": str(cls_ckpt),
+        "out": str(out / "runs" / "supernet-det"), "min_size": plan.det_size, "max_size": plan.det_size,
+        "roi_batch": plan.roi_batch,
         "proposals": plan.proposals,
         "milestones": [int(plan.det_iterations * 0.7), int(plan.det_iterations * 0.9)],
         "warmup_iters": max(1, plan.det_iterations // 10), "seed": plan.seed})
