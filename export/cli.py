@@ -36,6 +36,8 @@ def export_cmd(
     no_parity: Annotated[bool, typer.Option(help="Skip the parity check (not recommended).")] = False,
     box_tol: Annotated[float, typer.Option(help="Parity: largest box difference in pixels.")] = 1e-3,
     score_tol: Annotated[float, typer.Option(help="Parity: largest score difference.")] = 1e-4,
+    min_parity_detections: Annotated[int, typer.Option(help="Parity fails when it compared fewer detections (use "
+                                                       "more --parity-data images or a lower --score-thresh).")] = 20,
     no_simplify: Annotated[bool, typer.Option(help="Keep the unsimplified graph (no onnxslim).")] = False,
     precision: Annotated[str, typer.Option(help="TensorRT: fp32, fp16 or int8.")] = "fp32",
     calib_data: Annotated[Path | None, typer.Option(help="TensorRT INT8: folder of calibration images.")] = None,
@@ -74,7 +76,7 @@ def export_cmd(
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
                          max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,
                          parity_images=parity_images, simplify=not no_simplify, box_tol=box_tol,
-                         score_tol=score_tol)
+                         score_tol=score_tol, min_detections=min_parity_detections)
     console.print(f"ONNX: {report.path}  input {list(report.meta.input.shape())}"
                   f"{' (dynamic batch)' if dynamic_batch else ''}, {report.nodes} nodes, traced in "
                   f"{report.export_seconds:.1f} s", highlight=False, soft_wrap=True)
