@@ -99,16 +99,23 @@ def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, ti
                          proposals: int, seed: int, count: int = 8) -> float:
     """The median latency of a few uniformly sampled archs, each timed as the search times it (at `timing`'s scope;
     beyond the backbone, its detector cut from the supernet on search-validation images): a target that rules out
-    about half of the space, so the constraint matters without the search spending its budget on rejected ones."""
+    about half of the space, so the constraint matters without the search spending its budget on rejected ones.
+
+    It is never below 1.1 x the fastest probe the search checks the target against (timed here into the same
+    cache, so the search reads the same figure): on a busy machine the spread of random archs can be smaller than
+    the noise, and a target under the fastest arch would stop the search."""
     from detnas.arch import sample_arch
     from detnas.data import CocoDetection
     from detnas.search.evaluators import SupernetDetector
-    from detnas.search.runner import measured_latency
+    from detnas.search.latency import fastest_probe
+    from detnas.search.runner import SearchRequest, measured_latency
 
     supernet = SupernetDetector.load(supernet_ckpt, proposals=proposals)
     _, oracle = measured_latency(supernet, CocoDetection(search_ann, images), timing, cache)
     timed = sorted(oracle.latency(sample_arch(supernet.space, seed * 1000 + k))["median_ms"] for k in range(count))
-    return round(timed[count // 2], 3)
+    cost_size = (SearchRequest.flops_size, SearchRequest.flops_size)
+    fastest = min(oracle.latency(arch)["median_ms"] for arch in fastest_probe(supernet.space, cost_size))
+    return round(max(timed[count // 2], 1.1 * fastest), 3)
 
 
 @dataclass
