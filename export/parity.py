@@ -82,8 +82,9 @@ class ParityReport:
                 and all(t.passed for t in self.tensors))
 
     def summary(self) -> str:
+        required = f" (at least {self.min_detections} required)" if self.min_detections else ""
         text = (f"{self.candidate} vs {self.reference} on {self.images} images, {self.detections} detections "
-                f"compared (at least {self.min_detections} required): max box diff {self.max_box_diff:.3g} px "
+                f"compared{required}: max box diff {self.max_box_diff:.3g} px "
                 f"(tol {self.box_tol:.3g}), max score diff {self.max_score_diff:.3g} (tol {self.score_tol:.3g}), "
                 f"unmatched {self.unmatched}")
         if self.count_mismatches:
