@@ -51,6 +51,8 @@ def export_cmd(
     no_parity: Annotated[bool, typer.Option(help="Skip the parity check (not recommended).")] = False,
     box_tol: Annotated[float, typer.Option(help="Parity: largest box difference in pixels.")] = 1e-3,
     score_tol: Annotated[float, typer.Option(help="Parity: largest score difference.")] = 1e-4,
+    min_parity_detections: Annotated[int, typer.Option(help="Parity fails when it compared fewer detections (use "
+                                                       "more --parity-data images or a lower --score-thresh).")] = 20,
     no_simplify: Annotated[bool, typer.Option(help="Keep the unsimplified graph (no onnxslim).")] = False,
     precision: Annotated[str, typer.Option(help="fp32, fp16 (FP32 islands for post-processing) or int8 (QDQ): "
                                            "the precision of the written ONNX file, which --format trt builds.")]
@@ -98,13 +100,13 @@ def export_cmd(
     parity_images = [read_image(f) for f in parity_files]
     if random_init and not no_parity and not parity_images:
         parity_images = _seeded_images(1 if dynamic_batch else batch, height, width)
-    if random_init and parity_images:  # random weights leave few detections: compare before NMS, before writing
-        _check_head_parity(source, parity_images, (height, width))
     report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.kind,
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
                          max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,
                          parity_images=parity_images, simplify=not no_simplify, box_tol=box_tol,
-                         score_tol=score_tol)
+                         score_tol=score_tol,
+                         # random weights leave few detections: parity rests on the head outputs before NMS
+                         min_detections=0 if random_init else min_parity_detections)
     console.print(f"ONNX: {report.path}  input {list(report.meta.input.shape())}"
                   f"{' (dynamic batch)' if dynamic_batch else ''}, {report.nodes} nodes, traced in "
                   f"{report.export_seconds:.1f} s", highlight=False, soft_wrap=True)
@@ -188,16 +190,6 @@ def _export_source(weights: Path | None, arch: str | None, random_init: bool, de
     if kind not in DETECTOR_KINDS:
         raise DetnasError(f"--detector {kind}: choose one of {', '.join(DETECTOR_KINDS)}")
     return random_init_source(resolve_arch(arch), kind, 80 if num_classes is None else num_classes, proposals), {}
-
-
-def _check_head_parity(source: ExportSource, images: list[Any], size: tuple[int, int]) -> None:
-    from detnas.export.head_parity import check_head_parity
-    from detnas.export.onnx_export import OPSET
-    from detnas.export.preprocess import letterbox
-
-    inputs = [letterbox(image, *size, source.pixels)[0] for image in images]
-    heads = check_head_parity(source.detector, source.pixels, inputs, OPSET).check()
-    console.print(f"pre-NMS parity OK: {heads.summary()}", highlight=False, soft_wrap=True)
 
 
 def _seeded_images(count: int, height: int, width: int) -> list[Any]:

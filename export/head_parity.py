@@ -1,101 +1,135 @@
-"""Parity before NMS, for untrained detectors: the dense head outputs of PyTorch and ONNX Runtime compared.
+"""Parity before NMS: the heads' raw outputs of an exported graph against the PyTorch model, tensor by tensor.
 
-A randomly initialised detector scores every box near the head's prior (RetinaNet ~0.01, Faster R-CNN ~1/(K+1)),
-below any useful score threshold, so parity on its final detections compares two empty lists. What random
-weights do exercise is the network: backbone, FPN and the dense head over every anchor. `check_head_parity`
-traces exactly those modules of the detector (the same exporter and opset as the deployable graph), and compares
-their raw outputs — RPN objectness and box deltas for FPN Faster R-CNN, classification logits and box regression
-for RetinaNet — element by element. The RoI box head of Faster R-CNN runs on post-NMS proposals and is not covered.
+Matching detections proves nothing when there are none (an untrained or broken model), and thresholds hide raw
+changes below them. So the parity check also reads the RPN / RetinaNet head outputs (one value per anchor and
+level) and the RoI head's class logits and box deltas (one row per RoI) out of the *same* ONNX graph, by exposing
+those intermediate tensors as extra outputs of an in-memory copy of it, and compares them with the same modules'
+outputs in the PyTorch reference, captured with forward hooks.
+
+The ONNX tensors are found by the TorchScript exporter's scope names: a module `…head.cls_logits` called k times
+becomes nodes `…/head/cls_logits/Conv`, `…/head/cls_logits_1/Conv`, … in call order.
 """
 
 from __future__ import annotations
 
-import copy
-import tempfile
-import warnings
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN
 
-from detnas.errors import DetnasError
-from detnas.pixels import Normalize, PixelConvention
-
-REL_TOL = 1e-4  # of the output's largest magnitude; raised to twice PyTorch's own float32 error where larger
+from detnas.export.parity import TensorParity, compare_rows, compare_values
 
 
-class DenseHeads(nn.Module):
-    """images [B, 3, H, W] in [0, 1] -> the detector's dense head outputs, flattened per image."""
+@dataclass(frozen=True)
+class HeadOutput:
+    """One head output compared before NMS: `module` is its path in the torchvision detector."""
 
-    def __init__(self, detector: nn.Module, pixels: PixelConvention) -> None:
-        super().__init__()
-        self.detector = detector
-        self.normalize = Normalize(pixels)
-
-    @staticmethod
-    def output_names(detector: nn.Module) -> tuple[str, str]:
-        return ("rpn_objectness", "rpn_box_deltas") if isinstance(detector, FasterRCNN) \
-            else ("cls_logits", "bbox_regression")
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = list(self.detector.backbone(self.normalize(images)).values())
-        if isinstance(self.detector, FasterRCNN):
-            objectness, deltas = self.detector.rpn.head(features)
-            return torch.cat([o.flatten(1) for o in objectness], 1), torch.cat([d.flatten(1) for d in deltas], 1)
-        outputs = self.detector.head(features)
-        return outputs["cls_logits"].flatten(1), outputs["bbox_regression"].flatten(1)
-
-
-@dataclass
-class HeadParityReport:
-    """Largest absolute difference per output against the float64 PyTorch reference, with its tolerance."""
-
-    outputs: tuple[str, ...]
-    values: int
-    max_diff: tuple[float, ...]
-    tolerance: tuple[float, ...]
-    images: int
+    label: str
+    module: str
+    rows: bool  # one row per RoI (matched: proposals may swap on float32 ties), else dense values (element-wise)
 
     @property
-    def passed(self) -> bool:
-        return all(d <= t for d, t in zip(self.max_diff, self.tolerance))
-
-    def summary(self) -> str:
-        parts = ", ".join(f"{n} max diff {d:.3g} (tol {t:.3g})" for n, d, t in
-                          zip(self.outputs, self.max_diff, self.tolerance))
-        return f"pre-NMS head outputs, ONNX Runtime CPU vs PyTorch float64 on {self.images} images, " \
-               f"{self.values} values: {parts}"
-
-    def check(self) -> HeadParityReport:
-        if not self.passed:
-            raise DetnasError(f"pre-NMS parity FAILED: {self.summary()}")
-        return self
+    def scope(self) -> re.Pattern[str]:
+        parent, leaf = self.module.split(".")[-2:]
+        return re.compile(rf"(?:^|/){parent}/{leaf}(?:_(\d+))?/[A-Za-z]+$")
 
 
-def check_head_parity(detector: nn.Module, pixels: PixelConvention, inputs: list[torch.Tensor],
-                      opset: int) -> HeadParityReport:
-    """Trace the detector's dense heads, run them in ONNX Runtime and compare with PyTorch on `inputs`
-    (model-size float images [3, H, W] in [0, 1])."""
+HEAD_OUTPUTS = {
+    "fpn": (HeadOutput("RPN objectness", "rpn.head.cls_logits", False),
+            HeadOutput("RPN box deltas", "rpn.head.bbox_pred", False),
+            HeadOutput("RoI class logits", "roi_heads.box_predictor.cls_score", True),
+            HeadOutput("RoI box deltas", "roi_heads.box_predictor.bbox_pred", True)),
+    "retinanet": (HeadOutput("class logits", "head.classification_head.cls_logits", False),
+                  HeadOutput("box deltas", "head.regression_head.bbox_reg", False)),
+}
+
+Captured = dict[str, list[np.ndarray]]  # label -> one array per module call, in call order, over all batches
+
+
+def capture_hooks(detector: nn.Module, kind: str) -> tuple[Captured, Callable[[], None]]:
+    """Forward hooks recording each head output of `detector` (float64 numpy); returns the record and a remover."""
+    captured: Captured = {out.label: [] for out in HEAD_OUTPUTS.get(kind, ())}
+    handles = []
+    for out in HEAD_OUTPUTS.get(kind, ()):
+        def record(_module: nn.Module, _args: Any, output: torch.Tensor, label: str = out.label) -> None:
+            captured[label].append(output.detach().to(torch.float64).numpy().copy())
+        handles.append(detector.get_submodule(out.module).register_forward_hook(record))
+    return captured, lambda: [h.remove() for h in handles]
+
+
+def _unwrap_loop(model: Any) -> Any:
+    """A dynamic-batch file (the batch-1 graph inside an ONNX Loop, see `batch_loop`) -> that batch-1 graph, so its
+    intermediate tensors can be outputs; any other model is returned as is."""
+    import onnx
+    from onnx import helper
+
+    loops = [n for n in model.graph.node if n.op_type == "Loop"]
+    body = next((a.g for a in loops[0].attribute if a.name == "body"), None) if len(loops) == 1 else None
+    if body is None or not any("loop_image" in n.output for n in body.node):
+        return model
+    image = model.graph.input[0]
+    nodes = [n for n in body.node[2:] if not (n.op_type == "Identity" and
+                                               (n.output[0].startswith("loop_out_") or n.output[0] == "loop_cond_out"))]
+    single = onnx.ValueInfoProto()
+    single.CopyFrom(image)
+    single.name = "loop_image"
+    single.type.tensor_type.shape.dim[0].dim_value = 1
+    graph = helper.make_graph(nodes, body.name, [single], [], initializer=list(model.graph.initializer))
+    unwrapped = helper.make_model(graph, opset_imports=list(model.opset_import))
+    unwrapped.ir_version = model.ir_version
+    return unwrapped
+
+
+def onnx_head_outputs(model_path: str, kind: str, batches: list[np.ndarray]) -> Captured:
+    """Run the file's graph with the head outputs exposed; per label the tensors in call order over `batches`.
+    A label whose tensors are not in the graph stays empty (and fails the comparison)."""
+    import onnx
     import onnxruntime as ort
 
-    module = DenseHeads(detector.cpu().eval(), pixels).eval()
-    names = DenseHeads.output_names(detector)
-    batch = torch.stack(inputs)
-    with tempfile.TemporaryDirectory() as work, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        path = Path(work) / "heads.onnx"
-        torch.onnx.export(module, (batch,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
-                          output_names=list(names))
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        onnx_out = session.run(list(names), {"images": batch.numpy().astype(np.float32)})
-        float32 = [t.numpy() for t in module(batch)]
-        reference = [t.numpy() for t in copy.deepcopy(module).double()(batch.double())]
-    diffs, tols = [], []
-    for ref, own, candidate in zip(reference, float32, onnx_out):
-        own_error = float(np.abs(own - ref).max())
-        diffs.append(float(np.abs(candidate.astype(np.float64) - ref).max()))
-        tols.append(max(REL_TOL * float(np.abs(ref).max()), 2 * own_error))
-    return HeadParityReport(names, sum(r.size for r in reference), tuple(diffs), tuple(tols), len(inputs))
+    model = _unwrap_loop(onnx.load(model_path))
+    names: dict[str, list[str]] = {}
+    for out in HEAD_OUTPUTS.get(kind, ()):
+        found = []
+        for node in model.graph.node:
+            match = out.scope.search(node.name)
+            if match:
+                found.append((int(match.group(1) or 0), node.output[0]))
+        names[out.label] = [name for _, name in sorted(found)]
+    del model.graph.output[:]
+    for tensor_names in names.values():
+        for name in tensor_names:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    captured: Captured = {label: [] for label in names}
+    wanted = [n for tensor_names in names.values() for n in tensor_names]
+    if not wanted:
+        return captured
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    for batch in batches:
+        values = dict(zip(wanted, session.run(wanted, {input_name: np.ascontiguousarray(batch, np.float32)})))
+        for label, tensor_names in names.items():
+            captured[label].extend(values[n] for n in tensor_names)
+    return captured
+
+
+def compare_heads(reference: Captured, candidate: Captured, kind: str) -> list[TensorParity]:
+    """One `TensorParity` per head output: dense outputs element by element, RoI rows matched."""
+    results = []
+    for out in HEAD_OUTPUTS.get(kind, ()):
+        ref, cand = reference.get(out.label, []), candidate.get(out.label, [])
+        if not ref or len(ref) != len(cand):
+            results.append(TensorParity(f"{out.label} ({len(cand)} tensors in the graph vs {len(ref)} in PyTorch)",
+                                        sum(r.size for r in ref), float("inf"), 0.0))
+        elif out.rows:
+            results.append(compare_rows(out.label, np.concatenate(ref), np.concatenate(cand)))
+        elif any(r.shape != c.shape for r, c in zip(ref, cand)):
+            first = next(i for i, (r, c) in enumerate(zip(ref, cand)) if r.shape != c.shape)
+            results.append(compare_values(out.label, ref[first], cand[first]))  # reports the shape mismatch
+        else:
+            results.append(compare_values(out.label, np.concatenate([r.ravel() for r in ref]),
+                                          np.concatenate([c.ravel() for c in cand])))
+    return results

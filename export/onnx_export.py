@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from detnas.arch import Arch
 from detnas.errors import DetnasError
 from detnas.export.graph import OUTPUT_NAMES, DeployableDetector
+from detnas.export.head_parity import Captured, capture_hooks, compare_heads, onnx_head_outputs
 from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_versions
-from detnas.export.parity import BOX_TOL, SCORE_TOL, Detections, ParityReport, compare
+from detnas.export.parity import BOX_TOL, MIN_DETECTIONS, SCORE_TOL, Detections, ParityReport, compare, rounding_tol
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import Runner, onnx_runner, run_images
 from detnas.io import atomic_path, remove_stale_temps, temp_dir
@@ -91,30 +93,48 @@ def torch_detections(module: DeployableDetector, inputs: list[torch.Tensor], bat
                      dtype: torch.dtype = torch.float64) -> list[Detections]:
     """The PyTorch reference for parity: the same graph module, eager, on the same model inputs, by default in
     float64, i.e. the model's exact output, against which any float32 runtime is judged."""
+    return _reference(module, inputs, batch, dtype)[0]
+
+
+def _reference(module: DeployableDetector, inputs: list[torch.Tensor], batch: int, dtype: torch.dtype = torch.float64,
+               kind: str = "") -> tuple[list[Detections], Captured]:
+    """`torch_detections` plus the head outputs before NMS (`head_parity`) of every full batch of `inputs`."""
     reference = copy.deepcopy(module).to(dtype)
+    captured, remove = capture_hooks(reference.detector, kind)
     results = []
-    with torch.inference_mode():
-        for first in range(0, len(inputs), batch):
-            num, boxes, scores, labels = reference(torch.stack(inputs[first:first + batch]).to(dtype))
-            for i in range(num.shape[0]):
-                n = int(num[i])
-                results.append((boxes[i, :n].float().numpy(), scores[i, :n].float().numpy(), labels[i, :n].numpy()))
-    return results
+    try:
+        with torch.inference_mode():
+            for first in range(0, len(inputs), batch):
+                before = {label: len(values) for label, values in captured.items()}
+                chunk = inputs[first:first + batch]
+                num, boxes, scores, labels = reference(torch.stack(chunk).to(dtype))
+                if len(chunk) < batch:  # the runtime pads a partial batch with blank images: compare full ones only
+                    for label, count in before.items():
+                        del captured[label][count:]
+                for i in range(num.shape[0]):
+                    n = int(num[i])
+                    results.append((boxes[i, :n].float().numpy(), scores[i, :n].float().numpy(),
+                                    labels[i, :n].numpy()))
+    finally:
+        remove()
+    return results, captured
 
 
 def parity_tolerances(module: DeployableDetector, inputs: list[torch.Tensor], batch: int,
                       reference: list[Detections], box_tol: float, score_tol: float) -> tuple[float, float]:
-    """The requested tolerances, raised to twice PyTorch's own float32 error where that is larger.
+    """The requested tolerances, raised to what float32 rounding can explain: `rounding_tol` of the largest box
+    coordinate (scores: of 1), or twice PyTorch's own float32 error on these images where that is larger.
 
-    Float32 rounding through an FPN's box decoding (exp of a regressed delta times the box size) alone moves
-    boxes by ~1e-3 px at 160-320 px (measured: PyTorch fp32 vs fp64 6.6e-4 px, ONNX Runtime vs fp64 6.7e-4 px
-    on the same model), so a fixed 1e-3 px bound would fail a faithful export on rounding. An export is faithful
-    when ONNX Runtime is about as close to the exact model as PyTorch's own float32 run; the report states the
-    tolerance used.
+    Rounding moves a box coordinate in proportion to its magnitude (exp of a regressed delta times the box size):
+    measured 6.6e-4 px (PyTorch fp32 vs fp64) and 1.7e-3 px (ONNX Runtime) at 160 px, so a fixed 1e-3 px bound
+    failed faithful exports. `rounding_tol` allows ~1.2e-4 of the coordinate (0.02 px at 160 px); a changed op
+    or weight moves boxes by pixels and a swapped class leaves detections unmatched whatever the tolerance.
     """
     own = compare(reference, torch_detections(module, inputs, batch, torch.float32), "PyTorch float64",
                   "PyTorch float32", box_tol=1.0, score_tol=1.0)
-    return max(box_tol, 2 * own.max_box_diff), max(score_tol, 2 * own.max_score_diff)
+    largest = max((float(np.abs(boxes).max(initial=0.0)) for boxes, _, _ in reference), default=0.0)
+    return (max(box_tol, rounding_tol(largest), 2 * own.max_box_diff),
+            max(score_tol, rounding_tol(1.0), 2 * own.max_score_diff))
 
 
 def export_onnx(
@@ -135,14 +155,16 @@ def export_onnx(
     simplify: bool = True,
     box_tol: float = BOX_TOL,
     score_tol: float = SCORE_TOL,
+    min_detections: int = MIN_DETECTIONS,
 ) -> ExportReport:
     """Export `detector` (a torchvision detector from `build_detector` on a ChildNet) to `out_path`.
 
     `parity_images` (uint8 CHW RGB, any size; letterboxed to `size`) are used to trace and for the parity check;
     without them the graph is traced on a random input and no parity is claimed. The detector is put in eval
     mode on CPU and keeps the exported thresholds and `max_detections` afterwards. `export_seconds` in the report
-    is the tracing time; simplification and parity come on top. `box_tol` (px) / `score_tol` are the parity
-    tolerances, reported with every result.
+    is the tracing time; simplification and parity come on top. `box_tol` (px) / `score_tol` are the smallest
+    parity tolerances (raised to float32 rounding, see `parity_tolerances`), reported with every result; parity
+    fails when fewer than `min_detections` detections were compared.
     """
     check_size(size)
     if batch < 1 or max_detections < 1:
@@ -165,10 +187,10 @@ def export_onnx(
         start = time.perf_counter()
         raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
         export_seconds = time.perf_counter() - start
-        reference = torch_detections(module, inputs, trace_batch)
-        tols = parity_tolerances(module, inputs, trace_batch, reference, box_tol, score_tol) if inputs \
+        reference = _reference(module, inputs, trace_batch, kind=kind)
+        tols = parity_tolerances(module, inputs, trace_batch, reference[0], box_tol, score_tol) if inputs \
             else (box_tol, score_tol)
-        parity = _parity(raw, inputs, reference, *tols) if inputs else None
+        parity = _parity(raw, inputs, reference, kind, *tols, min_detections) if inputs else None
         if parity is not None:
             parity.check()
         else:
@@ -176,7 +198,7 @@ def export_onnx(
         chosen, simplified = raw, False
         if simplify:
             chosen, simplified, note, slim_parity = _simplify(raw, Path(work) / "slim.onnx", meta, inputs, reference,
-                                                              tols)
+                                                              (*tols, min_detections))
             notes.append(note)
             parity = slim_parity or parity
         final.write_bytes(chosen.read_bytes())
@@ -185,9 +207,10 @@ def export_onnx(
 
 
 def check_parity(detector: nn.Module, model_path: str | Path, images: list[torch.Tensor],
-                 pixels: PixelConvention = DEFAULT_PIXELS) -> ParityReport:
+                 pixels: PixelConvention = DEFAULT_PIXELS, min_detections: int = MIN_DETECTIONS) -> ParityReport:
     """ONNX Runtime on an exported file vs `detector` in PyTorch on the same real images (uint8 CHW, any size),
-    letterboxed to the file's input size; call `.check()` on the result to fail loudly."""
+    letterboxed to the file's input size: detections and head outputs before NMS; call `.check()` on the result
+    to fail loudly."""
     from detnas.export.runtime import read_onnx_meta
 
     meta = read_onnx_meta(model_path)
@@ -195,9 +218,9 @@ def check_parity(detector: nn.Module, model_path: str | Path, images: list[torch
     inputs = [letterbox(im, meta.input.height, meta.input.width, pixels)[0] for im in images]
     module = DeployableDetector(detector.cpu().eval(), pixels, int(meta.thresholds["max_detections"]))
     batch = meta.input.batch or 1
-    reference = torch_detections(module, inputs, batch)
-    tols = parity_tolerances(module, inputs, batch, reference, BOX_TOL, SCORE_TOL)
-    return _parity(Path(model_path), inputs, reference, *tols)
+    reference = _reference(module, inputs, batch, kind=meta.detector)
+    tols = parity_tolerances(module, inputs, batch, reference[0], BOX_TOL, SCORE_TOL)
+    return _parity(Path(model_path), inputs, reference, meta.detector, *tols, min_detections)
 
 
 def _trace(module: DeployableDetector, example: torch.Tensor, path: Path, meta: ModelMeta,
@@ -235,14 +258,22 @@ def _write(model: Any, path: Path, meta: ModelMeta) -> None:
     onnx.save(model, str(path))
 
 
-def _parity(path: Path, inputs: list[torch.Tensor], reference: list[Detections], box_tol: float = BOX_TOL,
-            score_tol: float = SCORE_TOL) -> ParityReport:
+def _parity(path: Path, inputs: list[torch.Tensor], reference: tuple[list[Detections], Captured], kind: str,
+            box_tol: float = BOX_TOL, score_tol: float = SCORE_TOL, min_detections: int = MIN_DETECTIONS) -> ParityReport:
+    """ONNX Runtime on `path` vs the float64 reference: matched detections, then the head outputs before NMS on
+    the same full batches (a dynamic-batch file: its batch-1 graph, one image at a time)."""
     runner: Runner = onnx_runner(path)
-    return compare(reference, run_images(runner, inputs), "PyTorch eager (float64)", "ONNX Runtime CPU", box_tol, score_tol)
+    report = compare(reference[0], run_images(runner, inputs), "PyTorch eager (float64)", "ONNX Runtime CPU", box_tol,
+                     score_tol, min_detections)
+    batch = runner.meta.input.batch or 1
+    batches = [torch.stack(inputs[first:first + batch]).numpy() for first in range(0, len(inputs) - batch + 1, batch)]
+    report.tensors = compare_heads(reference[1], onnx_head_outputs(str(path), kind, batches), kind)
+    return report
 
 
 def _simplify(raw: Path, path: Path, meta: ModelMeta, inputs: list[torch.Tensor],
-              reference: list[Detections], tols: tuple[float, float]) -> tuple[Path, bool, str, ParityReport | None]:
+              reference: tuple[list[Detections], Captured], tols: tuple[float, float, int],
+              ) -> tuple[Path, bool, str, ParityReport | None]:
     """onnxslim's graph (and its parity) if it is valid and keeps parity; otherwise the raw one, saying why."""
     import onnx
     import onnxslim
@@ -255,7 +286,7 @@ def _simplify(raw: Path, path: Path, meta: ModelMeta, inputs: list[torch.Tensor]
     except Exception as exc:  # any failure of the optional simplifier leaves the verified raw graph in place
         return raw, False, f"onnxslim failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); kept raw graph", None
     before, after = _count_nodes(raw), _count_nodes(path)
-    report = _parity(path, inputs, reference, *tols) if inputs else None
+    report = _parity(path, inputs, reference, meta.detector, *tols) if inputs else None
     if report is not None and not report.passed:
         return raw, False, f"onnxslim graph broke parity ({report.summary()}); kept raw graph", None
     return path, True, f"onnxslim: {before} -> {after} nodes", report

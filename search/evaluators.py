@@ -120,6 +120,16 @@ class DetectionAP:
             self._bn_cache = list(self._read_bn_batches())
         return self._bn_cache
 
+    def _recalibrate(self, detector: nn.Module) -> None:
+        recalibrate_bn(detector, self._bn_batches())
+
+    def calibrated(self, arch: Arch) -> nn.Module:
+        """The detector `evaluate` scores for `arch` (materialised, BN re-estimated on the same images in the same
+        batches), in eval mode: what ships a search winner, so the shipped weights are the ones the journal scored."""
+        detector = self.supernet.materialize(arch).to(self.device)
+        self._recalibrate(detector)
+        return detector
+
     def evaluate(self, arch: Arch) -> dict[str, float]:
         from detnas.evaluation import METRICS, detector_predictor, evaluate
 
@@ -127,7 +137,7 @@ class DetectionAP:
         start = time.perf_counter()
         detector = self.supernet.materialize(arch).to(self.device)
         materialized = time.perf_counter()
-        recalibrate_bn(detector, self._bn_batches())
+        self._recalibrate(detector)
         calibrated = time.perf_counter()
         metrics = evaluate(detector_predictor(detector, self.device), self.val_set, max_images=self.val_images)
         self.last_timing = {"materialize_s": materialized - start, "bn_s": calibrated - materialized,

@@ -66,47 +66,85 @@ def _row(rank: int, r: dict[str, Any]) -> dict[str, Any]:
             "params": r["params"], "fitness": r["fitness"], "generation": r["generation"], "origin": r["origin"]}
 
 
-def plot_pareto(run: SearchRun, path: Path) -> None:
-    """AP against median latency of every candidate, coloured by generation, with the front and the target."""
+def latency_axis_label(run: SearchRun) -> str:
+    """'backbone median latency (ms; ONNX Runtime, CPU, 128x128, batch 1)' from the journal's timing, or the
+    latency profile it was predicted from."""
+    timing = run.config.get("timing") or {}
+    if run.config.get("latency_profile"):
+        return "predicted median latency (ms; latency profile)"
+    backend = {"ort": "ONNX Runtime", "trt": "TensorRT", "torch": "PyTorch"}.get(timing.get("backend"), timing.get("backend"))
+    size = "x".join(map(str, timing.get("size") or [])) or "detector size"
+    return (f"{timing.get('scope', '')} median latency (ms; {backend}, {str(timing.get('device', '')).upper()}, "
+            f"{size}, batch {timing.get('batch', 1)})").strip()
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A labelled point drawn on the Pareto plot beside the candidates, e.g. a released architecture."""
+
+    label: str
+    latency_ms: float
+    ap: float
+
+
+def plot_pareto(run: SearchRun, path: Path, marks: tuple[Mark, ...] = ()) -> None:
+    """AP against median latency of every candidate, one colour per generation, with the front, the target, the
+    winner and any `marks` labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    lat = [r["latency"]["median_ms"] for r in run.candidates]
-    ap = [r["metrics"]["AP"] for r in run.candidates]
-    points = ax.scatter(lat, ap, c=[r["generation"] for r in run.candidates], cmap="viridis", s=14, alpha=0.8)
-    fig.colorbar(points, ax=ax, label="generation")
+    fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=120)
+    colours = plt.get_cmap("tab10")
+    for generation in sorted({r["generation"] for r in run.candidates}):
+        members = [r for r in run.candidates if r["generation"] == generation]
+        ax.scatter([r["latency"]["median_ms"] for r in members], [r["metrics"]["AP"] for r in members], s=22,
+                   color=colours(generation % 10), alpha=0.85,
+                   label=f"generation {generation}" + (" (random)" if generation == 0 else ""))
     front = pareto_front(run.candidates)
     ax.step([r["latency"]["median_ms"] for r in front], [r["metrics"]["AP"] for r in front], where="post",
-            color="tab:red", label="Pareto front")
+            color="tab:red", linewidth=1, label="Pareto front")
     if run.constraints.latency_ms is not None:
-        ax.axvline(run.constraints.latency_ms, color="gray", linestyle="--", label="latency target")
+        ax.axvline(run.constraints.latency_ms, color="gray", linestyle="--",
+                   label=f"latency target {run.constraints.latency_ms:g} ms")
     best = run.best()
     if best is not None:
-        ax.scatter([best["latency"]["median_ms"]], [best["metrics"]["AP"]], marker="*", s=160, color="tab:red",
-                   label="winner")
-    ax.set_xlabel(f"median latency (ms, {run.candidates[0]['fingerprint'] if run.candidates else ''})"[:80])
-    ax.set_ylabel("COCO AP@[.5:.95] (search-val)")
-    ax.legend(loc="lower right", fontsize=8)
+        ax.scatter([best["latency"]["median_ms"]], [best["metrics"]["AP"]], marker="*", s=220, color="tab:red",
+                   edgecolor="black", zorder=5)
+        ax.annotate("winner", (best["latency"]["median_ms"], best["metrics"]["AP"]), xytext=(6, 6),
+                    textcoords="offset points", fontsize=9)
+    for mark in marks:
+        ax.scatter([mark.latency_ms], [mark.ap], marker="D", s=60, color="black", zorder=5)
+        ax.annotate(mark.label, (mark.latency_ms, mark.ap), xytext=(6, -12), textcoords="offset points", fontsize=9)
+    ax.set_xlabel(latency_axis_label(run))
+    ax.set_ylabel("COCO AP@[.5:.95] on search-validation images")
+    ax.legend(loc="best", fontsize=8)
     _save(fig, path)
 
 
 def plot_convergence(run: SearchRun, path: Path) -> None:
-    """Best AP per generation and best so far."""
+    """Best AP so far against each generation's median AP and its range (min to max), integer generations."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = run.convergence()
+    generations = [g for g, _, _ in rows]
+    per_generation = [sorted(r["metrics"]["AP"] for r in run.candidates if r["generation"] == g) for g in generations]
+    medians = [aps[len(aps) // 2] if len(aps) % 2 else (aps[len(aps) // 2 - 1] + aps[len(aps) // 2]) / 2
+               for aps in per_generation]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    ax.plot([g for g, _, _ in rows], [a for _, a, _ in rows], "o-", label="best in generation")
-    ax.plot([g for g, _, _ in rows], [b for _, _, b in rows], "s--", label="best so far")
-    ax.set_xlabel("generation")
-    ax.set_ylabel("COCO AP@[.5:.95] (search-val)")
-    ax.legend()
+    ax.fill_between(generations, [a[0] for a in per_generation], [a[-1] for a in per_generation], color="tab:blue",
+                    alpha=0.2, label="range within the generation")
+    ax.plot(generations, medians, "o:", color="tab:blue", label="median of the generation")
+    ax.plot(generations, [b for _, _, b in rows], "s-", color="tab:red", linewidth=2, label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("generation (0 = random architectures)")
+    ax.set_ylabel("COCO AP@[.5:.95] on search-validation images")
+    ax.legend(fontsize=8)
     _save(fig, path)
 
 

@@ -1,32 +1,63 @@
-"""The README's main command at the CI-sized plan: every step runs for real and leaves its files."""
+"""The README's main command at the CI-sized plan: every step runs for real and leaves its files, the exported
+winner detects, parity compared enough to mean something, and what ships is what the search scored."""
 
 import json
 
 import onnx
+import pytest
 
 from detnas.arch import Arch
 from detnas.cli import main
+from detnas.export.pipeline import SHIPPED_AP_TOL, MainJobPlan
+
+SMOKE_AP50 = 0.01  # the smoke plan trains for seconds; the full plan reaches AP50 >= 0.5 (see the report)
 
 
-def test_demo_smoke_plan_end_to_end(tmp_path, capsys):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("main_job") / "demo"
     assert main(["demo", "--out", str(out), "--plan", "smoke"]) == 0
-    printed = capsys.readouterr().out
-    summary = json.loads((out / "summary.json").read_text())
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def test_demo_smoke_plan_end_to_end(smoke):
+    out, summary = smoke
     arch = Arch.from_dict(json.loads((out / "search" / "best_arch.json").read_text()))
-    assert arch.hash == summary["arch"]["hash"] and arch.compact() in printed
+    assert arch.hash == summary["arch"]["hash"]
     for name in ("search/pareto.png", "search/convergence.png", "search/journal.jsonl", "benchmark.json",
-                 "predict/results.json", "report.md", "model/detector.onnx"):
+                 "predict/results.json", "predict/grid.png", "report.md", "model/detector.onnx"):
         assert (out / name).stat().st_size > 0, name
-        assert name.split("/")[-1] in printed
-    assert list((out / "predict").glob("*.png")), "predict wrote no drawn image"
     model = onnx.load(str(out / "model" / "detector.onnx"))
     meta = {p.key: p.value for p in model.metadata_props}
     assert Arch.from_json(meta["detnas.arch"]).hash == arch.hash
     bench = json.loads((out / "benchmark.json").read_text())
     assert bench["stats"]["median_ms"] > 0 and bench["backend"] == "ort"
-    assert summary["latency_target_ms"] > 0 and summary["export"]["parity"]
+    assert 0 < summary["benchmark"]["backbone_share"] < 1.5
     # the hard latency constraint held for every candidate the search kept
     journal = [json.loads(line) for line in (out / "search" / "journal.jsonl").read_text().splitlines()]
     candidates = [r for r in journal if r["type"] == "candidate"]
     assert candidates and all(r["latency"]["median_ms"] <= summary["latency_target_ms"] for r in candidates)
+    versus = summary["versus"]
+    assert versus["random_count"] > 0 and versus["random_best_AP"] >= versus["random_median_AP"]
+    report = (out / "report.md").read_text()
+    for text in ("AP50", "random median", "images/s", "p90", "search/pareto.png", "detections compared"):
+        assert text in report, text
+
+
+def test_exported_winner_detects_and_parity_compared_enough(smoke):
+    _, summary = smoke
+    val = summary["onnx_val"]
+    assert val["annotations"] > 0 and val["AP50"] >= SMOKE_AP50, val
+    parity = summary["export"]["parity"]
+    assert parity["passed"] and parity["detections"] >= MainJobPlan.named("smoke").min_parity_detections, parity
+    assert parity["tensors"] and all(t["items"] > 0 for t in parity["tensors"]), parity["summary"]
+
+
+def test_what_ships_is_what_was_scored(smoke):
+    """The saved weights and the ONNX file score the journal's AP on the search-validation split."""
+    _, summary = smoke
+    shipped = summary["shipped"]
+    assert shipped["images"] > 0
+    assert shipped["weights_AP"] == pytest.approx(shipped["journal_AP"], abs=1e-6), shipped
+    assert abs(shipped["onnx_AP"] - shipped["journal_AP"]) <= SHIPPED_AP_TOL, shipped
+    assert shipped["within_tolerance"]

@@ -12,7 +12,7 @@ from detnas.cli.main import main
 from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost
 from detnas.search.objectives import Constraints
-from detnas.search.report import SearchRun, write_report
+from detnas.search.report import SearchRun, latency_axis_label, write_report
 
 SMALL = EvolutionSettings(population=8, generations=3, parents=3, mutations=3, crossovers=3, randoms=2, seed=1)
 
@@ -54,3 +54,11 @@ def test_report_of_a_non_journal_is_one_line(tmp_path, capsys) -> None:
     assert main(["search", "report", str(bogus)]) == 2
     err = capsys.readouterr().err
     assert "not a detnas search journal" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_plot_axes_are_words_not_hashes(journal) -> None:
+    run = SearchRun.load(journal)
+    run.config["timing"] = {"size": [128, 128], "backend": "ort", "device": "cpu", "scope": "backbone", "batch": 1}
+    label = latency_axis_label(run)
+    assert label == "backbone median latency (ms; ONNX Runtime, CPU, 128x128, batch 1)"
+    assert not any(r.get("fingerprint", "@") in label for r in run.candidates)

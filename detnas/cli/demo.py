@@ -14,7 +14,7 @@ console = plain_console()
 
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Results folder (created; reruns overwrite its files).")] = Path("results/demo"),
-    plan: Annotated[str, typer.Option(help="full: the README run (about 3 min on 2 idle CPU cores); smoke: a quick check.")]
+    plan: Annotated[str, typer.Option(help="full: the README run (about 6 min on 2 idle CPU cores); smoke: a quick check.")]
     = "full",
     latency_target: Annotated[str | None, typer.Option(help="Latency target such as 25ms (default: the median "
                                                        "latency of 8 random architectures, measured here).")] = None,
@@ -29,7 +29,13 @@ def demo_cmd(
     start = time.perf_counter()
     target = parse_latency_ms(latency_target) if latency_target else None
     result = run_main_job(out, MainJobPlan.named(plan), target, log=lambda m: console.print(m, highlight=False))
+    summary = result.summary
     console.print(f"\n[bold]done in {time.perf_counter() - start:.0f} s[/]; winner {result.arch.compact()} "
                   f"(hash {result.arch.hash})", markup=True)
+    console.print(f"  exported detector on the demo validation split: AP50 {summary['onnx_val']['AP50']:.3f}, "
+                  f"AP@[.5:.95] {summary['onnx_val']['AP']:.3f}; search-validation AP: journal "
+                  f"{summary['shipped']['journal_AP']:.4f}, shipped weights {summary['shipped']['weights_AP']:.4f}, "
+                  f"ONNX {summary['shipped']['onnx_AP']:.4f}", highlight=False, soft_wrap=True)
+    console.print(f"  parity: {summary['export']['parity']['summary']}", highlight=False, soft_wrap=True)
     for name, path in result.files.items():
         console.print(f"  {name:<17} {path}", highlight=False, soft_wrap=True)

@@ -59,18 +59,33 @@ def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, 
     return any(box[0] <= o[2] and o[0] <= box[2] and box[1] <= o[3] and o[1] <= box[3] for o in others)
 
 
-def _detection_split(folder: Path, count: int, first_id: int, rng: random.Random,
-                     sizes: tuple[int, int]) -> dict:
+@dataclass(frozen=True)
+class ShapeLayout:
+    """How images are drawn: image sides, objects per image, object side as a fraction of the shorter image side.
+
+    `square` images make a detector with min_size == max_size see them exactly as a square letterboxed export
+    does (same scale, no padding), so an exported file is scored on the same pixels as the PyTorch model."""
+
+    sizes: tuple[int, int] = (128, 160)
+    objects: tuple[int, int] = (1, 4)
+    object_fraction: tuple[float, float] = (0.15, 0.5)
+    square: bool = False
+
+
+def _detection_split(folder: Path, count: int, first_id: int, rng: random.Random, layout: ShapeLayout) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for image_id in range(first_id, first_id + count):
-        width, height = rng.randint(*sizes), rng.randint(*sizes)
+        width = rng.randint(*layout.sizes)
+        height = width if layout.square else rng.randint(*layout.sizes)
         image = _background(rng, width, height)
         draw = ImageDraw.Draw(image)
         placed: list[tuple[int, int, int, int]] = []
-        for _ in range(rng.randint(1, 4)):
+        short = min(width, height)
+        smallest, largest = (max(8, round(f * short)) for f in layout.object_fraction)
+        for _ in range(rng.randint(*layout.objects)):
             shape = rng.choice(DETECTION_CLASSES)
-            side = rng.randint(20, min(width, height) // 2)
+            side = rng.randint(smallest, largest)
             for _attempt in range(20):
                 x0, y0 = rng.randint(0, width - side), rng.randint(0, height - side)
                 box = (x0, y0, x0 + side - 1, y0 + side - 1)
@@ -93,14 +108,14 @@ def _detection_split(folder: Path, count: int, first_id: int, rng: random.Random
 
 
 def make_demo_detection(out_dir: str | Path, num_train: int = 48, num_val: int = 16, seed: int = 0,
-                        sizes: tuple[int, int] = (128, 160)) -> DemoDetection:
+                        layout: ShapeLayout = ShapeLayout()) -> DemoDetection:
     """Write train/ and val/ PNGs and annotations/instances_{train,val}.json (the json last, so it marks done)."""
     out = Path(out_dir)
     rng = random.Random(seed)
     paths = DemoDetection(out / "annotations" / "instances_train.json", out / "train",
                           out / "annotations" / "instances_val.json", out / "val")
-    train = _detection_split(paths.train_images, num_train, 1, rng, sizes)
-    val = _detection_split(paths.val_images, num_val, 1 + num_train, rng, sizes)
+    train = _detection_split(paths.train_images, num_train, 1, rng, layout)
+    val = _detection_split(paths.val_images, num_val, 1 + num_train, rng, layout)
     atomic_write_text(paths.train_ann, json.dumps(train, indent=1))
     atomic_write_text(paths.val_ann, json.dumps(val, indent=1))
     return paths

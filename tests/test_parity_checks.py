@@ -1,0 +1,109 @@
+"""Parity is a check that can fail: a faithful export passes with its rounding-derived tolerances and says how much
+it compared; a wrong graph (a changed op, swapped classes, raw outputs changed so that nothing is detected) fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import shared_dataset
+from onnx import numpy_helper
+from test_export_helpers import CLASSES, SIZE, tiny_detector, val_images
+
+from detnas.errors import DetnasError
+from detnas.export import check_parity, class_table, export_onnx
+from detnas.export.head_parity import HEAD_OUTPUTS
+from detnas.export.parity import compare_rows, compare_values, rounding_tol
+from detnas.export.predict import read_image
+
+
+@pytest.fixture(scope="module")
+def faithful(tmp_path_factory):
+    paths = val_images(shared_dataset("coco_mini"), 4)
+    images = [read_image(p) for p in paths]
+    detector, arch = tiny_detector("fpn", paths)
+    out = tmp_path_factory.mktemp("parity") / "model.onnx"
+    report = export_onnx(detector, arch, class_table(CLASSES), (SIZE, SIZE), out, kind="fpn", score_thresh=0.2,
+                         parity_images=images)
+    return detector, images, out, report
+
+
+def _gemm_weight(model: onnx.ModelProto, module: str) -> onnx.TensorProto:
+    scope = next(o for o in HEAD_OUTPUTS["fpn"] if o.module == module).scope
+    node = next(n for n in model.graph.node if scope.search(n.name))
+    return next(t for t in model.graph.initializer if t.name == node.input[1])
+
+
+def _edited(path, edit) -> str:
+    model = onnx.load(str(path))
+    edit(model)
+    wrong = path.with_name(f"wrong_{edit.__name__}.onnx")
+    onnx.save(model, str(wrong))
+    return wrong
+
+
+def swap_classes(model):
+    weight = _gemm_weight(model, "roi_heads.box_predictor.cls_score")
+    values = numpy_helper.to_array(weight).copy()
+    values[[1, 2]] = values[[2, 1]]
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+
+
+def change_an_op(model):
+    node = next(n for n in model.graph.node if n.op_type == "Relu")
+    node.op_type = "Sigmoid"
+
+
+def suppress_everything(model):
+    """Background logit +50: every score falls below the threshold, no detection is left to compare."""
+    weight = _gemm_weight(model, "roi_heads.box_predictor.cls_score")
+    bias_name = next(n for n in model.graph.node if len(n.input) > 2 and n.input[1] == weight.name).input[2]
+    bias = next(t for t in model.graph.initializer if t.name == bias_name)
+    values = numpy_helper.to_array(bias).copy()
+    values[0] += 50
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+
+
+def test_faithful_export_passes_and_says_how_much_it_compared(faithful):
+    detector, images, out, report = faithful
+    parity = report.parity
+    assert parity is not None and parity.passed, parity.summary()
+    assert parity.detections >= parity.min_detections == 20
+    assert {t.name for t in parity.tensors} == {o.label for o in HEAD_OUTPUTS["fpn"]}
+    assert all(t.items > 0 and t.max_diff <= t.tol for t in parity.tensors), parity.summary()
+    assert f"{parity.detections} detections compared" in parity.summary()
+    again = check_parity(detector, out, images)
+    assert again.passed, again.summary()
+
+
+@pytest.mark.parametrize("edit", [swap_classes, change_an_op, suppress_everything])
+def test_wrong_export_fails(faithful, edit):
+    """Each wrong graph fails, and the head outputs before NMS catch it on their own (no detection count required),
+    also when it leaves no detection at all."""
+    detector, images, out, _ = faithful
+    report = check_parity(detector, _edited(out, edit), images, min_detections=0)
+    assert not report.passed, report.summary()
+    assert not all(t.passed for t in report.tensors), report.summary()
+    with pytest.raises(DetnasError, match="parity FAILED"):
+        report.check()
+
+
+def test_no_comparison_is_no_pass():
+    empty = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))]
+    from detnas.export.parity import compare
+
+    report = compare(empty, empty, "torch", "ort", min_detections=20)
+    assert not report.passed and "0 detections compared (at least 20 required)" in report.summary()
+    assert not compare_values("x", np.zeros(0), np.zeros(0)).passed
+
+
+def test_rounding_tolerances_scale_with_magnitude():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 5, size=(50, 4))
+    rounded = logits.astype(np.float32)  # float32 rounding of exact values: always within tolerance
+    assert compare_rows("rows", logits, rounded[::-1].copy()).passed, "rows are matched, not compared in order"
+    assert compare_values("dense", logits.ravel(), rounded.ravel()).passed
+    assert rounding_tol(1000.0) == pytest.approx(1000 * rounding_tol(1.0))
+    shifted = rounded + np.float32(0.01)  # a real change, 1e-3 of the magnitude
+    assert not compare_values("dense", logits.ravel(), shifted.ravel()).passed
+    assert not compare_rows("rows", logits, shifted).passed
