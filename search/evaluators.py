@@ -21,7 +21,7 @@ from detnas.arch import Arch
 from detnas.checkpoint import checkpoint_paths, load_checkpoint
 from detnas.errors import DetnasError
 from detnas.pixels import PixelConvention
-from detnas.search.bn import recalibrate_bn
+from detnas.search.bn import detnas_batches, recalibrate_bn
 from detnas.space import SearchSpace, register_space
 from detnas.supernet import Supernet, materialize
 
@@ -42,6 +42,7 @@ class SupernetDetector:
     classes: list[str]
     digest: str  # identifies the weights in the journal configuration
     options: dict[str, Any]  # extra torchvision detector arguments, e.g. the number of test-time proposals
+    style: str = "torchvision"  # the recipe's detector style; "detnas" supernets get the official BN recalibration
 
     @classmethod
     def load(cls, path: str | Path, min_size: int | None = None, max_size: int | None = None,
@@ -51,7 +52,7 @@ class SupernetDetector:
         `proposals` caps the RPN's test-time proposals of an FPN detector (torchvision and DetNAS: 1000); the
         4-conv box head runs on each, so a CPU search may lower it (the same for every candidate).
         """
-        from detnas.detection import build_detector
+        from detnas.detection import build_detector, detector_style
 
         tensors, meta = load_checkpoint(path)
         if meta.get("kind") != "supernet-det":
@@ -69,7 +70,9 @@ class SupernetDetector:
         min_size = int(min_size or recipe.get("min_size", 800))
         max_size = int(max_size or recipe.get("max_size", 1333))
         options = {"rpn_post_nms_top_n_test": proposals} if proposals and kind == "fpn" else {}
-        detector = build_detector(kind, Supernet(space), len(classes) + 1, min_size, max_size, pixels, **options)
+        style = detector_style(meta)
+        detector = build_detector(kind, Supernet(space), len(classes) + 1, min_size, max_size, pixels, style=style,
+                                  **options)
         try:
             detector.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
@@ -77,7 +80,7 @@ class SupernetDetector:
             raise DetnasError(f"{path}: weights do not fit a '{kind}' detector on space '{space.name}' ({first})") \
                 from None
         return cls(detector.eval(), space, kind, len(classes) + 1, pixels, min_size, max_size, classes,
-                   _file_digest(checkpoint_paths(path)[0]), options)
+                   _file_digest(checkpoint_paths(path)[0]), options, style)
 
     def materialize(self, arch: Arch) -> nn.Module:
         """A standalone detector of `arch`: the path cut out of the supernet body, copies of FPN and heads.
@@ -121,7 +124,13 @@ class DetectionAP:
         return self._bn_cache
 
     def _recalibrate(self, detector: nn.Module) -> None:
-        recalibrate_bn(detector, self._bn_batches())
+        """A supernet trained in the official detector style is recalibrated as the official search does (training
+        mode with targets, shuffled images one at a time, momentum 0.1); others by the exact cumulative average."""
+        if self.supernet.style == "detnas":
+            batches = detnas_batches(self.bn_set, self.bn_count, self.supernet.pixels, self.device)
+            recalibrate_bn(detector, batches, mode="detnas")
+        else:
+            recalibrate_bn(detector, self._bn_batches())
 
     def calibrated(self, arch: Arch) -> nn.Module:
         """The detector `evaluate` scores for `arch` (materialised, BN re-estimated on the same images in the same

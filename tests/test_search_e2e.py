@@ -148,3 +148,30 @@ def test_profile_of_another_scope_or_size(setup, capsys) -> None:
     _fails(search_args(setup, out, "--latency-target", "1s", "--latency-profile", str(profile)), capsys,
            "profile times scope 'backbone' at input [1, 3, 224, 224] but the search times 'network+nms' at [1, 3, 64, 96]")
     assert not (out / "journal.jsonl").exists()
+
+
+def test_a_paper_style_supernet_loads_and_is_recalibrated_as_the_official_search(setup, tmp_path, monkeypatch):
+    """A supernet trained with a paper-det recipe (FPN with BN, detector style 'detnas') is rebuilt in that style
+    by the search, and its candidates' BN is re-estimated in the official mode (training mode with targets)."""
+    from detnas.arch import sample_arch
+    from detnas.data import CocoDetection
+    from detnas.detection import build_detector
+    from detnas.search import evaluators
+
+    classes = CocoDetection(setup["val"], setup["root"] / "train2017").classes
+    detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, 64, 96, DEFAULT_PIXELS, style="detnas")
+    meta = {"kind": "supernet-det", "space": TINY.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
+            "classes": list(classes), "num_classes": len(classes), "detector": "fpn",
+            "recipe": {"min_size": 64, "max_size": 96, "detector_style": "detnas"}}
+    save_checkpoint(tmp_path / "paper", detector.state_dict(), meta)
+    supernet = evaluators.SupernetDetector.load(tmp_path / "paper", proposals=4)
+    assert supernet.style == "detnas"
+    modes = []
+    real = evaluators.recalibrate_bn
+    monkeypatch.setattr(evaluators, "recalibrate_bn", lambda model, batches, **kw: modes.append(kw.get("mode"))
+                        or real(model, batches, **kw))
+    data = CocoDetection(setup["train"], setup["root"] / "train2017")
+    val = CocoDetection(setup["val"], setup["root"] / "train2017")
+    accuracy = evaluators.DetectionAP(supernet, data, val, bn_images=2, bn_batch=1, val_images=1)
+    metrics = accuracy.evaluate(sample_arch(TINY, 0))
+    assert modes == ["detnas"] and 0.0 <= metrics["AP"] <= 1.0
