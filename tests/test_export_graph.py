@@ -206,7 +206,7 @@ def test_roi_pre_nms_cap_is_stated_and_onnx_matches_the_eager_graph(detectors, m
     detector, arch = copy.deepcopy(built["fpn"][0]), built["fpn"][1]  # the export changes its score threshold
     monkeypatch.setattr(graph_module, "ROI_PRE_NMS_TOP_K", 8)
     report = export_onnx(detector, arch, class_table(CLASSES), (SIZE, SIZE), tmp_path / "capped.onnx", kind="fpn",
-                         score_thresh=0.0, parity_images=[read_image(p) for p in images[:2]])
+                         score_thresh=0.0, parity_images=[read_image(p) for p in images[:2]], min_detections=8)
     assert report.meta.thresholds["pre_nms_top_k"] == 8
     assert report.parity.passed and report.parity.detections > 0, report.parity.summary()
     with torch.no_grad():

@@ -23,6 +23,7 @@ from detnas.arch import sample_arch
 from detnas.checkpoint import save_checkpoint
 from detnas.cli.main import main
 from detnas.data import CocoDetection, make_demo_detection
+from detnas.data.demo import ShapeLayout
 from detnas.detection import build_detector
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
@@ -56,7 +57,7 @@ def trained(tmp_path_factory):
     """A tiny FPN trained on demo shapes, saved as a child-det checkpoint inside a run folder whose config.json
     names its training split (as `detnas train` writes it), plus its FP32 export."""
     root = tmp_path_factory.mktemp("precision")
-    demo = make_demo_detection(root / "demo", 48, 24, seed=0, sizes=(96, 128))
+    demo = make_demo_detection(root / "demo", 48, 24, seed=0, layout=ShapeLayout(sizes=(96, 128)))
     train = CocoDetection(demo.train_ann, demo.train_images)
     register_space(TINY)
     torch.manual_seed(0)

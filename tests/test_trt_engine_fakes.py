@@ -295,8 +295,8 @@ def test_precision_is_read_from_the_file(tmp_path: Path) -> None:
 
 def test_precision_of_the_files_the_bench_writes(tmp_path: Path) -> None:
     """The files the bench hands TensorRT: a torch export, the same in half precision, and ORT's QDQ quantization."""
-    from detnas.bench.backends.ort_backend import quantize_int8
     from detnas.bench.models import export_onnx
+    from detnas.export.precision import quantize_int8
 
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
     fp32 = export_onnx(module, torch.rand(1, 3, 16, 16), tmp_path / "fp32.onnx")
