@@ -10,7 +10,7 @@ from detnas.arch import Arch
 from detnas.cli import main
 from detnas.export.pipeline import SHIPPED_AP_TOL, MainJobPlan
 
-SMOKE_AP50 = 0.01  # the smoke plan trains for seconds; the full plan reaches AP50 >= 0.5 (see the report)
+SMOKE_AP50 = 0.1  # the smoke plan (120 detection iterations) reached 0.35 here; the full plan reaches AP50 >= 0.5
 
 
 @pytest.fixture(scope="module")
