@@ -219,12 +219,13 @@ def _ort_precision_file(path: Path, work: Path, precision: str, provider: str,
     with ranges from the calibration batches; FP16 on the CPU provider: FP16 network, FP32 post-processing), and
     the seconds that conversion took (None: the file is timed as it is)."""
     from detnas.bench.backends.ort_backend import open_session
-    from detnas.export.precision import convert_fp16, file_precision, quantize_int8
+    from detnas.bench.backends.trt_backend import onnx_precision
+    from detnas.export.precision import convert_fp16, quantize_int8
 
     if precision == "fp32" or (precision == "fp16" and provider != "cpu"):
         return path, None
     open_session(path, "cpu", 1)  # a file that does not load gets the clear message before converting it
-    already = file_precision(path)
+    already = onnx_precision(path)
     if already == precision:  # e.g. the file `detnas export --precision` wrote: timed as it is
         return path, None
     if already != "fp32":

@@ -208,16 +208,6 @@ def quantized_nodes(graph: Any) -> list[str]:
             if n.op_type in QUANTIZED_OPS and n.name in network and not PREDICTOR_LAYERS & _scopes(n.name)]
 
 
-def file_precision(path: str | Path) -> str:
-    """'int8' for a QDQ graph, 'fp16' for one with FP16 weights, else 'fp32': what a file already is."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
-        return "int8"
-    return "fp16" if any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer) else "fp32"
-
-
 def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.ndarray],
                   method: str = "minmax") -> Path:
     """Static INT8 QDQ quantization of `source` (see the module docstring) with ranges from `batches`, each a
