@@ -79,7 +79,8 @@ class ParityReport:
     def passed(self) -> bool:
         return (not self.unmatched and not self.count_mismatches and self.max_box_diff <= self.box_tol
                 and self.max_score_diff <= self.score_tol and self.detections >= self.min_detections
-                and all(t.passed for t in self.tensors))
+                and all(t.passed for t in self.tensors)
+                and (self.detections > 0 or bool(self.tensors)))  # never a pass over nothing compared
 
     def summary(self) -> str:
         required = f" (at least {self.min_detections} required)" if self.min_detections else ""

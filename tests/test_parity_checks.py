@@ -13,7 +13,7 @@ from test_export_helpers import CLASSES, SIZE, tiny_detector, val_images
 from detnas.errors import DetnasError
 from detnas.export import check_parity, class_table, export_onnx
 from detnas.export.head_parity import HEAD_OUTPUTS
-from detnas.export.parity import compare_rows, compare_values, rounding_tol
+from detnas.export.parity import ParityReport, TensorParity, compare_rows, compare_values, rounding_tol
 from detnas.export.predict import read_image
 
 
@@ -107,3 +107,17 @@ def test_rounding_tolerances_scale_with_magnitude():
     shifted = rounded + np.float32(0.01)  # a real change, 1e-3 of the magnitude
     assert not compare_values("dense", logits.ravel(), shifted.ravel()).passed
     assert not compare_rows("rows", logits, shifted).passed
+
+
+def test_a_report_that_compared_nothing_never_passes():
+    """Even with no detection minimum (random-init exports), parity must have compared something: detections or
+    head tensors before NMS."""
+    empty = ParityReport("PyTorch", "ORT", images=1, detections=0, max_box_diff=0.0, max_score_diff=0.0, unmatched=0)
+    assert not empty.passed
+    with pytest.raises(DetnasError, match="0 detections compared"):
+        empty.check()
+    heads = ParityReport("PyTorch", "ORT", images=1, detections=0, max_box_diff=0.0, max_score_diff=0.0, unmatched=0,
+                         tensors=[TensorParity("RPN objectness", 10, 0.0, 1e-4)])
+    assert heads.passed
+    heads.tensors = [TensorParity("RPN objectness", 0, 0.0, 1e-4)]
+    assert not heads.passed
