@@ -26,15 +26,16 @@ QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 PREDICTOR_LAYERS = frozenset({"cls_logits", "bbox_pred", "cls_score", "bbox_reg"})
 
 
-def quantized_nodes(graph: Any) -> list[str]:
-    """The Conv/Gemm/MatMul nodes of the network that INT8 quantizes: all but the predictor layers."""
+def quantized_nodes(graph: Any, keep_fp32: frozenset[str] = PREDICTOR_LAYERS) -> list[str]:
+    """The Conv/Gemm/MatMul nodes of the network that INT8 quantizes: all but those in a `keep_fp32` scope."""
     network = network_nodes(graph)
     return [n.name for n in graph.node
-            if n.op_type in QUANTIZED_OPS and n.name in network and not PREDICTOR_LAYERS & module_scopes(n.name)]
+            if n.op_type in QUANTIZED_OPS and n.name in network and not keep_fp32 & module_scopes(n.name)]
 
 
 def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.ndarray],
-                  method: str = "minmax") -> Path:
+                  method: str = "minmax", keep_fp32: frozenset[str] = PREDICTOR_LAYERS,
+                  extra_options: dict[str, Any] | None = None) -> Path:
     """Static INT8 QDQ quantization of `source` (see the module docstring) with ranges from `batches`, each a
     float32 input batch the model accepts; returns `target`."""
     import onnx
@@ -59,9 +60,9 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
         with contextlib.redirect_stdout(io.StringIO()):  # and the histogram calibrators print their progress
             quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph),
+                            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph, keep_fp32),
                             calibrate_method=methods[method],
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **(extra_options or {})})
     finally:
         logging.getLogger().setLevel(quiet)
     return Path(target)
