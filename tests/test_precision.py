@@ -125,7 +125,7 @@ def test_int8_export_passes_its_gate(trained, int8_export):
     # calibrated on the training split the run recorded, and the metadata says so
     meta = read_onnx_meta(out).precision
     train_names = sorted(p.name for p in trained["demo"].train_images.glob("*.png"))[:CALIB_IMAGES]
-    assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "minmax", CALIB_IMAGES)
+    assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "percentile", CALIB_IMAGES)
     assert meta.calib_digest == hashlib.sha256("\n".join(train_names).encode()).hexdigest()
     assert not list(folder.glob(".*")), "no temporary files left"
 

@@ -12,6 +12,7 @@ from detnas.export.precision.network import NETWORK_SCOPES, network_nodes
 from detnas.export.precision.parity import TOLERANCES, PrecisionParity, Tolerance, precision_parity
 from detnas.export.precision.quantize import (
                                               CALIB_METHODS,
+    DEFAULT_CALIB_METHOD,
                                               PREDICTOR_LAYERS,
                                               QUANTIZED_OPS,
                                               calibration_batches,
@@ -21,7 +22,9 @@ from detnas.export.precision.quantize import (
 from detnas.export.precision.request import Calibration, PrecisionRequest, precision_request, training_split
 from detnas.export.precision.write import PrecisionReport, reduce_exported, report_path, write_precision
 
-__all__ = ["CALIB_METHODS", "NETWORK_SCOPES", "PREDICTOR_LAYERS", "QUANTIZED_OPS", "TOLERANCES", "Calibration", "Gate",
-           "GateResult", "PrecisionParity", "PrecisionReport", "PrecisionRequest", "Tolerance", "ap_gate",
-           "calibration_batches", "convert_fp16", "network_nodes", "precision_parity", "precision_request",
-           "quantize_int8", "quantized_nodes", "reduce_exported", "report_path", "training_split", "write_precision"]
+__all__ = [
+    "CALIB_METHODS", "DEFAULT_CALIB_METHOD", "NETWORK_SCOPES", "PREDICTOR_LAYERS", "QUANTIZED_OPS", "TOLERANCES",
+    "Calibration", "Gate", "GateResult", "PrecisionParity", "PrecisionReport", "PrecisionRequest", "Tolerance",
+    "ap_gate", "calibration_batches", "convert_fp16", "network_nodes", "precision_parity", "precision_request",
+    "quantize_int8", "quantized_nodes", "reduce_exported", "report_path", "training_split", "write_precision",
+]
