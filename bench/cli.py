@@ -244,15 +244,16 @@ def profile_cmd(
     from detnas.bench.oracle import BackendOptions, Protocol
     from detnas.bench.profile import build_profile, profile_report, save_profile
     from detnas.bench.result import Scope
+    from detnas.progress import task
     from detnas.space import get_space
 
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
-    with _warnings_as_lines(), console.status("profiling") as status:
+    with _warnings_as_lines(), task("profile") as status:
         profile = build_profile(get_space(space), backend=backend, size=parse_hw(size), batch=batch,
                                 precision=precision, protocol=protocol, options=BackendOptions(), n_train=n_train,
                                 n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
-                                progress=status.update)
+                                progress=status.describe)
     save_profile(profile, out)
     report = profile_report(profile)
     console.print(_report_table(report))

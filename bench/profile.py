@@ -42,6 +42,7 @@ from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, summa
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json
+from detnas.progress import track
 from detnas.space import SearchSpace
 
 PROFILE_FORMAT = "detnas-latency-profile/1"
@@ -65,7 +66,7 @@ def _time_interleaved(runners: list[Prepared], protocol: Protocol, rounds: int,
     """Samples per runner: warm-up once, then `rounds` passes of runs // rounds timed calls each."""
     per_round = max(2, protocol.runs // rounds)
     samples: list[list[float]] = [[] for _ in runners]
-    for r in range(rounds):
+    for r in track(range(rounds), f"profile: timing {len(runners)} {phase}, {rounds} rounds"):
         for i, runner in enumerate(runners):
             samples[i] += time_prepared(runner, protocol.warmup if r == 0 else 1, per_round, protocol.clock)
         progress(f"{phase}: round {r + 1}/{rounds} timed")

@@ -23,6 +23,7 @@ from detnas.data.detection import DetectionDataset
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_text
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+from detnas.progress import task
 
 Prediction = dict[str, torch.Tensor]
 Predictor = Callable[[list[torch.Tensor]], list[Prediction]]
@@ -140,8 +141,7 @@ def fitness_metric(dataset: DetectionDataset) -> str:
 
 
 def evaluate(predict: Predictor, dataset: DetectionDataset, out_json: str | Path | None = None,
-             batch_size: int = 8, max_images: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+             batch_size: int = 8, max_images: int | None = None) -> dict[str, float]:
     """Run `predict` over the dataset (or its first `max_images`), write the COCO results json (atomically)
     if `out_json` is given, and return the COCO bbox and VOC metrics (`METRICS`) plus `images`, `detections`,
     `predict_seconds` and `eval_seconds`. No detections at all gives 0.0 for every metric.
@@ -151,17 +151,17 @@ def evaluate(predict: Predictor, dataset: DetectionDataset, out_json: str | Path
     results: list[dict[str, Any]] = []
     image_ids: list[int] = []
     start = time.perf_counter()
-    for first in range(0, count, batch_size):
-        indices = range(first, min(first + batch_size, count))
-        predictions = predict([dataset.load_image(i) for i in indices])
-        if len(predictions) != len(indices):
-            raise DetnasError(f"predictor returned {len(predictions)} results for {len(indices)} images")
-        for i, prediction in zip(indices, predictions):
-            image_id = dataset.records[i].image_id
-            image_ids.append(image_id)
-            results.extend(to_coco_results(image_id, prediction, dataset.label_to_cat_id))
-        if progress is not None:
-            progress(indices.stop, count)
+    with task(f"evaluating {count} images", count) as step:
+        for first in range(0, count, batch_size):
+            indices = range(first, min(first + batch_size, count))
+            predictions = predict([dataset.load_image(i) for i in indices])
+            if len(predictions) != len(indices):
+                raise DetnasError(f"predictor returned {len(predictions)} results for {len(indices)} images")
+            for i, prediction in zip(indices, predictions):
+                image_id = dataset.records[i].image_id
+                image_ids.append(image_id)
+                results.extend(to_coco_results(image_id, prediction, dataset.label_to_cat_id))
+            step.advance(len(indices))
     predict_seconds = time.perf_counter() - start
     if out_json is not None:
         atomic_write_text(out_json, json.dumps(results))

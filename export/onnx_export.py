@@ -31,6 +31,7 @@ from detnas.export.preprocess import letterbox
 from detnas.export.runtime import Runner, onnx_runner, run_images
 from detnas.io import atomic_path, remove_stale_temps, temp_dir
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+from detnas.progress import task
 
 OPSET = 17
 OUTPUT_DOC = {
@@ -185,20 +186,23 @@ def export_onnx(
     remove_stale_temps(out_path.parent)  # what killed exports left: scratch folders, half-written files
     with atomic_path(out_path) as final, temp_dir(out_path) as work:
         start = time.perf_counter()
-        raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
+        with task("export: tracing to ONNX"):
+            raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
         export_seconds = time.perf_counter() - start
-        reference = _reference(module, inputs, trace_batch, kind=kind)
-        tols = parity_tolerances(module, inputs, trace_batch, reference[0], box_tol, score_tol) if inputs \
-            else (box_tol, score_tol)
-        parity = _parity(raw, inputs, reference, kind, *tols, min_detections) if inputs else None
+        with task(f"export: parity with PyTorch on {len(inputs)} images"):
+            reference = _reference(module, inputs, trace_batch, kind=kind)
+            tols = parity_tolerances(module, inputs, trace_batch, reference[0], box_tol, score_tol) if inputs \
+                else (box_tol, score_tol)
+            parity = _parity(raw, inputs, reference, kind, *tols, min_detections) if inputs else None
         if parity is not None:
             parity.check()
         else:
             notes.append("no parity images given: parity with PyTorch was not checked")
         chosen, simplified = raw, False
         if simplify:
-            chosen, simplified, note, slim_parity = _simplify(raw, Path(work) / "slim.onnx", meta, inputs, reference,
-                                                              (*tols, min_detections))
+            with task("export: simplifying (onnxslim) and its parity"):
+                chosen, simplified, note, slim_parity = _simplify(raw, Path(work) / "slim.onnx", meta, inputs,
+                                                                  reference, (*tols, min_detections))
             notes.append(note)
             parity = slim_parity or parity
         final.write_bytes(chosen.read_bytes())

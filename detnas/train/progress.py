@@ -34,13 +34,11 @@ class ProgressReporter:
         if enabled:
             self._drop_replayed()
         if enabled and self.stream.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import TextColumn
 
-            from detnas.console import plain_console
+            from detnas.progress import new_bar
 
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}", markup=False), TimeRemainingColumn(),
-                                 console=plain_console(file=self.stream))
+            self._bar = new_bar(self.stream, TextColumn("{task.fields[stats]}", markup=False))
             self._task = self._bar.add_task(label, total=total, completed=start, stats="")
             self._bar.start()
 
