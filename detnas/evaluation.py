@@ -11,8 +11,9 @@ import io
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -168,6 +169,35 @@ def evaluate(predict: Predictor, dataset: DetectionDataset, out_json: str | Path
     metrics = {**coco_metrics(dataset, results, image_ids), **voc_metrics(dataset, results, image_ids)}
     return {**metrics, "images": float(count), "detections": float(len(results)),
             "predict_seconds": predict_seconds, "eval_seconds": time.perf_counter() - start - predict_seconds}
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """One evaluation: which model ran where, on which data, and its metrics (`METRICS`: fractions, COCO's -1 =
+    no ground truth in that size range). `detnas eval` prints its table and writes `--json` from this record."""
+
+    SCHEMA: ClassVar[str] = "detnas.eval/1"
+    model: str
+    runtime: str
+    data: str
+    input: str
+    metrics: dict[str, float]
+    images: int
+    detections: int
+    predict_seconds: float
+    eval_seconds: float
+    detections_json: str | None
+
+    @classmethod
+    def from_metrics(cls, model: str, runtime: str, data: str | Path, input: str, metrics: dict[str, float],
+                     detections_json: str | Path | None) -> EvalReport:
+        """Split `evaluate`'s flat dict into the metrics and the counts / timings beside them."""
+        return cls(model, runtime, str(data), input, {name: metrics[name] for name in METRICS}, int(metrics["images"]),
+                   int(metrics["detections"]), metrics["predict_seconds"], metrics["eval_seconds"],
+                   None if detections_json is None else str(detections_json))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def detector_predictor(detector: torch.nn.Module, device: str | torch.device = "cpu", batch_size: int = 8,
