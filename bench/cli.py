@@ -326,6 +326,57 @@ def predict_cmd(
             "input_shape": list(loaded["input_shape"]), "predictions": predictions})
 
 
+@app.command("table")
+def table_cmd(
+    onnx: Annotated[list[Path], typer.Option(help="ONNX files of one detector (`detnas export`), its FP32 export "
+                                             "among them (repeatable).")],
+    data: Annotated[Path, typer.Option(help="COCO json the AP is measured on.")],
+    images: Annotated[Path, typer.Option(help="Image folder of --data (its first images are also timed).")],
+    weights: Annotated[Path | None, typer.Option(help="The detector's checkpoint: adds the PyTorch eager row.")] = None,
+    proposals: Annotated[int | None, typer.Option(help="FPN: RPN proposals of the eager row; give the value the "
+                                                  "ONNX file was exported with (detnas export --proposals).")] = None,
+    engine: Annotated[list[Path] | None, typer.Option(help="TensorRT engines of the same detector (repeatable).")] = None,
+    convert: Annotated[list[str] | None, typer.Option(help="fp16 or int8: add the FP32 file converted as detnas export "
+                                                      "--precision does, as <stem>.<precision>.onnx next to it "
+                                                      "(reused when present; repeatable).")] = None,
+    calib_data: Annotated[Path | None, typer.Option(help="INT8: calibration images (default: the training split the "
+                                                    "checkpoint's run records).")] = None,
+    calib_images: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
+    max_images: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
+    device: Device = "cpu",
+    threads: Threads = 1,
+    warmup: Warmup = 10,
+    runs: Annotated[int, typer.Option(help="Timed runs per artifact.")] = 50,
+    clock: Clock = "wall",
+    json_out: JsonOut = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the table as Markdown.")] = None,
+) -> None:
+    """Which artifact to ship: AP, median / p90 latency, images/s and file size of each artifact of one detector
+    (PyTorch eager, ONNX per precision, TensorRT), with the environment fingerprint."""
+    from detnas.bench.oracle import Protocol
+    from detnas.bench.table import build_table
+    from detnas.io import atomic_write_text
+
+    if max_images is not None and max_images < 1:
+        raise DetnasError(f"--max-images {max_images}: evaluate at least 1 image (leave it out for all)")
+    _quiet_onnxruntime("ort")
+    protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    with _warnings_as_lines():
+        result = build_table(onnx, data=data, images=images, weights=weights, engines=engine or (),
+                             convert=convert or (), calib_data=calib_data, calib_images=calib_images,
+                             proposals=proposals, max_images=max_images, protocol=protocol)
+    table = Table(title="artifacts", caption=result.caption())
+    for col in result.header():
+        table.add_column(col, justify="left" if col in ("artifact", "precision", "runtime") else "right")
+    for cells in result.cells():
+        table.add_row(*cells)
+    console.print(table)
+    if json_out is not None:
+        write_document(json_out, result.SCHEMA, result.to_dict())
+    if markdown is not None:
+        atomic_write_text(markdown, result.markdown())
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())

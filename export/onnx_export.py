@@ -218,13 +218,19 @@ def check_parity(detector: nn.Module, model_path: str | Path, images: list[torch
     from detnas.export.runtime import read_onnx_meta
 
     meta = read_onnx_meta(model_path)
-    _thresholds(detector, meta.thresholds["score"], meta.thresholds["nms_iou"])
     inputs = [letterbox(im, meta.input.height, meta.input.width, pixels)[0] for im in images]
-    module = DeployableDetector(detector.cpu().eval(), pixels, int(meta.thresholds["max_detections"]))
+    module = deployable_like(detector, pixels, meta)
     batch = meta.input.batch or 1
     reference = _reference(module, inputs, batch, kind=meta.detector)
     tols = parity_tolerances(module, inputs, batch, reference[0], BOX_TOL, SCORE_TOL)
     return _parity(Path(model_path), inputs, reference, meta.detector, *tols, min_detections)
+
+
+def deployable_like(detector: nn.Module, pixels: PixelConvention, meta: ModelMeta) -> DeployableDetector:
+    """`detector` as the PyTorch twin of the exported graph `meta` describes: its thresholds and detections per image
+    (the RPN proposals are the detector's own: load it with the value the file was exported with)."""
+    _thresholds(detector, meta.thresholds["score"], meta.thresholds["nms_iou"])
+    return DeployableDetector(detector.cpu().eval(), pixels, int(meta.thresholds["max_detections"]))
 
 
 def _trace(module: DeployableDetector, example: torch.Tensor, path: Path, meta: ModelMeta,
