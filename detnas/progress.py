@@ -55,10 +55,11 @@ class _Display:
         self.open = 0
 
     def add(self, description: str, total: float | None) -> TaskID:
+        task = self.bar.add_task(description, total=total)
         if self.open == 0:
-            self.bar.start()
+            self.bar.start()  # drawn at once, with the new step in it
         self.open += 1
-        return self.bar.add_task(description, total=total)
+        return task
 
     def remove(self, task: TaskID) -> None:
         self.bar.remove_task(task)
