@@ -48,6 +48,8 @@ class ArtifactTable:
     """The rows with what they were measured on and under; `--json` and the Markdown table both come from it."""
 
     SCHEMA: ClassVar[str] = "detnas.bench.table/1"
+    detector: str
+    arch_hash: str
     data: str
     images: int
     input_shape: tuple[int, ...]
@@ -57,9 +59,10 @@ class ArtifactTable:
     rows: tuple[ArtifactRow, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "images": self.images, "input_shape": list(self.input_shape), "scope": self.scope,
-                "protocol": self.protocol, "fingerprint": self.fingerprint.to_dict(),
-                "fingerprint_hash": self.fingerprint.hash, "rows": [asdict(r) for r in self.rows]}
+        return {"detector": self.detector, "arch_hash": self.arch_hash, "data": self.data, "images": self.images,
+                "input_shape": list(self.input_shape), "scope": self.scope, "protocol": self.protocol,
+                "fingerprint": self.fingerprint.to_dict(), "fingerprint_hash": self.fingerprint.hash,
+                "rows": [asdict(r) for r in self.rows]}
 
     def header(self) -> tuple[str, ...]:
         return ("artifact", "precision", "runtime", "AP", "AP50", "median ms", "p90 ms", "images/s", "MB")
@@ -72,10 +75,10 @@ class ArtifactTable:
 
     def caption(self) -> str:
         fp, p = self.fingerprint, self.protocol
-        return (f"COCO AP on {self.data} ({self.images} images); latency of input {'x'.join(map(str, self.input_shape))}"
-                f" at scope {self.scope}, {p['runs']} runs after {p['warmup']} warm-up, {p['threads']} thread(s), "
-                f"{p['device']}; device {fp.device}, ORT {fp.onnxruntime}, torch {fp.torch}, TensorRT {fp.tensorrt}; "
-                f"fingerprint {fp.hash}")
+        return (f"{self.detector} detector, arch {self.arch_hash}; COCO AP on {self.data} ({self.images} images); "
+                f"latency of input {'x'.join(map(str, self.input_shape))} at scope {self.scope}, {p['runs']} runs after "
+                f"{p['warmup']} warm-up, {p['threads']} thread(s), {p['device']}; device {fp.device}, "
+                f"ORT {fp.onnxruntime}, torch {fp.torch}, TensorRT {fp.tensorrt}; fingerprint {fp.hash}")
 
     def markdown(self) -> str:
         lines = ["| " + " | ".join(self.header()) + " |", "|" + "|".join("---" for _ in self.header()) + "|"]
@@ -171,7 +174,7 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
         measured.append((artifact, report, result))
     protocol_fields = {"warmup": protocol.warmup, "runs": protocol.runs, "threads": protocol.threads,
                        "device": protocol.device, "clock": protocol.clock, "input_batches": len(inputs)}
-    return ArtifactTable(str(data), measured[0][1].images, tuple(inputs[0].shape), Scope.NETWORK_NMS.value,
+    return ArtifactTable(meta.detector, meta.arch.hash, str(data), measured[0][1].images, tuple(inputs[0].shape), Scope.NETWORK_NMS.value,
                          protocol_fields, measured[0][2].fingerprint, tuple(_row(*m) for m in measured))
 
 
@@ -186,6 +189,7 @@ def _eager(weights: Path, meta: ModelMeta, fp32: Path, proposals: int | None, in
            data: Path, images: Path, max_images: int | None, batch_size: int,
            protocol: Protocol) -> tuple[Artifact, EvalReport, LatencyResult]:
     """The checkpoint run in PyTorch as the exported graph (same thresholds, letterbox and outputs)."""
+    from detnas.checkpoint import checkpoint_paths
     from detnas.export.cli import eval_exported
     from detnas.export.onnx_export import deployable_like
     from detnas.export.runtime import Runner
@@ -200,7 +204,7 @@ def _eager(weights: Path, meta: ModelMeta, fp32: Path, proposals: int | None, in
         with torch.inference_mode():
             return tuple(t.numpy() for t in module(torch.from_numpy(batch)))
 
-    artifact = Artifact("PyTorch eager", Path(weights), "pytorch", "fp32")
+    artifact = Artifact("PyTorch eager", checkpoint_paths(weights)[0], "pytorch", "fp32")
     report = eval_exported(Path(weights), data, images, max_images, batch_size, None,
                            runner=Runner(meta, run, "pytorch eager"))
     result = measure_module(module, inputs, backend="torch", scope=Scope.NETWORK_NMS, protocol=protocol,
