@@ -84,6 +84,17 @@ def progress_display(enabled: bool, stream: TextIO | None = None) -> Iterator[No
         _current.reset(token)
 
 
+@contextmanager
+def silenced() -> Iterator[None]:
+    """No bars from `task` / `track` inside: for code that draws its own live bar (training), since two live
+    displays on one terminal overwrite each other."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 class Step:
     """Handle of one running step: `advance` the count, `describe` what it is doing now."""
 

@@ -112,3 +112,18 @@ def test_bench_table_on_a_tiny_detector(exported: dict[str, Path], tmp_path: Pat
     assert main(["bench", "table", "--onnx", str(int8), "--data", str(exported["ann"]), "--images",
                  str(exported["images"])]) == 2
     assert "give the FP32 export" in capsys.readouterr().err
+
+
+def test_training_bar_silences_nested_bars(tmp_path: Path) -> None:
+    from detnas.train.progress import ProgressReporter
+
+    ambient, training = Terminal(), Terminal()
+    with progress_display(True, ambient):
+        reporter = ProgressReporter(tmp_path, total=2, start=0, enabled=True, label="supernet-det", stream=training)
+        with task("evaluating 8 images", 8) as step:  # an evaluation during training
+            step.advance(8)
+        reporter.close()
+        assert ambient.getvalue() == "", "two live bars on one terminal would overwrite each other"
+        with task("evaluating 8 images", 8):
+            pass
+    assert "evaluating 8 images" in ambient.getvalue() and "━" in training.getvalue()
