@@ -23,6 +23,7 @@ from detnas.bench.result import PRECISIONS, LatencyResult, Scope
 from detnas.errors import DetnasError
 from detnas.evaluation import EvalReport
 from detnas.export.metadata import ModelMeta
+from detnas.progress import track
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     if weights is not None:
         measured.append(_eager(weights, meta, fp32[0], proposals, inputs, kind, data, images, max_images, batch_size,
                                protocol))
-    for artifact in artifacts:
+    for artifact in track(artifacts, "table: evaluating and timing each artifact"):
         report = eval_exported(artifact.path, data, images, max_images, batch_size, None)
         if artifact.runtime == "tensorrt":
             result = measure_engine(artifact.path, inputs, precision=artifact.precision, scope=Scope.NETWORK_NMS,
