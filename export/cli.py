@@ -11,8 +11,6 @@ import typer
 from detnas.console import plain_console
 
 if TYPE_CHECKING:
-    from detnas.evaluation import EvalReport
-    from detnas.export.runtime import Runner
     from detnas.export.source import ExportSource
     from detnas.export.trt_lint import LintReport
 
@@ -254,24 +252,3 @@ def register(app: typer.Typer) -> None:
     """Add `export` (with `export check`) and `predict` to the root app."""
     app.add_typer(export_app, name="export")
     app.command("predict")(predict_cmd)
-
-
-def eval_exported(model: Path, data: Path, images: Path, max_images: int | None, batch_size: int,
-                  out_json: Path | None, runner: Runner | None = None) -> EvalReport:
-    """`detnas eval --model`: COCO AP of the exported file itself (or of `runner`, which runs the same graph another
-    way, e.g. in PyTorch), on data with the model's class list; letterboxed to the model's input size."""
-    from detnas.data.coco import CocoDetection
-    from detnas.errors import DetnasError
-    from detnas.evaluation import EvalReport, evaluate
-    from detnas.export.runtime import exported_predictor, load_exported
-
-    runner = runner or load_exported(model)
-    dataset = CocoDetection(data, images)
-    if [c.name for c in runner.meta.classes] != dataset.classes:
-        raise DetnasError(f"{data}: its classes differ from the model's ({len(runner.meta.classes)} classes in the "
-                          f"metadata of {model}); evaluate on data with the same category list")
-    metrics = evaluate(exported_predictor(runner), dataset, out_json=out_json, batch_size=batch_size,
-                       max_images=max_images)
-    spec = runner.meta.input
-    return EvalReport.from_metrics(str(model), runner.backend, data, f"{spec.height}x{spec.width} letterboxed", metrics,
-                                   out_json)

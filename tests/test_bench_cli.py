@@ -42,7 +42,8 @@ def test_latency_json_csv_cache_and_compare(tmp_path: Path, capsys: pytest.Captu
                         "--csv", str(csv_path))
     assert code == 0 and "median" in out and "backbone" in out
     result = json.loads(a.read_text())
-    assert result["schema"] == "detnas.bench.latency/1" and result["scope"] == "backbone" and result["backend"] == "ort" and result["stats"]["n"] == 3
+    assert result["schema"] == "detnas.bench.latency/1"
+    assert result["scope"] == "backbone" and result["backend"] == "ort" and result["stats"]["n"] == 3
     assert result["fingerprint"]["threads"] == 1 and result["input_shape"] == [1, 3, 32, 32]
     header, row = csv_path.read_text().splitlines()
     assert header.startswith("label,source,scope") and "backbone" in row

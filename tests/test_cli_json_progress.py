@@ -11,9 +11,9 @@ import pytest
 from conftest import shared_dataset
 from test_export_helpers import CATEGORY_IDS, SIZE, save_child_checkpoint, tiny_detector, val_images
 
-from detnas.bench.table import produce
 from detnas.cli.main import main
 from detnas.progress import progress_display, task, track, wanted
+from detnas.workflows.artifact_table import produce
 
 
 class Terminal(io.StringIO):

@@ -6,25 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from detnas.console import plain_console
 
 if TYPE_CHECKING:
     from detnas.evaluation import EvalReport
-
-
-def metric_table(metrics: dict[str, float]) -> Table:
-    """COCO metrics in % (the way papers report them); -1 from COCOeval means no ground truth in that range."""
-    from detnas.evaluation import METRICS
-
-    table = Table()
-    table.add_column("metric")
-    table.add_column("value (%)", justify="right")
-    for name in METRICS:
-        value = metrics[name]
-        table.add_row(name, "n/a (no GT)" if value < 0 else f"{100 * value:.1f}")
-    return table
 
 
 def eval_cmd(
@@ -63,9 +49,12 @@ def eval_cmd(
     if max_images is not None and max_images < 1:
         raise DetnasError(f"--max-images {max_images}: evaluate at least 1 image (leave it out for all)")
     if model is not None:
-        from detnas.export.cli import eval_exported
+        from detnas.export.runtime import evaluate_exported
 
-        return show_eval(eval_exported(model, data, images, max_images, batch_size, out_json), json_out)
+        metrics, runner = evaluate_exported(model, data, images, max_images, batch_size, out_json)
+        spec = runner.meta.input
+        return show_eval(EvalReport.from_metrics(str(model), runner.backend, data,
+                                                 f"{spec.height}x{spec.width} letterboxed", metrics, out_json), json_out)
     if (weights is None) == (not random_init):
         raise DetnasError("pass exactly one of --weights CKPT or --random-init")
     dataset = CocoDetection(data, images)
@@ -96,6 +85,7 @@ def eval_cmd(
 
 def show_eval(report: EvalReport, json_out: Path | None) -> None:
     """Print the report's table and lines; write it as JSON when asked."""
+    from detnas.evaluation import metric_table
     from detnas.jsonout import write_document
 
     console = plain_console()

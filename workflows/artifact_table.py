@@ -1,4 +1,5 @@
-"""`detnas bench table`: which artifact of one trained detector to ship.
+"""`detnas bench table`: which artifact of one trained detector to ship (a workflow: it composes export's
+conversions and runtimes with bench's latency oracle).
 
 Each artifact (the PyTorch eager twin of the exported graph, ONNX files at their precisions, TensorRT engines) gets
 its COCO AP on one annotation set, its latency (median and p90 on real images at the model's input, post-processing
@@ -21,7 +22,6 @@ from detnas.bench.fingerprint import Fingerprint
 from detnas.bench.oracle import DEFAULT_PROTOCOL, Protocol, measure_engine, measure_module, measure_onnx
 from detnas.bench.result import PRECISIONS, LatencyResult, Scope
 from detnas.errors import DetnasError
-from detnas.evaluation import EvalReport
 from detnas.export.metadata import ModelMeta
 from detnas.progress import track
 
@@ -131,8 +131,7 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     eager twin, the conversions and the input shape); `weights` adds the PyTorch eager row."""
     from detnas.bench.backends.trt_backend import onnx_precision
     from detnas.bench.inputs import image_batches
-    from detnas.export.cli import eval_exported
-    from detnas.export.runtime import read_onnx_meta
+    from detnas.export.runtime import evaluate_exported, read_onnx_meta
 
     for precision in convert:
         if precision not in PRECISIONS[1:]:
@@ -158,12 +157,12 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     inputs = image_batches(images, batch, (meta.input.height, meta.input.width), limit=latency_images,
                            pixels=meta.pixels)
     kind = f"images from {images}"
-    measured: list[tuple[Artifact, EvalReport, LatencyResult]] = []
+    measured: list[tuple[Artifact, dict[str, float], LatencyResult]] = []
     if weights is not None:
         measured.append(_eager(weights, meta, fp32[0], proposals, inputs, kind, data, images, max_images, batch_size,
                                protocol))
     for artifact in track(artifacts, "table: evaluating and timing each artifact"):
-        report = eval_exported(artifact.path, data, images, max_images, batch_size, None)
+        metrics, _ = evaluate_exported(artifact.path, data, images, max_images, batch_size)
         if artifact.runtime == "tensorrt":
             result = measure_engine(artifact.path, inputs, precision=artifact.precision, scope=Scope.NETWORK_NMS,
                                     protocol=protocol, input_kind=kind)
@@ -172,28 +171,28 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
             calibration = inputs if artifact.precision == "int8" else None
             result = measure_onnx(artifact.path, inputs, backend="ort", precision=artifact.precision,
                                   scope=Scope.NETWORK_NMS, protocol=protocol, calibration=calibration, input_kind=kind)
-        measured.append((artifact, report, result))
+        measured.append((artifact, metrics, result))
     protocol_fields = {"warmup": protocol.warmup, "runs": protocol.runs, "threads": protocol.threads,
                        "device": protocol.device, "clock": protocol.clock, "input_batches": len(inputs)}
-    return ArtifactTable(meta.detector, meta.arch.hash, str(data), measured[0][1].images, tuple(inputs[0].shape), Scope.NETWORK_NMS.value,
-                         protocol_fields, measured[0][2].fingerprint, tuple(_row(*m) for m in measured))
+    return ArtifactTable(meta.detector, meta.arch.hash, str(data), int(measured[0][1]["images"]),
+                         tuple(inputs[0].shape), Scope.NETWORK_NMS.value, protocol_fields, measured[0][2].fingerprint,
+                         tuple(_row(*m) for m in measured))
 
 
-def _row(artifact: Artifact, report: EvalReport, result: LatencyResult) -> ArtifactRow:
+def _row(artifact: Artifact, metrics: dict[str, float], result: LatencyResult) -> ArtifactRow:
     s = result.stats
     return ArtifactRow(artifact.name, str(artifact.path), artifact.runtime, artifact.precision,
-                       _size_mb(artifact.path), report.metrics["AP"], report.metrics["AP50"], s.median_ms, s.p90_ms,
+                       _size_mb(artifact.path), metrics["AP"], metrics["AP50"], s.median_ms, s.p90_ms,
                        s.cv, 1000 * result.batch / s.median_ms, artifact.produced)
 
 
 def _eager(weights: Path, meta: ModelMeta, fp32: Path, proposals: int | None, inputs: list[torch.Tensor], kind: str,
            data: Path, images: Path, max_images: int | None, batch_size: int,
-           protocol: Protocol) -> tuple[Artifact, EvalReport, LatencyResult]:
+           protocol: Protocol) -> tuple[Artifact, dict[str, float], LatencyResult]:
     """The checkpoint run in PyTorch as the exported graph (same thresholds, letterbox and outputs)."""
     from detnas.checkpoint import checkpoint_paths
-    from detnas.export.cli import eval_exported
     from detnas.export.onnx_export import deployable_like
-    from detnas.export.runtime import Runner
+    from detnas.export.runtime import Runner, evaluate_exported
     from detnas.export.source import load_export_source
 
     source = load_export_source(weights, meta.arch, proposals)
@@ -206,11 +205,10 @@ def _eager(weights: Path, meta: ModelMeta, fp32: Path, proposals: int | None, in
             return tuple(t.numpy() for t in module(torch.from_numpy(batch)))
 
     artifact = Artifact("PyTorch eager", checkpoint_paths(weights)[0], "pytorch", "fp32")
-    report = eval_exported(Path(weights), data, images, max_images, batch_size, None,
-                           runner=Runner(meta, run, "pytorch eager"))
+    metrics, _ = evaluate_exported(weights, data, images, max_images, batch_size, runner=Runner(meta, run, "pytorch eager"))
     result = measure_module(module, inputs, backend="torch", scope=Scope.NETWORK_NMS, protocol=protocol,
                             label=f"{Path(weights).name} (eager)", input_kind=kind)
-    return artifact, report, result
+    return artifact, metrics, result
 
 
 def _engine_precision(engine: Path) -> str:
