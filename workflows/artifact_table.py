@@ -142,15 +142,15 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     if not fp32:
         raise DetnasError("--onnx: give the FP32 export of the detector (the reference for the other rows)")
     meta = read_onnx_meta(fp32[0])
-    for artifact in artifacts:
-        other = read_onnx_meta(artifact.path)
-        if other.arch.hash != meta.arch.hash or other.input != meta.input:
-            raise DetnasError(f"{artifact.path}: another detector or input than {fp32[0]} (arch {other.arch.hash}, "
-                              f"input {other.input.shape()}); one table compares the artifacts of one detector")
     for precision in convert:
         if precision not in {a.precision for a in artifacts}:
             path, produced = produce(fp32[0], precision, weights, calib_data, calib_images)
             artifacts.append(Artifact(f"ONNX {precision.upper()}", path, "onnxruntime", precision, produced))
+    for artifact in artifacts:  # a reused converted file too
+        other = read_onnx_meta(artifact.path)
+        if other.arch.hash != meta.arch.hash or other.input != meta.input:
+            raise DetnasError(f"{artifact.path}: another detector or input than {fp32[0]} (arch {other.arch.hash}, "
+                              f"input {other.input.shape()}); one table compares the artifacts of one detector")
     artifacts += [Artifact("TensorRT", Path(e), "tensorrt", _engine_precision(Path(e))) for e in engines]
 
     batch = meta.input.batch or 1
