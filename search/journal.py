@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +92,6 @@ class Journal:
     @property
     def header(self) -> dict[str, Any]:
         return self.records[0]
-
-    def of_type(self, kind: str) -> Iterator[dict[str, Any]]:
-        return (r for r in self.records if r.get("type") == kind)
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, sort_keys=True) + "\n"
