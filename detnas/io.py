@@ -94,36 +94,34 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def read_text_file(path: str | Path, what: str, fix: str = "") -> str:
+    """A text file's contents, or a one-line `DetnasError` naming the file, `what` it should be and the `fix`."""
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise DetnasError(f"{path}: cannot read {what} ({reason}){f'; {fix}' if fix else ''}") from None
+
+
 def read_json_file(path: str | Path, what: str, fix: str = "") -> Any:
     """Parse a JSON file (sidecars, profiles, results, annotations); an unreadable or unparseable one is a
     one-line `DetnasError` naming the file, `what` it should be and, when given, the `fix`."""
-    path = Path(path)
-    tail = f"; {fix}" if fix else ""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise DetnasError(f"{path}: cannot read {what} ({reason}){tail}") from None
+    text = read_text_file(path, what, fix)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DetnasError(f"{path}: corrupted {what} JSON (malformed JSON at line {exc.lineno} column {exc.colno}: "
-                          f"{exc.msg}){tail}") from None
+                          f"{exc.msg}){f'; {fix}' if fix else ''}") from None
 
 
 def read_mapping_file(path: str | Path, what: str) -> Any:
     """Parse a .json or .yaml/.yml file (spaces, recipes); an unreadable or unparseable file is a one-liner."""
-    path = Path(path)
-    if path.suffix not in (".yaml", ".yml"):
+    if Path(path).suffix not in (".yaml", ".yml"):
         return read_json_file(path, what)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read {what} ({exc.strerror})") from None
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.safe_load(read_text_file(path, what))
     except yaml.YAMLError as exc:
         raise DetnasError(f"{path}: not valid YAML ({exc})".splitlines()[0]) from None
 
