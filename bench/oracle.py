@@ -234,8 +234,8 @@ def _ort_precision_file(path: Path, work: Path, precision: str, provider: str, c
                           f"--precision {already}")
     if converters is None:
         raise DetnasError(f"--precision {precision} on ONNX Runtime ({provider}) times a converted copy of {path.name}; "
-                          "pass BackendOptions(converters=OnnxConverters(convert_fp16, quantize_int8)) from "
-                          "detnas.export.precision, or time a file exported with that precision")
+                          "pass BackendOptions(converters=detnas.export.converters.onnx_converters()), or time a file "
+                          "exported with that precision")
     start = time.perf_counter()
     if precision == "int8":
         model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
