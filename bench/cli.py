@@ -17,8 +17,9 @@ from rich.table import Table
 
 from detnas.console import labelled, plain_console
 from detnas.errors import DetnasError
-from detnas.io import parse_hw
+from detnas.io import read_json_file
 from detnas.jsonout import write_document
+from detnas.sizes import parse_hw
 
 app = typer.Typer(help="Measure latency on the target device: backends, cache, device profiles.",
                   no_args_is_help=True)
@@ -129,7 +130,7 @@ def latency_cmd(
     """Time one model with the chosen backend and protocol; prints median, p90, p99, min, CV and the setup."""
     from detnas.bench.cache import LatencyCache
     from detnas.bench.inputs import image_batches, random_batches
-    from detnas.bench.oracle import BackendOptions, Protocol, measure_arch, measure_engine, measure_onnx
+    from detnas.bench.oracle import BackendOptions, TimingProtocol, measure_arch, measure_engine, measure_onnx
     from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice, write_csv
     from detnas.export.converters import onnx_converters
 
@@ -147,7 +148,7 @@ def latency_cmd(
         scope = "backbone" if arch is not None else "network+nms"
     hw, parsed_scope = parse_hw(size), Scope.parse(scope)
     _quiet_onnxruntime(backend)
-    protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
                              workspace_mb=workspace_mb, timing_cache=timing_cache, converters=onnx_converters())
     cache = LatencyCache(cache_path) if use_cache else None
@@ -252,14 +253,14 @@ def profile_cmd(
 ) -> None:
     """Measure block latencies, the stem and archs spanning the space on this device; fit the predictor and judge
     it against the best constant and the measurements' own agreement (accurate only if it beats the constant)."""
-    from detnas.bench.oracle import BackendOptions, Protocol
+    from detnas.bench.oracle import BackendOptions, TimingProtocol
     from detnas.bench.profile import build_profile, profile_report, save_profile
     from detnas.bench.result import Scope
     from detnas.export.converters import onnx_converters
     from detnas.progress import task
     from detnas.space import get_space
 
-    protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
     with _warnings_as_lines(), task("profile") as status:
         profile = build_profile(get_space(space), backend=backend, size=parse_hw(size), batch=batch,
@@ -305,7 +306,7 @@ def predict_cmd(
     from detnas.bench.profile import load_profile, predict_latency
 
     archs = [resolve_arch(a) for a in arch]
-    data = _read_json(profile)
+    data = read_json_file(profile, "latency profile")
     proto = data.get("protocol", {}) if isinstance(data, dict) else {}
     here = collect_fingerprint(proto.get("device", "cpu"), int(proto.get("threads", 1)))
     loaded = load_profile(profile, archs[0].space, str(data.get("backend")), force=force, fingerprint=here)
@@ -356,14 +357,14 @@ def table_cmd(
 ) -> None:
     """Which artifact to ship: AP, median / p90 latency, images/s and file size of each artifact of one detector
     (PyTorch eager, ONNX per precision, TensorRT), with the environment fingerprint."""
-    from detnas.bench.oracle import Protocol
+    from detnas.bench.oracle import TimingProtocol
     from detnas.io import atomic_write_text
     from detnas.workflows.artifact_table import build_table
 
     if max_images is not None and max_images < 1:
         raise DetnasError(f"--max-images {max_images}: evaluate at least 1 image (leave it out for all)")
     _quiet_onnxruntime("ort")
-    protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     with _warnings_as_lines():
         result = build_table(onnx, data=data, images=images, weights=weights, engines=engine or (),
                              convert=convert or (), calib_data=calib_data, calib_images=calib_images,
@@ -378,15 +379,6 @@ def table_cmd(
         write_document(json_out, result.SCHEMA, result.to_dict())
     if markdown is not None:
         atomic_write_text(markdown, result.markdown())
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise DetnasError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
 
 
 CachePath = Annotated[Path | None, typer.Option(help="Latency cache file (default ~/.cache/detnas).")]

@@ -204,12 +204,12 @@ def test_profile_asks_for_more_archs_than_the_space_has(tiny_space_file: Path, t
 
 
 def test_profile_at_network_scope_reports_the_detector_as_fixed_part() -> None:
-    from detnas.bench.oracle import Protocol
+    from detnas.bench.oracle import TimingProtocol
     from detnas.bench.profile import build_profile
     from detnas.bench.result import Scope
 
     space = SearchSpace("bench-four", 8, (16, 32, 48, 64), (1, 2, 1, 1), 32, (0, 3))
-    profile = build_profile(space, backend="torch", size=(64, 64), protocol=Protocol(warmup=1, runs=2), n_train=8,
+    profile = build_profile(space, backend="torch", size=(64, 64), protocol=TimingProtocol(warmup=1, runs=2), n_train=8,
                             n_test=2, rounds=1, scope=Scope.NETWORK, detector="retinanet")
     assert profile["scope"] == "network" and profile["detector"] == "retinanet"
     assert profile["fixed_ms"]["detector"] > 0 and len(profile["archs"]) == 10

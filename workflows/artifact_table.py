@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from detnas.bench.fingerprint import Fingerprint
-from detnas.bench.oracle import DEFAULT_PROTOCOL, Protocol, measure_engine, measure_module, measure_onnx
+from detnas.bench.oracle import DEFAULT_PROTOCOL, TimingProtocol, measure_engine, measure_module, measure_onnx
 from detnas.bench.result import PRECISIONS, LatencyResult, Scope
 from detnas.errors import DetnasError
 from detnas.export.metadata import ModelMeta
@@ -126,7 +126,7 @@ def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: P
 def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights: Path | None = None,
                 engines: Sequence[Path] = (), convert: Sequence[str] = (), calib_data: Path | None = None,
                 calib_images: int = 64, proposals: int | None = None, max_images: int | None = None,
-                batch_size: int = 4, protocol: Protocol = DEFAULT_PROTOCOL, latency_images: int = 16) -> ArtifactTable:
+                batch_size: int = 4, protocol: TimingProtocol = DEFAULT_PROTOCOL, latency_images: int = 16) -> ArtifactTable:
     """Measure every artifact of one detector. `onnx_files` must include its FP32 export (the reference for the
     eager twin, the conversions and the input shape); `weights` adds the PyTorch eager row."""
     from detnas.bench.backends.trt_backend import onnx_precision
@@ -188,7 +188,7 @@ def _row(artifact: Artifact, metrics: dict[str, float], result: LatencyResult) -
 
 def _eager(weights: Path, meta: ModelMeta, fp32: Path, proposals: int | None, inputs: list[torch.Tensor], kind: str,
            data: Path, images: Path, max_images: int | None, batch_size: int,
-           protocol: Protocol) -> tuple[Artifact, dict[str, float], LatencyResult]:
+           protocol: TimingProtocol) -> tuple[Artifact, dict[str, float], LatencyResult]:
     """The checkpoint run in PyTorch as the exported graph (same thresholds, letterbox and outputs)."""
     from detnas.checkpoint import checkpoint_paths
     from detnas.export.onnx_export import deployable_like

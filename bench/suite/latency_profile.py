@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from detnas.bench.oracle import BackendOptions, Protocol
+from detnas.bench.oracle import BackendOptions, TimingProtocol
 from detnas.bench.profile import build_profile, profile_report, save_profile
 from detnas.bench.result import Scope
 from detnas.io import atomic_write_json
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--json", default="latency_profile.json")
     args = parser.parse_args()
 
-    protocol = Protocol(warmup=args.warmup, runs=args.runs, threads=1, device=args.device, clock=args.clock)
+    protocol = TimingProtocol(warmup=args.warmup, runs=args.runs, threads=1, device=args.device, clock=args.clock)
     profile = build_profile(get_space(args.space), backend=args.backend, size=(args.size, args.size),
                             protocol=protocol, options=BackendOptions(cuda_graphs=args.cuda_graphs),
                             n_train=args.n_train, n_test=args.n_test, rounds=args.rounds, seed=args.seed,
