@@ -267,6 +267,57 @@ def judge_predictor(predicted: Sequence[float], measured: Sequence[float], halve
     )
 
 
+@dataclass(frozen=True)
+class SharedPart:
+    """The timed network minus its own backbone, per arch (both timed in the same rounds). Were the detector's
+    cost independent of the arch, it would vary across archs only by the measurement noise; `excess_ms` is the
+    arch-dependent rest, which no predictor built from backbone blocks can explain."""
+
+    n: int
+    median_ms: float
+    std_ms: float  # across archs
+    noise_ms: float  # the std that the noise of the two measurements alone would give
+    network_std_ms: float  # the spread the predictor must explain
+
+    @property
+    def excess_ms(self) -> float:
+        return math.sqrt(max(0.0, self.std_ms**2 - self.noise_ms**2))
+
+    @property
+    def unexplained_share(self) -> float:
+        """Share of the network's spread variance that is not the backbone's."""
+        return (self.excess_ms / self.network_std_ms) ** 2 if self.network_std_ms > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"network minus its backbone: median {self.median_ms:.3f} ms, std across archs {self.std_ms:.3f} ms "
+                f"(noise alone: {self.noise_ms:.3f} ms), so {100 * self.unexplained_share:.0f}% of the network's "
+                "spread variance is not the backbone's (a bound on R² of any block-table predictor)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "excess_ms": self.excess_ms, "unexplained_share": self.unexplained_share,
+                "line": self.line()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SharedPart:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def shared_part(network: Sequence[float], backbone: Sequence[float], network_halves: tuple[Sequence[float], Sequence[float]],
+                backbone_halves: tuple[Sequence[float], Sequence[float]]) -> SharedPart:
+    """Network minus backbone per arch; its noise from the two halves' differences, as in `judge_predictor`."""
+    diff = [float(a) - float(b) for a, b in zip(network, backbone, strict=True)]
+    half = [[float(a) - float(b) for a, b in zip(nh, bh, strict=True)] for nh, bh in zip(network_halves, backbone_halves)]
+    n = len(diff)
+    if n < 2:
+        raise ValueError("the shared part needs at least 2 archs")
+    mean, net_mean = sum(diff) / n, sum(network) / n
+    return SharedPart(
+        n=n, median_ms=percentile(diff, 50), std_ms=math.sqrt(sum((d - mean) ** 2 for d in diff) / (n - 1)),
+        noise_ms=math.sqrt(sum((a - b) ** 2 for a, b in zip(*half)) / n) / 2,
+        network_std_ms=math.sqrt(sum((float(m) - net_mean) ** 2 for m in network) / (n - 1)),
+    )
+
+
 VERDICTS = ("faster", "slower", "indistinguishable")
 
 

@@ -17,7 +17,7 @@ from detnas.arch import Arch
 from detnas.bench.fingerprint import Fingerprint
 from detnas.bench.predictor import LatencyPredictor
 from detnas.bench.profile import PROFILE_FORMAT, block_inputs, choose_archs, load_profile, predict_latency
-from detnas.bench.stats import best_constant, judge_predictor
+from detnas.bench.stats import HeldOutReport, SharedPart, best_constant, judge_predictor
 from detnas.cli.main import main
 from detnas.errors import DetnasError
 from detnas.space import SearchSpace, get_space
@@ -205,10 +205,18 @@ def test_profile_at_network_scope_reports_the_detector_as_fixed_part() -> None:
                             n_test=2, rounds=1, scope=Scope.NETWORK, detector="retinanet")
     assert profile["scope"] == "network" and profile["detector"] == "retinanet"
     assert profile["fixed_ms"]["detector"] > 0 and len(profile["archs"]) == 10
+    # every arch's backbone was timed beside it: the backbone scope is judged on the same held-out archs, and the
+    # detector part is network minus backbone over all archs
+    shared = SharedPart.from_dict(profile["shared_part"])
+    assert shared.n == 10 and shared.median_ms == profile["fixed_ms"]["detector"]
+    network = [a["measured_ms"] for a in profile["archs"]]
+    backbone = [a["backbone_ms"] for a in profile["archs"]]
+    assert all(n > b > 0 for n, b in zip(network, backbone))
+    assert shared.median_ms == pytest.approx(float(np.median(np.subtract(network, backbone))))
+    assert HeldOutReport.from_dict(profile["backbone_report"]).n == 2
 
 
 def test_search_is_told_when_a_profile_ranks_noise(profile_file: Path, tiny_space_file: Path, tmp_path: Path) -> None:
-    from detnas.bench.stats import HeldOutReport
     from detnas.search.latency import ProfileLatency, Timing
 
     space = get_space(str(tiny_space_file))
