@@ -20,7 +20,7 @@ from detnas.bench.profile import PROFILE_FORMAT, block_inputs, choose_archs, loa
 from detnas.bench.stats import HeldOutReport, SharedPart, best_constant, judge_predictor
 from detnas.cli.main import main
 from detnas.errors import DetnasError
-from detnas.space import SearchSpace, get_space
+from detnas.space import get_space
 from detnas.supernet import ChildNet
 
 TINY = {"name": "bench-tiny", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [2, 2], "head_width": 32,
@@ -195,14 +195,17 @@ def test_profile_asks_for_more_archs_than_the_space_has(tiny_space_file: Path, t
     assert code == 2 and "has only 16 archs" in capsys.readouterr().err
 
 
-def test_profile_at_network_scope_reports_the_detector_as_fixed_part() -> None:
-    from detnas.bench.oracle import Protocol
-    from detnas.bench.profile import build_profile
-    from detnas.bench.result import Scope
-
-    space = SearchSpace("bench-four", 8, (16, 32, 48, 64), (1, 2, 1, 1), 32, (0, 3))
-    profile = build_profile(space, backend="torch", size=(64, 64), protocol=Protocol(warmup=1, runs=2), n_train=8,
-                            n_test=2, rounds=1, scope=Scope.NETWORK, detector="retinanet")
+def test_profile_at_network_scope_reports_the_detector_as_fixed_part(tmp_path: Path) -> None:
+    space_file, out = tmp_path / "four.json", tmp_path / "network.json"
+    space_file.write_text(json.dumps({"name": "bench-four", "stem_width": 8, "stage_widths": [16, 32, 48, 64],
+                                      "stage_depths": [1, 2, 1, 1], "head_width": 32, "choices": [0, 3]}))
+    with redirect_stdout(io.StringIO()) as printed:
+        code = main(["bench", "profile", "--space", str(space_file), "--backend", "torch", "--size", "64", "--runs",
+                     "2", "--rounds", "1", "--warmup", "1", "--n-train", "8", "--n-test", "2", "--scope", "network",
+                     "--detector", "retinanet", "--out", str(out)])
+    assert code == 0
+    profile = json.loads(out.read_text())
+    assert "network minus its backbone" in printed.getvalue() and "backbone timed beside it" in printed.getvalue()
     assert profile["scope"] == "network" and profile["detector"] == "retinanet"
     assert profile["fixed_ms"]["detector"] > 0 and len(profile["archs"]) == 10
     # every arch's backbone was timed beside it: the backbone scope is judged on the same held-out archs, and the
@@ -229,10 +232,13 @@ def test_search_is_told_when_a_profile_ranks_noise(profile_file: Path, tiny_spac
         "clean": judge_predictor(truth, truth, (truth, truth)),
     }
     assert report.n == 4 and cases["noisy"].noise_limited and not cases["clean"].noise_limited
+    shared = SharedPart(n=4, median_ms=1.0, std_ms=0.004, noise_ms=0.001, network_std_ms=0.005)
     for name, case in cases.items():
-        (tmp_path / f"{name}.json").write_text(json.dumps({**data, "report": case.to_dict()}))
+        (tmp_path / f"{name}.json").write_text(json.dumps({**data, "report": case.to_dict(),
+                                                            "shared_part": shared.to_dict()}))
     noisy = ProfileLatency(tmp_path / "noisy.json", space, timing, force=True).caveats
     assert any("NOISE-LIMITED" in c and "cannot separate candidates" in c for c in noisy), noisy
+    assert any("60% of the network's spread variance is not the backbone's" in c for c in noisy), noisy
     assert ProfileLatency(tmp_path / "clean.json", space, timing, force=True).caveats == []
     (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in data.items() if k != "report"}))
     assert "no held-out report" in ProfileLatency(tmp_path / "old.json", space, timing, force=True).caveats[0]

@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--detector", default="fpn", choices=("fpn", "retinanet"))
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=40, help="timed runs per block and arch, spread over --rounds")
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--n-train", type=int, default=14)
     parser.add_argument("--n-test", type=int, default=20)
