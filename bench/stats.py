@@ -203,9 +203,10 @@ class HeldOutReport:
 
     def verdict(self) -> list[str]:
         """Plain sentences for the CLI, the suite, the profile JSON and the search log."""
+        best = f"R² {self.r2_ceiling:.3f} at best" if self.r2_ceiling >= 0 else "R² below 0 against them"
         lines = [f"held-out latency spread: max/min {self.spread_ratio:.3f}, std {self.std_ms:.3f} ms "
                  f"({100 * self.spread_cv:.2f}% of the mean); noise of one arch's median {100 * self.noise_cv:.2f}%, so a "
-                 f"perfect predictor scores R² {self.r2_ceiling:.3f} at best"]
+                 f"perfect predictor scores {best}"]
         if self.noise_limited:
             lines.append(f"NOISE-LIMITED: the spread is {self.spread_to_noise:.1f}x the measurement noise (under "
                          f"{MIN_SPREAD_TO_NOISE:g}x): at this scope a latency target cannot separate candidates")
