@@ -242,3 +242,14 @@ def test_search_is_told_when_a_profile_ranks_noise(profile_file: Path, tiny_spac
     assert ProfileLatency(tmp_path / "clean.json", space, timing, force=True).caveats == []
     (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in data.items() if k != "report"}))
     assert "no held-out report" in ProfileLatency(tmp_path / "old.json", space, timing, force=True).caveats[0]
+
+
+def test_profile_suite_reads_its_sets() -> None:
+    from detnas.bench.result import Scope
+    from detnas.bench.suite.latency_profile import parse_sets
+
+    assert parse_sets("detnas-300m:network, detnas-1.3g") == [("detnas-300m", Scope.NETWORK), ("detnas-1.3g", Scope.BACKBONE)]
+    for bad, message in (("detnas-300m:neck", "unknown scope 'neck'"), ("detnas-300m:end-to-end", "not profiled"),
+                         (" , ", "--sets is empty")):
+        with pytest.raises(DetnasError, match=message):
+            parse_sets(bad)
