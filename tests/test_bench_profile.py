@@ -226,9 +226,10 @@ def test_search_is_told_when_a_profile_ranks_noise(profile_file: Path, tiny_spac
     timing = Timing(size=(32, 32), scope="backbone")
     data = json.loads(profile_file.read_text())
     report = HeldOutReport.from_dict(data["report"])
-    truth = [1.0, 1.002, 1.004, 1.006]  # a 0.6 % spread under 1 % noise, predicted perfectly
+    truth = [1.0, 1.002, 1.004, 1.006]  # a 0.6 % spread under 1 % noise: the truth cannot explain the measurements
+    first, second = [t * (1 + 0.02 * (-1) ** i) for i, t in enumerate(truth)], truth
     cases = {
-        "noisy": judge_predictor(truth, truth, ([t * 1.01 for t in truth], [t * 0.99 for t in truth])),
+        "noisy": judge_predictor(truth, [(a + b) / 2 for a, b in zip(first, second)], (first, second)),
         "clean": judge_predictor(truth, truth, (truth, truth)),
     }
     assert report.n == 4 and cases["noisy"].noise_limited and not cases["clean"].noise_limited

@@ -115,6 +115,11 @@ def test_spread_within_noise_is_reported_as_noise_limited() -> None:
     assert report.noise_cv == pytest.approx(0.01 / np.sqrt(2), rel=0.35)
     assert any(line.startswith("NOISE-LIMITED") for line in report.verdict())
     assert report.to_dict()["noise_limited"] is True
+    burst = first.copy()
+    burst[::3] *= 1.05  # one round of load hit every third arch's first half: the halves overstate the noise
+    explained = judge_predictor(list(truth), list(truth), (list(burst), list(second)))  # a predictor fitted elsewhere
+    assert explained.noise_cv > 0.01 and explained.noise_bound_cv == 0 and not explained.noise_limited
+    assert "noise of one arch's median 0.00% at most (split halves" in explained.verdict()[0]
     truth, first, second = _synthetic_set(spread=1.002, noise=0.01)  # as wall clock on a loaded machine measured it
     drowned = judge_predictor(list(truth), list((first + second) / 2), (list(first), list(second)))
     assert drowned.r2_ceiling < 0 and "perfect predictor scores R² below 0" in drowned.verdict()[0]
