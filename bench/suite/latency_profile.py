@@ -7,7 +7,8 @@ noise the set is reported as noise-limited: no predictor can rank it. A set at t
 every arch's backbone in the same rounds, so it reports the backbone scope too, and how much of the network's
 spread is not the backbone's (network minus backbone varies across archs beyond the noise).
 
-Run (one command, writes latency_profile.json; about 12 minutes of one core's time: quiet 2-core machine):
+Run (one command, writes latency_profile.json; about 10 minutes on a quiet machine, one core busy: the CPU time
+of these sets at these sizes, measured on a loaded one, was ~230 s for detnas-300m and ~370 s for detnas-1.3g):
     python -m detnas.bench.suite.latency_profile --sets detnas-300m:network,detnas-1.3g:network --clock thread-cpu
 --clock thread-cpu times the one ORT thread's CPU time: on a quiet machine it is the wall-clock latency, and on a
 loaded one it stays the network's cost, while wall clock measures the scheduler: at the 300m FPN network scope on
@@ -102,8 +103,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="timed runs per block and arch, spread over --rounds")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--n-train", type=int, default=14)
-    parser.add_argument("--n-test", type=int, default=20)
+    parser.add_argument("--n-train", type=int, default=12)
+    parser.add_argument("--n-test", type=int, default=18)
     parser.add_argument("--clock", default="thread-cpu", choices=("wall", "thread-cpu"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--cuda-graphs", action="store_true", help="torch backend on a GPU: replay CUDA graphs")
