@@ -14,7 +14,6 @@ runner a slice of its runs), so slow phases from other processes spread over all
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +32,7 @@ from detnas.bench.oracle import (
     DEFAULT_OPTIONS,
     DEFAULT_PROTOCOL,
     BackendOptions,
-    Protocol,
+    TimingProtocol,
     prepare_module,
     torch_threads,
 )
@@ -42,7 +41,7 @@ from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice
 from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, shared_part, summarize
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
-from detnas.io import atomic_write_json
+from detnas.io import atomic_write_json, read_json_file
 from detnas.space import SearchSpace
 
 PROFILE_FORMAT = "detnas-latency-profile/1"
@@ -61,7 +60,7 @@ def block_inputs(space: SearchSpace, size: tuple[int, int]) -> list[tuple[int, i
     return out
 
 
-def _time_interleaved(runners: list[Prepared], protocol: Protocol, rounds: int,
+def _time_interleaved(runners: list[Prepared], protocol: TimingProtocol, rounds: int,
                       progress: Callable[[str], None], phase: str, seed: int = 0) -> list[list[float]]:
     """Samples per runner: warm-up once, then `rounds` passes of runs // rounds timed calls each (one untimed call
     first, to reload its weights). Each round runs the runners in a new order: in a fixed order every runner would
@@ -141,7 +140,7 @@ def choose_archs(space: SearchSpace, table: Sequence[dict[int, float]], n_train:
 
 def build_profile(
     space: SearchSpace, *, backend: str = "ort", size: tuple[int, int] = (224, 224), batch: int = 1,
-    precision: str = "fp32", protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    precision: str = "fp32", protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     n_train: int = 20, n_test: int = 30, rounds: int = 10, seed: int = 0, scope: Scope = Scope.BACKBONE,
     detector: str = "fpn", progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
@@ -269,12 +268,7 @@ def load_profile(
     """Read a profile and check it fits: same space content and backend, and `fingerprint` (a Fingerprint or
     hash the caller expects, e.g. this machine's) when given. `force` turns the mismatches into no error."""
     path = Path(path)
-    try:
-        profile = json.loads(path.read_text())
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read latency profile ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise DetnasError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
+    profile = read_json_file(path, "latency profile", "build one with `detnas bench profile`")
     if not isinstance(profile, dict) or profile.get("format") != PROFILE_FORMAT:
         raise DetnasError(f"{path}: not a detnas latency profile (field 'format' is not {PROFILE_FORMAT}); "
                           "build one with `detnas bench profile`")

@@ -100,12 +100,12 @@ class OracleLatency:
                  converters: OnnxConverters | None = None) -> None:
         from detnas.bench.cache import LatencyCache
         from detnas.bench.fingerprint import collect_fingerprint
-        from detnas.bench.oracle import BackendOptions, Protocol
+        from detnas.bench.oracle import BackendOptions, TimingProtocol
         from detnas.bench.result import Scope
 
         self.timing = timing
         self.cache = _CountingCache(LatencyCache(cache_path))
-        self._protocol = Protocol(warmup=timing.warmup, runs=timing.runs, threads=timing.threads,
+        self._protocol = TimingProtocol(warmup=timing.warmup, runs=timing.runs, threads=timing.threads,
                                   device=timing.device)
         self._options = BackendOptions(converters=converters)
         self._scope = Scope.parse(timing.scope)

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from detnas.bench.oracle import BackendOptions, Protocol
+from detnas.bench.oracle import BackendOptions, TimingProtocol
 from detnas.bench.profile import build_profile, save_profile
 from detnas.bench.result import Scope
 from detnas.bench.stats import HeldOutReport, SharedPart
@@ -65,7 +65,7 @@ def print_report(title: str, report: HeldOutReport) -> None:
 
 def measure_set(space: str, scope: Scope, args: argparse.Namespace) -> list[dict[str, Any]]:
     """One profile build; the rows of its scope and, beyond the backbone, of the backbone timed beside it."""
-    protocol = Protocol(warmup=args.warmup, runs=args.runs, threads=1, device=args.device, clock=args.clock)
+    protocol = TimingProtocol(warmup=args.warmup, runs=args.runs, threads=1, device=args.device, clock=args.clock)
     profile = build_profile(get_space(space), backend=args.backend, size=(args.size, args.size), protocol=protocol,
                             options=BackendOptions(cuda_graphs=args.cuda_graphs), n_train=args.n_train,
                             n_test=args.n_test, rounds=args.rounds, seed=args.seed, scope=scope,
