@@ -256,6 +256,7 @@ def profile_cmd(
     from detnas.bench.oracle import BackendOptions, TimingProtocol
     from detnas.bench.profile import build_profile, profile_report, save_profile
     from detnas.bench.result import Scope
+    from detnas.bench.stats import HeldOutReport, SharedPart
     from detnas.export.converters import onnx_converters
     from detnas.progress import task
     from detnas.space import get_space
@@ -273,6 +274,10 @@ def profile_cmd(
     console.print(_report_table(report))
     for line in report.verdict():
         console.print(line, highlight=False, soft_wrap=True)
+    if "shared_part" in profile:  # network scopes: how much of the spread the backbone carries, and its own verdict
+        console.print(SharedPart.from_dict(profile["shared_part"]).line(), highlight=False, soft_wrap=True)
+        backbone = HeldOutReport.from_dict(profile["backbone_report"])
+        console.print(f"backbone timed beside it: {backbone.verdict()[-1]}", highlight=False, soft_wrap=True)
     console.print(f"built in {profile['build_seconds']:.0f}s · fingerprint {profile['fingerprint_hash']} · "
                   f"wrote {out}")
     if json_out is not None:

@@ -195,7 +195,8 @@ class ProfileLatency:
             return [f"latency profile {path} has no held-out report (an older detnas built it); rebuild it with "
                     "`detnas bench profile` to learn whether its predictor beats a constant"]
         if report.noise_limited or not report.accurate:
-            return [f"latency profile {path}: {line}" for line in report.verdict()]
+            shared = [self.profile["shared_part"]["line"]] if "shared_part" in self.profile else []
+            return [f"latency profile {path}: {line}" for line in [*report.verdict(), *shared]]
         return []
 
     def latency(self, arch: Arch) -> dict[str, float]:
