@@ -11,19 +11,18 @@ import base64
 import binascii
 import csv
 import io
-import json
 import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from detnas.bench.fingerprint import Fingerprint
 from detnas.bench.stats import TimingStats
 from detnas.errors import DetnasError
-from detnas.io import atomic_write_json, atomic_write_text
+from detnas.io import atomic_write_json, atomic_write_text, read_json_file
 
 BACKENDS: tuple[str, ...] = ("torch", "ort", "trt")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -100,13 +99,15 @@ class LatencyResult:
     details: dict[str, Any] = field(default_factory=dict)
     samples_ms: tuple[float, ...] = ()
 
+    SCHEMA: ClassVar[str] = "detnas.bench.latency/1"
+
     @property
     def median_ms(self) -> float:
         return self.stats.median_ms
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "label": self.label, "source": self.source, "scope": self.scope, "backend": self.backend,
+            "schema": self.SCHEMA, "label": self.label, "source": self.source, "scope": self.scope, "backend": self.backend,
             "precision": self.precision, "batch": self.batch, "input_shape": list(self.input_shape),
             "warmup": self.warmup, "threads": self.threads, "stats": self.stats.to_dict(),
             "fingerprint": self.fingerprint.to_dict(), "fingerprint_hash": self.fingerprint.hash,
@@ -132,17 +133,11 @@ class LatencyResult:
 
     @classmethod
     def load_json(cls, path: str | Path) -> LatencyResult:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise DetnasError(f"{path}: cannot read latency result ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise DetnasError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_file(path, "latency result"), source=str(path))
 
     def csv_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in ("stats", "fingerprint", "details", "samples")}
+        row: dict[str, Any] = {k: v for k, v in self.to_dict().items()
+                               if k not in ("schema", "stats", "fingerprint", "details", "samples")}
         row["input_shape"] = "x".join(map(str, self.input_shape))
         row.update(self.stats.to_dict())
         row.update({f"fp_{k}": v for k, v in self.fingerprint.to_dict().items()})

@@ -7,7 +7,6 @@ detections in original-image pixels out).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from detnas.detection.deployable import OUTPUT_NAMES
 from detnas.errors import DetnasError
 from detnas.export.metadata import ModelMeta
 from detnas.export.preprocess import letterbox, restore_boxes
+from detnas.io import read_json_file
 
 Prediction = dict[str, torch.Tensor]
 Predictor = Callable[[list[torch.Tensor]], list[Prediction]]
@@ -51,11 +51,7 @@ def engine_sidecar(engine: str | Path) -> Path:
 
 def read_engine_meta(engine: str | Path) -> ModelMeta:
     sidecar = engine_sidecar(engine)
-    try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DetnasError(f"{sidecar}: engine sidecar missing or unreadable ({exc}); rebuild the engine with "
-                          "`detnas export --format trt`") from None
+    data = read_json_file(sidecar, "engine sidecar", "rebuild the engine with `detnas export --format trt`")
     return ModelMeta.from_props(data.get("metadata", {}), str(sidecar))
 
 
@@ -156,13 +152,14 @@ def onnx_predictor(model_path: str | Path, score_thresh: float = 0.0) -> Predict
 
 
 def evaluate_exported(model: str | Path, data: str | Path, images: str | Path, max_images: int | None = None,
-                      batch_size: int = 4, out_json: str | Path | None = None) -> tuple[dict[str, float], Runner]:
+                      batch_size: int = 4, out_json: str | Path | None = None,
+                      runner: Runner | None = None) -> tuple[dict[str, float], Runner]:
     """COCO metrics of the exported file itself (and the runner that produced them), on data with the model's
-    class list."""
+    class list; `runner` runs the same graph another way instead (e.g. its PyTorch twin)."""
     from detnas.data.coco import CocoDetection
     from detnas.evaluation import evaluate
 
-    runner = load_exported(model)
+    runner = runner or load_exported(model)
     dataset = CocoDetection(data, images)
     if [c.name for c in runner.meta.classes] != dataset.classes:
         raise DetnasError(f"{data}: its classes differ from the model's ({len(runner.meta.classes)} classes in the "
