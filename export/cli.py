@@ -61,7 +61,7 @@ def export_cmd(
     calib_data: Annotated[Path | None, typer.Option(help="INT8: folder of calibration images (default: the "
                                                     "training split the checkpoint's run records).")] = None,
     calib_images: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
-    calib_method: Annotated[str, typer.Option(help="INT8 ranges: percentile (99.99th of |x|, robust to the rare "
+    calib_method: Annotated[str, typer.Option(help="INT8 ranges: percentile (99.999th of |x|, clips the rare "
                                                "outliers trained detectors have), minmax or entropy.")] = "percentile",
     gate_data: Annotated[Path | None, typer.Option(help="COCO json to gate the fp16/int8 file's AP (and the "
                                                    "engine's) against FP32 on.")] = None,

@@ -47,7 +47,7 @@ from detnas.supernet import ChildNet
 
 SIZE = 128
 ITERATIONS = 60
-CALIB_IMAGES = 8
+CALIB_IMAGES = 16
 
 
 def _train(detector: torch.nn.Module, dataset: CocoDetection, iterations: int) -> None:
