@@ -10,14 +10,16 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 
+from detnas.bench.backends import CLOCKS
+from detnas.bench.backends.ort_backend import PROVIDERS
+from detnas.cli.options import BackendName, DetectorName, PrecisionName, ScopeName, SizeHW, option
 from detnas.console import labelled, plain_console
 from detnas.errors import DetnasError
-from detnas.io import parse_hw
 
 app = typer.Typer(help="Measure latency on the target device: backends, cache, device profiles.",
                   no_args_is_help=True)
@@ -28,13 +30,11 @@ err_console = plain_console(stderr=True)
 
 _DETECTOR_FORMAT = "detnas-detector/1"  # ONNX metadata of `detnas export`: a network with NMS inside
 
-Size = Annotated[str, typer.Option(help="Input size N or HxW.")]
-Backend = Annotated[str, typer.Option(help="torch, ort or trt.")]
-Precision = Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 needs --calib).")]
-Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+Backend = Annotated[BackendName, option("backend")]
+Device = Annotated[str, option("device")]
 Threads = Annotated[int, typer.Option(help="CPU threads (fixed and recorded).")]
 Warmup = Annotated[int, typer.Option(help="Untimed warm-up runs.")]
-Clock = Annotated[str, typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
+Clock = Annotated[Literal[CLOCKS], typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
                                     "stable on a shared oversubscribed CPU (needs --threads 1).")]
 
 
@@ -95,30 +95,31 @@ def _result_table(r: Any) -> Table:
 
 @app.command("latency")
 def latency_cmd(
-    arch: Annotated[str | None, typer.Option(help="Released name, arch JSON file or inline JSON.")] = None,
-    onnx: Annotated[Path | None, typer.Option(help="An ONNX file to time (ort or trt).")] = None,
-    engine: Annotated[Path | None, typer.Option(help="A serialized TensorRT engine to time.")] = None,
+    arch: Annotated[str | None, option("arch")] = None,
+    model: Annotated[Path | None, option("model", "An .onnx file times on ort or trt, an engine on trt.")] = None,
     backend: Backend = "ort",
-    precision: Precision = "fp32",
+    precision: Annotated[PrecisionName, option("precision", "int8 calibrates on --calib-images.")] = "fp32",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
-    size: Annotated[str | None, typer.Option(help="Input size N or HxW (default 224 for --arch, the exported "
-                                             "size for a detnas ONNX file).")] = None,
-    scope: Annotated[str | None, typer.Option(help="What is timed: backbone, network, network+nms, end-to-end "
-                                              "(default: backbone for --arch, network+nms for a detnas export).")] = None,
-    detector: Annotated[str, typer.Option(help="--arch beyond the backbone scope: fpn or retinanet.")] = "fpn",
+    size: Annotated[SizeHW, option("size", "Default: 224 for --arch, the exported size for a detnas ONNX file.")]
+    = None,
+    scope: Annotated[ScopeName | None, option("scope", "Default: backbone for --arch, network+nms for a detnas "
+                                             "export.")] = None,
+    detector: Annotated[DetectorName, option("detector", "Wrapped around --arch beyond the backbone scope.")] = "fpn",
     device: Device = "cpu",
     threads: Threads = 1,
     warmup: Warmup = 10,
     runs: Annotated[int, typer.Option(help="Timed runs.")] = 50,
     clock: Clock = "wall",
-    ort_provider: Annotated[str | None, typer.Option(help="cpu, cuda or tensorrt (default from --device).")] = None,
+    ort_provider: Annotated[Literal[tuple(PROVIDERS)] | None, typer.Option(help="ONNX Runtime execution provider "
+                                                                     "(default from --device).")] = None,
     compile: Annotated[bool, typer.Option(help="torch backend: torch.compile the model.")] = False,
     cuda_graphs: Annotated[bool, typer.Option(help="torch backend on a GPU: replay a CUDA graph.")] = False,
     workspace_mb: Annotated[int, typer.Option(help="trt: builder workspace limit in MiB.")] = 1024,
     timing_cache: Annotated[Path | None, typer.Option(help="trt: timing-cache file (read and updated).")] = None,
-    images: Annotated[Path | None, typer.Option(help="Folder of real images to time on (NMS cost depends on "
-                                                "them); default seeded random pixels.")] = None,
-    calib: Annotated[Path | None, typer.Option(help="Folder of real images for INT8 calibration.")] = None,
+    images: Annotated[Path | None, option("images", "Real images to time on (NMS cost depends on them); default "
+                                          "seeded random pixels.")] = None,
+    calib_images: Annotated[Path | None, option("images", "Real images for INT8 calibration.", prefix="calib")]
+    = None,
     use_cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Serve and store in the latency cache.")] = True,
     cache_path: Annotated[Path | None, typer.Option(help="Latency cache file (default ~/.cache/detnas).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
@@ -128,28 +129,27 @@ def latency_cmd(
     from detnas.bench.cache import LatencyCache
     from detnas.bench.inputs import image_batches, random_batches
     from detnas.bench.oracle import BackendOptions, Protocol, measure_arch, measure_engine, measure_onnx
-    from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice, write_csv
+    from detnas.bench.result import Scope, write_csv
 
-    if sum(x is not None for x in (arch, onnx, engine)) != 1:
-        raise DetnasError("give exactly one of --arch, --onnx or --engine")
-    check_choice("backend", backend, BACKENDS)
-    check_choice("precision", precision, PRECISIONS)
+    if (arch is None) == (model is None):
+        raise DetnasError("give exactly one of --arch or --model")
+    onnx = model if model is not None and model.suffix == ".onnx" else None
+    engine = model if model is not None and onnx is None else None
     meta = _onnx_detector_meta(onnx) if onnx is not None else None
-    if size is None:
-        size = f"{meta['height']}x{meta['width']}" if meta else "224"
+    hw = size or ((meta["height"], meta["width"]) if meta else (224, 224))
     if scope is None:
         if engine is not None or (onnx is not None and meta is None):
             raise DetnasError("--scope is required for this file: say what it contains (backbone, network, "
                               "network+nms or end-to-end)")
         scope = "backbone" if arch is not None else "network+nms"
-    hw, parsed_scope = parse_hw(size), Scope.parse(scope)
+    parsed_scope = Scope.parse(scope)
     _quiet_onnxruntime(backend)
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
                              workspace_mb=workspace_mb, timing_cache=timing_cache)
     cache = LatencyCache(cache_path) if use_cache else None
     batches = image_batches(images, batch, hw) if images else None
-    calibration = image_batches(calib, batch, hw, limit=512) if calib else None
+    calibration = image_batches(calib_images, batch, hw, limit=512) if calib_images else None
     inputs = batches or random_batches(batch, hw)
     kind = f"images from {images}" if images else "random"
     with _warnings_as_lines():
@@ -166,7 +166,7 @@ def latency_cmd(
                                   cache=cache)
         else:
             if backend != "trt":
-                raise DetnasError("--engine is a TensorRT engine; use --backend trt")
+                raise DetnasError(f"--model {engine}: a TensorRT engine times on --backend trt")
             result = measure_engine(engine, inputs, precision=precision, scope=parsed_scope, protocol=protocol,
                                     input_kind=kind, cache=cache)
     console.print(_result_table(result))
@@ -220,10 +220,10 @@ def compare_cmd(
 @app.command("profile")
 def profile_cmd(
     out: Annotated[Path, typer.Option(help="Where to write the device profile JSON.")],
-    space: Annotated[str, typer.Option(help="Space name or .json/.yaml space file.")] = "detnas-300m",
+    space: Annotated[str, option("space")] = "detnas-300m",
     backend: Backend = "ort",
-    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
-    size: Size = "224",
+    precision: Annotated[PrecisionName, option("precision", "A profile times fp32 or fp16.")] = "fp32",
+    size: Annotated[SizeHW, option("size")] = "224",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
     device: Device = "cpu",
     threads: Threads = 1,
@@ -231,9 +231,10 @@ def profile_cmd(
     runs: Annotated[int, typer.Option(help="Timed runs per block and arch, spread over --rounds.")] = 300,
     rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (spread load drift over all entries).")] = 50,
     clock: Clock = "wall",
-    scope: Annotated[str, typer.Option(help="What the archs are timed as: backbone, network or network+nms (a "
-                                          "random-init --detector around each; the search's scope must match).")] = "backbone",
-    detector: Annotated[str, typer.Option(help="Beyond the backbone scope: fpn or retinanet.")] = "fpn",
+    scope: Annotated[ScopeName, option("scope", "Archs beyond the backbone are timed inside a random-init --detector; "
+                                       "the search's scope must match.")] = "backbone",
+    detector: Annotated[DetectorName, option("detector", "Wrapped around each arch beyond the backbone scope.")]
+    = "fpn",
     n_train: Annotated[int, typer.Option(help="Archs the correction is fitted on (stratified by table sum).")] = 20,
     n_test: Annotated[int, typer.Option(help="Held-out archs the accuracy is judged on: the fastest, the slowest, "
                                          "the rest stratified by table sum.")] = 30,
@@ -249,7 +250,7 @@ def profile_cmd(
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
     with _warnings_as_lines(), console.status("profiling") as status:
-        profile = build_profile(get_space(space), backend=backend, size=parse_hw(size), batch=batch,
+        profile = build_profile(get_space(space), backend=backend, size=size, batch=batch,
                                 precision=precision, protocol=protocol, options=BackendOptions(), n_train=n_train,
                                 n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
                                 progress=status.update)
@@ -277,7 +278,7 @@ def _report_table(report: Any) -> Table:
 @app.command("predict")
 def predict_cmd(
     profile: Annotated[Path, typer.Option(help="Device profile JSON of `bench profile`.")],
-    arch: Annotated[list[str], typer.Option(help="Released name, arch JSON file or inline JSON (repeatable).")],
+    arch: Annotated[list[str], option("arch", "Repeatable.")],
     force: Annotated[bool, typer.Option(help="Use a profile of another space / fingerprint anyway.")] = False,
 ) -> None:
     """Predicted latency of archs from a profile measured on this machine (its fingerprint must match)."""

@@ -29,7 +29,7 @@ from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_ver
 from detnas.export.parity import BOX_TOL, MIN_DETECTIONS, SCORE_TOL, Detections, ParityReport, compare, rounding_tol
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import Runner, onnx_runner, run_images
-from detnas.io import atomic_path, remove_stale_temps, temp_dir
+from detnas.io import atomic_path, parse_hw, remove_stale_temps, temp_dir
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 
 OPSET = 17
@@ -60,15 +60,8 @@ class ExportReport:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'320' or '320x480' -> (height, width), both positive multiples of 32 (the FPN's coarsest stride)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise DetnasError(f"--size '{text}' must be N or HxW, e.g. 320x320") from None
-    if len(parts) == 1:
-        parts *= 2
-    check_size(tuple(parts))
-    return parts[0], parts[1]
+    """'320' or '320x480' -> (height, width), both multiples of 32 (the FPN's coarsest stride)."""
+    return parse_hw(text, "--size", multiple=32)
 
 
 def check_size(size: tuple[int, ...]) -> None:
