@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
 from detnas.arch import released_archs, resolve_arch, sample_arch
+from detnas.cli.options import SizeHW, option
 from detnas.console import plain_console
-from detnas.io import parse_hw
 from detnas.space import CHOICE_NAMES, get_space, list_spaces
 
 app = typer.Typer(help="Inspect search spaces and architectures.", no_args_is_help=True)
@@ -39,14 +41,13 @@ def list_cmd() -> None:
 @app.command("show")
 def show_cmd(
     arch: str = typer.Argument(..., help="Released name (see `detnas arch list`), arch JSON file, or inline JSON."),
-    size: str = typer.Option("800x1333", help="Detection input size HxW for the backbone FLOPs."),
+    size: Annotated[SizeHW, option("size", "The detection input the backbone FLOPs are counted at.")] = "800x1333",
     num_classes: int = typer.Option(1000, help="Classes of the classification head counted at 224."),
 ) -> None:
     """Stage table, FLOPs at 224 (classification network) and at a detection size (backbone), params."""
     from detnas.flops import count_flops, count_params, flops_table
 
     a = resolve_arch(arch)
-    det_size = parse_hw(size)
     _, per_block, _ = flops_table(a.space, (224, 224), 0)
     table = Table(title=f"{arch}  [{a.space.name}, hash {a.hash}]")
     for col in ("stage", "width", "blocks", "choices", "MFLOPs@224"):
@@ -60,8 +61,8 @@ def show_cmd(
     console.print(table)
     console.print(f"FLOPs (multiply-adds) at 224x224, classification network: {count_flops(a, 224, num_classes) / 1e6:.1f}M")
     console.print(f"FLOPs (multiply-adds) at 224x224, backbone only:          {count_flops(a, 224) / 1e6:.1f}M")
-    console.print(f"FLOPs (multiply-adds) at {det_size[0]}x{det_size[1]}, backbone only:      "
-                  f"{count_flops(a, det_size) / 1e9:.2f}G")
+    console.print(f"FLOPs (multiply-adds) at {size[0]}x{size[1]}, backbone only:      "
+                  f"{count_flops(a, size) / 1e9:.2f}G")
     console.print(f"params: classification network {count_params(a, num_classes) / 1e6:.3f}M, "
                   f"backbone {count_params(a) / 1e6:.3f}M")
     console.print(f"choices: {a.compact()}")
@@ -69,7 +70,7 @@ def show_cmd(
 
 @app.command("sample")
 def sample_cmd(
-    space: str = typer.Option("detnas-300m", help="Space name or .json/.yaml space file."),
+    space: Annotated[str, option("space")] = "detnas-300m",
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same arch."),
 ) -> None:
     """Print a uniformly sampled architecture as arch JSON."""
