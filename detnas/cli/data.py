@@ -20,8 +20,8 @@ console = plain_console()
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for detection/ (COCO json + PNGs) and classification/.")],
     seed: Annotated[int, typer.Option(help="Generator seed; the same seed writes the same files.")] = 0,
-    train_images: Annotated[int, typer.Option(help="Detection training images.")] = 48,
-    val_images: Annotated[int, typer.Option(help="Detection validation images.")] = 16,
+    train_images: Annotated[int, typer.Option("--train-count", help="Detection training images.")] = 48,
+    val_images: Annotated[int, typer.Option("--val-count", help="Detection validation images.")] = 16,
 ) -> None:
     """Write the small generated shapes data sets (no download)."""
     from detnas.data.demo import make_demo_classification, make_demo_detection
@@ -37,7 +37,8 @@ def demo_cmd(
 def split_cmd(
     ann: Annotated[Path, option("ann", "The detection training set.")],
     out: Annotated[Path, typer.Option(help="Folder for supernet_train.json and search_val.json.")],
-    val_size: Annotated[int, typer.Option(help="Images in the search-validation part (paper: 5000).")] = 5000,
+    val_size: Annotated[int, typer.Option("--val-count", help="Images in the search-validation part (paper: 5000).")]
+    = 5000,
     seed: Annotated[int, typer.Option(help="Sampling seed; the same seed gives the same split.")] = 0,
 ) -> None:
     """The paper's split: a random search-validation part; the rest fine-tunes the supernet (images disjoint)."""

@@ -7,6 +7,7 @@ overrides; the resolved config is saved as `<out>/config.json`. Under torchrun e
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -20,13 +21,13 @@ RecipeOpt = typer.Option(None, "--recipe", "-r", help="Preset to start from (see
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON file of config keys (may name `recipe`).")
 SetOpt = typer.Option([], "--set", "-s", help="Override any config key, e.g. --set lr=0.05 (repeatable).")
 OutOpt = typer.Option(None, "--out", "-o", help="Run folder (config.json, metrics.jsonl, checkpoints/, final.*).")
-ImagesOpt = Annotated[str | None, option("images", "Training images: the images of --ann or a VOC root (detection), "
+ImagesOpt = Annotated[Path | None, option("images", "Training images: the images of --ann or a VOC root (detection), "
                                          "an ImageFolder root with one folder per class (classification).")]
-ValImagesOpt = Annotated[str | None, option("images", "Validation images for periodic evaluation (same layout as "
+ValImagesOpt = Annotated[Path | None, option("images", "Validation images for periodic evaluation (same layout as "
                                             "--images).", prefix="val")]
-AnnOpt = Annotated[str | None, option("ann", "Of --images (VOC: leave it out, or --set ann=trainval for one image "
+AnnOpt = Annotated[Path | None, option("ann", "Of --images (VOC: leave it out, or --set ann=trainval for one image "
                                       "set).")]
-ValAnnOpt = Annotated[str | None, option("ann", "Of --val-images.", prefix="val")]
+ValAnnOpt = Annotated[Path | None, option("ann", "Of --val-images.", prefix="val")]
 DetectorOpt = Annotated[DetectorName | None, option("detector", "Default: the recipe's.")]
 SpaceOpt = Annotated[str | None, option("space", "Default: detnas-300m.")]
 ResumeOpt = typer.Option(False, "--resume", help="Continue the latest checkpoint in --out (same recipe).")
@@ -49,7 +50,8 @@ def _run(kind: str, default_recipe: str, recipe: str | None, config: str | None,
         if stderr:
             stderr.print(f"recipe: {recipe} (the default without --recipe: a small CPU run; `detnas train recipes` "
                          "lists the paper-* ones)", highlight=False, soft_wrap=True)
-    explicit = {k: v for k, v in flags.items() if v is not None and v is not False}  # 0 is a value (-n 0)
+    explicit = {k: str(v) if isinstance(v, Path) else v  # config values are plain JSON
+                for k, v in flags.items() if v is not None and v is not False}  # 0 is a value (-n 0)
     cfg = resolve_config(recipe, config, {**explicit, **parse_overrides(overrides)})
     final = run_stage(kind, cfg)
     if stderr:
