@@ -31,8 +31,8 @@ def export_cmd(
     random_init: Annotated[bool, typer.Option(help="No weights: an untrained detector of --arch, to check that it "
                                               "exports and parses and to time it (parity compares pre-NMS outputs)."
                                               )] = False,
-    detector: Annotated[DetectorName, option("detector", "With --random-init (a checkpoint names its own).")]
-    = "fpn",
+    detector: Annotated[DetectorName | None, option("detector", "With --random-init (default fpn; a checkpoint "
+                                                    "names its own).")] = None,
     num_classes: Annotated[int | None, typer.Option(help="--random-init: object classes K (default 80).")] = None,
     format: Annotated[Literal["onnx", "trt"], typer.Option("--format", help="onnx, or trt (builds the ONNX file, "
                                                            "then the engine).")] = "onnx",
