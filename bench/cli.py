@@ -18,7 +18,7 @@ from rich.table import Table
 from detnas.bench.backends import CLOCKS
 from detnas.bench.backends.ort_backend import PROVIDERS
 from detnas.cli.options import BackendName, DetectorName, PrecisionName, ScopeName, SizeHW, option
-from detnas.console import labelled, plain_console
+from detnas.console import labelled, plain_console, quiet_onnxruntime
 from detnas.errors import DetnasError
 
 app = typer.Typer(help="Measure latency on the target device: backends, cache, device profiles.",
@@ -50,12 +50,8 @@ def _warnings_as_lines() -> Iterator[None]:
 
 
 def _quiet_onnxruntime(backend: str) -> None:
-    """ORT logs a failed GPU provider as a multi-line error before our one-line message says the same; the CLI
-    owns its process, so it keeps only ORT's fatal messages (the library leaves ORT's logging alone)."""
     if backend == "ort":
-        import onnxruntime
-
-        onnxruntime.set_default_logger_severity(4)
+        quiet_onnxruntime()
 
 
 def _onnx_detector_meta(path: Path) -> dict[str, Any] | None:

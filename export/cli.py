@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option
-from detnas.console import plain_console
+from detnas.console import plain_console, quiet_onnxruntime
 
 if TYPE_CHECKING:
     from detnas.export.source import ExportSource
@@ -245,6 +245,7 @@ def predict_cmd(
     """Detect objects with an exported model: drawn images plus a COCO results json."""
     from detnas.export.predict import predict
 
+    quiet_onnxruntime()
     report = predict(model, list(images), out, draw_thresh, device)
     console.print(f"{report.detections} detections on {len(report.drawn)} images ({report.backend}); "
                   f"drawn images and {report.results_json.name} in {report.out_dir}", highlight=False,
@@ -266,6 +267,7 @@ def eval_exported(model: Path, ann: Path, images: Path, max_images: int | None, 
     from detnas.evaluation import evaluate
     from detnas.export.runtime import exported_predictor, load_exported
 
+    quiet_onnxruntime()
     runner = load_exported(model, device)
     dataset = CocoDetection(ann, images)
     if [c.name for c in runner.meta.classes] != dataset.classes:

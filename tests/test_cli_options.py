@@ -151,3 +151,13 @@ def test_train_without_recipe_says_which_it_uses(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "recipe: cpu-cls" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "cuda"], "--device cuda: the ONNX export traces and checks parity on the CPU"),
+    (["--device", "cpu", "--format", "trt"], "--device cpu: a TensorRT engine is built on a GPU"),
+])
+def test_export_device_says_where_each_step_runs(tmp_path, capsys, argv, message):
+    out = tmp_path / "x.onnx"
+    assert main(["export", "--random-init", "--arch", "COCO-FPN-300M", "--out", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err and not out.exists()

@@ -220,6 +220,28 @@ def test_predict_keeps_same_named_images_apart_and_prints_paths_verbatim(fpn_exp
     assert {r["image_id"] for r in records} == {1, 2}
 
 
+def test_predict_device(fpn_export, tmp_path, capsys):
+    """--device cpu runs ONNX Runtime's CPU provider; a GPU device runs CUDA or stops with one line (never a silent
+    CPU fallback); an engine never runs on the CPU."""
+    import onnxruntime as ort
+
+    image = str(fpn_export["images"][0])
+    assert main(["predict", "--model", str(fpn_export["onnx"]), image, "--out", str(tmp_path / "cpu"),
+                 "--device", "cpu"]) == 0
+    assert "(onnxruntime)" in capsys.readouterr().out
+    code = main(["predict", "--model", str(fpn_export["onnx"]), image, "--out", str(tmp_path / "gpu"),
+                 "--device", "cuda:0"])
+    err = capsys.readouterr().err
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available():
+        assert code == 2 and err.count("\n") == 1 and "requested CUDAExecutionProvider" in err, err
+    else:
+        assert code == 0, err
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine")
+    assert main(["predict", "--model", str(engine), image, "--out", str(tmp_path / "e"), "--device", "cpu"]) == 2
+    assert "a TensorRT engine runs on a GPU" in capsys.readouterr().err
+
+
 def test_predict_refuses_unreadable_image_without_partial_output(fpn_export, tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
