@@ -121,10 +121,15 @@ def test_every_help_renders_choices_and_no_double_negative(capsys, monkeypatch):
                 assert not negative.startswith("--no-no-"), (path, negative)
 
 
-def test_version_and_completion(capsys):
+def test_version_and_completion(capsys, monkeypatch):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"detnas {version('detnas')}"
     assert {"--install-completion", "--show-completion"} <= set(_options(get_command(app)))
+    monkeypatch.setenv("_DETNAS_COMPLETE", "complete_bash")  # what the installed bash completion sends
+    monkeypatch.setenv("COMP_WORDS", "detnas bench latency --backend ")
+    monkeypatch.setenv("COMP_CWORD", "4")
+    assert main([]) == 0
+    assert capsys.readouterr().out.split() == ["torch", "ort", "trt"]
 
 
 @pytest.mark.parametrize("argv, named, accepted", [
