@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from detnas.bench.cache import CacheKey, LatencyCache
 from detnas.bench.fingerprint import collect_fingerprint, gpu_state
 from detnas.bench.inputs import random_batches
 from detnas.bench.models import export_onnx, file_sha256, scoped_detector, timed_module
-from detnas.bench.precision import require_calibration
+from detnas.bench.precision import OnnxConverters, require_calibration
 from detnas.bench.result import BACKENDS, PRECISIONS, LatencyResult, Scope, check_choice
 from detnas.bench.stats import summarize
 from detnas.errors import DetnasError
@@ -69,6 +69,7 @@ class BackendOptions:
     cuda_graphs: bool = False
     workspace_mb: int = 1024
     timing_cache: Path | None = None
+    converters: OnnxConverters | None = field(default=None, compare=False)  # FP16 / INT8 files for ONNX Runtime
 
     def provider(self, device: str) -> str:
         return self.ort_provider or ("cuda" if device.startswith("cuda") else "cpu")
@@ -205,7 +206,7 @@ def prepare_onnx(
         from detnas.bench.backends.ort_backend import prepare_ort
 
         provider = options.provider(protocol.device)
-        model, seconds = _ort_precision_file(path, Path(tmp), precision, provider, calibration)
+        model, seconds = _ort_precision_file(path, Path(tmp), precision, provider, calibration, options.converters)
         prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=protocol.threads,
                                precision=precision)
         if seconds is not None:
@@ -213,14 +214,13 @@ def prepare_onnx(
         return prepared
 
 
-def _ort_precision_file(path: Path, work: Path, precision: str, provider: str,
-                        calibration: Sequence[torch.Tensor] | None) -> tuple[Path, float | None]:
+def _ort_precision_file(path: Path, work: Path, precision: str, provider: str, calibration: Sequence[torch.Tensor] | None,
+                        converters: OnnxConverters | None) -> tuple[Path, float | None]:
     """The file ONNX Runtime times at `precision`, as `detnas export --precision` writes it (INT8: symmetric QDQ
     with ranges from the calibration batches; FP16 on the CPU provider: FP16 network, FP32 post-processing), and
     the seconds that conversion took (None: the file is timed as it is)."""
     from detnas.bench.backends.ort_backend import open_session
     from detnas.bench.backends.trt_backend import onnx_precision
-    from detnas.export.precision import convert_fp16, quantize_int8
 
     if precision == "fp32" or (precision == "fp16" and provider != "cpu"):
         return path, None
@@ -231,11 +231,15 @@ def _ort_precision_file(path: Path, work: Path, precision: str, provider: str,
     if already != "fp32":
         raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
                           f"--precision {already}")
+    if converters is None:
+        raise DetnasError(f"--precision {precision} on ONNX Runtime ({provider}) times a converted copy of {path.name}; "
+                          "pass BackendOptions(converters=OnnxConverters(convert_fp16, quantize_int8)) from "
+                          "detnas.export.precision, or time a file exported with that precision")
     start = time.perf_counter()
     if precision == "int8":
-        model = quantize_int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
+        model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
     else:
-        model = convert_fp16(path, work / "model.fp16.onnx")
+        model = converters.fp16(path, work / "model.fp16.onnx")
     return model, time.perf_counter() - start
 
 

@@ -70,6 +70,7 @@ def run_cmd(
     resume: bool = typer.Option(False, help="Continue the journal in --out (same configuration required)."),
 ) -> None:
     """Evolutionary search (DetNAS defaults) with COCO AP per path and measured or predicted latency."""
+    from detnas.export.converters import onnx_converters
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing, parse_count, parse_latency_ms
     from detnas.search.objectives import Constraints
@@ -85,7 +86,8 @@ def run_cmd(
     timing = Timing(latency_size, backend, precision, device, scope, latency_batch, latency_runs, threads=latency_threads)
     request = SearchRequest(supernet, data, images, bn_data, out, bn_images_dir, settings, constraints, timing,
                             latency_profile, force_profile, latency_cache, space, flops_size, bn_images, bn_batch,
-                            val_images, min_size, max_size, proposals, resume, top_k)
+                            val_images, min_size, max_size, proposals, resume, top_k,
+                            onnx_converters=onnx_converters())
     run = run_search(request, log=lambda message: console.print(message, highlight=False)).run
     if run is not None:
         console.print(summary_table(run, top_k))
