@@ -24,15 +24,16 @@ from detnas.bench.backends import CLOCKS, Prepared, time_prepared
 from detnas.bench.cache import CacheKey, LatencyCache
 from detnas.bench.fingerprint import collect_fingerprint, gpu_state
 from detnas.bench.inputs import random_batches
-from detnas.bench.models import export_onnx, file_sha256, scoped_detector, timed_module
+from detnas.bench.models import module_to_onnx, scoped_detector, timed_module
 from detnas.bench.precision import OnnxConverters, require_calibration
 from detnas.bench.result import BACKENDS, PRECISIONS, LatencyResult, Scope, check_choice
 from detnas.bench.stats import summarize
 from detnas.errors import DetnasError
+from detnas.io import file_sha256
 
 
 @dataclass(frozen=True)
-class Protocol:
+class TimingProtocol:
     """How to time: untimed warm-up runs, timed runs, CPU threads, and the device ('cpu', 'cuda', 'cuda:1')."""
 
     warmup: int = 10
@@ -92,7 +93,7 @@ class TrainedDetector:
     weights: str
 
 
-DEFAULT_PROTOCOL = Protocol()
+DEFAULT_PROTOCOL = TimingProtocol()
 DEFAULT_OPTIONS = BackendOptions()
 
 
@@ -114,7 +115,7 @@ class _Job:
     backend: str
     precision: str
     scope: Scope
-    protocol: Protocol
+    protocol: TimingProtocol
     options: BackendOptions
     source: str
     label: str
@@ -127,7 +128,7 @@ class _Job:
                         self.protocol.variant(self.options, self.backend), self.scope.value, fingerprint.hash)
 
 
-def _validate(backend: str, precision: str, protocol: Protocol, calibration: Sequence[Any] | None,
+def _validate(backend: str, precision: str, protocol: TimingProtocol, calibration: Sequence[Any] | None,
               inputs: Sequence[torch.Tensor]) -> None:
     check_choice("backend", backend, BACKENDS)
     check_choice("precision", precision, PRECISIONS)
@@ -168,7 +169,7 @@ def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None)
 
 
 def prepare_module(
-    module: nn.Module, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: Protocol,
+    module: nn.Module, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: TimingProtocol,
     options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None,
 ) -> Prepared:
     """A ready runner for a torch module on any backend; ort / trt go through a temporary ONNX export."""
@@ -180,15 +181,15 @@ def prepare_module(
     with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
         if precision == "fp16" and (backend == "trt" or options.provider(protocol.device) == "cuda"):
             # TensorRT and the CUDA provider run a file's own precision, so FP16 is baked into the export
-            onnx_path = export_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
+            onnx_path = module_to_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
         else:
-            onnx_path = export_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
+            onnx_path = module_to_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
         return prepare_onnx(onnx_path, inputs, backend=backend, precision=precision, protocol=protocol,
                             options=options, calibration=calibration)
 
 
 def prepare_onnx(
-    path: Path, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: Protocol,
+    path: Path, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: TimingProtocol,
     options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None,
 ) -> Prepared:
     """ORT session (INT8: static QDQ quantisation with the calibration batches first) or a TensorRT engine."""
@@ -233,8 +234,8 @@ def _ort_precision_file(path: Path, work: Path, precision: str, provider: str, c
                           f"--precision {already}")
     if converters is None:
         raise DetnasError(f"--precision {precision} on ONNX Runtime ({provider}) times a converted copy of {path.name}; "
-                          "pass BackendOptions(converters=OnnxConverters(convert_fp16, quantize_int8)) from "
-                          "detnas.export.precision, or time a file exported with that precision")
+                          "pass BackendOptions(converters=detnas.export.converters.onnx_converters()), or time a file "
+                          "exported with that precision")
     start = time.perf_counter()
     if precision == "int8":
         model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
@@ -245,7 +246,7 @@ def _ort_precision_file(path: Path, work: Path, precision: str, provider: str, c
 
 def measure_module(
     module: nn.Module, inputs: Sequence[torch.Tensor], *, backend: str = "torch", precision: str = "fp32",
-    scope: Scope = Scope.BACKBONE, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    scope: Scope = Scope.BACKBONE, protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     calibration: Sequence[torch.Tensor] | None = None, label: str = "module", source: str | None = None,
     input_kind: str = "random", cache: LatencyCache | None = None,
 ) -> LatencyResult:
@@ -263,7 +264,7 @@ def measure_module(
 
 def measure_arch(
     arch: Arch, *, size: tuple[int, int], batch: int = 1, backend: str = "ort", precision: str = "fp32",
-    scope: Scope = Scope.BACKBONE, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    scope: Scope = Scope.BACKBONE, protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     images: Sequence[torch.Tensor] | None = None, calibration: Sequence[torch.Tensor] | None = None,
     label: str | None = None, cache: LatencyCache | None = None, detector: str = "fpn",
     trained: TrainedDetector | None = None,
@@ -298,7 +299,7 @@ def measure_arch(
 
 def measure_onnx(
     path: str | Path, inputs: Sequence[torch.Tensor], *, backend: str = "ort", precision: str = "fp32",
-    scope: Scope = Scope.NETWORK, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    scope: Scope = Scope.NETWORK, protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     calibration: Sequence[torch.Tensor] | None = None, label: str | None = None, input_kind: str = "random",
     cache: LatencyCache | None = None,
 ) -> LatencyResult:
@@ -313,7 +314,7 @@ def measure_onnx(
 
 def measure_engine(
     path: str | Path, inputs: Sequence[torch.Tensor], *, precision: str = "fp32", scope: Scope = Scope.NETWORK,
-    protocol: Protocol = Protocol(device="cuda"), label: str | None = None, input_kind: str = "random",
+    protocol: TimingProtocol = TimingProtocol(device="cuda"), label: str | None = None, input_kind: str = "random",
     cache: LatencyCache | None = None,
 ) -> LatencyResult:
     """Time a serialized TensorRT engine; its precision was fixed at build time, `precision` labels it."""

@@ -79,8 +79,8 @@ def export_cmd(
     from detnas.errors import DetnasError
     from detnas.export.onnx_export import check_size, export_onnx
     from detnas.export.precision import precision_request, reduce_exported
-    from detnas.export.predict import read_image
     from detnas.export.trt import check_trt_request, export_trt, image_files
+    from detnas.images import read_image
 
     if format == "onnx" and device not in (None, "cpu"):
         raise DetnasError(f"--device {device}: the ONNX export traces and checks parity on the CPU; a GPU device "
@@ -112,7 +112,7 @@ def export_cmd(
     parity_inputs = [read_image(f) for f in parity_files]
     if random_init and parity and not parity_inputs:
         parity_inputs = _seeded_images(1 if dynamic_batch else batch, height, width)
-    report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.kind,
+    report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.detector_kind,
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
                          max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,
                          parity_images=parity_inputs, simplify=simplify, box_tol=box_tol,
@@ -229,8 +229,10 @@ def _print_precision(report: Any) -> None:
 
 
 def _default_size(meta: dict) -> tuple[int, int]:
-    recipe = meta.get("recipe") or {}
-    side = 32 * math.ceil(int(recipe.get("max_size", 1333)) / 32)
+    """A square input that holds the checkpoint's long side, rounded up to the FPN's stride of 32."""
+    from detnas.sizes import checkpoint_sizes
+
+    side = 32 * math.ceil(checkpoint_sizes(meta)[1] / 32)
     return side, side
 
 

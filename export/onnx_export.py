@@ -29,8 +29,9 @@ from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_ver
 from detnas.export.parity import BOX_TOL, MIN_DETECTIONS, SCORE_TOL, Detections, ParityReport, compare, rounding_tol
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import Runner, onnx_runner, run_images
-from detnas.io import atomic_path, parse_hw, remove_stale_temps, temp_dir
+from detnas.io import atomic_path, remove_stale_temps, temp_dir
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+from detnas.sizes import parse_hw
 
 OPSET = 17
 OUTPUT_DOC = {
@@ -60,7 +61,7 @@ class ExportReport:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'320' or '320x480' -> (height, width), both multiples of 32 (the FPN's coarsest stride)."""
+    """'320' or '320x480' -> (height, width), both positive multiples of 32 (the FPN's coarsest stride)."""
     return parse_hw(text, "--size", multiple=32)
 
 

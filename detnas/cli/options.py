@@ -17,7 +17,7 @@ import typer
 
 from detnas.bench.result import BACKENDS, PRECISIONS, Scope
 from detnas.errors import DetnasError
-from detnas.io import parse_hw
+from detnas.sizes import parse_hw
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -30,7 +30,7 @@ SizeHW = Any  # (height, width) from parse_size; a tuple annotation would make t
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """`N` or `HxW` -> (height, width) through detnas.io.parse_hw, the one size parser."""
+    """`N` or `HxW` -> (height, width) through detnas.sizes.parse_hw, the one size parser."""
     try:
         return parse_hw(text, "")
     except DetnasError as exc:

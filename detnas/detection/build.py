@@ -28,6 +28,7 @@ from detnas.arch import Arch
 from detnas.detection.backbone import FPN_CHANNELS, DetectionBackbone
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from detnas.supernet import ChildNet, Supernet
 
 DETECTOR_KINDS = ("fpn", "retinanet")
@@ -114,8 +115,9 @@ def detector_style(meta: dict[str, Any]) -> str:
     return str((meta.get("recipe") or {}).get("detector_style", "torchvision"))
 
 
-def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int, min_size: int | tuple[int, ...] = 800,
-                   max_size: int = 1333, pixels: PixelConvention = DEFAULT_PIXELS, style: str = "torchvision",
+def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int,
+                   min_size: int | tuple[int, ...] = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE,
+                   pixels: PixelConvention = DEFAULT_PIXELS, style: str = "torchvision", proposals: int | None = None,
                    **kw: Any) -> nn.Module:
     """A torchvision detector ("fpn" = FPN Faster R-CNN, "retinanet") around `backbone`, in `style`
     ("torchvision" or "detnas", see the module docstring; a checkpoint's is `detector_style(meta)`).
@@ -123,7 +125,9 @@ def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int, m
     `backbone` is a `Supernet` (choose the path with `set_arch` before each forward) or a `ChildNet`, both built
     with num_classes=None. `num_classes` = K + 1 for a dataset with labels 1..K (0 = background). Images are
     given as `pixels.to_model_input(...)`; the detector normalises them with `pixels.mean/std` and resizes
-    to short side `min_size`, long side <= `max_size`. Extra keyword arguments go to the torchvision class.
+    to short side `min_size`, long side <= `max_size`. `proposals` caps the RPN proposals per image at test time
+    (FPN only: torchvision's and DetNAS' default is 1000; a RetinaNet has none, so it is ignored there). Extra
+    keyword arguments go to the torchvision class.
     """
     if kind not in DETECTOR_KINDS:
         raise DetnasError(f"detector kind '{kind}' is unknown; choose one of {', '.join(DETECTOR_KINDS)}")
@@ -132,6 +136,8 @@ def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int, m
     if num_classes < 2:
         raise DetnasError(f"num_classes={num_classes}: pass K + 1 (K dataset classes plus background), so >= 2")
     make = _faster_rcnn if kind == "fpn" else _retinanet
+    if proposals and kind == "fpn":
+        kw["rpn_post_nms_top_n_test"] = proposals
     detector = make(backbone, num_classes, style, min_size=min_size, max_size=max_size,
                     image_mean=list(pixels.mean), image_std=list(pixels.std), **kw)
     if style == "detnas":
@@ -139,7 +145,6 @@ def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int, m
         for module in detector.modules():
             if isinstance(module, _BatchNorm):
                 module.momentum = momentum
-    detector.detnas_kind = kind
     detector.detnas_style = style
     detector.pixels = pixels
     return detector
