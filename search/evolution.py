@@ -18,6 +18,7 @@ from typing import Any
 
 from detnas.arch import Arch, sample_arch
 from detnas.errors import DetnasError
+from detnas.progress import track
 from detnas.search.distributed import Team
 from detnas.search.interfaces import AccuracyEvaluator, LatencyEstimator
 from detnas.search.journal import Journal
@@ -193,7 +194,7 @@ class Search:
         candidates: list[dict[str, Any]] = []
         seen: set[str] = set()
         index = 0
-        for generation in range(self.settings.generations):
+        for generation in track(range(self.settings.generations), f"search: {self.settings.generations} generations"):
             if generation in plans:
                 plan = plans[generation]
                 seen.update(e["hash"] for e in plan["planned"] + plan["rejected"])
@@ -208,7 +209,7 @@ class Search:
             self.log(f"generation {generation}: {len(plan['planned'])} planned, {len(plan['rejected'])} rejected, "
                      f"{plan['duplicates']} duplicates, {len(todo)} to evaluate")
             mine = []
-            for i, entry in self.team.share(todo):
+            for i, entry in track(list(self.team.share(todo)), f"generation {generation}: candidates"):
                 record = self._evaluate(entry, generation, i)
                 if self.team.world == 1:
                     self._write(record)

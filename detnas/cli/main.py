@@ -40,10 +40,15 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (they are drawn only on a terminal)."),
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the installed detnas version and exit."),
 ) -> None:
-    """Root options (`--version`, completion); the commands do the work."""
+    """Progress bars (with an ETA) for the long steps of the command, unless --quiet or output is not a terminal."""
+    from detnas.progress import progress_display, wanted
+
+    ctx.with_resource(progress_display(wanted(quiet)))
 
 
 app.add_typer(arch_cli.app, name="arch")
