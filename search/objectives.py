@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from detnas.errors import DetnasError
+
+if TYPE_CHECKING:
+    from detnas.search.records import Candidate
 
 OBJECTIVES = ("hard", "soft", "pareto")
 FITNESS_METRICS = ("AP", "mAP50_07")
@@ -138,21 +141,21 @@ def crowding_distance(points: Sequence[tuple[float, float]], front: Sequence[int
     return distance
 
 
-def rank_records(records: Sequence[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
+def rank_records(records: Sequence[Candidate], objective: str) -> list[Candidate]:
     """Evaluated candidates best first; ties broken by hash so the order never depends on arrival."""
     if objective != "pareto":
-        return sorted(records, key=lambda r: (-r["fitness"], r["hash"]))
-    points = [(r["metrics"]["AP"], r["latency"]["median_ms"]) for r in records]
-    order: list[dict[str, Any]] = []
+        return sorted(records, key=lambda r: (-r.fitness, r.hash))
+    points = [(r.metrics["AP"], r.latency.median_ms) for r in records]
+    order: list[Candidate] = []
     for front in non_dominated_fronts(points):
         crowd = crowding_distance(points, front)
-        order.extend(records[i] for i in sorted(front, key=lambda i: (-crowd[i], -points[i][0], records[i]["hash"])))
+        order.extend(records[i] for i in sorted(front, key=lambda i: (-crowd[i], -points[i][0], records[i].hash)))
     return order
 
 
-def pareto_front(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def pareto_front(records: Sequence[Candidate]) -> list[Candidate]:
     """The non-dominated candidates (AP vs median latency), fastest first."""
     if not records:
         return []
-    points = [(r["metrics"]["AP"], r["latency"]["median_ms"]) for r in records]
-    return sorted((records[i] for i in non_dominated_fronts(points)[0]), key=lambda r: r["latency"]["median_ms"])
+    points = [(r.metrics["AP"], r.latency.median_ms) for r in records]
+    return sorted((records[i] for i in non_dominated_fronts(points)[0]), key=lambda r: r.latency.median_ms)

@@ -27,7 +27,7 @@ JOURNAL_NAME = "journal.jsonl"
 LATENCY_IMAGES = 4  # real images the latency is timed on (cycled through the timed runs)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SearchRequest:
     """Everything `detnas search run` takes; see the CLI for each field's meaning."""
 
@@ -39,7 +39,7 @@ class SearchRequest:
     bn_images_dir: Path | None = None
     settings: EvolutionSettings = field(default_factory=EvolutionSettings)
     constraints: Constraints = field(default_factory=Constraints)
-    timing: Timing = field(default_factory=lambda: Timing(None))
+    timing: Timing = field(default_factory=Timing)
     latency_profile: Path | None = None
     force_profile: bool = False
     latency_cache: Path | None = None
