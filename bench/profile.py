@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from detnas.arch import Arch
-from detnas.bench.backends import Prepared, time_prepared
+from detnas.bench.backends import Prepared, latency_backend, time_prepared
 from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
 from detnas.bench.models import timed_module
 from detnas.bench.oracle import (
@@ -37,7 +37,7 @@ from detnas.bench.oracle import (
     torch_threads,
 )
 from detnas.bench.predictor import LatencyPredictor
-from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice
+from detnas.bench.result import PRECISIONS, Scope, check_choice
 from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, summarize
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
@@ -144,7 +144,7 @@ def build_profile(
     head / NMS cost is the same for every arch of the space (it depends on the stage widths only), so the
     correction's intercept carries it; it is also reported as the fixed part 'detector' (arch at `scope` minus
     its backbone, for the first arch)."""
-    check_choice("backend", backend, BACKENDS)
+    latency_backend(backend)  # refuses an unregistered name, listing the registered ones
     check_choice("precision", precision, PRECISIONS)
     if precision == "int8":
         raise DetnasError("profiles are measured in fp32 or fp16; INT8 per-block calibration is not supported")

@@ -40,8 +40,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            label = f"{self.option} '{name}'" if self.option else f"{self.what} '{name}'"
-            raise DetnasError(f"{label} is not a registered {self.what}; choose one of {', '.join(self.names())}") from None
+            where = f"{self.option}: " if self.option else ""
+            raise DetnasError(f"{where}unknown {self.what} '{name}'; choose one of {', '.join(self.names())}") from None
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
