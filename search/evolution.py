@@ -23,7 +23,7 @@ from detnas.search.algorithms import ALGORITHMS, SearchAlgorithm
 from detnas.search.distributed import Team
 from detnas.search.interfaces import AccuracyEvaluator, LatencyEstimator
 from detnas.search.journal import Journal
-from detnas.search.objectives import Constraints, pareto_front, rank_records
+from detnas.search.objectives import Constraints
 from detnas.search.records import Candidate, Final, Plan, Proposal
 from detnas.space import SearchSpace
 
@@ -223,12 +223,6 @@ class Search:
 
 
 def best_record(candidates: Sequence[Candidate], constraints: Constraints) -> Candidate | None:
-    """The winner: the top-ranked candidate, or for pareto the highest AP on the front within the target."""
-    if not candidates:
-        return None
-    if constraints.objective != "pareto":
-        return rank_records(candidates, constraints.objective)[0]
-    front = pareto_front(candidates)
-    if constraints.latency_ms is not None:
-        front = [r for r in front if r.latency.median_ms <= constraints.latency_ms] or front
-    return max(front, key=lambda r: (r.metrics["AP"], r.hash))
+    """The winner under the constraints' objective (e.g. the top-ranked candidate, or for pareto the highest AP on
+    the front within the target)."""
+    return constraints.rule.best(candidates, constraints) if candidates else None

@@ -17,10 +17,10 @@ from detnas.cli.main import main
 from detnas.errors import DetnasError
 from detnas.registry import Registry
 from detnas.search.algorithms import ALGORITHMS, SearchAlgorithm
-from detnas.search.evolution import EvolutionSettings, Search
+from detnas.search.evolution import EvolutionSettings, Search, best_record
 from detnas.search.interfaces import BackboneCost
 from detnas.search.journal import read_journal
-from detnas.search.objectives import Constraints
+from detnas.search.objectives import OBJECTIVES, Constraints, Objective
 
 TOY_ARCH = json.dumps({"space": "registry-toy", "choices": "0|3", "space_spec": {
     "name": "registry-toy", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [1, 1], "head_width": 32,
@@ -110,3 +110,25 @@ def test_a_registered_algorithm_runs_in_the_search_loop(tmp_path) -> None:
     with pytest.raises(DetnasError, match="--algorithm: unknown search algorithm 'toy-uniform'; choose one of "
                                           "evolution, random"):
         EvolutionSettings(algorithm="toy-uniform")
+
+
+class _Fastest(Objective):
+    """Toy objective: the fastest candidate wins, whatever its AP."""
+
+    def fitness(self, ap: float, latency_ms: float, constraints: Constraints) -> float:
+        return -latency_ms
+
+
+def test_a_registered_objective_ranks_the_search(tmp_path) -> None:
+    OBJECTIVES.register("toy-fastest")(_Fastest)
+    try:
+        constraints = Constraints(objective="toy-fastest", latency_ms=1e3)
+        settings = EvolutionSettings(population=4, generations=2, parents=2, mutations=2, crossovers=1, randoms=1)
+        search = Search(TINY, settings, constraints, FakeAccuracy(), FakeLatency(), BackboneCost(64),
+                        tmp_path / "fastest.jsonl")
+        candidates = search.run()
+        winner = best_record(candidates, constraints)
+        assert winner.latency.median_ms == min(c.latency.median_ms for c in candidates)
+        assert winner.metrics["AP"] < max(c.metrics["AP"] for c in candidates)  # AP alone would pick another
+    finally:
+        OBJECTIVES.unregister("toy-fastest")
