@@ -20,13 +20,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
 
+from detnas.detection.kinds import kind_of
 from detnas.errors import DetnasError
 from detnas.export.nms import batched_nms
 from detnas.pixels import Normalize, PixelConvention
@@ -55,13 +56,11 @@ class DeployableDetector(nn.Module):
 
     def __init__(self, detector: nn.Module, pixels: PixelConvention, max_detections: int) -> None:
         super().__init__()
-        if not isinstance(detector, FasterRCNN | RetinaNet):
-            raise DetnasError(f"cannot export a {type(detector).__name__}; expected a detector from build_detector")
+        self.kind = kind_of(detector)  # refuses a detector of no registered kind
         self.detector = detector
         self.normalize = Normalize(pixels)
         self.max_detections = max_detections
-        heads = detector.roi_heads if isinstance(detector, FasterRCNN) else detector
-        heads.detections_per_img = max_detections
+        self.kind.postprocessor(detector).detections_per_img = max_detections
         self.eval()  # the exporter restores the wrapper's mode afterwards, so the wrapper itself must be in eval
 
     def limits(self) -> dict[str, int]:
@@ -72,11 +71,7 @@ class DeployableDetector(nn.Module):
         x = self.normalize(images)
         height, width = x.shape[-2:]
         image_list = ImageList(x, [(int(height), int(width))] * x.shape[0])
-        if isinstance(self.detector, FasterRCNN):
-            detections = self._faster_rcnn(image_list)
-        else:
-            detections = self._retinanet(image_list)
-        return self._pad(detections)
+        return self._pad(self.kind.deploy(self, image_list))
 
     def _faster_rcnn(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
         """RoIHeads.forward's eval path for boxes, over a fixed number of proposals per image (see `_proposals`)."""
