@@ -147,8 +147,9 @@ def fastest_probe(space: SearchSpace, cost_size: tuple[int, int]) -> list[Arch]:
 
 
 def check_target_reachable(space: SearchSpace, target_ms: float, estimator: LatencyEstimator,
-                           cost_size: tuple[int, int]) -> dict[str, Any]:
-    """Refuse a latency target below the fastest probe of the space, saying what that probe measures."""
+                           cost_size: tuple[int, int]) -> tuple[Arch, float]:
+    """Refuse a latency target below the fastest probe of the space, saying what that probe measures; returns the
+    fastest probe and its median latency."""
     timed = [(estimator.latency(a).median_ms, a) for a in fastest_probe(space, cost_size)]
     fastest_ms, fastest = min(timed, key=lambda t: (t[0], t[1].hash))
     if target_ms < fastest_ms:
@@ -157,7 +158,7 @@ def check_target_reachable(space: SearchSpace, target_ms: float, estimator: Late
             f"{fastest.compact()} is {estimator.source} at {fastest_ms:.3f}ms ({estimator.fingerprint}); "
             "raise the target or search a smaller space"
         )
-    return {"arch": fastest.to_dict(), "median_ms": fastest_ms}
+    return fastest, fastest_ms
 
 
 class ProfileLatency:

@@ -73,7 +73,10 @@ def latency_axis_label(run: SearchRun) -> str:
     timing = run.config.get("timing") or {}
     if run.config.get("latency_profile"):
         return "predicted median latency (ms; latency profile)"
-    backend = {"ort": "ONNX Runtime", "trt": "TensorRT", "torch": "PyTorch"}.get(timing.get("backend"), timing.get("backend"))
+    from detnas.bench.backends import LATENCY_BACKENDS
+
+    name = timing.get("backend")
+    backend = LATENCY_BACKENDS.get(name).title if name in LATENCY_BACKENDS else name
     size = "x".join(map(str, timing.get("size") or [])) or "detector size"
     return (f"{timing.get('scope', '')} median latency (ms; {backend}, {str(timing.get('device', '')).upper()}, "
             f"{size}, batch {timing.get('batch', 1)})").strip()

@@ -138,9 +138,9 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         for caveat in latency.caveats if isinstance(latency, ProfileLatency) else ():
             log(f"warning: {caveat}")
         if constraints.latency_ms is not None:
-            fastest = check_target_reachable(supernet.space, constraints.latency_ms, latency,
-                                             (request.flops_size, request.flops_size))
-            log(f"fastest probe of the space: {fastest['median_ms']:.3f}ms ({latency.source}), "
+            _, fastest_ms = check_target_reachable(supernet.space, constraints.latency_ms, latency,
+                                                   (request.flops_size, request.flops_size))
+            log(f"fastest probe of the space: {fastest_ms:.3f}ms ({latency.source}), "
                 f"target {constraints.latency_ms:g}ms")
         accuracy = DetectionAP(supernet, bn, val, request.bn_images, request.bn_batch, request.val_images, device)
         context = _context(request, supernet.digest, val, bn, latency, timing,

@@ -122,8 +122,7 @@ def _retinanet_outputs(detector: nn.Module, features: list[torch.Tensor]) -> tup
 
 DETECTOR_KINDS.register("fpn")(DetectorKind(
     model=FasterRCNN, build=_faster_rcnn, dense_outputs=_rpn_outputs,
-    deploy=lambda graph, images: graph._faster_rcnn(images), postprocessor=lambda detector: detector.roi_heads,
-    proposals_option="rpn_post_nms_top_n_test"))
+    deploy=lambda graph, images: graph._faster_rcnn(images), postprocessor=lambda detector: detector.roi_heads))
 DETECTOR_KINDS.register("retinanet")(DetectorKind(
     model=RetinaNet, build=_retinanet, dense_outputs=_retinanet_outputs,
     deploy=lambda graph, images: graph._retinanet(images)))

@@ -31,8 +31,7 @@ class DetectorKind:
     the FPN features: what the 'network' latency scope times. `deploy(graph, images)` is its post-processing in the
     deployable graph's fixed-shape form (`graph` a `DeployableDetector`, `images` an `ImageList` at model size),
     returning per-image dicts of boxes, scores and labels. `postprocessor(detector)` is the module holding
-    `score_thresh`, `nms_thresh` and `detections_per_img`; `limits` are the graph's own caps recorded in an
-    export's metadata; `proposals_option` is the torchvision keyword of its test-time proposal count, if any.
+    `score_thresh`, `nms_thresh` and `detections_per_img` (the detector itself unless it says otherwise).
     """
 
     model: type[nn.Module]
@@ -40,8 +39,6 @@ class DetectorKind:
     dense_outputs: Callable[[nn.Module, list[torch.Tensor]], tuple[torch.Tensor, ...]]
     deploy: Callable[[Any, Any], Detections]
     postprocessor: Callable[[nn.Module], nn.Module] = lambda detector: detector
-    limits: tuple[tuple[str, int], ...] = ()
-    proposals_option: str | None = None
 
 
 DETECTOR_KINDS: Registry[DetectorKind] = Registry("detector kind", "--detector")
