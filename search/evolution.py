@@ -119,16 +119,16 @@ class Search:
                 continue
             seen.add(arch.hash)
             flops, params = self.cost(arch)
-            proposal = Proposal(arch, origin, flops, params)
+            latency = None
             reason = self.constraints.violation(flops, params)
-            if reason is None:
+            if reason is None:  # the cheap analytic limits pass: worth timing
                 start = time.perf_counter()
                 latency = self.latency.latency(arch)
                 self.latency_seconds += time.perf_counter() - start
-                proposal = Proposal(arch, origin, flops, params, latency)
                 reason = self.constraints.violation(flops, params, latency.median_ms)
+            proposal = Proposal(arch, origin, flops, params, latency, reason)
             if reason is not None:
-                plan.rejected.append(Proposal(arch, origin, flops, params, proposal.latency, reason))
+                plan.rejected.append(proposal)
                 continue
             plan.planned.append(proposal)
             found += 1
