@@ -130,6 +130,7 @@ def latency_cmd(
     from detnas.bench.inputs import image_batches, random_batches
     from detnas.bench.oracle import BackendOptions, Protocol, measure_arch, measure_engine, measure_onnx
     from detnas.bench.result import PRECISIONS, Scope, check_choice, write_csv
+    from detnas.export.converters import onnx_converters
 
     if sum(x is not None for x in (arch, onnx, engine)) != 1:
         raise DetnasError("give exactly one of --arch, --onnx or --engine")
@@ -147,7 +148,7 @@ def latency_cmd(
     _quiet_onnxruntime(backend)
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
-                             workspace_mb=workspace_mb, timing_cache=timing_cache)
+                             workspace_mb=workspace_mb, timing_cache=timing_cache, converters=onnx_converters())
     cache = LatencyCache(cache_path) if use_cache else None
     batches = image_batches(images, batch, hw) if images else None
     calibration = image_batches(calib, batch, hw, limit=512) if calib else None
@@ -245,13 +246,15 @@ def profile_cmd(
     from detnas.bench.oracle import BackendOptions, Protocol
     from detnas.bench.profile import build_profile, profile_report, save_profile
     from detnas.bench.result import Scope
+    from detnas.export.converters import onnx_converters
     from detnas.space import get_space
 
     protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
     with _warnings_as_lines(), console.status("profiling") as status:
         profile = build_profile(get_space(space), backend=backend, size=parse_hw(size), batch=batch,
-                                precision=precision, protocol=protocol, options=BackendOptions(), n_train=n_train,
+                                precision=precision, protocol=protocol,
+                                options=BackendOptions(converters=onnx_converters()), n_train=n_train,
                                 n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
                                 progress=status.update)
     save_profile(profile, out)

@@ -70,7 +70,7 @@ def scoped_detector(detector: nn.Module, scope: Scope, max_detections: int = 100
     if scope is Scope.NETWORK:
         return DenseNetwork(detector.eval()).eval()
     if scope is Scope.NETWORK_NMS:
-        from detnas.export.graph import DeployableDetector
+        from detnas.detection.deployable import DeployableDetector
 
         return DeployableDetector(detector.eval(), detector.pixels, max_detections).eval()
     _refuse_end_to_end(scope)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from detnas.bench.cache import CacheKey, LatencyCache
 from detnas.bench.fingerprint import collect_fingerprint, gpu_state
 from detnas.bench.inputs import random_batches
 from detnas.bench.models import file_sha256, scoped_detector, timed_module
-from detnas.bench.precision import require_calibration
+from detnas.bench.precision import OnnxConverters, require_calibration
 from detnas.bench.result import PRECISIONS, LatencyResult, Scope, check_choice
 from detnas.bench.stats import summarize
 from detnas.errors import DetnasError
@@ -66,6 +66,7 @@ class BackendOptions:
     cuda_graphs: bool = False
     workspace_mb: int = 1024
     timing_cache: Path | None = None
+    converters: OnnxConverters | None = field(default=None, compare=False)  # FP16 / INT8 files for ONNX Runtime
 
     def provider(self, device: str) -> str:
         return self.ort_provider or ("cuda" if device.startswith("cuda") else "cpu")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from detnas.errors import DetnasError
@@ -36,3 +38,13 @@ def require_calibration(precision: str, calibration: Sequence[Any] | None) -> No
         raise DetnasError(
             "INT8 needs calibration data; pass --calib DIR with real images (a few hundred from the training set)"
         )
+
+
+@dataclass(frozen=True)
+class OnnxConverters:
+    """How an FP32 ONNX file becomes the FP16 / INT8 file ONNX Runtime times, as `detnas export --precision` writes
+    it: `detnas.export.precision`'s `convert_fp16(source, target)` and `quantize_int8(source, target, batches)`.
+    The caller passes them in (`BackendOptions.converters`), so the latency oracle does not import export."""
+
+    fp16: Callable[[Path, Path], Path]
+    int8: Callable[[Path, Path, Sequence[Any]], Path]

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from detnas.data.detection import DetectionDataset
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_text
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 Prediction = dict[str, torch.Tensor]
 Predictor = Callable[[list[torch.Tensor]], list[Prediction]]
@@ -194,3 +197,16 @@ def detector_predictor(detector: torch.nn.Module, device: str | torch.device = "
         return outputs
 
     return predict
+
+
+def metric_table(metrics: dict[str, float]) -> Table:
+    """COCO metrics in % (the way papers report them); -1 from COCOeval means no ground truth in that range."""
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value (%)", justify="right")
+    for name in METRICS:
+        value = metrics[name]
+        table.add_row(name, "n/a (no GT)" if value < 0 else f"{100 * value:.1f}")
+    return table

@@ -238,26 +238,3 @@ def register(app: typer.Typer) -> None:
     """Add `export` (with `export check`) and `predict` to the root app."""
     app.add_typer(export_app, name="export")
     app.command("predict")(predict_cmd)
-
-
-def eval_exported(model: Path, data: Path, images: Path, max_images: int | None, batch_size: int,
-                  out_json: Path | None) -> None:
-    """`detnas eval --model`: COCO AP of the exported file itself, on data with the model's class list."""
-    from detnas.cli.eval import metric_table
-    from detnas.data.coco import CocoDetection
-    from detnas.errors import DetnasError
-    from detnas.evaluation import evaluate
-    from detnas.export.runtime import exported_predictor, load_exported
-
-    runner = load_exported(model)
-    dataset = CocoDetection(data, images)
-    if [c.name for c in runner.meta.classes] != dataset.classes:
-        raise DetnasError(f"{data}: its classes differ from the model's ({len(runner.meta.classes)} classes in the "
-                          f"metadata of {model}); evaluate on data with the same category list")
-    metrics = evaluate(exported_predictor(runner), dataset, out_json=out_json, batch_size=batch_size,
-                       max_images=max_images)
-    console.print(f"COCO bbox metrics of {model} ({runner.backend}) on {data} ({int(metrics['images'])} images)",
-                  highlight=False, soft_wrap=True)
-    console.print(metric_table(metrics))
-    if out_json is not None:
-        console.print(f"detections: {out_json}", highlight=False)

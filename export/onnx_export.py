@@ -1,7 +1,7 @@
 """`export_onnx`: a trained detector -> one self-describing ONNX file, proven equal to PyTorch before it is kept.
 
 The TorchScript exporter (`dynamo=False`) is used on purpose: the dynamo exporter fails on NMS's data-dependent
-output size, while tracing maps the graph's NMS (`detnas.export.nms`) to one ONNX NonMaxSuppression. Tracing
+output size, while tracing maps the graph's NMS (`detnas.detection.nms`) to one ONNX NonMaxSuppression. Tracing
 unrolls the per-image post-processing loop, so a fixed batch is exported as is, and `dynamic_batch` wraps the
 batch-1 graph in an ONNX Loop over the images (`batch_loop`; ONNX Runtime only, TensorRT wants a fixed batch).
 The file is written under a temporary name and only renamed into place after the checker and the parity check
@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from detnas.arch import Arch
+from detnas.detection.deployable import OUTPUT_NAMES, DeployableDetector
 from detnas.detection.kinds import kind_of
 from detnas.errors import DetnasError
-from detnas.export.graph import OUTPUT_NAMES, DeployableDetector
 from detnas.export.head_parity import Captured, capture_hooks, compare_heads, onnx_head_outputs
 from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_versions
 from detnas.export.parity import BOX_TOL, MIN_DETECTIONS, SCORE_TOL, Detections, ParityReport, compare, rounding_tol

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detnas.detection.deployable import OUTPUT_NAMES
 from detnas.errors import DetnasError
-from detnas.export.graph import OUTPUT_NAMES
 from detnas.export.metadata import ModelMeta
 from detnas.export.preprocess import letterbox, restore_boxes
 
@@ -153,3 +153,20 @@ def onnx_predictor(model_path: str | Path, score_thresh: float = 0.0) -> Predict
         raise DetnasError(f"{model_path}: onnx_predictor takes an .onnx file")
     return exported_predictor(model_path, score_thresh)
 
+
+
+def evaluate_exported(model: str | Path, data: str | Path, images: str | Path, max_images: int | None = None,
+                      batch_size: int = 4, out_json: str | Path | None = None) -> tuple[dict[str, float], Runner]:
+    """COCO metrics of the exported file itself (and the runner that produced them), on data with the model's
+    class list."""
+    from detnas.data.coco import CocoDetection
+    from detnas.evaluation import evaluate
+
+    runner = load_exported(model)
+    dataset = CocoDetection(data, images)
+    if [c.name for c in runner.meta.classes] != dataset.classes:
+        raise DetnasError(f"{data}: its classes differ from the model's ({len(runner.meta.classes)} classes in the "
+                          f"metadata of {model}); evaluate on data with the same category list")
+    metrics = evaluate(exported_predictor(runner), dataset, out_json=out_json, batch_size=batch_size,
+                       max_images=max_images)
+    return metrics, runner

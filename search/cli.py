@@ -81,6 +81,7 @@ def run_cmd(
     resume: bool = typer.Option(False, help="Continue the journal in --out (same configuration required)."),
 ) -> None:
     """Evolutionary search (DetNAS defaults) with COCO AP per path and measured or predicted latency."""
+    from detnas.export.converters import onnx_converters
     from detnas.io import parse_hw
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing, parse_count, parse_latency_ms
@@ -105,7 +106,7 @@ def run_cmd(
                             latency_profile=latency_profile, force_profile=force_profile, latency_cache=latency_cache,
                             space=space, flops_size=flops_size, bn_images=bn_images, bn_batch=bn_batch,
                             val_images=val_images, min_size=min_size, max_size=max_size, proposals=proposals,
-                            resume=resume, top_k=top_k)
+                            resume=resume, top_k=top_k, onnx_converters=onnx_converters())
     run = run_search(request, log=lambda message: console.print(message, highlight=False)).run
     if run is not None:
         console.print(summary_table(run, top_k))

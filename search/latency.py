@@ -22,6 +22,7 @@ from detnas.space import SearchSpace
 
 if TYPE_CHECKING:
     from detnas.bench.oracle import TrainedDetector
+    from detnas.bench.precision import OnnxConverters
 
 _DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|us|µs)?\s*$")
 _TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3, None: 1.0}
@@ -96,7 +97,8 @@ class OracleLatency:
     source = "measured"
 
     def __init__(self, timing: Timing, cache_path: str | Path | None = None,
-                 images: Sequence[torch.Tensor] | None = None, trained: TrainedDetector | None = None) -> None:
+                 images: Sequence[torch.Tensor] | None = None, trained: TrainedDetector | None = None,
+                 converters: OnnxConverters | None = None) -> None:
         from detnas.bench.cache import LatencyCache
         from detnas.bench.fingerprint import collect_fingerprint
         from detnas.bench.oracle import BackendOptions, Protocol
@@ -106,7 +108,7 @@ class OracleLatency:
         self.cache = _CountingCache(LatencyCache(cache_path))
         self._protocol = Protocol(warmup=timing.warmup, runs=timing.runs, threads=timing.threads,
                                   device=timing.device)
-        self._options = BackendOptions()
+        self._options = BackendOptions(converters=converters)
         self._scope = Scope.parse(timing.scope)
         self._images = list(images) if images else None
         self._trained = trained

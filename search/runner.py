@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
@@ -22,6 +22,9 @@ from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
 from detnas.search.objectives import Constraints
 from detnas.search.report import SearchRun, write_report
+
+if TYPE_CHECKING:
+    from detnas.bench.precision import OnnxConverters
 
 JOURNAL_NAME = "journal.jsonl"
 LATENCY_IMAGES = 4  # real images the latency is timed on (cycled through the timed runs)
@@ -53,6 +56,7 @@ class SearchRequest:
     proposals: int | None = None
     resume: bool = False
     top_k: int = 10
+    onnx_converters: OnnxConverters | None = None  # FP16 timing on ONNX Runtime's CPU provider needs export's
 
 
 def _datasets(request: SearchRequest, classes: list[str]) -> tuple[Any, Any]:
@@ -73,8 +77,8 @@ def _datasets(request: SearchRequest, classes: list[str]) -> tuple[Any, Any]:
     return val, bn
 
 
-def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing,
-                     cache: Path | None = None) -> tuple[Timing, OracleLatency]:
+def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing, cache: Path | None = None,
+                     converters: OnnxConverters | None = None) -> tuple[Timing, OracleLatency]:
     """The search's measuring oracle and its timing with the supernet's detector kind and deployment size filled in.
 
     Beyond the backbone scope it times each candidate's own detector materialised from the supernet (BN statistics
@@ -82,14 +86,14 @@ def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing,
     images at the timed size."""
     timing = replace(timing, detector=supernet.kind, size=timing.size or (supernet.min_size, supernet.max_size))
     if timing.scope == "backbone":
-        return timing, OracleLatency(timing, cache)
+        return timing, OracleLatency(timing, cache, converters=converters)
     from detnas.bench.inputs import resized_batches
     from detnas.bench.oracle import TrainedDetector
 
     count = min(len(val), max(timing.batch, LATENCY_IMAGES))
     images = resized_batches([val.load_image(i) for i in range(count)], timing.batch, timing.size, supernet.pixels)
     return timing, OracleLatency(timing, cache, images, TrainedDetector(supernet.materialize,
-                                                                        f"supernet-det:{supernet.digest}"))
+                                                                        f"supernet-det:{supernet.digest}"), converters)
 
 
 def _context(request: SearchRequest, digest: str, val: Any, bn: Any, latency: LatencyEstimator, timing: Timing,
@@ -131,7 +135,8 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         val, bn = _datasets(request, supernet.classes)
         constraints, note = request.constraints.resolve(supernet.space.name, request.flops_size, fitness_metric(val))
         log(note)
-        timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache)
+        timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache,
+                                            request.onnx_converters)
         latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, timing,
                                                     request.force_profile)
                                      if request.latency_profile else measured)

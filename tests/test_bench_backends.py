@@ -16,12 +16,14 @@ from detnas.bench.backends.ort_backend import check_providers, open_session
 from detnas.bench.backends.trt_backend import make_builder, require_tensorrt
 from detnas.bench.inputs import image_batches, random_batches
 from detnas.bench.models import export_onnx
-from detnas.bench.oracle import Protocol, measure_module, measure_onnx
+from detnas.bench.oracle import BackendOptions, Protocol, measure_module, measure_onnx
 from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
 from detnas.bench.result import Scope
 from detnas.errors import DetnasError
+from detnas.export.converters import onnx_converters
 
 QUICK = Protocol(warmup=1, runs=3)
+CONVERTING = BackendOptions(converters=onnx_converters())  # the oracle converts with export's code, handed in
 
 
 def _tiny() -> nn.Module:
@@ -66,8 +68,15 @@ def test_ort_cpu_timing_records_protocol(tiny_onnx: Path) -> None:
 
 def test_ort_fp16_on_cpu_times_the_fp16_file_with_a_warning(tiny_onnx: Path) -> None:
     with pytest.warns(PrecisionWarning, match="no fast FP16"):
-        result = measure_onnx(tiny_onnx, random_batches(1, (32, 32)), precision="fp16", protocol=QUICK)
+        result = measure_onnx(tiny_onnx, random_batches(1, (32, 32)), precision="fp16", protocol=QUICK,
+                              options=CONVERTING)
     assert result.precision == "fp16" and result.details["convert_seconds"] > 0
+
+
+def test_ort_conversion_without_converters_is_refused(tiny_onnx: Path) -> None:
+    """bench does not import export: a caller that wants a converted file timed hands the converters in."""
+    with pytest.raises(DetnasError, match="pass BackendOptions\\(converters="):
+        measure_onnx(tiny_onnx, random_batches(1, (32, 32)), precision="fp16", protocol=QUICK)
 
 
 def test_int8_needs_calibration(tiny_onnx: Path) -> None:
@@ -78,7 +87,8 @@ def test_int8_needs_calibration(tiny_onnx: Path) -> None:
 def test_ort_int8_quantises_with_real_images(tiny_onnx: Path, coco128: Path) -> None:
     calibration = image_batches(coco128, 1, (32, 32), limit=4)
     assert len(calibration) == 4 and 0 <= float(calibration[0].min()) and float(calibration[0].max()) <= 1
-    result = measure_onnx(tiny_onnx, calibration[:1], precision="int8", calibration=calibration, protocol=QUICK)
+    result = measure_onnx(tiny_onnx, calibration[:1], precision="int8", calibration=calibration, protocol=QUICK,
+                          options=CONVERTING)
     assert result.precision == "int8" and result.stats.n == 3 and result.details["convert_seconds"] > 0
 
 

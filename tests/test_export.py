@@ -15,9 +15,9 @@ from test_export_helpers import CATEGORY_IDS, CLASSES, SIZE, TINY, save_child_ch
 
 from detnas.arch import sample_arch
 from detnas.cli.main import main
+from detnas.detection.deployable import DeployableDetector
 from detnas.errors import DetnasError
 from detnas.export import check_parity, class_table, compare, export_onnx, parse_size
-from detnas.export.graph import DeployableDetector
 from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import load_exported, read_onnx_meta

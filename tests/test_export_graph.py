@@ -19,11 +19,11 @@ from test_export_helpers import CLASSES, SIZE, TINY, tiny_detector, val_images
 
 from detnas.arch import sample_arch
 from detnas.detection import build_detector
+from detnas.detection import deployable as graph_module
+from detnas.detection.deployable import DeployableDetector, top_k
+from detnas.detection.nms import NMS_MAX_BOXES, batched_nms, nms
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
-from detnas.export import graph as graph_module
-from detnas.export.graph import DeployableDetector, top_k
-from detnas.export.nms import NMS_MAX_BOXES, batched_nms, nms
 from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import load_exported

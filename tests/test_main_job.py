@@ -8,7 +8,7 @@ import pytest
 
 from detnas.arch import Arch
 from detnas.cli import main
-from detnas.export.pipeline import SHIPPED_AP_TOL, MainJobPlan
+from detnas.workflows.main_job import SHIPPED_AP_TOL, MainJobPlan
 
 SMOKE_AP50 = 0.1  # the smoke plan (120 detection iterations) reached 0.35 here; the full plan reaches AP50 >= 0.5
 

@@ -224,11 +224,12 @@ def _weights_and_meta(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def test_search_times_int8_candidates_and_reports_the_quantization_cost(tmp_path):
+    from detnas.export.converters import onnx_converters
     from detnas.search.latency import OracleLatency, Timing
 
     register_space(TINY)
     timing = Timing(size=(64, 64), precision="int8", scope="backbone", runs=2, warmup=0)
-    oracle = OracleLatency(timing, tmp_path / "cache.sqlite")
+    oracle = OracleLatency(timing, tmp_path / "cache.sqlite", converters=onnx_converters())
     first = oracle.latency(sample_arch(TINY, 1))
     assert first.median_ms > 0 and first.convert_seconds > 0
     again = oracle.latency(sample_arch(TINY, 1))

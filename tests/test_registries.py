@@ -19,9 +19,9 @@ from detnas.cli.main import main
 from detnas.detection import build_detector
 from detnas.detection.backbone import DetectionBackbone
 from detnas.detection.kinds import DETECTOR_KINDS, DetectorKind
+from detnas.detection.nms import batched_nms
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
-from detnas.export.nms import batched_nms
 from detnas.registry import Registry
 from detnas.search.algorithms import ALGORITHMS, SearchAlgorithm
 from detnas.search.evolution import EvolutionSettings, Search, best_record

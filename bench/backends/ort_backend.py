@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from detnas.bench.oracle import BackendOptions, Protocol
+    from detnas.bench.precision import OnnxConverters
 
 PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
@@ -120,7 +121,7 @@ class OrtBackend(LatencyBackend):
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
         provider = options.provider(protocol.device)
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-            model, seconds = _precision_file(path, Path(tmp), precision, provider, calibration)
+            model, seconds = _precision_file(path, Path(tmp), precision, provider, calibration, options.converters)
             prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=protocol.threads,
                                    precision=precision)
         if seconds is not None:
@@ -128,13 +129,12 @@ class OrtBackend(LatencyBackend):
         return prepared
 
 
-def _precision_file(path: Path, work: Path, precision: str, provider: str,
-                    calibration: Sequence[torch.Tensor] | None) -> tuple[Path, float | None]:
+def _precision_file(path: Path, work: Path, precision: str, provider: str, calibration: Sequence[torch.Tensor] | None,
+                    converters: OnnxConverters | None) -> tuple[Path, float | None]:
     """The file ONNX Runtime times at `precision`, as `detnas export --precision` writes it (INT8: symmetric QDQ
     with ranges from the calibration batches; FP16 on the CPU provider: FP16 network, FP32 post-processing), and
     the seconds that conversion took (None: the file is timed as it is)."""
     from detnas.bench.backends.trt_backend import onnx_precision
-    from detnas.export.precision import convert_fp16, quantize_int8
 
     if precision == "fp32" or (precision == "fp16" and provider != "cpu"):
         return path, None
@@ -145,9 +145,13 @@ def _precision_file(path: Path, work: Path, precision: str, provider: str,
     if already != "fp32":
         raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
                           f"--precision {already}")
+    if converters is None:
+        raise DetnasError(f"--precision {precision} on ONNX Runtime ({provider}) times a converted copy of {path.name}; "
+                          "pass BackendOptions(converters=OnnxConverters(convert_fp16, quantize_int8)) from "
+                          "detnas.export.precision, or time a file exported with that precision")
     start = time.perf_counter()
     if precision == "int8":
-        model = quantize_int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
+        model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
     else:
-        model = convert_fp16(path, work / "model.fp16.onnx")
+        model = converters.fp16(path, work / "model.fp16.onnx")
     return model, time.perf_counter() - start

@@ -27,8 +27,8 @@ from detnas.arch import resolve_arch
 from detnas.bench.backends import Prepared, time_prepared
 from detnas.bench.stats import summarize
 from detnas.detection import build_detector
+from detnas.detection.deployable import DeployableDetector
 from detnas.export import class_table, export_onnx
-from detnas.export.graph import DeployableDetector
 from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import onnx_runner

@@ -29,8 +29,8 @@ from detnas.bench.backends.ort_backend import open_session
 from detnas.bench.stats import summarize
 from detnas.bench.suite.export_speed import SHARED, _calibrate_bn, _detectron_box_init, _spread_class_scores
 from detnas.detection import build_detector
+from detnas.detection.deployable import DeployableDetector
 from detnas.export import class_table, export_onnx
-from detnas.export.graph import DeployableDetector
 from detnas.export.precision import Gate, ap_gate, calibration_batches, convert_fp16, quantize_int8
 from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox

@@ -71,7 +71,7 @@ def coco_mini_split(out: Path, args: argparse.Namespace) -> tuple[Path, Path, Pa
 
 def shapes_supernet(out: Path, args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
     """The main job's first half on a larger shapes set: a detection supernet that has learnt something."""
-    from detnas.export.pipeline import MainJobPlan, train_demo_supernet
+    from detnas.workflows.main_job import MainJobPlan, train_demo_supernet
 
     plan = MainJobPlan(train_images=args.shapes_train_images + args.val_size, search_val_images=args.val_size,
                        cls_iterations=120, det_iterations=args.shapes_det_iterations, proposals=args.proposals)
@@ -135,7 +135,7 @@ def main() -> None:
     timing = Timing(backend="ort", runs=10, warmup=3)
     target = args.latency_target
     if target == "auto":
-        from detnas.export.pipeline import median_random_target
+        from detnas.workflows.main_job import median_random_target
 
         target = median_random_target(supernet, val_json, images, timing, out / "latency.sqlite", args.proposals, 0)
         print(f"latency target: {target} ms (median of 8 random archs)", flush=True)

@@ -1,4 +1,4 @@
-"""`detnas demo`: the main job end to end on the embedded demo data (see detnas.export.pipeline)."""
+"""`detnas demo`: the main job end to end on the embedded demo data (see detnas.workflows.main_job)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def demo_cmd(
     export the winner to ONNX, benchmark it and predict on an image."""
     import time
 
-    from detnas.export.pipeline import MainJobPlan, run_main_job
     from detnas.search.latency import parse_latency_ms
+    from detnas.workflows.main_job import MainJobPlan, run_main_job
 
     start = time.perf_counter()
     target = parse_latency_ms(latency_target) if latency_target else None

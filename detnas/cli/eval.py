@@ -6,22 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from detnas.console import plain_console
-
-
-def metric_table(metrics: dict[str, float]) -> Table:
-    """COCO metrics in % (the way papers report them); -1 from COCOeval means no ground truth in that range."""
-    from detnas.evaluation import METRICS
-
-    table = Table()
-    table.add_column("metric")
-    table.add_column("value (%)", justify="right")
-    for name in METRICS:
-        value = metrics[name]
-        table.add_row(name, "n/a (no GT)" if value < 0 else f"{100 * value:.1f}")
-    return table
 
 
 def eval_cmd(
@@ -52,15 +38,22 @@ def eval_cmd(
     from detnas.data.coco import CocoDetection
     from detnas.detection import build_detector, load_detector
     from detnas.errors import DetnasError
-    from detnas.evaluation import detector_predictor, evaluate
+    from detnas.evaluation import detector_predictor, evaluate, metric_table
     from detnas.supernet import ChildNet
 
     if max_images is not None and max_images < 1:
         raise DetnasError(f"--max-images {max_images}: evaluate at least 1 image (leave it out for all)")
     if model is not None:
-        from detnas.export.cli import eval_exported
+        from detnas.export.runtime import evaluate_exported
 
-        return eval_exported(model, data, images, max_images, batch_size, out_json)
+        metrics, runner = evaluate_exported(model, data, images, max_images, batch_size, out_json)
+        console = plain_console()
+        console.print(f"COCO bbox metrics of {model} ({runner.backend}) on {data} ({int(metrics['images'])} images)",
+                      highlight=False, soft_wrap=True)
+        console.print(metric_table(metrics))
+        if out_json is not None:
+            console.print(f"detections: {out_json}", highlight=False)
+        return
     if (weights is None) == (not random_init):
         raise DetnasError("pass exactly one of --weights CKPT or --random-init")
     dataset = CocoDetection(data, images)

@@ -5,7 +5,7 @@ deployment runtime wants one tensor in and fixed tensors out. `DeployableDetecto
 modules (backbone, RPN head, RoI heads or RetinaNet head, box coders, anchor generators) and spells out their
 post-processing in a form that TensorRT's ONNX parsers (8.6, 10, 11) accept as well as ONNX Runtime: every top-k
 has a constant K <= 3840, every NMS is one NonMaxSuppression node with an explicit score threshold and at most
-5,000 boxes (`detnas.export.nms`), no `If` and no `Loop`. It skips the resize (the input already has the model
+5,000 boxes (`detnas.detection.nms`), no `If` and no `Loop`. It skips the resize (the input already has the model
 size) and pads every image's detections to `max_detections`.
 
 The detections are torchvision's with one stated exception: the FPN RoI head ranks its (proposal, class) pairs
@@ -28,8 +28,8 @@ from torchvision.ops import roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
 
 from detnas.detection.kinds import kind_of
+from detnas.detection.nms import batched_nms
 from detnas.errors import DetnasError
-from detnas.export.nms import batched_nms
 from detnas.pixels import Normalize, PixelConvention
 
 OUTPUT_NAMES = ("num_dets", "boxes", "scores", "labels")

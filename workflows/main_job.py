@@ -1,8 +1,8 @@
 """The main job end to end on one machine: demo data -> supernet pre-training -> detection fine-tuning ->
 latency-constrained search -> winner's detector -> ONNX export with parity -> benchmark -> predict -> report.
 
-It lives in the export room because it is the last stop of the road and calls every room below it; each step is
-the same Python API the individual commands use, so the demo exercises the product, not a shortcut.
+It lives in the workflows room, above export and search, because it calls every room below it; each step is the
+same Python API the individual commands use, so the demo exercises the product, not a shortcut.
 """
 
 from __future__ import annotations
