@@ -26,6 +26,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from detnas.arch import Arch
 from detnas.detection.backbone import FPN_CHANNELS, DetectionBackbone
+from detnas.detection.deployable import ROI_PRE_NMS_TOP_K
 from detnas.detection.kinds import DETECTOR_KINDS, DetectorKind, detector_kind
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
@@ -122,7 +123,8 @@ def _retinanet_outputs(detector: nn.Module, features: list[torch.Tensor]) -> tup
 
 DETECTOR_KINDS.register("fpn")(DetectorKind(
     model=FasterRCNN, build=_faster_rcnn, dense_outputs=_rpn_outputs,
-    deploy=lambda graph, images: graph._faster_rcnn(images), postprocessor=lambda detector: detector.roi_heads))
+    deploy=lambda graph, images: graph._faster_rcnn(images), postprocessor=lambda detector: detector.roi_heads,
+    limits={"pre_nms_top_k": ROI_PRE_NMS_TOP_K}))
 DETECTOR_KINDS.register("retinanet")(DetectorKind(
     model=RetinaNet, build=_retinanet, dense_outputs=_retinanet_outputs,
     deploy=lambda graph, images: graph._retinanet(images)))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
@@ -65,7 +64,7 @@ class DeployableDetector(nn.Module):
 
     def limits(self) -> dict[str, int]:
         """The graph's own caps where it differs from torchvision (recorded in the export's metadata)."""
-        return {"pre_nms_top_k": ROI_PRE_NMS_TOP_K} if isinstance(self.detector, FasterRCNN) else {}
+        return dict(self.kind.limits)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.normalize(images)
