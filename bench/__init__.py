@@ -15,7 +15,7 @@ _EXPORTS = {
     "measure_module": "detnas.bench.oracle",
     "measure_onnx": "detnas.bench.oracle",
     "measure_engine": "detnas.bench.oracle",
-    "Protocol": "detnas.bench.oracle",
+    "TimingProtocol": "detnas.bench.oracle",
     "BackendOptions": "detnas.bench.oracle",
     "TrainedDetector": "detnas.bench.oracle",
     "LatencyResult": "detnas.bench.result",

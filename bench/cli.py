@@ -17,7 +17,8 @@ from rich.table import Table
 
 from detnas.console import labelled, plain_console
 from detnas.errors import DetnasError
-from detnas.io import parse_hw
+from detnas.io import read_json_file
+from detnas.sizes import parse_hw
 
 app = typer.Typer(help="Measure latency on the target device: backends, cache, device profiles.",
                   no_args_is_help=True)
@@ -128,7 +129,7 @@ def latency_cmd(
     from detnas.bench.backends import latency_backend
     from detnas.bench.cache import LatencyCache
     from detnas.bench.inputs import image_batches, random_batches
-    from detnas.bench.oracle import BackendOptions, Protocol, measure_arch, measure_engine, measure_onnx
+    from detnas.bench.oracle import BackendOptions, TimingProtocol, measure_arch, measure_engine, measure_onnx
     from detnas.bench.result import PRECISIONS, Scope, check_choice, write_csv
     from detnas.export.converters import onnx_converters
 
@@ -146,7 +147,7 @@ def latency_cmd(
         scope = "backbone" if arch is not None else "network+nms"
     hw, parsed_scope = parse_hw(size), Scope.parse(scope)
     _quiet_onnxruntime(backend)
-    protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
                              workspace_mb=workspace_mb, timing_cache=timing_cache, converters=onnx_converters())
     cache = LatencyCache(cache_path) if use_cache else None
@@ -243,13 +244,14 @@ def profile_cmd(
 ) -> None:
     """Measure block latencies, the stem and archs spanning the space on this device; fit the predictor and judge
     it against the best constant and the measurements' own agreement (accurate only if it beats the constant)."""
-    from detnas.bench.oracle import BackendOptions, Protocol
+    from detnas.bench.oracle import BackendOptions, TimingProtocol
     from detnas.bench.profile import build_profile, profile_report, save_profile
     from detnas.bench.result import Scope
+    from detnas.bench.stats import HeldOutReport, SharedPart
     from detnas.export.converters import onnx_converters
     from detnas.space import get_space
 
-    protocol = Protocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
     with _warnings_as_lines(), console.status("profiling") as status:
         profile = build_profile(get_space(space), backend=backend, size=parse_hw(size), batch=batch,
@@ -262,6 +264,10 @@ def profile_cmd(
     console.print(_report_table(report))
     for line in report.verdict():
         console.print(line, highlight=False, soft_wrap=True)
+    if "shared_part" in profile:  # network scopes: how much of the spread the backbone carries, and its own verdict
+        console.print(SharedPart.from_dict(profile["shared_part"]).line(), highlight=False, soft_wrap=True)
+        backbone = HeldOutReport.from_dict(profile["backbone_report"])
+        console.print(f"backbone timed beside it: {backbone.verdict()[-1]}", highlight=False, soft_wrap=True)
     console.print(f"built in {profile['build_seconds']:.0f}s · fingerprint {profile['fingerprint_hash']} · "
                   f"wrote {out}")
 
@@ -290,7 +296,7 @@ def predict_cmd(
     from detnas.bench.profile import load_profile, predict_latency
 
     archs = [resolve_arch(a) for a in arch]
-    data = _read_json(profile)
+    data = read_json_file(profile, "latency profile")
     proto = data.get("protocol", {}) if isinstance(data, dict) else {}
     here = collect_fingerprint(proto.get("device", "cpu"), int(proto.get("threads", 1)))
     loaded = load_profile(profile, archs[0].space, str(data.get("backend")), force=force, fingerprint=here)
@@ -304,15 +310,6 @@ def predict_cmd(
             raise DetnasError(f"arch '{name}' is of space '{a.space.name}'; predict one space at a time")
         table.add_row(name if len(name) < 40 else a.compact(), a.hash, f"{predict_latency(loaded, a):.3f}")
     console.print(table)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise DetnasError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
 
 
 CachePath = Annotated[Path | None, typer.Option(help="Latency cache file (default ~/.cache/detnas).")]

@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from detnas.errors import DetnasError
+from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -33,7 +34,7 @@ def image_batches(
     if len(files) < batch:
         raise DetnasError(f"{folder}: found {len(files)} images (.jpg/.png), need at least one batch of {batch}; "
                           "point --images/--calib at a folder of real images")
-    return resized_batches([_read_rgb(f) for f in files], batch, size, pixels)
+    return resized_batches([read_image(f, fix="remove it from the image folder") for f in files], batch, size, pixels)
 
 
 def resized_batches(images: Sequence[torch.Tensor], batch: int, size: tuple[int, int],
@@ -49,15 +50,3 @@ def resized_batches(images: Sequence[torch.Tensor], batch: int, size: tuple[int,
     usable = len(resized) - len(resized) % batch
     return [torch.stack(resized[i:i + batch]) for i in range(0, usable, batch)]
 
-
-def _read_rgb(path: Path) -> torch.Tensor:
-    """uint8 CHW RGB of an image file."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DetnasError(f"{path}: cannot decode image ({exc}); remove it from the image folder") from None
-    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()

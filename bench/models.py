@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -83,8 +82,9 @@ def _refuse_end_to_end(scope: Scope) -> None:
                           "define; time the exported model with its runner, or use network+nms")
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 17) -> Path:
-    """TorchScript-based export with static shapes (the engine is built for one size and batch)."""
+def module_to_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 17) -> Path:
+    """A plain module to ONNX for timing: TorchScript-based, static shapes (the engine is built for one size and
+    batch), outputs named out0..outN; `detnas.export.export_onnx` writes a deployable detector with its metadata."""
     path = Path(path)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns that the TorchScript exporter is legacy; it is chosen on purpose
@@ -94,14 +94,3 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, opse
                           opset_version=opset, dynamo=False)
     return path
 
-
-def file_sha256(path: str | Path) -> str:
-    """Content hash of a model file: the cache key of ONNX / engine sources."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read model file ({exc.strerror})") from None
-    return digest.hexdigest()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +17,20 @@ import torch
 from torch import nn
 
 from detnas.arch import Arch
-from detnas.bench.backends import CLOCKS, Prepared, latency_backend, time_prepared
+from detnas.bench.backends import CLOCKS, BackendOptions, Prepared, latency_backend, time_prepared
 from detnas.bench.cache import CacheKey, LatencyCache
 from detnas.bench.fingerprint import collect_fingerprint, gpu_state
 from detnas.bench.inputs import random_batches
-from detnas.bench.models import file_sha256, scoped_detector, timed_module
-from detnas.bench.precision import OnnxConverters, require_calibration
+from detnas.bench.models import scoped_detector, timed_module
+from detnas.bench.precision import require_calibration
 from detnas.bench.result import PRECISIONS, LatencyResult, Scope, check_choice
 from detnas.bench.stats import summarize
 from detnas.errors import DetnasError
+from detnas.io import file_sha256
 
 
 @dataclass(frozen=True)
-class Protocol:
+class TimingProtocol:
     """How to time: untimed warm-up runs, timed runs, CPU threads, and the device ('cpu', 'cuda', 'cuda:1')."""
 
     warmup: int = 10
@@ -58,24 +59,6 @@ class Protocol:
 
 
 @dataclass(frozen=True)
-class BackendOptions:
-    """Backend-specific knobs; `variant()` names the ones that change latency and is part of the cache key."""
-
-    ort_provider: str | None = None  # default: cpu on the CPU, cuda on a GPU
-    compile: bool = False
-    cuda_graphs: bool = False
-    workspace_mb: int = 1024
-    timing_cache: Path | None = None
-    converters: OnnxConverters | None = field(default=None, compare=False)  # FP16 / INT8 files for ONNX Runtime
-
-    def provider(self, device: str) -> str:
-        return self.ort_provider or ("cuda" if device.startswith("cuda") else "cpu")
-
-    def variant(self, backend: str, device: str) -> str:
-        return latency_backend(backend).variant(self, device)
-
-
-@dataclass(frozen=True)
 class TrainedDetector:
     """The detector of any arch with trained weights (e.g. materialised from a detection supernet); `weights`
     names those weights in the latency cache key."""
@@ -84,7 +67,7 @@ class TrainedDetector:
     weights: str
 
 
-DEFAULT_PROTOCOL = Protocol()
+DEFAULT_PROTOCOL = TimingProtocol()
 DEFAULT_OPTIONS = BackendOptions()
 
 
@@ -106,7 +89,7 @@ class _Job:
     backend: str
     precision: str
     scope: Scope
-    protocol: Protocol
+    protocol: TimingProtocol
     options: BackendOptions
     source: str
     label: str
@@ -119,7 +102,7 @@ class _Job:
                         self.protocol.variant(self.options, self.backend), self.scope.value, fingerprint.hash)
 
 
-def _validate(backend: str, precision: str, protocol: Protocol, calibration: Sequence[Any] | None,
+def _validate(backend: str, precision: str, protocol: TimingProtocol, calibration: Sequence[Any] | None,
               inputs: Sequence[torch.Tensor]) -> None:
     runtime = latency_backend(backend)
     check_choice("precision", precision, PRECISIONS)
@@ -160,26 +143,26 @@ def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None)
 
 
 def prepare_module(
-    module: nn.Module, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: Protocol,
+    module: nn.Module, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: TimingProtocol,
     options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None,
 ) -> Prepared:
     """A ready runner for a torch module on any registered backend (ONNX-file backends through an export)."""
-    return latency_backend(backend).prepare_module(module, inputs, precision=precision, protocol=protocol,
-                                                   options=options, calibration=calibration)
+    return latency_backend(backend).prepare_module(module, inputs, precision=precision, device=protocol.device,
+                                                   threads=protocol.threads, options=options, calibration=calibration)
 
 
 def prepare_onnx(
-    path: Path, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: Protocol,
+    path: Path, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: TimingProtocol,
     options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None,
 ) -> Prepared:
     """A ready runner for an ONNX file on a registered backend that runs files (ort, trt)."""
-    return latency_backend(backend).prepare_onnx(path, inputs, precision=precision, protocol=protocol, options=options,
-                                                 calibration=calibration)
+    return latency_backend(backend).prepare_onnx(path, inputs, precision=precision, device=protocol.device,
+                                                 threads=protocol.threads, options=options, calibration=calibration)
 
 
 def measure_module(
     module: nn.Module, inputs: Sequence[torch.Tensor], *, backend: str = "torch", precision: str = "fp32",
-    scope: Scope = Scope.BACKBONE, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    scope: Scope = Scope.BACKBONE, protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     calibration: Sequence[torch.Tensor] | None = None, label: str = "module", source: str | None = None,
     input_kind: str = "random", cache: LatencyCache | None = None,
 ) -> LatencyResult:
@@ -197,7 +180,7 @@ def measure_module(
 
 def measure_arch(
     arch: Arch, *, size: tuple[int, int], batch: int = 1, backend: str = "ort", precision: str = "fp32",
-    scope: Scope = Scope.BACKBONE, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    scope: Scope = Scope.BACKBONE, protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     images: Sequence[torch.Tensor] | None = None, calibration: Sequence[torch.Tensor] | None = None,
     label: str | None = None, cache: LatencyCache | None = None, detector: str = "fpn",
     trained: TrainedDetector | None = None,
@@ -232,7 +215,7 @@ def measure_arch(
 
 def measure_onnx(
     path: str | Path, inputs: Sequence[torch.Tensor], *, backend: str = "ort", precision: str = "fp32",
-    scope: Scope = Scope.NETWORK, protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    scope: Scope = Scope.NETWORK, protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     calibration: Sequence[torch.Tensor] | None = None, label: str | None = None, input_kind: str = "random",
     cache: LatencyCache | None = None,
 ) -> LatencyResult:
@@ -247,7 +230,7 @@ def measure_onnx(
 
 def measure_engine(
     path: str | Path, inputs: Sequence[torch.Tensor], *, precision: str = "fp32", scope: Scope = Scope.NETWORK,
-    protocol: Protocol = Protocol(device="cuda"), label: str | None = None, input_kind: str = "random",
+    protocol: TimingProtocol = TimingProtocol(device="cuda"), label: str | None = None, input_kind: str = "random",
     cache: LatencyCache | None = None,
 ) -> LatencyResult:
     """Time a serialized TensorRT engine; its precision was fixed at build time, `precision` labels it."""

@@ -14,10 +14,10 @@ runner a slice of its runs), so slow phases from other processes spread over all
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,16 @@ from detnas.bench.oracle import (
     DEFAULT_OPTIONS,
     DEFAULT_PROTOCOL,
     BackendOptions,
-    Protocol,
+    TimingProtocol,
     prepare_module,
     torch_threads,
 )
 from detnas.bench.predictor import LatencyPredictor
 from detnas.bench.result import PRECISIONS, Scope, check_choice
-from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, summarize
+from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, shared_part, summarize
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
-from detnas.io import atomic_write_json
+from detnas.io import atomic_write_json, read_json_file
 from detnas.space import SearchSpace
 
 PROFILE_FORMAT = "detnas-latency-profile/1"
@@ -60,14 +60,19 @@ def block_inputs(space: SearchSpace, size: tuple[int, int]) -> list[tuple[int, i
     return out
 
 
-def _time_interleaved(runners: list[Prepared], protocol: Protocol, rounds: int,
-                      progress: Callable[[str], None], phase: str) -> list[list[float]]:
-    """Samples per runner: warm-up once, then `rounds` passes of runs // rounds timed calls each."""
+def _time_interleaved(runners: list[Prepared], protocol: TimingProtocol, rounds: int,
+                      progress: Callable[[str], None], phase: str, seed: int = 0) -> list[list[float]]:
+    """Samples per runner: warm-up once, then `rounds` passes of runs // rounds timed calls each (one untimed call
+    first, to reload its weights). Each round runs the runners in a new order: in a fixed order every runner would
+    follow the same neighbour, whose cache footprint it would pay in every round alike, a bias that neither more
+    rounds nor the split-half noise estimate could see."""
     per_round = max(2, protocol.runs // rounds)
     samples: list[list[float]] = [[] for _ in runners]
+    order, rng = list(range(len(runners))), random.Random(seed)
     for r in range(rounds):
-        for i, runner in enumerate(runners):
-            samples[i] += time_prepared(runner, protocol.warmup if r == 0 else 1, per_round, protocol.clock)
+        for i in order:
+            samples[i] += time_prepared(runners[i], protocol.warmup if r == 0 else 1, per_round, protocol.clock)
+        rng.shuffle(order)
         progress(f"{phase}: round {r + 1}/{rounds} timed")
     return samples
 
@@ -135,15 +140,16 @@ def choose_archs(space: SearchSpace, table: Sequence[dict[int, float]], n_train:
 
 def build_profile(
     space: SearchSpace, *, backend: str = "ort", size: tuple[int, int] = (224, 224), batch: int = 1,
-    precision: str = "fp32", protocol: Protocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    precision: str = "fp32", protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     n_train: int = 20, n_test: int = 30, rounds: int = 10, seed: int = 0, scope: Scope = Scope.BACKBONE,
     detector: str = "fpn", progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Measure the block table and the fixed parts, then `n_train + n_test` archs chosen from the table at
-    `scope`; fit the predictor and judge it on the held-out archs. Beyond the backbone, the detector's FPN /
-    head / NMS cost is the same for every arch of the space (it depends on the stage widths only), so the
-    correction's intercept carries it; it is also reported as the fixed part 'detector' (arch at `scope` minus
-    its backbone, for the first arch)."""
+    `scope`; fit the predictor and judge it on the held-out archs. Beyond the backbone, every arch's backbone is
+    timed too, in the same rounds: the detector's FPN / head / NMS cost depends on the stage widths only, so the
+    correction's intercept carries it, and network minus backbone per arch measures it (the fixed part 'detector',
+    their median) and how far it really is arch-independent ('shared_part'); the backbone's own predictor is
+    judged on the same archs ('backbone_report'), so one build reports both scopes."""
     latency_backend(backend)  # refuses an unregistered name, listing the registered ones
     check_choice("precision", precision, PRECISIONS)
     if precision == "int8":
@@ -167,29 +173,32 @@ def build_profile(
         stem = prepare(Stem(space.stem_width), (batch, 3, *size))
         blocks = [prepare(make_block(c, cin, cout, stride), (batch, cin, *hw))
                   for cin, cout, stride, hw in positions for c in space.choices]
-        block_stats = [summarize(s) for s in _time_interleaved([stem, *blocks], protocol, rounds, progress, "blocks")]
+        block_stats = [summarize(s) for s in _time_interleaved([stem, *blocks], protocol, rounds, progress, "blocks", seed)]
         table = [{c: block_stats[1 + p * k + j].median_ms for j, c in enumerate(space.choices)}
                  for p in range(len(positions))]
         train, test = choose_archs(space, table, n_train, n_test, random.Random(seed))
         archs = train + test
-        progress(f"preparing {len(archs)} archs at scope {scope.value}")
+        progress(f"preparing {len(archs)} archs at scope {scope.value}" + ("" if scope is Scope.BACKBONE else
+                                                                             " and their backbones"))
         nets = [prepare(timed_module(a, scope, detector), (batch, 3, *size)) for a in archs]
-        extra = [] if scope is Scope.BACKBONE else [prepare(timed_module(archs[0], Scope.BACKBONE), (batch, 3, *size))]
-        samples = _time_interleaved([*nets, *extra], protocol, rounds, progress, "archs")
-    fixed = {"stem": block_stats[0].median_ms}
-    if extra:
-        first_backbone = samples.pop()
-        fixed["detector"] = percentile(samples[0], 50) - percentile(first_backbone, 50)
-    arch_stats = [summarize(s) for s in samples]
+        if scope is not Scope.BACKBONE:
+            nets += [prepare(timed_module(a, Scope.BACKBONE), (batch, 3, *size)) for a in archs]
+        samples = _time_interleaved(nets, protocol, rounds, progress, "archs", seed)
     stage_of = [s for s, depth in enumerate(space.stage_depths) for _ in range(depth)]
-    measured = [s.median_ms for s in arch_stats]
-    predictor = LatencyPredictor.fit(table, stage_of, sum(fixed.values()), [a.choices for a in train],
-                                     measured[:n_train])
-    predicted = [predictor.predict(a.choices) for a in archs]
-    raw = [predictor.table_sum(a.choices) for a in archs]
-    halves = [_half_medians(s, rounds) for s in samples[n_train:]]
-    report = judge_predictor(predicted[n_train:], measured[n_train:], ([h[0] for h in halves], [h[1] for h in halves]),
-                             table_sum=raw[n_train:])
+    fixed = {"stem": block_stats[0].median_ms}
+    n = len(archs)
+    backbone = None if scope is Scope.BACKBONE else _Fitted.of(table, stage_of, fixed["stem"], train, test,
+                                                              samples[n:], rounds)
+    if backbone is not None:
+        # the detector's cost is the same for every arch when it depends on the stage widths only: network minus
+        # backbone per arch measures it and says how far that holds
+        split = [_half_medians(s, rounds) for s in samples]
+        shared = shared_part([percentile(s, 50) for s in samples[:n]], backbone.measured,
+                             ([h[0] for h in split[:n]], [h[1] for h in split[:n]]),
+                             ([h[0] for h in split[n:]], [h[1] for h in split[n:]]))
+        fixed["detector"] = shared.median_ms
+    fitted = _Fitted.of(table, stage_of, sum(fixed.values()), train, test, samples[:n], rounds)
+    report = fitted.report
     return {
         "format": PROFILE_FORMAT,
         "space": space.to_dict(),
@@ -206,13 +215,41 @@ def build_profile(
         "fingerprint_hash": fingerprint.hash,
         "fixed_ms": fixed,
         "blocks_cv": [[block_stats[1 + p * k + j].cv for j in range(k)] for p in range(len(positions))],
-        "predictor": predictor.to_dict(),
+        "predictor": fitted.predictor.to_dict(),
         "archs": [{"choices": a.compact(), "hash": a.hash, "split": "train" if i < n_train else "test",
-                   "measured_ms": measured[i], "cv": arch_stats[i].cv, "predicted_ms": predicted[i],
-                   "table_sum_ms": raw[i]} for i, a in enumerate(archs)],
+                   "measured_ms": fitted.measured[i], "cv": fitted.cv[i], "predicted_ms": fitted.predicted[i],
+                   "table_sum_ms": fitted.table_sum[i],
+                   **({} if backbone is None else {"backbone_ms": backbone.measured[i]})} for i, a in enumerate(archs)],
         "report": report.to_dict(),
+        **({} if backbone is None else {"backbone_report": backbone.report.to_dict(), "shared_part": shared.to_dict()}),
         "build_seconds": time.perf_counter() - started,
     }
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A predictor fitted on the training archs' measurements at one scope and judged on the held-out rest."""
+
+    predictor: LatencyPredictor
+    measured: list[float]
+    cv: list[float]
+    predicted: list[float]
+    table_sum: list[float]
+    report: HeldOutReport
+
+    @classmethod
+    def of(cls, table: Sequence[dict[int, float]], stage_of: Sequence[int], fixed_ms: float, train: Sequence[Arch],
+           test: Sequence[Arch], samples: Sequence[list[float]], rounds: int) -> _Fitted:
+        stats = [summarize(s) for s in samples]
+        measured = [s.median_ms for s in stats]
+        archs = [*train, *test]
+        predictor = LatencyPredictor.fit(table, stage_of, fixed_ms, [a.choices for a in train], measured[:len(train)])
+        predicted = [predictor.predict(a.choices) for a in archs]
+        raw = [predictor.table_sum(a.choices) for a in archs]
+        split = [_half_medians(s, rounds) for s in samples[len(train):]]
+        report = judge_predictor(predicted[len(train):], measured[len(train):], ([h[0] for h in split],
+                                 [h[1] for h in split]), table_sum=raw[len(train):])
+        return cls(predictor, measured, [s.cv for s in stats], predicted, raw, report)
 
 
 def profile_report(profile: dict[str, Any]) -> HeldOutReport | None:
@@ -231,12 +268,7 @@ def load_profile(
     """Read a profile and check it fits: same space content and backend, and `fingerprint` (a Fingerprint or
     hash the caller expects, e.g. this machine's) when given. `force` turns the mismatches into no error."""
     path = Path(path)
-    try:
-        profile = json.loads(path.read_text())
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read latency profile ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise DetnasError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
+    profile = read_json_file(path, "latency profile", "build one with `detnas bench profile`")
     if not isinstance(profile, dict) or profile.get("format") != PROFILE_FORMAT:
         raise DetnasError(f"{path}: not a detnas latency profile (field 'format' is not {PROFILE_FORMAT}); "
                           "build one with `detnas bench profile`")

@@ -11,7 +11,6 @@ import base64
 import binascii
 import csv
 import io
-import json
 import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,7 +22,7 @@ import numpy as np
 from detnas.bench.fingerprint import Fingerprint
 from detnas.bench.stats import TimingStats
 from detnas.errors import DetnasError
-from detnas.io import atomic_write_json, atomic_write_text
+from detnas.io import atomic_write_json, atomic_write_text, read_json_file
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
@@ -131,14 +130,7 @@ class LatencyResult:
 
     @classmethod
     def load_json(cls, path: str | Path) -> LatencyResult:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise DetnasError(f"{path}: cannot read latency result ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise DetnasError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_file(path, "latency result"), source=str(path))
 
     def csv_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in ("stats", "fingerprint", "details", "samples")}

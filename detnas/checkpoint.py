@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from detnas.errors import DetnasError, DetnasWarning
-from detnas.io import atomic_path, atomic_write_json
+from detnas.io import atomic_path, atomic_write_json, read_json_file
 
 FORMAT_VERSION = 1
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, a bare pickle (protocol >= 2)
@@ -79,12 +79,7 @@ def _refuse_pickle(path: Path, weights: Path) -> None:
 def load_meta(path: str | Path) -> dict[str, Any]:
     weights, sidecar = checkpoint_paths(path)
     _refuse_pickle(Path(path), weights)
-    try:
-        meta = json.loads(sidecar.read_text())
-    except OSError:
-        raise DetnasError(f"{sidecar}: checkpoint sidecar missing; pass a checkpoint written by detnas") from None
-    except json.JSONDecodeError as exc:
-        raise DetnasError(f"{sidecar}: corrupted sidecar JSON (line {exc.lineno}: {exc.msg})") from None
+    meta = read_json_file(sidecar, "sidecar", "pass a checkpoint written by detnas (its .json sidecar next to it)")
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise DetnasError(f"{sidecar}: not a detnas checkpoint sidecar (format_version {FORMAT_VERSION} expected)")
     return meta

@@ -7,6 +7,7 @@ gone, never anything else.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -93,32 +94,42 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def read_text_file(path: str | Path, what: str, fix: str = "") -> str:
+    """A text file's contents, or a one-line `DetnasError` naming the file, `what` it should be and the `fix`."""
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise DetnasError(f"{path}: cannot read {what} ({reason}){f'; {fix}' if fix else ''}") from None
+
+
+def read_json_file(path: str | Path, what: str, fix: str = "") -> Any:
+    """Parse a JSON file (sidecars, profiles, results, annotations); an unreadable or unparseable one is a
+    one-line `DetnasError` naming the file, `what` it should be and, when given, the `fix`."""
+    text = read_text_file(path, what, fix)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DetnasError(f"{path}: corrupted {what} JSON (malformed JSON at line {exc.lineno} column {exc.colno}: "
+                          f"{exc.msg}){f'; {fix}' if fix else ''}") from None
+
+
 def read_mapping_file(path: str | Path, what: str) -> Any:
     """Parse a .json or .yaml/.yml file (spaces, recipes); an unreadable or unparseable file is a one-liner."""
-    path = Path(path)
+    if Path(path).suffix not in (".yaml", ".yml"):
+        return read_json_file(path, what)
+    import yaml
+
     try:
-        text = path.read_text()
+        return yaml.safe_load(read_text_file(path, what))
+    except yaml.YAMLError as exc:
+        raise DetnasError(f"{path}: not valid YAML ({exc})".splitlines()[0]) from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash of a file (weights, ONNX, engine): what caches and journals are keyed by."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
-        raise DetnasError(f"{path}: cannot read {what} ({exc.strerror})") from None
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except Exception as exc:  # json and yaml raise different types; both mean "not parseable"
-        raise DetnasError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})".splitlines()[0]) from None
-
-
-def parse_hw(text: str, flag: str = "--size", multiple: int = 1) -> tuple[int, int]:
-    """'320' or '320x480' -> (height, width); both sides >= 32 and, with `multiple`, divisible by it."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 32 or any(p % multiple for p in parts):
-        rule = f"multiples of {multiple}" if multiple > 1 else ">= 32"
-        raise DetnasError(f"{flag} '{text}' must be N or HxW with both sides {rule}, e.g. 320x480")
-    return parts[0], parts[1]
+        raise DetnasError(f"{path}: cannot read file to hash it ({exc.strerror})") from None

@@ -60,10 +60,6 @@ class SearchSpace:
     def num_blocks(self) -> int:
         return sum(self.stage_depths)
 
-    def block_positions(self) -> list[tuple[int, int]]:
-        """(stage, index-in-stage) of every choice block, in forward order."""
-        return [(s, b) for s, depth in enumerate(self.stage_depths) for b in range(depth)]
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("stage_widths", "stage_depths", "choices"):

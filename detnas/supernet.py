@@ -84,16 +84,6 @@ class Supernet(_Network):
         if arch.space.digest != self.space.digest:
             raise DetnasError(f"arch is of space '{arch.space.name}' but the supernet is '{self.space.name}'")
 
-    def path_parameters(self, arch: Arch) -> list[nn.Parameter]:
-        """Parameters the given path uses (stem, chosen candidates, head)."""
-        self.check_arch(arch)
-        params = list(self.stem.parameters())
-        for layer, choice in zip(self.blocks, arch.choices):
-            params.extend(layer.candidates[str(choice)].parameters())
-        if self.head is not None:
-            params.extend(self.head.parameters())
-        return params
-
 
 class ChildNet(_Network):
     """A standalone network with one fixed block per position; what gets retrained, exported and timed."""

@@ -73,8 +73,8 @@ def export_cmd(
     from detnas.errors import DetnasError
     from detnas.export.onnx_export import export_onnx, parse_size
     from detnas.export.precision import precision_request, reduce_exported
-    from detnas.export.predict import read_image
     from detnas.export.trt import check_trt_request, export_trt, image_files
+    from detnas.images import read_image
 
     if format not in ("onnx", "trt"):
         raise DetnasError(f"--format {format}: choose onnx or trt")
@@ -100,7 +100,7 @@ def export_cmd(
     parity_images = [read_image(f) for f in parity_files]
     if random_init and not no_parity and not parity_images:
         parity_images = _seeded_images(1 if dynamic_batch else batch, height, width)
-    report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.kind,
+    report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.detector_kind,
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
                          max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,
                          parity_images=parity_images, simplify=not no_simplify, box_tol=box_tol,
@@ -214,8 +214,10 @@ def _print_precision(report: Any) -> None:
 
 
 def _default_size(meta: dict) -> tuple[int, int]:
-    recipe = meta.get("recipe") or {}
-    side = 32 * math.ceil(int(recipe.get("max_size", 1333)) / 32)
+    """A square input that holds the checkpoint's long side, rounded up to the FPN's stride of 32."""
+    from detnas.sizes import checkpoint_sizes
+
+    side = 32 * math.ceil(checkpoint_sizes(meta)[1] / 32)
     return side, side
 
 

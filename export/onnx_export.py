@@ -32,6 +32,7 @@ from detnas.export.preprocess import letterbox
 from detnas.export.runtime import Runner, onnx_runner, run_images
 from detnas.io import atomic_path, remove_stale_temps, temp_dir
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+from detnas.sizes import parse_hw
 
 OPSET = 17
 OUTPUT_DOC = {
@@ -62,14 +63,7 @@ class ExportReport:
 
 def parse_size(text: str) -> tuple[int, int]:
     """'320' or '320x480' -> (height, width), both positive multiples of 32 (the FPN's coarsest stride)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise DetnasError(f"--size '{text}' must be N or HxW, e.g. 320x320") from None
-    if len(parts) == 1:
-        parts *= 2
-    check_size(tuple(parts))
-    return parts[0], parts[1]
+    return parse_hw(text, "--size", multiple=32)
 
 
 def check_size(size: tuple[int, ...]) -> None:

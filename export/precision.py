@@ -140,7 +140,7 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
     """Validate the precision options and read the calibration images (bad input is a one-line error, before
     anything is exported). INT8 calibrates on --calib-data, else on the training split recorded by the run that
     wrote `weights`; never on the gate's (evaluation) images."""
-    from detnas.export.predict import read_image
+    from detnas.images import read_image
 
     if precision not in PRECISIONS:
         raise DetnasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")

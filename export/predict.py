@@ -14,10 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from detnas.errors import DetnasError
 from detnas.export.runtime import exported_predictor, load_exported
+from detnas.images import read_image
 from detnas.io import atomic_path, atomic_write_text
 
 RESULTS_NAME = "results.json"
@@ -30,20 +29,6 @@ class PredictReport:
     results_json: Path
     detections: int
     backend: str
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """uint8 CHW RGB, or a one-line DetnasError naming the file."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB")).copy()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DetnasError(f"{path}: cannot read image ({reason}); pass JPEG or PNG files") from None
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 def image_id(path: Path, position: int) -> int:

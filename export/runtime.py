@@ -7,7 +7,6 @@ detections in original-image pixels out).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from detnas.detection.deployable import OUTPUT_NAMES
 from detnas.errors import DetnasError
 from detnas.export.metadata import ModelMeta
 from detnas.export.preprocess import letterbox, restore_boxes
+from detnas.io import read_json_file
 
 Prediction = dict[str, torch.Tensor]
 Predictor = Callable[[list[torch.Tensor]], list[Prediction]]
@@ -51,11 +51,7 @@ def engine_sidecar(engine: str | Path) -> Path:
 
 def read_engine_meta(engine: str | Path) -> ModelMeta:
     sidecar = engine_sidecar(engine)
-    try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DetnasError(f"{sidecar}: engine sidecar missing or unreadable ({exc}); rebuild the engine with "
-                          "`detnas export --format trt`") from None
+    data = read_json_file(sidecar, "engine sidecar", "rebuild the engine with `detnas export --format trt`")
     return ModelMeta.from_props(data.get("metadata", {}), str(sidecar))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
@@ -22,7 +21,7 @@ class ExportSource:
 
     detector: nn.Module
     arch: Arch
-    kind: str
+    detector_kind: str  # "fpn" or "retinanet"
     classes: tuple[ClassInfo, ...]
     pixels: PixelConvention
 
@@ -34,9 +33,7 @@ def load_export_source(weights: str | Path, arch: Arch | None = None, proposals:
     """
     from detnas.detection import load_detector
 
-    meta_kind = _sidecar_detector(weights)
-    budget: dict[str, Any] = {"rpn_post_nms_top_n_test": proposals} if proposals and meta_kind == "fpn" else {}
-    detector, meta = load_detector(weights, arch, **budget)
+    detector, meta = load_detector(weights, arch, proposals=proposals)
     backbone = detector.backbone
     if isinstance(backbone.body, Supernet):
         backbone.body = materialize(backbone.body, backbone.arch)
@@ -57,17 +54,8 @@ def random_init_source(arch: Arch, kind: str, num_classes: int, proposals: int |
 
     if num_classes < 1:
         raise DetnasError(f"--num-classes {num_classes}: give the number of object classes K (>= 1)")
-    budget: dict[str, Any] = {"rpn_post_nms_top_n_test": proposals} if proposals and kind == "fpn" else {}
     torch.manual_seed(seed)
-    detector = build_detector(kind, ChildNet(arch), num_classes + 1, pixels=DEFAULT_PIXELS, **budget)
+    detector = build_detector(kind, ChildNet(arch), num_classes + 1, pixels=DEFAULT_PIXELS, proposals=proposals)
     names = [f"class{i}" for i in range(1, num_classes + 1)]
     return ExportSource(detector.eval(), arch, kind, class_table(names), DEFAULT_PIXELS)
 
-
-def _sidecar_detector(weights: str | Path) -> str:
-    from detnas.checkpoint import load_meta
-
-    kind = load_meta(weights).get("detector")
-    if kind is None:
-        raise DetnasError(f"{weights}: the checkpoint sidecar names no detector; pass a detection checkpoint")
-    return str(kind)

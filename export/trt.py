@@ -58,7 +58,7 @@ def check_trt_request(dynamic_batch: bool = False) -> None:
 
 
 def _model_inputs(files: Sequence[Path], meta: ModelMeta) -> list[torch.Tensor]:
-    from detnas.export.predict import read_image
+    from detnas.images import read_image
 
     spec = meta.input
     return [letterbox(read_image(f), spec.height, spec.width, meta.pixels)[0] for f in files]

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from detnas.arch import Arch, sample_arch
+from detnas.errors import DetnasError
 from detnas.registry import Registry
 from detnas.search.objectives import rank_records
 from detnas.search.operators import crossover, mutate
@@ -25,7 +27,6 @@ from detnas.search.records import Candidate
 from detnas.space import SearchSpace
 
 if TYPE_CHECKING:
-    from detnas.search.evolution import EvolutionSettings
     from detnas.search.objectives import Constraints
 
 
@@ -50,6 +51,37 @@ class SearchAlgorithm:
 
 
 ALGORITHMS: Registry[type[SearchAlgorithm]] = Registry("search algorithm", "--algorithm")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvolutionSettings:
+    """The knobs of the search; the defaults are DetNAS' (spec section 6). `algorithm` names a registered
+    `SearchAlgorithm`; mutations + crossovers + randoms make a population of the evolution."""
+
+    algorithm: str = "evolution"
+    population: int = 50
+    generations: int = 20
+    parents: int = 10
+    mutations: int = 20
+    crossovers: int = 20
+    randoms: int = 10
+    mutation_prob: float = 0.1
+    seed: int = 0
+    max_tries: int = 50
+
+    def __post_init__(self) -> None:
+        ALGORITHMS.get(self.algorithm)  # refuses an unregistered name, listing the registered ones
+        if min(self.population, self.generations, self.parents, self.max_tries) < 1:
+            raise DetnasError("--population, --generations, --parents and --max-tries must be >= 1")
+        if min(self.mutations, self.crossovers, self.randoms) < 0:
+            raise DetnasError("--mutations, --crossovers and --randoms must be >= 0")
+        if self.algorithm == "evolution" and self.mutations + self.crossovers + self.randoms != self.population:
+            raise DetnasError(
+                f"--mutations {self.mutations} + --crossovers {self.crossovers} + --randoms {self.randoms} must "
+                f"equal --population {self.population}"
+            )
+        if not 0.0 <= self.mutation_prob <= 1.0:
+            raise DetnasError(f"--mutation-prob {self.mutation_prob} must be in [0, 1]")
 
 
 @ALGORITHMS.register("evolution")

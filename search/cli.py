@@ -82,12 +82,12 @@ def run_cmd(
 ) -> None:
     """Evolutionary search (DetNAS defaults) with COCO AP per path and measured or predicted latency."""
     from detnas.export.converters import onnx_converters
-    from detnas.io import parse_hw
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing, parse_count, parse_latency_ms
     from detnas.search.objectives import Constraints
     from detnas.search.report import summary_table
     from detnas.search.runner import SearchRequest, run_search
+    from detnas.sizes import parse_hw
 
     settings = EvolutionSettings(algorithm=algorithm, population=population, generations=generations, parents=parents,
                                  mutations=mutations, crossovers=crossovers, randoms=randoms,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -64,24 +63,3 @@ class Team:
         self._dist.all_gather_object(boxes, items)
         return [item for box in boxes for item in box]
 
-
-def join_torchrun(device: str) -> str:
-    """Join torchrun's process group when launched by it; returns this rank's device (cuda:LOCAL_RANK on GPUs)."""
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return device
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    on_gpu = device.startswith("cuda")
-    if on_gpu:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if on_gpu else "gloo")
-    return f"cuda:{local_rank}" if on_gpu else device
-
-
-def leave_torchrun() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

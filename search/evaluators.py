@@ -7,7 +7,6 @@ every BN's statistics on training images, then COCO-evaluate on the search-valid
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,12 +17,13 @@ import torch
 from torch import nn
 
 from detnas.arch import Arch
-from detnas.checkpoint import checkpoint_paths, load_checkpoint
+from detnas.checkpoint import checkpoint_paths
 from detnas.errors import DetnasError
+from detnas.io import file_sha256
 from detnas.pixels import PixelConvention
 from detnas.search.bn import detnas_batches, recalibrate_bn
 from detnas.space import SearchSpace, register_space
-from detnas.supernet import Supernet, materialize
+from detnas.supernet import materialize
 
 MAX_CACHED_BN_IMAGES = 256
 
@@ -34,14 +34,13 @@ class SupernetDetector:
 
     detector: nn.Module
     space: SearchSpace
-    kind: str
+    detector_kind: str  # "fpn" or "retinanet"
     num_classes: int  # K + 1, as the detector was built
     pixels: PixelConvention
     min_size: int
     max_size: int
     classes: list[str]
     digest: str  # identifies the weights in the journal configuration
-    options: dict[str, Any]  # extra torchvision detector arguments, e.g. the number of test-time proposals
     style: str = "torchvision"  # the recipe's detector style; "detnas" supernets get the official BN recalibration
 
     @classmethod
@@ -52,35 +51,13 @@ class SupernetDetector:
         `proposals` caps the RPN's test-time proposals of an FPN detector (torchvision and DetNAS: 1000); the
         4-conv box head runs on each, so a CPU search may lower it (the same for every candidate).
         """
-        from detnas.detection import build_detector, detector_style
+        from detnas.detection import load_detection_checkpoint
 
-        tensors, meta = load_checkpoint(path)
-        if meta.get("kind") != "supernet-det":
-            hint = " (a classification supernet; fine-tune it with `detnas train supernet-det` first)" \
-                if meta.get("kind") == "supernet-cls" else ""
-            raise DetnasError(f"{path}: checkpoint kind is '{meta.get('kind')}'{hint}; the search needs a "
-                              "detection supernet checkpoint (kind 'supernet-det')")
-        try:
-            space = register_space(SearchSpace.from_dict(meta["space"], source=f"{path}: space"))
-            recipe = meta.get("recipe") or {}
-            classes, kind = list(meta["classes"]), str(meta["detector"])
-            pixels = PixelConvention.from_dict(meta["pixels"])
-        except (KeyError, TypeError) as exc:
-            raise DetnasError(f"{path}: sidecar lacks {exc}; pass a checkpoint written by detnas train") from None
-        min_size = int(min_size or recipe.get("min_size", 800))
-        max_size = int(max_size or recipe.get("max_size", 1333))
-        options = {"rpn_post_nms_top_n_test": proposals} if proposals and kind == "fpn" else {}
-        style = detector_style(meta)
-        detector = build_detector(kind, Supernet(space), len(classes) + 1, min_size, max_size, pixels, style=style,
-                                  **options)
-        try:
-            detector.load_state_dict(tensors, strict=True)
-        except RuntimeError as exc:
-            first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
-            raise DetnasError(f"{path}: weights do not fit a '{kind}' detector on space '{space.name}' ({first})") \
-                from None
-        return cls(detector.eval(), space, kind, len(classes) + 1, pixels, min_size, max_size, classes,
-                   _file_digest(checkpoint_paths(path)[0]), options, style)
+        loaded = load_detection_checkpoint(path, min_size=min_size, max_size=max_size, proposals=proposals,
+                                           accept=("supernet-det",), needed_by="the search")
+        return cls(loaded.detector, register_space(loaded.space), loaded.detector_kind, loaded.num_classes,
+                   loaded.pixels, loaded.min_size, loaded.max_size, loaded.classes,
+                   file_sha256(checkpoint_paths(path)[0])[:16], loaded.style)
 
     def materialize(self, arch: Arch) -> nn.Module:
         """A standalone detector of `arch`: the path cut out of the supernet body, copies of FPN and heads.
@@ -153,11 +130,3 @@ class DetectionAP:
                             "eval_s": time.perf_counter() - calibrated}
         return {k: metrics[k] for k in METRICS}
 
-
-def _file_digest(path: Path) -> str:
-    """Content hash of the weights file: a journal is bound to these exact weights."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]

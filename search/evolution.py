@@ -12,52 +12,20 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from detnas.arch import Arch
 from detnas.errors import DetnasError
-from detnas.search.algorithms import ALGORITHMS, SearchAlgorithm
+from detnas.search.algorithms import ALGORITHMS, EvolutionSettings, SearchAlgorithm
 from detnas.search.distributed import Team
 from detnas.search.interfaces import AccuracyEvaluator, LatencyEstimator
 from detnas.search.journal import Journal
 from detnas.search.objectives import Constraints
 from detnas.search.records import Candidate, Final, Plan, Proposal
 from detnas.space import SearchSpace
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvolutionSettings:
-    """The knobs of the search; the defaults are DetNAS' (spec section 6). `algorithm` names a registered
-    `SearchAlgorithm`; mutations + crossovers + randoms make a population of the evolution."""
-
-    algorithm: str = "evolution"
-    population: int = 50
-    generations: int = 20
-    parents: int = 10
-    mutations: int = 20
-    crossovers: int = 20
-    randoms: int = 10
-    mutation_prob: float = 0.1
-    seed: int = 0
-    max_tries: int = 50
-
-    def __post_init__(self) -> None:
-        ALGORITHMS.get(self.algorithm)  # refuses an unregistered name, listing the registered ones
-        if min(self.population, self.generations, self.parents, self.max_tries) < 1:
-            raise DetnasError("--population, --generations, --parents and --max-tries must be >= 1")
-        if min(self.mutations, self.crossovers, self.randoms) < 0:
-            raise DetnasError("--mutations, --crossovers and --randoms must be >= 0")
-        if self.algorithm == "evolution" and self.mutations + self.crossovers + self.randoms != self.population:
-            raise DetnasError(
-                f"--mutations {self.mutations} + --crossovers {self.crossovers} + --randoms {self.randoms} must "
-                f"equal --population {self.population}"
-            )
-        if not 0.0 <= self.mutation_prob <= 1.0:
-            raise DetnasError(f"--mutation-prob {self.mutation_prob} must be in [0, 1]")
-
 
 CostFn = Callable[[Arch], tuple[int, int]]
 Log = Callable[[str], None]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from detnas.errors import DetnasError
+from detnas.io import read_text_file
 from detnas.search.records import Record, decode_record
 
 JOURNAL_VERSION = 1
@@ -34,10 +34,7 @@ def config_hash(config: dict[str, Any]) -> str:
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
     """All complete records; a torn last line (crash mid-write) is ignored, any other bad line is an error."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DetnasError(f"{path}: cannot read journal ({exc.strerror})") from None
+    text = read_text_file(path, "journal")
     records = []
     # the piece after the last newline is a torn write (never a whole record), so it is left out
     for number, line in enumerate(text.split("\n")[:-1], start=1):
@@ -101,9 +98,6 @@ class Journal:
     @property
     def header(self) -> dict[str, Any]:
         return self.records[0]
-
-    def of_type(self, kind: str) -> Iterator[dict[str, Any]]:
-        return (r for r in self.records if r.get("type") == kind)
 
     def append(self, record: Record) -> None:
         self._append_line(record.to_json())

@@ -101,12 +101,12 @@ class OracleLatency:
                  converters: OnnxConverters | None = None) -> None:
         from detnas.bench.cache import LatencyCache
         from detnas.bench.fingerprint import collect_fingerprint
-        from detnas.bench.oracle import BackendOptions, Protocol
+        from detnas.bench.oracle import BackendOptions, TimingProtocol
         from detnas.bench.result import Scope
 
         self.timing = timing
         self.cache = _CountingCache(LatencyCache(cache_path))
-        self._protocol = Protocol(warmup=timing.warmup, runs=timing.runs, threads=timing.threads,
+        self._protocol = TimingProtocol(warmup=timing.warmup, runs=timing.runs, threads=timing.threads,
                                   device=timing.device)
         self._options = BackendOptions(converters=converters)
         self._scope = Scope.parse(timing.scope)
@@ -195,7 +195,8 @@ class ProfileLatency:
             return [f"latency profile {path} has no held-out report (an older detnas built it); rebuild it with "
                     "`detnas bench profile` to learn whether its predictor beats a constant"]
         if report.noise_limited or not report.accurate:
-            return [f"latency profile {path}: {line}" for line in report.verdict()]
+            shared = [self.profile["shared_part"]["line"]] if "shared_part" in self.profile else []
+            return [f"latency profile {path}: {line}" for line in [*report.verdict(), *shared]]
         return []
 
     def latency(self, arch: Arch) -> Latency:

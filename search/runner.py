@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detnas.distributed import init_distributed, shutdown_distributed
 from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
 from detnas.io import remove_stale_temps
-from detnas.search.distributed import join_torchrun, leave_torchrun
 from detnas.search.evaluators import DetectionAP, SupernetDetector
 from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
@@ -84,7 +84,7 @@ def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing, cache
     Beyond the backbone scope it times each candidate's own detector materialised from the supernet (BN statistics
     are the supernet's: latency is planned before evaluation recalibrates them) on the first search-validation
     images at the timed size."""
-    timing = replace(timing, detector=supernet.kind, size=timing.size or (supernet.min_size, supernet.max_size))
+    timing = replace(timing, detector=supernet.detector_kind, size=timing.size or (supernet.min_size, supernet.max_size))
     if timing.scope == "backbone":
         return timing, OracleLatency(timing, cache, converters=converters)
     from detnas.bench.inputs import resized_batches
@@ -126,7 +126,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         raise DetnasError("--precision int8: search run has no INT8 calibration images; search with --precision "
                           "fp16 or fp32, then export the winner with `detnas export --format trt --precision int8 "
                           "--calib-data DIR`")
-    device = join_torchrun(request.timing.device)
+    device = str(init_distributed(request.timing.device).device)  # this rank's device under torchrun
     try:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
         if request.space and supernet.space.name != request.space:
@@ -163,5 +163,5 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         return SearchOutcome(run, search_s, search.latency_seconds, accuracy.calls, measured.cache.hits,
                              measured.cache.lookups)
     finally:
-        leave_torchrun()
+        shutdown_distributed()
 

@@ -15,14 +15,14 @@ from torch import nn
 from detnas.bench.backends.ort_backend import check_providers, open_session
 from detnas.bench.backends.trt_backend import make_builder, require_tensorrt
 from detnas.bench.inputs import image_batches, random_batches
-from detnas.bench.models import export_onnx
-from detnas.bench.oracle import BackendOptions, Protocol, measure_module, measure_onnx
+from detnas.bench.models import module_to_onnx
+from detnas.bench.oracle import BackendOptions, TimingProtocol, measure_module, measure_onnx
 from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
 from detnas.bench.result import Scope
 from detnas.errors import DetnasError
 from detnas.export.converters import onnx_converters
 
-QUICK = Protocol(warmup=1, runs=3)
+QUICK = TimingProtocol(warmup=1, runs=3)
 CONVERTING = BackendOptions(converters=onnx_converters())  # the oracle converts with export's code, handed in
 
 
@@ -32,7 +32,7 @@ def _tiny() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_onnx(_tiny(), torch.rand(1, 3, 32, 32), tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+    return module_to_onnx(_tiny(), torch.rand(1, 3, 32, 32), tmp_path_factory.mktemp("onnx") / "tiny.onnx")
 
 
 def test_check_providers() -> None:
@@ -58,7 +58,7 @@ def test_onnx_file_that_does_not_load(tmp_path: Path) -> None:
 
 def test_ort_cpu_timing_records_protocol(tiny_onnx: Path) -> None:
     result = measure_onnx(tiny_onnx, random_batches(1, (32, 32), count=2), scope=Scope.BACKBONE,
-                          protocol=Protocol(warmup=2, runs=5, threads=1))
+                          protocol=TimingProtocol(warmup=2, runs=5, threads=1))
     assert result.stats.n == 5 and result.stats.min_ms > 0
     assert result.details["providers"] == ["CPUExecutionProvider"]
     assert result.details["intra_op_threads"] == 1 and result.threads == 1
@@ -112,8 +112,8 @@ def test_torch_cpu_eager_and_fp16_warning() -> None:
 
 def test_thread_cpu_clock_only_for_one_thread() -> None:
     with pytest.raises(DetnasError, match="thread-cpu"):
-        Protocol(threads=2, clock="thread-cpu")
-    result = measure_module(_tiny(), random_batches(1, (32, 32)), protocol=Protocol(warmup=1, runs=3,
+        TimingProtocol(threads=2, clock="thread-cpu")
+    result = measure_module(_tiny(), random_batches(1, (32, 32)), protocol=TimingProtocol(warmup=1, runs=3,
                                                                                     clock="thread-cpu"))
     assert result.details["timer"] == "host thread-cpu clock"
 
@@ -182,7 +182,7 @@ def test_tensorrt_engine_fp32_fp16(tiny_onnx: Path, tmp_path: Path) -> None:
         pytest.skip(str(exc))
     from detnas.bench.oracle import BackendOptions, measure_engine
 
-    gpu = Protocol(warmup=2, runs=5, device="cuda")
+    gpu = TimingProtocol(warmup=2, runs=5, device="cuda")
     options = BackendOptions(timing_cache=tmp_path / "timing.cache")
     fp32 = measure_onnx(tiny_onnx, random_batches(1, (32, 32)), backend="trt", protocol=gpu, options=options)
     fp16 = measure_module(_tiny(), random_batches(1, (32, 32)), backend="trt", precision="fp16", protocol=gpu,
@@ -203,7 +203,7 @@ def test_torch_cuda_eager_and_graphs() -> None:
     cuda_or_skip()
     from detnas.bench.oracle import BackendOptions
 
-    gpu = Protocol(warmup=2, runs=5, device="cuda")
+    gpu = TimingProtocol(warmup=2, runs=5, device="cuda")
     eager = measure_module(_tiny(), random_batches(1, (32, 32)), protocol=gpu)
     graphs = measure_module(_tiny(), random_batches(1, (32, 32)), protocol=gpu,
                             options=BackendOptions(cuda_graphs=True))
@@ -220,7 +220,7 @@ def test_torch_cuda_times_whole_detectors() -> None:
     from detnas.bench.models import timed_module
     from detnas.bench.oracle import BackendOptions
 
-    arch, gpu, batches = resolve_arch("COCO-FPN-300M"), Protocol(warmup=1, runs=3, device="cuda"), random_batches(1, (128, 128))
+    arch, gpu, batches = resolve_arch("COCO-FPN-300M"), TimingProtocol(warmup=1, runs=3, device="cuda"), random_batches(1, (128, 128))
     network = measure_module(timed_module(arch, Scope.NETWORK), batches, scope=Scope.NETWORK, protocol=gpu,
                              options=BackendOptions(cuda_graphs=True))
     with_nms = measure_module(timed_module(arch, Scope.NETWORK_NMS), batches, scope=Scope.NETWORK_NMS, protocol=gpu)

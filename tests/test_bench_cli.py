@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from detnas.bench.cache import LatencyCache
-from detnas.bench.models import export_onnx
+from detnas.bench.models import module_to_onnx
 from detnas.cli.main import main
 
 TINY_ARCH = json.dumps({"space": "bench-cli-tiny", "choices": "0|3", "space_spec": {
@@ -92,7 +92,7 @@ def test_onnx_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "broken.onnx: not a readable ONNX file" in _error_line(err)
     code, _, err = _run(capsys, "latency", "--onnx", str(tmp_path / "missing.onnx"), "--scope", "network", "--no-cache")
     assert code == 2 and "not found" in _error_line(err)
-    good = export_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")
+    good = module_to_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")
     code, _, err = _run(capsys, "latency", "--onnx", str(good), *QUICK, "--no-cache")
     assert code == 2 and "--scope is required" in _error_line(err)
     assert _run(capsys, "latency", "--onnx", str(good), "--scope", "network", *QUICK, "--no-cache")[0] == 0
@@ -138,7 +138,7 @@ def test_cuda_provider_fallback_is_one_line(tmp_path: Path, capfd: pytest.Captur
     """capfd also sees ONNX Runtime's own C++ log lines, which the CLI must keep out of the way."""
     if torch.cuda.is_available():
         pytest.skip("a GPU is present; the CUDA provider does not fall back here")
-    good = export_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")
+    good = module_to_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")
     code = main(["bench", "latency", "--onnx", str(good), "--scope", "network", "--ort-provider", "cuda", *QUICK,
                  "--no-cache"])
     err = capfd.readouterr().err

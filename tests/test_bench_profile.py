@@ -17,10 +17,10 @@ from detnas.arch import Arch
 from detnas.bench.fingerprint import Fingerprint
 from detnas.bench.predictor import LatencyPredictor
 from detnas.bench.profile import PROFILE_FORMAT, block_inputs, choose_archs, load_profile, predict_latency
-from detnas.bench.stats import best_constant, judge_predictor
+from detnas.bench.stats import HeldOutReport, SharedPart, best_constant, judge_predictor
 from detnas.cli.main import main
 from detnas.errors import DetnasError
-from detnas.space import SearchSpace, get_space
+from detnas.space import get_space
 from detnas.supernet import ChildNet
 
 TINY = {"name": "bench-tiny", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [2, 2], "head_width": 32,
@@ -195,36 +195,62 @@ def test_profile_asks_for_more_archs_than_the_space_has(tiny_space_file: Path, t
     assert code == 2 and "has only 16 archs" in capsys.readouterr().err
 
 
-def test_profile_at_network_scope_reports_the_detector_as_fixed_part() -> None:
-    from detnas.bench.oracle import Protocol
-    from detnas.bench.profile import build_profile
-    from detnas.bench.result import Scope
-
-    space = SearchSpace("bench-four", 8, (16, 32, 48, 64), (1, 2, 1, 1), 32, (0, 3))
-    profile = build_profile(space, backend="torch", size=(64, 64), protocol=Protocol(warmup=1, runs=2), n_train=8,
-                            n_test=2, rounds=1, scope=Scope.NETWORK, detector="retinanet")
+def test_profile_at_network_scope_reports_the_detector_as_fixed_part(tmp_path: Path) -> None:
+    space_file, out = tmp_path / "four.json", tmp_path / "network.json"
+    space_file.write_text(json.dumps({"name": "bench-four", "stem_width": 8, "stage_widths": [16, 32, 48, 64],
+                                      "stage_depths": [1, 2, 1, 1], "head_width": 32, "choices": [0, 3]}))
+    with redirect_stdout(io.StringIO()) as printed:
+        code = main(["bench", "profile", "--space", str(space_file), "--backend", "torch", "--size", "64", "--runs",
+                     "2", "--rounds", "1", "--warmup", "1", "--n-train", "8", "--n-test", "2", "--scope", "network",
+                     "--detector", "retinanet", "--out", str(out)])
+    assert code == 0
+    profile = json.loads(out.read_text())
+    assert "network minus its backbone" in printed.getvalue() and "backbone timed beside it" in printed.getvalue()
     assert profile["scope"] == "network" and profile["detector"] == "retinanet"
     assert profile["fixed_ms"]["detector"] > 0 and len(profile["archs"]) == 10
+    # every arch's backbone was timed beside it: the backbone scope is judged on the same held-out archs, and the
+    # detector part is network minus backbone over all archs
+    shared = SharedPart.from_dict(profile["shared_part"])
+    assert shared.n == 10 and shared.median_ms == profile["fixed_ms"]["detector"]
+    network = [a["measured_ms"] for a in profile["archs"]]
+    backbone = [a["backbone_ms"] for a in profile["archs"]]
+    assert all(n > b > 0 for n, b in zip(network, backbone))
+    assert shared.median_ms == pytest.approx(float(np.median(np.subtract(network, backbone))))
+    assert HeldOutReport.from_dict(profile["backbone_report"]).n == 2
 
 
 def test_search_is_told_when_a_profile_ranks_noise(profile_file: Path, tiny_space_file: Path, tmp_path: Path) -> None:
-    from detnas.bench.stats import HeldOutReport
     from detnas.search.latency import ProfileLatency, Timing
 
     space = get_space(str(tiny_space_file))
     timing = Timing(size=(32, 32), scope="backbone")
     data = json.loads(profile_file.read_text())
     report = HeldOutReport.from_dict(data["report"])
-    truth = [1.0, 1.002, 1.004, 1.006]  # a 0.6 % spread under 1 % noise, predicted perfectly
+    truth = [1.0, 1.002, 1.004, 1.006]  # a 0.6 % spread under 1 % noise: the truth cannot explain the measurements
+    first, second = [t * (1 + 0.02 * (-1) ** i) for i, t in enumerate(truth)], truth
     cases = {
-        "noisy": judge_predictor(truth, truth, ([t * 1.01 for t in truth], [t * 0.99 for t in truth])),
+        "noisy": judge_predictor(truth, [(a + b) / 2 for a, b in zip(first, second)], (first, second)),
         "clean": judge_predictor(truth, truth, (truth, truth)),
     }
     assert report.n == 4 and cases["noisy"].noise_limited and not cases["clean"].noise_limited
+    shared = SharedPart(n=4, median_ms=1.0, std_ms=0.004, noise_ms=0.001, network_std_ms=0.005)
     for name, case in cases.items():
-        (tmp_path / f"{name}.json").write_text(json.dumps({**data, "report": case.to_dict()}))
+        (tmp_path / f"{name}.json").write_text(json.dumps({**data, "report": case.to_dict(),
+                                                            "shared_part": shared.to_dict()}))
     noisy = ProfileLatency(tmp_path / "noisy.json", space, timing, force=True).caveats
     assert any("NOISE-LIMITED" in c and "cannot separate candidates" in c for c in noisy), noisy
+    assert any("60% of the network's spread variance is not the backbone's" in c for c in noisy), noisy
     assert ProfileLatency(tmp_path / "clean.json", space, timing, force=True).caveats == []
     (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in data.items() if k != "report"}))
     assert "no held-out report" in ProfileLatency(tmp_path / "old.json", space, timing, force=True).caveats[0]
+
+
+def test_profile_suite_reads_its_sets() -> None:
+    from detnas.bench.result import Scope
+    from detnas.bench.suite.latency_profile import parse_sets
+
+    assert parse_sets("detnas-300m:network, detnas-1.3g") == [("detnas-300m", Scope.NETWORK), ("detnas-1.3g", Scope.BACKBONE)]
+    for bad, message in (("detnas-300m:neck", "unknown scope 'neck'"), ("detnas-300m:end-to-end", "not profiled"),
+                         (" , ", "--sets is empty")):
+        with pytest.raises(DetnasError, match=message):
+            parse_sets(bad)

@@ -18,9 +18,9 @@ from detnas.cli.main import main
 from detnas.detection.deployable import DeployableDetector
 from detnas.errors import DetnasError
 from detnas.export import check_parity, class_table, compare, export_onnx, parse_size
-from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import load_exported, read_onnx_meta
+from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS, Normalize
 
 

@@ -24,9 +24,9 @@ from detnas.detection.deployable import DeployableDetector, top_k
 from detnas.detection.nms import NMS_MAX_BOXES, batched_nms, nms
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
-from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import load_exported
+from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.space import register_space
 from detnas.supernet import ChildNet

@@ -15,8 +15,8 @@ from torch import nn
 from detnas.arch import sample_arch
 from detnas.checkpoint import save_checkpoint
 from detnas.detection import build_detector
-from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
+from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS, Normalize
 from detnas.space import SearchSpace, register_space
 from detnas.supernet import ChildNet

@@ -14,7 +14,7 @@ from detnas.errors import DetnasError
 from detnas.export import check_parity, class_table, export_onnx
 from detnas.export.head_parity import HEAD_OUTPUTS
 from detnas.export.parity import ParityReport, TensorParity, compare_rows, compare_values, rounding_tol
-from detnas.export.predict import read_image
+from detnas.images import read_image
 
 
 @pytest.fixture(scope="module")

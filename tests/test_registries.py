@@ -52,7 +52,7 @@ class _PythonLoop(LatencyBackend):
     title = "a Python loop"
     runs = 0
 
-    def prepare_module(self, module, inputs, *, precision, protocol, options, calibration=None) -> Prepared:
+    def prepare_module(self, module, inputs, *, precision, device, threads, options, calibration=None) -> Prepared:
         model = module.eval()
 
         def call(i: int) -> None:

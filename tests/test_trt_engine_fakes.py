@@ -295,12 +295,12 @@ def test_precision_is_read_from_the_file(tmp_path: Path) -> None:
 
 def test_precision_of_the_files_the_bench_writes(tmp_path: Path) -> None:
     """The files the bench hands TensorRT: a torch export, the same in half precision, and ORT's QDQ quantization."""
-    from detnas.bench.models import export_onnx
+    from detnas.bench.models import module_to_onnx
     from detnas.export.precision import quantize_int8
 
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
-    fp32 = export_onnx(module, torch.rand(1, 3, 16, 16), tmp_path / "fp32.onnx")
-    fp16 = export_onnx(module.half(), torch.rand(1, 3, 16, 16).half(), tmp_path / "fp16.onnx")
+    fp32 = module_to_onnx(module, torch.rand(1, 3, 16, 16), tmp_path / "fp32.onnx")
+    fp16 = module_to_onnx(module.half(), torch.rand(1, 3, 16, 16).half(), tmp_path / "fp16.onnx")
     int8 = quantize_int8(fp32, tmp_path / "int8.onnx", [np.random.rand(1, 3, 16, 16).astype(np.float32)])
     assert [onnx_precision(p) for p in (fp32, fp16, int8)] == ["fp32", "fp16", "int8"]
 

@@ -168,12 +168,12 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     on this machine (`median_random_target`), so the constraint bites whatever the machine's speed."""
     from detnas.arch import released_archs
     from detnas.bench.inputs import image_batches
-    from detnas.bench.oracle import Protocol, measure_onnx
+    from detnas.bench.oracle import TimingProtocol, measure_onnx
     from detnas.bench.result import Scope
     from detnas.data import CocoDetection
     from detnas.export.onnx_export import export_onnx
-    from detnas.export.predict import read_image
     from detnas.export.source import load_export_source
+    from detnas.images import read_image
     from detnas.search.evaluators import DetectionAP, SupernetDetector
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing
@@ -237,7 +237,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     val_files = sorted(det.val_images.glob("*.png"))
     parity_files = (val_files + sorted(det.train_images.glob("*.png")))[:plan.parity_images]  # validation first
     onnx_path = out / "model" / "detector.onnx"
-    report = export_onnx(source.detector, source.arch, source.classes, size, onnx_path, kind=source.kind,
+    report = export_onnx(source.detector, source.arch, source.classes, size, onnx_path, kind=source.detector_kind,
                          pixels=source.pixels, parity_images=[read_image(f) for f in parity_files],
                          min_detections=plan.min_parity_detections)
     files.update(checkpoint=child_ckpt, onnx=onnx_path)
@@ -246,7 +246,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     done = step("accuracy: shipped weights and ONNX file vs the journal; winner vs random and released archs")
     shipped = shipped_accuracy(best.metrics, child_ckpt, onnx_path, search_val, plan.proposals)
     val_metrics = onnx_metrics(onnx_path, CocoDetection(det.val_ann, det.val_images))
-    released_name, released = _released_for(supernet.kind, arch.space.name, released_archs())
+    released_name, released = _released_for(supernet.detector_kind, arch.space.name, released_archs())
     _, oracle = measured_latency(supernet, search_val, timing, cache)
     released_row = None if released is None else {
         "name": released_name, "arch": released.compact(), "AP": accuracy.evaluate(released)["AP"],
@@ -259,7 +259,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     done = step("benchmark the exported detector (ONNX Runtime, CPU)")
     inputs = image_batches(det.val_images, 1, size, limit=4)
     bench = measure_onnx(onnx_path, inputs, backend="ort", scope=Scope.NETWORK_NMS,
-                         protocol=Protocol(runs=plan.bench_runs), input_kind="images")
+                         protocol=TimingProtocol(runs=plan.bench_runs), input_kind="images")
     files["benchmark"] = out / "benchmark.json"
     atomic_write_json(files["benchmark"], bench.to_dict())
     done()

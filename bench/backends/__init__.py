@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detnas.bench.precision import OnnxConverters
 from detnas.errors import DetnasError
 from detnas.registry import Registry
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-    from detnas.bench.oracle import BackendOptions, Protocol
 
 
 @dataclass
@@ -79,6 +78,24 @@ def _time_cuda(prepared: Prepared, runs: int) -> list[float]:
     return [s.elapsed_time(e) for s, e in pairs]
 
 
+@dataclass(frozen=True)
+class BackendOptions:
+    """Backend-specific knobs; `variant()` names the ones that change latency and is part of the cache key."""
+
+    ort_provider: str | None = None  # default: cpu on the CPU, cuda on a GPU
+    compile: bool = False
+    cuda_graphs: bool = False
+    workspace_mb: int = 1024
+    timing_cache: Path | None = None
+    converters: OnnxConverters | None = field(default=None, compare=False)  # FP16 / INT8 files for ONNX Runtime
+
+    def provider(self, device: str) -> str:
+        return self.ort_provider or ("cuda" if device.startswith("cuda") else "cpu")
+
+    def variant(self, backend: str, device: str) -> str:
+        return latency_backend(backend).variant(self, device)
+
+
 class LatencyBackend:
     """How the oracle runs a model on one runtime. A backend that runs ONNX files implements `prepare_onnx` (torch
     modules then reach it through an ONNX export); one that runs torch modules overrides `prepare_module`."""
@@ -97,21 +114,22 @@ class LatencyBackend:
         """Whether FP16 must be in the exported file (the runtime runs a file's own precision)."""
         return False
 
-    def prepare_module(self, module: nn.Module, inputs: Sequence[torch.Tensor], *, precision: str, protocol: Protocol,
-                       options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+    def prepare_module(self, module: nn.Module, inputs: Sequence[torch.Tensor], *, precision: str, device: str,
+                       threads: int, options: BackendOptions,
+                       calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
         import copy
 
-        from detnas.bench.models import export_onnx
+        from detnas.bench.models import module_to_onnx
 
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-            if precision == "fp16" and self.bakes_fp16(options, protocol.device):
-                onnx_path = export_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
+            if precision == "fp16" and self.bakes_fp16(options, device):
+                onnx_path = module_to_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
             else:
-                onnx_path = export_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
-            return self.prepare_onnx(onnx_path, inputs, precision=precision, protocol=protocol, options=options,
+                onnx_path = module_to_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
+            return self.prepare_onnx(onnx_path, inputs, precision=precision, device=device, threads=threads, options=options,
                                      calibration=calibration)
 
-    def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, protocol: Protocol,
+    def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
         runs_files = [n for n in LATENCY_BACKENDS if type(latency_backend(n)).prepare_onnx is not LatencyBackend.prepare_onnx]
         raise DetnasError(f"{path}: the {self.name} backend times torch modules; use --backend "

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detnas.bench.backends import LATENCY_BACKENDS, LatencyBackend, Prepared
+from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
 from detnas.bench.precision import PrecisionWarning
 from detnas.errors import DetnasError
 
 if TYPE_CHECKING:
     import torch
 
-    from detnas.bench.oracle import BackendOptions, Protocol
     from detnas.bench.precision import OnnxConverters
 
 PROVIDERS: dict[str, str] = {
@@ -117,12 +116,12 @@ class OrtBackend(LatencyBackend):
     def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
         return options.provider(device) == "cuda"
 
-    def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, protocol: Protocol,
+    def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
-        provider = options.provider(protocol.device)
+        provider = options.provider(device)
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
             model, seconds = _precision_file(path, Path(tmp), precision, provider, calibration, options.converters)
-            prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=protocol.threads,
+            prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=threads,
                                    precision=precision)
         if seconds is not None:
             prepared.details["convert_seconds"] = round(seconds, 3)
@@ -147,8 +146,8 @@ def _precision_file(path: Path, work: Path, precision: str, provider: str, calib
                           f"--precision {already}")
     if converters is None:
         raise DetnasError(f"--precision {precision} on ONNX Runtime ({provider}) times a converted copy of {path.name}; "
-                          "pass BackendOptions(converters=OnnxConverters(convert_fp16, quantize_int8)) from "
-                          "detnas.export.precision, or time a file exported with that precision")
+                          "pass BackendOptions(converters=detnas.export.converters.onnx_converters()), or time a file "
+                          "exported with that precision")
     start = time.perf_counter()
     if precision == "int8":
         model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])

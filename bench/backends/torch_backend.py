@@ -5,17 +5,13 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from detnas.bench.backends import LATENCY_BACKENDS, LatencyBackend, Prepared
+from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
 from detnas.bench.precision import PrecisionWarning, fast_fp16
 from detnas.errors import DetnasError
-
-if TYPE_CHECKING:
-    from detnas.bench.oracle import BackendOptions, Protocol
 
 
 def prepare_torch(
@@ -87,7 +83,8 @@ class TorchBackend(LatencyBackend):
         return f"torch:{device.split(':')[0]}:{'compile' if options.compile else 'eager'}" + (
             "+graphs" if options.cuda_graphs else "")
 
-    def prepare_module(self, module: nn.Module, inputs: Sequence[torch.Tensor], *, precision: str, protocol: Protocol,
-                       options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
-        return prepare_torch(module, inputs, precision=precision, device=protocol.device, compile=options.compile,
+    def prepare_module(self, module: nn.Module, inputs: Sequence[torch.Tensor], *, precision: str, device: str,
+                       threads: int, options: BackendOptions,
+                       calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        return prepare_torch(module, inputs, precision=precision, device=device, compile=options.compile,
                              cuda_graphs=options.cuda_graphs)

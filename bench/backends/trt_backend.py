@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from detnas.bench.backends import LATENCY_BACKENDS, LatencyBackend, Prepared
+from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
 from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
 from detnas.bench.result import PRECISIONS
 from detnas.errors import DetnasError
@@ -31,7 +31,6 @@ from detnas.io import atomic_path
 if TYPE_CHECKING:
     import torch
 
-    from detnas.bench.oracle import BackendOptions, Protocol
 
 _UNAVAILABLE = "TensorRT backend unavailable: "
 
@@ -481,7 +480,7 @@ class TrtBackend(LatencyBackend):
     def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
         return True
 
-    def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, protocol: Protocol,
+    def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
         import tempfile
 

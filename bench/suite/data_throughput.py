@@ -24,6 +24,7 @@ from detnas.detection import build_detector
 from detnas.evaluation import coco_metrics
 from detnas.io import atomic_write_json
 from detnas.pixels import DEFAULT_PIXELS
+from detnas.sizes import max_size_for
 from detnas.supernet import ChildNet
 
 
@@ -48,7 +49,7 @@ def loader_rate(dataset: CocoDetection, workers: int, batch_size: int, repeats: 
 def train_step_rate(kind: str, dataset: CocoDetection, size: int, batch_size: int, steps: int) -> dict:
     torch.manual_seed(0)
     detector = build_detector(kind, ChildNet(resolve_arch("COCO-FPN-300M")), dataset.num_classes + 1, size,
-                              round(size * 1333 / 800)).train()
+                              max_size_for(size)).train()
     optimizer = torch.optim.SGD(detector.parameters(), lr=0.001, momentum=0.9)
     batches = [collate([dataset[(i * batch_size + j) % len(dataset)] for j in range(batch_size)])
                for i in range(steps + 1)]
@@ -101,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = Path(args.data)
-    max_size = round(args.size * 1333 / 800)
+    max_size = max_size_for(args.size)
     train = CocoDetection(root / "annotations" / "instances_train2017.json", root / "train2017",
                           detection_transforms(True, args.size, max_size))
     val = CocoDetection(root / "annotations" / "instances_val2017.json", root / "val2017")

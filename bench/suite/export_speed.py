@@ -29,9 +29,9 @@ from detnas.bench.stats import summarize
 from detnas.detection import build_detector
 from detnas.detection.deployable import DeployableDetector
 from detnas.export import class_table, export_onnx
-from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import onnx_runner
+from detnas.images import read_image
 from detnas.io import atomic_write_json
 from detnas.pixels import DEFAULT_PIXELS, Normalize
 from detnas.supernet import ChildNet
@@ -117,7 +117,7 @@ def box_head_alone(detector: torch.nn.Module, rois: int, threads: int, runs: int
     eager and in ONNX Runtime. It is dense GEMM work that both runtimes run near this CPU's arithmetic peak, so
     eager_total / ort_box_head bounds the speed-up any ONNX graph of this detector can reach here."""
     from detnas.bench.backends.ort_backend import open_session
-    from detnas.bench.models import export_onnx as export_module
+    from detnas.bench.models import module_to_onnx as export_module
 
     head = detector.roi_heads.box_head.eval()
     side = detector.roi_heads.box_roi_pool.output_size[0]
@@ -143,8 +143,7 @@ def run(arch_name: str, kind: str, size: int, proposals: int, threads: int, runs
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     arch = resolve_arch(arch_name)
-    budget = {"rpn_post_nms_top_n_test": proposals} if kind == "fpn" else {}
-    detector = build_detector(kind, ChildNet(arch), num_classes + 1, size, size, **budget)
+    detector = build_detector(kind, ChildNet(arch), num_classes + 1, size, size, proposals=proposals)
     originals, inputs, source = _images(size, 4)
     _calibrate_bn(detector, inputs)
     _detectron_box_init(detector)

@@ -12,7 +12,7 @@ import argparse
 import statistics
 
 from detnas.arch import released_archs
-from detnas.bench.oracle import Protocol, measure_arch
+from detnas.bench.oracle import TimingProtocol, measure_arch
 from detnas.io import atomic_write_json
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     archs = {n: a for n, a in released_archs().items() if a.space.name == "detnas-300m"}
     rows = []
     for clock in args.clocks.split(","):
-        protocol = Protocol(warmup=args.warmup, runs=args.runs, threads=1, clock=clock)
+        protocol = TimingProtocol(warmup=args.warmup, runs=args.runs, threads=1, clock=clock)
         medians: dict[str, list[float]] = {n: [] for n in archs}
         run_cvs: dict[str, list[float]] = {n: [] for n in archs}
         for _ in range(args.repeats):

@@ -20,6 +20,7 @@ import torch
 
 from detnas.arch import resolve_arch
 from detnas.io import atomic_write_json
+from detnas.sizes import max_size_for
 from detnas.train import resolve_config, train_child_cls, train_child_det
 
 SHARED = Path(os.environ.get("DETNAS_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -83,7 +84,7 @@ def main() -> None:
             "data": str(coco / "train2017"), "ann": str(ann), "val_data": str(coco / "train2017"),
             "val_ann": str(ann), "space": arch.space.name, "arch": arch.to_json(), "init": str(cls_final),
             "detector": args.detector, "roi_batch": args.roi_batch, "proposals": 100,
-            "min_size": args.size, "max_size": round(args.size * 1333 / 800),
+            "min_size": args.size, "max_size": max_size_for(args.size),
             "batch_size": args.batch_size, "lr": args.lr, "iterations": args.iterations,
             "milestones": [milestone], "warmup_iters": min(20, milestone - 1) if milestone > 1 else 0,
             "eval_every": args.eval_every, "eval_images": args.images, "checkpoint_every": args.iterations,

@@ -32,9 +32,9 @@ from detnas.detection import build_detector
 from detnas.detection.deployable import DeployableDetector
 from detnas.export import class_table, export_onnx
 from detnas.export.precision import Gate, ap_gate, calibration_batches, convert_fp16, quantize_int8
-from detnas.export.predict import read_image
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import read_onnx_meta
+from detnas.images import read_image
 from detnas.io import atomic_write_json
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.supernet import ChildNet
@@ -125,7 +125,7 @@ def trained_ap(arch_name: str, images: int, size: int, iterations: int, cls_iter
     train_s = time.perf_counter() - start
     source = load_export_source(final, proposals=100)
     fp32 = export_onnx(source.detector, source.arch, source.classes, (size, size), work / "trained.onnx",
-                       kind=source.kind, pixels=source.pixels).path
+                       kind=source.detector_kind, pixels=source.pixels).path
     evaluated = {im["file_name"] for im in json.loads(ann.read_text())["images"]}
     calib_files = [f for f in _coco128_files() if f.name not in evaluated][:calib_images]
     batches = calibration_batches([read_image(f) for f in calib_files], read_onnx_meta(fp32))

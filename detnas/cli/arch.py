@@ -7,7 +7,7 @@ from rich.table import Table
 
 from detnas.arch import released_archs, resolve_arch, sample_arch
 from detnas.console import plain_console
-from detnas.io import parse_hw
+from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, parse_hw
 from detnas.space import CHOICE_NAMES, get_space, list_spaces
 
 app = typer.Typer(help="Inspect search spaces and architectures.", no_args_is_help=True)
@@ -39,7 +39,7 @@ def list_cmd() -> None:
 @app.command("show")
 def show_cmd(
     arch: str = typer.Argument(..., help="Released name (see `detnas arch list`), arch JSON file, or inline JSON."),
-    size: str = typer.Option("800x1333", help="Detection input size HxW for the backbone FLOPs."),
+    size: str = typer.Option(f"{DEFAULT_MIN_SIZE}x{DEFAULT_MAX_SIZE}", help="Detection input size HxW for the backbone FLOPs."),
     num_classes: int = typer.Option(1000, help="Classes of the classification head counted at 224."),
 ) -> None:
     """Stage table, FLOPs at 224 (classification network) and at a detection size (backbone), params."""

@@ -34,11 +34,11 @@ def eval_cmd(
     import torch
 
     from detnas.arch import resolve_arch
-    from detnas.checkpoint import load_meta
     from detnas.data.coco import CocoDetection
     from detnas.detection import build_detector, load_detector
     from detnas.errors import DetnasError
     from detnas.evaluation import detector_predictor, evaluate, metric_table
+    from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, max_size_for
     from detnas.supernet import ChildNet
 
     if max_images is not None and max_images < 1:
@@ -57,20 +57,17 @@ def eval_cmd(
     if (weights is None) == (not random_init):
         raise DetnasError("pass exactly one of --weights CKPT or --random-init")
     dataset = CocoDetection(data, images)
-    max_size = round(size * 1333 / 800) if size else None
+    max_size = max_size_for(size) if size else None
     chosen = resolve_arch(arch) if arch else None
-    if weights is not None:
-        kind = load_meta(weights).get("detector", kind)
-    budget = {"rpn_post_nms_top_n_test": proposals} if kind == "fpn" else {}
     if random_init:
         if chosen is None:
             raise DetnasError("--random-init needs --arch (e.g. COCO-FPN-300M)")
         torch.manual_seed(seed)
-        detector = build_detector(kind, ChildNet(chosen), dataset.num_classes + 1, size or 800, max_size or 1333,
-                                  **budget)
+        detector = build_detector(kind, ChildNet(chosen), dataset.num_classes + 1, size or DEFAULT_MIN_SIZE,
+                                  max_size or DEFAULT_MAX_SIZE, proposals=proposals)
         source = f"random-init {kind}"
     else:
-        detector, meta = load_detector(weights, chosen, size, max_size, **budget)
+        detector, meta = load_detector(weights, chosen, size, max_size, proposals)
         if list(meta["classes"]) != dataset.classes:
             raise DetnasError(f"{data}: its classes differ from the checkpoint's ({len(meta['classes'])} "
                               f"classes); evaluate on data with the same category list")

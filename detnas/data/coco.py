@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from pycocotools.coco import COCO
 
 from detnas.data.detection import BoxChecker, DetectionDataset, Transform, make_record
 from detnas.errors import DetnasError
+from detnas.io import read_json_file
 
 _IMAGE_KEYS = ("id", "file_name", "width", "height")
 _ANN_KEYS = ("id", "image_id", "category_id", "bbox")
@@ -21,14 +21,9 @@ _CAT_KEYS = ("id", "name")
 def read_coco_json(ann_file: str | Path) -> dict[str, Any]:
     """Parse and check the structure of a COCO instances file; every problem names the file and the record."""
     ann_file = Path(ann_file)
-    try:
-        data = json.loads(ann_file.read_text())
-    except FileNotFoundError:
-        raise DetnasError(f"{ann_file}: annotation file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DetnasError(f"{ann_file}: cannot read annotation file ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise DetnasError(f"{ann_file}: malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from None
+    if not ann_file.exists():  # the likeliest mistake, named plainly
+        raise DetnasError(f"{ann_file}: annotation file not found")
+    data = read_json_file(ann_file, "annotation file")
     if not isinstance(data, dict):
         raise DetnasError(f"{ann_file}: a COCO file is a JSON object with 'images', 'annotations', 'categories'")
     for key in ("images", "categories"):

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from detnas.errors import DetnasError, DetnasWarning
+from detnas.images import read_image
 
 BOX_TOLERANCE = 1.0
 Target = dict[str, Any]
@@ -72,21 +71,13 @@ class BoxChecker:
         return None
 
 
-def read_image(path: Path, width: int, height: int, where: str) -> torch.Tensor:
+def read_annotated_image(path: Path, width: int, height: int, where: str) -> torch.Tensor:
     """Decode to uint8 CHW RGB; a missing, truncated or wrongly sized file is a `DetnasError`."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except FileNotFoundError:
-        raise DetnasError(f"{path}: image file missing ({where}); restore it or remove the record") from None
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        raise DetnasError(f"{path}: cannot decode image ({where}): {exc}; the file is truncated or not an image") \
-            from None
-    if rgb.size != (width, height):
-        raise DetnasError(f"{path}: image is {rgb.size[0]}x{rgb.size[1]} but {where} says {width}x{height}; "
+    image = read_image(path, where, "restore the file or remove its record; a truncated file is no image")
+    if image.shape[1:] != (height, width):
+        raise DetnasError(f"{path}: image is {image.shape[2]}x{image.shape[1]} but {where} says {width}x{height}; "
                           "boxes would be wrong, fix the annotation")
-    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+    return image
 
 
 class DetectionDataset(Dataset):
@@ -123,7 +114,7 @@ class DetectionDataset(Dataset):
     def load_image(self, index: int) -> torch.Tensor:
         """The untransformed image, at the size the annotations refer to (what evaluation feeds a predictor)."""
         r = self.records[index]
-        return read_image(r.path, r.width, r.height, f"{self.source} image id {r.image_id}")
+        return read_annotated_image(r.path, r.width, r.height, f"{self.source} image id {r.image_id}")
 
     def target(self, index: int) -> Target:
         r = self.records[index]

@@ -6,7 +6,6 @@ sorted before sampling), images disjoint, categories and info copied to both par
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from typing import Any
 from detnas.data.coco import read_coco_json
 from detnas.data.detection import ImageRecord
 from detnas.errors import DetnasError
-from detnas.io import atomic_write_text
+from detnas.io import atomic_write_text, file_sha256
 
 TRAIN_NAME = "supernet_train.json"
 VAL_NAME = "search_val.json"
@@ -25,11 +24,6 @@ VAL_NAME = "search_val.json"
 def _part(data: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
     return {**data, "images": [im for im in data["images"] if im["id"] in image_ids],
             "annotations": [a for a in data["annotations"] if a["image_id"] in image_ids]}
-
-
-def _content_digest(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def shared_images(first: Sequence[ImageRecord], second: Sequence[ImageRecord]) -> int:
@@ -44,8 +38,8 @@ def shared_images(first: Sequence[ImageRecord], second: Sequence[ImageRecord]) -
         sizes.setdefault(path.stat().st_size, []).append(path)
     candidates = [p for p in rest if p.stat().st_size in sizes]
     if candidates:
-        digests = {_content_digest(p) for p in {q for c in candidates for q in sizes[c.stat().st_size]}}
-        shared += sum(_content_digest(p) in digests for p in candidates)
+        digests = {file_sha256(p) for p in {q for c in candidates for q in sizes[c.stat().st_size]}}
+        shared += sum(file_sha256(p) in digests for p in candidates)
     return shared
 
 

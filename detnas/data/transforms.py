@@ -10,6 +10,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from detnas.data.detection import Target, Transform
+from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 
 
 def scaled_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -19,7 +20,7 @@ def scaled_size(height: int, width: int, min_size: int, max_size: int) -> tuple[
 
 
 class Resize:
-    def __init__(self, min_size: int = 800, max_size: int = 1333) -> None:
+    def __init__(self, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.min_size, self.max_size = min_size, max_size
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
@@ -53,7 +54,7 @@ class Compose:
         return image, target
 
 
-def detection_transforms(train: bool, min_size: int = 800, max_size: int = 1333) -> Compose:
+def detection_transforms(train: bool, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE) -> Compose:
     """Resize, plus a random horizontal flip for training."""
     steps: list[Transform] = [Resize(min_size, max_size)]
     if train:

@@ -32,7 +32,9 @@ class DetectorKind:
     deployable graph's fixed-shape form (`graph` a `DeployableDetector`, `images` an `ImageList` at model size),
     returning per-image dicts of boxes, scores and labels. `postprocessor(detector)` is the module holding
     `score_thresh`, `nms_thresh` and `detections_per_img` (the detector itself unless it says otherwise); `limits`
-    are the deploy path's own caps where it differs from torchvision (recorded in an export's metadata).
+    are the deploy path's own caps where it differs from torchvision (recorded in an export's metadata);
+    `proposals_option` is the torchvision keyword that caps its test-time proposals (None: it has none, and
+    `build_detector(proposals=...)` leaves it alone).
     """
 
     model: type[nn.Module]
@@ -41,6 +43,7 @@ class DetectorKind:
     deploy: Callable[[Any, Any], Detections]
     postprocessor: Callable[[nn.Module], nn.Module] = lambda detector: detector
     limits: Mapping[str, int] = field(default_factory=dict)
+    proposals_option: str | None = None
 
 
 DETECTOR_KINDS: Registry[DetectorKind] = Registry("detector kind", "--detector")

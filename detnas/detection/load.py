@@ -1,9 +1,10 @@
 """Rebuild a detector from a detection checkpoint: the sidecar says kind, space, arch, pixels and classes, so
-nothing is guessed; a supernet checkpoint needs the path to run (`arch`).
+nothing is guessed. The one checkpoint -> detector loader: evaluation, the search and export all come here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +15,51 @@ from detnas.checkpoint import load_checkpoint
 from detnas.detection.build import DETECTOR_KINDS, build_detector, detector_style, set_arch
 from detnas.errors import DetnasError
 from detnas.pixels import PixelConvention
+from detnas.sizes import checkpoint_sizes
 from detnas.space import SearchSpace
 from detnas.supernet import ChildNet, Supernet
 
 DETECTION_CHECKPOINT_KINDS = ("supernet-det", "child-det")
 
 
-def load_detector(path: str | Path, arch: Arch | None = None, min_size: int | None = None,
-                  max_size: int | None = None, **kw: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """(detector with the checkpoint's weights, sidecar). `arch` picks the path of a supernet checkpoint and
-    must equal the stored arch of a child checkpoint; sizes default to the training recipe's (else 800/1333);
-    `kw` goes to `build_detector` (e.g. test-time budgets)."""
+@dataclass
+class LoadedDetector:
+    """A detection checkpoint, loaded: the detector with its weights (in eval mode) and what its sidecar says."""
+
+    detector: nn.Module
+    meta: dict[str, Any]
+    detector_kind: str  # "fpn" or "retinanet"
+    space: SearchSpace
+    classes: list[str]
+    pixels: PixelConvention
+    min_size: int
+    max_size: int
+    style: str  # the recipe's detector style (see detnas.detection.build)
+
+    @property
+    def num_classes(self) -> int:
+        """K + 1, as the detector was built (labels 1..K, 0 = background)."""
+        return len(self.classes) + 1
+
+
+def load_detection_checkpoint(path: str | Path, arch: Arch | None = None, min_size: int | None = None,
+                              max_size: int | None = None, proposals: int | None = None,
+                              accept: tuple[str, ...] = DETECTION_CHECKPOINT_KINDS,
+                              needed_by: str = "a detector") -> LoadedDetector:
+    """Load a `supernet-det` or `child-det` checkpoint (those in `accept`; `needed_by` names who refuses others).
+
+    `arch` picks the path of a supernet checkpoint (without it the supernet runs whichever path `set_arch` sets)
+    and must equal the stored arch of a child checkpoint. Sizes default to the training recipe's (else 800 /
+    1333); `proposals` caps the FPN's test-time RPN proposals per image (`build_detector`).
+    """
     tensors, meta = load_checkpoint(path)
-    if meta.get("kind") not in DETECTION_CHECKPOINT_KINDS:
-        raise DetnasError(f"{path}: a '{meta.get('kind')}' checkpoint is not a detector; pass one written by "
-                          f"detnas train ({' or '.join(DETECTION_CHECKPOINT_KINDS)})")
+    if meta.get("kind") not in accept:
+        hint = (" (a classification supernet; fine-tune it with `detnas train supernet-det` first)"
+                if meta.get("kind") == "supernet-cls" else "")
+        raise DetnasError(f"{path}: checkpoint kind is '{meta.get('kind')}'{hint}; {needed_by} needs a checkpoint "
+                          f"written by detnas train of kind {' or '.join(accept)}")
     try:
-        kind, classes = meta["detector"], list(meta["classes"])
+        kind, classes = str(meta["detector"]), list(meta["classes"])
         space = SearchSpace.from_dict(meta["space"], source=f"{path}: space")
         pixels = PixelConvention.from_dict(meta["pixels"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -45,18 +74,25 @@ def load_detector(path: str | Path, arch: Arch | None = None, min_size: int | No
                               "drop --arch or pass the matching checkpoint")
         body: Supernet | ChildNet = ChildNet(stored)
     else:
-        if arch is None:
-            raise DetnasError(f"{path}: a supernet checkpoint runs one path; pass --arch")
         body = Supernet(space)
-    recipe = meta.get("recipe") or {}
-    min_size = int(min_size or recipe.get("min_size", 800))
-    max_size = int(max_size or recipe.get("max_size", 1333))
-    detector = build_detector(kind, body, len(classes) + 1, min_size, max_size, pixels, detector_style(meta), **kw)
+    min_size, max_size = checkpoint_sizes(meta, min_size, max_size)
+    style = detector_style(meta)
+    detector = build_detector(kind, body, len(classes) + 1, min_size, max_size, pixels, style, proposals)
     try:
         detector.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        lines = str(exc).splitlines()
-        raise DetnasError(f"{path}: weights do not fit the {kind} detector ({lines[-1].strip()})") from None
+        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise DetnasError(f"{path}: weights do not fit a '{kind}' detector on space '{space.name}' ({first})") \
+            from None
     if arch is not None:
         set_arch(detector, arch)
-    return detector, meta
+    return LoadedDetector(detector.eval(), meta, kind, space, classes, pixels, min_size, max_size, style)
+
+
+def load_detector(path: str | Path, arch: Arch | None = None, min_size: int | None = None,
+                  max_size: int | None = None, proposals: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """(detector ready to run, sidecar): `load_detection_checkpoint`, where a supernet checkpoint needs `arch`."""
+    loaded = load_detection_checkpoint(path, arch, min_size, max_size, proposals)
+    if arch is None and loaded.meta["kind"] == "supernet-det":
+        raise DetnasError(f"{path}: a supernet checkpoint runs one path; pass --arch")
+    return loaded.detector, loaded.meta

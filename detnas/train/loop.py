@@ -7,7 +7,6 @@ owns everything that must be identical across stages: iteration-based schedule, 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -22,11 +21,11 @@ from torch.utils.data import DataLoader
 
 from detnas.arch import Arch
 from detnas.checkpoint import save_checkpoint, tensor_digest
+from detnas.distributed import DistContext, gather_objects
 from detnas.errors import DetnasError
-from detnas.io import atomic_write_json, remove_stale_temps
+from detnas.io import atomic_write_json, read_json_file, remove_stale_temps
 from detnas.supernet import Supernet
 from detnas.train.data import SeededBatchSampler, SeededDataset
-from detnas.train.distributed import DistContext, gather_objects
 from detnas.train.optim import OffPath, build_optimizer, drop_grads, lr_at, set_lr
 from detnas.train.progress import ProgressReporter
 from detnas.train.recipes import TrainConfig, from_mapping
@@ -77,10 +76,8 @@ def _start_run_dir(spec: StageSpec, ckpts: CheckpointDir, resume: bool) -> int |
         return None
     if latest is None:
         raise DetnasError(f"{out}: no complete checkpoint to resume from; start without --resume")
-    try:
-        old = from_mapping(json.loads(saved.read_text()), source=str(saved))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DetnasError(f"{saved}: cannot read the run's saved config ({exc}); it is needed to resume") from None
+    old = from_mapping(read_json_file(saved, "run's saved config", "it is needed to resume; start a new run in another "
+                                      "--out"), source=str(saved))
     changed = [k for k, v in spec.cfg.recipe_dict().items() if old.recipe_dict()[k] != v]
     if changed:
         diffs = ", ".join(f"{k}: {old.recipe_dict()[k]!r} -> {spec.cfg.recipe_dict()[k]!r}" for k in changed)

@@ -12,6 +12,7 @@ from typing import Any
 
 from detnas.errors import DetnasError
 from detnas.io import read_mapping_file
+from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 
 TASKS = ("cls", "det")
 SCHEDULES = ("linear", "step")
@@ -40,8 +41,8 @@ class TrainConfig:
     warmup_iters: int = 0
     warmup_factor: float = 1.0 / 3.0
     image_size: int = 64  # classification crop
-    min_size: int = 800  # detection short side
-    max_size: int = 1333  # detection long side cap
+    min_size: int = DEFAULT_MIN_SIZE  # detection short side
+    max_size: int = DEFAULT_MAX_SIZE  # detection long side cap
     detector: str = "fpn"
     roi_batch: int = 512  # FPN: RoIs sampled per image for the box head (DetNAS / the 1x schedule: 512)
     proposals: int = 1000  # FPN: RPN proposals kept per image at evaluation (1x schedule: 1000)
@@ -99,7 +100,7 @@ _PAPER_CLS = dict(task="cls", iterations=300_000, batch_size=1024, lr=0.5, weigh
                   image_size=224, label_smoothing=0.1, sampler="detnas-bins", amp=False, classifier_style="detnas",
                   eval_images=0)
 _PAPER_DET = dict(task="det", batch_size=16, weight_decay=1e-4, schedule="step", warmup_iters=500,
-                  min_size=800, max_size=1333, amp=False, param_groups="detectron", supernet_bn_affine=False,
+                  min_size=DEFAULT_MIN_SIZE, max_size=DEFAULT_MAX_SIZE, amp=False, param_groups="detectron", supernet_bn_affine=False,
                   detector_style="detnas")
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-cls": dict(_PAPER_CLS, checkpoint_every=5000, log_every=100, eval_every=10_000),

@@ -22,11 +22,11 @@ from torch import nn
 from detnas.arch import Arch, resolve_arch, sample_arch
 from detnas.checkpoint import load_checkpoint
 from detnas.data.decodable import require_decodable
+from detnas.distributed import DistContext, init_distributed, shutdown_distributed
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, Normalize, PixelConvention
 from detnas.space import SearchSpace, get_space
 from detnas.supernet import ChildNet, Supernet, materialize, official_classifier_
-from detnas.train.distributed import DistContext, init_distributed, shutdown_distributed
 from detnas.train.loop import StageSpec, fit
 from detnas.train.optim import freeze_bn_affine
 from detnas.train.recipes import TrainConfig
@@ -236,10 +236,9 @@ def _detection_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch 
     if val is not None and val.classes != train.classes:
         raise DetnasError(f"{cfg.val_ann or cfg.val_data}: classes differ from the training set's; use the same "
                           "category list")
-    sizes = {"box_batch_size_per_image": cfg.roi_batch, "rpn_post_nms_top_n_test": cfg.proposals} \
-        if cfg.detector == "fpn" else {}
+    roi_batch = {"box_batch_size_per_image": cfg.roi_batch} if cfg.detector == "fpn" else {}
     detector = build_detector(cfg.detector, body, train.num_classes + 1, cfg.min_size, cfg.max_size,
-                              DEFAULT_PIXELS, cfg.detector_style, **sizes)
+                              DEFAULT_PIXELS, cfg.detector_style, cfg.proposals, **roi_batch)
     if arch is None and not cfg.supernet_bn_affine:
         freeze_bn_affine(detector)
     if ctx.active and ctx.device.type == "cuda":

@@ -1,4 +1,5 @@
-"""torchrun support: process group from the environment (gloo on CPU, NCCL on GPU), rank/world, device choice."""
+"""torchrun support for training and the search: join the process group from the environment (gloo on CPU, NCCL on
+GPU) with this rank's device, leave it, and gather small values."""
 
 from __future__ import annotations
 

@@ -1,0 +1,29 @@
+"""Decoding image files, for every reader (data sets, predict, calibration and parity images, latency inputs):
+uint8 CHW RGB, or one line naming the file, what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from detnas.errors import DetnasError
+
+
+def read_image(path: str | Path, context: str = "", fix: str = "pass JPEG or PNG files") -> torch.Tensor:
+    """uint8 CHW RGB of an image file. A missing file, one that is no image ("cannot read") and one whose data are
+    broken, e.g. truncated ("cannot decode"), are `DetnasError`s; `context` says where the path came from."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    where = f" ({context})" if context else ""
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB")).copy()
+    except FileNotFoundError:
+        raise DetnasError(f"{path}: image file missing{where}; {fix}") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        problem = "cannot read image" if isinstance(exc, UnidentifiedImageError) else "cannot decode image"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DetnasError(f"{path}: {problem}{where}: {reason}; {fix}") from None
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
