@@ -18,6 +18,7 @@ from rich.table import Table
 from detnas.console import labelled, plain_console
 from detnas.errors import DetnasError
 from detnas.io import read_json_file
+from detnas.jsonout import write_document
 from detnas.sizes import parse_hw
 
 app = typer.Typer(help="Measure latency on the target device: backends, cache, device profiles.",
@@ -35,6 +36,7 @@ Precision = Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 needs --c
 Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
 Threads = Annotated[int, typer.Option(help="CPU threads (fixed and recorded).")]
 Warmup = Annotated[int, typer.Option(help="Untimed warm-up runs.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON (schema: docs/json.md).")]
 Clock = Annotated[str, typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
                                     "stable on a shared oversubscribed CPU (needs --threads 1).")]
 
@@ -190,27 +192,29 @@ def compare_cmd(
     confidence: Annotated[float, typer.Option(help="Level of the bootstrap interval of the median ratio.")] = 0.95,
     k: Annotated[float, typer.Option(help="Only for results without raw samples (older files): noise band of k "
                                      "combined CVs (and at least 1 %).")] = 2.0,
+    json_out: JsonOut = None,
 ) -> None:
     """Ratios of two results; faster / slower / indistinguishable from a bootstrap interval of the median ratio."""
     from detnas.bench.result import LatencyResult
     from detnas.bench.stats import compare_latencies
 
     a, b = LatencyResult.load_json(baseline), LatencyResult.load_json(other)
+    statistics = {name: (getattr(a.stats, name), getattr(b.stats, name))
+                  for name in ("median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms")}
+    differences = [f"{field} differs: {getattr(a, field)} vs {getattr(b, field)}"
+                   for field in ("scope", "backend", "precision", "input_shape") if getattr(a, field) != getattr(b, field)]
+    differences += [f"environment differs: {diff}" for diff in a.fingerprint.differences(b.fingerprint)]
+    c = compare_latencies(a.stats, b.stats, a.samples_ms, b.samples_ms, confidence=confidence, k=k)
     table = Table(title=f"{other.name} / {baseline.name}")
     for col in ("statistic", baseline.name, other.name, "ratio"):
         table.add_column(col, justify="left" if col == "statistic" else "right")
-    for name in ("median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms"):
-        va, vb = getattr(a.stats, name), getattr(b.stats, name)
+    for name, (va, vb) in statistics.items():
         table.add_row(name, f"{va:.3f}", f"{vb:.3f}", f"{vb / va:.3f}")
     table.add_row("CV %", f"{100 * a.stats.cv:.1f}", f"{100 * b.stats.cv:.1f}", "")
     table.add_row("runs kept", str(len(a.samples_ms)), str(len(b.samples_ms)), "")
     console.print(table)
-    for field in ("scope", "backend", "precision", "input_shape"):
-        if getattr(a, field) != getattr(b, field):
-            err_console.print(labelled("note:", "bold yellow", f"{field} differs: {getattr(a, field)} vs {getattr(b, field)}"))
-    for diff in a.fingerprint.differences(b.fingerprint):
-        err_console.print(labelled("note:", "bold yellow", f"environment differs: {diff}"), highlight=False)
-    c = compare_latencies(a.stats, b.stats, a.samples_ms, b.samples_ms, confidence=confidence, k=k)
+    for difference in differences:
+        err_console.print(labelled("note:", "bold yellow", difference), highlight=False)
     if c.note:
         err_console.print(labelled("note:", "bold yellow", f"{c.note}; deciding by the {c.method} instead"), highlight=False)
     interval = (f"{100 * c.confidence:g} % CI [{c.low:.3f}, {c.high:.3f}]" if c.note is None
@@ -218,6 +222,11 @@ def compare_cmd(
     head = "indistinguishable" if c.verdict == "indistinguishable" else f"{other.name} is {c.verdict.upper()}"
     console.print(labelled(f"{head}:", "bold", f"median ratio {c.ratio:.3f}, {interval} ({c.method}); CVs "
                            f"{100 * c.baseline_cv:.1f} % / {100 * c.other_cv:.1f} %"), highlight=False, soft_wrap=True)
+    if json_out is not None:
+        write_document(json_out, "detnas.bench.compare/1", {
+            "baseline": str(baseline), "other": str(other), "comparison": c.to_dict(), "differences": differences,
+            "runs_kept": {"baseline": len(a.samples_ms), "other": len(b.samples_ms)},
+            "statistics": {name: {"baseline": va, "other": vb, "ratio": vb / va} for name, (va, vb) in statistics.items()}})
 
 
 @app.command("profile")
@@ -241,6 +250,7 @@ def profile_cmd(
     n_test: Annotated[int, typer.Option(help="Held-out archs the accuracy is judged on: the fastest, the slowest, "
                                          "the rest stratified by table sum.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed of the arch draws.")] = 0,
+    json_out: JsonOut = None,
 ) -> None:
     """Measure block latencies, the stem and archs spanning the space on this device; fit the predictor and judge
     it against the best constant and the measurements' own agreement (accurate only if it beats the constant)."""
@@ -249,16 +259,17 @@ def profile_cmd(
     from detnas.bench.result import Scope
     from detnas.bench.stats import HeldOutReport, SharedPart
     from detnas.export.converters import onnx_converters
+    from detnas.progress import task
     from detnas.space import get_space
 
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
-    with _warnings_as_lines(), console.status("profiling") as status:
+    with _warnings_as_lines(), task("profile") as status:
         profile = build_profile(get_space(space), backend=backend, size=parse_hw(size), batch=batch,
                                 precision=precision, protocol=protocol,
                                 options=BackendOptions(converters=onnx_converters()), n_train=n_train,
                                 n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
-                                progress=status.update)
+                                progress=status.describe)
     save_profile(profile, out)
     report = profile_report(profile)
     console.print(_report_table(report))
@@ -270,6 +281,10 @@ def profile_cmd(
         console.print(f"backbone timed beside it: {backbone.verdict()[-1]}", highlight=False, soft_wrap=True)
     console.print(f"built in {profile['build_seconds']:.0f}s · fingerprint {profile['fingerprint_hash']} · "
                   f"wrote {out}")
+    if json_out is not None:
+        write_document(json_out, "detnas.bench.profile/1", {
+            "profile": str(out), "build_seconds": profile["build_seconds"],
+            "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict()})
 
 
 def _report_table(report: Any) -> Table:
@@ -289,6 +304,7 @@ def predict_cmd(
     profile: Annotated[Path, typer.Option(help="Device profile JSON of `bench profile`.")],
     arch: Annotated[list[str], typer.Option(help="Released name, arch JSON file or inline JSON (repeatable).")],
     force: Annotated[bool, typer.Option(help="Use a profile of another space / fingerprint anyway.")] = False,
+    json_out: JsonOut = None,
 ) -> None:
     """Predicted latency of archs from a profile measured on this machine (its fingerprint must match)."""
     from detnas.arch import resolve_arch
@@ -300,16 +316,75 @@ def predict_cmd(
     proto = data.get("protocol", {}) if isinstance(data, dict) else {}
     here = collect_fingerprint(proto.get("device", "cpu"), int(proto.get("threads", 1)))
     loaded = load_profile(profile, archs[0].space, str(data.get("backend")), force=force, fingerprint=here)
+    predictions = []
+    for name, a in zip(arch, archs):
+        if a.space.digest != archs[0].space.digest:
+            raise DetnasError(f"arch '{name}' is of space '{a.space.name}'; predict one space at a time")
+        predictions.append({"arch": name if len(name) < 40 else a.compact(), "hash": a.hash,
+                            "predicted_ms": predict_latency(loaded, a)})
     table = Table(title=f"predicted latency ({loaded['backend']}, {loaded['scope']}, "
                         f"{'x'.join(map(str, loaded['input_shape']))})")
     table.add_column("arch")
     table.add_column("hash")
     table.add_column("predicted ms", justify="right")
-    for name, a in zip(arch, archs):
-        if a.space.digest != archs[0].space.digest:
-            raise DetnasError(f"arch '{name}' is of space '{a.space.name}'; predict one space at a time")
-        table.add_row(name if len(name) < 40 else a.compact(), a.hash, f"{predict_latency(loaded, a):.3f}")
+    for row in predictions:
+        table.add_row(row["arch"], row["hash"], f"{row['predicted_ms']:.3f}")
     console.print(table)
+    if json_out is not None:
+        write_document(json_out, "detnas.bench.predict/1", {
+            "profile": str(profile), "backend": loaded["backend"], "scope": loaded["scope"],
+            "input_shape": list(loaded["input_shape"]), "predictions": predictions})
+
+
+@app.command("table")
+def table_cmd(
+    onnx: Annotated[list[Path], typer.Option(help="ONNX files of one detector (`detnas export`), its FP32 export "
+                                             "among them (repeatable).")],
+    data: Annotated[Path, typer.Option(help="COCO json the AP is measured on.")],
+    images: Annotated[Path, typer.Option(help="Image folder of --data (its first images are also timed).")],
+    weights: Annotated[Path | None, typer.Option(help="The detector's checkpoint: adds the PyTorch eager row.")] = None,
+    proposals: Annotated[int | None, typer.Option(help="FPN: RPN proposals of the eager row; give the value the "
+                                                  "ONNX file was exported with (detnas export --proposals).")] = None,
+    engine: Annotated[list[Path] | None, typer.Option(help="TensorRT engines of the same detector (repeatable).")] = None,
+    convert: Annotated[list[str] | None, typer.Option(help="fp16 or int8: add the FP32 file converted as detnas export "
+                                                      "--precision does, as <stem>.<precision>.onnx next to it "
+                                                      "(reused when present; repeatable).")] = None,
+    calib_data: Annotated[Path | None, typer.Option(help="INT8: calibration images (default: the training split the "
+                                                    "checkpoint's run records).")] = None,
+    calib_images: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
+    max_images: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
+    device: Device = "cpu",
+    threads: Threads = 1,
+    warmup: Warmup = 10,
+    runs: Annotated[int, typer.Option(help="Timed runs per artifact.")] = 50,
+    clock: Clock = "wall",
+    json_out: JsonOut = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the table as Markdown.")] = None,
+) -> None:
+    """Which artifact to ship: AP, median / p90 latency, images/s and file size of each artifact of one detector
+    (PyTorch eager, ONNX per precision, TensorRT), with the environment fingerprint."""
+    from detnas.bench.oracle import TimingProtocol
+    from detnas.io import atomic_write_text
+    from detnas.workflows.artifact_table import build_table
+
+    if max_images is not None and max_images < 1:
+        raise DetnasError(f"--max-images {max_images}: evaluate at least 1 image (leave it out for all)")
+    _quiet_onnxruntime("ort")
+    protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
+    with _warnings_as_lines():
+        result = build_table(onnx, data=data, images=images, weights=weights, engines=engine or (),
+                             convert=convert or (), calib_data=calib_data, calib_images=calib_images,
+                             proposals=proposals, max_images=max_images, protocol=protocol)
+    table = Table(title="artifacts", caption=result.caption())
+    for col in result.header():
+        table.add_column(col, justify="left" if col in ("artifact", "precision", "runtime") else "right")
+    for cells in result.cells():
+        table.add_row(*cells)
+    console.print(table)
+    if json_out is not None:
+        write_document(json_out, result.SCHEMA, result.to_dict())
+    if markdown is not None:
+        atomic_write_text(markdown, result.markdown())
 
 
 CachePath = Annotated[Path | None, typer.Option(help="Latency cache file (default ~/.cache/detnas).")]

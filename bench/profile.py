@@ -42,6 +42,7 @@ from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, share
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, read_json_file
+from detnas.progress import track
 from detnas.space import SearchSpace
 
 PROFILE_FORMAT = "detnas-latency-profile/1"
@@ -69,7 +70,7 @@ def _time_interleaved(runners: list[Prepared], protocol: TimingProtocol, rounds:
     per_round = max(2, protocol.runs // rounds)
     samples: list[list[float]] = [[] for _ in runners]
     order, rng = list(range(len(runners))), random.Random(seed)
-    for r in range(rounds):
+    for r in track(range(rounds), f"profile: timing {len(runners)} {phase}, {rounds} rounds"):
         for i in order:
             samples[i] += time_prepared(runners[i], protocol.warmup if r == 0 else 1, per_round, protocol.clock)
         rng.shuffle(order)

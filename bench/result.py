@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -98,13 +98,15 @@ class LatencyResult:
     details: dict[str, Any] = field(default_factory=dict)
     samples_ms: tuple[float, ...] = ()
 
+    SCHEMA: ClassVar[str] = "detnas.bench.latency/1"
+
     @property
     def median_ms(self) -> float:
         return self.stats.median_ms
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "label": self.label, "source": self.source, "scope": self.scope, "backend": self.backend,
+            "schema": self.SCHEMA, "label": self.label, "source": self.source, "scope": self.scope, "backend": self.backend,
             "precision": self.precision, "batch": self.batch, "input_shape": list(self.input_shape),
             "warmup": self.warmup, "threads": self.threads, "stats": self.stats.to_dict(),
             "fingerprint": self.fingerprint.to_dict(), "fingerprint_hash": self.fingerprint.hash,
@@ -133,7 +135,8 @@ class LatencyResult:
         return cls.from_dict(read_json_file(path, "latency result"), source=str(path))
 
     def csv_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in ("stats", "fingerprint", "details", "samples")}
+        row: dict[str, Any] = {k: v for k, v in self.to_dict().items()
+                               if k not in ("schema", "stats", "fingerprint", "details", "samples")}
         row["input_shape"] = "x".join(map(str, self.input_shape))
         row.update(self.stats.to_dict())
         row.update({f"fp_{k}": v for k, v in self.fingerprint.to_dict().items()})

@@ -11,8 +11,9 @@ import io
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from detnas.data.detection import DetectionDataset
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_text
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+from detnas.progress import task
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -143,8 +145,7 @@ def fitness_metric(dataset: DetectionDataset) -> str:
 
 
 def evaluate(predict: Predictor, dataset: DetectionDataset, out_json: str | Path | None = None,
-             batch_size: int = 8, max_images: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+             batch_size: int = 8, max_images: int | None = None) -> dict[str, float]:
     """Run `predict` over the dataset (or its first `max_images`), write the COCO results json (atomically)
     if `out_json` is given, and return the COCO bbox and VOC metrics (`METRICS`) plus `images`, `detections`,
     `predict_seconds` and `eval_seconds`. No detections at all gives 0.0 for every metric.
@@ -154,23 +155,52 @@ def evaluate(predict: Predictor, dataset: DetectionDataset, out_json: str | Path
     results: list[dict[str, Any]] = []
     image_ids: list[int] = []
     start = time.perf_counter()
-    for first in range(0, count, batch_size):
-        indices = range(first, min(first + batch_size, count))
-        predictions = predict([dataset.load_image(i) for i in indices])
-        if len(predictions) != len(indices):
-            raise DetnasError(f"predictor returned {len(predictions)} results for {len(indices)} images")
-        for i, prediction in zip(indices, predictions):
-            image_id = dataset.records[i].image_id
-            image_ids.append(image_id)
-            results.extend(to_coco_results(image_id, prediction, dataset.label_to_cat_id))
-        if progress is not None:
-            progress(indices.stop, count)
+    with task(f"evaluating {count} images", count) as step:
+        for first in range(0, count, batch_size):
+            indices = range(first, min(first + batch_size, count))
+            predictions = predict([dataset.load_image(i) for i in indices])
+            if len(predictions) != len(indices):
+                raise DetnasError(f"predictor returned {len(predictions)} results for {len(indices)} images")
+            for i, prediction in zip(indices, predictions):
+                image_id = dataset.records[i].image_id
+                image_ids.append(image_id)
+                results.extend(to_coco_results(image_id, prediction, dataset.label_to_cat_id))
+            step.advance(len(indices))
     predict_seconds = time.perf_counter() - start
     if out_json is not None:
         atomic_write_text(out_json, json.dumps(results))
     metrics = {**coco_metrics(dataset, results, image_ids), **voc_metrics(dataset, results, image_ids)}
     return {**metrics, "images": float(count), "detections": float(len(results)),
             "predict_seconds": predict_seconds, "eval_seconds": time.perf_counter() - start - predict_seconds}
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """One evaluation: which model ran where, on which data, and its metrics (`METRICS`: fractions, COCO's -1 =
+    no ground truth in that size range). `detnas eval` prints its table and writes `--json` from this record."""
+
+    SCHEMA: ClassVar[str] = "detnas.eval/1"
+    model: str
+    runtime: str
+    data: str
+    input: str
+    metrics: dict[str, float]
+    images: int
+    detections: int
+    predict_seconds: float
+    eval_seconds: float
+    detections_json: str | None
+
+    @classmethod
+    def from_metrics(cls, model: str, runtime: str, data: str | Path, input: str, metrics: dict[str, float],
+                     detections_json: str | Path | None) -> EvalReport:
+        """Split `evaluate`'s flat dict into the metrics and the counts / timings beside them."""
+        return cls(model, runtime, str(data), input, {name: metrics[name] for name in METRICS}, int(metrics["images"]),
+                   int(metrics["detections"]), metrics["predict_seconds"], metrics["eval_seconds"],
+                   None if detections_json is None else str(detections_json))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def detector_predictor(detector: torch.nn.Module, device: str | torch.device = "cpu", batch_size: int = 8,

@@ -6,7 +6,9 @@ init cost) and multiplied out at its output resolution; a per-(space, size) tabl
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -71,3 +73,50 @@ def count_params(arch: Arch, num_classes: int = 0) -> int:
     with torch.device("meta"):
         model = ChildNet(arch, num_classes or None)
     return sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class StageCost:
+    stage: int
+    width: int
+    blocks: int
+    choices: tuple[str, ...]
+    mflops_224: float
+
+
+@dataclass(frozen=True)
+class ArchCost:
+    """What `detnas arch show` reports: per-stage and total FLOPs (multiply-adds) and params of one arch."""
+
+    SCHEMA: ClassVar[str] = "detnas.arch/1"
+    name: str
+    space: str
+    hash: str
+    choices: str
+    stages: tuple[StageCost, ...]
+    flops_224_classification: int
+    flops_224_backbone: int
+    detection_size: tuple[int, int]
+    flops_detection_backbone: int
+    params_classification: int
+    params_backbone: int
+    num_classes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def arch_cost(name: str, arch: Arch, detection_size: tuple[int, int], num_classes: int = 1000) -> ArchCost:
+    """Stage table at 224 and totals at 224 (classification network, backbone) and at `detection_size` (backbone)."""
+    from detnas.space import CHOICE_NAMES
+
+    _, per_block, _ = flops_table(arch.space, (224, 224), 0)
+    stages, start = [], 0
+    for s, stage in enumerate(arch.per_stage()):
+        macs = sum(per_block[start + i][c] for i, c in enumerate(stage))
+        stages.append(StageCost(s + 1, arch.space.stage_widths[s], len(stage), tuple(CHOICE_NAMES[c] for c in stage),
+                                macs / 1e6))
+        start += len(stage)
+    return ArchCost(name, arch.space.name, arch.hash, arch.compact(), tuple(stages), count_flops(arch, 224, num_classes),
+                    count_flops(arch, 224), tuple(detection_size), count_flops(arch, detection_size),
+                    count_params(arch, num_classes), count_params(arch), num_classes)

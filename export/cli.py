@@ -12,6 +12,7 @@ from detnas.console import plain_console
 
 if TYPE_CHECKING:
     from detnas.export.source import ExportSource
+    from detnas.export.trt_lint import LintReport
 
 console = plain_console()
 PARITY_IMAGES = 4
@@ -65,6 +66,8 @@ def export_cmd(
                                                    "engine's) against FP32 on.")] = None,
     gate_images: Annotated[Path | None, typer.Option(help="Image folder of --gate-data.")] = None,
     max_ap_drop: Annotated[float, typer.Option(help="Largest allowed AP drop vs FP32 (0.01 = 1 point).")] = 0.01,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write what was exported and checked as JSON "
+                                                  "(schema detnas.export/1, docs/json.md).")] = None,
 ) -> None:
     """Export a detector with post-processing and NMS inside the graph (ONNX, optionally TensorRT); the written
     ONNX file is linted for TensorRT's ONNX parser (`detnas export check` runs the lint alone)."""
@@ -114,9 +117,12 @@ def export_cmd(
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     if report.parity is not None:
         console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
+    reduced = None
     if request.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
-        _print_precision(reduce_exported(out, request, parity_images))
-    _lint_written(out, trt_version)
+        reduced = reduce_exported(out, request, parity_images)
+        _print_precision(reduced)
+    lint_reports = _lint_written(out, trt_version)
+    trt = None
     if format == "trt":
         gate = (gate_data, gate_images) if gate_data and gate_images else None
         trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate_data=gate,
@@ -127,6 +133,12 @@ def export_cmd(
         if trt.ap:
             console.print(f"  AP gate OK: engine {trt.ap['engine_ap']:.4f} vs ONNX {trt.ap['onnx_ap']:.4f}",
                           highlight=False)
+    if json_out is not None:
+        from detnas.jsonout import write_document
+
+        write_document(json_out, "detnas.export/1", {
+            "onnx": report.to_dict(), "precision": reduced.to_dict() if reduced else None,
+            "lint": [lint.to_dict() for lint in lint_reports], "tensorrt": trt.to_dict() if trt else None})
 
 
 @export_app.command("check")
@@ -151,19 +163,21 @@ def check_cmd(
 ONNX_LINT_NOTE_VERSIONS = ("10.3", "11")
 
 
-def _lint_written(out: Path, trt_version: str | None) -> None:
+def _lint_written(out: Path, trt_version: str | None) -> list[LintReport]:
     """Lint the written ONNX file: refuse (one line, exit 2) before an engine build for the installed TensorRT;
-    otherwise note the result for the current parsers."""
+    otherwise note the result for the current parsers. Returns the reports."""
     from detnas.export.trt_lint import lint, refuse_if_rejected
 
     if trt_version is not None:
         report = refuse_if_rejected(out, trt_version)
         console.print(f"  TensorRT {trt_version} parser lint: {report.summary()}", markup=False, highlight=False)
-        return
-    for report in lint(out, ONNX_LINT_NOTE_VERSIONS):
+        return [report]
+    reports = lint(out, ONNX_LINT_NOTE_VERSIONS)
+    for report in reports:
         first = f"; first: {report.findings[0].line()} (all: detnas export check {out})" if report.findings else ""
         console.print(f"  note: TensorRT {report.version} parser lint {report.summary()}{first}", markup=False,
                       highlight=False, soft_wrap=True)
+    return reports
 
 
 def _export_source(weights: Path | None, arch: str | None, random_init: bool, detector: str | None,

@@ -32,6 +32,7 @@ from detnas.export.preprocess import letterbox
 from detnas.export.runtime import Runner, onnx_runner, run_images
 from detnas.io import atomic_path, remove_stale_temps, temp_dir
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
+from detnas.progress import task
 from detnas.sizes import parse_hw
 
 OPSET = 17
@@ -180,20 +181,23 @@ def export_onnx(
     remove_stale_temps(out_path.parent)  # what killed exports left: scratch folders, half-written files
     with atomic_path(out_path) as final, temp_dir(out_path) as work:
         start = time.perf_counter()
-        raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
+        with task("export: tracing to ONNX"):
+            raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
         export_seconds = time.perf_counter() - start
-        reference = _reference(module, inputs, trace_batch, kind=kind)
-        tols = parity_tolerances(module, inputs, trace_batch, reference[0], box_tol, score_tol) if inputs \
-            else (box_tol, score_tol)
-        parity = _parity(raw, inputs, reference, kind, *tols, min_detections) if inputs else None
+        with task(f"export: parity with PyTorch on {len(inputs)} images"):
+            reference = _reference(module, inputs, trace_batch, kind=kind)
+            tols = parity_tolerances(module, inputs, trace_batch, reference[0], box_tol, score_tol) if inputs \
+                else (box_tol, score_tol)
+            parity = _parity(raw, inputs, reference, kind, *tols, min_detections) if inputs else None
         if parity is not None:
             parity.check()
         else:
             notes.append("no parity images given: parity with PyTorch was not checked")
         chosen, simplified = raw, False
         if simplify:
-            chosen, simplified, note, slim_parity = _simplify(raw, Path(work) / "slim.onnx", meta, inputs, reference,
-                                                              (*tols, min_detections))
+            with task("export: simplifying (onnxslim) and its parity"):
+                chosen, simplified, note, slim_parity = _simplify(raw, Path(work) / "slim.onnx", meta, inputs,
+                                                                  reference, (*tols, min_detections))
             notes.append(note)
             parity = slim_parity or parity
         final.write_bytes(chosen.read_bytes())
@@ -209,13 +213,19 @@ def check_parity(detector: nn.Module, model_path: str | Path, images: list[torch
     from detnas.export.runtime import read_onnx_meta
 
     meta = read_onnx_meta(model_path)
-    _thresholds(detector, meta.thresholds["score"], meta.thresholds["nms_iou"])
     inputs = [letterbox(im, meta.input.height, meta.input.width, pixels)[0] for im in images]
-    module = DeployableDetector(detector.cpu().eval(), pixels, int(meta.thresholds["max_detections"]))
+    module = deployable_like(detector, pixels, meta)
     batch = meta.input.batch or 1
     reference = _reference(module, inputs, batch, kind=meta.detector)
     tols = parity_tolerances(module, inputs, batch, reference[0], BOX_TOL, SCORE_TOL)
     return _parity(Path(model_path), inputs, reference, meta.detector, *tols, min_detections)
+
+
+def deployable_like(detector: nn.Module, pixels: PixelConvention, meta: ModelMeta) -> DeployableDetector:
+    """`detector` as the PyTorch twin of the exported graph `meta` describes: its thresholds and detections per image
+    (the RPN proposals are the detector's own: load it with the value the file was exported with)."""
+    _thresholds(detector, meta.thresholds["score"], meta.thresholds["nms_iou"])
+    return DeployableDetector(detector.cpu().eval(), pixels, int(meta.thresholds["max_detections"]))
 
 
 def _trace(module: DeployableDetector, example: torch.Tensor, path: Path, meta: ModelMeta,

@@ -39,6 +39,7 @@ from detnas.errors import DetnasError
 from detnas.export.metadata import ModelMeta, PrecisionInfo
 from detnas.export.parity import Detections
 from detnas.io import atomic_write_json
+from detnas.progress import task
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
@@ -499,12 +500,13 @@ def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRe
     with tempfile.TemporaryDirectory(prefix=f".{out.stem}.{request.precision}-", dir=out.parent) as work:
         staged = Path(work) / out.name
         start = time.perf_counter()
-        if request.precision == "int8":
-            assert request.calibration is not None  # precision_request guarantees it
-            quantize_int8(fp32_onnx, staged, calibration_batches(request.calibration.images, meta),
-                          request.calibration.method)
-        else:
-            convert_fp16(fp32_onnx, staged)
+        with task(f"export: converting to {request.precision}"):
+            if request.precision == "int8":
+                assert request.calibration is not None  # precision_request guarantees it
+                quantize_int8(fp32_onnx, staged, calibration_batches(request.calibration.images, meta),
+                              request.calibration.method)
+            else:
+                convert_fp16(fp32_onnx, staged)
         seconds = time.perf_counter() - start
         model = onnx.load(str(staged))
         del model.metadata_props[:]
@@ -518,8 +520,9 @@ def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRe
         parity = None
         if parity_images:
             inputs = [letterbox(im, meta.input.height, meta.input.width, meta.pixels)[0] for im in parity_images]
-            parity = precision_parity(run_images(load_exported(fp32_onnx), inputs),
-                                      run_images(load_exported(staged), inputs), request.precision)
+            with task(f"export: {request.precision} parity on {len(inputs)} images"):
+                parity = precision_parity(run_images(load_exported(fp32_onnx), inputs),
+                                          run_images(load_exported(staged), inputs), request.precision)
         gate = ap_gate(fp32_onnx, staged, request.gate) if request.gate else None
         if gate is not None and not gate.passed:  # the AP verdict first: it is what the file is for
             raise DetnasError(f"AP gate FAILED: {request.precision} {gate.summary()}; nothing written to {out}; "

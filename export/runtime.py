@@ -152,13 +152,14 @@ def onnx_predictor(model_path: str | Path, score_thresh: float = 0.0) -> Predict
 
 
 def evaluate_exported(model: str | Path, data: str | Path, images: str | Path, max_images: int | None = None,
-                      batch_size: int = 4, out_json: str | Path | None = None) -> tuple[dict[str, float], Runner]:
+                      batch_size: int = 4, out_json: str | Path | None = None,
+                      runner: Runner | None = None) -> tuple[dict[str, float], Runner]:
     """COCO metrics of the exported file itself (and the runner that produced them), on data with the model's
-    class list."""
+    class list; `runner` runs the same graph another way instead (e.g. its PyTorch twin)."""
     from detnas.data.coco import CocoDetection
     from detnas.evaluation import evaluate
 
-    runner = load_exported(model)
+    runner = runner or load_exported(model)
     dataset = CocoDetection(data, images)
     if [c.name for c in runner.meta.classes] != dataset.classes:
         raise DetnasError(f"{data}: its classes differ from the model's ({len(runner.meta.classes)} classes in the "

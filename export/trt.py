@@ -25,6 +25,7 @@ from detnas.export.parity import ParityReport, compare
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import engine_sidecar, load_exported, read_onnx_meta, run_images
 from detnas.io import atomic_write_json
+from detnas.progress import task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -83,13 +84,15 @@ def export_trt(onnx_path: str | Path, engine_path: str | Path, *, parity_images:
     building = engine_path.with_name(f".{engine_path.stem}.building{engine_path.suffix or '.engine'}")
     sidecar = engine_sidecar(building)
     try:
-        build_engine(onnx_path, building, input_shape=meta.input.shape(meta.input.batch))
+        with task(f"export: building the TensorRT {precision} engine"):
+            build_engine(onnx_path, building, input_shape=meta.input.shape(meta.input.batch))
         atomic_write_json(sidecar, _sidecar(trt, meta, precision, onnx_path))
         parity = None
         if parity_images:
             inputs = _model_inputs(parity_images, meta)
-            reference = run_images(load_exported(onnx_path), inputs)
-            candidate = run_images(load_exported(building), inputs)
+            with task(f"export: TensorRT parity on {len(inputs)} images"):
+                reference = run_images(load_exported(onnx_path), inputs)
+                candidate = run_images(load_exported(building), inputs)
             parity = compare(reference, candidate, "ONNX Runtime CPU", f"TensorRT {precision}")
             if precision == "fp32":
                 parity.check()

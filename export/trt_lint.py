@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,9 @@ class LintReport:
     @property
     def passed(self) -> bool:
         return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
 
     def summary(self) -> str:
         checked = f"{self.nodes} nodes checked ({self.subgraph_nodes} in subgraphs)"

@@ -119,10 +119,15 @@ def report_cmd(
     journal: Annotated[Path, typer.Argument(help="A search journal (journal.jsonl).")],
     out: Annotated[Path | None, typer.Option(help="Where to write the report (default: the journal's folder).")] = None,
     top_k: int = typer.Option(10, help="How many candidates topk.json and the table list."),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary and the ranked top-k as JSON "
+                                                  "(schema detnas.search.report/1, docs/json.md).")] = None,
 ) -> None:
     """Redraw best_arch.json, topk.json, pareto.png, convergence.png and the summary table from a journal."""
-    from detnas.search.report import summary_table, write_report
+    from detnas.jsonout import write_document
+    from detnas.search.report import report_document, summary_table, write_report
 
     run = write_report(journal, out or journal.parent, top_k)
     console.print(summary_table(run, top_k))
     console.print(run.verdict())
+    if json_out is not None:
+        write_document(json_out, "detnas.search.report/1", report_document(run, top_k))

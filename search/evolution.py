@@ -19,6 +19,7 @@ from typing import Any
 
 from detnas.arch import Arch
 from detnas.errors import DetnasError
+from detnas.progress import track
 from detnas.search.algorithms import ALGORITHMS, EvolutionSettings, SearchAlgorithm
 from detnas.search.distributed import Team
 from detnas.search.interfaces import AccuracyEvaluator, LatencyEstimator
@@ -142,7 +143,7 @@ class Search:
         candidates: list[Candidate] = []
         seen: set[str] = set()
         index = 0
-        for generation in range(self.settings.generations):
+        for generation in track(range(self.settings.generations), f"search: {self.settings.generations} generations"):
             if generation in plans:
                 plan = plans[generation]
             else:
@@ -156,7 +157,7 @@ class Search:
             self.log(f"generation {generation}: {len(plan.planned)} planned, {len(plan.rejected)} rejected, "
                      f"{plan.duplicates} duplicates, {len(todo)} to evaluate")
             mine = []
-            for i, proposal in self.team.share(todo):
+            for i, proposal in track(list(self.team.share(todo)), f"generation {generation}: candidates"):
                 record = self._evaluate(proposal, generation, i)
                 if self.team.world == 1:
                     self._write(record)

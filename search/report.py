@@ -176,6 +176,24 @@ def summary_table(run: SearchRun, top_k: int) -> Any:
     return table
 
 
+def summary(run: SearchRun) -> dict[str, Any]:
+    """Counts, winner, its re-measurement and verdict, and the convergence curve (summary.json)."""
+    best = run.best()
+    return {
+        "candidates": len(run.candidates), "generations": len(run.plans),
+        "rejected": sum(len(p.rejected) for p in run.plans), "duplicates": sum(p.duplicates for p in run.plans),
+        "best": _row(1, best) if best else None, "final": run.final.to_json() if run.final else None,
+        "verdict": run.verdict(),
+        "convergence": [{"generation": g, "best_in_generation": a, "best_so_far": b} for g, a, b in run.convergence()],
+    }
+
+
+def report_document(run: SearchRun, top_k: int) -> dict[str, Any]:
+    """`detnas search report --json`: the summary, the configuration and the ranked top-k (the printed table)."""
+    ranked = rank_records(run.candidates, run.constraints.objective)[:top_k]
+    return {**summary(run), "config": run.config, "top_k": [_row(i, r) for i, r in enumerate(ranked, start=1)]}
+
+
 def write_report(journal: str | Path, out_dir: str | Path, top_k: int = 10) -> SearchRun:
     """Write best_arch.json, topk.json, pareto_front.json, summary.json, pareto.png and convergence.png."""
     run = SearchRun.load(journal)
@@ -186,13 +204,7 @@ def write_report(journal: str | Path, out_dir: str | Path, top_k: int = 10) -> S
     ranked = rank_records(run.candidates, run.constraints.objective)
     atomic_write_json(out / "topk.json", [_row(i, r) for i, r in enumerate(ranked[:top_k], start=1)])
     atomic_write_json(out / "pareto_front.json", [_row(i, r) for i, r in enumerate(pareto_front(run.candidates), 1)])
-    atomic_write_json(out / "summary.json", {
-        "candidates": len(run.candidates), "generations": len(run.plans),
-        "rejected": sum(len(p.rejected) for p in run.plans), "duplicates": sum(p.duplicates for p in run.plans),
-        "best": _row(1, best) if best else None, "final": run.final.to_json() if run.final else None,
-        "verdict": run.verdict(),
-        "convergence": [{"generation": g, "best_in_generation": a, "best_so_far": b} for g, a, b in run.convergence()],
-    })
+    atomic_write_json(out / "summary.json", summary(run))
     if run.candidates:
         plot_pareto(run, out / "pareto.png")
         plot_convergence(run, out / "convergence.png")

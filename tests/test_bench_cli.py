@@ -42,6 +42,7 @@ def test_latency_json_csv_cache_and_compare(tmp_path: Path, capsys: pytest.Captu
                         "--csv", str(csv_path))
     assert code == 0 and "median" in out and "backbone" in out
     result = json.loads(a.read_text())
+    assert result["schema"] == "detnas.bench.latency/1"
     assert result["scope"] == "backbone" and result["backend"] == "ort" and result["stats"]["n"] == 3
     assert result["fingerprint"]["threads"] == 1 and result["input_shape"] == [1, 3, 32, 32]
     header, row = csv_path.read_text().splitlines()
@@ -53,8 +54,11 @@ def test_latency_json_csv_cache_and_compare(tmp_path: Path, capsys: pytest.Captu
     assert len(LatencyCache(cache).entries()) == 1
     code, out, _ = _run(capsys, "cache", "list", "--path", cache)
     assert code == 0 and "0|3" in out
-    code, out, _ = _run(capsys, "compare", str(a), str(b))
+    code, out, _ = _run(capsys, "compare", str(a), str(b), "--json", str(tmp_path / "compare.json"))
     assert code == 0 and "indistinguishable: median ratio 1.000" in out
+    compared = json.loads((tmp_path / "compare.json").read_text())
+    assert compared["schema"] == "detnas.bench.compare/1" and compared["comparison"]["verdict"] == "indistinguishable"
+    assert compared["statistics"]["median_ms"]["ratio"] == 1.0 and compared["runs_kept"] == {"baseline": 3, "other": 3}
     # without raw samples (an older file) the fixed CVs decide: the verdict must not depend on load
     steady = dict({k: v for k, v in result.items() if k != "samples"}, stats={**result["stats"], "cv": 0.01})
     slower = dict(steady, stats={k: v * 1.5 if k.endswith("_ms") else v for k, v in steady["stats"].items()})

@@ -36,11 +36,12 @@ def tiny_space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def profile_run(tiny_space_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The profile file and what `detnas bench profile` printed."""
+    """The profile file and what `detnas bench profile` printed (its --json report is next to the profile)."""
     out = tmp_path_factory.mktemp("profile") / "device.json"
     with redirect_stdout(io.StringIO()) as printed:
         code = main(["bench", "profile", "--space", str(tiny_space_file), "--size", "32", "--runs", "4", "--rounds",
-                     "2", "--warmup", "1", "--n-train", "6", "--n-test", "4", "--out", str(out)])
+                     "2", "--warmup", "1", "--n-train", "6", "--n-test", "4", "--out", str(out),
+                     "--json", str(out.with_name("report.json"))])
     assert code == 0
     return out, printed.getvalue()
 
@@ -93,6 +94,9 @@ def test_cli_profile_prints_the_report_beside_the_constant(profile_run: tuple[Pa
     for words in ("best constant", "ceiling", "R²", "held-out latency spread: max/min"):
         assert words in printed, printed
     assert ("NOT ACCURATE" in printed) != ("accurate: MAPE" in printed)
+    report = json.loads(profile_run[0].with_name("report.json").read_text())
+    assert report["schema"] == "detnas.bench.profile/1" and report["profile"] == str(profile_run[0])
+    assert report["report"]["n"] == 4 and all(line in printed for line in report["report"]["verdict"])
 
 
 def _synthetic_table(positions: int, seed: int) -> list[dict[int, float]]:
@@ -175,7 +179,11 @@ def test_load_profile_bad_files(tmp_path: Path) -> None:
 def test_cli_predict_checks_space_and_fingerprint(profile_file: Path, tiny_space_file: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     tiny_arch = json.dumps({"space": "bench-tiny", "choices": "0,3|3,0", "space_spec": TINY})
-    assert main(["bench", "predict", "--profile", str(profile_file), "--arch", tiny_arch]) == 0
+    doc = tmp_path / "predict.json"
+    assert main(["bench", "predict", "--profile", str(profile_file), "--arch", tiny_arch, "--json", str(doc)]) == 0
+    predicted = json.loads(doc.read_text())
+    assert predicted["schema"] == "detnas.bench.predict/1" and predicted["predictions"][0]["predicted_ms"] > 0
+    assert f"{predicted['predictions'][0]['predicted_ms']:.3f}" in capsys.readouterr().out
     assert main(["bench", "predict", "--profile", str(profile_file), "--arch", "COCO-FPN-300M"]) == 2
     assert "profile is for space 'bench-tiny'" in capsys.readouterr().err
     moved = tmp_path / "other-machine.json"

@@ -113,14 +113,17 @@ def test_eval_cli_random_init_and_checkpoint_on_coco_mini(coco_mini, tmp_path, c
     common = ["eval", "--data", str(ann), "--images", str(images), "--size", "128", "--max-images", "2"]
     out = tmp_path / "dets.json"
     assert main([*common, "--arch", "COCO-FPN-300M", "--random-init", "--proposals", "50",
-                 "--out-json", str(out)]) == 0
+                 "--out-json", str(out), "--json", str(tmp_path / "eval.json")]) == 0
     text = capsys.readouterr().out
     assert "random-init fpn" in text and "AP50" in text and "AR100" in text and "(2 images, short side 128" in text
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["schema"] == "detnas.eval/1" and report["images"] == 2 and report["detections_json"] == str(out)
+    assert report["model"] == "random-init fpn" and f"{report['detections']} detections" in text
     assert isinstance(json.loads(out.read_text()), list)
     classes = CocoDetection(ann, images).classes
     _, ckpt = _det_checkpoint(tmp_path, "retinanet", classes)
     assert main([*common, "--weights", str(ckpt)]) == 0
-    assert f"{ckpt} on" in capsys.readouterr().out
+    assert f"{ckpt} (pytorch cpu) on" in capsys.readouterr().out
     _, wrong = _det_checkpoint(tmp_path / "w", "retinanet", classes[:3])
     assert main([*common, "--weights", str(wrong)]) == 2
     assert "classes differ" in capsys.readouterr().err

@@ -42,9 +42,14 @@ def test_report_files_and_verdict(journal, tmp_path) -> None:
 
 
 def test_report_command(journal, tmp_path, capsys) -> None:
-    assert main(["search", "report", str(journal), "--out", str(tmp_path / "r"), "--top-k", "3"]) == 0
+    doc = tmp_path / "report.json"
+    assert main(["search", "report", str(journal), "--out", str(tmp_path / "r"), "--top-k", "3", "--json", str(doc)]) == 0
     printed = capsys.readouterr().out
     assert "does NOT meet" in printed and SearchRun.load(journal).best().hash in printed
+    report = json.loads(doc.read_text())
+    assert report["schema"] == "detnas.search.report/1" and "does NOT meet" in report["verdict"]
+    assert Arch.from_dict(report["top_k"][0]["arch"]).hash == SearchRun.load(journal).best().hash
+    assert len(report["top_k"]) == 3
     assert (tmp_path / "r" / "pareto.png").exists()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
@@ -41,30 +44,31 @@ def show_cmd(
     arch: str = typer.Argument(..., help="Released name (see `detnas arch list`), arch JSON file, or inline JSON."),
     size: str = typer.Option(f"{DEFAULT_MIN_SIZE}x{DEFAULT_MAX_SIZE}", help="Detection input size HxW for the backbone FLOPs."),
     num_classes: int = typer.Option(1000, help="Classes of the classification head counted at 224."),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the stage table and totals as JSON (schema "
+                                                  "detnas.arch/1, docs/json.md).")] = None,
 ) -> None:
     """Stage table, FLOPs at 224 (classification network) and at a detection size (backbone), params."""
-    from detnas.flops import count_flops, count_params, flops_table
+    from detnas.flops import arch_cost
+    from detnas.jsonout import write_document
 
-    a = resolve_arch(arch)
-    det_size = parse_hw(size)
-    _, per_block, _ = flops_table(a.space, (224, 224), 0)
-    table = Table(title=f"{arch}  [{a.space.name}, hash {a.hash}]")
+    cost = arch_cost(arch, resolve_arch(arch), parse_hw(size), num_classes)
+    table = Table(title=f"{arch}  [{cost.space}, hash {cost.hash}]")
     for col in ("stage", "width", "blocks", "choices", "MFLOPs@224"):
         table.add_column(col)
-    start = 0
-    for s, stage in enumerate(a.per_stage()):
-        macs = sum(per_block[start + i][c] for i, c in enumerate(stage))
-        table.add_row(str(s + 1), str(a.space.stage_widths[s]), str(len(stage)),
-                      " ".join(CHOICE_NAMES[c] for c in stage), f"{macs / 1e6:.1f}")
-        start += len(stage)
+    for stage in cost.stages:
+        table.add_row(str(stage.stage), str(stage.width), str(stage.blocks), " ".join(stage.choices),
+                      f"{stage.mflops_224:.1f}")
     console.print(table)
-    console.print(f"FLOPs (multiply-adds) at 224x224, classification network: {count_flops(a, 224, num_classes) / 1e6:.1f}M")
-    console.print(f"FLOPs (multiply-adds) at 224x224, backbone only:          {count_flops(a, 224) / 1e6:.1f}M")
-    console.print(f"FLOPs (multiply-adds) at {det_size[0]}x{det_size[1]}, backbone only:      "
-                  f"{count_flops(a, det_size) / 1e9:.2f}G")
-    console.print(f"params: classification network {count_params(a, num_classes) / 1e6:.3f}M, "
-                  f"backbone {count_params(a) / 1e6:.3f}M")
-    console.print(f"choices: {a.compact()}")
+    det_h, det_w = cost.detection_size
+    console.print(f"FLOPs (multiply-adds) at 224x224, classification network: {cost.flops_224_classification / 1e6:.1f}M")
+    console.print(f"FLOPs (multiply-adds) at 224x224, backbone only:          {cost.flops_224_backbone / 1e6:.1f}M")
+    console.print(f"FLOPs (multiply-adds) at {det_h}x{det_w}, backbone only:      "
+                  f"{cost.flops_detection_backbone / 1e9:.2f}G")
+    console.print(f"params: classification network {cost.params_classification / 1e6:.3f}M, "
+                  f"backbone {cost.params_backbone / 1e6:.3f}M")
+    console.print(f"choices: {cost.choices}")
+    if json_out is not None:
+        write_document(json_out, cost.SCHEMA, cost.to_dict())
 
 
 @app.command("sample")

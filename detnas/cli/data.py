@@ -54,12 +54,13 @@ def check_cmd(
 ) -> None:
     """Load every record and decode every image; report counts and skipped boxes."""
     from detnas.data.coco import CocoDetection
+    from detnas.progress import track
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DetnasWarning)  # the skip report is printed below, once
         dataset = CocoDetection(ann, images, strict=strict)
     dataset.require_boxes("training")
-    for i in range(len(dataset)):
+    for i in track(range(len(dataset)), f"decoding {len(dataset)} images"):
         dataset.load_image(i)
     boxes = sum(len(r.labels) for r in dataset.records)
     console.print(f"{ann}: {len(dataset)} images decoded, {boxes} training boxes, {dataset.num_classes} classes",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from detnas.console import plain_console
+
+if TYPE_CHECKING:
+    from detnas.evaluation import EvalReport
 
 
 def eval_cmd(
@@ -29,6 +32,8 @@ def eval_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
     model: Annotated[Path | None, typer.Option(help="Exported .onnx / TensorRT engine (detnas export): evaluate "
                                                "the artifact itself.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON (schema detnas.eval/1, "
+                                                  "docs/json.md).")] = None,
 ) -> None:
     """Evaluate with pycocotools COCOeval and print AP / AR as a table."""
     import torch
@@ -37,7 +42,7 @@ def eval_cmd(
     from detnas.data.coco import CocoDetection
     from detnas.detection import build_detector, load_detector
     from detnas.errors import DetnasError
-    from detnas.evaluation import detector_predictor, evaluate, metric_table
+    from detnas.evaluation import EvalReport, detector_predictor, evaluate
     from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, max_size_for
     from detnas.supernet import ChildNet
 
@@ -47,13 +52,9 @@ def eval_cmd(
         from detnas.export.runtime import evaluate_exported
 
         metrics, runner = evaluate_exported(model, data, images, max_images, batch_size, out_json)
-        console = plain_console()
-        console.print(f"COCO bbox metrics of {model} ({runner.backend}) on {data} ({int(metrics['images'])} images)",
-                      highlight=False, soft_wrap=True)
-        console.print(metric_table(metrics))
-        if out_json is not None:
-            console.print(f"detections: {out_json}", highlight=False)
-        return
+        spec = runner.meta.input
+        return show_eval(EvalReport.from_metrics(str(model), runner.backend, data,
+                                                 f"{spec.height}x{spec.width} letterboxed", metrics, out_json), json_out)
     if (weights is None) == (not random_init):
         raise DetnasError("pass exactly one of --weights CKPT or --random-init")
     dataset = CocoDetection(data, images)
@@ -72,15 +73,26 @@ def eval_cmd(
             raise DetnasError(f"{data}: its classes differ from the checkpoint's ({len(meta['classes'])} "
                               f"classes); evaluate on data with the same category list")
         source = str(weights)
-    console = plain_console()
     metrics = evaluate(detector_predictor(detector.to(device), device), dataset, out_json=out_json,
                        batch_size=batch_size, max_images=max_images)
     short, long = detector.transform.min_size[0], detector.transform.max_size
-    console.print(f"COCO bbox metrics of {source} on {data} ({int(metrics['images'])} images, short side {short}, "
-                  f"long side <= {long})", highlight=False, soft_wrap=True)
-    console.print(metric_table(metrics))
-    per_image = 1000 * metrics["predict_seconds"] / max(1.0, metrics["images"])
-    console.print(f"{int(metrics['detections'])} detections, {per_image:.0f} ms/image inference, "
-                  f"COCOeval {metrics['eval_seconds']:.2f} s", highlight=False)
-    if out_json is not None:
-        console.print(f"detections: {out_json}", highlight=False, soft_wrap=True)
+    show_eval(EvalReport.from_metrics(source, f"pytorch {device}", data, f"short side {short}, long side <= {long}",
+                                      metrics, out_json), json_out)
+
+
+def show_eval(report: EvalReport, json_out: Path | None) -> None:
+    """Print the report's table and lines; write it as JSON when asked."""
+    from detnas.evaluation import metric_table
+    from detnas.jsonout import write_document
+
+    console = plain_console()
+    console.print(f"COCO bbox metrics of {report.model} ({report.runtime}) on {report.data} ({report.images} images, "
+                  f"{report.input})", highlight=False, soft_wrap=True)
+    console.print(metric_table(report.metrics))
+    per_image = 1000 * report.predict_seconds / max(1, report.images)
+    console.print(f"{report.detections} detections, {per_image:.0f} ms/image inference, "
+                  f"COCOeval {report.eval_seconds:.2f} s", highlight=False)
+    if report.detections_json is not None:
+        console.print(f"detections: {report.detections_json}", highlight=False, soft_wrap=True)
+    if json_out is not None:
+        write_document(json_out, report.SCHEMA, report.to_dict())

@@ -28,6 +28,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (they are drawn only on a terminal)."),
+) -> None:
+    """Progress bars (with an ETA) for the long steps of the command, unless --quiet or output is not a terminal."""
+    from detnas.progress import progress_display, wanted
+
+    ctx.with_resource(progress_display(wanted(quiet)))
+
+
 app.add_typer(arch_cli.app, name="arch")
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_cmd)

@@ -34,13 +34,13 @@ class ProgressReporter:
         if enabled:
             self._drop_replayed()
         if enabled and self.stream.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import TextColumn
 
-            from detnas.console import plain_console
+            from detnas.progress import new_bar, silenced
 
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}", markup=False), TimeRemainingColumn(),
-                                 console=plain_console(file=self.stream))
+            self._bar = new_bar(self.stream, TextColumn("{task.fields[stats]}", markup=False))
+            self._silenced = silenced()  # evaluations during training: no second live bar over this one
+            self._silenced.__enter__()
             self._task = self._bar.add_task(label, total=total, completed=start, stats="")
             self._bar.start()
 
@@ -90,3 +90,4 @@ class ProgressReporter:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+            self._silenced.__exit__(None, None, None)
