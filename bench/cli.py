@@ -128,15 +128,16 @@ def latency_cmd(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the result as a CSV row.")] = None,
 ) -> None:
     """Time one model with the chosen backend and protocol; prints median, p90, p99, min, CV and the setup."""
+    from detnas.bench.backends import latency_backend
     from detnas.bench.cache import LatencyCache
     from detnas.bench.inputs import image_batches, random_batches
     from detnas.bench.oracle import BackendOptions, TimingProtocol, measure_arch, measure_engine, measure_onnx
-    from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice, write_csv
+    from detnas.bench.result import PRECISIONS, Scope, check_choice, write_csv
     from detnas.export.converters import onnx_converters
 
     if sum(x is not None for x in (arch, onnx, engine)) != 1:
         raise DetnasError("give exactly one of --arch, --onnx or --engine")
-    check_choice("backend", backend, BACKENDS)
+    latency_backend(backend)  # refuses an unregistered name, listing the registered ones
     check_choice("precision", precision, PRECISIONS)
     meta = _onnx_detector_meta(onnx) if onnx is not None else None
     if size is None:

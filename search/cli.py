@@ -1,16 +1,33 @@
-"""`detnas search`: run an evolutionary (or random) search under a latency target, and redraw its report."""
+"""`detnas search`: run an evolutionary (or random) search under a latency target, and redraw its report.
+
+`detnas search --latency-target 12ms ...` is the search itself (the product card's form); `detnas search run ...`
+is the same command, and `detnas search report JOURNAL` redraws a report.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from detnas.console import plain_console
 
-app = typer.Typer(help="Search a detection supernet for the best backbone under a latency target.",
-                  no_args_is_help=True)
+
+class _SearchRunsByDefault(TyperGroup):
+    """Options given without a subcommand (`detnas search --latency-target 12ms ...`) go to `run`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0].startswith("-") and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_SearchRunsByDefault, no_args_is_help=True,
+                  help="Search a detection supernet for the best backbone under a latency target: `detnas search "
+                       "--latency-target 12ms --supernet ... --out DIR` (same as `detnas search run`), or redraw a "
+                       "finished search's files with `detnas search report JOURNAL`.")
 console = plain_console()
 
 
@@ -72,18 +89,24 @@ def run_cmd(
     from detnas.search.runner import SearchRequest, run_search
     from detnas.sizes import parse_hw
 
-    settings = EvolutionSettings(algorithm, population, generations, parents, mutations, crossovers, randoms,
-                                 mutation_prob, seed, max_tries)
-    constraints = Constraints(objective, parse_latency_ms(latency_target) if latency_target else None, soft_weight,
-                              parse_count(flops_max, "--flops-max") if flops_max else None,
-                              parse_count(params_max, "--params-max") if params_max else None,
+    settings = EvolutionSettings(algorithm=algorithm, population=population, generations=generations, parents=parents,
+                                 mutations=mutations, crossovers=crossovers, randoms=randoms,
+                                 mutation_prob=mutation_prob, seed=seed, max_tries=max_tries)
+    constraints = Constraints(objective=objective,
+                              latency_ms=parse_latency_ms(latency_target) if latency_target else None,
+                              soft_weight=soft_weight,
+                              flops_max=parse_count(flops_max, "--flops-max") if flops_max else None,
+                              params_max=parse_count(params_max, "--params-max") if params_max else None,
                               paper_limit=not no_constraint)
-    sizes = parse_hw(latency_size, "--latency-size") if latency_size else None
-    timing = Timing(sizes, backend, precision, device, scope, latency_batch, latency_runs, threads=latency_threads)
-    request = SearchRequest(supernet, data, images, bn_data, out, bn_images_dir, settings, constraints, timing,
-                            latency_profile, force_profile, latency_cache, space, flops_size, bn_images, bn_batch,
-                            val_images, min_size, max_size, proposals, resume, top_k,
-                            onnx_converters=onnx_converters())
+    timing = Timing(size=parse_hw(latency_size, "--latency-size") if latency_size else None, backend=backend,
+                    precision=precision, device=device, scope=scope, batch=latency_batch, runs=latency_runs,
+                    threads=latency_threads)
+    request = SearchRequest(supernet=supernet, data=data, images=images, bn_data=bn_data, out=out,
+                            bn_images_dir=bn_images_dir, settings=settings, constraints=constraints, timing=timing,
+                            latency_profile=latency_profile, force_profile=force_profile, latency_cache=latency_cache,
+                            space=space, flops_size=flops_size, bn_images=bn_images, bn_batch=bn_batch,
+                            val_images=val_images, min_size=min_size, max_size=max_size, proposals=proposals,
+                            resume=resume, top_k=top_k, onnx_converters=onnx_converters())
     run = run_search(request, log=lambda message: console.print(message, highlight=False)).run
     if run is not None:
         console.print(summary_table(run, top_k))
