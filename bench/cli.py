@@ -125,6 +125,7 @@ def latency_cmd(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the result as a CSV row.")] = None,
 ) -> None:
     """Time one model with the chosen backend and protocol; prints median, p90, p99, min, CV and the setup."""
+    from detnas.bench.backends import latency_backend
     from detnas.bench.cache import LatencyCache
     from detnas.bench.inputs import image_batches, random_batches
     from detnas.bench.oracle import BackendOptions, TimingProtocol, measure_arch, measure_engine, measure_onnx
@@ -135,6 +136,7 @@ def latency_cmd(
         raise DetnasError("give exactly one of --arch or --model")
     onnx = model if model is not None and model.suffix == ".onnx" else None
     engine = model if model is not None and onnx is None else None
+    latency_backend(backend)  # refuses an unregistered name, listing the registered ones
     meta = _onnx_detector_meta(onnx) if onnx is not None else None
     hw = size or ((meta["height"], meta["width"]) if meta else (224, 224))
     if scope is None:

@@ -1,18 +1,34 @@
-"""`detnas search`: run an evolutionary (or random) search under a latency target, and redraw its report."""
+"""`detnas search`: run an evolutionary (or random) search under a latency target, and redraw its report.
+
+`detnas search --latency-target 12ms ...` is the search itself (the product card's form); `detnas search run ...`
+is the same command, and `detnas search report JOURNAL` redraws a report.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from detnas.cli.options import BackendName, PrecisionName, ScopeName, SizeHW, option
 from detnas.console import plain_console
-from detnas.search.objectives import OBJECTIVES
 
-app = typer.Typer(help="Search a detection supernet for the best backbone under a latency target.",
-                  no_args_is_help=True)
+
+class _SearchRunsByDefault(TyperGroup):
+    """Options given without a subcommand (`detnas search --latency-target 12ms ...`) go to `run`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0].startswith("-") and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_SearchRunsByDefault, no_args_is_help=True,
+                  help="Search a detection supernet for the best backbone under a latency target: `detnas search "
+                       "--latency-target 12ms --supernet ... --out DIR` (same as `detnas search run`), or redraw a "
+                       "finished search's files with `detnas search report JOURNAL`.")
 console = plain_console()
 
 
@@ -43,8 +59,8 @@ def run_cmd(
                                        "space's paper limit applies (detnas-300m: 300M backbone FLOPs at 224, "
                                        "detnas-1.3g: 1.3G); this lifts it."),
     flops_size: int = typer.Option(224, help="Input side FLOPs are counted at (DetNAS: 224)."),
-    objective: Annotated[Literal[OBJECTIVES], typer.Option(help="hard (reject over target), soft (AP*(lat/target)^w) "
-                                                           "or pareto.")] = "hard",
+    objective: str = typer.Option("hard", help="hard (reject over target), soft (AP*(lat/target)^w), pareto or a "
+                                  "registered one."),
     soft_weight: float = typer.Option(-0.07, help="Exponent w of the soft reward (MnasNet: -0.07)."),
     algorithm: str = typer.Option("evolution", help="evolution or random (same budget, a baseline)."),
     population: int = typer.Option(50, help="Candidates per generation."),
@@ -77,17 +93,24 @@ def run_cmd(
     from detnas.search.report import summary_table
     from detnas.search.runner import SearchRequest, run_search
 
-    settings = EvolutionSettings(algorithm, population, generations, parents, mutations, crossovers, randoms,
-                                 mutation_prob, seed, max_tries)
-    constraints = Constraints(objective, parse_latency_ms(latency_target) if latency_target else None, soft_weight,
-                              parse_count(flops_max, "--flops-max") if flops_max else None,
-                              parse_count(params_max, "--params-max") if params_max else None,
+    settings = EvolutionSettings(algorithm=algorithm, population=population, generations=generations, parents=parents,
+                                 mutations=mutations, crossovers=crossovers, randoms=randoms,
+                                 mutation_prob=mutation_prob, seed=seed, max_tries=max_tries)
+    constraints = Constraints(objective=objective,
+                              latency_ms=parse_latency_ms(latency_target) if latency_target else None,
+                              soft_weight=soft_weight,
+                              flops_max=parse_count(flops_max, "--flops-max") if flops_max else None,
+                              params_max=parse_count(params_max, "--params-max") if params_max else None,
                               paper_limit=not no_constraint)
-    timing = Timing(latency_size, backend, precision, device, scope, latency_batch, latency_runs, threads=latency_threads)
-    request = SearchRequest(supernet, data, images, bn_data, out, bn_images_dir, settings, constraints, timing,
-                            latency_profile, force_profile, latency_cache, space, flops_size, bn_images, bn_batch,
-                            val_images, min_size, max_size, proposals, resume, top_k,
-                            onnx_converters=onnx_converters())
+    timing = Timing(size=latency_size, backend=backend,
+                    precision=precision, device=device, scope=scope, batch=latency_batch, runs=latency_runs,
+                    threads=latency_threads)
+    request = SearchRequest(supernet=supernet, data=data, images=images, bn_data=bn_data, out=out,
+                            bn_images_dir=bn_images_dir, settings=settings, constraints=constraints, timing=timing,
+                            latency_profile=latency_profile, force_profile=force_profile, latency_cache=latency_cache,
+                            space=space, flops_size=flops_size, bn_images=bn_images, bn_batch=bn_batch,
+                            val_images=val_images, min_size=min_size, max_size=max_size, proposals=proposals,
+                            resume=resume, top_k=top_k, onnx_converters=onnx_converters())
     run = run_search(request, log=lambda message: console.print(message, highlight=False)).run
     if run is not None:
         console.print(summary_table(run, top_k))

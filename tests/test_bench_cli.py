@@ -71,7 +71,7 @@ def test_latency_json_csv_cache_and_compare(tmp_path: Path, capsys: pytest.Captu
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--backend", "onnx"], "'onnx' is not one of 'torch', 'ort', 'trt'"),
+    (["--backend", "onnx"], "unknown backend 'onnx'; choose one of torch, ort, trt"),
     (["--precision", "fp8"], "'fp8' is not one of 'fp32', 'fp16', 'int8'"),
     (["--precision", "int8"], "INT8 needs calibration data"),
     (["--scope", "head"], "Invalid value for '--scope'"),

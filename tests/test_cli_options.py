@@ -12,7 +12,7 @@ import pytest
 from typer.main import get_command
 
 from detnas.cli import app, main
-from detnas.cli.options import VOCABULARY, BackendName, DetectorName, PrecisionName, ScopeName
+from detnas.cli.options import VOCABULARY, PrecisionName, ScopeName
 
 # commands that run a model take --device (`demo` runs its fixed CPU plan)
 RUNS_A_MODEL = {"eval", "predict", "export", "search run", "bench latency", "bench profile", "train supernet-cls",
@@ -98,11 +98,8 @@ def test_every_command_that_runs_a_model_takes_device():
 
 
 def test_choices_are_the_libraries_choices():
-    from detnas.bench.result import BACKENDS, PRECISIONS, Scope
-    from detnas.detection import DETECTOR_KINDS
+    from detnas.bench.result import PRECISIONS, Scope
 
-    assert typing.get_args(DetectorName) == DETECTOR_KINDS
-    assert typing.get_args(BackendName) == BACKENDS
     assert typing.get_args(PrecisionName) == PRECISIONS
     assert typing.get_args(ScopeName) == tuple(s.value for s in Scope)
 
@@ -126,17 +123,15 @@ def test_version_and_completion(capsys, monkeypatch):
     assert capsys.readouterr().out.strip() == f"detnas {version('detnas')}"
     assert {"--install-completion", "--show-completion"} <= set(_options(get_command(app)))
     monkeypatch.setenv("_DETNAS_COMPLETE", "complete_bash")  # what the installed bash completion sends
-    monkeypatch.setenv("COMP_WORDS", "detnas bench latency --backend ")
+    monkeypatch.setenv("COMP_WORDS", "detnas bench latency --precision ")
     monkeypatch.setenv("COMP_CWORD", "4")
     assert main([]) == 0
-    assert capsys.readouterr().out.split() == ["torch", "ort", "trt"]
+    assert capsys.readouterr().out.split() == ["fp32", "fp16", "int8"]
 
 
 @pytest.mark.parametrize("argv, named, accepted", [
-    (["bench", "latency", "--arch", "COCO-FPN-300M", "--backend", "tensorflow"], "'--backend'", "'torch', 'ort', 'trt'"),
+    (["bench", "latency", "--arch", "COCO-FPN-300M", "--precision", "fp8"], "'--precision'", "'fp32', 'fp16', 'int8'"),
     (["bench", "latency", "--arch", "COCO-FPN-300M", "--scope", "head"], "'--scope'", "'network+nms'"),
-    (["export", "--random-init", "--arch", "COCO-FPN-300M", "--detector", "yolo", "--out", "x.onnx"], "'--detector'",
-     "'retinanet'"),
     (["arch", "show", "COCO-FPN-300M", "--size", "10x"], "'--size'", "N or HxW"),
     (["search", "run", "--latency-size", "big"], "'--latency-size'", "N or HxW"),
     (["predict", "--model", "m.onnx", "a.jpg", "--out", "o", "--device", "gpu"], "'--device'", "cpu, cuda or cuda:N"),

@@ -228,9 +228,9 @@ def test_search_times_int8_candidates_and_reports_the_quantization_cost(tmp_path
     from detnas.search.latency import OracleLatency, Timing
 
     register_space(TINY)
-    timing = Timing((64, 64), precision="int8", scope="backbone", runs=2, warmup=0)
+    timing = Timing(size=(64, 64), precision="int8", scope="backbone", runs=2, warmup=0)
     oracle = OracleLatency(timing, tmp_path / "cache.sqlite", converters=onnx_converters())
     first = oracle.latency(sample_arch(TINY, 1))
-    assert first["median_ms"] > 0 and first["convert_seconds"] > 0
+    assert first.median_ms > 0 and first.convert_seconds > 0
     again = oracle.latency(sample_arch(TINY, 1))
-    assert oracle.cache.hits == 1 and again["convert_seconds"] == first["convert_seconds"], "served per arch hash"
+    assert oracle.cache.hits == 1 and again.convert_seconds == first.convert_seconds, "served per arch hash"

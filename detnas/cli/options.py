@@ -15,17 +15,17 @@ from typing import Any, Literal
 
 import typer
 
-from detnas.bench.result import BACKENDS, PRECISIONS, Scope
+from detnas.bench.result import PRECISIONS, Scope
 from detnas.errors import DetnasError
 from detnas.sizes import parse_hw
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 
 # choice types: typer lists a Literal's values in the help and refuses others (exit 2, naming the option)
-BackendName = Literal[BACKENDS]
+BackendName = str  # a registry name (detnas.bench.backends.LATENCY_BACKENDS), checked there: plug-ins may add more
 PrecisionName = Literal[PRECISIONS]
 ScopeName = Literal[tuple(s.value for s in Scope)]
-DetectorName = Literal["fpn", "retinanet"]  # detnas.detection.DETECTOR_KINDS, which imports torch (a test binds them)
+DetectorName = str  # a registry name (detnas.detection.DETECTOR_KINDS), checked there: plug-ins may add more
 SizeHW = Any  # (height, width) from parse_size; a tuple annotation would make typer read two arguments
 
 
@@ -62,11 +62,11 @@ VOCABULARY: dict[str, Word] = {
     "space": Word("Search space: name (`detnas arch list`) or .json/.yaml space file.", "SPACE"),
     "size": Word("Input size HxW, or N for NxN.", "HxW", parse_size),
     "device": Word("Device: cpu, cuda or cuda:N.", "DEVICE", parse_device),
-    "backend": Word("Inference backend: torch (PyTorch eager), ort (ONNX Runtime) or trt (TensorRT)."),
+    "backend": Word("Inference backend: torch (PyTorch eager), ort (ONNX Runtime), trt (TensorRT) or a registered one."),
     "precision": Word("Numeric precision of the model run."),
     "scope": Word("What is timed: the backbone, the network (no NMS), the network with NMS, or end-to-end (with "
                   "host pre- and post-processing)."),
-    "detector": Word("Detector: fpn (Faster R-CNN + FPN) or retinanet."),
+    "detector": Word("Detector: fpn (Faster R-CNN + FPN), retinanet or a registered one."),
     "max-images": Word("Use only the first N images (default: all).", "N"),
 }
 
