@@ -139,7 +139,7 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
                       calib_method: str, gate_data: Path | None, gate_images: Path | None, max_ap_drop: float,
                       dynamic_batch: bool) -> PrecisionRequest:
     """Validate the precision options and read the calibration images (bad input is a one-line error, before
-    anything is exported). INT8 calibrates on --calib-data, else on the training split recorded by the run that
+    anything is exported). INT8 calibrates on --calib-images, else on the training split recorded by the run that
     wrote `weights`; never on the gate's (evaluation) images."""
     from detnas.images import read_image
 
@@ -150,7 +150,7 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
     if max_ap_drop < 0:
         raise DetnasError(f"--max-ap-drop {max_ap_drop}: the largest allowed AP drop must be >= 0 (0.01 = 1 AP point)")
     if calib_images < 1:
-        raise DetnasError(f"--calib-images {calib_images}: calibrate on at least 1 image (a few hundred is typical)")
+        raise DetnasError(f"--calib-count {calib_images}: calibrate on at least 1 image (a few hundred is typical)")
     if precision == "fp32":
         return PrecisionRequest()
     if dynamic_batch:
@@ -162,27 +162,27 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
     if calib_data is not None:
         from detnas.export.trt import image_files
 
-        files, source = image_files(calib_data), f"--calib-data {calib_data}"
+        files, source = image_files(calib_data), f"--calib-images {calib_data}"
     elif (split := training_split(weights)) is not None:
         files, source = _split_files(*split), f"the training split of {weights} ({split[1] or split[0]})"
     else:
-        raise DetnasError(f"--precision int8 needs calibration images: pass --calib-data DIR (training images; "
+        raise DetnasError(f"--precision int8 needs calibration images: pass --calib-images DIR (training images; "
                           f"the run that wrote {weights} records no training split)")
     if len(files) < calib_images:
-        raise DetnasError(f"--calib-images {calib_images}: {source} has only {len(files)} images; lower "
-                          "--calib-images or add images")
+        raise DetnasError(f"--calib-count {calib_images}: {source} has only {len(files)} images; lower "
+                          "--calib-count or add images")
     files = files[:calib_images]
     if gate is not None:
         gated = {p.resolve() for p in gate.images.glob("*")}
         if overlap := [f for f in files if f.resolve() in gated]:
-            raise DetnasError(f"--calib-data: {len(overlap)} calibration images (e.g. {overlap[0].name}) are in "
+            raise DetnasError(f"--calib-images: {len(overlap)} calibration images (e.g. {overlap[0].name}) are in "
                               f"--gate-images {gate.images}; calibrate on training images, not on the evaluation split")
     images = []
     for f in files:
         try:
             images.append(read_image(f))
         except DetnasError as exc:
-            raise DetnasError(f"--calib-data: {exc}; remove the file or pass a folder of readable images") from None
+            raise DetnasError(f"--calib-images: {exc}; remove the file or pass a folder of readable images") from None
     return PrecisionRequest(precision, Calibration(tuple(files), tuple(images), calib_method, source), gate)
 
 
@@ -219,7 +219,7 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
     if method not in CALIB_METHODS:
         raise DetnasError(f"--calib-method {method}: choose one of {', '.join(CALIB_METHODS)}")
     if not batches:
-        raise DetnasError("INT8 quantization needs calibration images; pass --calib-data DIR")
+        raise DetnasError("INT8 quantization needs calibration images; pass --calib-images DIR")
     graph = onnx.load(str(source), load_external_data=False).graph
     feeds = iter([{graph.input[0].name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches])
 
@@ -385,7 +385,7 @@ def precision_parity(reference: list[Detections], candidate: list[Detections], p
     detections = sum(len(r[1]) for r in reference)
     if detections == 0:
         raise DetnasError(f"{precision} parity compared 0 detections: the FP32 model detects nothing on the "
-                          f"{len(reference)} parity images; pass --parity-data images it detects objects on")
+                          f"{len(reference)} parity images; pass --parity-images images it detects objects on")
     tol = TOLERANCES[precision]
     matched = sum(_matched(r, c, tol) for r, c in zip(reference, candidate))
     return PrecisionParity(precision, len(reference), detections, matched, tol)
@@ -427,11 +427,11 @@ def ap_gate(reference: str | Path, candidate: str | Path, gate: Gate) -> GateRes
     count = len(dataset) if gate.max_images is None else min(gate.max_images, len(dataset))
     annotations = sum(len(r.labels) for r in dataset.records[:count])
     if count == 0 or annotations == 0:
-        raise DetnasError(f"--gate-data {gate.ann}: {count} images with {annotations} annotations; the AP gate needs "
+        raise DetnasError(f"--gate-ann {gate.ann}: {count} images with {annotations} annotations; the AP gate needs "
                           "annotated images (pass the validation json and its --gate-images folder)")
     ref_runner = load_exported(reference)
     if [c.name for c in ref_runner.meta.classes] != dataset.classes:
-        raise DetnasError(f"--gate-data {gate.ann}: its classes differ from the model's "
+        raise DetnasError(f"--gate-ann {gate.ann}: its classes differ from the model's "
                           f"({len(ref_runner.meta.classes)} classes); gate on data with the same category list")
     reference_ap = evaluate(exported_predictor(ref_runner), dataset, max_images=count)["AP"]
     candidate_ap = evaluate(exported_predictor(candidate), dataset, max_images=count)["AP"]

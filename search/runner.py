@@ -125,7 +125,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
     if request.timing.precision == "int8":  # neither the oracle nor a device profile has calibration images here
         raise DetnasError("--precision int8: search run has no INT8 calibration images; search with --precision "
                           "fp16 or fp32, then export the winner with `detnas export --format trt --precision int8 "
-                          "--calib-data DIR`")
+                          "--calib-images DIR`")
     device = str(init_distributed(request.timing.device).device)  # this rank's device under torchrun
     try:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)

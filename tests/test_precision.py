@@ -80,7 +80,7 @@ def trained(tmp_path_factory):
 def _export(trained, out: Path, *extra: str) -> int:
     demo = trained["demo"]
     return main(["export", "--weights", str(trained["ckpt"]), "--out", str(out), "--size", str(SIZE),
-                 "--parity-data", str(demo.val_images), "--gate-data", str(demo.val_ann),
+                 "--parity-images", str(demo.val_images), "--gate-ann", str(demo.val_ann),
                  "--gate-images", str(demo.val_images), *extra])
 
 
@@ -90,7 +90,7 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def test_int8_export_passes_its_gate_in_qdq_form(trained, tmp_path, capsys):
     out = tmp_path / "int8.onnx"
-    assert _export(trained, out, "--precision", "int8", "--calib-images", "16", "--calib-method", "percentile") == 0
+    assert _export(trained, out, "--precision", "int8", "--calib-count", "16", "--calib-method", "percentile") == 0
     printed = capsys.readouterr().out
     assert "AP gate OK" in printed and "parity OK" in printed
     report = json.loads(out.with_suffix(".precision.json").read_text())
@@ -132,7 +132,7 @@ def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path, capsy
     for i in range(16):
         Image.new("RGB", (128, 128), (124, 116, 104)).save(blank / f"{i:02d}.png")
     out = tmp_path / "out" / "int8.onnx"
-    assert _export(trained, out, "--precision", "int8", "--calib-data", str(blank), "--calib-images", "16") == 2
+    assert _export(trained, out, "--precision", "int8", "--calib-images", str(blank), "--calib-count", "16") == 2
     err = capsys.readouterr().err
     assert "AP gate FAILED" in err and "drop" in err and "24 images" in err
     drop = float(err.split("drop ")[1].split()[0])
@@ -190,28 +190,28 @@ def _refused(capsys, code: int, out: Path, *fragments: str) -> None:
 
 def test_bad_precision_requests_are_one_line_errors(trained, tmp_path, capsys):
     out = tmp_path / "m.onnx"
-    # a checkpoint whose run recorded no training split, and no --calib-data
+    # a checkpoint whose run recorded no training split, and no --calib-images
     bare = save_checkpoint(tmp_path / "ckpt" / "child", *_weights_and_meta(trained["ckpt"]))
     code = main(["export", "--weights", str(bare), "--out", str(out), "--size", str(SIZE), "--no-parity",
                  "--precision", "int8"])
-    _refused(capsys, code, out, "--precision int8 needs calibration images", "--calib-data")
+    _refused(capsys, code, out, "--precision int8 needs calibration images", "--calib-images")
     few = tmp_path / "few"
     few.mkdir()
     for i in range(3):
         Image.new("RGB", (64, 64)).save(few / f"{i}.png")
-    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-data", str(few), "--calib-images", "8"),
-             out, "--calib-images 8", "only 3 images")
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-images", str(few), "--calib-count", "8"),
+             out, "--calib-count 8", "only 3 images")
     (few / "3.png").write_bytes(b"\x89PNG not really")
-    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-data", str(few), "--calib-images", "4"),
-             out, "--calib-data", "3.png: cannot read image")
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-images", str(few), "--calib-count", "4"),
+             out, "--calib-images", "3.png: cannot read image")
     _refused(capsys, _export(trained, out, "--precision", "int8", "--max-ap-drop", "-0.5"), out, "--max-ap-drop -0.5")
-    _refused(capsys, _export(trained, out, "--precision", "fp8"), out, "--precision fp8", "fp32, fp16, int8")
+    _refused(capsys, _export(trained, out, "--precision", "fp8"), out, "'--precision'", "'fp8' is not one of 'fp32', 'fp16', 'int8'")
     _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-method", "mse"), out, "--calib-method mse")
     _refused(capsys, _export(trained, out, "--precision", "fp16", "--dynamic-batch"), out, "--dynamic-batch",
              "--batch N")
     demo = trained["demo"]
-    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-data", str(demo.val_images),
-                             "--calib-images", "4"), out,
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-images", str(demo.val_images),
+                             "--calib-count", "4"), out,
              "--gate-images", "calibrate on training images")
 
 

@@ -6,8 +6,8 @@ from detnas.cli.main import main
 
 
 def _request(tmp_path) -> list[str]:
-    return ["--latency-target", "12ms", "--supernet", str(tmp_path / "supernet"), "--data", str(tmp_path / "val.json"),
-            "--images", str(tmp_path), "--bn-data", str(tmp_path / "train.json"), "--out", str(tmp_path / "out")]
+    return ["--latency-target", "12ms", "--supernet", str(tmp_path / "supernet"), "--ann", str(tmp_path / "val.json"),
+            "--images", str(tmp_path), "--bn-ann", str(tmp_path / "train.json"), "--out", str(tmp_path / "out")]
 
 
 def test_the_card_form_runs_the_search_as_search_run_does(tmp_path, capsys) -> None:

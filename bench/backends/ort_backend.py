@@ -43,7 +43,7 @@ def check_providers(requested: str, in_use: Sequence[str]) -> None:
         raise DetnasError(
             f"ONNX Runtime silently fell back: requested {requested} but the session runs on {list(in_use)}; "
             f"{requested} could not load (check the GPU driver, CUDA/cuDNN versions onnxruntime-gpu needs, "
-            "and that a GPU is visible) or use --ort-provider cpu"
+            "and that a GPU is visible) or run on the CPU (--device cpu, or --ort-provider cpu in bench)"
         )
 
 
