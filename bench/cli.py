@@ -10,16 +10,18 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 
-from detnas.console import labelled, plain_console
+from detnas.bench.backends import CLOCKS
+from detnas.bench.backends.ort_backend import PROVIDERS
+from detnas.cli.options import BackendName, DetectorName, PrecisionName, ScopeName, SizeHW, option
+from detnas.console import labelled, plain_console, quiet_onnxruntime
 from detnas.errors import DetnasError
 from detnas.io import read_json_file
 from detnas.jsonout import write_document
-from detnas.sizes import parse_hw
 
 app = typer.Typer(help="Measure latency on the target device: backends, cache, device profiles.",
                   no_args_is_help=True)
@@ -30,14 +32,12 @@ err_console = plain_console(stderr=True)
 
 _DETECTOR_FORMAT = "detnas-detector/1"  # ONNX metadata of `detnas export`: a network with NMS inside
 
-Size = Annotated[str, typer.Option(help="Input size N or HxW.")]
-Backend = Annotated[str, typer.Option(help="torch, ort or trt.")]
-Precision = Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 needs --calib).")]
-Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+Backend = Annotated[BackendName, option("backend")]
+Device = Annotated[str, option("device")]
 Threads = Annotated[int, typer.Option(help="CPU threads (fixed and recorded).")]
 Warmup = Annotated[int, typer.Option(help="Untimed warm-up runs.")]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON (schema: docs/json.md).")]
-Clock = Annotated[str, typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
+Clock = Annotated[Literal[CLOCKS], typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
                                     "stable on a shared oversubscribed CPU (needs --threads 1).")]
 
 
@@ -53,12 +53,8 @@ def _warnings_as_lines() -> Iterator[None]:
 
 
 def _quiet_onnxruntime(backend: str) -> None:
-    """ORT logs a failed GPU provider as a multi-line error before our one-line message says the same; the CLI
-    owns its process, so it keeps only ORT's fatal messages (the library leaves ORT's logging alone)."""
     if backend == "ort":
-        import onnxruntime
-
-        onnxruntime.set_default_logger_severity(4)
+        quiet_onnxruntime()
 
 
 def _onnx_detector_meta(path: Path) -> dict[str, Any] | None:
@@ -98,62 +94,64 @@ def _result_table(r: Any) -> Table:
 
 @app.command("latency")
 def latency_cmd(
-    arch: Annotated[str | None, typer.Option(help="Released name, arch JSON file or inline JSON.")] = None,
-    onnx: Annotated[Path | None, typer.Option(help="An ONNX file to time (ort or trt).")] = None,
-    engine: Annotated[Path | None, typer.Option(help="A serialized TensorRT engine to time.")] = None,
+    arch: Annotated[str | None, option("arch")] = None,
+    model: Annotated[Path | None, option("model", "An .onnx file times on ort or trt, an engine on trt.")] = None,
     backend: Backend = "ort",
-    precision: Precision = "fp32",
+    precision: Annotated[PrecisionName, option("precision", "int8 calibrates on --calib-images.")] = "fp32",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
-    size: Annotated[str | None, typer.Option(help="Input size N or HxW (default 224 for --arch, the exported "
-                                             "size for a detnas ONNX file).")] = None,
-    scope: Annotated[str | None, typer.Option(help="What is timed: backbone, network, network+nms, end-to-end "
-                                              "(default: backbone for --arch, network+nms for a detnas export).")] = None,
-    detector: Annotated[str, typer.Option(help="--arch beyond the backbone scope: fpn or retinanet.")] = "fpn",
+    size: Annotated[SizeHW, option("size", "Default: 224 for --arch, the exported size for a detnas ONNX file.")]
+    = None,
+    scope: Annotated[ScopeName | None, option("scope", "Default: backbone for --arch, network+nms for a detnas "
+                                             "export.")] = None,
+    detector: Annotated[DetectorName, option("detector", "Wrapped around --arch beyond the backbone scope.")] = "fpn",
     device: Device = "cpu",
     threads: Threads = 1,
     warmup: Warmup = 10,
     runs: Annotated[int, typer.Option(help="Timed runs.")] = 50,
     clock: Clock = "wall",
-    ort_provider: Annotated[str | None, typer.Option(help="cpu, cuda or tensorrt (default from --device).")] = None,
+    ort_provider: Annotated[Literal[tuple(PROVIDERS)] | None, typer.Option(help="ONNX Runtime execution provider "
+                                                                     "(default from --device).")] = None,
     compile: Annotated[bool, typer.Option(help="torch backend: torch.compile the model.")] = False,
     cuda_graphs: Annotated[bool, typer.Option(help="torch backend on a GPU: replay a CUDA graph.")] = False,
     workspace_mb: Annotated[int, typer.Option(help="trt: builder workspace limit in MiB.")] = 1024,
     timing_cache: Annotated[Path | None, typer.Option(help="trt: timing-cache file (read and updated).")] = None,
-    images: Annotated[Path | None, typer.Option(help="Folder of real images to time on (NMS cost depends on "
-                                                "them); default seeded random pixels.")] = None,
-    calib: Annotated[Path | None, typer.Option(help="Folder of real images for INT8 calibration.")] = None,
+    images: Annotated[Path | None, option("images", "Real images to time on (NMS cost depends on them); default "
+                                          "seeded random pixels.")] = None,
+    calib_images: Annotated[Path | None, option("images", "Real images for INT8 calibration.", prefix="calib")]
+    = None,
     use_cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Serve and store in the latency cache.")] = True,
     cache_path: Annotated[Path | None, typer.Option(help="Latency cache file (default ~/.cache/detnas).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the result as a CSV row.")] = None,
 ) -> None:
     """Time one model with the chosen backend and protocol; prints median, p90, p99, min, CV and the setup."""
+    from detnas.bench.backends import latency_backend
     from detnas.bench.cache import LatencyCache
     from detnas.bench.inputs import image_batches, random_batches
     from detnas.bench.oracle import BackendOptions, TimingProtocol, measure_arch, measure_engine, measure_onnx
-    from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice, write_csv
+    from detnas.bench.result import Scope, write_csv
     from detnas.export.converters import onnx_converters
 
-    if sum(x is not None for x in (arch, onnx, engine)) != 1:
-        raise DetnasError("give exactly one of --arch, --onnx or --engine")
-    check_choice("backend", backend, BACKENDS)
-    check_choice("precision", precision, PRECISIONS)
+    if (arch is None) == (model is None):
+        raise DetnasError("give exactly one of --arch or --model")
+    onnx = model if model is not None and model.suffix == ".onnx" else None
+    engine = model if model is not None and onnx is None else None
+    latency_backend(backend)  # refuses an unregistered name, listing the registered ones
     meta = _onnx_detector_meta(onnx) if onnx is not None else None
-    if size is None:
-        size = f"{meta['height']}x{meta['width']}" if meta else "224"
+    hw = size or ((meta["height"], meta["width"]) if meta else (224, 224))
     if scope is None:
         if engine is not None or (onnx is not None and meta is None):
             raise DetnasError("--scope is required for this file: say what it contains (backbone, network, "
                               "network+nms or end-to-end)")
         scope = "backbone" if arch is not None else "network+nms"
-    hw, parsed_scope = parse_hw(size), Scope.parse(scope)
+    parsed_scope = Scope.parse(scope)
     _quiet_onnxruntime(backend)
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
                              workspace_mb=workspace_mb, timing_cache=timing_cache, converters=onnx_converters())
     cache = LatencyCache(cache_path) if use_cache else None
     batches = image_batches(images, batch, hw) if images else None
-    calibration = image_batches(calib, batch, hw, limit=512) if calib else None
+    calibration = image_batches(calib_images, batch, hw, limit=512) if calib_images else None
     inputs = batches or random_batches(batch, hw)
     kind = f"images from {images}" if images else "random"
     with _warnings_as_lines():
@@ -170,7 +168,7 @@ def latency_cmd(
                                   cache=cache)
         else:
             if backend != "trt":
-                raise DetnasError("--engine is a TensorRT engine; use --backend trt")
+                raise DetnasError(f"--model {engine}: a TensorRT engine times on --backend trt")
             result = measure_engine(engine, inputs, precision=precision, scope=parsed_scope, protocol=protocol,
                                     input_kind=kind, cache=cache)
     console.print(_result_table(result))
@@ -231,10 +229,10 @@ def compare_cmd(
 @app.command("profile")
 def profile_cmd(
     out: Annotated[Path, typer.Option(help="Where to write the device profile JSON.")],
-    space: Annotated[str, typer.Option(help="Space name or .json/.yaml space file.")] = "detnas-300m",
+    space: Annotated[str, option("space")] = "detnas-300m",
     backend: Backend = "ort",
-    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
-    size: Size = "224",
+    precision: Annotated[PrecisionName, option("precision", "A profile times fp32 or fp16.")] = "fp32",
+    size: Annotated[SizeHW, option("size")] = "224",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
     device: Device = "cpu",
     threads: Threads = 1,
@@ -242,9 +240,10 @@ def profile_cmd(
     runs: Annotated[int, typer.Option(help="Timed runs per block and arch, spread over --rounds.")] = 300,
     rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (spread load drift over all entries).")] = 50,
     clock: Clock = "wall",
-    scope: Annotated[str, typer.Option(help="What the archs are timed as: backbone, network or network+nms (a "
-                                          "random-init --detector around each; the search's scope must match).")] = "backbone",
-    detector: Annotated[str, typer.Option(help="Beyond the backbone scope: fpn or retinanet.")] = "fpn",
+    scope: Annotated[ScopeName, option("scope", "Archs beyond the backbone are timed inside a random-init --detector; "
+                                       "the search's scope must match.")] = "backbone",
+    detector: Annotated[DetectorName, option("detector", "Wrapped around each arch beyond the backbone scope.")]
+    = "fpn",
     n_train: Annotated[int, typer.Option(help="Archs the correction is fitted on (stratified by table sum).")] = 20,
     n_test: Annotated[int, typer.Option(help="Held-out archs the accuracy is judged on: the fastest, the slowest, "
                                          "the rest stratified by table sum.")] = 30,
@@ -264,7 +263,7 @@ def profile_cmd(
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
     with _warnings_as_lines(), task("profile") as status:
-        profile = build_profile(get_space(space), backend=backend, size=parse_hw(size), batch=batch,
+        profile = build_profile(get_space(space), backend=backend, size=size, batch=batch,
                                 precision=precision, protocol=protocol,
                                 options=BackendOptions(converters=onnx_converters()), n_train=n_train,
                                 n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
@@ -301,7 +300,7 @@ def _report_table(report: Any) -> Table:
 @app.command("predict")
 def predict_cmd(
     profile: Annotated[Path, typer.Option(help="Device profile JSON of `bench profile`.")],
-    arch: Annotated[list[str], typer.Option(help="Released name, arch JSON file or inline JSON (repeatable).")],
+    arch: Annotated[list[str], option("arch", "Repeatable.")],
     force: Annotated[bool, typer.Option(help="Use a profile of another space / fingerprint anyway.")] = False,
     json_out: JsonOut = None,
 ) -> None:
@@ -337,21 +336,20 @@ def predict_cmd(
 
 @app.command("table")
 def table_cmd(
-    onnx: Annotated[list[Path], typer.Option(help="ONNX files of one detector (`detnas export`), its FP32 export "
-                                             "among them (repeatable).")],
-    data: Annotated[Path, typer.Option(help="COCO json the AP is measured on.")],
-    images: Annotated[Path, typer.Option(help="Image folder of --data (its first images are also timed).")],
-    weights: Annotated[Path | None, typer.Option(help="The detector's checkpoint: adds the PyTorch eager row.")] = None,
+    model: Annotated[list[Path], option("model", "The ONNX files and TensorRT engines of one detector (`detnas "
+                                        "export`), its FP32 ONNX export among them (repeatable).")],
+    ann: Annotated[Path, option("ann", "The AP is measured on it.")],
+    images: Annotated[Path, option("images", "The images of --ann (its first images are also timed).")],
+    weights: Annotated[Path | None, option("weights", "Adds the PyTorch eager row.")] = None,
     proposals: Annotated[int | None, typer.Option(help="FPN: RPN proposals of the eager row; give the value the "
                                                   "ONNX file was exported with (detnas export --proposals).")] = None,
-    engine: Annotated[list[Path] | None, typer.Option(help="TensorRT engines of the same detector (repeatable).")] = None,
     convert: Annotated[list[str] | None, typer.Option(help="fp16 or int8: add the FP32 file converted as detnas export "
                                                       "--precision does, as <stem>.<precision>.onnx next to it "
                                                       "(reused when present; repeatable).")] = None,
-    calib_data: Annotated[Path | None, typer.Option(help="INT8: calibration images (default: the training split the "
-                                                    "checkpoint's run records).")] = None,
-    calib_images: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
-    max_images: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
+    calib_images: Annotated[Path | None, option("images", "INT8 calibration (default: the training split the "
+                                                "checkpoint's run records).", prefix="calib")] = None,
+    calib_count: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
+    max_images: Annotated[int | None, option("max-images")] = None,
     device: Device = "cpu",
     threads: Threads = 1,
     warmup: Warmup = 10,
@@ -371,8 +369,10 @@ def table_cmd(
     _quiet_onnxruntime("ort")
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     with _warnings_as_lines():
-        result = build_table(onnx, data=data, images=images, weights=weights, engines=engine or (),
-                             convert=convert or (), calib_data=calib_data, calib_images=calib_images,
+        onnx = [m for m in model if m.suffix == ".onnx"]
+        result = build_table(onnx, data=ann, images=images, weights=weights,
+                             engines=[m for m in model if m.suffix != ".onnx"], convert=convert or (),
+                             calib_data=calib_images, calib_images=calib_count,
                              proposals=proposals, max_images=max_images, protocol=protocol)
     table = Table(title="artifacts", caption=result.caption())
     for col in result.header():

@@ -33,7 +33,7 @@ def image_batches(
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit] if folder.is_dir() else []
     if len(files) < batch:
         raise DetnasError(f"{folder}: found {len(files)} images (.jpg/.png), need at least one batch of {batch}; "
-                          "point --images/--calib at a folder of real images")
+                          "point --images/--calib-images at a folder of real images")
     return resized_batches([read_image(f, fix="remove it from the image folder") for f in files], batch, size, pixels)
 
 

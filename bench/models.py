@@ -27,24 +27,22 @@ class TupleOutputs(nn.Module):
 
 
 class DenseNetwork(nn.Module):
-    """The detector network without post-processing: backbone + FPN + the dense head's raw outputs.
-
-    For FPN Faster R-CNN that is the RPN head (the RoI head needs NMS-selected proposals, so it belongs to
-    network+nms); for RetinaNet it is the classification and box-regression head.
+    """The detector network without post-processing: backbone + FPN + the dense head's raw outputs, as its
+    registered kind names them (FPN Faster R-CNN: the RPN head, the RoI head belongs to network+nms; RetinaNet:
+    the classification and box-regression head).
     """
 
     def __init__(self, detector: nn.Module) -> None:
+        from detnas.detection.kinds import kind_of
+
         super().__init__()
         self.detector = detector
+        self.kind = kind_of(detector)
         self.normalize = Normalize(detector.pixels)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = list(self.detector.backbone(self.normalize(images)).values())
-        if hasattr(self.detector, "rpn"):
-            objectness, deltas = self.detector.rpn.head(features)
-            return (*objectness, *deltas)
-        out = self.detector.head(features)
-        return out["cls_logits"], out["bbox_regression"]
+        return self.kind.dense_outputs(self.detector, features)
 
 
 def timed_module(arch: Arch, scope: Scope, detector: str = "fpn", num_classes: int = 81,

@@ -7,12 +7,9 @@ from the latency cache when one is given.
 
 from __future__ import annotations
 
-import copy
-import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +17,13 @@ import torch
 from torch import nn
 
 from detnas.arch import Arch
-from detnas.bench.backends import CLOCKS, Prepared, time_prepared
+from detnas.bench.backends import CLOCKS, BackendOptions, Prepared, latency_backend, time_prepared
 from detnas.bench.cache import CacheKey, LatencyCache
 from detnas.bench.fingerprint import collect_fingerprint, gpu_state
 from detnas.bench.inputs import random_batches
-from detnas.bench.models import module_to_onnx, scoped_detector, timed_module
-from detnas.bench.precision import OnnxConverters, require_calibration
-from detnas.bench.result import BACKENDS, PRECISIONS, LatencyResult, Scope, check_choice
+from detnas.bench.models import scoped_detector, timed_module
+from detnas.bench.precision import require_calibration
+from detnas.bench.result import PRECISIONS, LatencyResult, Scope, check_choice
 from detnas.bench.stats import summarize
 from detnas.errors import DetnasError
 from detnas.io import file_sha256
@@ -59,29 +56,6 @@ class TimingProtocol:
     def variant(self, options: BackendOptions, backend: str) -> str:
         """The backend variant plus the clock: what, besides model and fingerprint, changes the number."""
         return options.variant(backend, self.device) + ("" if self.clock == "wall" else f"@{self.clock}")
-
-
-@dataclass(frozen=True)
-class BackendOptions:
-    """Backend-specific knobs; `variant()` names the ones that change latency and is part of the cache key."""
-
-    ort_provider: str | None = None  # default: cpu on the CPU, cuda on a GPU
-    compile: bool = False
-    cuda_graphs: bool = False
-    workspace_mb: int = 1024
-    timing_cache: Path | None = None
-    converters: OnnxConverters | None = field(default=None, compare=False)  # FP16 / INT8 files for ONNX Runtime
-
-    def provider(self, device: str) -> str:
-        return self.ort_provider or ("cuda" if device.startswith("cuda") else "cpu")
-
-    def variant(self, backend: str, device: str) -> str:
-        if backend == "ort":
-            return f"ort:{self.provider(device)}"
-        if backend == "torch":
-            return f"torch:{device.split(':')[0]}:{'compile' if self.compile else 'eager'}" + (
-                "+graphs" if self.cuda_graphs else "")
-        return "trt"
 
 
 @dataclass(frozen=True)
@@ -130,11 +104,11 @@ class _Job:
 
 def _validate(backend: str, precision: str, protocol: TimingProtocol, calibration: Sequence[Any] | None,
               inputs: Sequence[torch.Tensor]) -> None:
-    check_choice("backend", backend, BACKENDS)
+    runtime = latency_backend(backend)
     check_choice("precision", precision, PRECISIONS)
     require_calibration(precision, calibration)
-    if backend == "trt" and not protocol.on_gpu:
-        raise DetnasError("the trt backend runs on a GPU; pass --device cuda")
+    if runtime.gpu_only and not protocol.on_gpu:
+        raise DetnasError(f"the {backend} backend runs on a GPU; pass --device cuda")
     if not inputs or any(x.dim() != 4 or x.shape != inputs[0].shape for x in inputs):
         raise DetnasError("inputs must be one or more [B, 3, H, W] batches of the same shape")
 
@@ -172,76 +146,18 @@ def prepare_module(
     module: nn.Module, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: TimingProtocol,
     options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None,
 ) -> Prepared:
-    """A ready runner for a torch module on any backend; ort / trt go through a temporary ONNX export."""
-    if backend == "torch":
-        from detnas.bench.backends.torch_backend import prepare_torch
-
-        return prepare_torch(module, inputs, precision=precision, device=protocol.device, compile=options.compile,
-                             cuda_graphs=options.cuda_graphs)
-    with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-        if precision == "fp16" and (backend == "trt" or options.provider(protocol.device) == "cuda"):
-            # TensorRT and the CUDA provider run a file's own precision, so FP16 is baked into the export
-            onnx_path = module_to_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
-        else:
-            onnx_path = module_to_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
-        return prepare_onnx(onnx_path, inputs, backend=backend, precision=precision, protocol=protocol,
-                            options=options, calibration=calibration)
+    """A ready runner for a torch module on any registered backend (ONNX-file backends through an export)."""
+    return latency_backend(backend).prepare_module(module, inputs, precision=precision, device=protocol.device,
+                                                   threads=protocol.threads, options=options, calibration=calibration)
 
 
 def prepare_onnx(
     path: Path, inputs: Sequence[torch.Tensor], *, backend: str, precision: str, protocol: TimingProtocol,
     options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None,
 ) -> Prepared:
-    """ORT session (INT8: static QDQ quantisation with the calibration batches first) or a TensorRT engine."""
-    if backend == "torch":
-        raise DetnasError(f"{path}: the torch backend times torch modules; use --backend ort or trt for ONNX files")
-    with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-        if backend == "trt":
-            from detnas.bench.backends.trt_backend import build_engine, prepare_engine
-
-            # the engine runs the precision the file carries (an INT8 engine needs a QDQ file); a mismatch is refused
-            engine = build_engine(path, Path(tmp) / "model.engine", precision=precision,
-                                  input_shape=tuple(inputs[0].shape), workspace_mb=options.workspace_mb,
-                                  timing_cache=options.timing_cache)
-            return prepare_engine(engine, inputs)
-        from detnas.bench.backends.ort_backend import prepare_ort
-
-        provider = options.provider(protocol.device)
-        model, seconds = _ort_precision_file(path, Path(tmp), precision, provider, calibration, options.converters)
-        prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=protocol.threads,
-                               precision=precision)
-        if seconds is not None:
-            prepared.details["convert_seconds"] = round(seconds, 3)
-        return prepared
-
-
-def _ort_precision_file(path: Path, work: Path, precision: str, provider: str, calibration: Sequence[torch.Tensor] | None,
-                        converters: OnnxConverters | None) -> tuple[Path, float | None]:
-    """The file ONNX Runtime times at `precision`, as `detnas export --precision` writes it (INT8: symmetric QDQ
-    with ranges from the calibration batches; FP16 on the CPU provider: FP16 network, FP32 post-processing), and
-    the seconds that conversion took (None: the file is timed as it is)."""
-    from detnas.bench.backends.ort_backend import open_session
-    from detnas.bench.backends.trt_backend import onnx_precision
-
-    if precision == "fp32" or (precision == "fp16" and provider != "cpu"):
-        return path, None
-    open_session(path, "cpu", 1)  # a file that does not load gets the clear message before converting it
-    already = onnx_precision(path)
-    if already == precision:  # e.g. the file `detnas export --precision` wrote: timed as it is
-        return path, None
-    if already != "fp32":
-        raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
-                          f"--precision {already}")
-    if converters is None:
-        raise DetnasError(f"--precision {precision} on ONNX Runtime ({provider}) times a converted copy of {path.name}; "
-                          "pass BackendOptions(converters=detnas.export.converters.onnx_converters()), or time a file "
-                          "exported with that precision")
-    start = time.perf_counter()
-    if precision == "int8":
-        model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
-    else:
-        model = converters.fp16(path, work / "model.fp16.onnx")
-    return model, time.perf_counter() - start
+    """A ready runner for an ONNX file on a registered backend that runs files (ort, trt)."""
+    return latency_backend(backend).prepare_onnx(path, inputs, precision=precision, device=protocol.device,
+                                                 threads=protocol.threads, options=options, calibration=calibration)
 
 
 def measure_module(

@@ -36,7 +36,7 @@ def require_calibration(precision: str, calibration: Sequence[Any] | None) -> No
     """INT8 needs real calibration images: without them the scales are guesses and the latency is meaningless."""
     if precision == "int8" and not calibration:
         raise DetnasError(
-            "INT8 needs calibration data; pass --calib DIR with real images (a few hundred from the training set)"
+            "INT8 needs calibration data; pass --calib-images DIR with real images (a few hundred from the training set)"
         )
 
 

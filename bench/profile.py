@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from detnas.arch import Arch
-from detnas.bench.backends import Prepared, time_prepared
+from detnas.bench.backends import Prepared, latency_backend, time_prepared
 from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
 from detnas.bench.models import timed_module
 from detnas.bench.oracle import (
@@ -37,7 +37,7 @@ from detnas.bench.oracle import (
     torch_threads,
 )
 from detnas.bench.predictor import LatencyPredictor
-from detnas.bench.result import BACKENDS, PRECISIONS, Scope, check_choice
+from detnas.bench.result import PRECISIONS, Scope, check_choice
 from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, shared_part, summarize
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
@@ -151,7 +151,7 @@ def build_profile(
     correction's intercept carries it, and network minus backbone per arch measures it (the fixed part 'detector',
     their median) and how far it really is arch-independent ('shared_part'); the backbone's own predictor is
     judged on the same archs ('backbone_report'), so one build reports both scopes."""
-    check_choice("backend", backend, BACKENDS)
+    latency_backend(backend)  # refuses an unregistered name, listing the registered ones
     check_choice("precision", precision, PRECISIONS)
     if precision == "int8":
         raise DetnasError("profiles are measured in fp32 or fp16; INT8 per-block calibration is not supported")

@@ -24,7 +24,6 @@ from detnas.bench.stats import TimingStats
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, atomic_write_text, read_json_file
 
-BACKENDS: tuple[str, ...] = ("torch", "ort", "trt")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
 

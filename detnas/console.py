@@ -20,3 +20,12 @@ def plain_console(stderr: bool = False, **options: Any) -> Console:
 def labelled(label: str, style: str, message: object) -> Text:
     """`label` in `style` (e.g. 'error:' in bold red), then the message verbatim."""
     return Text.assemble((label, style), " ", str(message))
+
+
+def quiet_onnxruntime() -> None:
+    """Keep only ONNX Runtime's fatal log lines: it logs a GPU provider that cannot load as several lines before
+    detnas' one-line error says the same. For the CLI, which owns its process; the library leaves ORT's logging
+    alone."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)

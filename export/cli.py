@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from detnas.console import plain_console
+from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option
+from detnas.console import plain_console, quiet_onnxruntime
 
 if TYPE_CHECKING:
     from detnas.export.source import ExportSource
@@ -24,20 +25,22 @@ export_app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 @export_app.callback(invoke_without_command=True)
 def export_cmd(
     ctx: typer.Context,
-    weights: Annotated[Path | None, typer.Option(help="Detection checkpoint (child-det or supernet-det) from detnas "
-                                                 "train.")] = None,
+    weights: Annotated[Path | None, option("weights")] = None,
     out: Annotated[Path | None, typer.Option(help="Output .onnx file (and .engine with --format trt).")] = None,
-    arch: Annotated[str | None, typer.Option(help="Released name, arch file or inline JSON; selects the path of a "
-                                             "supernet checkpoint, must match a child checkpoint.")] = None,
+    arch: Annotated[str | None, option("arch", "Selects the path of a supernet checkpoint, must match a child "
+                                       "checkpoint.")] = None,
     random_init: Annotated[bool, typer.Option(help="No weights: an untrained detector of --arch, to check that it "
                                               "exports and parses and to time it (parity compares pre-NMS outputs)."
                                               )] = False,
-    detector: Annotated[str | None, typer.Option(help="--random-init: fpn or retinanet (default fpn).")] = None,
+    detector: Annotated[DetectorName | None, option("detector", "With --random-init (default fpn; a checkpoint "
+                                                    "names its own).")] = None,
     num_classes: Annotated[int | None, typer.Option(help="--random-init: object classes K (default 80).")] = None,
-    format: Annotated[str, typer.Option("--format", help="onnx or trt (builds the ONNX file, then the engine).")]
-    = "onnx",
-    size: Annotated[str | None, typer.Option(help="Model input HxW, multiples of 32 (default: the training "
-                                             "max_size rounded up to 32, square).")] = None,
+    format: Annotated[Literal["onnx", "trt"], typer.Option("--format", help="onnx, or trt (builds the ONNX file, "
+                                                           "then the engine).")] = "onnx",
+    size: Annotated[SizeHW, option("size", "Multiples of 32 (default: the training max_size rounded up to 32, "
+                                   "square).")] = None,
+    device: Annotated[str | None, option("device", "The ONNX export traces and checks parity on the CPU; --format "
+                                         "trt builds and checks the engine on this GPU (default cuda).")] = None,
     batch: Annotated[int, typer.Option(help="Fixed batch size of the graph.")] = 1,
     dynamic_batch: Annotated[bool, typer.Option(help="Accept any batch (the batch-1 graph inside an ONNX Loop).")]
     = False,
@@ -47,25 +50,27 @@ def export_cmd(
     nms_thresh: Annotated[float | None, typer.Option(help="NMS IoU threshold (default: the detector's, 0.5).")]
     = None,
     proposals: Annotated[int, typer.Option(help="FPN: RPN proposals per image at test time.")] = 1000,
-    parity_data: Annotated[Path | None, typer.Option(help=f"Folder of real images; the first {PARITY_IMAGES} "
-                                                     "check ONNX Runtime against PyTorch.")] = None,
-    no_parity: Annotated[bool, typer.Option(help="Skip the parity check (not recommended).")] = False,
+    parity_images: Annotated[Path | None, option("images", f"Real images; the first {PARITY_IMAGES} check ONNX "
+                                                 "Runtime against PyTorch.", prefix="parity")] = None,
+    parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check the ONNX file against PyTorch "
+                                         "(skipping it is not recommended).")] = True,
     box_tol: Annotated[float, typer.Option(help="Parity: largest box difference in pixels.")] = 1e-3,
     score_tol: Annotated[float, typer.Option(help="Parity: largest score difference.")] = 1e-4,
     min_parity_detections: Annotated[int, typer.Option(help="Parity fails when it compared fewer detections (use "
-                                                       "more --parity-data images or a lower --score-thresh).")] = 20,
-    no_simplify: Annotated[bool, typer.Option(help="Keep the unsimplified graph (no onnxslim).")] = False,
-    precision: Annotated[str, typer.Option(help="fp32, fp16 (FP32 islands for post-processing) or int8 (QDQ): "
-                                           "the precision of the written ONNX file, which --format trt builds.")]
-    = "fp32",
-    calib_data: Annotated[Path | None, typer.Option(help="INT8: folder of calibration images (default: the "
-                                                    "training split the checkpoint's run records).")] = None,
-    calib_images: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
-    calib_method: Annotated[str, typer.Option(help="INT8 ranges: percentile (99.999th of |x|, clips the rare "
-                                               "outliers trained detectors have), minmax or entropy.")] = "percentile",
-    gate_data: Annotated[Path | None, typer.Option(help="COCO json to gate the fp16/int8 file's AP (and the "
-                                                   "engine's) against FP32 on.")] = None,
-    gate_images: Annotated[Path | None, typer.Option(help="Image folder of --gate-data.")] = None,
+                                                       "more --parity-images or a lower --score-thresh).")] = 20,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxslim.")]
+    = True,
+    precision: Annotated[PrecisionName, option("precision", "fp16 keeps FP32 islands for post-processing, int8 "
+                                               "is a QDQ graph: the precision of the written ONNX file, which "
+                                               "--format trt builds.")] = "fp32",
+    calib_images: Annotated[Path | None, option("images", "INT8 calibration (default: the training split the "
+                                                "checkpoint's run records).", prefix="calib")] = None,
+    calib_count: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
+    calib_method: Annotated[Literal["minmax", "entropy", "percentile"], typer.Option(
+        help="INT8 ranges: percentile (99.999th of |x|), minmax or entropy.")] = "percentile",
+    gate_ann: Annotated[Path | None, option("ann", "Gates the fp16/int8 file's AP (and the engine's) against FP32.",
+                                            prefix="gate")] = None,
+    gate_images: Annotated[Path | None, option("images", "The images of --gate-ann.", prefix="gate")] = None,
     max_ap_drop: Annotated[float, typer.Option(help="Largest allowed AP drop vs FP32 (0.01 = 1 point).")] = 0.01,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write what was exported and checked as JSON "
                                                   "(schema detnas.export/1, docs/json.md).")] = None,
@@ -75,13 +80,16 @@ def export_cmd(
     if ctx.invoked_subcommand is not None:
         return
     from detnas.errors import DetnasError
-    from detnas.export.onnx_export import export_onnx, parse_size
+    from detnas.export.onnx_export import check_size, export_onnx
     from detnas.export.precision import precision_request, reduce_exported
     from detnas.export.trt import check_trt_request, export_trt, image_files
     from detnas.images import read_image
 
-    if format not in ("onnx", "trt"):
-        raise DetnasError(f"--format {format}: choose onnx or trt")
+    if format == "onnx" and device not in (None, "cpu"):
+        raise DetnasError(f"--device {device}: the ONNX export traces and checks parity on the CPU; a GPU device "
+                          "goes with --format trt")
+    if format == "trt" and device == "cpu":
+        raise DetnasError("--device cpu: a TensorRT engine is built on a GPU; pass --device cuda or cuda:N")
     if out is None or out.suffix != ".onnx":
         raise DetnasError(f"--out{f' {out}' if out else ''}: give the ONNX file name ending in .onnx (the engine goes "
                           "next to it)")
@@ -91,23 +99,26 @@ def export_cmd(
 
         check_trt_request(dynamic_batch)
         trt_version = require_tensorrt().__version__  # before the ONNX export: without TensorRT nothing is written
-    if (gate_data is None) != (gate_images is None):
-        raise DetnasError("--gate-data and --gate-images go together (COCO json and its image folder)")
-    if parity_data is None and not no_parity and not random_init:
-        raise DetnasError("pass --parity-data DIR (real images for the ONNX Runtime vs PyTorch check) or --no-parity")
-    request = precision_request(precision, weights=weights, calib_data=calib_data, calib_images=calib_images,
-                                calib_method=calib_method, gate_data=gate_data, gate_images=gate_images,
+    if (gate_ann is None) != (gate_images is None):
+        raise DetnasError("--gate-ann and --gate-images go together (COCO json and its image folder)")
+    if parity_images is None and parity and not random_init:
+        raise DetnasError("pass --parity-images DIR (real images for the ONNX Runtime vs PyTorch check) or "
+                          "--no-parity")
+    request = precision_request(precision, weights=weights, calib_data=calib_images, calib_images=calib_count,
+                                calib_method=calib_method, gate_data=gate_ann, gate_images=gate_images,
                                 max_ap_drop=max_ap_drop, dynamic_batch=dynamic_batch)
     source, meta = _export_source(weights, arch, random_init, detector, num_classes, proposals)
-    height, width = parse_size(size) if size else _default_size(meta)
-    parity_files = image_files(parity_data)[:PARITY_IMAGES] if parity_data and not no_parity else []
-    parity_images = [read_image(f) for f in parity_files]
-    if random_init and not no_parity and not parity_images:
-        parity_images = _seeded_images(1 if dynamic_batch else batch, height, width)
+    if size is not None:
+        check_size(size)
+    height, width = size or _default_size(meta)
+    parity_files = image_files(parity_images)[:PARITY_IMAGES] if parity_images and parity else []
+    parity_inputs = [read_image(f) for f in parity_files]
+    if random_init and parity and not parity_inputs:
+        parity_inputs = _seeded_images(1 if dynamic_batch else batch, height, width)
     report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.detector_kind,
                          pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
                          max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,
-                         parity_images=parity_images, simplify=not no_simplify, box_tol=box_tol,
+                         parity_images=parity_inputs, simplify=simplify, box_tol=box_tol,
                          score_tol=score_tol,
                          # random weights leave few detections: parity rests on the head outputs before NMS
                          min_detections=0 if random_init else min_parity_detections)
@@ -120,14 +131,17 @@ def export_cmd(
         console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
     reduced = None
     if request.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
-        reduced = reduce_exported(out, request, parity_images)
+        reduced = reduce_exported(out, request, parity_inputs)
         _print_precision(reduced)
     lint_reports = _lint_written(out, trt_version)
     trt = None
     if format == "trt":
-        gate = (gate_data, gate_images) if gate_data and gate_images else None
-        trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate_data=gate,
-                         max_ap_drop=max_ap_drop)
+        import torch
+
+        gate = (gate_ann, gate_images) if gate_ann and gate_images else None
+        with torch.cuda.device(torch.device(device or "cuda")):
+            trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate_data=gate,
+                             max_ap_drop=max_ap_drop)
         console.print(f"TensorRT {trt.precision}: {trt.engine} (sidecar {trt.sidecar})", highlight=False, soft_wrap=True)
         if trt.parity is not None:
             console.print(f"  parity: {trt.parity.summary()}", highlight=False, soft_wrap=True)
@@ -237,15 +251,18 @@ def _default_size(meta: dict) -> tuple[int, int]:
 
 
 def predict_cmd(
-    model: Annotated[Path, typer.Option(help="Exported model: .onnx, or a TensorRT .engine with its sidecar.")],
+    model: Annotated[Path, option("model")],
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG / PNG).")],
     out: Annotated[Path, typer.Option(help="Folder for the drawn images and results.json.")],
     draw_thresh: Annotated[float, typer.Option(help="Draw boxes with at least this score.")] = 0.3,
+    device: Annotated[str | None, option("device", "Default: cpu for .onnx (ONNX Runtime), cuda for an engine.")]
+    = None,
 ) -> None:
     """Detect objects with an exported model: drawn images plus a COCO results json."""
     from detnas.export.predict import predict
 
-    report = predict(model, list(images), out, draw_thresh)
+    quiet_onnxruntime()
+    report = predict(model, list(images), out, draw_thresh, device)
     console.print(f"{report.detections} detections on {len(report.drawn)} images ({report.backend}); "
                   f"drawn images and {report.results_json.name} in {report.out_dir}", highlight=False,
                   soft_wrap=True)

@@ -23,6 +23,7 @@ from torch import nn
 
 from detnas.arch import Arch
 from detnas.detection.deployable import OUTPUT_NAMES, DeployableDetector
+from detnas.detection.kinds import kind_of
 from detnas.errors import DetnasError
 from detnas.export.head_parity import Captured, capture_hooks, compare_heads, onnx_head_outputs
 from detnas.export.metadata import ClassInfo, InputSpec, ModelMeta, software_versions
@@ -74,7 +75,7 @@ def check_size(size: tuple[int, ...]) -> None:
 
 def _thresholds(detector: nn.Module, score_thresh: float | None, nms_thresh: float | None) -> dict[str, float]:
     """Apply requested thresholds to the torchvision detector and return the ones the graph will bake in."""
-    heads = getattr(detector, "roi_heads", detector)
+    heads = kind_of(detector).postprocessor(detector)
     if score_thresh is not None:
         if not 0.0 <= score_thresh < 1.0:
             raise DetnasError(f"--score-thresh {score_thresh}: a detection score threshold lies in [0, 1), e.g. 0.05")

@@ -47,8 +47,9 @@ def unique_keys(paths: list[Path]) -> list[tuple[int, str]]:
 
 
 def predict(model_path: str | Path, images: list[str | Path], out_dir: str | Path,
-            draw_thresh: float = 0.3) -> PredictReport:
-    """Detect on `images`; drawn copies (boxes with score >= `draw_thresh`) and results.json go to `out_dir`.
+            draw_thresh: float = 0.3, device: str | None = None) -> PredictReport:
+    """Detect on `images` (on `device`, see `load_exported`); drawn copies (boxes with score >= `draw_thresh`) and
+    results.json go to `out_dir`.
 
     All images are read before anything is written, so an unreadable one leaves no partial output.
     """
@@ -61,7 +62,7 @@ def predict(model_path: str | Path, images: list[str | Path], out_dir: str | Pat
         raise DetnasError("predict: pass at least one image file")
     paths = [Path(p) for p in images]
     loaded = [read_image(p) for p in paths]
-    runner = load_exported(model_path)
+    runner = load_exported(model_path, device)
     meta = runner.meta
     names = {c.label: c.name for c in meta.classes}
     label_to_cat = {c.label: c.category_id for c in meta.classes}

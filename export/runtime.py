@@ -55,15 +55,22 @@ def read_engine_meta(engine: str | Path) -> ModelMeta:
     return ModelMeta.from_props(data.get("metadata", {}), str(sidecar))
 
 
-def onnx_runner(path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> Runner:
-    """ONNX Runtime session on CPU (default) with the file's metadata."""
+def onnx_runner(path: str | Path, device: str = "cpu", threads: int | None = None) -> Runner:
+    """ONNX Runtime session on `device` (cpu, cuda or cuda:N) with the file's metadata; a GPU session that ORT
+    silently moved to the CPU is refused."""
     import onnxruntime as ort
+
+    from detnas.bench.backends.ort_backend import check_providers
 
     meta = read_onnx_meta(path)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    on_gpu = device.startswith("cuda")
+    provider = "CUDAExecutionProvider" if on_gpu else "CPUExecutionProvider"
+    provider_options = {"device_id": int(device.partition(":")[2] or 0)} if on_gpu else {}
+    session = ort.InferenceSession(str(path), options, providers=[(provider, provider_options)])
+    check_providers(provider, session.get_providers())
     name = session.get_inputs()[0].name
 
     def run(images: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -72,36 +79,43 @@ def onnx_runner(path: str | Path, providers: list[str] | None = None, threads: i
     return Runner(meta, run, "onnxruntime")
 
 
-def engine_runner(path: str | Path) -> Runner:
-    """A TensorRT engine run through the bench backend's loader (the one module that imports tensorrt), loaded
-    once: each `run` copies its images into the engine's bound input and reads the bound outputs back."""
+def engine_runner(path: str | Path, device: str = "cuda") -> Runner:
+    """A TensorRT engine on GPU `device` (cuda or cuda:N) run through the bench backend's loader (the one module
+    that imports tensorrt), loaded once: each `run` copies its images into the engine's bound input and reads the
+    bound outputs back."""
     from detnas.bench.backends.trt_backend import open_engine
 
+    if not device.startswith("cuda"):
+        raise DetnasError(f"{path}: a TensorRT engine runs on a GPU; pass --device cuda or cuda:N, not {device}")
+    gpu = torch.device(device)
     meta = read_engine_meta(path)
-    engine = open_engine(path, [torch.zeros(meta.input.shape())])
+    with torch.cuda.device(gpu):
+        engine = open_engine(path, [torch.zeros(meta.input.shape())])
     (bound_input,) = engine.inputs
 
     def run(images: np.ndarray) -> tuple[np.ndarray, ...]:
         if tuple(images.shape) != tuple(bound_input.shape):
             raise DetnasError(f"{path}: engine takes input {list(bound_input.shape)}, got {list(images.shape)}")
-        bound_input.copy_(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
-        engine.prepared.call(0)
-        engine.prepared.cuda_stream.synchronize()
-        return tuple(engine.outputs[n].cpu().numpy() for n in OUTPUT_NAMES)
+        with torch.cuda.device(gpu):
+            bound_input.copy_(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
+            engine.prepared.call(0)
+            engine.prepared.cuda_stream.synchronize()
+            return tuple(engine.outputs[n].cpu().numpy() for n in OUTPUT_NAMES)
 
     return Runner(meta, run, "tensorrt")
 
 
-def load_exported(path: str | Path) -> Runner:
-    """`.onnx` -> ONNX Runtime, `.engine` / `.plan` / `.trt` -> TensorRT."""
+def load_exported(path: str | Path, device: str | None = None) -> Runner:
+    """`.onnx` -> ONNX Runtime (on the CPU unless `device` says cuda[:N]), `.engine` / `.plan` / `.trt` ->
+    TensorRT (on cuda unless `device` says cuda:N)."""
     path = Path(path)
     if not path.is_file():
         raise DetnasError(f"{path}: model file not found; pass an .onnx file or a TensorRT engine from `detnas export`")
     if path.suffix in ENGINE_SUFFIXES:
-        return engine_runner(path)
+        return engine_runner(path, device or "cuda")
     if path.suffix != ".onnx":
         raise DetnasError(f"{path}: unknown model type '{path.suffix}'; expected .onnx or {', '.join(ENGINE_SUFFIXES)}")
-    return onnx_runner(path)
+    return onnx_runner(path, device or "cpu")
 
 
 def run_images(runner: Runner, inputs: list[torch.Tensor]) -> list[tuple[np.ndarray, ...]]:
@@ -153,13 +167,14 @@ def onnx_predictor(model_path: str | Path, score_thresh: float = 0.0) -> Predict
 
 def evaluate_exported(model: str | Path, data: str | Path, images: str | Path, max_images: int | None = None,
                       batch_size: int = 4, out_json: str | Path | None = None,
-                      runner: Runner | None = None) -> tuple[dict[str, float], Runner]:
-    """COCO metrics of the exported file itself (and the runner that produced them), on data with the model's
-    class list; `runner` runs the same graph another way instead (e.g. its PyTorch twin)."""
+                      runner: Runner | None = None, device: str | None = None) -> tuple[dict[str, float], Runner]:
+    """COCO metrics of the exported file itself (and the runner that produced them, on `device`, see
+    `load_exported`), on data with the model's class list; `runner` runs the same graph another way instead (e.g.
+    its PyTorch twin)."""
     from detnas.data.coco import CocoDetection
     from detnas.evaluation import evaluate
 
-    runner = runner or load_exported(model)
+    runner = runner or load_exported(model, device)
     dataset = CocoDetection(data, images)
     if [c.name for c in runner.meta.classes] != dataset.classes:
         raise DetnasError(f"{data}: its classes differ from the model's ({len(runner.meta.classes)} classes in the "

@@ -125,7 +125,7 @@ def _gate(onnx_path: str | Path, engine: Path, gate_data: tuple[str | Path, str 
 
     dataset = CocoDetection(*gate_data)
     if not sum(len(record.labels) for record in dataset.records[:max_images]):
-        raise DetnasError(f"--gate-data {gate_data[0]}: no annotated boxes in the images gated on; an AP gate over "
+        raise DetnasError(f"--gate-ann {gate_data[0]}: no annotated boxes in the images gated on; an AP gate over "
                           "nothing passes anything, pass a COCO json with annotations")
     onnx_ap = evaluate(exported_predictor(onnx_path), dataset, max_images=max_images)["AP"]
     engine_ap = evaluate(exported_predictor(engine), dataset, max_images=max_images)["AP"]

@@ -1,33 +1,52 @@
-"""`detnas search`: run an evolutionary (or random) search under a latency target, and redraw its report."""
+"""`detnas search`: run an evolutionary (or random) search under a latency target, and redraw its report.
+
+`detnas search --latency-target 12ms ...` is the search itself (the product card's form); `detnas search run ...`
+is the same command, and `detnas search report JOURNAL` redraws a report.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from detnas.cli.options import BackendName, PrecisionName, ScopeName, SizeHW, option
 from detnas.console import plain_console
 
-app = typer.Typer(help="Search a detection supernet for the best backbone under a latency target.",
-                  no_args_is_help=True)
+
+class _SearchRunsByDefault(TyperGroup):
+    """Options given without a subcommand (`detnas search --latency-target 12ms ...`) go to `run`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0].startswith("-") and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_SearchRunsByDefault, no_args_is_help=True,
+                  help="Search a detection supernet for the best backbone under a latency target: `detnas search "
+                       "--latency-target 12ms --supernet ... --out DIR` (same as `detnas search run`), or redraw a "
+                       "finished search's files with `detnas search report JOURNAL`.")
 console = plain_console()
 
 
 @app.command("run")
 def run_cmd(
     supernet: Annotated[Path, typer.Option(help="Detection supernet checkpoint (kind supernet-det) from `detnas train`.")],
-    data: Annotated[Path, typer.Option(help="COCO json of the search-validation split (`detnas data split`).")],
-    images: Annotated[Path, typer.Option(help="Image folder of --data (and of --bn-data unless --bn-images-dir).")],
-    bn_data: Annotated[Path, typer.Option(help="COCO json of training images for BN recalibration (the other split).")],
+    data: Annotated[Path, option("ann", "The search-validation split (`detnas data split`).")],
+    images: Annotated[Path, option("images", "The images of --ann (and of --bn-ann unless --bn-images).")],
+    bn_data: Annotated[Path, option("ann", "Training images for BN recalibration (the other split).", prefix="bn")],
     out: Annotated[Path, typer.Option(help="Output folder: journal.jsonl, best_arch.json, topk.json, plots.")],
     latency_target: str = typer.Option(None, help="Latency budget, e.g. 12ms, 0.5s, 800us."),
-    backend: str = typer.Option("ort", help="Latency backend: torch, ort or trt."),
-    device: str = typer.Option("cpu", help="Device to time (and evaluate) on: cpu, cuda, cuda:N."),
-    precision: str = typer.Option("fp32", help="fp32, fp16 or int8."),
-    scope: str = typer.Option("network+nms", help="What is timed: network+nms (each candidate's trained detector with NMS, "
-                              "fed search-validation images), network (no NMS) or backbone."),
-    latency_size: str = typer.Option(None, help="HxW input timed (default: min-size x max-size, the largest input the detector sees)."),
+    backend: Annotated[BackendName, option("backend", "Times the candidates.")] = "ort",
+    device: Annotated[str, option("device", "Times (and evaluates) the candidates.")] = "cpu",
+    precision: Annotated[PrecisionName, option("precision", "Of the timed candidates.")] = "fp32",
+    scope: Annotated[ScopeName, option("scope", "network+nms times each candidate's trained detector with NMS, fed "
+                                       "search-validation images.")] = "network+nms",
+    latency_size: Annotated[SizeHW, option("size", "Timed input (default: min-size x max-size, the largest input the "
+                                           "detector sees).", prefix="latency")] = None,
     latency_batch: int = typer.Option(1, help="Batch size the latency is timed at."),
     latency_runs: int = typer.Option(30, help="Timed runs per measurement."),
     latency_threads: int = typer.Option(1, help="CPU threads while timing."),
@@ -40,7 +59,8 @@ def run_cmd(
                                        "space's paper limit applies (detnas-300m: 300M backbone FLOPs at 224, "
                                        "detnas-1.3g: 1.3G); this lifts it."),
     flops_size: int = typer.Option(224, help="Input side FLOPs are counted at (DetNAS: 224)."),
-    objective: str = typer.Option("hard", help="hard (reject over target), soft (AP*(lat/target)^w) or pareto."),
+    objective: str = typer.Option("hard", help="hard (reject over target), soft (AP*(lat/target)^w), pareto or a "
+                                  "registered one."),
     soft_weight: float = typer.Option(-0.07, help="Exponent w of the soft reward (MnasNet: -0.07)."),
     algorithm: str = typer.Option("evolution", help="evolution or random (same budget, a baseline)."),
     population: int = typer.Option(50, help="Candidates per generation."),
@@ -52,14 +72,16 @@ def run_cmd(
     mutation_prob: float = typer.Option(0.1, help="Probability each gene is redrawn in a mutation."),
     max_tries: int = typer.Option(50, help="Draws per wanted candidate before an operator gives up."),
     seed: int = typer.Option(0, help="Search seed; same seed and journal give the same search."),
-    bn_images: int = typer.Option(4000, help="Training images for BN recalibration per candidate (DetNAS: 4000)."),
+    bn_images: int = typer.Option(4000, "--bn-count", help="Training images for BN recalibration per candidate "
+                                  "(DetNAS: 4000)."),
     bn_batch: int = typer.Option(8, help="Batch size of BN recalibration."),
-    bn_images_dir: Annotated[Path | None, typer.Option(help="Image folder of --bn-data if it differs from --images.")] = None,
-    val_images: int = typer.Option(None, help="Evaluate on the first N search-validation images (default: all)."),
+    bn_images_dir: Annotated[Path | None, option("images", "The images of --bn-ann if they are not in --images.",
+                                                 prefix="bn")] = None,
+    val_images: Annotated[int | None, option("max-images", "Of the search-validation split.")] = None,
     min_size: int = typer.Option(None, help="Detector short side (default: the checkpoint's recipe)."),
     max_size: int = typer.Option(None, help="Detector long-side limit (default: the checkpoint's recipe)."),
     proposals: int = typer.Option(None, help="RPN test-time proposals of an FPN detector (default 1000)."),
-    space: str = typer.Option(None, help="Expected space name; refuses a supernet of another space."),
+    space: Annotated[str | None, option("space", "The supernet's; a supernet of another space is refused.")] = None,
     top_k: int = typer.Option(10, help="How many candidates topk.json and the table list."),
     resume: bool = typer.Option(False, help="Continue the journal in --out (same configuration required)."),
 ) -> None:
@@ -70,20 +92,25 @@ def run_cmd(
     from detnas.search.objectives import Constraints
     from detnas.search.report import summary_table
     from detnas.search.runner import SearchRequest, run_search
-    from detnas.sizes import parse_hw
 
-    settings = EvolutionSettings(algorithm, population, generations, parents, mutations, crossovers, randoms,
-                                 mutation_prob, seed, max_tries)
-    constraints = Constraints(objective, parse_latency_ms(latency_target) if latency_target else None, soft_weight,
-                              parse_count(flops_max, "--flops-max") if flops_max else None,
-                              parse_count(params_max, "--params-max") if params_max else None,
+    settings = EvolutionSettings(algorithm=algorithm, population=population, generations=generations, parents=parents,
+                                 mutations=mutations, crossovers=crossovers, randoms=randoms,
+                                 mutation_prob=mutation_prob, seed=seed, max_tries=max_tries)
+    constraints = Constraints(objective=objective,
+                              latency_ms=parse_latency_ms(latency_target) if latency_target else None,
+                              soft_weight=soft_weight,
+                              flops_max=parse_count(flops_max, "--flops-max") if flops_max else None,
+                              params_max=parse_count(params_max, "--params-max") if params_max else None,
                               paper_limit=not no_constraint)
-    sizes = parse_hw(latency_size, "--latency-size") if latency_size else None
-    timing = Timing(sizes, backend, precision, device, scope, latency_batch, latency_runs, threads=latency_threads)
-    request = SearchRequest(supernet, data, images, bn_data, out, bn_images_dir, settings, constraints, timing,
-                            latency_profile, force_profile, latency_cache, space, flops_size, bn_images, bn_batch,
-                            val_images, min_size, max_size, proposals, resume, top_k,
-                            onnx_converters=onnx_converters())
+    timing = Timing(size=latency_size, backend=backend,
+                    precision=precision, device=device, scope=scope, batch=latency_batch, runs=latency_runs,
+                    threads=latency_threads)
+    request = SearchRequest(supernet=supernet, data=data, images=images, bn_data=bn_data, out=out,
+                            bn_images_dir=bn_images_dir, settings=settings, constraints=constraints, timing=timing,
+                            latency_profile=latency_profile, force_profile=force_profile, latency_cache=latency_cache,
+                            space=space, flops_size=flops_size, bn_images=bn_images, bn_batch=bn_batch,
+                            val_images=val_images, min_size=min_size, max_size=max_size, proposals=proposals,
+                            resume=resume, top_k=top_k, onnx_converters=onnx_converters())
     run = run_search(request, log=lambda message: console.print(message, highlight=False)).run
     if run is not None:
         console.print(summary_table(run, top_k))

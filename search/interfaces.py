@@ -6,6 +6,7 @@ Real implementations live in `detnas.search.evaluators` (supernet + COCO AP) and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Protocol
 
@@ -13,18 +14,24 @@ import torch
 
 from detnas.arch import Arch
 from detnas.flops import count_flops
+from detnas.search.records import Latency
 from detnas.space import SearchSpace
 from detnas.supernet import Supernet
 
 
 class AccuracyEvaluator(Protocol):
-    """COCO metrics of one path: a dict with at least 'AP' (and usually AP50, AP75, APs, APm, APl, ...)."""
+    """COCO metrics of one path by name, at least 'AP' (and usually AP50, AP75, APs, APm, APl, ...).
+
+    `last_timing` says where the last `evaluate` spent its time (seconds by phase, e.g. bn_s, eval_s; empty when
+    the evaluator does not break it down); the search journals it beside the metrics."""
+
+    last_timing: Mapping[str, float]
 
     def evaluate(self, arch: Arch) -> dict[str, float]: ...
 
 
 class LatencyEstimator(Protocol):
-    """Latency statistics of one arch: a dict with at least 'median_ms'.
+    """Latency of one arch: measured statistics or a predicted median (`Latency`).
 
     `source` is 'measured' or 'predicted'; `fingerprint` names the environment the numbers belong to.
     """
@@ -32,7 +39,7 @@ class LatencyEstimator(Protocol):
     source: str
     fingerprint: str
 
-    def latency(self, arch: Arch) -> dict[str, float]: ...
+    def latency(self, arch: Arch) -> Latency: ...
 
 
 @lru_cache(maxsize=16)

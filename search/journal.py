@@ -15,6 +15,7 @@ from typing import Any
 
 from detnas.errors import DetnasError
 from detnas.io import read_text_file
+from detnas.search.records import Record, decode_record
 
 JOURNAL_VERSION = 1
 #: fields that legitimately differ between an interrupted+resumed run and a straight one
@@ -48,12 +49,19 @@ def read_journal(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def decode_journal(path: str | Path, records: list[dict[str, Any]]) -> list[Record]:
+    """The typed records of a journal's lines after the header (`read_journal`'s output)."""
+    return [decode_record(r, f"{path}: line {number}") for number, r in enumerate(records[1:], start=2)]
+
+
 class Journal:
-    """Append-only writer; open with `create` for a new search or `resume` to continue one."""
+    """Append-only writer; open with `create` for a new search or `resume` to continue one. `records` are the
+    lines as JSON (header first), `entries` the typed records after the header."""
 
     def __init__(self, path: Path, records: list[dict[str, Any]]) -> None:
         self.path = path
         self.records = records
+        self.entries: list[Record] = decode_journal(path, records) if records else []
 
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any]) -> Journal:
@@ -63,7 +71,7 @@ class Journal:
         header = {"type": "header", "version": JOURNAL_VERSION, "config_hash": config_hash(config), "config": config}
         journal = cls(path, [])
         path.parent.mkdir(parents=True, exist_ok=True)
-        journal.append(header)
+        journal._append_line(header)
         return journal
 
     @classmethod
@@ -91,13 +99,17 @@ class Journal:
     def header(self) -> dict[str, Any]:
         return self.records[0]
 
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True) + "\n"
+    def append(self, record: Record) -> None:
+        self._append_line(record.to_json())
+        self.entries.append(record)
+
+    def _append_line(self, data: dict[str, Any]) -> None:
+        line = json.dumps(data, sort_keys=True) + "\n"
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        self.records.append(record)
+        self.records.append(data)
 
 
 def strip_volatile(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import torch
 from detnas.arch import Arch
 from detnas.errors import DetnasError
 from detnas.search.interfaces import LatencyEstimator
+from detnas.search.records import Latency
 from detnas.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -47,11 +48,11 @@ def parse_count(text: str, flag: str) -> float:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Timing:
     """How the oracle times a candidate: deployment size and batch, backend, precision, scope, protocol."""
 
-    size: tuple[int, int] | None  # None: the detector's min_size x max_size, filled in once the checkpoint is read
+    size: tuple[int, int] | None = None  # None: the detector's min_size x max_size, filled in once the checkpoint is read
     backend: str = "ort"
     precision: str = "fp32"
     device: str = "cpu"
@@ -113,7 +114,7 @@ class OracleLatency:
         self._trained = trained
         self.fingerprint = collect_fingerprint(timing.device, timing.threads).hash
 
-    def latency(self, arch: Arch) -> dict[str, float]:
+    def latency(self, arch: Arch) -> Latency:
         """The candidate's latency statistics; at a reduced precision also `convert_seconds`, what quantizing (or
         converting) its exported detector cost when it was timed (a cache hit repeats the stored figure)."""
         from detnas.bench.oracle import measure_arch
@@ -122,10 +123,8 @@ class OracleLatency:
                               precision=self.timing.precision, scope=self._scope, protocol=self._protocol,
                               options=self._options, images=self._images, cache=self.cache,
                               detector=self.timing.detector, trained=self._trained, calibration=self._calibration())
-        stats = result.stats.to_dict()
-        if "convert_seconds" in result.details:
-            stats["convert_seconds"] = float(result.details["convert_seconds"])
-        return stats
+        convert = result.details.get("convert_seconds")
+        return Latency.measured(result.stats, None if convert is None else float(convert))
 
     def _calibration(self) -> list[torch.Tensor] | None:
         """INT8 ranges for timing: one fixed batch, the first timed one (real images when the search has them).
@@ -150,9 +149,10 @@ def fastest_probe(space: SearchSpace, cost_size: tuple[int, int]) -> list[Arch]:
 
 
 def check_target_reachable(space: SearchSpace, target_ms: float, estimator: LatencyEstimator,
-                           cost_size: tuple[int, int]) -> dict[str, Any]:
-    """Refuse a latency target below the fastest probe of the space, saying what that probe measures."""
-    timed = [(estimator.latency(a)["median_ms"], a) for a in fastest_probe(space, cost_size)]
+                           cost_size: tuple[int, int]) -> tuple[Arch, float]:
+    """Refuse a latency target below the fastest probe of the space, saying what that probe measures; returns the
+    fastest probe and its median latency."""
+    timed = [(estimator.latency(a).median_ms, a) for a in fastest_probe(space, cost_size)]
     fastest_ms, fastest = min(timed, key=lambda t: (t[0], t[1].hash))
     if target_ms < fastest_ms:
         raise DetnasError(
@@ -160,7 +160,7 @@ def check_target_reachable(space: SearchSpace, target_ms: float, estimator: Late
             f"{fastest.compact()} is {estimator.source} at {fastest_ms:.3f}ms ({estimator.fingerprint}); "
             "raise the target or search a smaller space"
         )
-    return {"arch": fastest.to_dict(), "median_ms": fastest_ms}
+    return fastest, fastest_ms
 
 
 class ProfileLatency:
@@ -199,7 +199,7 @@ class ProfileLatency:
             return [f"latency profile {path}: {line}" for line in [*report.verdict(), *shared]]
         return []
 
-    def latency(self, arch: Arch) -> dict[str, float]:
+    def latency(self, arch: Arch) -> Latency:
         from detnas.bench.profile import predict_latency
 
-        return {"median_ms": float(predict_latency(self.profile, arch))}
+        return Latency.predicted(predict_latency(self.profile, arch))

@@ -1,17 +1,22 @@
-"""What makes one candidate better than another: constraints, the soft reward, and Pareto ranking.
+"""What makes one candidate better than another: constraints, and the registered objectives that turn AP and
+latency into a ranking (hard limit, MnasNet's soft reward, Pareto fronts).
 
-Kept apart from the evolution loop so each rule can be tested on plain numbers.
+Kept apart from the evolution loop so each rule can be tested on plain numbers. A new objective is an `Objective`
+subclass registered with `@OBJECTIVES.register(name)`; `--objective NAME` then selects it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from detnas.errors import DetnasError
+from detnas.registry import Registry
 
-OBJECTIVES = ("hard", "soft", "pareto")
+if TYPE_CHECKING:
+    from detnas.search.records import Candidate
+
 FITNESS_METRICS = ("AP", "mAP50_07")
 #: backbone FLOPs (stem + stages, multiply-adds at 224x224) a space's paper search allows. detnas-300m: the official
 #: search's `flops_limit` (300M). detnas-1.3g: no official search config exists; its name gives 1.3G the way
@@ -37,15 +42,14 @@ class Constraints:
     metric: str = "AP"
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise DetnasError(f"--objective '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
+        rule = OBJECTIVES.get(self.objective)  # refuses an unregistered name, listing the registered ones
         if self.metric not in FITNESS_METRICS:
             raise DetnasError(f"fitness metric '{self.metric}' is not one of {', '.join(FITNESS_METRICS)}")
         if not self.paper_limit and not self.unconstrained:
             raise DetnasError("--no-constraint lifts the paper's default limit; it cannot go with "
                               "--latency-target, --flops-max or --params-max")
-        if self.objective == "soft" and self.latency_ms is None:
-            raise DetnasError("--objective soft rewards AP*(latency/target)^w and needs --latency-target")
+        if rule.needs_target and self.latency_ms is None:
+            raise DetnasError(f"--objective {self.objective} {rule.needs_target} and needs --latency-target")
         if self.latency_ms is not None and self.latency_ms <= 0:
             raise DetnasError(f"--latency-target {self.latency_ms}ms must be positive")
 
@@ -84,14 +88,16 @@ class Constraints:
             f"fitness: {metric}")
 
     @property
+    def rule(self) -> Objective:
+        return OBJECTIVES.get(self.objective)()
+
+    @property
     def latency_is_hard(self) -> bool:
-        return self.objective != "soft" and self.latency_ms is not None
+        return self.rule.latency_is_hard and self.latency_ms is not None
 
     def fitness(self, ap: float, latency_ms: float) -> float:
         """Scalar used to rank candidates: AP, or MnasNet's AP * (latency / target) ** w in soft mode."""
-        if self.objective == "soft" and self.latency_ms is not None:
-            return ap * (latency_ms / self.latency_ms) ** self.soft_weight
-        return ap
+        return self.rule.fitness(ap, latency_ms, self)
 
 
 def non_dominated_fronts(points: Sequence[tuple[float, float]]) -> list[list[int]]:
@@ -138,21 +144,71 @@ def crowding_distance(points: Sequence[tuple[float, float]], front: Sequence[int
     return distance
 
 
-def rank_records(records: Sequence[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
-    """Evaluated candidates best first; ties broken by hash so the order never depends on arrival."""
-    if objective != "pareto":
-        return sorted(records, key=lambda r: (-r["fitness"], r["hash"]))
-    points = [(r["metrics"]["AP"], r["latency"]["median_ms"]) for r in records]
-    order: list[dict[str, Any]] = []
-    for front in non_dominated_fronts(points):
-        crowd = crowding_distance(points, front)
-        order.extend(records[i] for i in sorted(front, key=lambda i: (-crowd[i], -points[i][0], records[i]["hash"])))
-    return order
+class Objective:
+    """A ranking rule: fitness of one candidate, order of many, and the winner. The base ranks by fitness = the
+    fitness metric, with the latency target as a hard limit."""
+
+    latency_is_hard = True
+    needs_target: str | None = None  # why it needs --latency-target, when it does
+
+    def fitness(self, ap: float, latency_ms: float, constraints: Constraints) -> float:
+        return ap
+
+    def rank(self, records: Sequence[Candidate]) -> list[Candidate]:
+        """Evaluated candidates best first; ties broken by hash so the order never depends on arrival."""
+        return sorted(records, key=lambda r: (-r.fitness, r.hash))
+
+    def best(self, records: Sequence[Candidate], constraints: Constraints) -> Candidate:
+        return self.rank(records)[0]
 
 
-def pareto_front(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+OBJECTIVES: Registry[type[Objective]] = Registry("objective", "--objective")
+
+
+@OBJECTIVES.register("hard")
+class HardLimit(Objective):
+    """Reject anything over the latency target; rank the rest by the fitness metric."""
+
+
+@OBJECTIVES.register("soft")
+class SoftReward(Objective):
+    """MnasNet's reward AP * (latency / target) ** w: the target pulls instead of cutting."""
+
+    latency_is_hard = False
+    needs_target = "rewards AP*(latency/target)^w"
+
+    def fitness(self, ap: float, latency_ms: float, constraints: Constraints) -> float:
+        assert constraints.latency_ms is not None  # Constraints refuses soft without a target
+        return ap * (latency_ms / constraints.latency_ms) ** constraints.soft_weight
+
+
+@OBJECTIVES.register("pareto")
+class ParetoFront(Objective):
+    """NSGA-II order over (AP, median latency); the winner is the highest AP on the front within the target."""
+
+    def rank(self, records: Sequence[Candidate]) -> list[Candidate]:
+        points = [(r.metrics["AP"], r.latency.median_ms) for r in records]
+        order: list[Candidate] = []
+        for front in non_dominated_fronts(points):
+            crowd = crowding_distance(points, front)
+            order.extend(records[i] for i in sorted(front, key=lambda i: (-crowd[i], -points[i][0], records[i].hash)))
+        return order
+
+    def best(self, records: Sequence[Candidate], constraints: Constraints) -> Candidate:
+        front = pareto_front(records)
+        if constraints.latency_ms is not None:
+            front = [r for r in front if r.latency.median_ms <= constraints.latency_ms] or front
+        return max(front, key=lambda r: (r.metrics["AP"], r.hash))
+
+
+def rank_records(records: Sequence[Candidate], objective: str) -> list[Candidate]:
+    """Evaluated candidates best first under the registered `objective`."""
+    return OBJECTIVES.get(objective)().rank(records)
+
+
+def pareto_front(records: Sequence[Candidate]) -> list[Candidate]:
     """The non-dominated candidates (AP vs median latency), fastest first."""
     if not records:
         return []
-    points = [(r["metrics"]["AP"], r["latency"]["median_ms"]) for r in records]
-    return sorted((records[i] for i in non_dominated_fronts(points)[0]), key=lambda r: r["latency"]["median_ms"])
+    points = [(r.metrics["AP"], r.latency.median_ms) for r in records]
+    return sorted((records[i] for i in non_dominated_fronts(points)[0]), key=lambda r: r.latency.median_ms)

@@ -4,15 +4,15 @@ plots, a summary table. `detnas search report JOURNAL` and the end of `detnas se
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from detnas.io import atomic_path, atomic_write_json, atomic_write_text
 from detnas.search.evolution import best_record
-from detnas.search.journal import read_journal
+from detnas.search.journal import decode_journal, read_journal
 from detnas.search.objectives import Constraints, pareto_front, rank_records
+from detnas.search.records import Candidate, Final, Plan
 
 
 @dataclass
@@ -20,30 +20,31 @@ class SearchRun:
     """What a journal says: configuration, evaluated candidates in order, and the winner's re-measurement."""
 
     config: dict[str, Any]
-    candidates: list[dict[str, Any]]
-    plans: list[dict[str, Any]]
-    final: dict[str, Any] | None
+    candidates: list[Candidate]
+    plans: list[Plan]
+    final: Final | None
 
     @classmethod
     def load(cls, path: str | Path) -> SearchRun:
         records = read_journal(path)
-        finals = [r for r in records if r["type"] == "final"]
-        return cls(records[0]["config"], [r for r in records if r["type"] == "candidate"],
-                   [r for r in records if r["type"] == "generation"], finals[-1] if finals else None)
+        entries = decode_journal(path, records)
+        finals = [r for r in entries if isinstance(r, Final)]
+        return cls(records[0]["config"], [r for r in entries if isinstance(r, Candidate)],
+                   [r for r in entries if isinstance(r, Plan)], finals[-1] if finals else None)
 
     @property
     def constraints(self) -> Constraints:
         prefix = "constraint_"
         return Constraints(**{k[len(prefix):]: v for k, v in self.config.items() if k.startswith(prefix)})
 
-    def best(self) -> dict[str, Any] | None:
+    def best(self) -> Candidate | None:
         return best_record(self.candidates, self.constraints)
 
     def convergence(self) -> list[tuple[int, float, float]]:
         """(generation, best AP within the generation, best AP so far) for every evaluated generation."""
         rows, so_far = [], float("-inf")
-        for generation in sorted({r["generation"] for r in self.candidates}):
-            ap = max(r["metrics"]["AP"] for r in self.candidates if r["generation"] == generation)
+        for generation in sorted({r.generation for r in self.candidates}):
+            ap = max(r.metrics["AP"] for r in self.candidates if r.generation == generation)
             so_far = max(so_far, ap)
             rows.append((generation, ap, so_far))
         return rows
@@ -53,17 +54,17 @@ class SearchRun:
         target = self.constraints.latency_ms
         if self.final is None:
             return "the winner's latency has not been re-measured yet (run the search to the end)"
-        measured = f"{self.final['latency']['median_ms']:.3f}ms re-measured ({self.final['source']})"
+        measured = f"{self.final.latency.median_ms:.3f}ms re-measured ({self.final.source})"
         if target is None:
             return f"winner latency {measured}; no latency target was set"
-        if self.final["meets_target"]:
+        if self.final.meets_target:
             return f"winner meets the {target:g}ms target: {measured}"
         return f"winner does NOT meet the {target:g}ms target: {measured} (the search estimate was optimistic)"
 
 
-def _row(rank: int, r: dict[str, Any]) -> dict[str, Any]:
-    return {"rank": rank, "arch": r["arch"], "metrics": r["metrics"], "latency": r["latency"], "flops": r["flops"],
-            "params": r["params"], "fitness": r["fitness"], "generation": r["generation"], "origin": r["origin"]}
+def _row(rank: int, r: Candidate) -> dict[str, Any]:
+    return {"rank": rank, "arch": r.arch.to_dict(), "metrics": r.metrics, "latency": r.latency.to_json(),
+            "flops": r.flops, "params": r.params, "fitness": r.fitness, "generation": r.generation, "origin": r.origin}
 
 
 def latency_axis_label(run: SearchRun) -> str:
@@ -72,7 +73,10 @@ def latency_axis_label(run: SearchRun) -> str:
     timing = run.config.get("timing") or {}
     if run.config.get("latency_profile"):
         return "predicted median latency (ms; latency profile)"
-    backend = {"ort": "ONNX Runtime", "trt": "TensorRT", "torch": "PyTorch"}.get(timing.get("backend"), timing.get("backend"))
+    from detnas.bench.backends import LATENCY_BACKENDS
+
+    name = timing.get("backend")
+    backend = LATENCY_BACKENDS.get(name).title if name in LATENCY_BACKENDS else name
     size = "x".join(map(str, timing.get("size") or [])) or "detector size"
     return (f"{timing.get('scope', '')} median latency (ms; {backend}, {str(timing.get('device', '')).upper()}, "
             f"{size}, batch {timing.get('batch', 1)})").strip()
@@ -97,22 +101,22 @@ def plot_pareto(run: SearchRun, path: Path, marks: tuple[Mark, ...] = ()) -> Non
 
     fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=120)
     colours = plt.get_cmap("tab10")
-    for generation in sorted({r["generation"] for r in run.candidates}):
-        members = [r for r in run.candidates if r["generation"] == generation]
-        ax.scatter([r["latency"]["median_ms"] for r in members], [r["metrics"]["AP"] for r in members], s=22,
+    for generation in sorted({r.generation for r in run.candidates}):
+        members = [r for r in run.candidates if r.generation == generation]
+        ax.scatter([r.latency.median_ms for r in members], [r.metrics["AP"] for r in members], s=22,
                    color=colours(generation % 10), alpha=0.85,
                    label=f"generation {generation}" + (" (random)" if generation == 0 else ""))
     front = pareto_front(run.candidates)
-    ax.step([r["latency"]["median_ms"] for r in front], [r["metrics"]["AP"] for r in front], where="post",
+    ax.step([r.latency.median_ms for r in front], [r.metrics["AP"] for r in front], where="post",
             color="tab:red", linewidth=1, label="Pareto front")
     if run.constraints.latency_ms is not None:
         ax.axvline(run.constraints.latency_ms, color="gray", linestyle="--",
                    label=f"latency target {run.constraints.latency_ms:g} ms")
     best = run.best()
     if best is not None:
-        ax.scatter([best["latency"]["median_ms"]], [best["metrics"]["AP"]], marker="*", s=220, color="tab:red",
+        ax.scatter([best.latency.median_ms], [best.metrics["AP"]], marker="*", s=220, color="tab:red",
                    edgecolor="black", zorder=5)
-        ax.annotate("winner", (best["latency"]["median_ms"], best["metrics"]["AP"]), xytext=(6, 6),
+        ax.annotate("winner", (best.latency.median_ms, best.metrics["AP"]), xytext=(6, 6),
                     textcoords="offset points", fontsize=9)
     for mark in marks:
         ax.scatter([mark.latency_ms], [mark.ap], marker="D", s=60, color="black", zorder=5)
@@ -133,7 +137,7 @@ def plot_convergence(run: SearchRun, path: Path) -> None:
 
     rows = run.convergence()
     generations = [g for g, _, _ in rows]
-    per_generation = [sorted(r["metrics"]["AP"] for r in run.candidates if r["generation"] == g) for g in generations]
+    per_generation = [sorted(r.metrics["AP"] for r in run.candidates if r.generation == g) for g in generations]
     medians = [aps[len(aps) // 2] if len(aps) % 2 else (aps[len(aps) // 2 - 1] + aps[len(aps) // 2]) / 2
                for aps in per_generation]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
@@ -166,9 +170,9 @@ def summary_table(run: SearchRun, top_k: int) -> Any:
         table.add_column(col, justify="left" if col in ("hash", "origin") else "right", no_wrap=col == "hash",
                          min_width=12 if col == "hash" else None)
     for i, r in enumerate(rank_records(run.candidates, run.constraints.objective)[:top_k], start=1):
-        table.add_row(str(i), r["hash"], str(r["generation"]), r["origin"], f"{r['metrics']['AP']:.4f}",
-                      f"{r['metrics'].get('AP50', float('nan')):.4f}", f"{r['latency']['median_ms']:.3f}",
-                      f"{r['flops'] / 1e6:.1f}", f"{r['params'] / 1e6:.3f}", f"{r['fitness']:.4f}")
+        table.add_row(str(i), r.hash, str(r.generation), r.origin, f"{r.metrics['AP']:.4f}",
+                      f"{r.metrics.get('AP50', float('nan')):.4f}", f"{r.latency.median_ms:.3f}",
+                      f"{r.flops / 1e6:.1f}", f"{r.params / 1e6:.3f}", f"{r.fitness:.4f}")
     return table
 
 
@@ -177,8 +181,9 @@ def summary(run: SearchRun) -> dict[str, Any]:
     best = run.best()
     return {
         "candidates": len(run.candidates), "generations": len(run.plans),
-        "rejected": sum(len(p["rejected"]) for p in run.plans), "duplicates": sum(p["duplicates"] for p in run.plans),
-        "best": _row(1, best) if best else None, "final": run.final, "verdict": run.verdict(),
+        "rejected": sum(len(p.rejected) for p in run.plans), "duplicates": sum(p.duplicates for p in run.plans),
+        "best": _row(1, best) if best else None, "final": run.final.to_json() if run.final else None,
+        "verdict": run.verdict(),
         "convergence": [{"generation": g, "best_in_generation": a, "best_so_far": b} for g, a, b in run.convergence()],
     }
 
@@ -195,7 +200,7 @@ def write_report(journal: str | Path, out_dir: str | Path, top_k: int = 10) -> S
     out = Path(out_dir)
     best = run.best()
     if best is not None:
-        atomic_write_text(out / "best_arch.json", json.dumps(best["arch"], indent=2) + "\n")
+        atomic_write_text(out / "best_arch.json", best.arch.to_json() + "\n")
     ranked = rank_records(run.candidates, run.constraints.objective)
     atomic_write_json(out / "topk.json", [_row(i, r) for i, r in enumerate(ranked[:top_k], start=1)])
     atomic_write_json(out / "pareto_front.json", [_row(i, r) for i, r in enumerate(pareto_front(run.candidates), 1)])

@@ -30,7 +30,7 @@ JOURNAL_NAME = "journal.jsonl"
 LATENCY_IMAGES = 4  # real images the latency is timed on (cycled through the timed runs)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SearchRequest:
     """Everything `detnas search run` takes; see the CLI for each field's meaning."""
 
@@ -42,7 +42,7 @@ class SearchRequest:
     bn_images_dir: Path | None = None
     settings: EvolutionSettings = field(default_factory=EvolutionSettings)
     constraints: Constraints = field(default_factory=Constraints)
-    timing: Timing = field(default_factory=lambda: Timing(None))
+    timing: Timing = field(default_factory=Timing)
     latency_profile: Path | None = None
     force_profile: bool = False
     latency_cache: Path | None = None
@@ -125,7 +125,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
     if request.timing.precision == "int8":  # neither the oracle nor a device profile has calibration images here
         raise DetnasError("--precision int8: search run has no INT8 calibration images; search with --precision "
                           "fp16 or fp32, then export the winner with `detnas export --format trt --precision int8 "
-                          "--calib-data DIR`")
+                          "--calib-images DIR`")
     device = str(init_distributed(request.timing.device).device)  # this rank's device under torchrun
     try:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
@@ -143,9 +143,9 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         for caveat in latency.caveats if isinstance(latency, ProfileLatency) else ():
             log(f"warning: {caveat}")
         if constraints.latency_ms is not None:
-            fastest = check_target_reachable(supernet.space, constraints.latency_ms, latency,
-                                             (request.flops_size, request.flops_size))
-            log(f"fastest probe of the space: {fastest['median_ms']:.3f}ms ({latency.source}), "
+            _, fastest_ms = check_target_reachable(supernet.space, constraints.latency_ms, latency,
+                                                   (request.flops_size, request.flops_size))
+            log(f"fastest probe of the space: {fastest_ms:.3f}ms ({latency.source}), "
                 f"target {constraints.latency_ms:g}ms")
         accuracy = DetectionAP(supernet, bn, val, request.bn_images, request.bn_batch, request.val_images, device)
         context = _context(request, supernet.digest, val, bn, latency, timing,

@@ -72,11 +72,11 @@ def test_latency_json_csv_cache_and_compare(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--backend", "onnx"], "unknown backend 'onnx'; choose one of torch, ort, trt"),
-    (["--precision", "fp8"], "unknown precision 'fp8'"),
+    (["--precision", "fp8"], "'fp8' is not one of 'fp32', 'fp16', 'int8'"),
     (["--precision", "int8"], "INT8 needs calibration data"),
-    (["--scope", "head"], "unknown scope 'head'"),
+    (["--scope", "head"], "Invalid value for '--scope'"),
     (["--backend", "trt"], "the trt backend runs on a GPU"),
-    (["--size", "abc"], "--size 'abc'"),
+    (["--size", "abc"], "Invalid value for '--size': 'abc' must be N or HxW"),
 ])
 def test_latency_bad_input(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "latency", "--arch", TINY_ARCH, *QUICK, "--no-cache", *args)
@@ -92,19 +92,19 @@ def test_fp16_on_cpu_is_warned_not_refused(capsys: pytest.CaptureFixture[str]) -
 def test_onnx_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"\x00garbage")
-    code, _, err = _run(capsys, "latency", "--onnx", str(bad), "--scope", "network", *QUICK, "--no-cache")
+    code, _, err = _run(capsys, "latency", "--model", str(bad), "--scope", "network", *QUICK, "--no-cache")
     assert code == 2 and "broken.onnx: not a readable ONNX file" in _error_line(err)
-    code, _, err = _run(capsys, "latency", "--onnx", str(tmp_path / "missing.onnx"), "--scope", "network", "--no-cache")
+    code, _, err = _run(capsys, "latency", "--model", str(tmp_path / "missing.onnx"), "--scope", "network", "--no-cache")
     assert code == 2 and "not found" in _error_line(err)
     good = module_to_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")
-    code, _, err = _run(capsys, "latency", "--onnx", str(good), *QUICK, "--no-cache")
+    code, _, err = _run(capsys, "latency", "--model", str(good), *QUICK, "--no-cache")
     assert code == 2 and "--scope is required" in _error_line(err)
-    assert _run(capsys, "latency", "--onnx", str(good), "--scope", "network", *QUICK, "--no-cache")[0] == 0
+    assert _run(capsys, "latency", "--model", str(good), "--scope", "network", *QUICK, "--no-cache")[0] == 0
 
 
 def test_one_source_only(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(capsys, "latency", "--arch", "COCO-FPN-300M", "--onnx", "x.onnx")
-    assert code == 2 and "exactly one of --arch, --onnx or --engine" in _error_line(err)
+    code, _, err = _run(capsys, "latency", "--arch", "COCO-FPN-300M", "--model", "x.onnx")
+    assert code == 2 and "exactly one of --arch or --model" in _error_line(err)
 
 
 def test_engine_without_tensorrt_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -112,7 +112,7 @@ def test_engine_without_tensorrt_says_what_is_missing(tmp_path: Path, monkeypatc
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"engine")
-    code, _, err = _run(capsys, "latency", "--engine", str(engine), "--backend", "trt", "--device", "cuda",
+    code, _, err = _run(capsys, "latency", "--model", str(engine), "--backend", "trt", "--device", "cuda",
                         "--scope", "network+nms", "--no-cache")
     assert code == 2 and "TensorRT backend unavailable: the Python package 'tensorrt' is not installed" in err
 
@@ -143,7 +143,7 @@ def test_cuda_provider_fallback_is_one_line(tmp_path: Path, capfd: pytest.Captur
     if torch.cuda.is_available():
         pytest.skip("a GPU is present; the CUDA provider does not fall back here")
     good = module_to_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")
-    code = main(["bench", "latency", "--onnx", str(good), "--scope", "network", "--ort-provider", "cuda", *QUICK,
+    code = main(["bench", "latency", "--model", str(good), "--scope", "network", "--ort-provider", "cuda", *QUICK,
                  "--no-cache"])
     err = capfd.readouterr().err
     assert code == 2 and "silently fell back" in _error_line(err)

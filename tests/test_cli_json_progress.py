@@ -58,7 +58,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ckpt = save_child_checkpoint(detector, arch, "fpn", root / "child")
     onnx_path, doc = root / "model.onnx", root / "export.json"
     assert main(["export", "--weights", str(ckpt), "--out", str(onnx_path), "--size", f"{SIZE}x{SIZE}",
-                 "--score-thresh", "0.2", "--proposals", "20", "--parity-data", str(coco_mini / "val2017"),
+                 "--score-thresh", "0.2", "--proposals", "20", "--parity-images", str(coco_mini / "val2017"),
                  "--no-simplify", "--json", str(doc)]) == 0
     coco = json.loads((coco_mini / "annotations" / "instances_val2017.json").read_text())
     coco["categories"] = [c for c in coco["categories"] if c["id"] in CATEGORY_IDS.values()]
@@ -75,7 +75,7 @@ def test_export_and_eval_json(exported: dict[str, Path], tmp_path: Path, capsys:
     assert doc["precision"] is None and doc["tensorrt"] is None and {r["version"] for r in doc["lint"]} == {"10.3", "11"}
     capsys.readouterr()
     out = tmp_path / "eval.json"
-    assert main(["eval", "--model", str(exported["onnx"]), "--data", str(exported["ann"]), "--images",
+    assert main(["eval", "--model", str(exported["onnx"]), "--ann", str(exported["ann"]), "--images",
                  str(exported["images"]), "--max-images", "4", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
@@ -87,9 +87,9 @@ def test_export_and_eval_json(exported: dict[str, Path], tmp_path: Path, capsys:
 def test_bench_table_on_a_tiny_detector(exported: dict[str, Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     doc, md = tmp_path / "table.json", tmp_path / "table.md"
-    assert main(["bench", "table", "--onnx", str(exported["onnx"]), "--weights", str(exported["ckpt"]),
-                 "--proposals", "20", "--convert", "int8", "--calib-data", str(exported["images"]),
-                 "--calib-images", "4", "--data", str(exported["ann"]), "--images", str(exported["images"]),
+    assert main(["bench", "table", "--model", str(exported["onnx"]), "--weights", str(exported["ckpt"]),
+                 "--proposals", "20", "--convert", "int8", "--calib-images", str(exported["images"]),
+                 "--calib-count", "4", "--ann", str(exported["ann"]), "--images", str(exported["images"]),
                  "--max-images", "4", "--runs", "3", "--warmup", "1", "--json", str(doc), "--markdown", str(md)]) == 0
     printed = capsys.readouterr().out
     table = json.loads(doc.read_text())
@@ -109,7 +109,7 @@ def test_bench_table_on_a_tiny_detector(exported: dict[str, Path], tmp_path: Pat
     assert "int8" in printed and table["fingerprint_hash"] in printed
     # a second table reuses the INT8 file instead of converting again
     assert produce(exported["onnx"], "int8", None, None, 4) == (int8, False)
-    assert main(["bench", "table", "--onnx", str(int8), "--data", str(exported["ann"]), "--images",
+    assert main(["bench", "table", "--model", str(int8), "--ann", str(exported["ann"]), "--images",
                  str(exported["images"])]) == 2
     assert "give the FP32 export" in capsys.readouterr().err
 

@@ -40,7 +40,7 @@ def test_demo_classification_and_cli(tmp_path, capsys):
     assert train.classes == sorted(CLASSIFICATION_CLASSES) and len(train) == 12
     image, label = train[0]
     assert image.dtype == torch.uint8 and image.shape == (3, 64, 64)
-    assert main(["data", "demo", "--out", str(tmp_path / "cli"), "--train-images", "2", "--val-images", "1"]) == 0
+    assert main(["data", "demo", "--out", str(tmp_path / "cli"), "--train-count", "2", "--val-count", "1"]) == 0
     assert "--ann" in capsys.readouterr().out
     assert len(CocoDetection(tmp_path / "cli/detection/annotations/instances_train.json",
                              tmp_path / "cli/detection/train")) == 2

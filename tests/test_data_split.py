@@ -28,11 +28,11 @@ def test_split_is_deterministic_disjoint_and_complete(coco128, tmp_path):
 
 def test_split_cli_and_bad_sizes(coco_mini, tmp_path, capsys):
     ann = coco_mini / "annotations" / "instances_val2017.json"
-    assert main(["data", "split", "--ann", str(ann), "--val-size", "5", "--seed", "3", "--out", str(tmp_path)]) == 0
+    assert main(["data", "split", "--ann", str(ann), "--val-count", "5", "--seed", "3", "--out", str(tmp_path)]) == 0
     assert len(json.loads((tmp_path / "search_val.json").read_text())["images"]) == 5
     assert len(json.loads((tmp_path / "supernet_train.json").read_text())["images"]) == 70
-    assert main(["data", "split", "--ann", str(ann), "--val-size", "75", "--out", str(tmp_path / "x")]) == 2
-    assert "--val-size 75: must be between 1 and 74" in capsys.readouterr().err
+    assert main(["data", "split", "--ann", str(ann), "--val-count", "75", "--out", str(tmp_path / "x")]) == 2
+    assert "--val-count 75: must be between 1 and 74" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     with pytest.raises(DetnasError, match="annotation file not found"):
         split_coco(tmp_path / "none.json", 5, 0, tmp_path)

@@ -110,7 +110,7 @@ def test_eval_cli_random_init_and_checkpoint_on_coco_mini(coco_mini, tmp_path, c
     from detnas.cli.main import main
 
     ann, images = coco_mini / "annotations" / "instances_val2017.json", coco_mini / "val2017"
-    common = ["eval", "--data", str(ann), "--images", str(images), "--size", "128", "--max-images", "2"]
+    common = ["eval", "--ann", str(ann), "--images", str(images), "--min-size", "128", "--max-images", "2"]
     out = tmp_path / "dets.json"
     assert main([*common, "--arch", "COCO-FPN-300M", "--random-init", "--proposals", "50",
                  "--out-json", str(out), "--json", str(tmp_path / "eval.json")]) == 0

@@ -34,7 +34,7 @@ def fpn_export(tmp_path_factory):
     ckpt = save_child_checkpoint(detector, arch, "fpn", root / "child")
     out = root / "model.onnx"
     code = main(["export", "--weights", str(ckpt), "--out", str(out), "--size", f"{SIZE}x{SIZE}", "--batch", "2",
-                 "--score-thresh", "0.2", "--proposals", "20", "--parity-data", str(coco_mini / "val2017")])
+                 "--score-thresh", "0.2", "--proposals", "20", "--parity-images", str(coco_mini / "val2017")])
     assert code == 0
     return {"onnx": out, "ckpt": ckpt, "detector": detector, "arch": arch, "images": images, "root": root}
 
@@ -141,19 +141,19 @@ def test_bad_inputs_are_one_line_errors(fpn_export, tmp_path, capsys):
     val = str(fpn_export["images"][0].parent)
     cases = {
         "size": ["export", "--weights", ckpt, "--out", str(tmp_path / "a.onnx"), "--size", "100",
-                 "--parity-data", val],
+                 "--parity-images", val],
         "other arch": ["export", "--weights", ckpt, "--out", str(tmp_path / "b.onnx"), "--arch", "COCO-FPN-300M",
-                       "--parity-data", val],
+                       "--parity-images", val],
         "unwritable": ["export", "--weights", ckpt, "--out", str(fpn_export["onnx"] / "c.onnx"),
-                       "--size", "128", "--parity-data", val],
+                       "--size", "128", "--parity-images", val],
         "int8": ["export", "--weights", ckpt, "--out", str(tmp_path / "d.onnx"), "--format", "trt",
-                 "--precision", "int8", "--parity-data", val],
+                 "--precision", "int8", "--parity-images", val],
         "trt dynamic batch": ["export", "--weights", ckpt, "--out", str(tmp_path / "f.onnx"), "--format", "trt",
-                              "--dynamic-batch", "--parity-data", val],
+                              "--dynamic-batch", "--parity-images", val],
     }
     if importlib.util.find_spec("tensorrt") is None:
         cases["no tensorrt"] = ["export", "--weights", ckpt, "--out", str(tmp_path / "e.onnx"), "--format", "trt",
-                                "--parity-data", val]
+                                "--parity-images", val]
     for name, argv in cases.items():
         assert main(argv) == 2, name
         err = " ".join(capsys.readouterr().err.split())
@@ -220,6 +220,28 @@ def test_predict_keeps_same_named_images_apart_and_prints_paths_verbatim(fpn_exp
     assert {r["image_id"] for r in records} == {1, 2}
 
 
+def test_predict_device(fpn_export, tmp_path, capsys):
+    """--device cpu runs ONNX Runtime's CPU provider; a GPU device runs CUDA or stops with one line (never a silent
+    CPU fallback); an engine never runs on the CPU."""
+    import onnxruntime as ort
+
+    image = str(fpn_export["images"][0])
+    assert main(["predict", "--model", str(fpn_export["onnx"]), image, "--out", str(tmp_path / "cpu"),
+                 "--device", "cpu"]) == 0
+    assert "(onnxruntime)" in capsys.readouterr().out
+    code = main(["predict", "--model", str(fpn_export["onnx"]), image, "--out", str(tmp_path / "gpu"),
+                 "--device", "cuda:0"])
+    err = capsys.readouterr().err
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available():
+        assert code == 2 and err.count("\n") == 1 and "requested CUDAExecutionProvider" in err, err
+    else:
+        assert code == 0, err
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine")
+    assert main(["predict", "--model", str(engine), image, "--out", str(tmp_path / "e"), "--device", "cpu"]) == 2
+    assert "a TensorRT engine runs on a GPU" in capsys.readouterr().err
+
+
 def test_predict_refuses_unreadable_image_without_partial_output(fpn_export, tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -242,7 +264,7 @@ def test_exported_model_evaluates_with_coco_ap(fpn_export, tmp_path, capsys):
     metrics = evaluate(onnx_predictor(fpn_export["onnx"]), dataset, max_images=4)
     assert set(METRICS) <= set(metrics) and metrics["detections"] > 0 and 0.0 <= metrics["AP"] <= 1.0
     # the test model knows 3 classes, coco_mini has 80: refused in one line rather than mislabelled
-    assert main(["eval", "--model", str(fpn_export["onnx"]), "--data", str(ann), "--images", str(images)]) == 2
+    assert main(["eval", "--model", str(fpn_export["onnx"]), "--ann", str(ann), "--images", str(images)]) == 2
     assert "classes differ from the model's" in capsys.readouterr().err
     coco = json.loads(ann.read_text())  # the same images restricted to the model's three categories
     coco["categories"] = [c for c in coco["categories"] if c["id"] in CATEGORY_IDS.values()]
@@ -251,7 +273,7 @@ def test_exported_model_evaluates_with_coco_ap(fpn_export, tmp_path, capsys):
     subset.write_text(json.dumps(coco))
     assert [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])] == CLASSES
     out_json = tmp_path / "dets.json"
-    assert main(["eval", "--model", str(fpn_export["onnx"]), "--data", str(subset), "--images", str(images),
+    assert main(["eval", "--model", str(fpn_export["onnx"]), "--ann", str(subset), "--images", str(images),
                  "--max-images", "4", "--out-json", str(out_json)]) == 0  # the 4th image is the first with a box
     assert "COCO bbox metrics of" in capsys.readouterr().out and json.loads(out_json.read_text())
 

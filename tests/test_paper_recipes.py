@@ -227,7 +227,7 @@ def test_search_fitness_is_the_resolved_metric(tmp_path) -> None:
         search = Search(TINY, settings, constraints, _VocAccuracy(), FakeLatency(), BackboneCost(64),
                         tmp_path / f"{metric}.jsonl")
         records = search.run()
-        assert records and all(r["fitness"] == pytest.approx(r["metrics"][metric]) for r in records)
+        assert records and all(r.fitness == pytest.approx(r.metrics[metric]) for r in records)
 
 
 # 9 ------------------------------------------------------------------------------------------------------------

@@ -2,17 +2,14 @@
 
 A tiny FPN detector is trained briefly on the generated demo shapes (AP ~0.3 on its validation images), so the AP
 gate has something to lose: an INT8 file calibrated on the training split passes a 1-point gate, the same export
-calibrated on blank images fails it. One trained model, one FP32 file and one INT8 export serve the whole module.
+calibrated on blank images fails it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +27,7 @@ from detnas.data.demo import ShapeLayout
 from detnas.detection import build_detector
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
-from detnas.export.precision import (
-    PREDICTOR_LAYERS,
-    Gate,
-    ap_gate,
-    convert_fp16,
-    precision_parity,
-    precision_request,
-    quantized_nodes,
-    reduce_exported,
-)
+from detnas.export.precision import PREDICTOR_LAYERS, Gate, ap_gate, convert_fp16, precision_parity, quantized_nodes
 from detnas.export.runtime import read_onnx_meta
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.space import register_space
@@ -47,7 +35,6 @@ from detnas.supernet import ChildNet
 
 SIZE = 128
 ITERATIONS = 60
-CALIB_IMAGES = 16
 
 
 def _train(detector: torch.nn.Module, dataset: CocoDetection, iterations: int) -> None:
@@ -93,7 +80,7 @@ def trained(tmp_path_factory):
 def _export(trained, out: Path, *extra: str) -> int:
     demo = trained["demo"]
     return main(["export", "--weights", str(trained["ckpt"]), "--out", str(out), "--size", str(SIZE),
-                 "--parity-data", str(demo.val_images), "--gate-data", str(demo.val_ann),
+                 "--parity-images", str(demo.val_images), "--gate-ann", str(demo.val_ann),
                  "--gate-images", str(demo.val_images), *extra])
 
 
@@ -101,21 +88,10 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
-@pytest.fixture(scope="module")
-def int8_export(trained, tmp_path_factory):
-    """One INT8 export through the CLI, calibrated on the training split the run recorded, shared by the tests
-    that check its gate and its QDQ form: (file, what the CLI printed, its folder)."""
-    folder = tmp_path_factory.mktemp("int8")
-    out = folder / "int8.onnx"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = _export(trained, out, "--precision", "int8", "--calib-images", str(CALIB_IMAGES))
-    assert code == 0, printed.getvalue()
-    return out, printed.getvalue(), folder
-
-
-def test_int8_export_passes_its_gate(trained, int8_export):
-    out, printed, folder = int8_export
+def test_int8_export_passes_its_gate_in_qdq_form(trained, tmp_path, capsys):
+    out = tmp_path / "int8.onnx"
+    assert _export(trained, out, "--precision", "int8", "--calib-count", "16", "--calib-method", "percentile") == 0
+    printed = capsys.readouterr().out
     assert "AP gate OK" in printed and "parity OK" in printed
     report = json.loads(out.with_suffix(".precision.json").read_text())
     gate = report["gate"]
@@ -124,16 +100,11 @@ def test_int8_export_passes_its_gate(trained, int8_export):
     assert gate["drop"] <= 0.01 and report["parity"]["detections"] > 0
     # calibrated on the training split the run recorded, and the metadata says so
     meta = read_onnx_meta(out).precision
-    train_names = sorted(p.name for p in trained["demo"].train_images.glob("*.png"))[:CALIB_IMAGES]
-    assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "percentile", CALIB_IMAGES)
+    train_names = sorted(p.name for p in trained["demo"].train_images.glob("*.png"))[:16]
+    assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "percentile", 16)
     assert meta.calib_digest == hashlib.sha256("\n".join(train_names).encode()).hexdigest()
-    assert not list(folder.glob(".*")), "no temporary files left"
-
-
-def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
-    """Symmetric (zero points 0), per-channel weights; only the network's Conv/Gemm are quantized; predictors,
-    decoding, NMS and RoiAlign stay FP32."""
-    model = onnx.load(str(int8_export[0]))
+    # QDQ as TensorRT's explicit quantization takes it: symmetric (zero points 0), per-channel weights
+    model = onnx.load(str(out))
     values = _initializers(model)
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     zero_points = [values[n.input[2]] for n in qdq if len(n.input) > 2]
@@ -141,6 +112,7 @@ def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
     weights = [n for n in qdq if n.op_type == "DequantizeLinear" and values.get(n.input[0]) is not None
                and values[n.input[0]].dtype == np.int8]
     assert weights and all(values[n.input[1]].size > 1 for n in weights), "every weight has per-channel scales"
+    # only the network's Conv/Gemm are quantized; predictors, decoding, NMS and RoiAlign stay FP32
     dequantized = {n.output[0] for n in weights}
     quantized = {n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm") and dequantized & set(n.input)}
     fp32_graph = onnx.load(str(trained["fp32"])).graph
@@ -151,27 +123,20 @@ def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
                    {"NonMaxSuppression": n.input, "Exp": n.input, "RoiAlign": n.input[1:]}.get(n.op_type, [])]
     assert coordinates and all(producers.get(i) != "DequantizeLinear" for _, i in coordinates), \
         "boxes, scores, box deltas and RoI coordinates never come out of an INT8 tensor"
+    assert not list(tmp_path.glob(".*")), "no temporary files left"
 
 
-def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path):
-    """The export's write step (what `detnas export` runs after the FP32 file is verified) on the same FP32 file:
-    ranges from blank images fail the 1-point gate, and neither the file, its report nor the FP32 reference stay."""
+def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path, capsys):
     blank = tmp_path / "blank"
     blank.mkdir()
-    for i in range(4):  # identical images: more of them would give the same ranges
+    for i in range(16):
         Image.new("RGB", (128, 128), (124, 116, 104)).save(blank / f"{i:02d}.png")
-    demo = trained["demo"]
-    request = precision_request("int8", weights=trained["ckpt"], calib_data=blank, calib_images=4,
-                                calib_method="minmax", gate_data=demo.val_ann, gate_images=demo.val_images,
-                                max_ap_drop=0.01, dynamic_batch=False)
     out = tmp_path / "out" / "int8.onnx"
-    out.parent.mkdir()
-    shutil.copy(trained["fp32"], out)
-    with pytest.raises(DetnasError, match="AP gate FAILED") as failure:
-        reduce_exported(out, request)
-    message = str(failure.value)
-    assert "drop" in message and "24 images" in message
-    assert float(message.split("drop ")[1].split()[0]) > 0.01
+    assert _export(trained, out, "--precision", "int8", "--calib-images", str(blank), "--calib-count", "16") == 2
+    err = capsys.readouterr().err
+    assert "AP gate FAILED" in err and "drop" in err and "24 images" in err
+    drop = float(err.split("drop ")[1].split()[0])
+    assert drop > 0.01
     assert not out.exists() and not out.with_suffix(".precision.json").exists()
     assert not list(out.parent.iterdir()), "neither the FP32 reference nor temporary files are left"
 
@@ -225,28 +190,28 @@ def _refused(capsys, code: int, out: Path, *fragments: str) -> None:
 
 def test_bad_precision_requests_are_one_line_errors(trained, tmp_path, capsys):
     out = tmp_path / "m.onnx"
-    # a checkpoint whose run recorded no training split, and no --calib-data
+    # a checkpoint whose run recorded no training split, and no --calib-images
     bare = save_checkpoint(tmp_path / "ckpt" / "child", *_weights_and_meta(trained["ckpt"]))
     code = main(["export", "--weights", str(bare), "--out", str(out), "--size", str(SIZE), "--no-parity",
                  "--precision", "int8"])
-    _refused(capsys, code, out, "--precision int8 needs calibration images", "--calib-data")
+    _refused(capsys, code, out, "--precision int8 needs calibration images", "--calib-images")
     few = tmp_path / "few"
     few.mkdir()
     for i in range(3):
         Image.new("RGB", (64, 64)).save(few / f"{i}.png")
-    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-data", str(few), "--calib-images", "8"),
-             out, "--calib-images 8", "only 3 images")
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-images", str(few), "--calib-count", "8"),
+             out, "--calib-count 8", "only 3 images")
     (few / "3.png").write_bytes(b"\x89PNG not really")
-    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-data", str(few), "--calib-images", "4"),
-             out, "--calib-data", "3.png: cannot read image")
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-images", str(few), "--calib-count", "4"),
+             out, "--calib-images", "3.png: cannot read image")
     _refused(capsys, _export(trained, out, "--precision", "int8", "--max-ap-drop", "-0.5"), out, "--max-ap-drop -0.5")
-    _refused(capsys, _export(trained, out, "--precision", "fp8"), out, "--precision fp8", "fp32, fp16, int8")
+    _refused(capsys, _export(trained, out, "--precision", "fp8"), out, "'--precision'", "'fp8' is not one of 'fp32', 'fp16', 'int8'")
     _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-method", "mse"), out, "--calib-method mse")
     _refused(capsys, _export(trained, out, "--precision", "fp16", "--dynamic-batch"), out, "--dynamic-batch",
              "--batch N")
     demo = trained["demo"]
-    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-data", str(demo.val_images),
-                             "--calib-images", "4"), out,
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-images", str(demo.val_images),
+                             "--calib-count", "4"), out,
              "--gate-images", "calibrate on training images")
 
 
@@ -263,9 +228,9 @@ def test_search_times_int8_candidates_and_reports_the_quantization_cost(tmp_path
     from detnas.search.latency import OracleLatency, Timing
 
     register_space(TINY)
-    timing = Timing((64, 64), precision="int8", scope="backbone", runs=2, warmup=0)
+    timing = Timing(size=(64, 64), precision="int8", scope="backbone", runs=2, warmup=0)
     oracle = OracleLatency(timing, tmp_path / "cache.sqlite", converters=onnx_converters())
     first = oracle.latency(sample_arch(TINY, 1))
-    assert first["median_ms"] > 0 and first["convert_seconds"] > 0
+    assert first.median_ms > 0 and first.convert_seconds > 0
     again = oracle.latency(sample_arch(TINY, 1))
-    assert oracle.cache.hits == 1 and again["convert_seconds"] == first["convert_seconds"], "served per arch hash"
+    assert oracle.cache.hits == 1 and again.convert_seconds == first.convert_seconds, "served per arch hash"

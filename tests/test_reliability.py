@@ -72,8 +72,8 @@ def test_brackets_in_paths_and_messages_print_verbatim(tmp_path, capsys, monkeyp
 
 def test_iterations_zero_is_refused_not_replaced_by_the_recipe(tmp_path, capsys):
     tiny_cls_config(tmp_path)  # writes the image folder
-    code, _, err = _run(capsys, ["train", "supernet-cls", "--data", str(tmp_path / "data"), "--out",
-                                 str(tmp_path / "run"), "--space", write_space(tmp_path), "--device", "cpu",
+    code, _, err = _run(capsys, ["train", "supernet-cls", "--recipe", "cpu-cls", "--images", str(tmp_path / "data"),
+                                 "--out", str(tmp_path / "run"), "--space", write_space(tmp_path), "--device", "cpu",
                                  "-n", "0", "--set", "stop_at=1", "--set", "image_size=32"])
     _one_line_error(code, err, "'iterations' must be >= 1, got 0")
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -92,7 +92,7 @@ def test_a_set_without_boxes_is_refused_by_data_check_and_training(tmp_path, cap
     from detnas.train import train_supernet_cls
 
     final = train_supernet_cls(init)
-    code, _, err = _run(capsys, ["train", "supernet-det", "--data", str(folder), "--ann", str(ann), "--init",
+    code, _, err = _run(capsys, ["train", "supernet-det", "--recipe", "cpu-det", "--images", str(folder), "--ann", str(ann), "--init",
                                  str(final), "--out", str(tmp_path / "det"), "--device", "cpu", "--space",
                                  write_space(tmp_path)])
     _one_line_error(code, err, f"{ann}: no ground-truth boxes", "training needs annotated images")
@@ -100,7 +100,7 @@ def test_a_set_without_boxes_is_refused_by_data_check_and_training(tmp_path, cap
 
 def test_eval_refuses_zero_images_and_sets_without_ground_truth(tmp_path, capsys):
     ann, folder = _write_set(tmp_path, [])
-    code, _, err = _run(capsys, ["eval", "--data", str(ann), "--images", str(folder), "--random-init", "--arch",
+    code, _, err = _run(capsys, ["eval", "--ann", str(ann), "--images", str(folder), "--random-init", "--arch",
                                  "COCO-FPN-300M", "--max-images", "0"])
     _one_line_error(code, err, "--max-images 0")
     calls = []
@@ -154,8 +154,8 @@ def test_search_run_refuses_the_same_json_for_bn_and_evaluation(tmp_path):
 
 
 def test_search_int8_names_an_option_that_exists(tmp_path, capsys):
-    code, _, err = _run(capsys, ["search", "run", "--supernet", str(tmp_path / "s"), "--data", str(tmp_path / "d"),
-                                 "--images", str(tmp_path), "--bn-data", str(tmp_path / "b"), "--out",
+    code, _, err = _run(capsys, ["search", "run", "--supernet", str(tmp_path / "s"), "--ann", str(tmp_path / "d"),
+                                 "--images", str(tmp_path), "--bn-ann", str(tmp_path / "b"), "--out",
                                  str(tmp_path / "o"), "--precision", "int8"])
     _one_line_error(code, err, "--precision int8", "--precision fp16 or fp32")
     assert "--calib DIR" not in err
@@ -203,7 +203,7 @@ def test_a_pickle_is_named_as_such_and_never_unpickled(tmp_path, capsys):
     with pytest.raises(DetnasError, match="model.safetensors: not a safetensors file"):
         load_checkpoint(disguised)
     ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20])])
-    code, _, err = _run(capsys, ["eval", "--data", str(ann), "--images", str(folder), "--weights", str(pickled)])
+    code, _, err = _run(capsys, ["eval", "--ann", str(ann), "--images", str(folder), "--weights", str(pickled)])
     _one_line_error(code, err, "not a safetensors file", "never unpickles")
 
 
@@ -212,7 +212,7 @@ def test_a_pickle_is_named_as_such_and_never_unpickled(tmp_path, capsys):
 
 def test_bench_latency_on_a_missing_or_truncated_onnx_says_so(tmp_path, capsys):
     missing = tmp_path / "none.onnx"
-    code, _, err = _run(capsys, ["bench", "latency", "--onnx", str(missing)])
+    code, _, err = _run(capsys, ["bench", "latency", "--model", str(missing)])
     _one_line_error(code, err, f"{missing}: ONNX file not found")
     import onnx
     from onnx import TensorProto, helper
@@ -223,7 +223,7 @@ def test_bench_latency_on_a_missing_or_truncated_onnx_says_so(tmp_path, capsys):
     whole = onnx.helper.make_model(graph).SerializeToString()
     truncated = tmp_path / "cut.onnx"
     truncated.write_bytes(whole[: len(whole) // 2])
-    code, _, err = _run(capsys, ["bench", "latency", "--onnx", str(truncated)])
+    code, _, err = _run(capsys, ["bench", "latency", "--model", str(truncated)])
     _one_line_error(code, err, f"{truncated}: not a readable ONNX file")
     assert "--scope" not in err
 
@@ -283,7 +283,7 @@ def test_a_corrupt_training_image_is_refused_before_the_first_iteration(tmp_path
     data = image_folder(tmp_path / "data")
     bad = data / "class1" / "3.png"
     bad.write_bytes(bad.read_bytes()[:60])
-    code, _, err = _run(capsys, ["train", "supernet-cls", "--data", str(data), "--out", str(tmp_path / "run"),
+    code, _, err = _run(capsys, ["train", "supernet-cls", "--recipe", "cpu-cls", "--images", str(data), "--out", str(tmp_path / "run"),
                                  "--space", write_space(tmp_path), "--device", "cpu", "-n", "2", "--set",
                                  "image_size=32", "--set", "batch_size=6"])
     _one_line_error(code, err, f"{bad}: cannot decode image", "before training")
@@ -327,7 +327,7 @@ def _strays(folder: Path) -> list[Path]:
 def test_training_killed_while_writing_a_checkpoint_resumes_without_leftovers(tmp_path):
     tiny_cls_config(tmp_path)  # the image folder
     run = tmp_path / "run"
-    args = ["train", "supernet-cls", "--data", str(tmp_path / "data"), "--out", str(run), "--space",
+    args = ["train", "supernet-cls", "--images", str(tmp_path / "data"), "--out", str(run), "--space",
             write_space(tmp_path), "-n", "4", "--device", "cpu", "--set", "batch_size=6", "--set", "image_size=32",
             "--set", "checkpoint_every=2", "--set", "log_every=1"]
     _killed(tmp_path, "os.replace", "iter_0000004.safetensors", args)

@@ -40,11 +40,11 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 
 
 def search_args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["search", "run", "--supernet", str(s["ckpt"]), "--data", str(s["val"]), "--images",
-            str(s["root"] / "train2017"), "--bn-data", str(s["train"]), "--out", str(out), "--backend", "ort",
+    return ["search", "run", "--supernet", str(s["ckpt"]), "--ann", str(s["val"]), "--images",
+            str(s["root"] / "train2017"), "--bn-ann", str(s["train"]), "--out", str(out), "--backend", "ort",
             "--latency-runs", "3", "--latency-cache", str(s["tmp"] / "latency.sqlite"), "--population", "2",
-            "--parents", "2", "--mutations", "1", "--crossovers", "1", "--randoms", "0", "--bn-images", "2",
-            "--bn-batch", "2", "--val-images", "2", "--proposals", "4", *extra]
+            "--parents", "2", "--mutations", "1", "--crossovers", "1", "--randoms", "0", "--bn-count", "2",
+            "--bn-batch", "2", "--max-images", "2", "--proposals", "4", *extra]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from detnas.search.interfaces import BackboneCost
 from detnas.search.journal import read_journal, strip_volatile
 from detnas.search.objectives import Constraints, non_dominated_fronts, pareto_front
 from detnas.search.operators import crossover, mutate
+from detnas.search.records import Candidate
 
 SMALL = dict(population=10, generations=4, parents=4, mutations=4, crossovers=4, randoms=2, seed=3)
 
@@ -51,14 +52,14 @@ def test_hard_constraint_respected_and_no_duplicates(tmp_path) -> None:
     assert {r["origin"] for r in cands if r["generation"] > 0} >= {"mutation", "crossover"}
     # evolution improves on the random first generation
     best_gen0 = max(r["fitness"] for r in cands if r["generation"] == 0)
-    assert best_record(cands, Constraints(latency_ms=target))["fitness"] >= best_gen0
+    assert best_record([Candidate.from_json(r) for r in cands], Constraints(latency_ms=target)).fitness >= best_gen0
 
 
 def test_flops_and_params_limits(tmp_path) -> None:
     cost = BackboneCost(64)
     limit = sorted(cost(sample_arch(TINY, s))[0] for s in range(50))[25]
     records = make_search(tmp_path / "j.jsonl", flops_max=limit).run()
-    assert records and all(r["flops"] <= limit for r in records)
+    assert records and all(r.flops <= limit for r in records)
 
 
 def test_soft_reward_and_pareto_front(tmp_path) -> None:
@@ -72,16 +73,16 @@ def test_soft_reward_and_pareto_front(tmp_path) -> None:
     assert len(front) >= 2
     for r in records:  # nothing is strictly better in both AP and latency than a front member
         for f in front:
-            assert not (r["metrics"]["AP"] > f["metrics"]["AP"] and r["latency"]["median_ms"] < f["latency"]["median_ms"])
+            assert not (r.metrics["AP"] > f.metrics["AP"] and r.latency.median_ms < f.latency.median_ms)
     off_front = [r for r in records if r not in front]
-    assert all(any(f["metrics"]["AP"] >= r["metrics"]["AP"] and f["latency"]["median_ms"] <= r["latency"]["median_ms"]
+    assert all(any(f.metrics["AP"] >= r.metrics["AP"] and f.latency.median_ms <= r.latency.median_ms
                    for f in front) for r in off_front)
 
 
 def test_random_search_same_budget(tmp_path) -> None:
     accuracy = FakeAccuracy()
     records = make_search(tmp_path / "r.jsonl", accuracy, settings={**SMALL, "algorithm": "random"}).run()
-    assert len(records) == 40 and {r["origin"] for r in records} == {"random"}
+    assert len(records) == 40 and {r.origin for r in records} == {"random"}
 
 
 def test_interrupted_resume_is_exact_and_never_reevaluates(tmp_path) -> None:
@@ -137,7 +138,7 @@ def test_final_remeasure_reports_a_miss(tmp_path) -> None:
     with pytest.raises(DetnasError, match="re-measured"):
         search.finalize(records, FakeLatency(source="predicted"))
     final = search.finalize(records, FakeLatency(offset_ms=2.0))  # the device is slower than predicted
-    assert final["meets_target"] is False and final["hash"] == best_record(records, search.constraints)["hash"]
+    assert final.meets_target is False and final.hash == best_record(records, search.constraints).hash
     assert json.loads((tmp_path / "j.jsonl").read_text().splitlines()[-1])["type"] == "final"
 
 

@@ -7,6 +7,8 @@ import hashlib
 from pathlib import Path
 
 from detnas.arch import Arch
+from detnas.bench.stats import TimingStats
+from detnas.search.records import Latency
 from detnas.space import SearchSpace, register_space
 
 TINY = register_space(SearchSpace("search-test-tiny", 8, (16, 32, 64, 128), (2, 2, 3, 2), 64))
@@ -22,6 +24,7 @@ class FakeAccuracy:
     def __init__(self, interrupt_after: int | None = None) -> None:
         self.calls: list[str] = []
         self.interrupt_after = interrupt_after
+        self.last_timing: dict[str, float] = {}
 
     def evaluate(self, arch: Arch) -> dict[str, float]:
         if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
@@ -41,10 +44,14 @@ class FakeLatency:
         self.offset_ms = offset_ms
         self.calls: list[str] = []
 
-    def latency(self, arch: Arch) -> dict[str, float]:
+    def latency(self, arch: Arch) -> Latency:
         self.calls.append(arch.hash)
         median = 1.0 + sum(0.25 * (1 + c) for c in arch.choices) + 0.05 * _jitter(arch) + self.offset_ms
-        return {"median_ms": median, "p90_ms": median * 1.05, "min_ms": median * 0.98}
+        if self.source == "predicted":
+            return Latency.predicted(median)
+        return Latency.measured(TimingStats(n=5, median_ms=median, p90_ms=median * 1.05, p99_ms=median * 1.08,
+                                            min_ms=median * 0.98, mean_ms=median * 1.01, std_ms=median * 0.02,
+                                            cv=0.02 / 1.01))
 
 
 def shared_data(name: str) -> Path:

@@ -29,7 +29,7 @@ def test_report_files_and_verdict(journal, tmp_path) -> None:
     run = write_report(journal, tmp_path / "report", top_k=5)
     out = tmp_path / "report"
     best = Arch.from_json((out / "best_arch.json").read_text())
-    assert best.hash == run.best()["hash"] and run.best()["latency"]["median_ms"] <= 6.0
+    assert best.hash == run.best().hash and run.best().latency.median_ms <= 6.0
     top = json.loads((out / "topk.json").read_text())
     assert len(top) == 5 and [r["fitness"] for r in top] == sorted((r["fitness"] for r in top), reverse=True)
     for png in ("pareto.png", "convergence.png"):
@@ -45,10 +45,10 @@ def test_report_command(journal, tmp_path, capsys) -> None:
     doc = tmp_path / "report.json"
     assert main(["search", "report", str(journal), "--out", str(tmp_path / "r"), "--top-k", "3", "--json", str(doc)]) == 0
     printed = capsys.readouterr().out
-    assert "does NOT meet" in printed and SearchRun.load(journal).best()["hash"] in printed
+    assert "does NOT meet" in printed and SearchRun.load(journal).best().hash in printed
     report = json.loads(doc.read_text())
     assert report["schema"] == "detnas.search.report/1" and "does NOT meet" in report["verdict"]
-    assert Arch.from_dict(report["top_k"][0]["arch"]).hash == SearchRun.load(journal).best()["hash"]
+    assert Arch.from_dict(report["top_k"][0]["arch"]).hash == SearchRun.load(journal).best().hash
     assert len(report["top_k"]) == 3
     assert (tmp_path / "r" / "pareto.png").exists()
 
@@ -66,4 +66,4 @@ def test_plot_axes_are_words_not_hashes(journal) -> None:
     run.config["timing"] = {"size": [128, 128], "backend": "ort", "device": "cpu", "scope": "backbone", "batch": 1}
     label = latency_axis_label(run)
     assert label == "backbone median latency (ms; ONNX Runtime, CPU, 128x128, batch 1)"
-    assert not any(r.get("fingerprint", "@") in label for r in run.candidates)
+    assert not any(r.fingerprint in label for r in run.candidates)

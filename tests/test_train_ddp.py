@@ -17,7 +17,7 @@ def _torchrun_cls(tmp_path: Path, processes: int, iterations: int) -> Path:
     data = image_folder(tmp_path / "data", classes=2, per_class=2 * processes, size=32)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-           "-m", "detnas", "train", "supernet-cls", "--data", str(data), "--out", str(out),
+           "-m", "detnas", "train", "supernet-cls", "--images", str(data), "--out", str(out),
            "--space", write_space(tmp_path), "-n", str(iterations), "--device", "cpu",
            "--set", f"batch_size={2 * processes}", "--set", "image_size=32", "--set", f"checkpoint_every={iterations}",
            "--set", "log_every=2"]

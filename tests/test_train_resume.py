@@ -67,7 +67,7 @@ def test_child_cls_records_its_arch(tmp_path):
 
 
 def _cli(tmp_path, *extra):
-    args = ["train", "supernet-cls", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+    args = ["train", "supernet-cls", "--images", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
             "--space", write_space(tmp_path), "-n", "4", "--device", "cpu", "--set", "batch_size=6",
             "--set", "image_size=32", "--set", "checkpoint_every=2"]
     return main([*args, *extra])
@@ -106,16 +106,16 @@ def test_bad_data_and_foreign_checkpoints(tmp_path, capsys):
     shutil.copytree(tmp_path / "data" / "class0", one)
     for folder, match in ((tmp_path / "empty", "no images found"), (tmp_path / "one", "at least 2 classes")):
         capsys.readouterr()
-        assert main(["train", "supernet-cls", "--data", str(folder), "--out", str(tmp_path / "x"),
+        assert main(["train", "supernet-cls", "--images", str(folder), "--out", str(tmp_path / "x"),
                      "--space", write_space(tmp_path), "--device", "cpu"]) == 2
         assert match in capsys.readouterr().err
     capsys.readouterr()
-    assert main(["train", "supernet-cls", "--data", str(tmp_path / "data"), "--set", "init=some.safetensors"]) == 2
+    assert main(["train", "supernet-cls", "--images", str(tmp_path / "data"), "--set", "init=some.safetensors"]) == 2
     assert "trains from scratch" in capsys.readouterr().err
     # a supernet-cls checkpoint of another space cannot start a detection run of this space
     final = train_supernet_cls(tiny_cls_config(tmp_path, iterations=1))
     capsys.readouterr()
-    code = main(["train", "supernet-det", "--data", str(tmp_path), "--ann", str(tmp_path / "x.json"),
+    code = main(["train", "supernet-det", "--images", str(tmp_path), "--ann", str(tmp_path / "x.json"),
                  "--init", str(final), "--out", str(tmp_path / "det"), "--device", "cpu"])
     assert code == 2
     err = capsys.readouterr().err
@@ -123,7 +123,7 @@ def test_bad_data_and_foreign_checkpoints(tmp_path, capsys):
     # a corrupted init checkpoint: one line naming the file
     final.with_suffix(".json").write_text("{not json")
     capsys.readouterr()
-    assert main(["train", "supernet-det", "--data", str(tmp_path), "--ann", str(tmp_path / "x.json"),
+    assert main(["train", "supernet-det", "--images", str(tmp_path), "--ann", str(tmp_path / "x.json"),
                  "--init", str(final), "--out", str(tmp_path / "det"), "--device", "cpu"]) == 2
     assert "corrupted sidecar JSON" in capsys.readouterr().err
     assert not (tmp_path / "det").exists()

@@ -105,7 +105,7 @@ def _size_mb(path: Path) -> float:
 def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: Path | None,
             calib_images: int) -> tuple[Path, bool]:
     """`<stem>.<precision>.onnx` next to the FP32 file: reused when present, else converted as `detnas export
-    --precision` does (INT8 calibrates on --calib-data, else on the checkpoint's training split)."""
+    --precision` does (INT8 calibrates on --calib-images, else on the checkpoint's training split)."""
     from detnas.bench.backends.trt_backend import onnx_precision
     from detnas.export.precision import precision_request, write_precision
 
@@ -115,7 +115,7 @@ def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: P
             raise DetnasError(f"{target}: present but not a {precision} file; remove it to have it converted again")
         return target, False
     if weights is None and calib_data is None and precision == "int8":
-        raise DetnasError("--convert int8 needs calibration images: pass --calib-data DIR or --weights CKPT of a run")
+        raise DetnasError("--convert int8 needs calibration images: pass --calib-images DIR or --weights CKPT of a run")
     request = precision_request(precision, weights=weights or fp32_onnx, calib_data=calib_data, calib_images=calib_images,
                                 calib_method="minmax", gate_data=None, gate_images=None, max_ap_drop=0.0,
                                 dynamic_batch=False)

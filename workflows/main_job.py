@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from detnas.data import DemoDetection
     from detnas.search.evaluators import DetectionAP
     from detnas.search.latency import Timing
+    from detnas.search.records import Candidate
 
 SHIPPED_AP_TOL = 0.01  # |AP of the shipped weights / ONNX file - the journal's AP| on the search-validation split
 
@@ -112,9 +113,9 @@ def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, ti
 
     supernet = SupernetDetector.load(supernet_ckpt, proposals=proposals)
     _, oracle = measured_latency(supernet, CocoDetection(search_ann, images), timing, cache)
-    timed = sorted(oracle.latency(sample_arch(supernet.space, seed * 1000 + k))["median_ms"] for k in range(count))
+    timed = sorted(oracle.latency(sample_arch(supernet.space, seed * 1000 + k)).median_ms for k in range(count))
     cost_size = (SearchRequest.flops_size, SearchRequest.flops_size)
-    fastest = min(oracle.latency(arch)["median_ms"] for arch in fastest_probe(supernet.space, cost_size))
+    fastest = min(oracle.latency(arch).median_ms for arch in fastest_probe(supernet.space, cost_size))
     return round(max(timed[count // 2], 1.1 * fastest), 3)
 
 
@@ -199,7 +200,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     # are most of the network+nms latency, so candidates would differ by less than a shared CPU's noise there, and
     # each network+nms measurement exports a whole detector. `detnas search run` defaults to network+nms; the
     # exported winner's full latency is benchmarked below, with the backbone's share of it.
-    timing = Timing(size, backend="ort", scope="backbone", runs=plan.latency_runs)
+    timing = Timing(size=size, backend="ort", scope="backbone", runs=plan.latency_runs)
     cache = out / "latency_cache.sqlite"
     if latency_target_ms is None:
         latency_target_ms = median_random_target(det_ckpt, search_ann, det.train_images, timing, cache, plan.proposals,
@@ -221,7 +222,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     best = outcome.run.best() if outcome.run else None
     if outcome.run is None or best is None:
         raise DetnasError(f"the search found no architecture under {latency_target_ms} ms; raise --latency-target")
-    arch = Arch.from_dict(best["arch"], source=str(search_dir / "best_arch.json"))
+    arch = best.arch
     files.update(arch=search_dir / "best_arch.json", pareto_plot=search_dir / "pareto.png",
                  convergence_plot=search_dir / "convergence.png", journal=search_dir / "journal.jsonl")
     done()
@@ -243,13 +244,13 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     done()
 
     done = step("accuracy: shipped weights and ONNX file vs the journal; winner vs random and released archs")
-    shipped = shipped_accuracy(best["metrics"], child_ckpt, onnx_path, search_val, plan.proposals)
+    shipped = shipped_accuracy(best.metrics, child_ckpt, onnx_path, search_val, plan.proposals)
     val_metrics = onnx_metrics(onnx_path, CocoDetection(det.val_ann, det.val_images))
     released_name, released = _released_for(supernet.detector_kind, arch.space.name, released_archs())
     _, oracle = measured_latency(supernet, search_val, timing, cache)
     released_row = None if released is None else {
         "name": released_name, "arch": released.compact(), "AP": accuracy.evaluate(released)["AP"],
-        "latency_ms": oracle.latency(released)["median_ms"]}
+        "latency_ms": oracle.latency(released).median_ms}
     if released_row is not None:
         plot_pareto(outcome.run, files["pareto_plot"], (Mark(f"{released_name} (released)", released_row["latency_ms"],
                                                              released_row["AP"]),))
@@ -269,10 +270,10 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     done()
 
     files["report"] = out / "report.md"
-    winner_backbone_ms = (outcome.run.final or best)["latency"]["median_ms"]
+    winner_backbone_ms = (outcome.run.final or best).latency.median_ms
     summary = {
         "arch": arch.to_dict(), "latency_target_ms": latency_target_ms, "latency_scope": timing.scope,
-        "search_best": best, "shipped": shipped, "onnx_val": val_metrics,
+        "search_best": best.to_json(), "shipped": shipped, "onnx_val": val_metrics,
         "versus": versus_random(outcome.run.candidates, best, released_row, latency_target_ms),
         "latency_spread": latency_spread(outcome.run.candidates),
         "export": {"nodes": report.nodes, "parity": report.parity.to_dict() if report.parity else None},
@@ -322,25 +323,25 @@ def _released_for(kind: str, space: str, released: dict[str, Arch]) -> tuple[str
     return "", None
 
 
-def versus_random(candidates: list[dict[str, Any]], best: dict[str, Any], released: dict[str, Any] | None,
+def versus_random(candidates: list[Candidate], best: Candidate, released: dict[str, Any] | None,
                   target_ms: float) -> dict[str, Any]:
     """The winner against the search's first generation, which is uniformly random (same supernet, BN
     recalibration and validation images, i.e. the same evaluation budget per arch), and the released arch."""
     import statistics
 
-    first = [r["metrics"]["AP"] for r in candidates if r["generation"] == 0]
-    return {"winner_AP": best["metrics"]["AP"], "random_count": len(first),
+    first = [r.metrics["AP"] for r in candidates if r.generation == 0]
+    return {"winner_AP": best.metrics["AP"], "random_count": len(first),
             "random_median_AP": statistics.median(first) if first else None,
             "random_best_AP": max(first) if first else None,
             "released": None if released is None else {**released, "meets_target": released["latency_ms"] <= target_ms}}
 
 
-def latency_spread(candidates: list[dict[str, Any]]) -> dict[str, float]:
+def latency_spread(candidates: list[Candidate]) -> dict[str, float]:
     """How far apart the candidates' latencies are, against how noisy one measurement is (its CV)."""
     import statistics
 
-    medians = [r["latency"]["median_ms"] for r in candidates]
-    cvs = [r["latency"]["cv"] for r in candidates if "cv" in r["latency"]]
+    medians = [r.latency.median_ms for r in candidates]
+    cvs = [r.latency.stats.cv for r in candidates if r.latency.stats is not None]
     middle = statistics.median(medians)
     return {"min_ms": min(medians), "max_ms": max(medians), "median_ms": middle,
             "spread": (max(medians) - min(medians)) / middle, "median_cv": statistics.median(cvs) if cvs else float("nan")}

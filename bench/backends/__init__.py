@@ -1,12 +1,26 @@
 """Measurement backends. Each prepares a model for repeated runs and hands back a `Prepared`; `time_prepared`
-does the warm-up and timed runs the same way for all of them, so backends differ only in what they execute."""
+does the warm-up and timed runs the same way for all of them, so backends differ only in what they execute.
+
+A backend is a `LatencyBackend` subclass registered by name (`@LATENCY_BACKENDS.register("openvino")`); torch,
+ort and trt register themselves below, and `--backend NAME` (or `backend=` of the oracle) picks any of them.
+"""
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from detnas.bench.precision import OnnxConverters
+from detnas.errors import DetnasError
+from detnas.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -62,3 +76,75 @@ def _time_cuda(prepared: Prepared, runs: int) -> list[float]:
         end.synchronize()  # one run at a time: back-to-back queued runs would overlap host and device work
         pairs.append((start, end))
     return [s.elapsed_time(e) for s, e in pairs]
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Backend-specific knobs; `variant()` names the ones that change latency and is part of the cache key."""
+
+    ort_provider: str | None = None  # default: cpu on the CPU, cuda on a GPU
+    compile: bool = False
+    cuda_graphs: bool = False
+    workspace_mb: int = 1024
+    timing_cache: Path | None = None
+    converters: OnnxConverters | None = field(default=None, compare=False)  # FP16 / INT8 files for ONNX Runtime
+
+    def provider(self, device: str) -> str:
+        return self.ort_provider or ("cuda" if device.startswith("cuda") else "cpu")
+
+    def variant(self, backend: str, device: str) -> str:
+        return latency_backend(backend).variant(self, device)
+
+
+class LatencyBackend:
+    """How the oracle runs a model on one runtime. A backend that runs ONNX files implements `prepare_onnx` (torch
+    modules then reach it through an ONNX export); one that runs torch modules overrides `prepare_module`."""
+
+    title = "a runtime"  # how reports name it, e.g. 'ONNX Runtime'
+    gpu_only = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def variant(self, options: BackendOptions, device: str) -> str:
+        """The backend's settings that change the number (part of the latency cache key)."""
+        return self.name
+
+    def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
+        """Whether FP16 must be in the exported file (the runtime runs a file's own precision)."""
+        return False
+
+    def prepare_module(self, module: nn.Module, inputs: Sequence[torch.Tensor], *, precision: str, device: str,
+                       threads: int, options: BackendOptions,
+                       calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        import copy
+
+        from detnas.bench.models import module_to_onnx
+
+        with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
+            if precision == "fp16" and self.bakes_fp16(options, device):
+                onnx_path = module_to_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
+            else:
+                onnx_path = module_to_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
+            return self.prepare_onnx(onnx_path, inputs, precision=precision, device=device, threads=threads, options=options,
+                                     calibration=calibration)
+
+    def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
+                     options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        runs_files = [n for n in LATENCY_BACKENDS if type(latency_backend(n)).prepare_onnx is not LatencyBackend.prepare_onnx]
+        raise DetnasError(f"{path}: the {self.name} backend times torch modules; use --backend "
+                          f"{' or '.join(runs_files)} for ONNX files")
+
+
+LATENCY_BACKENDS: Registry[type[LatencyBackend]] = Registry("backend", "--backend")
+
+
+def latency_backend(name: str) -> LatencyBackend:
+    """The registered backend `name`; an unknown name is refused with the registered ones."""
+    return LATENCY_BACKENDS.get(name)(name)
+
+
+# the built-in backends register themselves, in the order the CLI lists them
+from detnas.bench.backends import torch_backend  # noqa: E402, I001, F401
+from detnas.bench.backends import ort_backend  # noqa: E402, F401
+from detnas.bench.backends import trt_backend  # noqa: E402, F401

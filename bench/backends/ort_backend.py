@@ -7,16 +7,22 @@ driver); a latency measured that way would be wrong by an order of magnitude, so
 from __future__ import annotations
 
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detnas.bench.backends import Prepared
+from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
 from detnas.bench.precision import PrecisionWarning
 from detnas.errors import DetnasError
+
+if TYPE_CHECKING:
+    import torch
+
+    from detnas.bench.precision import OnnxConverters
 
 PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
@@ -37,7 +43,7 @@ def check_providers(requested: str, in_use: Sequence[str]) -> None:
         raise DetnasError(
             f"ONNX Runtime silently fell back: requested {requested} but the session runs on {list(in_use)}; "
             f"{requested} could not load (check the GPU driver, CUDA/cuDNN versions onnxruntime-gpu needs, "
-            "and that a GPU is visible) or use --ort-provider cpu"
+            "and that a GPU is visible) or run on the CPU (--device cpu, or --ort-provider cpu in bench)"
         )
 
 
@@ -95,3 +101,56 @@ def prepare_ort(
                "graph_optimization": "ORT_ENABLE_ALL",
                "transfers": "host numpy in and out (on a GPU provider the copies are timed)"}
     return Prepared(call=call, n_inputs=len(feeds), details=details)
+
+
+@LATENCY_BACKENDS.register("ort")
+class OrtBackend(LatencyBackend):
+    """ONNX Runtime on the provider the options name (INT8: static QDQ quantisation with the calibration batches
+    first; FP16 on the CPU provider: converted here)."""
+
+    title = "ONNX Runtime"
+
+    def variant(self, options: BackendOptions, device: str) -> str:
+        return f"ort:{options.provider(device)}"
+
+    def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
+        return options.provider(device) == "cuda"
+
+    def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
+                     options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        provider = options.provider(device)
+        with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
+            model, seconds = _precision_file(path, Path(tmp), precision, provider, calibration, options.converters)
+            prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=threads,
+                                   precision=precision)
+        if seconds is not None:
+            prepared.details["convert_seconds"] = round(seconds, 3)
+        return prepared
+
+
+def _precision_file(path: Path, work: Path, precision: str, provider: str, calibration: Sequence[torch.Tensor] | None,
+                    converters: OnnxConverters | None) -> tuple[Path, float | None]:
+    """The file ONNX Runtime times at `precision`, as `detnas export --precision` writes it (INT8: symmetric QDQ
+    with ranges from the calibration batches; FP16 on the CPU provider: FP16 network, FP32 post-processing), and
+    the seconds that conversion took (None: the file is timed as it is)."""
+    from detnas.bench.backends.trt_backend import onnx_precision
+
+    if precision == "fp32" or (precision == "fp16" and provider != "cpu"):
+        return path, None
+    open_session(path, "cpu", 1)  # a file that does not load gets the clear message before converting it
+    already = onnx_precision(path)
+    if already == precision:  # e.g. the file `detnas export --precision` wrote: timed as it is
+        return path, None
+    if already != "fp32":
+        raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
+                          f"--precision {already}")
+    if converters is None:
+        raise DetnasError(f"--precision {precision} on ONNX Runtime ({provider}) times a converted copy of {path.name}; "
+                          "pass BackendOptions(converters=detnas.export.converters.onnx_converters()), or time a file "
+                          "exported with that precision")
+    start = time.perf_counter()
+    if precision == "int8":
+        model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
+    else:
+        model = converters.fp16(path, work / "model.fp16.onnx")
+    return model, time.perf_counter() - start

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from detnas.bench.backends import Prepared
+from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
 from detnas.bench.precision import PrecisionWarning, fast_fp16
 from detnas.errors import DetnasError
 
@@ -71,3 +71,20 @@ def _with_cuda_graph(model: nn.Module, batches: list[torch.Tensor], details: dic
         graph.replay()
 
     return Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=torch.cuda.current_stream())
+
+
+@LATENCY_BACKENDS.register("torch")
+class TorchBackend(LatencyBackend):
+    """The torch module itself (eager or compiled), on the CPU or a GPU."""
+
+    title = "PyTorch"
+
+    def variant(self, options: BackendOptions, device: str) -> str:
+        return f"torch:{device.split(':')[0]}:{'compile' if options.compile else 'eager'}" + (
+            "+graphs" if options.cuda_graphs else "")
+
+    def prepare_module(self, module: nn.Module, inputs: Sequence[torch.Tensor], *, precision: str, device: str,
+                       threads: int, options: BackendOptions,
+                       calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        return prepare_torch(module, inputs, precision=precision, device=device, compile=options.compile,
+                             cuda_graphs=options.cuda_graphs)

@@ -20,13 +20,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from detnas.bench.backends import Prepared
+from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
 from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
 from detnas.bench.result import PRECISIONS
 from detnas.errors import DetnasError
 from detnas.io import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
 
 _UNAVAILABLE = "TensorRT backend unavailable: "
 
@@ -463,3 +467,25 @@ def bind_io(trt: ModuleType, api: NamedTensors, batches: list[Any], stream: Any,
         api.execute(stream)
 
     return call, io, outputs
+
+
+@LATENCY_BACKENDS.register("trt")
+class TrtBackend(LatencyBackend):
+    """A TensorRT engine built here for the inputs' shape; it runs the precision the file carries (an INT8 engine
+    needs a QDQ file), so FP16 is baked into the export."""
+
+    title = "TensorRT"
+    gpu_only = True
+
+    def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
+        return True
+
+    def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
+                     options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
+            engine = build_engine(path, Path(tmp) / "model.engine", precision=precision,
+                                  input_shape=tuple(inputs[0].shape), workspace_mb=options.workspace_mb,
+                                  timing_cache=options.timing_cache)
+            return prepare_engine(engine, inputs)

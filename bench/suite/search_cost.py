@@ -96,8 +96,8 @@ def time_split(outcome: SearchOutcome) -> dict[str, float]:
     """Mean seconds per evaluated candidate (a fresh search evaluates all of them) and the latency cache hit rate."""
     records = outcome.run.candidates
     n = len(records)
-    bn = sum(r["timing"]["bn_s"] for r in records)
-    ev = sum(r["timing"]["eval_s"] for r in records)
+    bn = sum(r.timing["bn_s"] for r in records)
+    ev = sum(r.timing["eval_s"] for r in records)
     other = outcome.search_s - bn - ev - outcome.latency_s
     return {"candidates": n, "per_candidate_s": outcome.search_s / n, "bn_s": bn / n, "eval_s": ev / n,
             "latency_s": outcome.latency_s / n, "else_s": other / n, "else_share": other / outcome.search_s,
@@ -132,7 +132,7 @@ def main() -> None:
         supernet, train_json, val_json, images = shapes_supernet(out, args)
     else:
         supernet, train_json, val_json, images = coco_mini_split(out, args)
-    timing = Timing(None, "ort", runs=10, warmup=3)
+    timing = Timing(backend="ort", runs=10, warmup=3)
     target = args.latency_target
     if target == "auto":
         from detnas.workflows.main_job import median_random_target
@@ -145,17 +145,18 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {"evolution": [], "random": []}
     for seed in args.seeds:
         for algorithm in ("evolution", "random"):
-            settings = EvolutionSettings(algorithm, pop, args.generations, max(2, pop // 5), mutations, crossovers,
-                                         pop - mutations - crossovers, seed=seed)
+            settings = EvolutionSettings(algorithm=algorithm, population=pop, generations=args.generations,
+                                         parents=max(2, pop // 5), mutations=mutations, crossovers=crossovers,
+                                         randoms=pop - mutations - crossovers, seed=seed)
             request = SearchRequest(
-                supernet, val_json, images, train_json, out / f"{algorithm}-seed{seed}",
+                supernet=supernet, data=val_json, images=images, bn_data=train_json, out=out / f"{algorithm}-seed{seed}",
                 settings=settings, constraints=Constraints(latency_ms=target), timing=timing,
                 latency_cache=out / "latency.sqlite",
                 bn_images=args.bn_images, bn_batch=4, val_images=args.val_images, proposals=args.proposals)
             outcome = run_search(request, log=lambda message: None)
             best = outcome.run.best()
-            row = {"seed": seed, "best_AP": best["metrics"]["AP"], "best_AP50": best["metrics"]["AP50"],
-                   "best_hash": best["hash"], **time_split(outcome)}
+            row = {"seed": seed, "best_AP": best.metrics["AP"], "best_AP50": best.metrics["AP50"],
+                   "best_hash": best.hash, **time_split(outcome)}
             results[algorithm].append(row)
             print(f"{algorithm:9s} seed {seed}: best AP {row['best_AP']:.4f} (AP50 {row['best_AP50']:.4f}) | per "
                   f"candidate {row['per_candidate_s']:.2f}s = BN {row['bn_s']:.2f} + eval {row['eval_s']:.2f} + "

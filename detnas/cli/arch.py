@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from detnas.arch import released_archs, resolve_arch, sample_arch
+from detnas.cli.options import SizeHW, option
 from detnas.console import plain_console
-from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, parse_hw
+from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from detnas.space import CHOICE_NAMES, get_space, list_spaces
 
 app = typer.Typer(help="Inspect search spaces and architectures.", no_args_is_help=True)
@@ -42,7 +43,8 @@ def list_cmd() -> None:
 @app.command("show")
 def show_cmd(
     arch: str = typer.Argument(..., help="Released name (see `detnas arch list`), arch JSON file, or inline JSON."),
-    size: str = typer.Option(f"{DEFAULT_MIN_SIZE}x{DEFAULT_MAX_SIZE}", help="Detection input size HxW for the backbone FLOPs."),
+    size: Annotated[SizeHW, option("size", "The detection input the backbone FLOPs are counted at.")]
+    = f"{DEFAULT_MIN_SIZE}x{DEFAULT_MAX_SIZE}",
     num_classes: int = typer.Option(1000, help="Classes of the classification head counted at 224."),
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the stage table and totals as JSON (schema "
                                                   "detnas.arch/1, docs/json.md).")] = None,
@@ -51,7 +53,7 @@ def show_cmd(
     from detnas.flops import arch_cost
     from detnas.jsonout import write_document
 
-    cost = arch_cost(arch, resolve_arch(arch), parse_hw(size), num_classes)
+    cost = arch_cost(arch, resolve_arch(arch), size, num_classes)
     table = Table(title=f"{arch}  [{cost.space}, hash {cost.hash}]")
     for col in ("stage", "width", "blocks", "choices", "MFLOPs@224"):
         table.add_column(col)
@@ -73,7 +75,7 @@ def show_cmd(
 
 @app.command("sample")
 def sample_cmd(
-    space: str = typer.Option("detnas-300m", help="Space name or .json/.yaml space file."),
+    space: Annotated[str, option("space")] = "detnas-300m",
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same arch."),
 ) -> None:
     """Print a uniformly sampled architecture as arch JSON."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from detnas.cli.options import option
 from detnas.console import plain_console
 from detnas.errors import DetnasWarning
 
@@ -19,24 +20,25 @@ console = plain_console()
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for detection/ (COCO json + PNGs) and classification/.")],
     seed: Annotated[int, typer.Option(help="Generator seed; the same seed writes the same files.")] = 0,
-    train_images: Annotated[int, typer.Option(help="Detection training images.")] = 48,
-    val_images: Annotated[int, typer.Option(help="Detection validation images.")] = 16,
+    train_images: Annotated[int, typer.Option("--train-count", help="Detection training images.")] = 48,
+    val_images: Annotated[int, typer.Option("--val-count", help="Detection validation images.")] = 16,
 ) -> None:
     """Write the small generated shapes data sets (no download)."""
     from detnas.data.demo import make_demo_classification, make_demo_detection
 
     det = make_demo_detection(out / "detection", train_images, val_images, seed)
     cls = make_demo_classification(out / "classification", seed=seed)
-    console.print(f"detection: --ann {det.train_ann} --data {det.train_images} "
+    console.print(f"detection: --ann {det.train_ann} --images {det.train_images} "
                   f"(val: {det.val_ann} {det.val_images})", highlight=False, soft_wrap=True)
-    console.print(f"classification: --data {cls / 'train'} --val-data {cls / 'val'}", highlight=False)
+    console.print(f"classification: --images {cls / 'train'} --val-images {cls / 'val'}", highlight=False)
 
 
 @app.command("split")
 def split_cmd(
-    ann: Annotated[Path, typer.Option(help="COCO instances json of the detection training set.")],
+    ann: Annotated[Path, option("ann", "The detection training set.")],
     out: Annotated[Path, typer.Option(help="Folder for supernet_train.json and search_val.json.")],
-    val_size: Annotated[int, typer.Option(help="Images in the search-validation part (paper: 5000).")] = 5000,
+    val_size: Annotated[int, typer.Option("--val-count", help="Images in the search-validation part (paper: 5000).")]
+    = 5000,
     seed: Annotated[int, typer.Option(help="Sampling seed; the same seed gives the same split.")] = 0,
 ) -> None:
     """The paper's split: a random search-validation part; the rest fine-tunes the supernet (images disjoint)."""
@@ -48,8 +50,8 @@ def split_cmd(
 
 @app.command("check")
 def check_cmd(
-    ann: Annotated[Path, typer.Option(help="COCO instances json.")],
-    images: Annotated[Path, typer.Option(help="Image folder.")],
+    ann: Annotated[Path, option("ann")],
+    images: Annotated[Path, option("images", "The images of --ann.")],
     strict: Annotated[bool, typer.Option(help="Fail on the first bad box instead of skipping it.")] = False,
 ) -> None:
     """Load every record and decode every image; report counts and skipped boxes."""

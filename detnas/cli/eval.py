@@ -7,31 +7,33 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from detnas.console import plain_console
+from detnas.cli.options import DetectorName, option
+from detnas.console import plain_console, quiet_onnxruntime
 
 if TYPE_CHECKING:
     from detnas.evaluation import EvalReport
 
 
 def eval_cmd(
-    data: Annotated[Path, typer.Option(help="COCO instances json to evaluate on.")],
-    images: Annotated[Path, typer.Option(help="Image folder of --data.")],
-    arch: Annotated[str | None, typer.Option(help="Released name, arch file or inline JSON: the path of a "
-                                             "supernet checkpoint; required with --random-init.")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Detection checkpoint written by detnas train.")] = None,
+    ann: Annotated[Path, option("ann", "Ground truth to evaluate on.")],
+    images: Annotated[Path, option("images", "The images of --ann.")],
+    arch: Annotated[str | None, option("arch", "Selects the path of a supernet checkpoint; required with "
+                                       "--random-init.")] = None,
+    weights: Annotated[Path | None, option("weights")] = None,
     random_init: Annotated[bool, typer.Option(help="Evaluate a randomly initialised detector.")] = False,
-    kind: Annotated[str, typer.Option(help="fpn or retinanet (with --random-init).")] = "fpn",
-    size: Annotated[int | None, typer.Option(help="Short side, long side capped at size*1333/800 (default: "
-                                             "the checkpoint's training size, 800 with --random-init).")] = None,
+    detector: Annotated[DetectorName, option("detector", "With --random-init (a checkpoint names its own).")] = "fpn",
+    min_size: Annotated[int | None, typer.Option(help="Detector short side; the long side is capped at "
+                                                 "min-size*1333/800 (default: the checkpoint's training size, 800 "
+                                                 "with --random-init).")] = None,
     proposals: Annotated[int, typer.Option(help="FPN: RPN proposals per image at test time (1000 as in "
                                            "Detectron; fewer makes the 4-conv box head cheaper on CPU).")] = 1000,
-    max_images: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
+    max_images: Annotated[int | None, option("max-images")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per predictor call.")] = 4,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    device: Annotated[str, option("device")] = "cpu",
     out_json: Annotated[Path | None, typer.Option(help="Write the detections as a COCO results json.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
-    model: Annotated[Path | None, typer.Option(help="Exported .onnx / TensorRT engine (detnas export): evaluate "
-                                               "the artifact itself.")] = None,
+    model: Annotated[Path | None, option("model", "Evaluate the exported artifact itself (`detnas export`).")]
+    = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON (schema detnas.eval/1, "
                                                   "docs/json.md).")] = None,
 ) -> None:
@@ -51,32 +53,33 @@ def eval_cmd(
     if model is not None:
         from detnas.export.runtime import evaluate_exported
 
-        metrics, runner = evaluate_exported(model, data, images, max_images, batch_size, out_json)
+        quiet_onnxruntime()
+        metrics, runner = evaluate_exported(model, ann, images, max_images, batch_size, out_json, device=device)
         spec = runner.meta.input
-        return show_eval(EvalReport.from_metrics(str(model), runner.backend, data,
+        return show_eval(EvalReport.from_metrics(str(model), runner.backend, ann,
                                                  f"{spec.height}x{spec.width} letterboxed", metrics, out_json), json_out)
     if (weights is None) == (not random_init):
         raise DetnasError("pass exactly one of --weights CKPT or --random-init")
-    dataset = CocoDetection(data, images)
-    max_size = max_size_for(size) if size else None
+    dataset = CocoDetection(ann, images)
+    max_size = max_size_for(min_size) if min_size else None
     chosen = resolve_arch(arch) if arch else None
     if random_init:
         if chosen is None:
             raise DetnasError("--random-init needs --arch (e.g. COCO-FPN-300M)")
         torch.manual_seed(seed)
-        detector = build_detector(kind, ChildNet(chosen), dataset.num_classes + 1, size or DEFAULT_MIN_SIZE,
-                                  max_size or DEFAULT_MAX_SIZE, proposals=proposals)
-        source = f"random-init {kind}"
+        network = build_detector(detector, ChildNet(chosen), dataset.num_classes + 1, min_size or DEFAULT_MIN_SIZE,
+                                 max_size or DEFAULT_MAX_SIZE, proposals=proposals)
+        source = f"random-init {detector}"
     else:
-        detector, meta = load_detector(weights, chosen, size, max_size, proposals)
+        network, meta = load_detector(weights, chosen, min_size, max_size, proposals)
         if list(meta["classes"]) != dataset.classes:
-            raise DetnasError(f"{data}: its classes differ from the checkpoint's ({len(meta['classes'])} "
+            raise DetnasError(f"{ann}: its classes differ from the checkpoint's ({len(meta['classes'])} "
                               f"classes); evaluate on data with the same category list")
         source = str(weights)
-    metrics = evaluate(detector_predictor(detector.to(device), device), dataset, out_json=out_json,
+    metrics = evaluate(detector_predictor(network.to(device), device), dataset, out_json=out_json,
                        batch_size=batch_size, max_images=max_images)
-    short, long = detector.transform.min_size[0], detector.transform.max_size
-    show_eval(EvalReport.from_metrics(source, f"pytorch {device}", data, f"short side {short}, long side <= {long}",
+    short, long = network.transform.min_size[0], network.transform.max_size
+    show_eval(EvalReport.from_metrics(source, f"pytorch {device}", ann, f"short side {short}, long side <= {long}",
                                       metrics, out_json), json_out)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from typer._click.exceptions import ClickException
 
 from detnas.bench import cli as bench_cli
 from detnas.cli import arch as arch_cli
@@ -26,14 +27,23 @@ app = typer.Typer(
     help="Search DetNAS detection backbones under a latency target and ship the winner as ONNX / TensorRT.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"detnas {version('detnas')}")
+        raise typer.Exit()
 
 
 @app.callback()
 def root(
     ctx: typer.Context,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (they are drawn only on a terminal)."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the installed detnas version and exit."),
 ) -> None:
     """Progress bars (with an ETA) for the long steps of the command, unless --quiet or output is not a terminal."""
     from detnas.progress import progress_display, wanted
@@ -54,19 +64,25 @@ app.command("demo")(demo_cli.demo_cmd)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user errors never show a traceback.
 
-    typer's standalone mode prints usage errors itself and exits with their code; `DetnasError`s raised by the
-    commands are printed here as one line with exit code 2.
+    Usage errors (a bad choice, size, device or path; a missing option) and the `DetnasError`s raised by the
+    commands print as one line naming the option or file, with exit code 2.
     """
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line(warnings.showwarning)
         try:
-            app(args=argv, prog_name="detnas", standalone_mode=True)
-        except DetnasError as exc:
-            plain_console(stderr=True).print(labelled("error:", "bold red", exc), highlight=False, soft_wrap=True)
+            code = app(args=argv, prog_name="detnas", standalone_mode=False)
+        except (DetnasError, ClickException) as exc:
+            message = str(exc)
+            if isinstance(exc, ClickException):
+                where = getattr(exc, "ctx", None)
+                message = exc.format_message() + (f" (see `{where.command_path} --help`)" if where else "")
+            plain_console(stderr=True).print(labelled("error:", "bold red", message), highlight=False, soft_wrap=True)
             return exc.exit_code
+        except typer.Abort:
+            return 1
         except SystemExit as exc:
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _warning_line(fallback: Callable[..., None]) -> Callable[..., None]:

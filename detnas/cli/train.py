@@ -7,9 +7,12 @@ overrides; the resolved config is saved as `<out>/config.json`. Under torchrun e
 from __future__ import annotations
 
 import os
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import typer
+
+from detnas.cli.options import DetectorName, option
 
 app = typer.Typer(help="Train supernets (classification, detection) and retrain a found architecture.",
                   no_args_is_help=True)
@@ -18,25 +21,41 @@ RecipeOpt = typer.Option(None, "--recipe", "-r", help="Preset to start from (see
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON file of config keys (may name `recipe`).")
 SetOpt = typer.Option([], "--set", "-s", help="Override any config key, e.g. --set lr=0.05 (repeatable).")
 OutOpt = typer.Option(None, "--out", "-o", help="Run folder (config.json, metrics.jsonl, checkpoints/, final.*).")
-DataOpt = typer.Option(None, "--data", help="Training data: ImageFolder root (cls) or image folder / VOC root (det).")
-ValOpt = typer.Option(None, "--val-data", help="Validation data for periodic evaluation (same layout as --data).")
-SpaceOpt = typer.Option(None, "--space", help="Search space name or .json/.yaml file (default: detnas-300m).")
+ImagesOpt = Annotated[Path | None, option("images", "Training images: the images of --ann or a VOC root (detection), "
+                                         "an ImageFolder root with one folder per class (classification).")]
+ValImagesOpt = Annotated[Path | None, option("images", "Validation images for periodic evaluation (same layout as "
+                                            "--images).", prefix="val")]
+AnnOpt = Annotated[Path | None, option("ann", "Of --images (VOC: leave it out, or --set ann=trainval for one image "
+                                      "set).")]
+ValAnnOpt = Annotated[Path | None, option("ann", "Of --val-images.", prefix="val")]
+DetectorOpt = Annotated[DetectorName | None, option("detector", "Default: the recipe's.")]
+SpaceOpt = Annotated[str | None, option("space", "Default: detnas-300m.")]
 ResumeOpt = typer.Option(False, "--resume", help="Continue the latest checkpoint in --out (same recipe).")
-DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per rank).")
+DeviceOpt = Annotated[str | None, option("device", "Default: the recipe's (auto: cuda when visible); under torchrun "
+                                         "one GPU per rank.")]
 WorkersOpt = typer.Option(None, "--workers", help="Data-loading worker processes per rank.")
 ItersOpt = typer.Option(None, "--iterations", "-n", help="Total iterations (part of the recipe).")
 
 
-def _run(kind: str, recipe: str | None, config: str | None, overrides: list[str], **flags: Any) -> None:
+def _run(kind: str, default_recipe: str, recipe: str | None, config: str | None, overrides: list[str],
+         **flags: Any) -> None:
+    """Resolve the config (without --recipe or --config: `default_recipe`, said on stderr) and train the stage."""
     from detnas.console import plain_console
     from detnas.train import resolve_config, run_stage
     from detnas.train.recipes import parse_overrides
 
-    explicit = {k: v for k, v in flags.items() if v is not None and v is not False}  # 0 is a value (-n 0)
+    stderr = plain_console(stderr=True) if os.environ.get("RANK", "0") == "0" else None
+    if recipe is None and config is None:
+        recipe = default_recipe
+        if stderr:
+            stderr.print(f"recipe: {recipe} (the default without --recipe: a small CPU run; `detnas train recipes` "
+                         "lists the paper-* ones)", highlight=False, soft_wrap=True)
+    explicit = {k: str(v) if isinstance(v, Path) else v  # config values are plain JSON
+                for k, v in flags.items() if v is not None and v is not False}  # 0 is a value (-n 0)
     cfg = resolve_config(recipe, config, {**explicit, **parse_overrides(overrides)})
     final = run_stage(kind, cfg)
-    if os.environ.get("RANK", "0") == "0":
-        plain_console(stderr=True).print(f"weights: {final}", highlight=False, soft_wrap=True)
+    if stderr:
+        stderr.print(f"weights: {final}", highlight=False, soft_wrap=True)
 
 
 @app.command("recipes")
@@ -64,51 +83,46 @@ def recipes_cmd() -> None:
 
 @app.command("supernet-cls")
 def supernet_cls(
-    data: str = DataOpt, val_data: str = ValOpt, out: str = OutOpt, recipe: str = RecipeOpt,
-    config: str = ConfigOpt, overrides: list[str] = SetOpt, space: str = SpaceOpt, iterations: int = ItersOpt,
+    data: ImagesOpt = None, val_data: ValImagesOpt = None, out: str = OutOpt, recipe: str = RecipeOpt,
+    config: str = ConfigOpt, overrides: list[str] = SetOpt, space: SpaceOpt = None, iterations: int = ItersOpt,
     sampler: str = typer.Option(None, "--sampler", help="uniform, detnas-bins (the official 7 FLOPs bins, "
                                 "300M space) or flops-bins (bins over the space's own FLOPs range)."),
-    resume: bool = ResumeOpt, device: str = DeviceOpt, workers: int = WorkersOpt,
+    resume: bool = ResumeOpt, device: DeviceOpt = None, workers: int = WorkersOpt,
 ) -> None:
     """Pre-train the classification supernet on an ImageFolder, one random path per iteration."""
-    _run("supernet-cls", recipe or (None if config else "cpu-cls"), config, overrides, data=data,
+    _run("supernet-cls", "cpu-cls", recipe, config, overrides, data=data,
          val_data=val_data, out=out, space=space, iterations=iterations, sampler=sampler, resume=resume,
          device=device, workers=workers)
 
 
 @app.command("supernet-det")
 def supernet_det(
-    data: str = DataOpt, ann: str = typer.Option(None, "--ann", help="COCO JSON for --data, or VOC image set."),
-    val_data: str = ValOpt, val_ann: str = typer.Option(None, "--val-ann", help="COCO JSON for --val-data."),
+    data: ImagesOpt = None, ann: AnnOpt = None, val_data: ValImagesOpt = None, val_ann: ValAnnOpt = None,
     init: str = typer.Option(None, "--init", help="supernet-cls checkpoint; its backbone weights start training."),
-    detector: str = typer.Option(None, "--detector", help="fpn (Faster R-CNN + FPN) or retinanet."),
+    detector: DetectorOpt = None,
     out: str = OutOpt, recipe: str = RecipeOpt, config: str = ConfigOpt, overrides: list[str] = SetOpt,
-    space: str = SpaceOpt, iterations: int = ItersOpt, resume: bool = ResumeOpt, device: str = DeviceOpt,
+    space: SpaceOpt = None, iterations: int = ItersOpt, resume: bool = ResumeOpt, device: DeviceOpt = None,
     workers: int = WorkersOpt,
 ) -> None:
     """Fine-tune the supernet as a detector (COCO json or VOC), one random path per iteration, BN trained."""
-    _run("supernet-det", recipe or (None if config else "cpu-det"), config, overrides, data=data, ann=ann,
+    _run("supernet-det", "cpu-det", recipe, config, overrides, data=data, ann=ann,
          val_data=val_data, val_ann=val_ann, init=init, detector=detector, out=out, space=space,
          iterations=iterations, resume=resume, device=device, workers=workers)
 
 
 @app.command("child")
 def child(
-    arch: str = typer.Option(None, "--arch", "-a", help="Released name, arch JSON file or inline JSON."),
-    stage: str = typer.Option("cls", "--stage", help="cls: classification from scratch; det: detection from --init."),
-    data: str = DataOpt, ann: str = typer.Option(None, "--ann", help="det: COCO JSON, or VOC image set name."),
-    val_data: str = ValOpt, val_ann: str = typer.Option(None, "--val-ann", help="COCO JSON for --val-data (det)."),
+    arch: Annotated[str | None, option("arch", short="-a")] = None,
+    stage: Annotated[Literal["cls", "det"], typer.Option(help="cls: classification from scratch; det: detection "
+                                                         "from --init.")] = "cls",
+    data: ImagesOpt = None, ann: AnnOpt = None, val_data: ValImagesOpt = None, val_ann: ValAnnOpt = None,
     init: str = typer.Option(None, "--init", help="det: the child-cls checkpoint of the same arch."),
-    detector: str = typer.Option(None, "--detector", help="fpn or retinanet (det)."),
+    detector: DetectorOpt = None,
     out: str = OutOpt, recipe: str = RecipeOpt, config: str = ConfigOpt, overrides: list[str] = SetOpt,
-    space: str = SpaceOpt, iterations: int = ItersOpt, resume: bool = ResumeOpt, device: str = DeviceOpt,
+    space: SpaceOpt = None, iterations: int = ItersOpt, resume: bool = ResumeOpt, device: DeviceOpt = None,
     workers: int = WorkersOpt,
 ) -> None:
     """Retrain one fixed architecture: classification from scratch, then detection initialised from it."""
-    from detnas.errors import DetnasError
-
-    if stage not in ("cls", "det"):
-        raise DetnasError(f"--stage '{stage}' must be cls or det")
-    _run(f"child-{stage}", recipe or (None if config else f"cpu-{stage}"), config, overrides, arch=arch, data=data,
+    _run(f"child-{stage}", f"cpu-{stage}", recipe, config, overrides, arch=arch, data=data,
          ann=ann, val_data=val_data, val_ann=val_ann, init=init, detector=detector, out=out, space=space,
          iterations=iterations, resume=resume, device=device, workers=workers)

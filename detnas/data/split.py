@@ -48,7 +48,7 @@ def split_coco(ann_file: str | Path, val_size: int, seed: int, out_dir: str | Pa
     data = read_coco_json(ann_file)
     ids = sorted(im["id"] for im in data["images"])  # unique: read_coco_json checks
     if not 0 < val_size < len(ids):
-        raise DetnasError(f"--val-size {val_size}: must be between 1 and {len(ids) - 1} for the {len(ids)} images "
+        raise DetnasError(f"--val-count {val_size}: must be between 1 and {len(ids) - 1} for the {len(ids)} images "
                           f"of {ann_file}")
     val_ids = set(random.Random(seed).sample(ids, val_size))
     out_dir = Path(out_dir)

@@ -26,12 +26,13 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from detnas.arch import Arch
 from detnas.detection.backbone import FPN_CHANNELS, DetectionBackbone
+from detnas.detection.deployable import ROI_PRE_NMS_TOP_K
+from detnas.detection.kinds import DETECTOR_KINDS, DetectorKind, detector_kind
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from detnas.supernet import ChildNet, Supernet
 
-DETECTOR_KINDS = ("fpn", "retinanet")
 DETECTOR_STYLES = ("torchvision", "detnas")
 BOX_HEAD_CONVS = 4
 BOX_HEAD_FC = 1024
@@ -110,6 +111,26 @@ def _retinanet(backbone_net: Supernet | ChildNet, num_classes: int, style: str, 
     return detector
 
 
+def _rpn_outputs(detector: nn.Module, features: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """FPN Faster R-CNN's dense part is its RPN head (the RoI head needs NMS-selected proposals)."""
+    objectness, deltas = detector.rpn.head(features)
+    return (*objectness, *deltas)
+
+
+def _retinanet_outputs(detector: nn.Module, features: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    out = detector.head(features)
+    return out["cls_logits"], out["bbox_regression"]
+
+
+DETECTOR_KINDS.register("fpn")(DetectorKind(
+    model=FasterRCNN, build=_faster_rcnn, dense_outputs=_rpn_outputs,
+    deploy=lambda graph, images: graph._faster_rcnn(images), postprocessor=lambda detector: detector.roi_heads,
+    limits={"pre_nms_top_k": ROI_PRE_NMS_TOP_K}, proposals_option="rpn_post_nms_top_n_test"))
+DETECTOR_KINDS.register("retinanet")(DetectorKind(
+    model=RetinaNet, build=_retinanet, dense_outputs=_retinanet_outputs,
+    deploy=lambda graph, images: graph._retinanet(images)))
+
+
 def detector_style(meta: dict[str, Any]) -> str:
     """The style a checkpoint's detector was built in (its recipe's `detector_style`; older ones: torchvision)."""
     return str((meta.get("recipe") or {}).get("detector_style", "torchvision"))
@@ -119,27 +140,26 @@ def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int,
                    min_size: int | tuple[int, ...] = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE,
                    pixels: PixelConvention = DEFAULT_PIXELS, style: str = "torchvision", proposals: int | None = None,
                    **kw: Any) -> nn.Module:
-    """A torchvision detector ("fpn" = FPN Faster R-CNN, "retinanet") around `backbone`, in `style`
+    """A detector of a registered kind ("fpn" = FPN Faster R-CNN, "retinanet", see `kinds`) around `backbone`, in `style`
     ("torchvision" or "detnas", see the module docstring; a checkpoint's is `detector_style(meta)`).
 
     `backbone` is a `Supernet` (choose the path with `set_arch` before each forward) or a `ChildNet`, both built
     with num_classes=None. `num_classes` = K + 1 for a dataset with labels 1..K (0 = background). Images are
     given as `pixels.to_model_input(...)`; the detector normalises them with `pixels.mean/std` and resizes
     to short side `min_size`, long side <= `max_size`. `proposals` caps the RPN proposals per image at test time
-    (FPN only: torchvision's and DetNAS' default is 1000; a RetinaNet has none, so it is ignored there). Extra
+    (the kind's `proposals_option`: FPN's, default 1000 as in torchvision and DetNAS; a RetinaNet has none, so it is
+    ignored there). Extra
     keyword arguments go to the torchvision class.
     """
-    if kind not in DETECTOR_KINDS:
-        raise DetnasError(f"detector kind '{kind}' is unknown; choose one of {', '.join(DETECTOR_KINDS)}")
+    kind_spec = detector_kind(kind)
     if style not in DETECTOR_STYLES:
         raise DetnasError(f"detector style '{style}' is unknown; choose one of {', '.join(DETECTOR_STYLES)}")
     if num_classes < 2:
         raise DetnasError(f"num_classes={num_classes}: pass K + 1 (K dataset classes plus background), so >= 2")
-    make = _faster_rcnn if kind == "fpn" else _retinanet
-    if proposals and kind == "fpn":
-        kw["rpn_post_nms_top_n_test"] = proposals
-    detector = make(backbone, num_classes, style, min_size=min_size, max_size=max_size,
-                    image_mean=list(pixels.mean), image_std=list(pixels.std), **kw)
+    if proposals and kind_spec.proposals_option:
+        kw[kind_spec.proposals_option] = proposals
+    detector = kind_spec.build(backbone, num_classes, style, min_size=min_size, max_size=max_size,
+                               image_mean=list(pixels.mean), image_std=list(pixels.std), **kw)
     if style == "detnas":
         momentum = BN_MOMENTUM_SUPERNET if isinstance(backbone, Supernet) else BN_MOMENTUM_FINAL
         for module in detector.modules():

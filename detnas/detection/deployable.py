@@ -20,13 +20,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
 
+from detnas.detection.kinds import kind_of
 from detnas.detection.nms import batched_nms
 from detnas.errors import DetnasError
 from detnas.pixels import Normalize, PixelConvention
@@ -55,28 +55,22 @@ class DeployableDetector(nn.Module):
 
     def __init__(self, detector: nn.Module, pixels: PixelConvention, max_detections: int) -> None:
         super().__init__()
-        if not isinstance(detector, FasterRCNN | RetinaNet):
-            raise DetnasError(f"cannot export a {type(detector).__name__}; expected a detector from build_detector")
+        self.kind = kind_of(detector)  # refuses a detector of no registered kind
         self.detector = detector
         self.normalize = Normalize(pixels)
         self.max_detections = max_detections
-        heads = detector.roi_heads if isinstance(detector, FasterRCNN) else detector
-        heads.detections_per_img = max_detections
+        self.kind.postprocessor(detector).detections_per_img = max_detections
         self.eval()  # the exporter restores the wrapper's mode afterwards, so the wrapper itself must be in eval
 
     def limits(self) -> dict[str, int]:
         """The graph's own caps where it differs from torchvision (recorded in the export's metadata)."""
-        return {"pre_nms_top_k": ROI_PRE_NMS_TOP_K} if isinstance(self.detector, FasterRCNN) else {}
+        return dict(self.kind.limits)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.normalize(images)
         height, width = x.shape[-2:]
         image_list = ImageList(x, [(int(height), int(width))] * x.shape[0])
-        if isinstance(self.detector, FasterRCNN):
-            detections = self._faster_rcnn(image_list)
-        else:
-            detections = self._retinanet(image_list)
-        return self._pad(detections)
+        return self._pad(self.kind.deploy(self, image_list))
 
     def _faster_rcnn(self, images: ImageList) -> list[dict[str, torch.Tensor]]:
         """RoIHeads.forward's eval path for boxes, over a fixed number of proposals per image (see `_proposals`)."""

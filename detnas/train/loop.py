@@ -101,7 +101,7 @@ def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
     if cfg.batch_size % ctx.world:
         raise DetnasError(f"batch_size {cfg.batch_size} must be divisible by the {ctx.world} processes")
     if len(spec.train_set) == 0:
-        raise DetnasError(f"{cfg.data}: the training set is empty; point --data at a folder with images")
+        raise DetnasError(f"{cfg.data}: the training set is empty; point --images at a folder with images")
     ckpts = CheckpointDir(out, cfg.keep_last)
     start_ckpt = _start_run_dir(spec, ckpts, resume)
     ctx.barrier()  # every rank has checked before rank 0 writes anything

@@ -271,7 +271,7 @@ def run_stage(kind: str, cfg: TrainConfig) -> Path:
         raise DetnasError(f"recipe '{cfg.recipe}' is a {cfg.task} recipe but stage {kind} needs a {task} one "
                           "(see `detnas train recipes`)")
     if not cfg.data:
-        raise DetnasError(f"{kind}: no training data; pass --data")
+        raise DetnasError(f"{kind}: no training data; pass --images")
     if task == "cls" and cfg.init:
         raise DetnasError(f"{kind} trains from scratch (DetNAS); drop --init {cfg.init} or train a det stage")
     space = get_space(cfg.space)

@@ -1,0 +1,63 @@
+"""Detector kinds: what each kind of detector around a DetNAS backbone brings, registered by name.
+
+Building, training, timing and exporting a detector only ask its kind, so adding one (FCOS, say) is one module
+that builds it and registers a `DetectorKind`:
+
+    DETECTOR_KINDS.register("fcos")(DetectorKind(model=FCOS, build=build_fcos, dense_outputs=fcos_head_outputs,
+                                                 deploy=deploy_fcos))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from detnas.errors import DetnasError
+from detnas.registry import Registry
+
+Detections = list[dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class DetectorKind:
+    """One kind of detector.
+
+    `build(backbone_net, num_classes, style, **kw)` makes it around a `Supernet` or `ChildNet` (`kw`: sizes,
+    normalisation and torchvision options). `dense_outputs(detector, features)` are its raw head outputs on
+    the FPN features: what the 'network' latency scope times. `deploy(graph, images)` is its post-processing in the
+    deployable graph's fixed-shape form (`graph` a `DeployableDetector`, `images` an `ImageList` at model size),
+    returning per-image dicts of boxes, scores and labels. `postprocessor(detector)` is the module holding
+    `score_thresh`, `nms_thresh` and `detections_per_img` (the detector itself unless it says otherwise); `limits`
+    are the deploy path's own caps where it differs from torchvision (recorded in an export's metadata);
+    `proposals_option` is the torchvision keyword that caps its test-time proposals (None: it has none, and
+    `build_detector(proposals=...)` leaves it alone).
+    """
+
+    model: type[nn.Module]
+    build: Callable[..., nn.Module]
+    dense_outputs: Callable[[nn.Module, list[torch.Tensor]], tuple[torch.Tensor, ...]]
+    deploy: Callable[[Any, Any], Detections]
+    postprocessor: Callable[[nn.Module], nn.Module] = lambda detector: detector
+    limits: Mapping[str, int] = field(default_factory=dict)
+    proposals_option: str | None = None
+
+
+DETECTOR_KINDS: Registry[DetectorKind] = Registry("detector kind", "--detector")
+
+
+def detector_kind(name: str) -> DetectorKind:
+    """The registered kind `name`; an unknown name is refused with the registered ones."""
+    return DETECTOR_KINDS.get(name)
+
+
+def kind_of(detector: nn.Module) -> DetectorKind:
+    """The registered kind a built detector is an instance of."""
+    for name in DETECTOR_KINDS:
+        if isinstance(detector, DETECTOR_KINDS.get(name).model):
+            return DETECTOR_KINDS.get(name)
+    raise DetnasError(f"a {type(detector).__name__} is no registered detector kind ({', '.join(DETECTOR_KINDS)}); "
+                      "build it with build_detector")
