@@ -1,0 +1,81 @@
+"""Parity of a reduced-precision file: the share of FP32 ONNX detections it reproduces within the precision's
+tolerance; never judged over zero detections."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from detnas.errors import DetnasError
+from detnas.export.parity import Detections
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close a reduced-precision detection must be to its FP32 partner, and the share that must match."""
+
+    box_px: float
+    score: float
+    min_share: float
+
+
+#: FP16 keeps ~3 significant digits through the network, INT8 ~2; both keep post-processing in FP32, so a detection
+#: near the score threshold or an NMS tie may flip: judged by the share of detections matched within tolerance.
+TOLERANCES = {"fp16": Tolerance(box_px=1.0, score=0.01, min_share=0.9),
+              "int8": Tolerance(box_px=4.0, score=0.05, min_share=0.5)}
+
+
+@dataclass
+class PrecisionParity:
+    """The reduced file vs the FP32 ONNX on the same images: the share of FP32 detections with a partner of the
+    same label within the precision's tolerance."""
+
+    precision: str
+    images: int
+    detections: int
+    matched: int
+    tolerance: Tolerance
+
+    @property
+    def share(self) -> float:
+        return self.matched / self.detections
+
+    @property
+    def passed(self) -> bool:
+        return self.share >= self.tolerance.min_share
+
+    def summary(self) -> str:
+        t = self.tolerance
+        return (f"{self.precision} vs FP32 ONNX on {self.images} images: {self.matched} of {self.detections} "
+                f"detections matched ({100 * self.share:.1f} %, need {100 * t.min_share:.0f} %) within "
+                f"{t.box_px:g} px and score {t.score:g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "share": self.share, "passed": self.passed}
+
+
+def _matched(ref: Detections, cand: Detections, tol: Tolerance) -> int:
+    """Greedy in FP32 score order: each FP32 detection takes the closest free candidate of its label in tolerance."""
+    free = np.ones(len(cand[1]), dtype=bool)
+    matched = 0
+    for i in np.argsort(-ref[1], kind="stable"):
+        box_diff = np.abs(cand[0] - ref[0][i]).max(axis=1) if len(cand[1]) else np.zeros(0)
+        ok = free & (cand[2] == ref[2][i]) & (box_diff <= tol.box_px) & (np.abs(cand[1] - ref[1][i]) <= tol.score)
+        if ok.any():
+            free[np.flatnonzero(ok)[np.argmin(box_diff[ok])]] = False
+            matched += 1
+    return matched
+
+
+def precision_parity(reference: list[Detections], candidate: list[Detections], precision: str) -> PrecisionParity:
+    """Compare per-image detections; zero FP32 detections is an error, not a pass."""
+    detections = sum(len(r[1]) for r in reference)
+    if detections == 0:
+        raise DetnasError(f"{precision} parity compared 0 detections: the FP32 model detects nothing on the "
+                          f"{len(reference)} parity images; pass --parity-data images it detects objects on")
+    tol = TOLERANCES[precision]
+    matched = sum(_matched(r, c, tol) for r, c in zip(reference, candidate))
+    return PrecisionParity(precision, len(reference), detections, matched, tol)
+
