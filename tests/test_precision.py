@@ -2,14 +2,17 @@
 
 A tiny FPN detector is trained briefly on the generated demo shapes (AP ~0.3 on its validation images), so the AP
 gate has something to lose: an INT8 file calibrated on the training split passes a 1-point gate, the same export
-calibrated on blank images fails it.
+calibrated on blank images fails it. One trained model, one FP32 file and one INT8 export serve the whole module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,16 @@ from detnas.data.demo import ShapeLayout
 from detnas.detection import build_detector
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
-from detnas.export.precision import PREDICTOR_LAYERS, Gate, ap_gate, convert_fp16, precision_parity, quantized_nodes
+from detnas.export.precision import (
+    PREDICTOR_LAYERS,
+    Gate,
+    ap_gate,
+    convert_fp16,
+    precision_parity,
+    precision_request,
+    quantized_nodes,
+    reduce_exported,
+)
 from detnas.export.runtime import read_onnx_meta
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.space import register_space
@@ -35,6 +47,7 @@ from detnas.supernet import ChildNet
 
 SIZE = 128
 ITERATIONS = 60
+CALIB_IMAGES = 16
 
 
 def _train(detector: torch.nn.Module, dataset: CocoDetection, iterations: int) -> None:
@@ -88,10 +101,21 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
-def test_int8_export_passes_its_gate_in_qdq_form(trained, tmp_path, capsys):
-    out = tmp_path / "int8.onnx"
-    assert _export(trained, out, "--precision", "int8", "--calib-count", "16", "--calib-method", "percentile") == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def int8_export(trained, tmp_path_factory):
+    """One INT8 export through the CLI, calibrated on the training split the run recorded, shared by the tests
+    that check its gate and its QDQ form: (file, what the CLI printed, its folder)."""
+    folder = tmp_path_factory.mktemp("int8")
+    out = folder / "int8.onnx"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = _export(trained, out, "--precision", "int8", "--calib-count", str(CALIB_IMAGES))
+    assert code == 0, printed.getvalue()
+    return out, printed.getvalue(), folder
+
+
+def test_int8_export_passes_its_gate(trained, int8_export):
+    out, printed, folder = int8_export
     assert "AP gate OK" in printed and "parity OK" in printed
     report = json.loads(out.with_suffix(".precision.json").read_text())
     gate = report["gate"]
@@ -100,11 +124,16 @@ def test_int8_export_passes_its_gate_in_qdq_form(trained, tmp_path, capsys):
     assert gate["drop"] <= 0.01 and report["parity"]["detections"] > 0
     # calibrated on the training split the run recorded, and the metadata says so
     meta = read_onnx_meta(out).precision
-    train_names = sorted(p.name for p in trained["demo"].train_images.glob("*.png"))[:16]
-    assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "percentile", 16)
+    train_names = sorted(p.name for p in trained["demo"].train_images.glob("*.png"))[:CALIB_IMAGES]
+    assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "percentile", CALIB_IMAGES)
     assert meta.calib_digest == hashlib.sha256("\n".join(train_names).encode()).hexdigest()
-    # QDQ as TensorRT's explicit quantization takes it: symmetric (zero points 0), per-channel weights
-    model = onnx.load(str(out))
+    assert not list(folder.glob(".*")), "no temporary files left"
+
+
+def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
+    """Symmetric (zero points 0), per-channel weights; only the network's Conv/Gemm are quantized; predictors,
+    decoding, NMS and RoiAlign stay FP32."""
+    model = onnx.load(str(int8_export[0]))
     values = _initializers(model)
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     zero_points = [values[n.input[2]] for n in qdq if len(n.input) > 2]
@@ -112,7 +141,6 @@ def test_int8_export_passes_its_gate_in_qdq_form(trained, tmp_path, capsys):
     weights = [n for n in qdq if n.op_type == "DequantizeLinear" and values.get(n.input[0]) is not None
                and values[n.input[0]].dtype == np.int8]
     assert weights and all(values[n.input[1]].size > 1 for n in weights), "every weight has per-channel scales"
-    # only the network's Conv/Gemm are quantized; predictors, decoding, NMS and RoiAlign stay FP32
     dequantized = {n.output[0] for n in weights}
     quantized = {n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm") and dequantized & set(n.input)}
     fp32_graph = onnx.load(str(trained["fp32"])).graph
@@ -123,20 +151,27 @@ def test_int8_export_passes_its_gate_in_qdq_form(trained, tmp_path, capsys):
                    {"NonMaxSuppression": n.input, "Exp": n.input, "RoiAlign": n.input[1:]}.get(n.op_type, [])]
     assert coordinates and all(producers.get(i) != "DequantizeLinear" for _, i in coordinates), \
         "boxes, scores, box deltas and RoI coordinates never come out of an INT8 tensor"
-    assert not list(tmp_path.glob(".*")), "no temporary files left"
 
 
-def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path, capsys):
+def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path):
+    """The export's write step (what `detnas export` runs after the FP32 file is verified) on the same FP32 file:
+    ranges from blank images fail the 1-point gate, and neither the file, its report nor the FP32 reference stay."""
     blank = tmp_path / "blank"
     blank.mkdir()
-    for i in range(16):
+    for i in range(4):  # identical images: more of them would give the same ranges
         Image.new("RGB", (128, 128), (124, 116, 104)).save(blank / f"{i:02d}.png")
+    demo = trained["demo"]
+    request = precision_request("int8", weights=trained["ckpt"], calib_data=blank, calib_images=4,
+                                calib_method="minmax", gate_data=demo.val_ann, gate_images=demo.val_images,
+                                max_ap_drop=0.01, dynamic_batch=False)
     out = tmp_path / "out" / "int8.onnx"
-    assert _export(trained, out, "--precision", "int8", "--calib-images", str(blank), "--calib-count", "16") == 2
-    err = capsys.readouterr().err
-    assert "AP gate FAILED" in err and "drop" in err and "24 images" in err
-    drop = float(err.split("drop ")[1].split()[0])
-    assert drop > 0.01
+    out.parent.mkdir()
+    shutil.copy(trained["fp32"], out)
+    with pytest.raises(DetnasError, match="AP gate FAILED") as failure:
+        reduce_exported(out, request)
+    message = str(failure.value)
+    assert "drop" in message and "24 images" in message
+    assert float(message.split("drop ")[1].split()[0]) > 0.01
     assert not out.exists() and not out.with_suffix(".precision.json").exists()
     assert not list(out.parent.iterdir()), "neither the FP32 reference nor temporary files are left"
 

@@ -25,8 +25,8 @@ from torchvision.ops import MultiScaleRoIAlign, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from detnas.arch import Arch
+from detnas.detection import deployable
 from detnas.detection.backbone import FPN_CHANNELS, DetectionBackbone
-from detnas.detection.deployable import ROI_PRE_NMS_TOP_K
 from detnas.detection.kinds import DETECTOR_KINDS, DetectorKind, detector_kind
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
@@ -125,7 +125,7 @@ def _retinanet_outputs(detector: nn.Module, features: list[torch.Tensor]) -> tup
 DETECTOR_KINDS.register("fpn")(DetectorKind(
     model=FasterRCNN, build=_faster_rcnn, dense_outputs=_rpn_outputs,
     deploy=lambda graph, images: graph._faster_rcnn(images), postprocessor=lambda detector: detector.roi_heads,
-    limits={"pre_nms_top_k": ROI_PRE_NMS_TOP_K}, proposals_option="rpn_post_nms_top_n_test"))
+    limits=lambda: {"pre_nms_top_k": deployable.ROI_PRE_NMS_TOP_K}, proposals_option="rpn_post_nms_top_n_test"))
 DETECTOR_KINDS.register("retinanet")(DetectorKind(
     model=RetinaNet, build=_retinanet, dense_outputs=_retinanet_outputs,
     deploy=lambda graph, images: graph._retinanet(images)))

@@ -64,7 +64,7 @@ class DeployableDetector(nn.Module):
 
     def limits(self) -> dict[str, int]:
         """The graph's own caps where it differs from torchvision (recorded in the export's metadata)."""
-        return dict(self.kind.limits)
+        return dict(self.kind.limits())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.normalize(images)

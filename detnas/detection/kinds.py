@@ -10,7 +10,7 @@ that builds it and registers a `DetectorKind`:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,8 +31,8 @@ class DetectorKind:
     the FPN features: what the 'network' latency scope times. `deploy(graph, images)` is its post-processing in the
     deployable graph's fixed-shape form (`graph` a `DeployableDetector`, `images` an `ImageList` at model size),
     returning per-image dicts of boxes, scores and labels. `postprocessor(detector)` is the module holding
-    `score_thresh`, `nms_thresh` and `detections_per_img` (the detector itself unless it says otherwise); `limits`
-    are the deploy path's own caps where it differs from torchvision (recorded in an export's metadata);
+    `score_thresh`, `nms_thresh` and `detections_per_img` (the detector itself unless it says otherwise); `limits()` returns the
+    deploy path's own caps where it differs from torchvision (read at export, recorded in the file's metadata);
     `proposals_option` is the torchvision keyword that caps its test-time proposals (None: it has none, and
     `build_detector(proposals=...)` leaves it alone).
     """
@@ -42,7 +42,7 @@ class DetectorKind:
     dense_outputs: Callable[[nn.Module, list[torch.Tensor]], tuple[torch.Tensor, ...]]
     deploy: Callable[[Any, Any], Detections]
     postprocessor: Callable[[nn.Module], nn.Module] = lambda detector: detector
-    limits: Mapping[str, int] = field(default_factory=dict)
+    limits: Callable[[], Mapping[str, int]] = dict
     proposals_option: str | None = None
 
 
