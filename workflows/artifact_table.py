@@ -140,7 +140,7 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
                  for p in onnx_files]
     fp32 = [a.path for a in artifacts if a.precision == "fp32"]
     if not fp32:
-        raise DetnasError("--onnx: give the FP32 export of the detector (the reference for the other rows)")
+        raise DetnasError("--model: give the FP32 export of the detector (the reference for the other rows)")
     meta = read_onnx_meta(fp32[0])
     for precision in convert:
         if precision not in {a.precision for a in artifacts}:

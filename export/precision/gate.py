@@ -56,11 +56,11 @@ def ap_gate(reference: str | Path, candidate: str | Path, gate: Gate) -> GateRes
     count = len(dataset) if gate.max_images is None else min(gate.max_images, len(dataset))
     annotations = sum(len(r.labels) for r in dataset.records[:count])
     if count == 0 or annotations == 0:
-        raise DetnasError(f"--gate-data {gate.ann}: {count} images with {annotations} annotations; the AP gate needs "
+        raise DetnasError(f"--gate-ann {gate.ann}: {count} images with {annotations} annotations; the AP gate needs "
                           "annotated images (pass the validation json and its --gate-images folder)")
     ref_runner = load_exported(reference)
     if [c.name for c in ref_runner.meta.classes] != dataset.classes:
-        raise DetnasError(f"--gate-data {gate.ann}: its classes differ from the model's "
+        raise DetnasError(f"--gate-ann {gate.ann}: its classes differ from the model's "
                           f"({len(ref_runner.meta.classes)} classes); gate on data with the same category list")
     reference_ap = evaluate(exported_predictor(ref_runner), dataset, max_images=count)["AP"]
     candidate_ap = evaluate(exported_predictor(candidate), dataset, max_images=count)["AP"]

@@ -74,7 +74,7 @@ def precision_parity(reference: list[Detections], candidate: list[Detections], p
     detections = sum(len(r[1]) for r in reference)
     if detections == 0:
         raise DetnasError(f"{precision} parity compared 0 detections: the FP32 model detects nothing on the "
-                          f"{len(reference)} parity images; pass --parity-data images it detects objects on")
+                          f"{len(reference)} parity images; pass --parity-images images it detects objects on")
     tol = TOLERANCES[precision]
     matched = sum(_matched(r, c, tol) for r, c in zip(reference, candidate))
     return PrecisionParity(precision, len(reference), detections, matched, tol)

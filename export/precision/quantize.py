@@ -52,7 +52,7 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
     if method not in CALIB_METHODS:
         raise DetnasError(f"--calib-method {method}: choose one of {', '.join(CALIB_METHODS)}")
     if not batches:
-        raise DetnasError("INT8 quantization needs calibration images; pass --calib-data DIR")
+        raise DetnasError("INT8 quantization needs calibration images; pass --calib-images DIR")
     graph = onnx.load(str(source), load_external_data=False).graph
     feeds = iter([{graph.input[0].name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches])
 

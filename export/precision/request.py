@@ -78,7 +78,7 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
                       calib_method: str, gate_data: Path | None, gate_images: Path | None, max_ap_drop: float,
                       dynamic_batch: bool) -> PrecisionRequest:
     """Validate the precision options and read the calibration images (bad input is a one-line error, before
-    anything is exported). INT8 calibrates on --calib-data, else on the training split recorded by the run that
+    anything is exported). INT8 calibrates on --calib-images, else on the training split recorded by the run that
     wrote `weights`; never on the gate's (evaluation) images."""
     from detnas.images import read_image
 
@@ -89,7 +89,7 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
     if max_ap_drop < 0:
         raise DetnasError(f"--max-ap-drop {max_ap_drop}: the largest allowed AP drop must be >= 0 (0.01 = 1 AP point)")
     if calib_images < 1:
-        raise DetnasError(f"--calib-images {calib_images}: calibrate on at least 1 image (a few hundred is typical)")
+        raise DetnasError(f"--calib-count {calib_images}: calibrate on at least 1 image (a few hundred is typical)")
     if precision == "fp32":
         return PrecisionRequest()
     if dynamic_batch:
@@ -101,26 +101,26 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
     if calib_data is not None:
         from detnas.export.trt import image_files
 
-        files, source = image_files(calib_data), f"--calib-data {calib_data}"
+        files, source = image_files(calib_data), f"--calib-images {calib_data}"
     elif (split := training_split(weights)) is not None:
         files, source = _split_files(*split), f"the training split of {weights} ({split[1] or split[0]})"
     else:
-        raise DetnasError(f"--precision int8 needs calibration images: pass --calib-data DIR (training images; "
+        raise DetnasError(f"--precision int8 needs calibration images: pass --calib-images DIR (training images; "
                           f"the run that wrote {weights} records no training split)")
     if len(files) < calib_images:
-        raise DetnasError(f"--calib-images {calib_images}: {source} has only {len(files)} images; lower "
-                          "--calib-images or add images")
+        raise DetnasError(f"--calib-count {calib_images}: {source} has only {len(files)} images; lower "
+                          "--calib-count or add images")
     files = files[:calib_images]
     if gate is not None:
         gated = {p.resolve() for p in gate.images.glob("*")}
         if overlap := [f for f in files if f.resolve() in gated]:
-            raise DetnasError(f"--calib-data: {len(overlap)} calibration images (e.g. {overlap[0].name}) are in "
+            raise DetnasError(f"--calib-images: {len(overlap)} calibration images (e.g. {overlap[0].name}) are in "
                               f"--gate-images {gate.images}; calibrate on training images, not on the evaluation split")
     images = []
     for f in files:
         try:
             images.append(read_image(f))
         except DetnasError as exc:
-            raise DetnasError(f"--calib-data: {exc}; remove the file or pass a folder of readable images") from None
+            raise DetnasError(f"--calib-images: {exc}; remove the file or pass a folder of readable images") from None
     return PrecisionRequest(precision, Calibration(tuple(files), tuple(images), calib_method, source), gate)
 
