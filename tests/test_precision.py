@@ -241,7 +241,8 @@ def test_bad_precision_requests_are_one_line_errors(trained, tmp_path, capsys):
              out, "--calib-images", "3.png: cannot read image")
     _refused(capsys, _export(trained, out, "--precision", "int8", "--max-ap-drop", "-0.5"), out, "--max-ap-drop -0.5")
     _refused(capsys, _export(trained, out, "--precision", "fp8"), out, "'--precision'", "'fp8' is not one of 'fp32', 'fp16', 'int8'")
-    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-method", "mse"), out, "--calib-method mse")
+    _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-method", "mse"), out, "'--calib-method'",
+             "'mse' is not one of 'minmax', 'entropy', 'percentile'")
     _refused(capsys, _export(trained, out, "--precision", "fp16", "--dynamic-batch"), out, "--dynamic-batch",
              "--batch N")
     demo = trained["demo"]
