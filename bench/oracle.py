@@ -103,10 +103,13 @@ class _Job:
 
 
 def _validate(backend: str, precision: str, protocol: TimingProtocol, calibration: Sequence[Any] | None,
-              inputs: Sequence[torch.Tensor]) -> None:
+              inputs: Sequence[torch.Tensor], *, converts: bool = True) -> None:
+    """`converts`: the model is quantised here (a module or arch), so INT8 needs calibration batches; an ONNX file
+    is checked where the backend finds it must convert it (a file already INT8 is timed as it is)."""
     runtime = latency_backend(backend)
     check_choice("precision", precision, PRECISIONS)
-    require_calibration(precision, calibration)
+    if converts:
+        require_calibration(precision, calibration)
     if runtime.gpu_only and not protocol.on_gpu:
         raise DetnasError(f"the {backend} backend runs on a GPU; pass --device cuda")
     if not inputs or any(x.dim() != 4 or x.shape != inputs[0].shape for x in inputs):
@@ -220,7 +223,7 @@ def measure_onnx(
     cache: LatencyCache | None = None,
 ) -> LatencyResult:
     """Time an ONNX file with ONNX Runtime or TensorRT (engine built here for the inputs' shape)."""
-    _validate(backend, precision, protocol, calibration, inputs)
+    _validate(backend, precision, protocol, calibration, inputs, converts=False)
     path = Path(path)
     job = _Job(backend, precision, scope, protocol, options, f"onnx:{file_sha256(path)}", label or path.name,
                inputs, input_kind)

@@ -167,10 +167,8 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
             result = measure_engine(artifact.path, inputs, precision=artifact.precision, scope=Scope.NETWORK_NMS,
                                     protocol=protocol, input_kind=kind)
         else:
-            # an INT8 file is timed as it is; the oracle asks for calibration batches only to quantise FP32 files
-            calibration = inputs if artifact.precision == "int8" else None
             result = measure_onnx(artifact.path, inputs, backend="ort", precision=artifact.precision,
-                                  scope=Scope.NETWORK_NMS, protocol=protocol, calibration=calibration, input_kind=kind)
+                                  scope=Scope.NETWORK_NMS, protocol=protocol, input_kind=kind)
         measured.append((artifact, metrics, result))
     protocol_fields = {"warmup": protocol.warmup, "runs": protocol.runs, "threads": protocol.threads,
                        "device": protocol.device, "clock": protocol.clock, "input_batches": len(inputs)}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
-from detnas.bench.precision import PrecisionWarning
+from detnas.bench.precision import PrecisionWarning, require_calibration
 from detnas.errors import DetnasError
 
 if TYPE_CHECKING:
@@ -144,6 +144,7 @@ def _precision_file(path: Path, work: Path, precision: str, provider: str, calib
     if already != "fp32":
         raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
                           f"--precision {already}")
+    require_calibration(precision, calibration)  # only a conversion needs ranges; a file already INT8 does not
     if converters is None:
         raise DetnasError(f"--precision {precision} on ONNX Runtime ({provider}) times a converted copy of {path.name}; "
                           "pass BackendOptions(converters=detnas.export.converters.onnx_converters()), or time a file "
