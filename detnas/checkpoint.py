@@ -65,10 +65,12 @@ def _refuse_pickle(path: Path, weights: Path) -> None:
     candidate = path if path.suffix not in ("", ".safetensors", ".json") else weights
     try:
         with open(candidate, "rb") as handle:
-            head = handle.read(4)
+            head = handle.read(9)
     except OSError:
         return
-    if head.startswith(_PICKLE_MAGIC):
+    # safetensors: an 8-byte little-endian header length, then the JSON header; that length's first byte may be 0x80
+    is_safetensors = head[8:9] == b"{"
+    if head.startswith(_PICKLE_MAGIC) and not is_safetensors:
         raise DetnasError(f"{candidate}: not a safetensors file but a PyTorch pickle; detnas never unpickles, pass "
                           "a .safetensors checkpoint written by detnas")
     if candidate is path:
