@@ -61,3 +61,24 @@ def test_what_ships_is_what_was_scored(smoke):
     assert shipped["weights_AP"] == pytest.approx(shipped["journal_AP"], abs=1e-6), shipped
     assert abs(shipped["onnx_AP"] - shipped["journal_AP"]) <= SHIPPED_AP_TOL, shipped
     assert shipped["within_tolerance"]
+
+
+def test_rerun_into_the_same_folder_continues_that_run(smoke, capsys):
+    """The README's command run twice in place: the second run trains no step and evaluates no candidate again,
+    and ships the same winner; a rerun with another plan is refused before anything is touched."""
+    out, first = smoke
+    journal = (out / "search" / "journal.jsonl").read_text()
+    record = (out / "main_job.json").read_text()
+    assert main(["demo", "--out", str(out), "--plan", "full"]) == 2
+    assert "another plan" in capsys.readouterr().err
+    assert (out / "main_job.json").read_text() == record
+    assert main(["demo", "--out", str(out), "--plan", "smoke"]) == 0
+    second = json.loads((out / "summary.json").read_text())
+    assert (out / "search" / "journal.jsonl").read_text() == journal
+    assert second["arch"]["hash"] == first["arch"]["hash"]
+    assert second["latency_target_ms"] == first["latency_target_ms"]
+    assert second["shipped"]["weights_AP"] == pytest.approx(first["shipped"]["weights_AP"], abs=1e-6)
+    for stage in ("supernet-cls", "supernet-det"):
+        log = [json.loads(line) for line in (out / "runs" / stage / "metrics.jsonl").read_text().splitlines()]
+        steps = [r["iteration"] for r in log if "loss" in r]
+        assert steps and len(steps) == len(set(steps)), f"{stage}: iterations trained twice"

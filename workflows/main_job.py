@@ -7,6 +7,7 @@ same Python API the individual commands use, so the demo exercises the product, 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from detnas.checkpoint import load_meta, save_checkpoint
 from detnas.data.demo import ShapeLayout
 from detnas.errors import DetnasError
 from detnas.export.parity import MIN_DETECTIONS
-from detnas.io import atomic_write_json, atomic_write_text
+from detnas.io import atomic_write_json, atomic_write_text, read_json_file
 
 if TYPE_CHECKING:
     from detnas.data import DemoDetection
@@ -79,10 +80,38 @@ class MainJobResult:
     summary: dict[str, Any]
 
 
-def _train_stage(stage: Callable[[Any], Path], preset: str, overrides: dict[str, Any]) -> Path:
-    from detnas.train import resolve_config
+RUN_RECORD = "main_job.json"  # the plan a results folder was made with, so a rerun there continues that run
 
-    return stage(resolve_config(preset, overrides=overrides))
+
+def _train_stage(stage: Callable[[Any], Path], preset: str, overrides: dict[str, Any]) -> Path:
+    """Train one stage into `overrides['out']`, continuing the checkpoints a previous run of the main job left
+    there (a finished stage only rewrites its final weights), so a rerun into the same folder repeats nothing."""
+    from detnas.train import resolve_config
+    from detnas.train.state import CheckpointDir
+
+    resume = CheckpointDir(overrides["out"], keep_last=1).latest() is not None
+    return stage(resolve_config(preset, overrides={**overrides, "resume": resume}))
+
+
+def continue_run(out: Path, plan: MainJobPlan, latency_target_ms: float | None) -> float | None:
+    """Record the plan in `out`, or check it against the one recorded there by an earlier run; returns the latency
+    target that run resolved (a rerun without --latency-target keeps it instead of re-measuring a slightly different
+    one, which its search journal would refuse). A folder made with another plan is refused, never mixed."""
+    record = out / RUN_RECORD
+    wanted = json.loads(json.dumps(asdict(plan)))
+    if not record.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(record, {"plan": wanted, "latency_target_ms": latency_target_ms})
+        return latency_target_ms
+    saved = read_json_file(record, "main job's run record", f"remove {out} or choose another --out")
+    changed = sorted(k for k in wanted if saved.get("plan", {}).get(k) != wanted[k])
+    if changed:
+        raise DetnasError(f"{record}: {out} holds a main-job run with another plan (fields {', '.join(changed)}); "
+                          "rerun with that run's --plan or choose another --out")
+    if latency_target_ms is not None and saved.get("latency_target_ms") not in (None, latency_target_ms):
+        raise DetnasError(f"{record}: {out} holds a run searched under {saved['latency_target_ms']} ms; rerun with "
+                          "that --latency-target (or none) or choose another --out")
+    return saved.get("latency_target_ms") if latency_target_ms is None else latency_target_ms
 
 
 def _winner_checkpoint(accuracy: DetectionAP, arch: Arch, supernet_ckpt: Path, out: Path) -> Path:
@@ -179,9 +208,13 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     from detnas.search.latency import Timing
     from detnas.search.objectives import Constraints
     from detnas.search.report import Mark, plot_pareto
-    from detnas.search.runner import SearchRequest, measured_latency, run_search
+    from detnas.search.runner import JOURNAL_NAME, SearchRequest, measured_latency, run_search
 
     out = Path(out)
+    continued = (out / RUN_RECORD).exists()
+    latency_target_ms = continue_run(out, plan, latency_target_ms)
+    if continued:
+        log(f"continuing the run in {out}: finished steps are read back, unfinished ones resume")
     seconds: dict[str, float] = {}
     files: dict[str, Path] = {}
 
@@ -207,6 +240,8 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
                                                  plan.seed)
         log(f"    latency target: {latency_target_ms} ms (the median of 8 random architectures' {timing.scope} latency, "
             "measured here)")
+        saved = read_json_file(out / RUN_RECORD, "main job's run record")
+        atomic_write_json(out / RUN_RECORD, {**saved, "latency_target_ms": latency_target_ms})
     parents = max(2, plan.population // 3)
     settings = EvolutionSettings(population=plan.population, generations=plan.generations, parents=parents,
                                  mutations=plan.population // 2 - plan.population // 5,
@@ -217,7 +252,8 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     outcome = run_search(SearchRequest(
         supernet=det_ckpt, data=search_ann, images=det.train_images, bn_data=supernet_ann, out=search_dir,
         settings=settings, constraints=Constraints(objective="hard", latency_ms=latency_target_ms), timing=timing,
-        latency_cache=cache, bn_images=plan.bn_images, bn_batch=plan.bn_batch, proposals=plan.proposals),
+        latency_cache=cache, bn_images=plan.bn_images, bn_batch=plan.bn_batch, proposals=plan.proposals,
+        resume=(search_dir / JOURNAL_NAME).exists()),
         log=lambda m: log(f"    {m}"))
     best = outcome.run.best() if outcome.run else None
     if outcome.run is None or best is None:
