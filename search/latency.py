@@ -98,7 +98,8 @@ class OracleLatency:
 
     def __init__(self, timing: Timing, cache_path: str | Path | None = None,
                  images: Sequence[torch.Tensor] | None = None, trained: TrainedDetector | None = None,
-                 converters: OnnxConverters | None = None) -> None:
+                 converters: OnnxConverters | None = None,
+                 calibration: Sequence[torch.Tensor] | None = None) -> None:
         from detnas.bench.cache import LatencyCache
         from detnas.bench.fingerprint import collect_fingerprint
         from detnas.bench.oracle import BackendOptions, TimingProtocol
@@ -112,6 +113,7 @@ class OracleLatency:
         self._scope = Scope.parse(timing.scope)
         self._images = list(images) if images else None
         self._trained = trained
+        self._calibration_batches = list(calibration) if calibration else None
         self.fingerprint = collect_fingerprint(timing.device, timing.threads).hash
 
     def latency(self, arch: Arch) -> Latency:
@@ -127,14 +129,14 @@ class OracleLatency:
         return Latency.measured(result.stats, None if convert is None else float(convert))
 
     def _calibration(self) -> list[torch.Tensor] | None:
-        """INT8 ranges for timing: one fixed batch, the first timed one (real images when the search has them).
-        Ranges change which values round where, not how much work a kernel does, so one batch times INT8
-        faithfully and keeps the quantization per candidate cheap (`convert_seconds`)."""
+        """INT8 ranges for timing: one fixed batch (the search passes an image of the supernet-training split; else
+        seeded random pixels). Ranges change which values round where, not how much work a kernel does, so one
+        batch times INT8 faithfully and keeps the quantization per candidate cheap (`convert_seconds`)."""
         if self.timing.precision != "int8":
             return None
         from detnas.bench.inputs import random_batches
 
-        return [self._images[0]] if self._images else random_batches(self.timing.batch, self.timing.size)
+        return self._calibration_batches or random_batches(self.timing.batch, self.timing.size)
 
 
 def fastest_probe(space: SearchSpace, cost_size: tuple[int, int]) -> list[Arch]:

@@ -78,22 +78,27 @@ def _datasets(request: SearchRequest, classes: list[str]) -> tuple[Any, Any]:
 
 
 def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing, cache: Path | None = None,
-                     converters: OnnxConverters | None = None) -> tuple[Timing, OracleLatency]:
+                     converters: OnnxConverters | None = None, bn: Any = None) -> tuple[Timing, OracleLatency]:
     """The search's measuring oracle and its timing with the supernet's detector kind and deployment size filled in.
 
     Beyond the backbone scope it times each candidate's own detector materialised from the supernet (BN statistics
     are the supernet's: latency is planned before evaluation recalibrates them) on the first search-validation
-    images at the timed size."""
-    timing = replace(timing, detector=supernet.detector_kind, size=timing.size or (supernet.min_size, supernet.max_size))
-    if timing.scope == "backbone":
-        return timing, OracleLatency(timing, cache, converters=converters)
+    images at the timed size. INT8 timing files take their ranges from the first image of `bn` (the
+    supernet-training split), never from the evaluation split."""
     from detnas.bench.inputs import resized_batches
+
+    timing = replace(timing, detector=supernet.detector_kind, size=timing.size or (supernet.min_size, supernet.max_size))
+    calibration = (resized_batches([bn.load_image(0)] * timing.batch, timing.batch, timing.size, supernet.pixels)
+                   if timing.precision == "int8" and bn is not None and len(bn) else None)
+    if timing.scope == "backbone":
+        return timing, OracleLatency(timing, cache, converters=converters, calibration=calibration)
     from detnas.bench.oracle import TrainedDetector
 
     count = min(len(val), max(timing.batch, LATENCY_IMAGES))
     images = resized_batches([val.load_image(i) for i in range(count)], timing.batch, timing.size, supernet.pixels)
     return timing, OracleLatency(timing, cache, images, TrainedDetector(supernet.materialize,
-                                                                        f"supernet-det:{supernet.digest}"), converters)
+                                                                        f"supernet-det:{supernet.digest}"), converters,
+                                 calibration)
 
 
 def _context(request: SearchRequest, digest: str, val: Any, bn: Any, latency: LatencyEstimator, timing: Timing,
@@ -122,10 +127,6 @@ class SearchOutcome:
 
 def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchOutcome:
     """Run or resume a search to the end, re-measure the winner and write the report."""
-    if request.timing.precision == "int8":  # neither the oracle nor a device profile has calibration images here
-        raise DetnasError("--precision int8: search run has no INT8 calibration images; search with --precision "
-                          "fp16 or fp32, then export the winner with `detnas export --format trt --precision int8 "
-                          "--calib-images DIR`")
     device = str(init_distributed(request.timing.device).device)  # this rank's device under torchrun
     try:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
@@ -136,7 +137,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         constraints, note = request.constraints.resolve(supernet.space.name, request.flops_size, fitness_metric(val))
         log(note)
         timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache,
-                                            request.onnx_converters)
+                                            request.onnx_converters, bn)
         latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, timing,
                                                     request.force_profile)
                                      if request.latency_profile else measured)

@@ -90,6 +90,21 @@ def test_search_times_each_candidates_trained_detector_with_nms(setup, searched)
     assert all(timed[h].scope == "network+nms" and timed[h].input_shape == "1x3x64x96" for h in hashes)
 
 
+def test_search_times_each_candidate_at_int8(setup, tmp_path) -> None:
+    """`--precision int8` times the INT8 QDQ file of each candidate's detector (ranges from one image of the
+    supernet-training split) and journals what quantizing it cost."""
+    from detnas.bench.cache import LatencyCache
+
+    out = tmp_path / "int8"
+    assert main(search_args(setup, out, "--latency-target", "10s", "--generations", "1", "--precision", "int8")) == 0
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    candidates = [r for r in journal if r["type"] == "candidate"]
+    assert len(candidates) == 2 and all(r["latency"]["convert_seconds"] > 0 for r in candidates), candidates
+    timed = {e.source.split(":")[1]: e for e in LatencyCache(setup["tmp"] / "latency.sqlite").entries()
+             if e.precision == "int8"}
+    assert {r["hash"] for r in candidates} <= set(timed)
+
+
 def _fails(args: list[str], capsys, expected: str) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err
