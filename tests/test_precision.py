@@ -216,6 +216,22 @@ def test_parity_and_gate_refuse_to_judge_nothing(trained, tmp_path):
         ap_gate(trained["fp32"], trained["fp32"], Gate(bare, demo.val_images, 0.01))
 
 
+def test_parity_matches_by_iou_label_and_score():
+    """A box shifted to IoU 0.6 with its score 0.08 lower is an INT8 match but not an FP16 one; another label or a
+    box at IoU 0.3 never matches; each FP32 detection takes one partner at most."""
+    ref = (np.array([[0, 0, 40, 40], [100, 100, 110, 110]], np.float32), np.array([0.9, 0.8], np.float32),
+           np.array([1, 2]))
+    shift = 40 * (1 - 0.6) / (1 + 0.6)  # a 40 px square moved by this along x overlaps its original at IoU 0.6
+    near = (np.array([[shift, 0, 40 + shift, 40], [100, 100, 110, 110]], np.float32), np.array([0.82, 0.8], np.float32),
+            np.array([1, 3]))
+    assert precision_parity([ref], [near], "int8").matched == 1  # the relabelled second box does not count
+    assert precision_parity([ref], [near], "fp16").matched == 0
+    far = (np.array([[17, 0, 57, 40]], np.float32), np.array([0.9], np.float32), np.array([1]))  # IoU 0.40
+    assert precision_parity([ref], [far], "int8").matched == 0
+    twice = (ref[0][:1].repeat(2, 0), np.array([0.9, 0.9], np.float32), np.array([1, 1]))
+    assert precision_parity([twice], [(ref[0][:1], ref[1][:1], ref[2][:1])], "fp16").matched == 1
+
+
 def _refused(capsys, code: int, out: Path, *fragments: str) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err

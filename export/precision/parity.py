@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from detnas.errors import DetnasError
 from detnas.export.parity import Detections
@@ -14,17 +15,23 @@ from detnas.export.parity import Detections
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How close a reduced-precision detection must be to its FP32 partner, and the share that must match."""
+    """How close a reduced-precision detection must be to its FP32 partner (same label, box IoU at least `min_iou`,
+    score within `score`), and the share of FP32 detections that must find one. IoU, not pixels: an absolute pixel
+    bound is loose on large boxes and strict on small ones, and failed INT8 files of a 128 px detector whose AP was
+    unchanged."""
 
-    box_px: float
+    min_iou: float
     score: float
     min_share: float
 
 
 #: FP16 keeps ~3 significant digits through the network, INT8 ~2; both keep post-processing in FP32, so a detection
 #: near the score threshold or an NMS tie may flip: judged by the share of detections matched within tolerance.
-TOLERANCES = {"fp16": Tolerance(box_px=1.0, score=0.01, min_share=0.9),
-              "int8": Tolerance(box_px=4.0, score=0.05, min_share=0.5)}
+#: Measured (share at these tolerances, FP32 ONNX detections as reference): FP16 0.96-0.98 on the demo's winner and a
+#: coco128-trained COCO-FPN-300M; INT8 0.62-0.71 on files whose AP held (drop -0.001 and 0.018), 0.23-0.24 on files
+#: calibrated on images the detector never fit (AP drop 0.29-0.36).
+TOLERANCES = {"fp16": Tolerance(min_iou=0.9, score=0.01, min_share=0.9),
+              "int8": Tolerance(min_iou=0.5, score=0.1, min_share=0.5)}
 
 
 @dataclass
@@ -49,22 +56,27 @@ class PrecisionParity:
     def summary(self) -> str:
         t = self.tolerance
         return (f"{self.precision} vs FP32 ONNX on {self.images} images: {self.matched} of {self.detections} "
-                f"detections matched ({100 * self.share:.1f} %, need {100 * t.min_share:.0f} %) within "
-                f"{t.box_px:g} px and score {t.score:g}")
+                f"detections matched ({100 * self.share:.1f} %, need {100 * t.min_share:.0f} %) with box IoU >= "
+                f"{t.min_iou:g} and score within {t.score:g}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "share": self.share, "passed": self.passed}
 
 
 def _matched(ref: Detections, cand: Detections, tol: Tolerance) -> int:
-    """Greedy in FP32 score order: each FP32 detection takes the closest free candidate of its label in tolerance."""
+    """Greedy in FP32 score order: each FP32 detection takes the free candidate of its label with the highest IoU
+    within tolerance."""
+    from torchvision.ops import box_iou
+
     free = np.ones(len(cand[1]), dtype=bool)
+    if not len(cand[1]) or not len(ref[1]):
+        return 0
+    overlap = box_iou(torch.as_tensor(ref[0], dtype=torch.float64), torch.as_tensor(cand[0], dtype=torch.float64)).numpy()
     matched = 0
     for i in np.argsort(-ref[1], kind="stable"):
-        box_diff = np.abs(cand[0] - ref[0][i]).max(axis=1) if len(cand[1]) else np.zeros(0)
-        ok = free & (cand[2] == ref[2][i]) & (box_diff <= tol.box_px) & (np.abs(cand[1] - ref[1][i]) <= tol.score)
+        ok = free & (cand[2] == ref[2][i]) & (overlap[i] >= tol.min_iou) & (np.abs(cand[1] - ref[1][i]) <= tol.score)
         if ok.any():
-            free[np.flatnonzero(ok)[np.argmin(box_diff[ok])]] = False
+            free[np.flatnonzero(ok)[np.argmax(overlap[i][ok])]] = False
             matched += 1
     return matched
 
