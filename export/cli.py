@@ -67,7 +67,7 @@ def export_cmd(
                                                 "checkpoint's run records).", prefix="calib")] = None,
     calib_count: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
     calib_method: Annotated[Literal["minmax", "entropy", "percentile"], typer.Option(
-        help="INT8 ranges: percentile (99.999th of |x|), minmax or entropy.")] = "percentile",
+        help="INT8 ranges: percentile (cuts 0.0005 % of values at each end), minmax or entropy.")] = "percentile",
     gate_ann: Annotated[Path | None, option("ann", "Gates the fp16/int8 file's AP (and the engine's) against FP32.",
                                             prefix="gate")] = None,
     gate_images: Annotated[Path | None, option("images", "The images of --gate-ann.", prefix="gate")] = None,
