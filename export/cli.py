@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -29,6 +30,13 @@ def export_cmd(
     out: Annotated[Path | None, typer.Option(help="Output .onnx file (and .engine with --format trt).")] = None,
     arch: Annotated[str | None, option("arch", "Selects the path of a supernet checkpoint, must match a child "
                                        "checkpoint.")] = None,
+    bn_ann: Annotated[Path | None, option("ann", "A supernet checkpoint's path gets BN statistics of its own, "
+                                          "re-estimated on these training images as the search does (its --bn-ann; "
+                                          "with its --bn-count and --bn-batch the file is the detector it scored).",
+                                          prefix="bn")] = None,
+    bn_images: Annotated[Path | None, option("images", "The images of --bn-ann.", prefix="bn")] = None,
+    bn_count: Annotated[int, typer.Option(help="Training images for BN recalibration (as the search's).")] = 4000,
+    bn_batch: Annotated[int, typer.Option(help="Batch size of BN recalibration (as the search's).")] = 8,
     random_init: Annotated[bool, typer.Option(help="No weights: an untrained detector of --arch, to check that it "
                                               "exports and parses and to time it (parity compares pre-NMS outputs)."
                                               )] = False,
@@ -107,7 +115,8 @@ def export_cmd(
     request = precision_request(precision, weights=weights, calib_data=calib_images, calib_images=calib_count,
                                 calib_method=calib_method, gate_data=gate_ann, gate_images=gate_images,
                                 max_ap_drop=max_ap_drop, dynamic_batch=dynamic_batch)
-    source, meta = _export_source(weights, arch, random_init, detector, num_classes, proposals)
+    recalibration = BnData(bn_ann, bn_images, bn_count, bn_batch) if bn_ann or bn_images else None
+    source, meta = _export_source(weights, arch, random_init, detector, num_classes, proposals, recalibration)
     if size is not None:
         check_size(size)
     height, width = size or _default_size(meta)
@@ -195,8 +204,18 @@ def _lint_written(out: Path, trt_version: str | None) -> list[LintReport]:
     return reports
 
 
+@dataclass(frozen=True)
+class BnData:
+    """`--bn-ann/--bn-images/--bn-count/--bn-batch`: training images a supernet path's BN statistics come from."""
+
+    ann: Path | None
+    images: Path | None
+    count: int
+    batch: int
+
+
 def _export_source(weights: Path | None, arch: str | None, random_init: bool, detector: str | None,
-                   num_classes: int | None, proposals: int) -> tuple[ExportSource, dict]:
+                   num_classes: int | None, proposals: int, bn: BnData | None = None) -> tuple[ExportSource, dict]:
     """(the detector to export, its checkpoint sidecar or {} for --random-init)."""
     from detnas.arch import resolve_arch
     from detnas.checkpoint import load_meta
@@ -210,7 +229,13 @@ def _export_source(weights: Path | None, arch: str | None, random_init: bool, de
                               "detector")
         if detector is not None or num_classes is not None:
             raise DetnasError("--detector / --num-classes go with --random-init; a checkpoint names its own")
-        return load_export_source(weights, resolve_arch(arch) if arch else None, proposals), load_meta(weights)
+        meta = load_meta(weights)
+        if meta.get("kind") == "supernet-det" and arch is not None:
+            return _recalibrated_path(weights, resolve_arch(arch), proposals, bn), meta
+        if bn is not None:
+            raise DetnasError(f"--bn-ann / --bn-images: {weights} is a {meta.get('kind')} checkpoint whose BN "
+                              "statistics are its own; they re-estimate a supernet path's only, drop them")
+        return load_export_source(weights, resolve_arch(arch) if arch else None, proposals), meta
     if weights is not None:
         raise DetnasError("--weights and --random-init exclude each other: drop one")
     if arch is None:
@@ -219,6 +244,30 @@ def _export_source(weights: Path | None, arch: str | None, random_init: bool, de
     if kind not in DETECTOR_KINDS:
         raise DetnasError(f"--detector {kind}: choose one of {', '.join(DETECTOR_KINDS)}")
     return random_init_source(resolve_arch(arch), kind, 80 if num_classes is None else num_classes, proposals), {}
+
+
+def _recalibrated_path(weights: Path, arch: Any, proposals: int, bn: BnData | None) -> ExportSource:
+    """A supernet path as the search scored it: materialised, BN statistics re-estimated on the training images."""
+    from detnas.data import CocoDetection
+    from detnas.errors import DetnasError
+    from detnas.export.source import detector_source
+    from detnas.search.evaluators import BnRecalibration, SupernetDetector
+
+    if bn is None or bn.ann is None or bn.images is None:
+        raise DetnasError(f"--arch on the supernet {weights}: its BN statistics mix every path, so the file would not "
+                          "be the detector the search scored; pass --bn-ann JSON --bn-images DIR (the supernet-training "
+                          "split the search used) or export a retrained child checkpoint")
+    supernet = SupernetDetector.load(weights, proposals=proposals)
+    if arch.space.name != supernet.space.name:
+        raise DetnasError(f"--arch: an arch of space '{arch.space.name}', but {weights} is a supernet of "
+                          f"'{supernet.space.name}'")
+    data = CocoDetection(bn.ann, bn.images)
+    if list(data.classes) != list(supernet.classes):
+        raise DetnasError(f"--bn-ann {bn.ann}: its {len(data.classes)} classes differ from the supernet's "
+                          f"{len(supernet.classes)}; pass the split the supernet was fine-tuned on")
+    from detnas.checkpoint import load_meta
+
+    return detector_source(BnRecalibration(supernet, data, bn.count, bn.batch).calibrated(arch), load_meta(weights))
 
 
 def _seeded_images(count: int, height: int, width: int) -> list[Any]:

@@ -37,10 +37,15 @@ def load_export_source(weights: str | Path, arch: Arch | None = None, proposals:
     backbone = detector.backbone
     if isinstance(backbone.body, Supernet):
         backbone.body = materialize(backbone.body, backbone.arch)
-    chosen = backbone.body.arch
+    return detector_source(detector, meta)
+
+
+def detector_source(detector: nn.Module, meta: dict) -> ExportSource:
+    """A detector on a standalone ChildNet (e.g. a supernet path with its BN statistics re-estimated) and the
+    checkpoint sidecar it came from."""
     mapping = {int(k): int(v) for k, v in (meta.get("label_to_cat_id") or {}).items()} or None
-    return ExportSource(detector.eval(), chosen, meta["detector"], class_table(list(meta["classes"]), mapping),
-                        PixelConvention.from_dict(meta["pixels"]))
+    return ExportSource(detector.eval(), detector.backbone.body.arch, meta["detector"],
+                        class_table(list(meta["classes"]), mapping), PixelConvention.from_dict(meta["pixels"]))
 
 
 def random_init_source(arch: Arch, kind: str, num_classes: int, proposals: int | None = None,

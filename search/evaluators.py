@@ -71,20 +71,18 @@ class SupernetDetector:
         return child.eval()
 
 
-class DetectionAP:
-    """COCO metrics of a path: materialise, recalibrate BN on `bn_images` training images, evaluate."""
+class BnRecalibration:
+    """A path's detector with its BN statistics re-estimated on `bn_images` training images: the supernet's running
+    statistics mix every path, so each path's must be its own before it is scored or shipped."""
 
-    def __init__(self, supernet: SupernetDetector, bn_set: Any, val_set: Any, bn_images: int = 4000,
-                 bn_batch: int = 8, val_images: int | None = None, device: str = "cpu") -> None:
-        if len(bn_set) == 0 or len(val_set) == 0:
-            raise DetnasError(f"empty data set ({bn_set.source if len(bn_set) == 0 else val_set.source}); "
-                              "BN recalibration and evaluation both need images")
-        self.supernet, self.bn_set, self.val_set = supernet, bn_set, val_set
+    def __init__(self, supernet: SupernetDetector, bn_set: Any, bn_images: int = 4000, bn_batch: int = 8,
+                 device: str = "cpu") -> None:
+        if len(bn_set) == 0:
+            raise DetnasError(f"empty data set ({bn_set.source}); BN recalibration needs training images")
+        self.supernet, self.bn_set = supernet, bn_set
         self.bn_count = min(bn_images, len(bn_set))
-        self.bn_batch, self.val_images, self.device = bn_batch, val_images, torch.device(device)
+        self.bn_batch, self.device = bn_batch, torch.device(device)
         self._bn_cache: list[list[torch.Tensor]] | None = None
-        self.last_timing: dict[str, float] = {}
-        self.calls = 0
 
     def _read_bn_batches(self) -> Iterator[list[torch.Tensor]]:
         pixels = self.supernet.pixels
@@ -100,7 +98,7 @@ class DetectionAP:
             self._bn_cache = list(self._read_bn_batches())
         return self._bn_cache
 
-    def _recalibrate(self, detector: nn.Module) -> None:
+    def recalibrate(self, detector: nn.Module) -> None:
         """A supernet trained in the official detector style is recalibrated as the official search does (training
         mode with targets, shuffled images one at a time, momentum 0.1); others by the exact cumulative average."""
         if self.supernet.style == "detnas":
@@ -110,11 +108,29 @@ class DetectionAP:
             recalibrate_bn(detector, self._bn_batches())
 
     def calibrated(self, arch: Arch) -> nn.Module:
-        """The detector `evaluate` scores for `arch` (materialised, BN re-estimated on the same images in the same
+        """The detector the search scores for `arch` (materialised, BN re-estimated on the same images in the same
         batches), in eval mode: what ships a search winner, so the shipped weights are the ones the journal scored."""
         detector = self.supernet.materialize(arch).to(self.device)
-        self._recalibrate(detector)
+        self.recalibrate(detector)
         return detector
+
+
+class DetectionAP:
+    """COCO metrics of a path: materialise, recalibrate BN on `bn_images` training images, evaluate."""
+
+    def __init__(self, supernet: SupernetDetector, bn_set: Any, val_set: Any, bn_images: int = 4000,
+                 bn_batch: int = 8, val_images: int | None = None, device: str = "cpu") -> None:
+        if len(bn_set) == 0 or len(val_set) == 0:
+            raise DetnasError(f"empty data set ({bn_set.source if len(bn_set) == 0 else val_set.source}); "
+                              "BN recalibration and evaluation both need images")
+        self.bn = BnRecalibration(supernet, bn_set, bn_images, bn_batch, device)
+        self.supernet, self.val_set, self.val_images, self.device = supernet, val_set, val_images, self.bn.device
+        self.last_timing: dict[str, float] = {}
+        self.calls = 0
+
+    def calibrated(self, arch: Arch) -> nn.Module:
+        """`BnRecalibration.calibrated`: the detector `evaluate` scores."""
+        return self.bn.calibrated(arch)
 
     def evaluate(self, arch: Arch) -> dict[str, float]:
         from detnas.evaluation import METRICS, detector_predictor, evaluate
@@ -123,7 +139,7 @@ class DetectionAP:
         start = time.perf_counter()
         detector = self.supernet.materialize(arch).to(self.device)
         materialized = time.perf_counter()
-        self._recalibrate(detector)
+        self.bn.recalibrate(detector)
         calibrated = time.perf_counter()
         metrics = evaluate(detector_predictor(detector, self.device), self.val_set, max_images=self.val_images)
         self.last_timing = {"materialize_s": materialized - start, "bn_s": calibrated - materialized,

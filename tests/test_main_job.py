@@ -82,3 +82,25 @@ def test_rerun_into_the_same_folder_continues_that_run(smoke, capsys):
         log = [json.loads(line) for line in (out / "runs" / stage / "metrics.jsonl").read_text().splitlines()]
         steps = [r["iteration"] for r in log if "loss" in r]
         assert steps and len(steps) == len(set(steps)), f"{stage}: iterations trained twice"
+
+
+def test_a_supernet_path_exports_as_the_search_scored_it(smoke, tmp_path, capsys):
+    """`detnas export --weights SUPERNET --arch WINNER` re-estimates the path's BN statistics on the search's
+    training images (without them it refuses: the supernet's statistics mix every path), and the file scores the
+    journal's AP on the search-validation split."""
+    from detnas.export.runtime import evaluate_exported
+
+    out, summary = smoke
+    plan = MainJobPlan.named("smoke")
+    base = ["export", "--weights", str(out / "runs" / "supernet-det" / "final"), "--arch",
+            str(out / "search" / "best_arch.json"), "--proposals", str(plan.proposals), "--no-parity"]
+    onnx_path = tmp_path / "winner.onnx"
+    assert main([*base, "--out", str(onnx_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--bn-ann" in err[0] and not onnx_path.exists(), err
+    assert main([*base, "--out", str(onnx_path), "--bn-ann", str(out / "data" / "split" / "supernet_train.json"),
+                 "--bn-images", str(out / "data" / "det" / "train"), "--bn-count", str(plan.bn_images),
+                 "--bn-batch", str(plan.bn_batch)]) == 0
+    metrics, _ = evaluate_exported(onnx_path, out / "data" / "split" / "search_val.json", out / "data" / "det" / "train")
+    assert metrics["images"] > 0
+    assert abs(metrics["AP"] - summary["shipped"]["journal_AP"]) <= SHIPPED_AP_TOL, (metrics["AP"], summary["shipped"])
