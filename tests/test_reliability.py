@@ -150,17 +150,6 @@ def test_search_run_refuses_the_same_json_for_bn_and_evaluation(tmp_path):
         _datasets(request, ["a", "b"])
 
 
-# --------------------------------------------------------------------------------------------- precision
-
-
-def test_search_int8_names_an_option_that_exists(tmp_path, capsys):
-    code, _, err = _run(capsys, ["search", "run", "--supernet", str(tmp_path / "s"), "--ann", str(tmp_path / "d"),
-                                 "--images", str(tmp_path), "--bn-ann", str(tmp_path / "b"), "--out",
-                                 str(tmp_path / "o"), "--precision", "int8"])
-    _one_line_error(code, err, "--precision int8", "--precision fp16 or fp32")
-    assert "--calib DIR" not in err
-
-
 # ------------------------------------------------------------------------------------- checkpoint binding
 
 

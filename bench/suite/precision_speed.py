@@ -9,7 +9,10 @@ then detection on N coco128 images), FP32 ONNX vs INT8 ONNX COCO AP on the first
 drop; INT8 ranges from the other half (the training split, as `detnas export` calibrates) and, for contrast, from
 coco128 images the detector never saw. No evaluated image is ever a calibration image.
 Goals: INT8 >= 2.5x faster than eager FP32 on the FPN detector; AP drop <= 1 point (0.01).
-Run: python -m detnas.bench.suite.precision_speed [--threads 1] [--iterations 150] [--json out.json]
+Demo: with --demo-results DIR, the same drop for the winner `detnas demo --out DIR` exported, on fresh images drawn
+like its validation split (it generalises, so hundreds of images can resolve one AP point).
+Run: python -m detnas.bench.suite.precision_speed [--threads 1] [--iterations 150] [--demo-results results/demo]
+     [--json out.json]
 """
 
 from __future__ import annotations
@@ -213,6 +216,26 @@ def trained_ap(arch_name: str, images: int, size: int, iterations: int, cls_iter
             "methods": results}
 
 
+def demo_winner_ap(results: Path, val_images: int, calib_images: int, work: Path) -> dict[str, Any]:
+    """The demo's exported winner (`detnas demo --out RESULTS`), FP32 vs INT8 on `val_images` fresh images drawn
+    like its validation split (a generalising detector, so the evaluation set can be large enough to resolve one AP
+    point); INT8 ranges from its training split, as `detnas export` calibrates."""
+    from detnas.data.demo import ShapeLayout, make_demo_detection
+
+    record = json.loads((results / "main_job.json").read_text())["plan"]
+    layout = ShapeLayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["layout"].items()})
+    data = make_demo_detection(work / "demo_eval", 0, val_images, record["seed"] + 1, layout)
+    fp32 = results / "model" / "detector.onnx"
+    calib_files = sorted((results / "data" / "det" / "train").glob("*.png"))[:calib_images]
+    start = time.perf_counter()
+    int8 = quantize_int8(fp32, work / "demo.int8.onnx", calibration_batches([read_image(f) for f in calib_files],
+                                                                          read_onnx_meta(fp32)))
+    quantize_s = time.perf_counter() - start
+    gate = ap_gate(fp32, int8, Gate(data.val_ann, data.val_images, AP_DROP_GOAL))
+    return {"results": str(results), "calibration_images": len(calib_files), "quantize_s": round(quantize_s, 2),
+            **gate.to_dict(), **ap_drop_interval(data.val_ann, data.val_images, fp32, int8, work)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="COCO-FPN-300M")
@@ -227,6 +250,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--cls-iterations", type=int, default=30)
     parser.add_argument("--skip-ap", action="store_true", help="latency only")
+    parser.add_argument("--demo-results", type=Path, default=None,
+                        help="also: the AP drop of this `detnas demo --out` folder's winner on fresh validation images")
+    parser.add_argument("--demo-val-images", type=int, default=400)
     parser.add_argument("--json", default=None)
     parser.add_argument("--skip-latency", action="store_true", help="AP only")
     args = parser.parse_args()
@@ -236,6 +262,14 @@ def main() -> None:
             result["latency"] = _report_latency(args, Path(tmp))
         if not args.skip_ap:
             result["ap"] = _report_ap(args, Path(tmp))
+        if args.demo_results:
+            demo = demo_winner_ap(args.demo_results, args.demo_val_images, args.calib_images, Path(tmp))
+            print(f"demo winner {args.demo_results}: AP FP32 {demo['reference_ap']:.4f}, INT8 {demo['candidate_ap']:.4f}, "
+                  f"drop {demo['drop']:.4f} (95 % bootstrap interval {demo['drop_ci95_low']:+.4f} .. "
+                  f"{demo['drop_ci95_high']:+.4f}) on {demo['images']} fresh images / {demo['annotations']} annotations "
+                  f"(goal <= {AP_DROP_GOAL}: {'met' if demo['passed'] else 'NOT met'}); INT8 ranges from "
+                  f"{demo['calibration_images']} training images, quantization {demo['quantize_s']:.1f} s")
+            result["demo"] = demo
     if args.json:
         atomic_write_json(args.json, json.loads(json.dumps(result, default=_plain)))
         print(f"wrote {args.json}")
