@@ -341,8 +341,9 @@ def table_cmd(
     ann: Annotated[Path, option("ann", "The AP is measured on it.")],
     images: Annotated[Path, option("images", "The images of --ann (its first images are also timed).")],
     weights: Annotated[Path | None, option("weights", "Adds the PyTorch eager row.")] = None,
-    proposals: Annotated[int | None, typer.Option(help="FPN: RPN proposals of the eager row; give the value the "
-                                                  "ONNX file was exported with (detnas export --proposals).")] = None,
+    proposals: Annotated[int | None, typer.Option(help="FPN: RPN proposals of the eager row (default: the count "
+                                                  "the ONNX file records; files exported before it was recorded "
+                                                  "need the value given to detnas export --proposals).")] = None,
     convert: Annotated[list[str] | None, typer.Option(help="fp16 or int8: add the FP32 file converted as detnas export "
                                                       "--precision does, as <stem>.<precision>.onnx next to it "
                                                       "(reused when present; repeatable).")] = None,

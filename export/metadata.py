@@ -3,7 +3,7 @@
 Everything a consumer needs to feed the model and read its answers travels with the file: the arch and its
 space, the classes (contiguous label -> COCO category id and name), the input tensor spec and pixel convention,
 the post-processing thresholds (score, nms_iou, max_detections, and the graph's own caps, such as the FPN RoI
-head's pre_nms_top_k) and the versions that produced it. Nothing downstream re-derives these.
+head's pre_nms_top_k and its test-time rpn_proposals) and the versions that produced it. Nothing downstream re-derives these.
 """
 
 from __future__ import annotations

@@ -87,8 +87,11 @@ def test_export_and_eval_json(exported: dict[str, Path], tmp_path: Path, capsys:
 def test_bench_table_on_a_tiny_detector(exported: dict[str, Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     doc, md = tmp_path / "table.json", tmp_path / "table.md"
+    from detnas.export.runtime import read_onnx_meta
+
+    assert read_onnx_meta(exported["onnx"]).thresholds["rpn_proposals"] == 20  # the eager row is rebuilt with it
     assert main(["bench", "table", "--model", str(exported["onnx"]), "--weights", str(exported["ckpt"]),
-                 "--proposals", "20", "--convert", "int8", "--calib-images", str(exported["images"]),
+                 "--convert", "int8", "--calib-images", str(exported["images"]),
                  "--calib-count", "4", "--ann", str(exported["ann"]), "--images", str(exported["images"]),
                  "--max-images", "4", "--runs", "3", "--warmup", "1", "--json", str(doc), "--markdown", str(md)]) == 0
     printed = capsys.readouterr().out

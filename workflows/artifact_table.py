@@ -193,7 +193,7 @@ def _eager(weights: Path, meta: ModelMeta, fp32: Path, proposals: int | None, in
     from detnas.export.runtime import Runner, evaluate_exported
     from detnas.export.source import load_export_source
 
-    source = load_export_source(weights, meta.arch, proposals)
+    source = load_export_source(weights, meta.arch, proposals or meta.thresholds.get("rpn_proposals"))
     if source.arch.hash != meta.arch.hash:
         raise DetnasError(f"--weights {weights}: arch {source.arch.hash}, but {fp32} exports arch {meta.arch.hash}")
     module = deployable_like(source.detector, source.pixels, meta)
