@@ -144,20 +144,23 @@ def ap_drop_interval(ann: Path, images: Path, reference: Path, candidate: Path, 
         detections.append(json.loads(out.read_text()))
     gt = json.loads(Path(ann).read_text())
     ids = [im["id"] for im in gt["images"]]
+    by_image: dict[int, list[list[dict[str, Any]]]] = {i: [[], [], []] for i in ids}  # annotations, FP32, INT8
+    for a in gt["annotations"]:
+        by_image[a["image_id"]][0].append(a)
+    for side, found in enumerate(detections, 1):
+        for d in found:
+            by_image[d["image_id"]][side].append(d)
     rng = np.random.default_rng(seed)
     drops = []
     for _ in range(rounds):
-        sample = rng.choice(len(ids), len(ids), replace=True)
-        images_, anns, dets = [], [], [[], []]
-        for new_id, index in enumerate(sample, 1):
-            old = ids[index]
+        images_, parts = [], [[], [], []]
+        for new_id, index in enumerate(rng.choice(len(ids), len(ids), replace=True), 1):
             images_.append({**gt["images"][index], "id": new_id})
-            anns += [{**a, "image_id": new_id, "id": len(anns) + k + 1}
-                     for k, a in enumerate(a for a in gt["annotations"] if a["image_id"] == old)]
-            for side in (0, 1):
-                dets[side] += [{**d, "image_id": new_id} for d in detections[side] if d["image_id"] == old]
+            for part, records in zip(parts, by_image[ids[index]]):
+                part += [{**r, "image_id": new_id} for r in records]
+        anns = [{**a, "id": k} for k, a in enumerate(parts[0], 1)]
         resampled = {**gt, "images": images_, "annotations": anns}
-        drops.append(_coco_ap(resampled, dets[0]) - _coco_ap(resampled, dets[1]))
+        drops.append(_coco_ap(resampled, parts[1]) - _coco_ap(resampled, parts[2]))
     low, high = np.percentile(drops, [2.5, 97.5])
     return {"drop_ci95_low": float(low), "drop_ci95_high": float(high), "bootstrap_rounds": rounds}
 
