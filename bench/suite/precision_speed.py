@@ -214,7 +214,7 @@ def trained_ap(arch_name: str, images: int, size: int, iterations: int, cls_iter
             results[f"{origin}:{name}"] = {"calibration": origin, "method": name, "calibration_images": len(files),
                                            "quantize_s": round(quantize_s, 2), **gate.to_dict(),
                                            **ap_drop_interval(eval_ann, coco / "train2017", fp32, int8, work)}
-    return {"arch": arch_name, "images": images, "size": size, "iterations": iterations,
+    return {"arch": arch_name, "images": len(trained["images"]), "size": size, "iterations": iterations,
             "cls_iterations": cls_iterations, "train_s": round(train_s, 1), "evaluated_images": len(evaluated),
             "methods": results}
 
@@ -297,9 +297,10 @@ def _report_latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def _report_ap(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ap = trained_ap(args.arch, args.train_images, args.train_size, args.iterations, args.cls_iterations,
                     args.calib_images, args.calib_method, work)
-    print(f"trained {args.arch} ({args.iterations} iterations on {args.train_images} coco128 images at "
-          f"{args.train_size}px, {ap['train_s']:.0f} s), AP on {ap['evaluated_images']} of them; INT8 ranges from the "
-          "other training images (train) or from coco128 images it never saw (unseen):")
+    print(f"trained {args.arch} ({args.iterations} iterations on {ap['images']} coco128 images (of "
+          f"{args.train_images} asked, those with 1-3 large boxes) at {args.train_size}px, {ap['train_s']:.0f} s), "
+          f"AP on {ap['evaluated_images']} of them; INT8 ranges from the other training images (train) or from "
+          "coco128 images it never saw (unseen):")
     for name, m in ap["methods"].items():
         print(f"  {name:18s} ({m['calibration_images']:2d} images) AP FP32 {m['reference_ap']:.4f}, INT8 {m['candidate_ap']:.4f}, drop "
               f"{m['drop']:.4f} (95 % bootstrap interval over images {m['drop_ci95_low']:+.4f} .. "
