@@ -53,7 +53,8 @@ def test_cli_export_writes_checked_onnx_with_metadata(fpn_export, capsys):
     assert [c.name for c in meta.classes] == CLASSES
     assert {c.label: c.category_id for c in meta.classes} == CATEGORY_IDS
     assert meta.input.shape() == (2, 3, SIZE, SIZE) and meta.pixels == DEFAULT_PIXELS
-    assert meta.thresholds == {"score": 0.2, "nms_iou": 0.5, "max_detections": 100, "pre_nms_top_k": 3840}
+    assert meta.thresholds == {"score": 0.2, "nms_iou": 0.5, "max_detections": 100, "pre_nms_top_k": 3840,
+                               "rpn_proposals": 20}
     assert meta.versions["torch"] == torch.__version__
     assert not list(fpn_export["root"].glob(".*.tmp")), "no temporary files left behind"
 
