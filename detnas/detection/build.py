@@ -125,7 +125,9 @@ def _retinanet_outputs(detector: nn.Module, features: list[torch.Tensor]) -> tup
 DETECTOR_KINDS.register("fpn")(DetectorKind(
     model=FasterRCNN, build=_faster_rcnn, dense_outputs=_rpn_outputs,
     deploy=lambda graph, images: graph._faster_rcnn(images), postprocessor=lambda detector: detector.roi_heads,
-    limits=lambda: {"pre_nms_top_k": deployable.ROI_PRE_NMS_TOP_K}, proposals_option="rpn_post_nms_top_n_test"))
+    limits=lambda detector: {"pre_nms_top_k": deployable.ROI_PRE_NMS_TOP_K,
+                             "rpn_proposals": detector.rpn.post_nms_top_n()},
+    proposals_option="rpn_post_nms_top_n_test"))
 DETECTOR_KINDS.register("retinanet")(DetectorKind(
     model=RetinaNet, build=_retinanet, dense_outputs=_retinanet_outputs,
     deploy=lambda graph, images: graph._retinanet(images)))

@@ -63,11 +63,9 @@ class DeployableDetector(nn.Module):
         self.eval()  # the exporter restores the wrapper's mode afterwards, so the wrapper itself must be in eval
 
     def limits(self) -> dict[str, int]:
-        """The graph's own caps where it differs from torchvision, and an FPN's test-time RPN proposals per image
-        (recorded in the export's metadata, so the file's PyTorch twin can be rebuilt with the same count)."""
-        rpn = getattr(self.detector, "rpn", None)
-        proposals = {} if rpn is None else {"rpn_proposals": int(rpn._post_nms_top_n["testing"])}
-        return {**self.kind.limits(), **proposals}
+        """The graph's own caps (its kind's `limits`: e.g. an FPN's RoI cap and test-time RPN proposals), recorded in
+        the export's metadata so the file's PyTorch twin can be rebuilt with the same values."""
+        return dict(self.kind.limits(self.detector))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.normalize(images)

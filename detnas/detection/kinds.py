@@ -31,8 +31,9 @@ class DetectorKind:
     the FPN features: what the 'network' latency scope times. `deploy(graph, images)` is its post-processing in the
     deployable graph's fixed-shape form (`graph` a `DeployableDetector`, `images` an `ImageList` at model size),
     returning per-image dicts of boxes, scores and labels. `postprocessor(detector)` is the module holding
-    `score_thresh`, `nms_thresh` and `detections_per_img` (the detector itself unless it says otherwise); `limits()` returns the
-    deploy path's own caps where it differs from torchvision (read at export, recorded in the file's metadata);
+    `score_thresh`, `nms_thresh` and `detections_per_img` (the detector itself unless it says otherwise); `limits(detector)` returns
+    the deploy path's own caps where it differs from torchvision, and caps the built detector was given (such as an
+    FPN's test-time RPN proposals), read at export from the detector in eval mode and recorded in the file's metadata;
     `proposals_option` is the torchvision keyword that caps its test-time proposals (None: it has none, and
     `build_detector(proposals=...)` leaves it alone).
     """
@@ -42,7 +43,7 @@ class DetectorKind:
     dense_outputs: Callable[[nn.Module, list[torch.Tensor]], tuple[torch.Tensor, ...]]
     deploy: Callable[[Any, Any], Detections]
     postprocessor: Callable[[nn.Module], nn.Module] = lambda detector: detector
-    limits: Callable[[], Mapping[str, int]] = dict
+    limits: Callable[[nn.Module], Mapping[str, int]] = lambda detector: {}
     proposals_option: str | None = None
 
 
