@@ -231,7 +231,7 @@ def _export_source(weights: Path | None, arch: str | None, random_init: bool, de
             raise DetnasError("--detector / --num-classes go with --random-init; a checkpoint names its own")
         meta = load_meta(weights)
         if meta.get("kind") == "supernet-det" and arch is not None:
-            return _recalibrated_path(weights, resolve_arch(arch), proposals, bn), meta
+            return _recalibrated_path(weights, resolve_arch(arch), proposals, bn, meta), meta
         if bn is not None:
             raise DetnasError(f"--bn-ann / --bn-images: {weights} is a {meta.get('kind')} checkpoint whose BN "
                               "statistics are its own; they re-estimate a supernet path's only, drop them")
@@ -246,28 +246,17 @@ def _export_source(weights: Path | None, arch: str | None, random_init: bool, de
     return random_init_source(resolve_arch(arch), kind, 80 if num_classes is None else num_classes, proposals), {}
 
 
-def _recalibrated_path(weights: Path, arch: Any, proposals: int, bn: BnData | None) -> ExportSource:
+def _recalibrated_path(weights: Path, arch: Any, proposals: int, bn: BnData | None, meta: dict) -> ExportSource:
     """A supernet path as the search scored it: materialised, BN statistics re-estimated on the training images."""
-    from detnas.data import CocoDetection
     from detnas.errors import DetnasError
     from detnas.export.source import detector_source
-    from detnas.search.evaluators import BnRecalibration, SupernetDetector
+    from detnas.search.evaluators import recalibrated_path
 
     if bn is None or bn.ann is None or bn.images is None:
         raise DetnasError(f"--arch on the supernet {weights}: its BN statistics mix every path, so the file would not "
                           "be the detector the search scored; pass --bn-ann JSON --bn-images DIR (the supernet-training "
                           "split the search used) or export a retrained child checkpoint")
-    supernet = SupernetDetector.load(weights, proposals=proposals)
-    if arch.space.name != supernet.space.name:
-        raise DetnasError(f"--arch: an arch of space '{arch.space.name}', but {weights} is a supernet of "
-                          f"'{supernet.space.name}'")
-    data = CocoDetection(bn.ann, bn.images)
-    if list(data.classes) != list(supernet.classes):
-        raise DetnasError(f"--bn-ann {bn.ann}: its {len(data.classes)} classes differ from the supernet's "
-                          f"{len(supernet.classes)}; pass the split the supernet was fine-tuned on")
-    from detnas.checkpoint import load_meta
-
-    return detector_source(BnRecalibration(supernet, data, bn.count, bn.batch).calibrated(arch), load_meta(weights))
+    return detector_source(recalibrated_path(weights, arch, bn.ann, bn.images, bn.count, bn.batch, proposals), meta)
 
 
 def _seeded_images(count: int, height: int, width: int) -> list[Any]:

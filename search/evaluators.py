@@ -59,6 +59,12 @@ class SupernetDetector:
                    loaded.pixels, loaded.min_size, loaded.max_size, loaded.classes,
                    file_sha256(checkpoint_paths(path)[0])[:16], loaded.style)
 
+    def require_classes(self, dataset: Any, path: str | Path) -> None:
+        """A data set scored or recalibrated on this supernet must name its classes in the same order."""
+        if list(dataset.classes) != list(self.classes):
+            raise DetnasError(f"{path}: its {len(dataset.classes)} classes differ from the supernet checkpoint's "
+                              f"{len(self.classes)}; use the split the supernet was fine-tuned with")
+
     def materialize(self, arch: Arch) -> nn.Module:
         """A standalone detector of `arch`: the path cut out of the supernet body, copies of FPN and heads.
 
@@ -113,6 +119,18 @@ class BnRecalibration:
         detector = self.supernet.materialize(arch).to(self.device)
         self.recalibrate(detector)
         return detector
+
+
+def recalibrated_path(supernet_path: str | Path, arch: Arch, bn_ann: Path, bn_images: Path, bn_count: int = 4000,
+                      bn_batch: int = 8, proposals: int | None = None) -> nn.Module:
+    """`arch`'s detector cut from a detection supernet checkpoint with its BN statistics re-estimated on the
+    training split as the search does: with the search's count and batch, the detector it scored."""
+    from detnas.data import CocoDetection
+
+    supernet = SupernetDetector.load(supernet_path, proposals=proposals)
+    data = CocoDetection(bn_ann, bn_images)
+    supernet.require_classes(data, bn_ann)
+    return BnRecalibration(supernet, data, bn_count, bn_batch).calibrated(arch)
 
 
 class DetectionAP:

@@ -59,16 +59,14 @@ class SearchRequest:
     onnx_converters: OnnxConverters | None = None  # FP16 timing on ONNX Runtime's CPU provider needs export's
 
 
-def _datasets(request: SearchRequest, classes: list[str]) -> tuple[Any, Any]:
+def _datasets(request: SearchRequest, supernet: SupernetDetector) -> tuple[Any, Any]:
     from detnas.data import CocoDetection
     from detnas.data.split import shared_images
 
     val = CocoDetection(request.data, request.images)
     bn = CocoDetection(request.bn_data, request.bn_images_dir or request.images)
     for dataset, path in ((val, request.data), (bn, request.bn_data)):
-        if list(dataset.classes) != list(classes):
-            raise DetnasError(f"{path}: its {len(dataset.classes)} classes differ from the supernet checkpoint's "
-                              f"{len(classes)}; search on the split the supernet was fine-tuned with")
+        supernet.require_classes(dataset, path)
     shared = shared_images(val.records, bn.records)
     if shared:
         raise DetnasError(f"{request.data} and {request.bn_data} share {shared} images (same ids, files or contents); "
@@ -133,7 +131,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         if request.space and supernet.space.name != request.space:
             raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
                               f"not '{request.space}'; pass the detection supernet of that space")
-        val, bn = _datasets(request, supernet.classes)
+        val, bn = _datasets(request, supernet)
         constraints, note = request.constraints.resolve(supernet.space.name, request.flops_size, fitness_metric(val))
         log(note)
         timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache,

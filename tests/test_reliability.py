@@ -142,12 +142,18 @@ def test_bn_data_sharing_images_with_the_search_data_is_caught(tmp_path):
 
 
 def test_search_run_refuses_the_same_json_for_bn_and_evaluation(tmp_path):
+    from types import SimpleNamespace
+
+    from detnas.search.evaluators import SupernetDetector
     from detnas.search.runner import SearchRequest, _datasets
+
+    class ClassesOnly(SimpleNamespace):  # the supernet's class check, without loading a supernet
+        require_classes = SupernetDetector.require_classes
 
     ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20])])
     request = SearchRequest(supernet=tmp_path / "s", data=ann, images=folder, bn_data=ann, out=tmp_path / "out")
     with pytest.raises(DetnasError, match="share 1 images .*BN recalibration must not see the evaluation images"):
-        _datasets(request, ["a", "b"])
+        _datasets(request, ClassesOnly(classes=["a", "b"]))
 
 
 # ------------------------------------------------------------------------------------- checkpoint binding
