@@ -60,13 +60,20 @@ def to_coco_results(image_id: int, prediction: Prediction, label_to_cat_id: dict
 
 
 def coco_metrics(dataset: DetectionDataset, results: list[dict[str, Any]], image_ids: Sequence[int]) -> dict[str, float]:
-    """COCOeval bbox over `image_ids`; no detections at all is AP 0 (pycocotools' loadRes([]) would raise)."""
+    """COCOeval bbox of the dataset's ground truth over `image_ids`."""
+    return coco_stats(dataset.coco_gt, results, image_ids)
+
+
+def coco_stats(coco_gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int] | None = None) -> dict[str, float]:
+    """COCOeval bbox of `results` against a pycocotools `COCO` (over `image_ids`, default all its images); no
+    detections at all is AP 0 (pycocotools' loadRes([]) would raise)."""
     if not results:
         return dict.fromkeys(COCO_METRICS, 0.0)
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = dataset.coco_gt.loadRes(results)
-        evaluator = COCOeval(dataset.coco_gt, dt, iouType="bbox")
-        evaluator.params.imgIds = list(image_ids)
+        dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, dt, iouType="bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = list(image_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

@@ -199,8 +199,10 @@ def test_fp16_keeps_post_processing_fp32_and_runs(trained, tmp_path):
     assert onnx.TensorProto.FLOAT16 in float_inputs["Conv"], "the network runs in FP16"
     assert types["boxes"] == types["scores"] == onnx.TensorProto.FLOAT
     demo = trained["demo"]
-    gate = ap_gate(trained["fp32"], half, Gate(demo.val_ann, demo.val_images, 0.01))
+    gate = ap_gate(trained["fp32"], half, Gate(demo.val_ann, demo.val_images, 0.01), tmp_path)
     assert gate.passed and gate.reference_ap > 0.1, gate.summary()
+    kept = {side: json.loads((tmp_path / f"{side}.json").read_text()) for side in ("reference", "candidate")}
+    assert kept["reference"] and kept["candidate"], "the gate keeps both files' COCO results"
 
 
 def test_parity_and_gate_refuse_to_judge_nothing(trained, tmp_path):

@@ -107,48 +107,24 @@ def _eager(module: torch.nn.Module, batch: torch.Tensor) -> None:
         module(batch)
 
 
-def _coco_ap(gt: dict[str, Any], results: list[dict[str, Any]]) -> float:
+def ap_drop_interval(ann: Path, detections: Path, rounds: int = 200, seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap over images of the AP drop (FP32 AP - INT8 AP), from the COCO results `ap_gate` kept in
+    `detections`: `rounds` resamples of the images with replacement, each scored by pycocotools on both. The 95 %
+    interval says whether the evaluation set can resolve a 1-point drop at all."""
     import contextlib
     import io
 
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
-    if not results:
-        return 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = gt
-        coco.createIndex()
-        evaluator = COCOeval(coco, coco.loadRes(results), iouType="bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[0])
+    from detnas.evaluation import coco_stats
 
-
-def ap_drop_interval(ann: Path, images: Path, reference: Path, candidate: Path, work: Path, rounds: int = 200,
-                     seed: int = 0) -> dict[str, float]:
-    """Paired bootstrap over images of the AP drop (FP32 AP - INT8 AP): both files' detections once, then `rounds`
-    resamples of the images with replacement, each scored by pycocotools on both. The 95 % interval says whether
-    the evaluation set can resolve a 1-point drop at all."""
-    from detnas.data.coco import CocoDetection
-    from detnas.evaluation import evaluate
-    from detnas.export.runtime import exported_predictor
-
-    dataset = CocoDetection(ann, images)
-    detections = []
-    for side, model in enumerate((reference, candidate)):
-        out = work / f"bootstrap.{side}.json"
-        evaluate(exported_predictor(model), dataset, out_json=out)
-        detections.append(json.loads(out.read_text()))
     gt = json.loads(Path(ann).read_text())
     ids = [im["id"] for im in gt["images"]]
     by_image: dict[int, list[list[dict[str, Any]]]] = {i: [[], [], []] for i in ids}  # annotations, FP32, INT8
     for a in gt["annotations"]:
         by_image[a["image_id"]][0].append(a)
-    for side, found in enumerate(detections, 1):
-        for d in found:
+    for side, name in enumerate(("reference", "candidate"), 1):
+        for d in json.loads((detections / f"{name}.json").read_text()):
             by_image[d["image_id"]][side].append(d)
     rng = np.random.default_rng(seed)
     drops = []
@@ -158,9 +134,11 @@ def ap_drop_interval(ann: Path, images: Path, reference: Path, candidate: Path, 
             images_.append({**gt["images"][index], "id": new_id})
             for part, records in zip(parts, by_image[ids[index]]):
                 part += [{**r, "image_id": new_id} for r in records]
-        anns = [{**a, "id": k} for k, a in enumerate(parts[0], 1)]
-        resampled = {**gt, "images": images_, "annotations": anns}
-        drops.append(_coco_ap(resampled, parts[1]) - _coco_ap(resampled, parts[2]))
+        with contextlib.redirect_stdout(io.StringIO()):
+            resampled = COCO()
+            resampled.dataset = {**gt, "images": images_, "annotations": [{**a, "id": k} for k, a in enumerate(parts[0], 1)]}
+            resampled.createIndex()
+        drops.append(coco_stats(resampled, parts[1])["AP"] - coco_stats(resampled, parts[2])["AP"])
     low, high = np.percentile(drops, [2.5, 97.5])
     return {"drop_ci95_low": float(low), "drop_ci95_high": float(high), "bootstrap_rounds": rounds}
 
@@ -210,10 +188,12 @@ def trained_ap(arch_name: str, images: int, size: int, iterations: int, cls_iter
             start = time.perf_counter()
             int8 = quantize_int8(fp32, work / f"trained.int8.{origin}.{name}.onnx", batches, name)
             quantize_s = time.perf_counter() - start
-            gate = ap_gate(fp32, int8, Gate(eval_ann, coco / "train2017", AP_DROP_GOAL))
+            kept = work / f"detections.{origin}.{name}"
+            kept.mkdir()
+            gate = ap_gate(fp32, int8, Gate(eval_ann, coco / "train2017", AP_DROP_GOAL), kept)
             results[f"{origin}:{name}"] = {"calibration": origin, "method": name, "calibration_images": len(files),
                                            "quantize_s": round(quantize_s, 2), **gate.to_dict(),
-                                           **ap_drop_interval(eval_ann, coco / "train2017", fp32, int8, work)}
+                                           **ap_drop_interval(eval_ann, kept)}
     return {"arch": arch_name, "images": len(trained["images"]), "size": size, "iterations": iterations,
             "cls_iterations": cls_iterations, "train_s": round(train_s, 1), "evaluated_images": len(evaluated),
             "methods": results}
@@ -234,9 +214,9 @@ def demo_winner_ap(results: Path, val_images: int, calib_images: int, work: Path
     int8 = quantize_int8(fp32, work / "demo.int8.onnx", calibration_batches([read_image(f) for f in calib_files],
                                                                           read_onnx_meta(fp32)))
     quantize_s = time.perf_counter() - start
-    gate = ap_gate(fp32, int8, Gate(data.val_ann, data.val_images, AP_DROP_GOAL))
+    gate = ap_gate(fp32, int8, Gate(data.val_ann, data.val_images, AP_DROP_GOAL), work)
     return {"results": str(results), "calibration_images": len(calib_files), "quantize_s": round(quantize_s, 2),
-            **gate.to_dict(), **ap_drop_interval(data.val_ann, data.val_images, fp32, int8, work)}
+            **gate.to_dict(), **ap_drop_interval(data.val_ann, work)}
 
 
 def main() -> None:

@@ -46,8 +46,10 @@ class GateResult:
         return {**asdict(self), "drop": self.drop, "passed": self.passed}
 
 
-def ap_gate(reference: str | Path, candidate: str | Path, gate: Gate) -> GateResult:
-    """COCO AP (pycocotools) of both exported files through the exported predictor; refuses empty data."""
+def ap_gate(reference: str | Path, candidate: str | Path, gate: Gate,
+            detections_dir: Path | None = None) -> GateResult:
+    """COCO AP (pycocotools) of both exported files through the exported predictor; refuses empty data. With
+    `detections_dir`, both files' COCO results are kept there as reference.json and candidate.json."""
     from detnas.data.coco import CocoDetection
     from detnas.evaluation import evaluate
     from detnas.export.runtime import exported_predictor, load_exported
@@ -62,7 +64,8 @@ def ap_gate(reference: str | Path, candidate: str | Path, gate: Gate) -> GateRes
     if [c.name for c in ref_runner.meta.classes] != dataset.classes:
         raise DetnasError(f"--gate-ann {gate.ann}: its classes differ from the model's "
                           f"({len(ref_runner.meta.classes)} classes); gate on data with the same category list")
-    reference_ap = evaluate(exported_predictor(ref_runner), dataset, max_images=count)["AP"]
-    candidate_ap = evaluate(exported_predictor(candidate), dataset, max_images=count)["AP"]
+    kept = {} if detections_dir is None else {side: detections_dir / f"{side}.json" for side in ("reference", "candidate")}
+    reference_ap = evaluate(exported_predictor(ref_runner), dataset, kept.get("reference"), max_images=count)["AP"]
+    candidate_ap = evaluate(exported_predictor(candidate), dataset, kept.get("candidate"), max_images=count)["AP"]
     return GateResult(reference_ap, candidate_ap, count, annotations, gate.max_drop)
 
