@@ -11,6 +11,7 @@ import typer
 
 from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option
 from detnas.console import plain_console, quiet_onnxruntime
+from detnas.search.evaluators import BN_BATCH, BN_IMAGES
 
 if TYPE_CHECKING:
     from detnas.export.source import ExportSource
@@ -35,8 +36,8 @@ def export_cmd(
                                           "with its --bn-count and --bn-batch the file is the detector it scored).",
                                           prefix="bn")] = None,
     bn_images: Annotated[Path | None, option("images", "The images of --bn-ann.", prefix="bn")] = None,
-    bn_count: Annotated[int, typer.Option(help="Training images for BN recalibration (as the search's).")] = 4000,
-    bn_batch: Annotated[int, typer.Option(help="Batch size of BN recalibration (as the search's).")] = 8,
+    bn_count: Annotated[int, typer.Option(help="Training images for BN recalibration (as the search's).")] = BN_IMAGES,
+    bn_batch: Annotated[int, typer.Option(help="Batch size of BN recalibration (as the search's).")] = BN_BATCH,
     random_init: Annotated[bool, typer.Option(help="No weights: an untrained detector of --arch, to check that it "
                                               "exports and parses and to time it (parity compares pre-NMS outputs)."
                                               )] = False,

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from detnas.cli.options import BackendName, PrecisionName, ScopeName, SizeHW, option
 from detnas.console import plain_console
+from detnas.search.evaluators import BN_BATCH, BN_IMAGES
 
 
 class _SearchRunsByDefault(TyperGroup):
@@ -72,9 +73,9 @@ def run_cmd(
     mutation_prob: float = typer.Option(0.1, help="Probability each gene is redrawn in a mutation."),
     max_tries: int = typer.Option(50, help="Draws per wanted candidate before an operator gives up."),
     seed: int = typer.Option(0, help="Search seed; same seed and journal give the same search."),
-    bn_images: int = typer.Option(4000, "--bn-count", help="Training images for BN recalibration per candidate "
+    bn_images: int = typer.Option(BN_IMAGES, "--bn-count", help="Training images for BN recalibration per candidate "
                                   "(DetNAS: 4000)."),
-    bn_batch: int = typer.Option(8, help="Batch size of BN recalibration."),
+    bn_batch: int = typer.Option(BN_BATCH, help="Batch size of BN recalibration."),
     bn_images_dir: Annotated[Path | None, option("images", "The images of --bn-ann if they are not in --images.",
                                                  prefix="bn")] = None,
     val_images: Annotated[int | None, option("max-images", "Of the search-validation split.")] = None,

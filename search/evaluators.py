@@ -26,6 +26,8 @@ from detnas.space import SearchSpace, register_space
 from detnas.supernet import materialize
 
 MAX_CACHED_BN_IMAGES = 256
+BN_IMAGES = 4000  # training images a path's BN statistics are re-estimated on (DetNAS: 4000)
+BN_BATCH = 8
 
 
 @dataclass
@@ -81,7 +83,7 @@ class BnRecalibration:
     """A path's detector with its BN statistics re-estimated on `bn_images` training images: the supernet's running
     statistics mix every path, so each path's must be its own before it is scored or shipped."""
 
-    def __init__(self, supernet: SupernetDetector, bn_set: Any, bn_images: int = 4000, bn_batch: int = 8,
+    def __init__(self, supernet: SupernetDetector, bn_set: Any, bn_images: int = BN_IMAGES, bn_batch: int = BN_BATCH,
                  device: str = "cpu") -> None:
         if len(bn_set) == 0:
             raise DetnasError(f"empty data set ({bn_set.source}); BN recalibration needs training images")
@@ -121,8 +123,8 @@ class BnRecalibration:
         return detector
 
 
-def recalibrated_path(supernet_path: str | Path, arch: Arch, bn_ann: Path, bn_images: Path, bn_count: int = 4000,
-                      bn_batch: int = 8, proposals: int | None = None) -> nn.Module:
+def recalibrated_path(supernet_path: str | Path, arch: Arch, bn_ann: Path, bn_images: Path, bn_count: int = BN_IMAGES,
+                      bn_batch: int = BN_BATCH, proposals: int | None = None) -> nn.Module:
     """`arch`'s detector cut from a detection supernet checkpoint with its BN statistics re-estimated on the
     training split as the search does: with the search's count and batch, the detector it scored."""
     from detnas.data import CocoDetection
@@ -137,7 +139,7 @@ class DetectionAP:
     """COCO metrics of a path: materialise, recalibrate BN on `bn_images` training images, evaluate."""
 
     def __init__(self, supernet: SupernetDetector, bn_set: Any, val_set: Any, bn_images: int = 4000,
-                 bn_batch: int = 8, val_images: int | None = None, device: str = "cpu") -> None:
+                 bn_batch: int = BN_BATCH, val_images: int | None = None, device: str = "cpu") -> None:
         if len(bn_set) == 0 or len(val_set) == 0:
             raise DetnasError(f"empty data set ({bn_set.source if len(bn_set) == 0 else val_set.source}); "
                               "BN recalibration and evaluation both need images")

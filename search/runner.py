@@ -16,7 +16,7 @@ from detnas.distributed import init_distributed, shutdown_distributed
 from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
 from detnas.io import remove_stale_temps
-from detnas.search.evaluators import DetectionAP, SupernetDetector
+from detnas.search.evaluators import BN_BATCH, BN_IMAGES, DetectionAP, SupernetDetector
 from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
@@ -48,8 +48,8 @@ class SearchRequest:
     latency_cache: Path | None = None
     space: str | None = None
     flops_size: int = 224
-    bn_images: int = 4000
-    bn_batch: int = 8
+    bn_images: int = BN_IMAGES
+    bn_batch: int = BN_BATCH
     val_images: int | None = None
     min_size: int | None = None
     max_size: int | None = None
