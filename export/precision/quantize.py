@@ -25,8 +25,8 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 #: Calibrate on the images the detector was trained on (export's default, the run's training split): a detector fit
 #: to few images answers images it never saw with activations far outside its own range (one such image drove a
 #: block's output to 388 where the evaluated images stay below 15), and ranges stretched to cover them leave every
-#: ordinary value a few INT8 steps wide. Measured on a COCO-FPN-300M trained on 32 coco128 images, AP on 16 of them:
-#: ranges from the other 16 training images drop AP by 0.018 (percentile) / 0.012 (minmax), within the 16 images'
+#: ordinary value a few INT8 steps wide. Measured on a COCO-FPN-300M trained on 29 coco128 images, AP on 16 of them:
+#: ranges from the other 13 training images drop AP by 0.018 (percentile) / 0.012 (minmax), within the 16 images'
 #: 95 % bootstrap interval of -0.04..0.06; ranges from unseen coco128 images drop it by 0.29 / 0.36. Percentile
 #: 99.999 (ORT's default) keeps the demo's winner (AP +0.001) and the test detector's gate.
 DEFAULT_CALIB_METHOD = "percentile"
