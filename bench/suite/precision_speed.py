@@ -173,7 +173,8 @@ def trained_ap(arch_name: str, images: int, size: int, iterations: int, cls_iter
     fp32 = export_onnx(source.detector, source.arch, source.classes, (size, size), work / "trained.onnx",
                        kind=source.detector_kind, pixels=source.pixels).path
     trained = json.loads(ann.read_text())
-    evaluated, held = trained["images"][: images // 2], trained["images"][images // 2:]
+    half = len(trained["images"]) // 2  # few_images may find fewer than asked
+    evaluated, held = trained["images"][:half], trained["images"][half:]
     eval_ann = work / "evaluated.json"
     eval_ann.write_text(json.dumps({**trained, "images": evaluated, "annotations": [
         a for a in trained["annotations"] if a["image_id"] in {im["id"] for im in evaluated}]}))
