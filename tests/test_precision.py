@@ -216,6 +216,12 @@ def test_parity_and_gate_refuse_to_judge_nothing(trained, tmp_path):
     bare.write_text(json.dumps(data))
     with pytest.raises(DetnasError, match="0 annotations"):
         ap_gate(trained["fp32"], trained["fp32"], Gate(bare, demo.val_images, 0.01))
+    data = json.loads(demo.val_ann.read_text())
+    data["annotations"] = [{**a, "bbox": [0, 0, 2, 2], "area": 4} for a in data["annotations"]]  # nothing there
+    unseen = tmp_path / "unseen.json"
+    unseen.write_text(json.dumps(data))
+    with pytest.raises(DetnasError, match="scores AP 0 on its"):
+        ap_gate(trained["fp32"], trained["fp32"], Gate(unseen, demo.val_images, 0.01))
 
 
 def test_parity_matches_by_iou_label_and_score():
