@@ -14,47 +14,32 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from detnas.detection.kinds import HeadOutput, detector_kind, kind_of
 from detnas.export.parity import TensorParity, compare_rows, compare_values
 
 
-@dataclass(frozen=True)
-class HeadOutput:
-    """One head output compared before NMS: `module` is its path in the torchvision detector."""
+def onnx_scope(output: HeadOutput) -> re.Pattern[str]:
+    """The node names the TorchScript exporter gives `output`'s module, the k-th call suffixed `_k`."""
+    parent, leaf = output.module.split(".")[-2:]
+    return re.compile(rf"(?:^|/){parent}/{leaf}(?:_(\d+))?/[A-Za-z]+$")
 
-    label: str
-    module: str
-    rows: bool  # one row per RoI (matched: proposals may swap on float32 ties), else dense values (element-wise)
-
-    @property
-    def scope(self) -> re.Pattern[str]:
-        parent, leaf = self.module.split(".")[-2:]
-        return re.compile(rf"(?:^|/){parent}/{leaf}(?:_(\d+))?/[A-Za-z]+$")
-
-
-HEAD_OUTPUTS = {
-    "fpn": (HeadOutput("RPN objectness", "rpn.head.cls_logits", False),
-            HeadOutput("RPN box deltas", "rpn.head.bbox_pred", False),
-            HeadOutput("RoI class logits", "roi_heads.box_predictor.cls_score", True),
-            HeadOutput("RoI box deltas", "roi_heads.box_predictor.bbox_pred", True)),
-    "retinanet": (HeadOutput("class logits", "head.classification_head.cls_logits", False),
-                  HeadOutput("box deltas", "head.regression_head.bbox_reg", False)),
-}
 
 Captured = dict[str, list[np.ndarray]]  # label -> one array per module call, in call order, over all batches
 
 
-def capture_hooks(detector: nn.Module, kind: str) -> tuple[Captured, Callable[[], None]]:
-    """Forward hooks recording each head output of `detector` (float64 numpy); returns the record and a remover."""
-    captured: Captured = {out.label: [] for out in HEAD_OUTPUTS.get(kind, ())}
+def capture_hooks(detector: nn.Module) -> tuple[Captured, Callable[[], None]]:
+    """Forward hooks recording each head output of `detector`'s kind (float64 numpy); returns the record and a
+    remover."""
+    outputs = kind_of(detector).head_outputs
+    captured: Captured = {out.label: [] for out in outputs}
     handles = []
-    for out in HEAD_OUTPUTS.get(kind, ()):
+    for out in outputs:
         def record(_module: nn.Module, _args: Any, output: torch.Tensor, label: str = out.label) -> None:
             captured[label].append(output.detach().to(torch.float64).numpy().copy())
         handles.append(detector.get_submodule(out.module).register_forward_hook(record))
@@ -92,10 +77,10 @@ def onnx_head_outputs(model_path: str, kind: str, batches: list[np.ndarray]) -> 
 
     model = _unwrap_loop(onnx.load(model_path))
     names: dict[str, list[str]] = {}
-    for out in HEAD_OUTPUTS.get(kind, ()):
-        found = []
+    for out in detector_kind(kind).head_outputs:
+        found, scope = [], onnx_scope(out)
         for node in model.graph.node:
-            match = out.scope.search(node.name)
+            match = scope.search(node.name)
             if match:
                 found.append((int(match.group(1) or 0), node.output[0]))
         names[out.label] = [name for _, name in sorted(found)]
@@ -119,7 +104,7 @@ def onnx_head_outputs(model_path: str, kind: str, batches: list[np.ndarray]) -> 
 def compare_heads(reference: Captured, candidate: Captured, kind: str) -> list[TensorParity]:
     """One `TensorParity` per head output: dense outputs element by element, RoI rows matched."""
     results = []
-    for out in HEAD_OUTPUTS.get(kind, ()):
+    for out in detector_kind(kind).head_outputs:
         ref, cand = reference.get(out.label, []), candidate.get(out.label, [])
         if not ref or len(ref) != len(cand):
             results.append(TensorParity(f"{out.label} ({len(cand)} tensors in the graph vs {len(ref)} in PyTorch)",

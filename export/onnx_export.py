@@ -93,10 +93,10 @@ def torch_detections(module: DeployableDetector, inputs: list[torch.Tensor], bat
 
 
 def _reference(module: DeployableDetector, inputs: list[torch.Tensor], batch: int, dtype: torch.dtype = torch.float64,
-               kind: str = "") -> tuple[list[Detections], Captured]:
+               ) -> tuple[list[Detections], Captured]:
     """`torch_detections` plus the head outputs before NMS (`head_parity`) of every full batch of `inputs`."""
     reference = copy.deepcopy(module).to(dtype)
-    captured, remove = capture_hooks(reference.detector, kind)
+    captured, remove = capture_hooks(reference.detector)
     results = []
     try:
         with torch.inference_mode():
@@ -185,7 +185,7 @@ def export_onnx(
             raw = _trace(module, example, Path(work) / "raw.onnx", meta, dynamic_batch)
         export_seconds = time.perf_counter() - start
         with task(f"export: parity with PyTorch on {len(inputs)} images"):
-            reference = _reference(module, inputs, trace_batch, kind=kind)
+            reference = _reference(module, inputs, trace_batch)
             tols = parity_tolerances(module, inputs, trace_batch, reference[0], box_tol, score_tol) if inputs \
                 else (box_tol, score_tol)
             parity = _parity(raw, inputs, reference, kind, *tols, min_detections) if inputs else None
@@ -216,7 +216,7 @@ def check_parity(detector: nn.Module, model_path: str | Path, images: list[torch
     inputs = [letterbox(im, meta.input.height, meta.input.width, pixels)[0] for im in images]
     module = deployable_like(detector, pixels, meta)
     batch = meta.input.batch or 1
-    reference = _reference(module, inputs, batch, kind=meta.detector)
+    reference = _reference(module, inputs, batch)
     tols = parity_tolerances(module, inputs, batch, reference[0], BOX_TOL, SCORE_TOL)
     return _parity(Path(model_path), inputs, reference, meta.detector, *tols, min_detections)
 

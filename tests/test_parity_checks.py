@@ -10,9 +10,10 @@ from conftest import shared_dataset
 from onnx import numpy_helper
 from test_export_helpers import CLASSES, SIZE, tiny_detector, val_images
 
+from detnas.detection.kinds import detector_kind
 from detnas.errors import DetnasError
 from detnas.export import check_parity, class_table, export_onnx
-from detnas.export.head_parity import HEAD_OUTPUTS
+from detnas.export.head_parity import onnx_scope
 from detnas.export.parity import ParityReport, TensorParity, compare_rows, compare_values, rounding_tol
 from detnas.images import read_image
 
@@ -29,7 +30,7 @@ def faithful(tmp_path_factory):
 
 
 def _gemm_weight(model: onnx.ModelProto, module: str) -> onnx.TensorProto:
-    scope = next(o for o in HEAD_OUTPUTS["fpn"] if o.module == module).scope
+    scope = onnx_scope(next(o for o in detector_kind("fpn").head_outputs if o.module == module))
     node = next(n for n in model.graph.node if scope.search(n.name))
     return next(t for t in model.graph.initializer if t.name == node.input[1])
 
@@ -69,7 +70,7 @@ def test_faithful_export_passes_and_says_how_much_it_compared(faithful):
     parity = report.parity
     assert parity is not None and parity.passed, parity.summary()
     assert parity.detections >= parity.min_detections == 20
-    assert {t.name for t in parity.tensors} == {o.label for o in HEAD_OUTPUTS["fpn"]}
+    assert {t.name for t in parity.tensors} == {o.label for o in detector_kind("fpn").head_outputs}
     assert all(t.items > 0 and t.max_diff <= t.tol for t in parity.tensors), parity.summary()
     assert f"{parity.detections} detections compared" in parity.summary()
     again = check_parity(detector, out, images)

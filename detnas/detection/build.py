@@ -27,7 +27,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from detnas.arch import Arch
 from detnas.detection import deployable
 from detnas.detection.backbone import FPN_CHANNELS, DetectionBackbone
-from detnas.detection.kinds import DETECTOR_KINDS, DetectorKind, detector_kind
+from detnas.detection.kinds import DETECTOR_KINDS, DetectorKind, HeadOutput, detector_kind
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
@@ -127,10 +127,15 @@ DETECTOR_KINDS.register("fpn")(DetectorKind(
     deploy=lambda graph, images: graph._faster_rcnn(images), postprocessor=lambda detector: detector.roi_heads,
     limits=lambda detector: {"pre_nms_top_k": deployable.ROI_PRE_NMS_TOP_K,
                              "rpn_proposals": detector.rpn.post_nms_top_n()},
-    proposals_option="rpn_post_nms_top_n_test"))
+    proposals_option="rpn_post_nms_top_n_test",
+    head_outputs=(HeadOutput("RPN objectness", "rpn.head.cls_logits"), HeadOutput("RPN box deltas", "rpn.head.bbox_pred"),
+                  HeadOutput("RoI class logits", "roi_heads.box_predictor.cls_score", rows=True),
+                  HeadOutput("RoI box deltas", "roi_heads.box_predictor.bbox_pred", rows=True))))
 DETECTOR_KINDS.register("retinanet")(DetectorKind(
     model=RetinaNet, build=_retinanet, dense_outputs=_retinanet_outputs,
-    deploy=lambda graph, images: graph._retinanet(images)))
+    deploy=lambda graph, images: graph._retinanet(images),
+    head_outputs=(HeadOutput("class logits", "head.classification_head.cls_logits"),
+                  HeadOutput("box deltas", "head.regression_head.bbox_reg"))))
 
 
 def detector_style(meta: dict[str, Any]) -> str:

@@ -23,6 +23,16 @@ Detections = list[dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
+class HeadOutput:
+    """A raw head output the export's parity compares before NMS: `module` is its path in the torchvision detector,
+    `rows` says it has one row per RoI (matched, as proposals may swap on float32 ties) rather than dense values."""
+
+    label: str
+    module: str
+    rows: bool = False
+
+
+@dataclass(frozen=True)
 class DetectorKind:
     """One kind of detector.
 
@@ -35,7 +45,8 @@ class DetectorKind:
     the deploy path's own caps where it differs from torchvision, and caps the built detector was given (such as an
     FPN's test-time RPN proposals), read at export from the detector in eval mode and recorded in the file's metadata;
     `proposals_option` is the torchvision keyword that caps its test-time proposals (None: it has none, and
-    `build_detector(proposals=...)` leaves it alone).
+    `build_detector(proposals=...)` leaves it alone). `head_outputs` are its raw head outputs that an exported
+    file's parity check compares with the PyTorch model's before NMS.
     """
 
     model: type[nn.Module]
@@ -45,6 +56,7 @@ class DetectorKind:
     postprocessor: Callable[[nn.Module], nn.Module] = lambda detector: detector
     limits: Callable[[nn.Module], Mapping[str, int]] = lambda detector: {}
     proposals_option: str | None = None
+    head_outputs: tuple[HeadOutput, ...] = ()
 
 
 DETECTOR_KINDS: Registry[DetectorKind] = Registry("detector kind", "--detector")
