@@ -72,6 +72,7 @@ def test_rerun_into_the_same_folder_continues_that_run(smoke, capsys):
     assert main(["demo", "--out", str(out), "--plan", "full"]) == 2
     assert "another plan" in capsys.readouterr().err
     assert (out / "main_job.json").read_text() == record
+    assert MainJobPlan.recorded(out) == MainJobPlan.named("smoke")
     assert main(["demo", "--out", str(out), "--plan", "smoke"]) == 0
     second = json.loads((out / "summary.json").read_text())
     assert (out / "search" / "journal.jsonl").read_text() == journal

@@ -70,6 +70,14 @@ class MainJobPlan:
             raise DetnasError(f"--plan '{name}': choose one of {', '.join(plans)}")
         return plans[name]
 
+    @classmethod
+    def recorded(cls, out: Path) -> MainJobPlan:
+        """The plan the run in `out` was made with (its run record), e.g. to draw more data like its own."""
+        saved = read_json_file(out / RUN_RECORD, "main job's run record", f"run `detnas demo --out {out}` first")
+        plan = saved["plan"]
+        layout = ShapeLayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan["layout"].items()})
+        return cls(**{**plan, "layout": layout})
+
 
 @dataclass
 class MainJobResult:
