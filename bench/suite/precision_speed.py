@@ -4,14 +4,15 @@ Latency: the COCO-FPN-300M FPN detector at 320x320 (random init, BN statistics f
 scores as in export_speed) exported by `detnas export`'s API; ORT INT8 (the QDQ file `detnas export --precision
 int8` writes, ranges from coco128 images) and ORT FP16 vs ORT FP32 vs PyTorch eager FP32, on the same letterboxed
 coco_mini images, rounds interleaved so machine noise hits all variants alike; plus the quantization time.
-AP: a detector trained briefly on coco128 by the overfit suite's road (a short cifar10 classification warm start,
-then detection on N coco128 images), FP32 ONNX vs INT8 ONNX COCO AP on the first half of those images and the
-drop; INT8 ranges from the other half (the training split, as `detnas export` calibrates) and, for contrast, from
-coco128 images the detector never saw. No evaluated image is ever a calibration image.
+AP: a detector trained briefly on coco128 + coco_mini train2017 (a short cifar10 classification warm start, then
+detection on every image), FP32 ONNX vs INT8 ONNX COCO AP on its training images and the drop, with a paired
+bootstrap interval; INT8 ranges from trained images kept out of the evaluation (the training split, as `detnas
+export` calibrates) and, for contrast, from coco_mini val2017 images it never saw. No evaluated image is ever a
+calibration image.
 Goals: INT8 >= 2.5x faster than eager FP32 on the FPN detector; AP drop <= 1 point (0.01).
 Demo: with --demo-results DIR, the same drop for the winner `detnas demo --out DIR` exported, on fresh images drawn
 like its validation split (it generalises, so hundreds of images can resolve one AP point).
-Run: python -m detnas.bench.suite.precision_speed [--threads 1] [--iterations 150] [--demo-results results/demo]
+Run: python -m detnas.bench.suite.precision_speed [--threads 1] [--iterations 2000] [--demo-results results/demo]
      [--json out.json]
 """
 
@@ -21,6 +22,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,47 +145,79 @@ def ap_drop_interval(ann: Path, detections: Path, rounds: int = 200, seed: int =
     return {"drop_ci95_low": float(low), "drop_ci95_high": float(high), "bootstrap_rounds": rounds}
 
 
-def trained_ap(arch_name: str, images: int, size: int, iterations: int, cls_iterations: int, calib_images: int,
+@dataclass(frozen=True)
+class PooledCoco:
+    """The AP set: coco128 and coco_mini's train2017 pooled (their images never overlap), annotations whose box
+    covers less than `min_area` of their image dropped (a few pixels at 128 px), images left without one dropped.
+    The detector trains on all of it; INT8 ranges come from `calibration` (trained on, never evaluated) and, for
+    contrast, from `unseen` (coco_mini val2017, never trained on); AP is taken on `evaluated` (every other trained
+    image), so hundreds of annotations can resolve one AP point."""
+
+    train_ann: Path
+    images: Path
+    evaluated_ann: Path
+    calibration: list[Path]
+    unseen: list[Path]
+
+
+def pooled_coco(min_area: float, calib_images: int, work: Path) -> PooledCoco:
+    sources = [(SHARED / "coco128", "train2017"), (SHARED / "coco_mini", "train2017")]
+    images, annotations, categories = [], [], {}
+    linked = work / "pooled_images"
+    linked.mkdir()
+    for root, split in sources:
+        data = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+        sizes = {im["id"]: im["width"] * im["height"] for im in data["images"]}
+        kept = [a for a in data["annotations"]
+                if not a["iscrowd"] and a["bbox"][2] * a["bbox"][3] >= min_area * sizes[a["image_id"]]]
+        used = {a["image_id"] for a in kept}
+        for im in data["images"]:
+            if im["id"] in used:
+                images.append(im)
+                (linked / im["file_name"]).symlink_to(root / split / im["file_name"])
+        annotations += kept
+        categories.update({c["id"]: c for c in data["categories"] if c["id"] in {a["category_id"] for a in kept}})
+    calibrated = images[-calib_images:]  # coco_mini's, trained on
+    evaluated = images[:-calib_images]
+    kept_ids = {im["id"] for im in evaluated}
+    train_ann, evaluated_ann = work / "pooled.json", work / "evaluated.json"
+    used_categories = sorted(categories.values(), key=lambda c: c["id"])
+    train_ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": used_categories}))
+    evaluated_ann.write_text(json.dumps({"images": evaluated, "categories": used_categories,
+                                         "annotations": [a for a in annotations if a["image_id"] in kept_ids]}))
+    unseen = sorted((SHARED / "coco_mini" / "val2017").glob("*.jpg"))[:calib_images]
+    return PooledCoco(train_ann, linked, evaluated_ann, [linked / im["file_name"] for im in calibrated], unseen)
+
+
+def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_iterations: int, calib_images: int,
                method: str, work: Path) -> dict[str, Any]:
-    """Train briefly on `images` coco128 images (the overfit suite's road), export at `size`, and compare COCO AP
-    of the FP32 and INT8 files on the first half of those images. INT8 ranges come from two sources, each never
-    evaluated: `train`, the other half of the training images (the split `detnas export` calibrates on), and
-    `unseen`, the next `calib_images` coco128 images the detector never saw (a detector fit to a handful of images
-    reacts to unseen ones with activations far outside what it produces on its own, which is what this shows)."""
-    from detnas.bench.suite.overfit import few_images
+    """Train on the pooled set (`pooled_coco`), export at `size`, and compare COCO AP of the FP32 and INT8 files on
+    its evaluated images, with INT8 ranges from trained images (`train`, the split `detnas export` calibrates on)
+    and from never-seen images (`unseen`: another sample of 16, which shows how far the ranges, and the drop,
+    depend on which images are drawn)."""
     from detnas.export.source import load_export_source
     from detnas.train import resolve_config, train_child_cls, train_child_det
 
     arch = resolve_arch(arch_name)
-    coco = SHARED / "coco128"
-    ann = few_images(coco, images, 3, 0.05, work / "few.json")
+    data = pooled_coco(min_area, calib_images, work)
     start = time.perf_counter()
     cls = train_child_cls(resolve_config("cpu-cls", overrides={
         "data": str(SHARED / "cifar10" / "train"), "space": arch.space.name, "arch": arch.to_json(),
         "iterations": cls_iterations, "out": str(work / "cls"), "device": "cpu", "log_every": 10}))
     milestone = max(1, int(iterations * 0.8))
     final = train_child_det(resolve_config("cpu-det", overrides={
-        "data": str(coco / "train2017"), "ann": str(ann), "space": arch.space.name, "arch": arch.to_json(),
+        "data": str(data.images), "ann": str(data.train_ann), "space": arch.space.name, "arch": arch.to_json(),
         "init": str(cls), "roi_batch": 32, "proposals": 100, "min_size": size, "max_size": size,
         "batch_size": 4, "lr": 0.02, "iterations": iterations, "milestones": [milestone],
         "warmup_iters": min(20, milestone - 1) if milestone > 1 else 0, "checkpoint_every": iterations,
-        "log_every": 10, "out": str(work / "det"), "device": "cpu"}))
+        "log_every": 50, "out": str(work / "det"), "device": "cpu"}))
     train_s = time.perf_counter() - start
     source = load_export_source(final, proposals=100)
     fp32 = export_onnx(source.detector, source.arch, source.classes, (size, size), work / "trained.onnx",
                        kind=source.detector_kind, pixels=source.pixels).path
-    trained = json.loads(ann.read_text())
-    half = len(trained["images"]) // 2  # few_images may find fewer than asked
-    evaluated, held = trained["images"][:half], trained["images"][half:]
-    eval_ann = work / "evaluated.json"
-    eval_ann.write_text(json.dumps({**trained, "images": evaluated, "annotations": [
-        a for a in trained["annotations"] if a["image_id"] in {im["id"] for im in evaluated}]}))
-    names = {im["file_name"] for im in trained["images"]}
-    sources = {"train": [coco / "train2017" / im["file_name"] for im in held],
-               "unseen": [f for f in _coco128_files() if f.name not in names][:calib_images]}
     meta = read_onnx_meta(fp32)
     results = {}
-    for origin, files in sources.items():
+    for origin, files in (("train", data.calibration), ("unseen", data.unseen)):
         batches = calibration_batches([read_image(f) for f in files], meta)
         for name in method.split(","):
             start = time.perf_counter()
@@ -191,24 +225,25 @@ def trained_ap(arch_name: str, images: int, size: int, iterations: int, cls_iter
             quantize_s = time.perf_counter() - start
             kept = work / f"detections.{origin}.{name}"
             kept.mkdir()
-            gate = ap_gate(fp32, int8, Gate(eval_ann, coco / "train2017", AP_DROP_GOAL), kept)
+            gate = ap_gate(fp32, int8, Gate(data.evaluated_ann, data.images, AP_DROP_GOAL), kept)
             results[f"{origin}:{name}"] = {"calibration": origin, "method": name, "calibration_images": len(files),
                                            "quantize_s": round(quantize_s, 2), **gate.to_dict(),
-                                           **ap_drop_interval(eval_ann, kept)}
-    return {"arch": arch_name, "images": len(trained["images"]), "size": size, "iterations": iterations,
-            "cls_iterations": cls_iterations, "train_s": round(train_s, 1), "evaluated_images": len(evaluated),
-            "methods": results}
+                                           **ap_drop_interval(data.evaluated_ann, kept)}
+    trained = json.loads(data.train_ann.read_text())
+    return {"arch": arch_name, "images": len(trained["images"]), "annotations": len(trained["annotations"]),
+            "min_area": min_area, "size": size, "iterations": iterations, "cls_iterations": cls_iterations,
+            "train_s": round(train_s, 1), "methods": results}
 
 
 def demo_winner_ap(results: Path, val_images: int, calib_images: int, work: Path) -> dict[str, Any]:
     """The demo's exported winner (`detnas demo --out RESULTS`), FP32 vs INT8 on `val_images` fresh images drawn
     like its validation split (a generalising detector, so the evaluation set can be large enough to resolve one AP
     point); INT8 ranges from its training split, as `detnas export` calibrates."""
-    from detnas.data.demo import ShapeLayout, make_demo_detection
+    from detnas.data.demo import make_demo_detection
+    from detnas.workflows.main_job import MainJobPlan
 
-    record = json.loads((results / "main_job.json").read_text())["plan"]
-    layout = ShapeLayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["layout"].items()})
-    data = make_demo_detection(work / "demo_eval", 0, val_images, record["seed"] + 1, layout)
+    plan = MainJobPlan.recorded(results)
+    data = make_demo_detection(work / "demo_eval", 0, val_images, plan.seed + 1, plan.layout)
     fp32 = results / "model" / "detector.onnx"
     calib_files = sorted((results / "data" / "det" / "train").glob("*.png"))[:calib_images]
     start = time.perf_counter()
@@ -229,10 +264,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calib-images", type=int, default=16)
     parser.add_argument("--calib-method", default="minmax,percentile,entropy", help="AP part: comma-separated methods")
-    parser.add_argument("--train-images", type=int, default=16, help="AP is taken on the first half")
+    parser.add_argument("--min-area", type=float, default=0.01,
+                        help="AP set: drop annotations smaller than this fraction of their image")
     parser.add_argument("--train-size", type=int, default=128)
-    parser.add_argument("--iterations", type=int, default=150)
-    parser.add_argument("--cls-iterations", type=int, default=30)
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--cls-iterations", type=int, default=200)
     parser.add_argument("--skip-ap", action="store_true", help="latency only")
     parser.add_argument("--demo-results", type=Path, default=None,
                         help="also: the AP drop of this `detnas demo --out` folder's winner on fresh validation images")
@@ -276,12 +312,12 @@ def _report_latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def _report_ap(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    ap = trained_ap(args.arch, args.train_images, args.train_size, args.iterations, args.cls_iterations,
+    ap = trained_ap(args.arch, args.min_area, args.train_size, args.iterations, args.cls_iterations,
                     args.calib_images, args.calib_method, work)
-    print(f"trained {args.arch} ({args.iterations} iterations on {ap['images']} coco128 images (of "
-          f"{args.train_images} asked, those with 1-3 large boxes) at {args.train_size}px, {ap['train_s']:.0f} s), "
-          f"AP on {ap['evaluated_images']} of them; INT8 ranges from the other training images (train) or from "
-          "coco128 images it never saw (unseen):")
+    print(f"trained {args.arch} ({args.iterations} iterations on coco128 + coco_mini train2017: {ap['images']} images, "
+          f"{ap['annotations']} annotations of at least {args.min_area:g} of their image, at {args.train_size}px, "
+          f"{ap['train_s']:.0f} s); AP on the trained images not used for calibration; INT8 ranges from trained "
+          "images (train) or from coco_mini val2017 images it never saw (unseen):")
     for name, m in ap["methods"].items():
         print(f"  {name:18s} ({m['calibration_images']:2d} images) AP FP32 {m['reference_ap']:.4f}, INT8 {m['candidate_ap']:.4f}, drop "
               f"{m['drop']:.4f} (95 % bootstrap interval over images {m['drop_ci95_low']:+.4f} .. "
