@@ -189,28 +189,35 @@ def pooled_coco(min_area: float, calib_images: int, work: Path) -> PooledCoco:
     return PooledCoco(train_ann, linked, evaluated_ann, [linked / im["file_name"] for im in calibrated], unseen)
 
 
-def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_iterations: int, calib_images: int,
-               method: str, work: Path) -> dict[str, Any]:
-    """Train on the pooled set (`pooled_coco`), export at `size`, and compare COCO AP of the FP32 and INT8 files on
-    its evaluated images, with INT8 ranges from trained images (`train`, the split `detnas export` calibrates on)
-    and from never-seen images (`unseen`: another sample of 16, which shows how far the ranges, and the drop,
-    depend on which images are drawn)."""
-    from detnas.export.source import load_export_source
+def train_pooled(arch_name: str, data: PooledCoco, size: int, iterations: int, cls_iterations: int,
+                 work: Path) -> Path:
+    """A short cifar10 classification warm start, then FPN detection on every image of `data`; its final weights."""
     from detnas.train import resolve_config, train_child_cls, train_child_det
 
     arch = resolve_arch(arch_name)
-    data = pooled_coco(min_area, calib_images, work)
-    start = time.perf_counter()
     cls = train_child_cls(resolve_config("cpu-cls", overrides={
         "data": str(SHARED / "cifar10" / "train"), "space": arch.space.name, "arch": arch.to_json(),
         "iterations": cls_iterations, "out": str(work / "cls"), "device": "cpu", "log_every": 10}))
     milestone = max(1, int(iterations * 0.8))
-    final = train_child_det(resolve_config("cpu-det", overrides={
+    return train_child_det(resolve_config("cpu-det", overrides={
         "data": str(data.images), "ann": str(data.train_ann), "space": arch.space.name, "arch": arch.to_json(),
         "init": str(cls), "roi_batch": 32, "proposals": 100, "min_size": size, "max_size": size,
         "batch_size": 4, "lr": 0.02, "iterations": iterations, "milestones": [milestone],
         "warmup_iters": min(20, milestone - 1) if milestone > 1 else 0, "checkpoint_every": iterations,
         "log_every": 50, "out": str(work / "det"), "device": "cpu"}))
+
+
+def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_iterations: int, calib_images: int,
+               method: str, work: Path, detector: Path | None = None) -> dict[str, Any]:
+    """Train on the pooled set (`pooled_coco`; or take `detector`, weights an earlier run of this suite trained),
+    export at `size`, and compare COCO AP of the FP32 and INT8 files on its evaluated images, with INT8 ranges
+    from trained images (`train`, the split `detnas export` calibrates on) and from never-seen images (`unseen`:
+    another sample of 16, which shows how far the ranges, and the drop, depend on which images are drawn)."""
+    from detnas.export.source import load_export_source
+
+    data = pooled_coco(min_area, calib_images, work)
+    start = time.perf_counter()
+    final = detector or train_pooled(arch_name, data, size, iterations, cls_iterations, work)
     train_s = time.perf_counter() - start
     source = load_export_source(final, proposals=100)
     fp32 = export_onnx(source.detector, source.arch, source.classes, (size, size), work / "trained.onnx",
@@ -231,8 +238,9 @@ def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_
                                            **ap_drop_interval(data.evaluated_ann, kept)}
     trained = json.loads(data.train_ann.read_text())
     return {"arch": arch_name, "images": len(trained["images"]), "annotations": len(trained["annotations"]),
-            "min_area": min_area, "size": size, "iterations": iterations, "cls_iterations": cls_iterations,
-            "train_s": round(train_s, 1), "methods": results}
+            "min_area": min_area, "size": size, "detector": str(detector) if detector else "trained here",
+            "iterations": iterations, "cls_iterations": cls_iterations, "train_s": round(train_s, 1),
+            "methods": results}
 
 
 def demo_winner_ap(results: Path, val_images: int, calib_images: int, work: Path) -> dict[str, Any]:
@@ -269,6 +277,8 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--cls-iterations", type=int, default=200)
+    parser.add_argument("--detector", type=Path, default=None,
+                        help="AP part: weights an earlier run trained (its det/final), instead of training again")
     parser.add_argument("--skip-ap", action="store_true", help="latency only")
     parser.add_argument("--demo-results", type=Path, default=None,
                         help="also: the AP drop of this `detnas demo --out` folder's winner on fresh validation images")
@@ -313,11 +323,12 @@ def _report_latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def _report_ap(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ap = trained_ap(args.arch, args.min_area, args.train_size, args.iterations, args.cls_iterations,
-                    args.calib_images, args.calib_method, work)
-    print(f"trained {args.arch} ({args.iterations} iterations on coco128 + coco_mini train2017: {ap['images']} images, "
-          f"{ap['annotations']} annotations of at least {args.min_area:g} of their image, at {args.train_size}px, "
-          f"{ap['train_s']:.0f} s); AP on the trained images not used for calibration; INT8 ranges from trained "
-          "images (train) or from coco_mini val2017 images it never saw (unseen):")
+                    args.calib_images, args.calib_method, work, args.detector)
+    trained = f"{args.iterations} iterations, {ap['train_s']:.0f} s" if args.detector is None else args.detector
+    print(f"trained {args.arch} ({trained}) on coco128 + coco_mini train2017: {ap['images']} images, "
+          f"{ap['annotations']} annotations of at least {args.min_area:g} of their image, at {args.train_size}px; AP on "
+          "the trained images not used for calibration; INT8 ranges from trained images (train) or from coco_mini "
+          "val2017 images it never saw (unseen):")
     for name, m in ap["methods"].items():
         print(f"  {name:18s} ({m['calibration_images']:2d} images) AP FP32 {m['reference_ap']:.4f}, INT8 {m['candidate_ap']:.4f}, drop "
               f"{m['drop']:.4f} (95 % bootstrap interval over images {m['drop_ci95_low']:+.4f} .. "
