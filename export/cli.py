@@ -272,7 +272,8 @@ def _print_precision(report: Any) -> None:
     from detnas.export.precision import report_path
 
     info = report.info
-    calibrated = f", {info.calib_method} ranges from {info.calib_images} images" if info.calib_method else ""
+    cut = f" {info.calib_percentile:g}" if info.calib_percentile is not None else ""
+    calibrated = f", {info.calib_method}{cut} ranges from {info.calib_images} images" if info.calib_method else ""
     console.print(f"{info.precision.upper()}: {report.path} (converted in {report.convert_seconds:.1f} s{calibrated}; "
                   f"report {report_path(report.path).name})", highlight=False, soft_wrap=True)
     if report.parity is not None:

@@ -48,13 +48,15 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class PrecisionInfo:
-    """The numeric precision of the file's network and, for INT8, how its ranges were calibrated: method, image
-    count and the sha256 of the sorted calibration file names (which images, without shipping them)."""
+    """The numeric precision of the file's network and, for INT8, how its ranges were calibrated: method (with the
+    percentile method's cut), image count and the sha256 of the sorted calibration file names (which images,
+    without shipping them)."""
 
     precision: str = "fp32"
     calib_method: str | None = None
     calib_images: int = 0
     calib_digest: str | None = None
+    calib_percentile: float | None = None  # the percentile method's cut (files from before it was recorded: None)
 
 
 @dataclass(frozen=True)

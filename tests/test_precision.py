@@ -31,6 +31,7 @@ from detnas.detection import build_detector
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
 from detnas.export.precision import (
+    PERCENTILE,
     PREDICTOR_LAYERS,
     Gate,
     ap_gate,
@@ -126,6 +127,7 @@ def test_int8_export_passes_its_gate(trained, int8_export):
     meta = read_onnx_meta(out).precision
     train_names = sorted(p.name for p in trained["demo"].train_images.glob("*.png"))[:CALIB_IMAGES]
     assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "percentile", CALIB_IMAGES)
+    assert meta.calib_percentile == PERCENTILE
     assert meta.calib_digest == hashlib.sha256("\n".join(train_names).encode()).hexdigest()
     assert not list(folder.glob(".*")), "no temporary files left"
 

@@ -11,19 +11,20 @@ from detnas.export.precision.gate import Gate, GateResult, ap_gate
 from detnas.export.precision.network import NETWORK_SCOPES, network_nodes
 from detnas.export.precision.parity import TOLERANCES, PrecisionParity, Tolerance, precision_parity
 from detnas.export.precision.quantize import (
-                                              CALIB_METHODS,
+    CALIB_METHODS,
     DEFAULT_CALIB_METHOD,
-                                              PREDICTOR_LAYERS,
-                                              QUANTIZED_OPS,
-                                              calibration_batches,
-                                              quantize_int8,
-                                              quantized_nodes,
+    PERCENTILE,
+    PREDICTOR_LAYERS,
+    QUANTIZED_OPS,
+    calibration_batches,
+    quantize_int8,
+    quantized_nodes,
 )
 from detnas.export.precision.request import Calibration, PrecisionRequest, precision_request, training_split
 from detnas.export.precision.write import PrecisionReport, reduce_exported, report_path, write_precision
 
 __all__ = [
-    "CALIB_METHODS", "DEFAULT_CALIB_METHOD", "NETWORK_SCOPES", "PREDICTOR_LAYERS", "QUANTIZED_OPS", "TOLERANCES",
+    "CALIB_METHODS", "DEFAULT_CALIB_METHOD", "NETWORK_SCOPES", "PERCENTILE", "PREDICTOR_LAYERS", "QUANTIZED_OPS", "TOLERANCES",
     "Calibration", "Gate", "GateResult", "PrecisionParity", "PrecisionReport", "PrecisionRequest", "Tolerance",
     "ap_gate", "calibration_batches", "convert_fp16", "network_nodes", "precision_parity", "precision_request",
     "quantize_int8", "quantized_nodes", "reduce_exported", "report_path", "training_split", "write_precision",
