@@ -37,7 +37,7 @@ from detnas.bench.suite.export_speed import SHARED, _calibrate_bn, _detectron_bo
 from detnas.detection import build_detector
 from detnas.detection.deployable import DeployableDetector
 from detnas.export import class_table, export_onnx
-from detnas.export.precision import Gate, ap_gate, calibration_batches, convert_fp16, quantize_int8
+from detnas.export.precision import PERCENTILE, Gate, ap_gate, calibration_batches, convert_fp16, quantize_int8
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import read_onnx_meta
 from detnas.images import read_image
@@ -212,7 +212,7 @@ def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_
     """Train on the pooled set (`pooled_coco`; or take `detector`, weights an earlier run of this suite trained),
     export at `size`, and compare COCO AP of the FP32 and INT8 files on its evaluated images, with INT8 ranges
     from trained images (`train`, the split `detnas export` calibrates on) and from never-seen images (`unseen`:
-    another sample of 16, which shows how far the ranges, and the drop, depend on which images are drawn)."""
+    another sample of as many, which shows how far the ranges, and the drop, depend on which images are drawn)."""
     from detnas.export.source import load_export_source
 
     data = pooled_coco(min_area, calib_images, work)
@@ -234,6 +234,7 @@ def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_
             kept.mkdir()
             gate = ap_gate(fp32, int8, Gate(data.evaluated_ann, data.images, AP_DROP_GOAL), kept)
             results[f"{origin}:{name}"] = {"calibration": origin, "method": name, "calibration_images": len(files),
+                                           "percentile": PERCENTILE if name == "percentile" else None,
                                            "quantize_s": round(quantize_s, 2), **gate.to_dict(),
                                            **ap_drop_interval(data.evaluated_ann, kept)}
     trained = json.loads(data.train_ann.read_text())
