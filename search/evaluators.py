@@ -138,7 +138,7 @@ def recalibrated_path(supernet_path: str | Path, arch: Arch, bn_ann: Path, bn_im
 class DetectionAP:
     """COCO metrics of a path: materialise, recalibrate BN on `bn_images` training images, evaluate."""
 
-    def __init__(self, supernet: SupernetDetector, bn_set: Any, val_set: Any, bn_images: int = 4000,
+    def __init__(self, supernet: SupernetDetector, bn_set: Any, val_set: Any, bn_images: int = BN_IMAGES,
                  bn_batch: int = BN_BATCH, val_images: int | None = None, device: str = "cpu") -> None:
         if len(bn_set) == 0 or len(val_set) == 0:
             raise DetnasError(f"empty data set ({bn_set.source if len(bn_set) == 0 else val_set.source}); "
