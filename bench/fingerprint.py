@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
+
+from detnas.jsonout import JsonRecord
 
 UNAVAILABLE = "unavailable"
 
@@ -40,7 +42,7 @@ def cpu_model() -> str:
 
 
 @dataclass(frozen=True)
-class Fingerprint:
+class Fingerprint(JsonRecord):
     """What a latency depends on besides the model; `device` is the GPU name, or the CPU model for CPU runs."""
 
     device: str
@@ -51,13 +53,6 @@ class Fingerprint:
     torch: str
     cpu: str
     threads: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
     @property
     def hash(self) -> str:

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from detnas.errors import DetnasError
+from detnas.jsonout import JsonRecord
 
 
 @dataclass(frozen=True)
-class TimingStats:
+class TimingStats(JsonRecord):
     """Summary of timed runs, all in milliseconds; `cv` is std / mean (0.02 = 2 %)."""
 
     n: int
@@ -29,13 +30,6 @@ class TimingStats:
     mean_ms: float
     std_ms: float
     cv: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TimingStats:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -95,7 +89,7 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 @dataclass(frozen=True)
-class Accuracy:
+class Accuracy(JsonRecord):
     """How well predicted latencies match measured ones on held-out architectures; `r2` is 1 - SS_res / SS_tot
     around the measured mean, so a constant scores <= 0 and only a predictor that explains the spread nears 1."""
 
@@ -105,13 +99,6 @@ class Accuracy:
     mape: float
     kendall_tau: float
     r2: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Accuracy:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
 def prediction_accuracy(predicted: Sequence[float], measured: Sequence[float]) -> Accuracy:
@@ -283,7 +270,7 @@ def judge_predictor(predicted: Sequence[float], measured: Sequence[float], halve
 
 
 @dataclass(frozen=True)
-class SharedPart:
+class SharedPart(JsonRecord):
     """The timed network minus its own backbone, per arch (both timed in the same rounds). Were the detector's
     cost independent of the arch, it would vary across archs only by the measurement noise; `excess_ms` is the
     arch-dependent rest, which no predictor built from backbone blocks can explain."""
@@ -312,10 +299,6 @@ class SharedPart:
         return {**asdict(self), "excess_ms": self.excess_ms, "unexplained_share": self.unexplained_share,
                 "line": self.line()}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SharedPart:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
 
 def shared_part(network: Sequence[float], backbone: Sequence[float], network_halves: tuple[Sequence[float], Sequence[float]],
                 backbone_halves: tuple[Sequence[float], Sequence[float]]) -> SharedPart:
@@ -337,7 +320,7 @@ VERDICTS = ("faster", "slower", "indistinguishable")
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(JsonRecord):
     """`other` against `baseline`: the median ratio other / baseline with its confidence interval and verdict
     ('faster' means other is faster). `method` says how the interval was found; `note` why, when it is a fallback."""
 
@@ -350,9 +333,6 @@ class Comparison:
     verdict: str
     method: str
     note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def median_ratio_interval(baseline: Sequence[float], other: Sequence[float], confidence: float = 0.95,

@@ -11,7 +11,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,6 +23,7 @@ from torchvision.ops import box_iou
 from detnas.data.detection import DetectionDataset
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_text
+from detnas.jsonout import JsonRecord
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 from detnas.progress import task
 
@@ -182,7 +183,7 @@ def evaluate(predict: Predictor, dataset: DetectionDataset, out_json: str | Path
 
 
 @dataclass(frozen=True)
-class EvalReport:
+class EvalReport(JsonRecord):
     """One evaluation: which model ran where, on which data, and its metrics (`METRICS`: fractions, COCO's -1 =
     no ground truth in that size range). `detnas eval` prints its table and writes `--json` from this record."""
 
@@ -205,9 +206,6 @@ class EvalReport:
         return cls(model, runtime, str(data), input, {name: metrics[name] for name in METRICS}, int(metrics["images"]),
                    int(metrics["detections"]), metrics["predict_seconds"], metrics["eval_seconds"],
                    None if detections_json is None else str(detections_json))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def detector_predictor(detector: torch.nn.Module, device: str | torch.device = "cpu", batch_size: int = 8,

@@ -6,15 +6,16 @@ init cost) and multiplied out at its output resolution; a per-(space, size) tabl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from detnas.arch import Arch
 from detnas.blocks import ClassifierHead, Stem, make_block
+from detnas.jsonout import JsonRecord
 from detnas.space import SearchSpace
 from detnas.supernet import ChildNet, _block_io
 
@@ -85,7 +86,7 @@ class StageCost:
 
 
 @dataclass(frozen=True)
-class ArchCost:
+class ArchCost(JsonRecord):
     """What `detnas arch show` reports: per-stage and total FLOPs (multiply-adds) and params of one arch."""
 
     SCHEMA: ClassVar[str] = "detnas.arch/1"
@@ -101,9 +102,6 @@ class ArchCost:
     params_classification: int
     params_backbone: int
     num_classes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def arch_cost(name: str, arch: Arch, detection_size: tuple[int, int], num_classes: int = 1000) -> ArchCost:

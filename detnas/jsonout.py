@@ -7,10 +7,23 @@ command's printed table is drawn from the same record, so what is shown and what
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from detnas.io import atomic_write_json
+
+
+class JsonRecord:
+    """Mixin for a frozen dataclass that is written as its fields and read back from them: one place for the
+    round trip every flat record shares (a record with nested records or derived fields overrides a side)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})  # type: ignore[attr-defined]
 
 
 def document(schema: str, body: dict[str, Any]) -> dict[str, Any]:
