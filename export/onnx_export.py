@@ -89,14 +89,15 @@ def torch_detections(module: DeployableDetector, inputs: list[torch.Tensor], bat
                      dtype: torch.dtype = torch.float64) -> list[Detections]:
     """The PyTorch reference for parity: the same graph module, eager, on the same model inputs, by default in
     float64, i.e. the model's exact output, against which any float32 runtime is judged."""
-    return _reference(module, inputs, batch, dtype)[0]
+    return _reference(module, inputs, batch, dtype, heads=False)[0]
 
 
 def _reference(module: DeployableDetector, inputs: list[torch.Tensor], batch: int, dtype: torch.dtype = torch.float64,
-               ) -> tuple[list[Detections], Captured]:
-    """`torch_detections` plus the head outputs before NMS (`head_parity`) of every full batch of `inputs`."""
+               heads: bool = True) -> tuple[list[Detections], Captured]:
+    """`torch_detections` plus, with `heads`, the head outputs before NMS (`head_parity`) of every full batch of
+    `inputs` (none are recorded without: a pass that only sets tolerances keeps no copy of them)."""
     reference = copy.deepcopy(module).to(dtype)
-    captured, remove = capture_hooks(reference.detector)
+    captured, remove = capture_hooks(reference.detector) if heads else ({}, lambda: None)
     results = []
     try:
         with torch.inference_mode():
