@@ -11,6 +11,7 @@ import typer
 
 from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option
 from detnas.console import plain_console, quiet_onnxruntime
+from detnas.export.precision.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, PERCENTILE
 from detnas.search.evaluators import BN_BATCH, BN_IMAGES
 
 if TYPE_CHECKING:
@@ -75,8 +76,9 @@ def export_cmd(
     calib_images: Annotated[Path | None, option("images", "INT8 calibration (default: the training split the "
                                                 "checkpoint's run records).", prefix="calib")] = None,
     calib_count: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
-    calib_method: Annotated[Literal["minmax", "entropy", "percentile"], typer.Option(
-        help="INT8 ranges: percentile (cuts 0.0005 % of values at each end), minmax or entropy.")] = "percentile",
+    calib_method: Annotated[Literal[CALIB_METHODS], typer.Option(
+        help=f"INT8 ranges: percentile (cuts {(100 - PERCENTILE) / 2:g} % of the values at each end), entropy (the "
+        "range of least KL divergence, as TensorRT's calibrator) or minmax (every value).")] = DEFAULT_CALIB_METHOD,
     gate_ann: Annotated[Path | None, option("ann", "Gates the fp16/int8 file's AP (and the engine's) against FP32.",
                                             prefix="gate")] = None,
     gate_images: Annotated[Path | None, option("images", "The images of --gate-ann.", prefix="gate")] = None,

@@ -35,13 +35,16 @@ from detnas.export.precision import (
     PREDICTOR_LAYERS,
     Gate,
     ap_gate,
+    calibration_batches,
     convert_fp16,
     precision_parity,
     precision_request,
+    quantize_int8,
     quantized_nodes,
     reduce_exported,
 )
 from detnas.export.runtime import read_onnx_meta
+from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.space import register_space
 from detnas.supernet import ChildNet
@@ -153,6 +156,31 @@ def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
                    {"NonMaxSuppression": n.input, "Exp": n.input, "RoiAlign": n.input[1:]}.get(n.op_type, [])]
     assert coordinates and all(producers.get(i) != "DequantizeLinear" for _, i in coordinates), \
         "boxes, scores, box deltas and RoI coordinates never come out of an INT8 tensor"
+
+
+def _activation_scales(path: Path) -> dict[str, float]:
+    model = onnx.load(str(path))
+    values = _initializers(model)
+    return {n.input[0]: float(values[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in values}
+
+
+def test_calibration_methods_cut_ranges_differently(trained, tmp_path):
+    """min-max keeps every value; percentile and entropy (KL) ranges cut outliers, so no activation range of theirs
+    is wider than min-max's and some are narrower. Entropy through `quantize_static` alone gave min-max's ranges."""
+    demo = trained["demo"]
+    files = sorted(demo.train_images.glob("*.png"))[:CALIB_IMAGES]
+    batches = calibration_batches([read_image(f) for f in files], read_onnx_meta(trained["fp32"]))
+    scales = {method: _activation_scales(quantize_int8(trained["fp32"], tmp_path / f"{method}.onnx", batches, method))
+              for method in ("minmax", "percentile", "entropy")}
+    assert len(scales["minmax"]) > 10 and all(scales[m].keys() == scales["minmax"].keys() for m in scales)
+    for method in ("percentile", "entropy"):
+        ratios = [scales[method][t] / scales["minmax"][t] for t in scales["minmax"]]
+        assert max(ratios) <= 1 + 1e-6, (method, max(ratios))
+        assert sum(r < 0.9 for r in ratios) >= len(ratios) // 4, (method, sorted(ratios))
+    assert scales["entropy"] != scales["percentile"]
+    assert not list(tmp_path.glob(".*")) and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["entropy.onnx", "minmax.onnx", "percentile.onnx"]
 
 
 def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path):
