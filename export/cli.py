@@ -77,8 +77,9 @@ def export_cmd(
                                                 "checkpoint's run records).", prefix="calib")] = None,
     calib_count: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
     calib_method: Annotated[Literal[CALIB_METHODS], typer.Option(
-        help=f"INT8 ranges: percentile (cuts {(100 - PERCENTILE) / 2:g} % of the values at each end), entropy (the "
-        "range of least KL divergence, as TensorRT's calibrator) or minmax (every value).")] = DEFAULT_CALIB_METHOD,
+        help="INT8 ranges: average (the mean of the calibration batches' own min-max ranges), percentile (cuts "
+        f"{(100 - PERCENTILE) / 2:g} % of the values at each end), entropy (the range of least KL divergence, as "
+        "TensorRT's calibrator) or minmax (every value).")] = DEFAULT_CALIB_METHOD,
     gate_ann: Annotated[Path | None, option("ann", "Gates the fp16/int8 file's AP (and the engine's) against FP32.",
                                             prefix="gate")] = None,
     gate_images: Annotated[Path | None, option("images", "The images of --gate-ann.", prefix="gate")] = None,

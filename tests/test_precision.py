@@ -31,7 +31,7 @@ from detnas.detection import build_detector
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
 from detnas.export.precision import (
-    PERCENTILE,
+    CALIB_METHODS,
     PREDICTOR_LAYERS,
     Gate,
     ap_gate,
@@ -129,8 +129,8 @@ def test_int8_export_passes_its_gate(trained, int8_export):
     # calibrated on the training split the run recorded, and the metadata says so
     meta = read_onnx_meta(out).precision
     train_names = sorted(p.name for p in trained["demo"].train_images.glob("*.png"))[:CALIB_IMAGES]
-    assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "percentile", CALIB_IMAGES)
-    assert meta.calib_percentile == PERCENTILE
+    assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "average", CALIB_IMAGES)
+    assert meta.calib_percentile is None, "a percentile is recorded only for percentile ranges"
     assert meta.calib_digest == hashlib.sha256("\n".join(train_names).encode()).hexdigest()
     assert not list(folder.glob(".*")), "no temporary files left"
 
@@ -166,21 +166,22 @@ def _activation_scales(path: Path) -> dict[str, float]:
 
 
 def test_calibration_methods_cut_ranges_differently(trained, tmp_path):
-    """min-max keeps every value; percentile and entropy (KL) ranges cut outliers, so no activation range of theirs
-    is wider than min-max's and some are narrower. Entropy through `quantize_static` alone gave min-max's ranges."""
+    """min-max keeps every value; averaged per-batch, percentile and entropy (KL) ranges cut outliers, so no
+    activation range of theirs is wider than min-max's and some are narrower. Entropy through `quantize_static` alone
+    gave min-max's ranges."""
     demo = trained["demo"]
     files = sorted(demo.train_images.glob("*.png"))[:CALIB_IMAGES]
     batches = calibration_batches([read_image(f) for f in files], read_onnx_meta(trained["fp32"]))
     scales = {method: _activation_scales(quantize_int8(trained["fp32"], tmp_path / f"{method}.onnx", batches, method))
-              for method in ("minmax", "percentile", "entropy")}
+              for method in CALIB_METHODS}
     assert len(scales["minmax"]) > 10 and all(scales[m].keys() == scales["minmax"].keys() for m in scales)
-    for method in ("percentile", "entropy"):
+    for method in set(CALIB_METHODS) - {"minmax"}:
         ratios = [scales[method][t] / scales["minmax"][t] for t in scales["minmax"]]
         assert max(ratios) <= 1 + 1e-6, (method, max(ratios))
         assert sum(r < 0.9 for r in ratios) >= len(ratios) // 4, (method, sorted(ratios))
     assert scales["entropy"] != scales["percentile"]
     assert not list(tmp_path.glob(".*")) and sorted(p.name for p in tmp_path.iterdir()) == \
-        ["entropy.onnx", "minmax.onnx", "percentile.onnx"]
+        sorted(f"{method}.onnx" for method in CALIB_METHODS)
 
 
 def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path):
@@ -296,7 +297,7 @@ def test_bad_precision_requests_are_one_line_errors(trained, tmp_path, capsys):
     _refused(capsys, _export(trained, out, "--precision", "int8", "--max-ap-drop", "-0.5"), out, "--max-ap-drop -0.5")
     _refused(capsys, _export(trained, out, "--precision", "fp8"), out, "'--precision'", "'fp8' is not one of 'fp32', 'fp16', 'int8'")
     _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-method", "mse"), out, "'--calib-method'",
-             "'mse' is not one of 'minmax', 'entropy', 'percentile'")
+             "'mse' is not one of 'minmax', 'average', 'entropy', 'percentile'")
     _refused(capsys, _export(trained, out, "--precision", "fp16", "--dynamic-batch"), out, "--dynamic-batch",
              "--batch N")
     demo = trained["demo"]

@@ -37,7 +37,7 @@ from detnas.bench.suite.export_speed import SHARED, _calibrate_bn, _detectron_bo
 from detnas.detection import build_detector
 from detnas.detection.deployable import DeployableDetector
 from detnas.export import class_table, export_onnx
-from detnas.export.precision import PERCENTILE, Gate, ap_gate, calibration_batches, convert_fp16, quantize_int8
+from detnas.export.precision import CALIB_METHODS, PERCENTILE, Gate, ap_gate, calibration_batches, convert_fp16, quantize_int8
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import read_onnx_meta
 from detnas.images import read_image
@@ -272,10 +272,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed runs per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calib-images", type=int, default=16)
-    parser.add_argument("--calib-method", default="minmax,percentile,entropy", help="AP part: comma-separated methods")
-    parser.add_argument("--min-area", type=float, default=0.01,
-                        help="AP set: drop annotations smaller than this fraction of their image")
-    parser.add_argument("--train-size", type=int, default=128)
+    parser.add_argument("--calib-method", default=",".join(CALIB_METHODS), help="AP part: comma-separated methods")
+    parser.add_argument("--min-area", type=float, default=0.05,
+                        help="AP set: drop annotations smaller than this fraction of their image (0.05: AP 0.10 at "
+                        "160 px after 2000 iterations; 0.01 at 128 px reached 0.014)")
+    parser.add_argument("--train-size", type=int, default=160)
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--cls-iterations", type=int, default=200)
     parser.add_argument("--detector", type=Path, default=None,
