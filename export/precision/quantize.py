@@ -31,7 +31,7 @@ CALIB_METHODS = ("minmax", "average", "entropy", "percentile")
 #: | COCO-FPN-300M, 128 px, boxes >= 1 % (185 images, 801 anns)   | 0.0136 | 0.0167  | 0.0116   | 0.0027     | 0.0131  | 0.0007 |
 #: | the demo's winner (400 fresh images, 893 anns)               | 0.3175 | 0.3369  | 0.3408   | 0.3199     | 0.1295  | -      |
 #:
-#: Drops: average +0.004 (-0.010 .. +0.018), -0.003, -0.020 (-0.034 .. -0.005); percentile 99.9 +0.059 (+0.037 ..
+#: Drops: average +0.004 (-0.010 .. +0.019), -0.003, -0.020 (-0.034 .. -0.005); percentile 99.9 +0.059 (+0.037 ..
 #: +0.087), +0.002, -0.023. The pooled histogram is what fails: on the 160 px detector 12 % of images (2 of its 16
 #: calibration images, 6 of 48 evaluated ones) drive the last stage's activations 50-80x past the median image's,
 #: so every range read off a histogram that pools them (min-max, any percentile, KL) is set by those few images
