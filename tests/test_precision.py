@@ -32,6 +32,7 @@ from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
 from detnas.export.precision import (
     CALIB_METHODS,
+    PERCENTILE,
     PREDICTOR_LAYERS,
     Gate,
     ap_gate,
@@ -131,6 +132,10 @@ def test_int8_export_passes_its_gate(trained, int8_export):
     train_names = sorted(p.name for p in trained["demo"].train_images.glob("*.png"))[:CALIB_IMAGES]
     assert (meta.precision, meta.calib_method, meta.calib_images) == ("int8", "average", CALIB_IMAGES)
     assert meta.calib_percentile is None, "a percentile is recorded only for percentile ranges"
+    cut = precision_request("int8", weights=trained["ckpt"], calib_data=trained["demo"].train_images, calib_images=4,
+                            calib_method="percentile", gate_data=None, gate_images=None, max_ap_drop=0.01,
+                            dynamic_batch=False).info().calib_percentile
+    assert cut == PERCENTILE, "a percentile file records its cut"
     assert meta.calib_digest == hashlib.sha256("\n".join(train_names).encode()).hexdigest()
     assert not list(folder.glob(".*")), "no temporary files left"
 

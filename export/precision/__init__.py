@@ -17,6 +17,7 @@ from detnas.export.precision.quantize import (
     PREDICTOR_LAYERS,
     QUANTIZED_OPS,
     calibration_batches,
+    percentile_cut,
     quantize_int8,
     quantized_nodes,
 )
@@ -26,6 +27,6 @@ from detnas.export.precision.write import PrecisionReport, reduce_exported, repo
 __all__ = [
     "CALIB_METHODS", "DEFAULT_CALIB_METHOD", "NETWORK_SCOPES", "PERCENTILE", "PREDICTOR_LAYERS", "QUANTIZED_OPS", "TOLERANCES",
     "Calibration", "Gate", "GateResult", "PrecisionParity", "PrecisionReport", "PrecisionRequest", "Tolerance",
-    "ap_gate", "calibration_batches", "convert_fp16", "network_nodes", "precision_parity", "precision_request",
+    "ap_gate", "calibration_batches", "convert_fp16", "network_nodes", "percentile_cut", "precision_parity", "precision_request",
     "quantize_int8", "quantized_nodes", "reduce_exported", "report_path", "training_split", "write_precision",
 ]

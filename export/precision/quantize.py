@@ -53,6 +53,11 @@ QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 PREDICTOR_LAYERS = frozenset({"cls_logits", "bbox_pred", "cls_score", "bbox_reg"})
 
 
+def percentile_cut(method: str) -> float | None:
+    """The percentile a file calibrated with `method` was cut at (recorded beside the method); None for the others."""
+    return PERCENTILE if method == "percentile" else None
+
+
 def quantized_nodes(graph: Any) -> list[str]:
     """The Conv/Gemm/MatMul nodes of the network that INT8 quantizes: all but the predictor layers."""
     network = network_nodes(graph)

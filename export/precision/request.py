@@ -13,7 +13,7 @@ from detnas.bench.result import PRECISIONS
 from detnas.errors import DetnasError
 from detnas.export.metadata import PrecisionInfo
 from detnas.export.precision.gate import Gate
-from detnas.export.precision.quantize import CALIB_METHODS, PERCENTILE
+from detnas.export.precision.quantize import CALIB_METHODS, percentile_cut
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,7 @@ class PrecisionRequest:
         cal = self.calibration
         if cal is None:
             return PrecisionInfo(self.precision)
-        return PrecisionInfo(self.precision, cal.method, len(cal.files), cal.digest,
-                             PERCENTILE if cal.method == "percentile" else None)
+        return PrecisionInfo(self.precision, cal.method, len(cal.files), cal.digest, percentile_cut(cal.method))
 
 
 def training_split(weights: str | Path) -> tuple[Path, Path | None] | None:
