@@ -50,11 +50,11 @@ def test_cli_is_silent_when_output_is_not_a_terminal(capsys: pytest.CaptureFixtu
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def exported(module_tmp) -> dict[str, Path]:
     """A tiny FPN checkpoint, its FP32 export (with --json) and a copy of coco_mini's val set on its three classes."""
     coco_mini = shared_dataset("coco_mini")
     detector, arch = tiny_detector("fpn", val_images(coco_mini))
-    root = tmp_path_factory.mktemp("table")
+    root = module_tmp("table")
     ckpt = save_child_checkpoint(detector, arch, "fpn", root / "child")
     onnx_path, doc = root / "model.onnx", root / "export.json"
     assert main(["export", "--weights", str(ckpt), "--out", str(onnx_path), "--size", f"{SIZE}x{SIZE}",

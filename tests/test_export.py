@@ -25,12 +25,12 @@ from detnas.pixels import DEFAULT_PIXELS, Normalize
 
 
 @pytest.fixture(scope="module")
-def fpn_export(tmp_path_factory):
+def fpn_export(module_tmp):
     """One FPN checkpoint exported through the CLI (batch 2, parity on 4 real images)."""
     coco_mini = shared_dataset("coco_mini")
     images = val_images(coco_mini)
     detector, arch = tiny_detector("fpn", images)
-    root = tmp_path_factory.mktemp("fpn")
+    root = module_tmp("fpn")
     ckpt = save_child_checkpoint(detector, arch, "fpn", root / "child")
     out = root / "model.onnx"
     code = main(["export", "--weights", str(ckpt), "--out", str(out), "--size", f"{SIZE}x{SIZE}", "--batch", "2",

@@ -19,11 +19,11 @@ from detnas.images import read_image
 
 
 @pytest.fixture(scope="module")
-def faithful(tmp_path_factory):
+def faithful(module_tmp):
     paths = val_images(shared_dataset("coco_mini"), 4)
     images = [read_image(p) for p in paths]
     detector, arch = tiny_detector("fpn", paths)
-    out = tmp_path_factory.mktemp("parity") / "model.onnx"
+    out = module_tmp("parity") / "model.onnx"
     report = export_onnx(detector, arch, class_table(CLASSES), (SIZE, SIZE), out, kind="fpn", score_thresh=0.2,
                          parity_images=images)
     return detector, images, out, report

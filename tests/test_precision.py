@@ -71,10 +71,10 @@ def _train(detector: torch.nn.Module, dataset: CocoDetection, iterations: int) -
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_tmp):
     """A tiny FPN trained on demo shapes, saved as a child-det checkpoint inside a run folder whose config.json
     names its training split (as `detnas train` writes it), plus its FP32 export."""
-    root = tmp_path_factory.mktemp("precision")
+    root = module_tmp("precision")
     demo = make_demo_detection(root / "demo", 48, 24, seed=0, layout=ShapeLayout(sizes=(96, 128)))
     train = CocoDetection(demo.train_ann, demo.train_images)
     register_space(TINY)
@@ -107,10 +107,10 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def int8_export(trained, tmp_path_factory):
+def int8_export(trained, module_tmp):
     """One INT8 export through the CLI, calibrated on the training split the run recorded, shared by the tests
     that check its gate and its QDQ form: (file, what the CLI printed, its folder)."""
-    folder = tmp_path_factory.mktemp("int8")
+    folder = module_tmp("int8")
     out = folder / "int8.onnx"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

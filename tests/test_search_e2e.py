@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> dict[str, Path]:
+def setup(module_tmp) -> dict[str, Path]:
     from test_search_fakes import shared_data
 
     from detnas.data import CocoDetection
@@ -27,7 +27,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     from detnas.detection import build_detector
 
     root = shared_data("coco_mini")
-    tmp = tmp_path_factory.mktemp("search_e2e")
+    tmp = module_tmp("search_e2e")
     train_json, val_json = split_coco(root / "annotations" / "instances_train2017.json", 6, 0, tmp / "split")
     classes = CocoDetection(val_json, root / "train2017").classes
     torch.manual_seed(0)

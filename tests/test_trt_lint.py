@@ -226,7 +226,7 @@ def test_trt_build_is_refused_before_building(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def random_init_exports(tmp_path_factory):
+def random_init_exports(module_tmp):
     """`detnas export --random-init` of both detectors at 64 px on a tiny arch (inline JSON with its space), as
     the CLI runs it: ONNX written, pre-NMS parity checked, lint notes printed. {kind: (path, stdout)}"""
     import contextlib
@@ -238,7 +238,7 @@ def random_init_exports(tmp_path_factory):
     from detnas.arch import sample_arch
 
     arch = json.dumps(sample_arch(TINY, 0).to_dict())
-    root = tmp_path_factory.mktemp("random_init")
+    root = module_tmp("random_init")
     exports = {}
     for kind in ("fpn", "retinanet"):
         path, printed = root / f"{kind}.onnx", io.StringIO()
