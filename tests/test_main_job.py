@@ -14,8 +14,8 @@ SMOKE_AP50 = 0.1  # the smoke plan (120 detection iterations) reached 0.35 here;
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("main_job") / "demo"
+def smoke(module_tmp):
+    out = module_tmp("main_job") / "demo"
     assert main(["demo", "--out", str(out), "--plan", "smoke"]) == 0
     return out, json.loads((out / "summary.json").read_text())
 
@@ -42,6 +42,10 @@ def test_demo_smoke_plan_end_to_end(smoke):
     report = (out / "report.md").read_text()
     for text in ("AP50", "random median", "images/s", "p90", "search/pareto.png", "detections compared"):
         assert text in report, text
+    # each training stage kept its newest checkpoint only (weights and optimiser state), enough to continue
+    for stage in ("supernet-cls", "supernet-det"):
+        files = sorted(p.name for p in (out / "runs" / stage / "checkpoints").iterdir())
+        assert len({name.split(".")[0] for name in files}) == 1 and len(files) == 4, (stage, files)
 
 
 def test_exported_winner_detects_and_parity_compared_enough(smoke):

@@ -93,12 +93,13 @@ RUN_RECORD = "main_job.json"  # the plan a results folder was made with, so a re
 
 def _train_stage(stage: Callable[[Any], Path], preset: str, overrides: dict[str, Any]) -> Path:
     """Train one stage into `overrides['out']`, continuing the checkpoints a previous run of the main job left
-    there (a finished stage only rewrites its final weights), so a rerun into the same folder repeats nothing."""
+    there (a finished stage only rewrites its final weights), so a rerun into the same folder repeats nothing.
+    It keeps only the newest checkpoint, all a rerun needs (the recipes' three cost the demo folder 400 MB more)."""
     from detnas.train import resolve_config
     from detnas.train.state import CheckpointDir
 
     resume = CheckpointDir(overrides["out"], keep_last=1).latest() is not None
-    return stage(resolve_config(preset, overrides={**overrides, "resume": resume}))
+    return stage(resolve_config(preset, overrides={**overrides, "resume": resume, "keep_last": 1}))
 
 
 def continue_run(out: Path, plan: MainJobPlan, latency_target_ms: float | None) -> float | None:
