@@ -88,9 +88,12 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # ORT logs a pre-processing hint on every call
     try:
-        with tempfile.TemporaryDirectory(prefix="detnas-calib-") as work, \
-                contextlib.redirect_stdout(io.StringIO()):  # and the histogram calibrators print their progress
-            cache = _entropy_ranges(Path(source), Reader(), Path(work)) if method == "entropy" else None
+        with contextlib.ExitStack() as scope:
+            scope.enter_context(contextlib.redirect_stdout(io.StringIO()))  # the histogram calibrators print progress
+            cache = None
+            if method == "entropy":  # its ranges pass through a cache file in a folder of its own
+                work = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="detnas-calib-")))
+                cache = _entropy_ranges(Path(source), Reader(), work)
             quantize_static(str(source), str(target), None if cache else Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph),
