@@ -168,6 +168,10 @@ class PooledCoco:
     unseen: list[Path]
 
 
+#: written beside the weights this suite trains: the AP set they were trained on (`--detector` checks it)
+TRAINED_ON = "pooled_set.json"
+
+
 def pooled_coco(min_area: float, calib_images: int, work: Path) -> PooledCoco:
     sources = [(SHARED / "coco128", "train2017"), (SHARED / "coco_mini", "train2017")]
     images, annotations, categories = [], [], {}
@@ -224,8 +228,14 @@ def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_
     from detnas.export.source import load_export_source
 
     data = pooled_coco(min_area, calib_images, work)
+    trained_on = {"min_area": min_area, "train_size": size}
     start = time.perf_counter()
-    final = detector or train_pooled(arch_name, data, size, iterations, cls_iterations, work)
+    if detector:
+        _check_trained_on(detector, trained_on)
+        final = detector
+    else:
+        final = train_pooled(arch_name, data, size, iterations, cls_iterations, work)
+        atomic_write_json(final.parent / TRAINED_ON, trained_on)
     train_s = time.perf_counter() - start
     source = load_export_source(final, proposals=100)
     fp32 = export_onnx(source.detector, source.arch, source.classes, (size, size), work / "trained.onnx",
@@ -250,6 +260,15 @@ def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_
             "min_area": min_area, "size": size, "detector": str(detector) if detector else "trained here",
             "iterations": iterations, "cls_iterations": cls_iterations, "train_s": round(train_s, 1),
             "methods": results}
+
+
+def _check_trained_on(detector: Path, wanted: dict[str, float]) -> None:
+    """Refuse `--detector` weights trained on another AP set: their AP and drop would not be this set's."""
+    record = detector.parent / TRAINED_ON
+    recorded = json.loads(record.read_text()) if record.is_file() else "nothing (missing)"
+    if recorded != wanted:
+        raise SystemExit(f"--detector {detector}: {record} records {recorded}, this run asks {wanted}; pass the "
+                         "--min-area and --train-size it was trained with, or leave out --detector to train here")
 
 
 def demo_winner_ap(results: Path, val_images: int, calib_images: int, work: Path) -> dict[str, Any]:
