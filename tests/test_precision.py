@@ -256,8 +256,10 @@ def test_parity_and_gate_refuse_to_judge_nothing(trained, tmp_path):
     data["annotations"] = [{**a, "bbox": [0, 0, 2, 2], "area": 4} for a in data["annotations"]]  # nothing there
     unseen = tmp_path / "unseen.json"
     unseen.write_text(json.dumps(data))
-    with pytest.raises(DetnasError, match="scores AP 0 on its"):
+    with pytest.raises(DetnasError, match=r"scores AP 0\.0000 on its \d+ images, no more than the allowed drop 0\.01"):
         ap_gate(trained["fp32"], trained["fp32"], Gate(unseen, demo.val_images, 0.01))
+    with pytest.raises(DetnasError, match=r"scores AP 0\.[1-9]\d* on its \d+ images, no more than the allowed drop 0\.5,"):
+        ap_gate(trained["fp32"], trained["fp32"], Gate(demo.val_ann, demo.val_images, 0.5))  # a limit above its AP
 
 
 def test_parity_matches_by_iou_label_and_score():

@@ -257,7 +257,7 @@ def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_
                                            **ap_drop_interval(data.evaluated_ann, kept)}
     trained = json.loads(data.train_ann.read_text())
     return {"arch": arch_name, "images": len(trained["images"]), "annotations": len(trained["annotations"]),
-            "min_area": min_area, "size": size, "detector": str(detector) if detector else "trained here",
+            "min_area": min_area, "size": size, "detector": str(final), "trained_here": detector is None,
             "iterations": iterations, "cls_iterations": cls_iterations, "train_s": round(train_s, 1),
             "methods": results}
 
@@ -307,7 +307,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--cls-iterations", type=int, default=200)
     parser.add_argument("--detector", type=Path, default=None,
-                        help="AP part: weights an earlier run trained (its det/final), instead of training again")
+                        help="AP part: weights an earlier run trained (WORK/det/final of a run with --work), instead "
+                        "of training again")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the suite's files in this new folder (default: a temporary one, removed at the end)")
     parser.add_argument("--skip-ap", action="store_true", help="latency only")
     parser.add_argument("--demo-results", type=Path, default=None,
                         help="also: the AP drop of this `detnas demo --out` folder's winner on fresh validation images")
@@ -316,13 +319,17 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true", help="AP only")
     args = parser.parse_args()
     result: dict[str, Any] = {"goals": {"int8_vs_eager": INT8_GOAL, "ap_drop": AP_DROP_GOAL}}
+    if args.work and args.work.exists() and any(args.work.iterdir()):
+        raise SystemExit(f"--work {args.work}: not empty; choose a new folder (the suite writes its files there)")
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         if not args.skip_latency:
-            result["latency"] = _report_latency(args, Path(tmp))
+            result["latency"] = _report_latency(args, work)
         if not args.skip_ap:
-            result["ap"] = _report_ap(args, Path(tmp))
+            result["ap"] = _report_ap(args, work)
         if args.demo_results:
-            demo = demo_winner_ap(args.demo_results, args.demo_val_images, args.calib_images, Path(tmp))
+            demo = demo_winner_ap(args.demo_results, args.demo_val_images, args.calib_images, work)
             print(f"demo winner {args.demo_results}: AP FP32 {demo['reference_ap']:.4f}, INT8 {demo['candidate_ap']:.4f}, "
                   f"drop {demo['drop']:.4f} (95 % bootstrap interval {demo['drop_ci95_low']:+.4f} .. "
                   f"{demo['drop_ci95_high']:+.4f}) on {demo['images']} fresh images / {demo['annotations']} annotations "
@@ -354,6 +361,8 @@ def _report_ap(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ap = trained_ap(args.arch, args.min_area, args.train_size, args.iterations, args.cls_iterations,
                     args.calib_images, args.calib_method, work, args.detector)
     trained = f"{args.iterations} iterations, {ap['train_s']:.0f} s" if args.detector is None else args.detector
+    if args.work and args.detector is None:
+        print(f"trained weights kept: {ap['detector']} (reuse with --detector)")
     print(f"trained {args.arch} ({trained}) on coco128 + coco_mini train2017: {ap['images']} images, "
           f"{ap['annotations']} annotations of at least {args.min_area:g} of their image, at {args.train_size}px; AP on "
           "the trained images not used for calibration; INT8 ranges from trained images (train) or from coco_mini "

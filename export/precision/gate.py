@@ -49,8 +49,8 @@ class GateResult:
 def ap_gate(reference: str | Path, candidate: str | Path, gate: Gate,
             detections_dir: Path | None = None) -> GateResult:
     """COCO AP (pycocotools) of both exported files through the exported predictor; refuses empty data and a
-    reference that scores 0 (a gate that cannot fail). With `detections_dir`, both files' COCO results are kept
-    there as reference.json and candidate.json."""
+    reference whose AP is within the allowed drop (a gate that cannot fail). With `detections_dir`, both files' COCO
+    results are kept there as reference.json and candidate.json."""
     from detnas.data.coco import CocoDetection
     from detnas.evaluation import evaluate
     from detnas.export.runtime import exported_predictor, load_exported
@@ -67,9 +67,10 @@ def ap_gate(reference: str | Path, candidate: str | Path, gate: Gate,
                           f"({len(ref_runner.meta.classes)} classes); gate on data with the same category list")
     kept = {} if detections_dir is None else {side: detections_dir / f"{side}.json" for side in ("reference", "candidate")}
     reference_ap = evaluate(exported_predictor(ref_runner), dataset, kept.get("reference"), max_images=count)["AP"]
-    if reference_ap <= 0:  # no file can score below 0, so every candidate would pass
-        raise DetnasError(f"--gate-ann {gate.ann}: the FP32 reference scores AP 0 on its {count} images, so no drop "
-                          "can show; gate on images the model detects (its validation split)")
+    if reference_ap <= gate.max_drop:  # no file scores below 0, so no drop could exceed the limit
+        raise DetnasError(f"--gate-ann {gate.ann}: the FP32 reference scores AP {reference_ap:.4f} on its {count} "
+                          f"images, no more than the allowed drop {gate.max_drop:g}, so no file could fail; gate on "
+                          "images the model detects (its validation split) or lower --max-ap-drop")
     candidate_ap = evaluate(exported_predictor(candidate), dataset, kept.get("candidate"), max_images=count)["AP"]
     return GateResult(reference_ap, candidate_ap, count, annotations, gate.max_drop)
 
