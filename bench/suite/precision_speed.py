@@ -36,6 +36,7 @@ from detnas.bench.stats import summarize
 from detnas.bench.suite.export_speed import SHARED, _calibrate_bn, _detectron_box_init, _spread_class_scores
 from detnas.detection import build_detector
 from detnas.detection.deployable import DeployableDetector
+from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
 from detnas.export.precision import (
     CALIB_METHODS,
@@ -307,8 +308,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--cls-iterations", type=int, default=200)
     parser.add_argument("--detector", type=Path, default=None,
-                        help="AP part: weights an earlier run trained (WORK/det/final of a run with --work), instead "
-                        "of training again")
+                        help="AP part: weights an earlier run with --work trained (WORK/det/final.safetensors), "
+                        "instead of training again")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the suite's files in this new folder (default: a temporary one, removed at the end)")
     parser.add_argument("--skip-ap", action="store_true", help="latency only")
@@ -380,4 +381,7 @@ def _plain(value: Any) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DetnasError as exc:  # e.g. the gate refusing a reference it cannot judge: one line, not a traceback
+        raise SystemExit(str(exc)) from None
