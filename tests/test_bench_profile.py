@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import random
+import subprocess
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -262,3 +264,20 @@ def test_profile_suite_reads_its_sets() -> None:
                          (" , ", "--sets is empty")):
         with pytest.raises(DetnasError, match=message):
             parse_sets(bad)
+
+
+@pytest.mark.parametrize("suite, args, message", [
+    ("latency_profile", ["--sets", " , "], "error: --sets is empty"),
+    ("precision_speed", ["--skip-latency", "--work", "{full}"], "error: --work {full}: not empty; choose a new folder"),
+])
+def test_suites_refuse_bad_input_in_one_line(tmp_path, suite, args, message) -> None:
+    """Both suites go through run_suite: a DetnasError is one stderr line and exit 2, as in the CLI, not a traceback."""
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "kept.txt").write_text("an earlier run's file")
+    done = subprocess.run([sys.executable, "-m", f"detnas.bench.suite.{suite}", *(a.format(full=full) for a in args)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message.format(full=full)), done.stderr
+    assert (full / "kept.txt").read_text() == "an earlier run's file"

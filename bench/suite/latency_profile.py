@@ -20,7 +20,6 @@ On a GPU: --backend torch --device cuda --cuda-graphs --clock wall.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ from detnas.bench.oracle import BackendOptions, TimingProtocol
 from detnas.bench.profile import build_profile, save_profile
 from detnas.bench.result import Scope
 from detnas.bench.stats import HeldOutReport, SharedPart
+from detnas.bench.suite import run_suite
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json
 from detnas.space import get_space
@@ -133,8 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DetnasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_suite(main)

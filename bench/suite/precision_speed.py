@@ -33,6 +33,7 @@ from detnas.arch import resolve_arch
 from detnas.bench.backends import Prepared, time_prepared
 from detnas.bench.backends.ort_backend import open_session
 from detnas.bench.stats import summarize
+from detnas.bench.suite import run_suite
 from detnas.bench.suite.export_speed import SHARED, _calibrate_bn, _detectron_box_init, _spread_class_scores
 from detnas.detection import build_detector
 from detnas.detection.deployable import DeployableDetector
@@ -61,7 +62,7 @@ AP_DROP_GOAL = 0.01
 def _coco128_files() -> list[Path]:
     files = sorted((SHARED / "coco128" / "train2017").glob("*.jpg"))
     if not files:
-        raise SystemExit(f"coco128 not found at {SHARED} (set DETNAS_SHARED_DATA)")
+        raise DetnasError(f"coco128 not found at {SHARED} (set DETNAS_SHARED_DATA)")
     return files
 
 
@@ -268,7 +269,7 @@ def _check_trained_on(detector: Path, wanted: dict[str, float]) -> None:
     record = detector.parent / TRAINED_ON
     recorded = json.loads(record.read_text()) if record.is_file() else "nothing (missing)"
     if recorded != wanted:
-        raise SystemExit(f"--detector {detector}: {record} records {recorded}, this run asks {wanted}; pass the "
+        raise DetnasError(f"--detector {detector}: {record} records {recorded}, this run asks {wanted}; pass the "
                          "--min-area and --train-size it was trained with, or leave out --detector to train here")
 
 
@@ -321,7 +322,7 @@ def main() -> None:
     args = parser.parse_args()
     result: dict[str, Any] = {"goals": {"int8_vs_eager": INT8_GOAL, "ap_drop": AP_DROP_GOAL}}
     if args.work and args.work.exists() and any(args.work.iterdir()):
-        raise SystemExit(f"--work {args.work}: not empty; choose a new folder (the suite writes its files there)")
+        raise DetnasError(f"--work {args.work}: not empty; choose a new folder (the suite writes its files there)")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -381,7 +382,4 @@ def _plain(value: Any) -> Any:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DetnasError as exc:  # e.g. the gate refusing a reference it cannot judge: one line, not a traceback
-        raise SystemExit(str(exc)) from None
+    run_suite(main)
