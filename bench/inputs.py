@@ -13,10 +13,8 @@ import torch
 from torch.nn import functional as F
 
 from detnas.errors import DetnasError
-from detnas.images import read_image
+from detnas.images import IMAGE_SUFFIXES, read_image
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def random_batches(batch: int, size: tuple[int, int], count: int = 1, seed: int = 0) -> list[torch.Tensor]:
@@ -32,7 +30,7 @@ def image_batches(
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit] if folder.is_dir() else []
     if len(files) < batch:
-        raise DetnasError(f"{folder}: found {len(files)} images (.jpg/.png), need at least one batch of {batch}; "
+        raise DetnasError(f"{folder}: found {len(files)} images ({'/'.join(IMAGE_SUFFIXES)}), need at least one batch of {batch}; "
                           "point --images/--calib-images at a folder of real images")
     return resized_batches([read_image(f, fix="remove it from the image folder") for f in files], batch, size, pixels)
 

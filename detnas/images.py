@@ -9,6 +9,8 @@ import torch
 
 from detnas.errors import DetnasError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
 
 def read_image(path: str | Path, context: str = "", fix: str = "pass JPEG or PNG files") -> torch.Tensor:
     """uint8 CHW RGB of an image file. A missing file, one that is no image ("cannot read") and one whose data are
@@ -27,3 +29,12 @@ def read_image(path: str | Path, context: str = "", fix: str = "pass JPEG or PNG
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DetnasError(f"{path}: {problem}{where}: {reason}; {fix}") from None
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files directly in `folder`, sorted by name; none is a one-line error."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if not files:
+        raise DetnasError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found; pass a folder of images")
+    return files

@@ -83,9 +83,10 @@ def export_cmd(
     gate_ann: Annotated[Path | None, option("ann", "Gates the fp16/int8 file's AP (and the engine's) against FP32.",
                                             prefix="gate")] = None,
     gate_images: Annotated[Path | None, option("images", "The images of --gate-ann.", prefix="gate")] = None,
-    max_ap_drop: Annotated[float, typer.Option(help="Largest allowed AP drop vs FP32 (0.01 = 1 point).")] = 0.01,
+    max_ap_drop: Annotated[float, typer.Option(help="Largest allowed AP drop vs FP32 (0.01 = 1 point); the "
+                                                        "reference must score above it or the gate refuses to judge.")] = 0.01,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write what was exported and checked as JSON "
-                                                  "(schema detnas.export/1, docs/json.md).")] = None,
+                                                  "(schema detnas.export/2, docs/json.md).")] = None,
 ) -> None:
     """Export a detector with post-processing and NMS inside the graph (ONNX, optionally TensorRT); the written
     ONNX file is linted for TensorRT's ONNX parser (`detnas export check` runs the lint alone)."""
@@ -94,8 +95,8 @@ def export_cmd(
     from detnas.errors import DetnasError
     from detnas.export.onnx_export import check_size, export_onnx
     from detnas.export.precision import precision_request, reduce_exported
-    from detnas.export.trt import check_trt_request, export_trt, image_files
-    from detnas.images import read_image
+    from detnas.export.trt import check_trt_request, export_trt
+    from detnas.images import image_files, read_image
 
     if format == "onnx" and device not in (None, "cpu"):
         raise DetnasError(f"--device {device}: the ONNX export traces and checks parity on the CPU; a GPU device "
@@ -119,6 +120,9 @@ def export_cmd(
     request = precision_request(precision, weights=weights, calib_data=calib_images, calib_images=calib_count,
                                 calib_method=calib_method, gate_data=gate_ann, gate_images=gate_images,
                                 max_ap_drop=max_ap_drop, dynamic_batch=dynamic_batch)
+    if request.gate is not None and not request.reduced and format == "onnx":
+        raise DetnasError("--gate-ann: an FP32 ONNX export has nothing to gate (it is the reference); the AP gate "
+                          "judges a --precision fp16/int8 file or a --format trt engine")
     recalibration = BnData(bn_ann, bn_images, bn_count, bn_batch) if bn_ann or bn_images else None
     source, meta = _export_source(weights, arch, random_init, detector, num_classes, proposals, recalibration)
     if size is not None:
@@ -151,20 +155,17 @@ def export_cmd(
     if format == "trt":
         import torch
 
-        gate = (gate_ann, gate_images) if gate_ann and gate_images else None
         with torch.cuda.device(torch.device(device or "cuda")):
-            trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate_data=gate,
-                             max_ap_drop=max_ap_drop)
+            trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate=request.gate)
         console.print(f"TensorRT {trt.precision}: {trt.engine} (sidecar {trt.sidecar})", highlight=False, soft_wrap=True)
         if trt.parity is not None:
             console.print(f"  parity: {trt.parity.summary()}", highlight=False, soft_wrap=True)
-        if trt.ap:
-            console.print(f"  AP gate OK: engine {trt.ap['engine_ap']:.4f} vs ONNX {trt.ap['onnx_ap']:.4f}",
-                          highlight=False)
+        if trt.gate is not None:
+            console.print(f"  AP gate passed: engine {trt.gate.summary('ONNX')}", highlight=False, soft_wrap=True)
     if json_out is not None:
         from detnas.jsonout import write_document
 
-        write_document(json_out, "detnas.export/1", {
+        write_document(json_out, "detnas.export/2", {
             "onnx": report.to_dict(), "precision": reduced.to_dict() if reduced else None,
             "lint": [lint.to_dict() for lint in lint_reports], "tensorrt": trt.to_dict() if trt else None})
 

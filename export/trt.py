@@ -6,14 +6,14 @@ in the precision the file carries, so there is no precision option and no calibr
 under a temporary name and renamed into place only after every check passed; its sidecar JSON (TensorRT version,
 GPU, compute capability, precision, input spec, the ONNX metadata) is written last. FP32 engines must match ONNX
 Runtime within the ONNX parity tolerances; FP16 / INT8 engines cannot, by design, so their parity is reported and
-their accuracy is judged by the AP gate (`gate_data`, `max_ap_drop`).
+their accuracy is judged by the AP gate (`gate`, the same `ap_gate` the ONNX precisions pass).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,11 @@ import torch
 from detnas.errors import DetnasError
 from detnas.export.metadata import ModelMeta
 from detnas.export.parity import ParityReport, compare
+from detnas.export.precision.gate import Gate, GateResult, ap_gate
 from detnas.export.preprocess import letterbox
 from detnas.export.runtime import engine_sidecar, load_exported, read_onnx_meta, run_images
 from detnas.io import atomic_write_json
 from detnas.progress import task
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass
@@ -36,19 +35,12 @@ class TrtReport:
     sidecar: Path
     precision: str
     parity: ParityReport | None
-    ap: dict[str, float] = field(default_factory=dict)  # onnx / engine AP and the drop, with gate data
+    gate: GateResult | None = None  # AP of the ONNX file (reference) and of the engine (candidate), with gate data
 
     def to_dict(self) -> dict[str, Any]:
         return {"engine": str(self.engine), "sidecar": str(self.sidecar), "precision": self.precision,
-                "parity": self.parity.to_dict() if self.parity else None, "ap": self.ap}
-
-
-def image_files(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-    if not files:
-        raise DetnasError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found; pass a folder of images")
-    return files
+                "parity": self.parity.to_dict() if self.parity else None,
+                "gate": self.gate.to_dict() if self.gate else None}
 
 
 def check_trt_request(dynamic_batch: bool = False) -> None:
@@ -66,13 +58,12 @@ def _model_inputs(files: Sequence[Path], meta: ModelMeta) -> list[torch.Tensor]:
 
 
 def export_trt(onnx_path: str | Path, engine_path: str | Path, *, parity_images: Sequence[Path] = (),
-               gate_data: tuple[str | Path, str | Path] | None = None, max_ap_drop: float = 0.01,
-               max_gate_images: int | None = None) -> TrtReport:
+               gate: Gate | None = None) -> TrtReport:
     """Build, check and keep a TensorRT engine for the exported ONNX detector, in the precision the file carries
     (see the module docstring).
 
-    `gate_data` = (COCO json, image folder): AP of the engine vs the ONNX model on it; a drop above
-    `max_ap_drop` (absolute AP, e.g. 0.01 = 1 point) fails.
+    `gate`: COCO AP of the engine vs the ONNX file on its annotated images (`ap_gate`); a drop above its
+    `max_drop` (absolute AP, e.g. 0.01 = 1 point) fails and keeps no engine.
     """
     meta = read_onnx_meta(onnx_path)
     check_trt_request(dynamic_batch=meta.input.batch is None)
@@ -96,14 +87,17 @@ def export_trt(onnx_path: str | Path, engine_path: str | Path, *, parity_images:
             parity = compare(reference, candidate, "ONNX Runtime CPU", f"TensorRT {precision}")
             if precision == "fp32":
                 parity.check()
-        ap = _gate(onnx_path, building, gate_data, max_ap_drop, max_gate_images) if gate_data else {}
+        gated = ap_gate(onnx_path, building, gate) if gate else None
+        if gated is not None and not gated.passed:
+            raise DetnasError(f"AP gate FAILED: TensorRT {precision} engine {gated.summary('ONNX')}; no engine "
+                              f"written to {engine_path}; try fp16 / more calibration images")
         final_sidecar = engine_sidecar(engine_path)
         os.replace(building, engine_path)
         os.replace(sidecar, final_sidecar)
     finally:
         building.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
-    return TrtReport(engine_path, final_sidecar, precision, parity, ap)
+    return TrtReport(engine_path, final_sidecar, precision, parity, gated)
 
 
 def _sidecar(trt: Any, meta: ModelMeta, precision: str, onnx_path: str | Path) -> dict[str, Any]:
@@ -115,22 +109,3 @@ def _sidecar(trt: Any, meta: ModelMeta, precision: str, onnx_path: str | Path) -
                   "layout": meta.input.layout, "value_range": list(meta.input.value_range)},
         "onnx": str(onnx_path), "metadata": props,
     }
-
-
-def _gate(onnx_path: str | Path, engine: Path, gate_data: tuple[str | Path, str | Path], max_ap_drop: float,
-          max_images: int | None) -> dict[str, float]:
-    from detnas.data.coco import CocoDetection
-    from detnas.evaluation import evaluate
-    from detnas.export.runtime import exported_predictor
-
-    dataset = CocoDetection(*gate_data)
-    if not sum(len(record.labels) for record in dataset.records[:max_images]):
-        raise DetnasError(f"--gate-ann {gate_data[0]}: no annotated boxes in the images gated on; an AP gate over "
-                          "nothing passes anything, pass a COCO json with annotations")
-    onnx_ap = evaluate(exported_predictor(onnx_path), dataset, max_images=max_images)["AP"]
-    engine_ap = evaluate(exported_predictor(engine), dataset, max_images=max_images)["AP"]
-    drop = onnx_ap - engine_ap
-    if drop > max_ap_drop:
-        raise DetnasError(f"AP gate FAILED: TensorRT AP {engine_ap:.4f} vs ONNX {onnx_ap:.4f} on {gate_data[0]} "
-                          f"(drop {drop:.4f} > --max-ap-drop {max_ap_drop}); try fp16 / more calibration images")
-    return {"onnx_ap": onnx_ap, "engine_ap": engine_ap, "drop": drop}

@@ -70,7 +70,7 @@ def exported(module_tmp) -> dict[str, Path]:
 
 def test_export_and_eval_json(exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(exported["export_json"].read_text())
-    assert doc["schema"] == "detnas.export/1" and doc["onnx"]["path"] == str(exported["onnx"])
+    assert doc["schema"] == "detnas.export/2" and doc["onnx"]["path"] == str(exported["onnx"])
     assert doc["onnx"]["nodes"] > 0 and doc["onnx"]["parity"]["passed"] and doc["onnx"]["input"] == [1, 3, SIZE, SIZE]
     assert doc["precision"] is None and doc["tensorrt"] is None and {r["version"] for r in doc["lint"]} == {"10.3", "11"}
     capsys.readouterr()

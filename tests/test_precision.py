@@ -278,6 +278,48 @@ def test_parity_matches_by_iou_label_and_score():
     assert precision_parity([twice], [(ref[0][:1], ref[1][:1], ref[2][:1])], "fp16").matched == 1
 
 
+def test_tensorrt_engine_passes_the_same_gate(trained, tmp_path, monkeypatch):
+    """`export_trt` judges its engine with `ap_gate` against the ONNX file it was built from. No TensorRT here: a fake
+    build copies an ONNX file under the engine's name (the FP32 file itself, or an INT8 file calibrated on blank
+    images) and the engine runs on ONNX Runtime, so the gate, its refusals and the no-engine-left rule are the real
+    ones."""
+    import detnas.bench.backends.trt_backend as trt_backend
+    import detnas.export.runtime as runtime
+    from detnas.export.trt import export_trt
+
+    meta = read_onnx_meta(trained["fp32"])
+    blank = quantize_int8(trained["fp32"], tmp_path / "blank.int8.onnx",
+                          calibration_batches([torch.full((3, SIZE, SIZE), 120, dtype=torch.uint8)] * 4, meta), "minmax")
+    built_from = {"file": trained["fp32"]}
+
+    class FakeTensorRT:
+        __version__ = "10.3.0"
+
+    monkeypatch.setattr(trt_backend, "require_tensorrt", lambda: FakeTensorRT)
+    monkeypatch.setattr(trt_backend, "build_engine", lambda onnx_path, engine, input_shape: shutil.copy(built_from["file"], engine))
+    monkeypatch.setattr(runtime, "engine_runner", lambda path, device="cuda": runtime.onnx_runner(path, "cpu"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (9, 0))
+    demo = trained["demo"]
+    out = tmp_path / "out"
+    out.mkdir()
+    onnx_file = Path(shutil.copy(trained["fp32"], out / "m.onnx"))
+    report = export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.01))
+    assert report.gate is not None and report.gate.passed and report.gate.drop == 0, report.gate
+    assert report.gate.reference_ap > 0.1 and report.gate.images == 24 and report.gate.annotations > 0
+    assert report.to_dict()["gate"]["reference_ap"] == report.gate.reference_ap
+    assert sorted(p.name for p in out.iterdir()) == ["m.engine", "m.json", "m.onnx"]
+    for p in (out / "m.engine", out / "m.json"):
+        p.unlink()
+    built_from["file"] = blank
+    with pytest.raises(DetnasError, match=r"AP gate FAILED: TensorRT fp32 engine AP 0\.\d+ vs ONNX 0\.\d+ on 24 images") as failure:
+        export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.01))
+    assert float(str(failure.value).split("drop ")[1].split()[0]) > 0.01
+    with pytest.raises(DetnasError, match=r"the reference m\.onnx scores AP 0\.\d+ on its 24 images, no more than the allowed drop 0\.5"):
+        export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.5))
+    assert [p.name for p in out.iterdir()] == ["m.onnx"], "a refused or failed engine leaves nothing beside its ONNX"
+
+
 def _refused(capsys, code: int, out: Path, *fragments: str) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
@@ -307,6 +349,7 @@ def test_bad_precision_requests_are_one_line_errors(trained, tmp_path, capsys):
              "'mse' is not one of 'minmax', 'average', 'entropy', 'percentile'")
     _refused(capsys, _export(trained, out, "--precision", "fp16", "--dynamic-batch"), out, "--dynamic-batch",
              "--batch N")
+    _refused(capsys, _export(trained, out), out, "--gate-ann", "FP32 ONNX export has nothing to gate")
     demo = trained["demo"]
     _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-images", str(demo.val_images),
                              "--calib-count", "4"), out,

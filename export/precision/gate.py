@@ -1,5 +1,5 @@
-"""The AP gate: COCO AP of the FP32 reference and of the reduced file on the same annotated images, through the
-exported predictor; a drop above the limit fails the file."""
+"""The AP gate: COCO AP of a reference (the FP32 file; for a TensorRT engine, the ONNX file it was built from) and of
+the candidate on the same annotated images, through the exported predictor; a drop above the limit fails it."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ class GateResult:
     def passed(self) -> bool:
         return self.drop <= self.max_drop
 
-    def summary(self) -> str:
-        return (f"AP {self.candidate_ap:.4f} vs FP32 {self.reference_ap:.4f} on {self.images} images "
+    def summary(self, reference: str = "FP32") -> str:
+        """`reference` names what the candidate was compared with (FP32 for a reduced file, ONNX for an engine)."""
+        return (f"AP {self.candidate_ap:.4f} vs {reference} {self.reference_ap:.4f} on {self.images} images "
                 f"({self.annotations} annotations): drop {self.drop:.4f} (limit {self.max_drop:g})")
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def ap_gate(reference: str | Path, candidate: str | Path, gate: Gate,
     kept = {} if detections_dir is None else {side: detections_dir / f"{side}.json" for side in ("reference", "candidate")}
     reference_ap = evaluate(exported_predictor(ref_runner), dataset, kept.get("reference"), max_images=count)["AP"]
     if reference_ap <= gate.max_drop:  # no file scores below 0, so no drop could exceed the limit
-        raise DetnasError(f"--gate-ann {gate.ann}: the FP32 reference scores AP {reference_ap:.4f} on its {count} "
+        raise DetnasError(f"--gate-ann {gate.ann}: the reference {Path(reference).name} scores AP {reference_ap:.4f} on its {count} "
                           f"images, no more than the allowed drop {gate.max_drop:g}, so no file could fail; gate on "
                           "images the model detects (its validation split) or lower --max-ap-drop")
     candidate_ap = evaluate(exported_predictor(candidate), dataset, kept.get("candidate"), max_images=count)["AP"]

@@ -14,6 +14,7 @@ from detnas.errors import DetnasError
 from detnas.export.metadata import PrecisionInfo
 from detnas.export.precision.gate import Gate
 from detnas.export.precision.quantize import CALIB_METHODS, percentile_cut
+from detnas.images import image_files
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,6 @@ def training_split(weights: str | Path) -> tuple[Path, Path | None] | None:
 
 
 def _split_files(images_dir: Path, ann: Path | None) -> list[Path]:
-    from detnas.export.trt import image_files
-
     if ann is None:
         return image_files(images_dir)
     from detnas.data.coco import read_coco_json
@@ -90,17 +89,15 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
         raise DetnasError(f"--max-ap-drop {max_ap_drop}: the largest allowed AP drop must be >= 0 (0.01 = 1 AP point)")
     if calib_images < 1:
         raise DetnasError(f"--calib-count {calib_images}: calibrate on at least 1 image (a few hundred is typical)")
+    gate = Gate(gate_data, gate_images, max_ap_drop) if gate_data and gate_images else None
     if precision == "fp32":
-        return PrecisionRequest()
+        return PrecisionRequest(gate=gate)  # a TensorRT engine is gated against the FP32 file
     if dynamic_batch:
         raise DetnasError(f"--precision {precision} with --dynamic-batch: the batch Loop's body cannot be converted; "
                           "export a fixed batch (--batch N)")
-    gate = Gate(gate_data, gate_images, max_ap_drop) if gate_data and gate_images else None
     if precision == "fp16":
         return PrecisionRequest(precision, gate=gate)
     if calib_data is not None:
-        from detnas.export.trt import image_files
-
         files, source = image_files(calib_data), f"--calib-images {calib_data}"
     elif (split := training_split(weights)) is not None:
         files, source = _split_files(*split), f"the training split of {weights} ({split[1] or split[0]})"
