@@ -148,9 +148,13 @@ def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     zero_points = [values[n.input[2]] for n in qdq if len(n.input) > 2]
     assert len(zero_points) == len(qdq) > 0 and all(not z.any() for z in zero_points)
-    weights = [n for n in qdq if n.op_type == "DequantizeLinear" and values.get(n.input[0]) is not None
-               and values[n.input[0]].dtype == np.int8]
+    dequantized_types = {onnx.TensorProto.DataType.Name(_input_type(model, n.input[0])) for n in qdq
+                         if n.op_type == "DequantizeLinear"}
+    assert dequantized_types == {"INT8"}, f"every DequantizeLinear reads INT8 (no INT32 bias): {dequantized_types}"
+    weights = [n for n in qdq if n.op_type == "DequantizeLinear" and values.get(n.input[0]) is not None]
     assert weights and all(values[n.input[1]].size > 1 for n in weights), "every weight has per-channel scales"
+    biases = [n.input[2] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert biases and all(values[b].dtype == np.float32 for b in biases), "Conv biases stay float"
     dequantized = {n.output[0] for n in weights}
     quantized = {n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm") and dequantized & set(n.input)}
     fp32_graph = onnx.load(str(trained["fp32"])).graph
@@ -161,6 +165,41 @@ def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
                    {"NonMaxSuppression": n.input, "Exp": n.input, "RoiAlign": n.input[1:]}.get(n.op_type, [])]
     assert coordinates and all(producers.get(i) != "DequantizeLinear" for _, i in coordinates), \
         "boxes, scores, box deltas and RoI coordinates never come out of an INT8 tensor"
+
+
+def _input_type(model: onnx.ModelProto, name: str) -> int:
+    """The element type of `name`: an initializer's, else the zero point's of the QuantizeLinear that writes it."""
+    inits = {i.name: i for i in model.graph.initializer}
+    if name in inits:
+        return inits[name].data_type
+    writer = next(n for n in model.graph.node if name in n.output and n.op_type == "QuantizeLinear")
+    return inits[writer.input[2]].data_type
+
+
+def test_int8_biases_stay_float_so_every_parser_dequantizes_the_file(tmp_path):
+    """A Conv with a bias, quantized as detnas quantizes: every DequantizeLinear reads INT8 (ORT's QuantizeBias would
+    add an INT32 one per bias, which no TensorRT parser takes) and the lint passes for 8.6, 10.3 and 11."""
+    from detnas.bench.models import module_to_onnx
+    from detnas.export.trt_lint import lint
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    fp32 = module_to_onnx(module, torch.rand(1, 3, 16, 16), tmp_path / "fp32.onnx")
+    model = onnx.load(str(quantize_int8(fp32, tmp_path / "int8.onnx", [np.random.rand(1, 3, 16, 16).astype(np.float32)])))
+    dequantized = [onnx.TensorProto.DataType.Name(_input_type(model, n.input[0])) for n in model.graph.node
+                   if n.op_type == "DequantizeLinear"]
+    assert len(dequantized) >= 4 and set(dequantized) == {"INT8"}, dequantized
+    reports = lint(model, ("8.6", "10.3", "11"))
+    assert all(r.passed for r in reports), [f.line() for r in reports for f in r.findings]
+
+
+def test_int8_file_passes_the_tensorrt_parser_check(int8_export, capsys):
+    """`detnas export check` with the Q/DQ type rule passes the INT8 file for TensorRT 8.6, 10.3 and 11."""
+    capsys.readouterr()
+    code = main(["export", "check", str(int8_export[0]), "--trt", "8.6", "--trt", "10.3", "--trt", "11"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert [line.split(":")[0] for line in printed.splitlines()] == ["TensorRT 8.6", "TensorRT 10.3", "TensorRT 11"]
+    assert all("passed:" in line for line in printed.splitlines()), printed
 
 
 def _activation_scales(path: Path) -> dict[str, float]:
