@@ -115,6 +115,8 @@ def latency_cmd(
     cuda_graphs: Annotated[bool, typer.Option(help="torch backend on a GPU: replay a CUDA graph.")] = False,
     workspace_mb: Annotated[int, typer.Option(help="trt: builder workspace limit in MiB.")] = 1024,
     timing_cache: Annotated[Path | None, typer.Option(help="trt: timing-cache file (read and updated).")] = None,
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="trt: let FP32 layers run in TF32 (recorded in the "
+                                       "row); off, FP32 layers compute in FP32.")] = False,
     images: Annotated[Path | None, option("images", "Real images to time on (NMS cost depends on them); default "
                                           "seeded random pixels.")] = None,
     calib_images: Annotated[Path | None, option("images", "Real images for INT8 calibration.", prefix="calib")]
@@ -148,7 +150,8 @@ def latency_cmd(
     _quiet_onnxruntime(backend)
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
-                             workspace_mb=workspace_mb, timing_cache=timing_cache, converters=onnx_converters())
+                             workspace_mb=workspace_mb, timing_cache=timing_cache, tf32=tf32,
+                             converters=onnx_converters())
     cache = LatencyCache(cache_path) if use_cache else None
     batches = image_batches(images, batch, hw) if images else None
     calibration = image_batches(calib_images, batch, hw, limit=512) if calib_images else None

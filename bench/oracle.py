@@ -243,6 +243,25 @@ def measure_engine(
     from detnas.bench.backends.trt_backend import prepare_engine, require_tensorrt
 
     require_tensorrt()
-    job = _Job("trt", precision, scope, protocol, BackendOptions(), f"engine:{file_sha256(path)}",
+    tf32 = _engine_tf32(path)
+    job = _Job("trt", precision, scope, protocol, BackendOptions(tf32=tf32), f"engine:{file_sha256(path)}",
                label or path.name, inputs, input_kind)
-    return _run(job, lambda: prepare_engine(path, inputs), cache)
+
+    def prepare() -> Prepared:
+        prepared = prepare_engine(path, inputs)
+        prepared.details["tf32"] = tf32
+        return prepared
+
+    return _run(job, prepare, cache)
+
+
+def _engine_tf32(path: Path) -> bool | None:
+    """Whether the engine's FP32 layers may run in TF32, as its sidecar (`detnas export --format trt`) records it;
+    None when no sidecar says (an engine built elsewhere: unknown, not assumed)."""
+    import json
+
+    try:
+        value = json.loads(path.with_suffix(".json").read_text()).get("tf32")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, bool) else None

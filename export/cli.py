@@ -85,6 +85,8 @@ def export_cmd(
     gate_images: Annotated[Path | None, option("images", "The images of --gate-ann.", prefix="gate")] = None,
     max_ap_drop: Annotated[float, typer.Option(help="Largest allowed AP drop vs FP32 (0.01 = 1 point); the "
                                                         "reference must score above it or the gate refuses to judge.")] = 0.01,
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="--format trt: let the engine's FP32 layers run in "
+                                       "TF32 (judged with FP16's parity bounds); off, they compute in FP32.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write what was exported and checked as JSON "
                                                   "(schema detnas.export/2, docs/json.md).")] = None,
 ) -> None:
@@ -94,7 +96,7 @@ def export_cmd(
         return
     from detnas.errors import DetnasError
     from detnas.export.onnx_export import check_size, export_onnx
-    from detnas.export.precision import precision_request, reduce_exported
+    from detnas.export.precision import kept_reference, precision_request, reduce_exported
     from detnas.export.trt import check_trt_request, export_trt
     from detnas.images import image_files, read_image
 
@@ -146,22 +148,25 @@ def export_cmd(
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     if report.parity is not None:
         console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
-    reduced = None
-    if request.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
-        reduced = reduce_exported(out, request, parity_inputs)
-        _print_precision(reduced)
-    lint_reports = _lint_written(out, trt_version)
-    trt = None
-    if format == "trt":
-        import torch
+    reduced = trt = None
+    with kept_reference(out, format == "trt" and request.reduced) as fp32_reference:  # what the engine is judged by
+        if request.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
+            reduced = reduce_exported(out, request, parity_inputs)
+            _print_precision(reduced)
+        lint_reports = _lint_written(out, trt_version)
+        if format == "trt":
+            import torch
 
-        with torch.cuda.device(torch.device(device or "cuda")):
-            trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate=request.gate)
-        console.print(f"TensorRT {trt.precision}: {trt.engine} (sidecar {trt.sidecar})", highlight=False, soft_wrap=True)
+            with torch.cuda.device(torch.device(device or "cuda")):
+                trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate=request.gate,
+                                 reference=fp32_reference, tf32=tf32)
+    if trt is not None:
+        console.print(f"TensorRT {trt.precision}{' (TF32)' if trt.tf32 else ''}: {trt.engine} (sidecar {trt.sidecar})",
+                      highlight=False, soft_wrap=True)
         if trt.parity is not None:
-            console.print(f"  parity: {trt.parity.summary()}", highlight=False, soft_wrap=True)
+            console.print(f"  parity OK: {trt.parity.summary()}", highlight=False, soft_wrap=True)
         if trt.gate is not None:
-            console.print(f"  AP gate passed: engine {trt.gate.summary('ONNX')}", highlight=False, soft_wrap=True)
+            console.print(f"  AP gate OK: engine {trt.gate.summary('FP32 ONNX')}", highlight=False, soft_wrap=True)
     if json_out is not None:
         from detnas.jsonout import write_document
 

@@ -317,11 +317,48 @@ def test_parity_matches_by_iou_label_and_score():
     assert precision_parity([twice], [(ref[0][:1], ref[1][:1], ref[2][:1])], "fp16").matched == 1
 
 
-def test_tensorrt_engine_passes_the_same_gate(trained, tmp_path, monkeypatch):
-    """`export_trt` judges its engine with `ap_gate` against the ONNX file it was built from. No TensorRT here: a fake
-    build copies an ONNX file under the engine's name (the FP32 file itself, or an INT8 file calibrated on blank
-    images) and the engine runs on ONNX Runtime, so the gate, its refusals and the no-engine-left rule are the real
-    ones."""
+def test_parity_share_counts_spurious_detections_of_the_reduced_file():
+    """Two-sided: a file that keeps both FP32 detections but adds three of its own matches 2 of 2 FP32 detections
+    and 2 of its 5, so its share is 0.4 and it fails INT8's 0.5; with only one extra it passes (2 of 3)."""
+    ref = (np.array([[0, 0, 40, 40], [100, 100, 140, 140]], np.float32), np.array([0.9, 0.8], np.float32),
+           np.array([1, 2]))
+    extra = (np.array([[200, 200, 240, 240]] * 3, np.float32) + np.arange(3, dtype=np.float32)[:, None] * 50,
+             np.array([0.7, 0.6, 0.5], np.float32), np.array([1, 1, 2]))
+    noisy = tuple(np.concatenate([a, b]) for a, b in zip(ref, extra))
+    parity = precision_parity([ref], [noisy], "int8")
+    assert (parity.matched, parity.detections, parity.candidates, parity.share) == (2, 2, 5, 0.4)
+    assert not parity.passed and "2 matched of 2 FP32 and 5 int8 detections" in parity.summary()
+    one_extra = tuple(np.concatenate([a, b[:1]]) for a, b in zip(ref, extra))
+    assert precision_parity([ref], [one_extra], "int8").passed
+    assert precision_parity([ref], [tuple(a[:0] for a in ref)], "int8").share == 0.0
+
+
+def test_engine_parity_bounds_follow_what_the_engine_computes_in():
+    """FP32 without TF32: float32 rounding at the input size (`rounding_tol` of the long side: 0.098 px at 800 px,
+    0.016 px at 128 px), so a 0.05 px shift passes at 800 px and fails at 128 px (the old fixed 1e-3 px bound
+    failed both); TF32, FP16 and INT8 engines are judged by the matched share with their precision's bounds."""
+    from detnas.export.parity import ParityReport, rounding_tol
+    from detnas.export.precision.parity import PrecisionParity
+    from detnas.export.trt import engine_parity
+
+    ref = [(np.array([[10, 10, 90, 90], [300, 300, 700, 700]], np.float32), np.array([0.9, 0.6], np.float32),
+            np.array([1, 2]))]
+    shifted = [(ref[0][0] + 0.05, ref[0][1] + 5e-5, ref[0][2])]
+    wide = engine_parity(ref, shifted, "fp32", False, (800, 800))
+    assert isinstance(wide, ParityReport) and wide.passed and wide.box_tol == rounding_tol(800), wide.summary()
+    assert not engine_parity(ref, shifted, "fp32", False, (128, 128)).passed
+    moved = [(ref[0][0] + np.array([4, 0, 4, 0], np.float32), ref[0][1] - 0.005, ref[0][2])]  # IoU > 0.9
+    assert not engine_parity(ref, moved, "fp32", False, (800, 800)).passed
+    for precision, tf32, key in (("fp32", True, "tf32"), ("fp16", False, "fp16"), ("int8", False, "int8")):
+        judged = engine_parity(ref, moved, precision, tf32, (800, 800))
+        assert isinstance(judged, PrecisionParity) and judged.precision == key and judged.passed, judged.summary()
+
+
+def test_tensorrt_engine_is_judged_against_the_fp32_file(trained, int8_export, tmp_path, monkeypatch):
+    """`export_trt` judges every engine against the FP32 ONNX file: parity (enforced for every precision) and the
+    AP gate, the drop counted from FP32 to the engine. No TensorRT here: a fake build copies an ONNX file under the
+    engine's name (the file itself, or an INT8 file calibrated on blank images) and the engine runs on ONNX Runtime,
+    so the checks, their refusals and the no-engine-left rule are the real ones."""
     import detnas.bench.backends.trt_backend as trt_backend
     import detnas.export.runtime as runtime
     from detnas.export.trt import export_trt
@@ -329,34 +366,58 @@ def test_tensorrt_engine_passes_the_same_gate(trained, tmp_path, monkeypatch):
     meta = read_onnx_meta(trained["fp32"])
     blank = quantize_int8(trained["fp32"], tmp_path / "blank.int8.onnx",
                           calibration_batches([torch.full((3, SIZE, SIZE), 120, dtype=torch.uint8)] * 4, meta), "minmax")
-    built_from = {"file": trained["fp32"]}
+    built = {"file": trained["fp32"], "tf32": []}
 
     class FakeTensorRT:
         __version__ = "10.3.0"
 
+    def build(onnx_path, engine, input_shape, tf32):
+        built["tf32"].append(tf32)
+        shutil.copy(built["file"], engine)
+
     monkeypatch.setattr(trt_backend, "require_tensorrt", lambda: FakeTensorRT)
-    monkeypatch.setattr(trt_backend, "build_engine", lambda onnx_path, engine, input_shape: shutil.copy(built_from["file"], engine))
+    monkeypatch.setattr(trt_backend, "build_engine", build)
     monkeypatch.setattr(runtime, "engine_runner", lambda path, device="cuda": runtime.onnx_runner(path, "cpu"))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "fake GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (9, 0))
     demo = trained["demo"]
+    images = sorted(demo.val_images.glob("*.png"))[:4]
+    gate = Gate(demo.val_ann, demo.val_images, 0.01)
     out = tmp_path / "out"
     out.mkdir()
     onnx_file = Path(shutil.copy(trained["fp32"], out / "m.onnx"))
-    report = export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.01))
+    report = export_trt(onnx_file, out / "m.engine", parity_images=images, gate=gate)
+    assert report.parity is not None and report.parity.passed and report.parity.detections > 0, report.parity
     assert report.gate is not None and report.gate.passed and report.gate.drop == 0, report.gate
-    assert report.gate.reference_ap > 0.1 and report.gate.images == 24 and report.gate.annotations > 0
-    assert report.to_dict()["gate"]["reference_ap"] == report.gate.reference_ap
+    fp32_ap = report.gate.reference_ap
+    assert fp32_ap > 0.1 and report.gate.images == 24 and report.gate.annotations > 0
+    assert json.loads((out / "m.json").read_text())["tf32"] is False and built["tf32"] == [False]
     assert sorted(p.name for p in out.iterdir()) == ["m.engine", "m.json", "m.onnx"]
     for p in (out / "m.engine", out / "m.json"):
         p.unlink()
-    built_from["file"] = blank
-    with pytest.raises(DetnasError, match=r"AP gate FAILED: TensorRT fp32 engine AP 0\.\d+ vs ONNX 0\.\d+ on 24 images") as failure:
-        export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.01))
+
+    int8_file = Path(shutil.copy(int8_export[0], out / "q.onnx"))
+    built["file"] = int8_file
+    report = export_trt(int8_file, out / "q.engine", parity_images=images, gate=gate, reference=trained["fp32"])
+    assert report.parity.precision == "int8" and report.parity.passed and report.parity.candidates > 0
+    assert report.gate.reference_ap == fp32_ap, "the INT8 engine's drop is counted from the FP32 file"
+    for p in (out / "q.engine", out / "q.json"):
+        p.unlink()
+    with pytest.raises(DetnasError, match=r"q\.onnx: the TensorRT int8 engine is judged against the FP32 ONNX file, "
+                                          "but this file is int8"):
+        export_trt(int8_file, out / "q.engine", gate=gate)
+
+    built["file"] = blank  # an engine that lost its detections: parity fails with no gate asked for
+    with pytest.raises(DetnasError, match=r"parity FAILED: TensorRT int8 engine: int8 vs FP32 ONNX on 4 images"):
+        export_trt(int8_file, out / "q.engine", parity_images=images, reference=trained["fp32"])
+    with pytest.raises(DetnasError, match=r"AP gate FAILED: TensorRT fp32 engine AP 0\.\d+ vs FP32 ONNX 0\.\d+ on 24 "
+                                          "images") as failure:
+        export_trt(onnx_file, out / "m.engine", gate=gate)
     assert float(str(failure.value).split("drop ")[1].split()[0]) > 0.01
-    with pytest.raises(DetnasError, match=r"the reference m\.onnx scores AP 0\.\d+ on its 24 images, no more than the allowed drop 0\.5"):
+    with pytest.raises(DetnasError, match=r"the reference m\.onnx scores AP 0\.\d+ on its 24 images, no more than the "
+                                          "allowed drop 0\.5"):
         export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.5))
-    assert [p.name for p in out.iterdir()] == ["m.onnx"], "a refused or failed engine leaves nothing beside its ONNX"
+    assert sorted(p.name for p in out.iterdir()) == ["m.onnx", "q.onnx"], "a failed engine leaves nothing"
 
 
 def _refused(capsys, code: int, out: Path, *fragments: str) -> None:

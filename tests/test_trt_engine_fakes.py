@@ -543,3 +543,26 @@ def test_unsupported_tensorrt_is_one_line_naming_it_and_the_range(version: str, 
     err = capsys.readouterr().err
     assert f"TensorRT {version} is installed" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_bench_rows_record_tf32_and_key_it(monkeypatch, tmp_path: Path) -> None:
+    """The bench builds with the asked TF32 setting, records it in the row's details and keys the cache by it; an
+    engine file's setting comes from its sidecar, unknown (None) without one."""
+    from detnas.bench.backends import BackendOptions, Prepared, latency_backend
+    from detnas.bench.oracle import _engine_tf32
+
+    built = []
+    monkeypatch.setattr(trt_backend, "build_engine", lambda path, engine, **kw: built.append(kw["tf32"]) or engine)
+    monkeypatch.setattr(trt_backend, "prepare_engine", lambda engine, inputs: Prepared(call=lambda i: None, n_inputs=1))
+    backend = latency_backend("trt")
+    for tf32 in (False, True):
+        prepared = backend.prepare_onnx(tmp_path / "m.onnx", [torch.rand(1, 3, 8, 8)], precision="fp32", device="cuda",
+                                        threads=1, options=BackendOptions(tf32=tf32))
+        assert prepared.details["tf32"] is tf32
+    assert built == [False, True]
+    assert [backend.variant(BackendOptions(tf32=v), "cuda") for v in (True, False, None)] == \
+        ["trt:tf32", "trt:no-tf32", "trt:tf32-unknown"]
+    engine = tmp_path / "m.engine"
+    assert _engine_tf32(engine) is None
+    engine.with_suffix(".json").write_text('{"tf32": true}')
+    assert _engine_tf32(engine) is True

@@ -87,6 +87,7 @@ class BackendOptions:
     cuda_graphs: bool = False
     workspace_mb: int = 1024
     timing_cache: Path | None = None
+    tf32: bool | None = False  # trt: FP32 layers may run in TF32 (off so FP32 means FP32; None: an engine's, unknown)
     converters: OnnxConverters | None = field(default=None, compare=False)  # FP16 / INT8 files for ONNX Runtime
 
     def provider(self, device: str) -> str:

@@ -522,6 +522,10 @@ class TrtBackend(LatencyBackend):
     def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
         return True
 
+    def variant(self, options: BackendOptions, device: str) -> str:
+        """TF32 changes the number: it is in the cache key (rows cached before the flag was cleared were TF32)."""
+        return f"trt:{ {True: 'tf32', False: 'no-tf32', None: 'tf32-unknown'}[options.tf32]}"
+
     def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
         import tempfile
@@ -529,5 +533,7 @@ class TrtBackend(LatencyBackend):
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
             engine = build_engine(path, Path(tmp) / "model.engine", precision=precision,
                                   input_shape=tuple(inputs[0].shape), workspace_mb=options.workspace_mb,
-                                  timing_cache=options.timing_cache)
-            return prepare_engine(engine, inputs)
+                                  timing_cache=options.timing_cache, tf32=bool(options.tf32))
+            prepared = prepare_engine(engine, inputs)
+        prepared.details["tf32"] = options.tf32
+        return prepared
