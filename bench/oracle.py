@@ -7,6 +7,7 @@ from the latency cache when one is given.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,7 +124,10 @@ def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None)
         return hit
     protocol = job.protocol
     gpu_index = torch.device(protocol.device).index or 0
-    with torch_threads(protocol.threads):
+    # the asked GPU is the current one while the model is built, its buffers allocated and its runs timed (TensorRT
+    # builds, allocates and enqueues on the current device); the fingerprint below names the same GPU
+    on_device = torch.cuda.device(gpu_index) if protocol.on_gpu else contextlib.nullcontext()
+    with torch_threads(protocol.threads), on_device:
         prepared = prepare()
         before = gpu_state(gpu_index) if protocol.on_gpu else None
         samples = time_prepared(prepared, protocol.warmup, protocol.runs, protocol.clock)

@@ -130,8 +130,8 @@ def export_trt(onnx_path: str | Path, engine_path: str | Path, *, parity_images:
 def _sidecar(trt: Any, meta: ModelMeta, precision: str, onnx_path: str | Path, tf32: bool) -> dict[str, Any]:
     props = meta.to_props()
     return {
-        "tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(0),
-        "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))), "precision": precision,
+        "tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(),  # the current device: the one built on
+        "compute_capability": ".".join(map(str, torch.cuda.get_device_capability())), "precision": precision,
         "tf32": tf32,
         "input": {"name": meta.input.name, "shape": list(meta.input.shape()), "dtype": meta.input.dtype,
                   "layout": meta.input.layout, "value_range": list(meta.input.value_range)},

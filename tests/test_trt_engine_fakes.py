@@ -566,3 +566,42 @@ def test_bench_rows_record_tf32_and_key_it(monkeypatch, tmp_path: Path) -> None:
     assert _engine_tf32(engine) is None
     engine.with_suffix(".json").write_text('{"tf32": true}')
     assert _engine_tf32(engine) is True
+
+
+def test_trt_bench_builds_times_and_fingerprints_the_asked_gpu(monkeypatch, tmp_path: Path) -> None:
+    """--device cuda:1: the engine is built, bound and timed while GPU 1 is the current device, and the fingerprint
+    (the cache key's) is GPU 1's; before, TensorRT built and ran on GPU 0 under GPU 1's fingerprint."""
+    from detnas.bench import oracle
+    from detnas.bench.backends import Prepared
+    from detnas.bench.fingerprint import Fingerprint
+
+    log: list = []
+    current = [0]
+
+    class Device:
+        def __init__(self, device) -> None:  # noqa: ANN001 - an index or a torch.device, as torch.cuda.device takes
+            self.index = device if isinstance(device, int) else torch.device(device).index
+
+        def __enter__(self) -> None:
+            self.before, current[0] = current[0], self.index
+
+        def __exit__(self, *exc: object) -> None:
+            current[0] = self.before
+
+    def fingerprint(device: str, threads: int) -> Fingerprint:
+        log.append(("fingerprint", device))
+        return Fingerprint(f"GPU {torch.device(device).index}", "d", "c", "t", "o", "torch", "cpu", threads)
+
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(oracle, "collect_fingerprint", fingerprint)
+    monkeypatch.setattr(oracle, "gpu_state", lambda index=0: {"index": index})
+    monkeypatch.setattr(trt_backend, "build_engine", lambda path, engine, **kw: log.append(("build", current[0])) or engine)
+    monkeypatch.setattr(trt_backend, "prepare_engine", lambda engine, inputs: log.append(("bind", current[0])) or Prepared(
+        call=lambda i: log.append(("run", current[0])), n_inputs=1))
+    protocol = oracle.TimingProtocol(warmup=1, runs=2, device="cuda:1")
+    result = oracle.measure_onnx(_onnx_file(tmp_path / "m.onnx", "fp32"), [torch.rand(1, 3, 8, 8)], backend="trt",
+                                 protocol=protocol)
+    assert [entry for entry in log if entry[0] != "fingerprint"] == [("build", 1), ("bind", 1)] + [("run", 1)] * 3
+    assert {entry for entry in log if entry[0] == "fingerprint"} == {("fingerprint", "cuda:1")}
+    assert result.fingerprint.device == "GPU 1" and result.details["gpu_before"] == {"index": 1}
+    assert current[0] == 0, "the current device is restored"

@@ -358,7 +358,7 @@ def _pin_fp32_layers(trt: ModuleType, network: Any) -> int:
 def _warn_slow_fp16(precision: str) -> None:
     import torch
 
-    if precision == "fp16" and not capability_has_fast_fp16(torch.cuda.get_device_capability(0)):
+    if precision == "fp16" and not capability_has_fast_fp16(torch.cuda.get_device_capability()):
         warnings.warn("this GPU has no fast FP16; the FP16 engine will not be faster than FP32", PrecisionWarning,
                       stacklevel=3)
 
@@ -528,9 +528,12 @@ class TrtBackend(LatencyBackend):
 
     def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        """Built and bound on `device` (cuda:N): the engine, its stream and buffers belong to that GPU."""
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
+        import torch
+
+        with torch.cuda.device(torch.device(device)), tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
             engine = build_engine(path, Path(tmp) / "model.engine", precision=precision,
                                   input_shape=tuple(inputs[0].shape), workspace_mb=options.workspace_mb,
                                   timing_cache=options.timing_cache, tf32=bool(options.tf32))
