@@ -142,7 +142,7 @@ def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None)
         input_shape=key.input_shape, scope=job.scope.value, warmup=protocol.warmup, threads=protocol.threads,
         source=job.source, label=job.label,
         fingerprint=collect_fingerprint(protocol.device, protocol.threads), details=details,
-        samples_ms=tuple(samples),
+        samples_ms=tuple(samples), transfers=prepared.transfers,
     )
     if cache is not None:
         cache.put(key, result)

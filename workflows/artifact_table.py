@@ -42,6 +42,7 @@ class ArtifactRow:
     cv: float
     images_per_s: float
     produced: bool
+    transfers: str  # host<->device copies in each timed run (none / timed / untimed)
 
 
 @dataclass(frozen=True)
@@ -66,20 +67,27 @@ class ArtifactTable:
                 "rows": [asdict(r) for r in self.rows]}
 
     def header(self) -> tuple[str, ...]:
-        return ("artifact", "precision", "runtime", "AP", "AP50", "median ms", "p90 ms", "images/s", "MB")
+        return ("artifact", "precision", "runtime", "AP", "AP50", "median ms", "p90 ms", "images/s", "MB", "copies")
 
     def cells(self) -> list[tuple[str, ...]]:
         """The rows as the printed / Markdown table shows them (AP in %, as papers report it)."""
         return [(r.artifact + (" (produced)" if r.produced else ""), r.precision, r.runtime, f"{100 * r.ap:.1f}",
                  f"{100 * r.ap50:.1f}", f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.images_per_s:.1f}",
-                 f"{r.file_mb:.2f}") for r in self.rows]
+                 f"{r.file_mb:.2f}", r.transfers) for r in self.rows]
 
     def caption(self) -> str:
         fp, p = self.fingerprint, self.protocol
         return (f"{self.detector} detector, arch {self.arch_hash}; COCO AP on {self.data} ({self.images} images); "
                 f"latency of input {'x'.join(map(str, self.input_shape))} at scope {self.scope}, {p['runs']} runs after "
                 f"{p['warmup']} warm-up, {p['threads']} thread(s), {p['device']}; device {fp.device}, "
-                f"ORT {fp.onnxruntime}, torch {fp.torch}, TensorRT {fp.tensorrt}; fingerprint {fp.hash}")
+                f"ORT {fp.onnxruntime}, torch {fp.torch}, TensorRT {fp.tensorrt}; fingerprint {fp.hash}"
+                + self.mixed_transfers())
+
+    def mixed_transfers(self) -> str:
+        """A warning when the rows' timings differ in whether host<->device copies are inside them, else ''."""
+        kinds = sorted({r.transfers for r in self.rows})
+        return "" if len(kinds) < 2 else (f"; NOT LIKE FOR LIKE: host<->device copies are {' / '.join(kinds)} "
+                                          "across rows (column 'copies')")
 
     def markdown(self) -> str:
         lines = ["| " + " | ".join(self.header()) + " |", "|" + "|".join("---" for _ in self.header()) + "|"]
@@ -181,7 +189,7 @@ def _row(artifact: Artifact, metrics: dict[str, float], result: LatencyResult) -
     s = result.stats
     return ArtifactRow(artifact.name, str(artifact.path), artifact.runtime, artifact.precision,
                        _size_mb(artifact.path), metrics["AP"], metrics["AP50"], s.median_ms, s.p90_ms,
-                       s.cv, 1000 * result.batch / s.median_ms, artifact.produced)
+                       s.cv, 1000 * result.batch / s.median_ms, artifact.produced, result.transfers)
 
 
 def _eager(weights: Path, meta: ModelMeta, fp32: Path, proposals: int | None, inputs: list[torch.Tensor], kind: str,

@@ -36,6 +36,14 @@ class Prepared:
     details: dict[str, Any] = field(default_factory=dict)
     cuda_stream: Any = None
     keepalive: Any = None  # objects (engine, device buffers) that must outlive asynchronous runs
+    transfers: str = "none"  # one of TRANSFERS: whether each timed run includes host<->device copies
+
+
+#: whether a timed run includes host<->device copies: "none" (the model runs on the host, nothing to copy),
+#: "timed" (each run copies its inputs to the GPU and its outputs back, inside the timing), "untimed" (inputs
+#: already on the GPU, outputs left there, as TensorRT and torch on a GPU time). Latencies of different kinds are
+#: not like for like: at 800x1344 the FP32 input alone is 12.9 MB, 1-2 ms of copy against a few-ms engine.
+TRANSFERS: tuple[str, ...] = ("none", "timed", "untimed")
 
 
 CLOCKS: tuple[str, ...] = ("wall", "thread-cpu")
@@ -88,10 +96,16 @@ class BackendOptions:
     workspace_mb: int = 1024
     timing_cache: Path | None = None
     tf32: bool | None = False  # trt: FP32 layers may run in TF32 (off so FP32 means FP32; None: an engine's, unknown)
+    io_binding: bool | None = None  # ort on a GPU provider: inputs bound on the device, copies untimed (None: on for GPUs)
     converters: OnnxConverters | None = field(default=None, compare=False)  # FP16 / INT8 files for ONNX Runtime
 
     def provider(self, device: str) -> str:
         return self.ort_provider or ("cuda" if device.startswith("cuda") else "cpu")
+
+    def binds_io(self, device: str) -> bool:
+        """Whether ONNX Runtime times with its inputs already on the GPU (I/O binding): the default on a GPU
+        provider, like TensorRT and torch; never on the CPU provider, where there is nothing to copy."""
+        return self.provider(device) != "cpu" and self.io_binding is not False
 
     def variant(self, backend: str, device: str) -> str:
         return latency_backend(backend).variant(self, device)

@@ -47,8 +47,9 @@ def check_providers(requested: str, in_use: Sequence[str]) -> None:
         )
 
 
-def open_session(model: str | Path, provider: str, threads: int, precision: str = "fp32") -> Any:
-    """An InferenceSession on exactly `provider` with fixed intra-op threads and sequential execution."""
+def open_session(model: str | Path, provider: str, threads: int, precision: str = "fp32", device_id: int = 0) -> Any:
+    """An InferenceSession on exactly `provider` (a GPU one on GPU `device_id`) with fixed intra-op threads and
+    sequential execution."""
     import onnxruntime as ort
 
     requested = provider_for(provider)
@@ -61,6 +62,8 @@ def open_session(model: str | Path, provider: str, threads: int, precision: str 
     if requested == "TensorrtExecutionProvider":
         provider_options = {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
                             "trt_engine_cache_path": str(Path(tempfile.gettempdir()) / "detnas-ort-trt-cache")}
+    if requested != "CPUExecutionProvider":
+        provider_options["device_id"] = device_id
     try:
         session = ort.InferenceSession(str(model), options, providers=[(requested, provider_options)])
     except Exception as exc:  # ORT raises several pybind types (InvalidProtobuf, Fail, NoSuchFile) for one cause
@@ -76,10 +79,15 @@ def input_precision(session: Any) -> str:
 
 
 def prepare_ort(
-    model: str | Path, inputs: Sequence[np.ndarray], *, provider: str, threads: int, precision: str
+    model: str | Path, inputs: Sequence[np.ndarray], *, provider: str, threads: int, precision: str,
+    io_binding: bool = False, device_id: int = 0,
 ) -> Prepared:
-    """Open a checked session and return a runner; FP16 must be baked into the ONNX file except on TensorRT EP."""
-    session = open_session(model, provider, threads, precision)
+    """Open a checked session and return a runner; FP16 must be baked into the ONNX file except on TensorRT EP.
+
+    `io_binding`: the input batches are placed on the provider's device once, before timing, and the outputs are
+    left there (ORT's I/O binding), so a run times what TensorRT's does; without it every run copies host numpy
+    in and out, inside the timing."""
+    session = open_session(model, provider, threads, precision, device_id)
     model_inputs = session.get_inputs()
     if len(model_inputs) != 1:
         raise DetnasError(f"{model}: the ONNX model has {len(model_inputs)} inputs; the oracle feeds one image batch")
@@ -93,14 +101,37 @@ def prepare_ort(
     name = model_inputs[0].name
     dtype = np.float16 if file_precision == "fp16" else np.float32
     feeds = [{name: np.ascontiguousarray(x, dtype=dtype)} for x in inputs]
+    details = {"providers": session.get_providers(), "intra_op_threads": threads, "inter_op_threads": 1,
+               "graph_optimization": "ORT_ENABLE_ALL", "io_binding": io_binding}
+    keep: Any = feeds
+    if io_binding:
+        call, binding = _bound_runner(session, [feed[name] for feed in feeds], name,
+                                      "cpu" if provider == "cpu" else "cuda", device_id)
+        keep = (feeds, binding)
+    else:
+        def call(i: int) -> None:
+            session.run(None, feeds[i])
+
+    transfers = "none" if provider == "cpu" else "untimed" if io_binding else "timed"
+    return Prepared(call=call, n_inputs=len(feeds), details=details, keepalive=keep, transfers=transfers)
+
+
+def _bound_runner(session: Any, batches: list[np.ndarray], name: str, device: str, device_id: int) -> tuple[Any, Any]:
+    """(call(i), the I/O binding): call(i) runs on batch i, already on `device` (copied once here), with the
+    outputs allocated there and left in the binding."""
+    import onnxruntime as ort
+
+    placed = [ort.OrtValue.ortvalue_from_numpy(batch, device, device_id) for batch in batches]
+    binding = session.io_binding()
+    for output in session.get_outputs():
+        binding.bind_output(output.name, device, device_id)
 
     def call(i: int) -> None:
-        session.run(None, feeds[i])
+        binding.bind_ortvalue_input(name, placed[i])
+        session.run_with_iobinding(binding)
 
-    details = {"providers": session.get_providers(), "intra_op_threads": threads, "inter_op_threads": 1,
-               "graph_optimization": "ORT_ENABLE_ALL",
-               "transfers": "host numpy in and out (on a GPU provider the copies are timed)"}
-    return Prepared(call=call, n_inputs=len(feeds), details=details)
+    call.placed = placed  # type: ignore[attr-defined]  # the device copies live as long as the runner
+    return call, binding
 
 
 @LATENCY_BACKENDS.register("ort")
@@ -111,18 +142,22 @@ class OrtBackend(LatencyBackend):
     title = "ONNX Runtime"
 
     def variant(self, options: BackendOptions, device: str) -> str:
-        return f"ort:{options.provider(device)}"
+        """I/O binding changes what a GPU run includes (the copies), so it is part of the key."""
+        return f"ort:{options.provider(device)}" + (":iobinding" if options.binds_io(device) else "")
 
     def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
         return options.provider(device) == "cuda"
 
     def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        import torch
+
         provider = options.provider(device)
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
             model, seconds = _precision_file(path, Path(tmp), precision, provider, calibration, options.converters)
             prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=threads,
-                                   precision=precision)
+                                   precision=precision, io_binding=options.binds_io(device),
+                                   device_id=torch.device(device).index or 0 if provider != "cpu" else 0)
         if seconds is not None:
             prepared.details["convert_seconds"] = round(seconds, 3)
         return prepared

@@ -441,7 +441,7 @@ def open_engine(engine_path: str | Path, inputs: Sequence[Any]) -> EngineIO:
     details = {"tensorrt": trt.__version__, "api": "execute_async_v3", "io": io, "engine": str(path),
                "transfers": "inputs already on the GPU, outputs left there (not timed)"}
     prepared = Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=stream,
-                        keepalive=(engine, context, batches, outputs))
+                        keepalive=(engine, context, batches, outputs), transfers="untimed")
     return EngineIO(prepared, batches, outputs)
 
 
