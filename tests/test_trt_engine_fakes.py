@@ -7,6 +7,7 @@ a call the table (checked against the real bindings by tests/test_trt_api.py) do
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import sys
 import types
@@ -554,10 +555,11 @@ def test_bench_rows_record_tf32_and_key_it(monkeypatch, tmp_path: Path) -> None:
     built = []
     monkeypatch.setattr(trt_backend, "build_engine", lambda path, engine, **kw: built.append(kw["tf32"]) or engine)
     monkeypatch.setattr(trt_backend, "prepare_engine", lambda engine, inputs: Prepared(call=lambda i: None, n_inputs=1))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     backend = latency_backend("trt")
     for tf32 in (False, True):
-        prepared = backend.prepare_onnx(tmp_path / "m.onnx", [torch.rand(1, 3, 8, 8)], precision="fp32", device="cuda",
-                                        threads=1, options=BackendOptions(tf32=tf32))
+        prepared = backend.prepare_onnx(_onnx_file(tmp_path / "m.onnx", "fp32"), [torch.rand(1, 3, 8, 8)],
+                                        precision="fp32", device="cuda", threads=1, options=BackendOptions(tf32=tf32))
         assert prepared.details["tf32"] is tf32
     assert built == [False, True]
     assert [backend.variant(BackendOptions(tf32=v), "cuda") for v in (True, False, None)] == \
@@ -605,3 +607,35 @@ def test_trt_bench_builds_times_and_fingerprints_the_asked_gpu(monkeypatch, tmp_
     assert {entry for entry in log if entry[0] == "fingerprint"} == {("fingerprint", "cuda:1")}
     assert result.fingerprint.device == "GPU 1" and result.details["gpu_before"] == {"index": 1}
     assert current[0] == 0, "the current device is restored"
+
+
+def test_trt_bench_times_the_file_that_ships_at_reduced_precision(monkeypatch, tmp_path: Path) -> None:
+    """An arch (a module) timed at FP16 / INT8 on TensorRT: the engine is built from its FP32 export converted as
+    `detnas export --precision` converts it (FP16 network with FP32 inputs and post-processing; INT8 QDQ from the
+    calibration batches), never from `module.half()`; without the converters it is refused with the reason."""
+    from detnas.bench.backends import BackendOptions, Prepared, latency_backend
+    from detnas.export.converters import onnx_converters
+
+    built = []
+
+    def build(path, engine, **kw):  # noqa: ANN001, ANN202
+        model = onnx.load(str(path))
+        built.append((kw["precision"], onnx_precision(path), model.graph.input[0].type.tensor_type.elem_type))
+        return engine
+
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(trt_backend, "build_engine", build)
+    monkeypatch.setattr(trt_backend, "prepare_engine", lambda engine, inputs: Prepared(call=lambda i: None, n_inputs=1))
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    inputs = [torch.rand(1, 3, 16, 16)]
+    backend, options = latency_backend("trt"), BackendOptions(converters=onnx_converters())
+    for precision in ("fp16", "int8"):
+        prepared = backend.prepare_module(module, inputs, precision=precision, device="cuda:0", threads=1,
+                                          options=options, calibration=inputs)
+        assert prepared.details["convert_seconds"] >= 0
+    assert built == [("fp16", "fp16", TensorProto.FLOAT), ("int8", "int8", TensorProto.FLOAT)]
+    with pytest.raises(DetnasError, match="--precision int8 on TensorRT times model.onnx converted as detnas export"):
+        backend.prepare_module(module, inputs, precision="int8", device="cuda:0", threads=1, options=BackendOptions(),
+                               calibration=inputs)
+    with pytest.raises(DetnasError, match="INT8 needs calibration data"):
+        backend.prepare_module(module, inputs, precision="int8", device="cuda:0", threads=1, options=options)

@@ -125,22 +125,15 @@ class LatencyBackend:
         """The backend's settings that change the number (part of the latency cache key)."""
         return self.name
 
-    def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
-        """Whether FP16 must be in the exported file (the runtime runs a file's own precision)."""
-        return False
-
     def prepare_module(self, module: nn.Module, inputs: Sequence[torch.Tensor], *, precision: str, device: str,
                        threads: int, options: BackendOptions,
                        calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
-        import copy
-
+        """The module exported to an FP32 ONNX file, which `prepare_onnx` converts to `precision` as `detnas export`
+        does (`bench.precision.precision_file`): the FP16 / INT8 file that would ship, not `module.half()`."""
         from detnas.bench.models import module_to_onnx
 
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-            if precision == "fp16" and self.bakes_fp16(options, device):
-                onnx_path = module_to_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
-            else:
-                onnx_path = module_to_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
+            onnx_path = module_to_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
             return self.prepare_onnx(onnx_path, inputs, precision=precision, device=device, threads=threads, options=options,
                                      calibration=calibration)
 

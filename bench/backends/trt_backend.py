@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
-from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
+from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16, precision_file
 from detnas.bench.result import PRECISIONS
 from detnas.errors import DetnasError
 from detnas.io import atomic_path
@@ -513,14 +513,12 @@ def bind_io(trt: ModuleType, api: NamedTensors, batches: list[Any], stream: Any,
 
 @LATENCY_BACKENDS.register("trt")
 class TrtBackend(LatencyBackend):
-    """A TensorRT engine built here for the inputs' shape; it runs the precision the file carries (an INT8 engine
-    needs a QDQ file), so FP16 is baked into the export."""
+    """A TensorRT engine built here for the inputs' shape from the file at the asked precision: the file itself when
+    it carries it, else the FP32 file converted as `detnas export --precision` converts it (INT8 with the
+    calibration batches)."""
 
     title = "TensorRT"
     gpu_only = True
-
-    def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
-        return True
 
     def variant(self, options: BackendOptions, device: str) -> str:
         """TF32 changes the number: it is in the cache key (rows cached before the flag was cleared were TF32)."""
@@ -534,9 +532,12 @@ class TrtBackend(LatencyBackend):
         import torch
 
         with torch.cuda.device(torch.device(device)), tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-            engine = build_engine(path, Path(tmp) / "model.engine", precision=precision,
+            model, seconds = precision_file(path, Path(tmp), precision, calibration, options.converters, "TensorRT")
+            engine = build_engine(model, Path(tmp) / "model.engine", precision=precision,
                                   input_shape=tuple(inputs[0].shape), workspace_mb=options.workspace_mb,
                                   timing_cache=options.timing_cache, tf32=bool(options.tf32))
             prepared = prepare_engine(engine, inputs)
         prepared.details["tf32"] = options.tf32
+        if seconds is not None:
+            prepared.details["convert_seconds"] = round(seconds, 3)
         return prepared
