@@ -420,6 +420,36 @@ def test_tensorrt_engine_is_judged_against_the_fp32_file(trained, int8_export, t
     assert sorted(p.name for p in out.iterdir()) == ["m.onnx", "q.onnx"], "a failed engine leaves nothing"
 
 
+def test_cli_gates_an_int8_engine_against_fp32(trained, tmp_path, monkeypatch):
+    """`detnas export --precision int8 --format trt`: the engine is gated against the FP32 file the CLI keeps aside
+    while the engine is built (the reference AP is the INT8 file's own FP32 reference AP), not against the INT8
+    file; the kept copy is gone afterwards. The fake build copies the INT8 file, which runs on ONNX Runtime."""
+    import detnas.bench.backends.trt_backend as trt_backend
+    import detnas.export.runtime as runtime
+
+    class FakeTensorRT:
+        __version__ = "10.3.0"
+
+    monkeypatch.setattr(trt_backend, "require_tensorrt", lambda: FakeTensorRT)
+    monkeypatch.setattr(trt_backend, "build_engine",
+                        lambda onnx_path, engine, input_shape, tf32: shutil.copy(onnx_path, engine))
+    monkeypatch.setattr(runtime, "engine_runner", lambda path, device="cuda": runtime.onnx_runner(path, "cpu"))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (9, 0))
+    out = tmp_path / "q.onnx"
+    code = _export(trained, out, "--precision", "int8", "--calib-count", str(CALIB_IMAGES), "--format", "trt",
+                   "--json", str(tmp_path / "export.json"))
+    assert code == 0
+    document = json.loads((tmp_path / "export.json").read_text())
+    engine, reduced = document["tensorrt"], document["precision"]
+    assert engine["precision"] == "int8" and engine["tf32"] is False and engine["parity"]["passed"]
+    assert engine["gate"]["reference_ap"] == reduced["gate"]["reference_ap"], "gated against FP32, not the INT8 file"
+    assert engine["gate"]["candidate_ap"] == reduced["gate"]["candidate_ap"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "q.engine", "q.json", "q.onnx",
+                                                          "q.precision.json"], "the kept FP32 copy is removed"
+
+
 def _refused(capsys, code: int, out: Path, *fragments: str) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
@@ -453,7 +483,41 @@ def test_bad_precision_requests_are_one_line_errors(trained, tmp_path, capsys):
     demo = trained["demo"]
     _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-images", str(demo.val_images),
                              "--calib-count", "4"), out,
-             "--gate-images", "calibrate on training images")
+             "are images of --gate-ann", "calibrate on training images")
+
+
+def test_calibration_overlap_is_judged_by_name_and_content_not_folder(tmp_path):
+    """Two disjoint splits in one folder do not overlap (the old folder test refused them); a copy of an evaluation
+    image under another name in another folder does (the old test let it through)."""
+    shared = tmp_path / "images"
+    shared.mkdir()
+    for i in range(6):
+        Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(shared / f"{i}.png")
+    ann = tmp_path / "val.json"
+    ann.write_text(json.dumps({"images": [{"id": i, "file_name": f"{i}.png", "width": 32, "height": 32} for i in (4, 5)],
+                               "annotations": [], "categories": [{"id": 1, "name": "thing"}]}))
+    train = tmp_path / "train"
+    train.mkdir()
+    for i in range(4):
+        shutil.copy(shared / f"{i}.png", train / f"{i}.png")
+
+    def request(calib: Path, count: int):
+        return precision_request("int8", weights=tmp_path / "w", calib_data=calib, calib_images=count,
+                                 calib_method="average", gate_data=ann, gate_images=shared, max_ap_drop=0.01,
+                                 dynamic_batch=False)
+
+    only_train = tmp_path / "same_folder"
+    only_train.mkdir()
+    for i in range(4):  # the training split of a folder the evaluation split shares, by name
+        (only_train / f"{i}.png").symlink_to(shared / f"{i}.png")
+    assert len(request(only_train, 4).calibration.files) == 4
+    shutil.copy(shared / "5.png", train / "renamed.png")  # an evaluation image, copied and renamed
+    with pytest.raises(DetnasError, match=r"1 calibration images \(e\.g\. renamed\.png\) are images of --gate-ann"):
+        request(train, 5)
+    (train / "renamed.png").unlink()
+    shutil.copy(shared / "0.png", train / "4.png")  # another image under an evaluation image's name
+    with pytest.raises(DetnasError, match=r"\(e\.g\. 4\.png\) are images of --gate-ann"):
+        request(train, 5)
 
 
 def _weights_and_meta(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict]:
