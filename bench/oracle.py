@@ -117,6 +117,18 @@ def _validate(backend: str, precision: str, protocol: TimingProtocol, calibratio
         raise DetnasError("inputs must be one or more [B, 3, H, W] batches of the same shape")
 
 
+def _check_module_fp16(backend: str, precision: str, scope: Scope) -> None:
+    """A backend that runs the torch module itself times FP16 as `module.half()`: box decoding, NMS and RoiAlign in
+    FP16, which no shipped FP16 file does (it keeps post-processing in FP32). Refused where the scope holds them."""
+    from detnas.bench.backends import LatencyBackend
+
+    runs_module = type(latency_backend(backend)).prepare_module is not LatencyBackend.prepare_module
+    if precision == "fp16" and runs_module and scope in (Scope.NETWORK_NMS, Scope.END_TO_END):
+        raise DetnasError(f"--backend {backend} --precision fp16 at scope {scope.value}: the {backend} backend would "
+                          "time module.half(), with box decoding, NMS and RoiAlign in FP16, not the FP16 file detnas "
+                          "export ships (post-processing in FP32); time --backend ort or trt, or --scope network")
+
+
 def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None) -> LatencyResult:
     """Serve from the cache or prepare, time and summarise; GPU clocks / throttling are read around the runs."""
     key = job.key()
@@ -178,6 +190,7 @@ def measure_module(
     Caching needs a stable `source` id (e.g. 'arch:<hash>'); without one the module is always timed.
     """
     _validate(backend, precision, protocol, calibration, inputs)
+    _check_module_fp16(backend, precision, scope)
     job = _Job(backend, precision, scope, protocol, options, source or f"module:{type(module).__name__}", label,
                inputs, input_kind)
     return _run(job, lambda: prepare_module(module, inputs, backend=backend, precision=precision, protocol=protocol,
@@ -199,6 +212,7 @@ def measure_arch(
     """
     inputs = list(images) if images else random_batches(batch, size)
     _validate(backend, precision, protocol, calibration, inputs)
+    _check_module_fp16(backend, precision, scope)
     backbone = scope is Scope.BACKBONE
     if backbone:
         source, network = f"arch:{arch.hash}", ""

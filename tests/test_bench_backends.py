@@ -342,3 +342,18 @@ def test_bench_compare_flags_mixed_copy_protocols(tiny_onnx: Path, tmp_path: Pat
     assert [cells[-1] for cells in table.cells()] == ["timed", "untimed"]
     assert "NOT LIKE FOR LIKE" not in ArtifactTable(*[getattr(table, f) for f in (
         "detector", "arch_hash", "data", "images", "input_shape", "scope", "protocol", "fingerprint")], rows=tuple(rows[:1])).caption()
+
+
+def test_torch_fp16_with_post_processing_is_refused_with_the_reason() -> None:
+    """module.half() would run NMS and RoiAlign in FP16, which the shipped FP16 file never does."""
+    from detnas.arch import sample_arch
+    from detnas.space import get_space
+
+    arch = sample_arch(get_space("detnas-300m"), 0)
+    with pytest.raises(DetnasError, match="would time module.half\\(\\), with box decoding, NMS and RoiAlign in FP16"):
+        measure_module(_tiny(), random_batches(1, (32, 32)), backend="torch", precision="fp16", scope=Scope.NETWORK_NMS,
+                       protocol=QUICK)
+    from detnas.bench.oracle import measure_arch
+
+    with pytest.raises(DetnasError, match="time --backend ort or trt, or --scope network"):
+        measure_arch(arch, size=(64, 64), backend="torch", precision="fp16", scope=Scope.END_TO_END, protocol=QUICK)
