@@ -111,11 +111,15 @@ def _size_mb(path: Path) -> float:
 
 
 def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: Path | None,
-            calib_images: int) -> tuple[Path, bool]:
+            calib_images: int, evaluated: tuple[Path, Path] | None = None) -> tuple[Path, bool]:
     """`<stem>.<precision>.onnx` next to the FP32 file: reused when present, else converted as `detnas export
-    --precision` does (INT8 calibrates on --calib-images, else on the checkpoint's training split)."""
+    --precision` does (INT8 calibrates on --calib-images, else on the checkpoint's training split, with export's
+    default range method). `evaluated` (COCO json, image folder): the images the table scores, which no
+    calibration image may be (by name or content), or the INT8 row's AP would be measured on its own ranges."""
     from detnas.bench.backends.trt_backend import onnx_precision
-    from detnas.export.precision import precision_request, write_precision
+    from detnas.export.precision import DEFAULT_CALIB_METHOD, Gate, precision_request, write_precision
+    from detnas.export.precision.request import evaluated_files
+    from detnas.images import shared_images
 
     target = fp32_onnx.with_name(f"{fp32_onnx.stem}.{precision}.onnx")
     if target.is_file():
@@ -125,8 +129,14 @@ def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: P
     if weights is None and calib_data is None and precision == "int8":
         raise DetnasError("--convert int8 needs calibration images: pass --calib-images DIR or --weights CKPT of a run")
     request = precision_request(precision, weights=weights or fp32_onnx, calib_data=calib_data, calib_images=calib_images,
-                                calib_method="minmax", gate_data=None, gate_images=None, max_ap_drop=0.0,
+                                calib_method=DEFAULT_CALIB_METHOD, gate_data=None, gate_images=None, max_ap_drop=0.0,
                                 dynamic_batch=False)
+    if request.calibration is not None and evaluated is not None:
+        ann, images = evaluated
+        if overlap := shared_images(list(request.calibration.files), evaluated_files(Gate(ann, images, 0.0))):
+            raise DetnasError(f"--calib-images: {len(overlap)} calibration images (e.g. {overlap[0].name}) are images "
+                              f"of --ann {ann} the table scores (same file name or content); calibrate on training "
+                              "images")
     write_precision(fp32_onnx, target, request)
     return target, True
 
@@ -152,7 +162,7 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     meta = read_onnx_meta(fp32[0])
     for precision in convert:
         if precision not in {a.precision for a in artifacts}:
-            path, produced = produce(fp32[0], precision, weights, calib_data, calib_images)
+            path, produced = produce(fp32[0], precision, weights, calib_data, calib_images, (data, images))
             artifacts.append(Artifact(f"ONNX {precision.upper()}", path, "onnxruntime", precision, produced))
     for artifact in artifacts:  # a reused converted file too
         other = read_onnx_meta(artifact.path)
