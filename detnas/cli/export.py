@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 
 from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option
 from detnas.console import plain_console, quiet_onnxruntime
+from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
+from detnas.export.api import PARITY_IMAGES
 from detnas.export.precision.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, PERCENTILE
-from detnas.search.evaluators import BN_BATCH, BN_IMAGES
-
-if TYPE_CHECKING:
-    from detnas.export.source import ExportSource
-    from detnas.export.trt_lint import LintReport
 
 console = plain_console()
-PARITY_IMAGES = 4
 
 
 export_app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
@@ -92,82 +86,31 @@ def export_cmd(
     ONNX file is linted for TensorRT's ONNX parser (`detnas export check` runs the lint alone)."""
     if ctx.invoked_subcommand is not None:
         return
-    from detnas.errors import DetnasError
-    from detnas.export.onnx_export import check_size, export_onnx
-    from detnas.export.precision import precision_request, reduce_exported
-    from detnas.export.trt import check_trt_request, export_trt
-    from detnas.images import image_files, read_image
+    from detnas.export.api import (
+        BnData,
+        EngineOptions,
+        ExportRequest,
+        GraphOptions,
+        ParityOptions,
+        PrecisionOptions,
+        SourceOptions,
+        run_export,
+    )
 
-    if format == "onnx" and device not in (None, "cpu"):
-        raise DetnasError(f"--device {device}: the ONNX export traces and checks parity on the CPU; a GPU device "
-                          "goes with --format trt")
-    if format == "trt" and device == "cpu":
-        raise DetnasError("--device cpu: a TensorRT engine is built on a GPU; pass --device cuda or cuda:N")
-    if out is None or out.suffix != ".onnx":
-        raise DetnasError(f"--out{f' {out}' if out else ''}: give the ONNX file name ending in .onnx (the engine goes "
-                          "next to it)")
-    trt_version = None
-    if format == "trt":
-        from detnas.bench.backends.trt_backend import require_tensorrt
-
-        check_trt_request(dynamic_batch)
-        trt_version = require_tensorrt().__version__  # before the ONNX export: without TensorRT nothing is written
-    if (gate_ann is None) != (gate_images is None):
-        raise DetnasError("--gate-ann and --gate-images go together (COCO json and its image folder)")
-    if parity_images is None and parity and not random_init:
-        raise DetnasError("pass --parity-images DIR (real images for the ONNX Runtime vs PyTorch check) or "
-                          "--no-parity")
-    request = precision_request(precision, weights=weights, calib_data=calib_images, calib_images=calib_count,
-                                calib_method=calib_method, gate_data=gate_ann, gate_images=gate_images,
-                                max_ap_drop=max_ap_drop, dynamic_batch=dynamic_batch)
-    if request.gate is not None and not request.reduced and format == "onnx":
-        raise DetnasError("--gate-ann: an FP32 ONNX export has nothing to gate (it is the reference); the AP gate "
-                          "judges a --precision fp16/int8 file or a --format trt engine")
-    recalibration = BnData(bn_ann, bn_images, bn_count, bn_batch) if bn_ann or bn_images else None
-    source, meta = _export_source(weights, arch, random_init, detector, num_classes, proposals, recalibration)
-    if size is not None:
-        check_size(size)
-    height, width = size or _default_size(meta)
-    parity_files = image_files(parity_images)[:PARITY_IMAGES] if parity_images and parity else []
-    parity_inputs = [read_image(f) for f in parity_files]
-    if random_init and parity and not parity_inputs:
-        parity_inputs = _seeded_images(1 if dynamic_batch else batch, height, width)
-    report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.detector_kind,
-                         pixels=source.pixels, batch=batch, dynamic_batch=dynamic_batch,
-                         max_detections=max_detections, score_thresh=score_thresh, nms_thresh=nms_thresh,
-                         parity_images=parity_inputs, simplify=simplify, box_tol=box_tol,
-                         score_tol=score_tol,
-                         # random weights leave few detections: parity rests on the head outputs before NMS
-                         min_detections=0 if random_init else min_parity_detections)
-    console.print(f"ONNX: {report.path}  input {list(report.meta.input.shape())}"
-                  f"{' (dynamic batch)' if dynamic_batch else ''}, {report.nodes} nodes, traced in "
-                  f"{report.export_seconds:.1f} s", highlight=False, soft_wrap=True)
-    for note in report.notes:
-        console.print(f"  {note}", highlight=False, soft_wrap=True)
-    if report.parity is not None:
-        console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
-    reduced = None
-    if request.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
-        reduced = reduce_exported(out, request, parity_inputs)
-        _print_precision(reduced)
-    lint_reports = _lint_written(out, trt_version)
-    trt = None
-    if format == "trt":
-        import torch
-
-        with torch.cuda.device(torch.device(device or "cuda")):
-            trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate=request.gate)
-        console.print(f"TensorRT {trt.precision}: {trt.engine} (sidecar {trt.sidecar})", highlight=False, soft_wrap=True)
-        if trt.parity is not None:
-            console.print(f"  parity: {trt.parity.summary()}", highlight=False, soft_wrap=True)
-        if trt.gate is not None:
-            console.print(f"  AP gate passed: engine {trt.gate.summary('ONNX')}", highlight=False, soft_wrap=True)
-    if json_out is not None:
-        from detnas.jsonout import write_document
-
-        write_document(json_out, "detnas.export/2", {
-            "onnx": report.to_dict(), "precision": reduced.to_dict() if reduced else None,
-            "lint": [lint.to_dict() for lint in lint_reports], "tensorrt": trt.to_dict() if trt else None})
+    bn = BnData(bn_ann, bn_images, bn_count, bn_batch) if bn_ann or bn_images else None
+    request = ExportRequest(
+        out=out, json_out=json_out,
+        source=SourceOptions(weights=weights, arch=arch, bn=bn, random_init=random_init, detector=detector,
+                             num_classes=num_classes, proposals=proposals),
+        graph=GraphOptions(size=size, batch=batch, dynamic_batch=dynamic_batch, max_detections=max_detections,
+                           score_thresh=score_thresh, nms_thresh=nms_thresh, simplify=simplify),
+        parity=ParityOptions(images=parity_images, check=parity, box_tol=box_tol, score_tol=score_tol,
+                             min_detections=min_parity_detections),
+        precision=PrecisionOptions(precision=precision, calib_images=calib_images, calib_count=calib_count,
+                                   calib_method=calib_method, gate_ann=gate_ann, gate_images=gate_images,
+                                   max_ap_drop=max_ap_drop),
+        engine=EngineOptions(format=format, device=device))
+    run_export(request, log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
 
 
 @export_app.command("check")
@@ -187,111 +130,6 @@ def check_cmd(
             console.print(f"  {finding.line()}", markup=False, highlight=False, soft_wrap=True)
     if not all(report.passed for report in reports):
         raise typer.Exit(2)
-
-
-ONNX_LINT_NOTE_VERSIONS = ("10.3", "11")
-
-
-def _lint_written(out: Path, trt_version: str | None) -> list[LintReport]:
-    """Lint the written ONNX file: refuse (one line, exit 2) before an engine build for the installed TensorRT;
-    otherwise note the result for the current parsers. Returns the reports."""
-    from detnas.export.trt_lint import lint, refuse_if_rejected
-
-    if trt_version is not None:
-        report = refuse_if_rejected(out, trt_version)
-        console.print(f"  TensorRT {trt_version} parser lint: {report.summary()}", markup=False, highlight=False)
-        return [report]
-    reports = lint(out, ONNX_LINT_NOTE_VERSIONS)
-    for report in reports:
-        first = f"; first: {report.findings[0].line()} (all: detnas export check {out})" if report.findings else ""
-        console.print(f"  note: TensorRT {report.version} parser lint {report.summary()}{first}", markup=False,
-                      highlight=False, soft_wrap=True)
-    return reports
-
-
-@dataclass(frozen=True)
-class BnData:
-    """`--bn-ann/--bn-images/--bn-count/--bn-batch`: training images a supernet path's BN statistics come from."""
-
-    ann: Path | None
-    images: Path | None
-    count: int
-    batch: int
-
-
-def _export_source(weights: Path | None, arch: str | None, random_init: bool, detector: str | None,
-                   num_classes: int | None, proposals: int, bn: BnData | None = None) -> tuple[ExportSource, dict]:
-    """(the detector to export, its checkpoint sidecar or {} for --random-init)."""
-    from detnas.arch import resolve_arch
-    from detnas.checkpoint import load_meta
-    from detnas.detection import DETECTOR_KINDS
-    from detnas.errors import DetnasError
-    from detnas.export.source import load_export_source, random_init_source
-
-    if not random_init:
-        if weights is None:
-            raise DetnasError("--weights: pass a detection checkpoint, or --arch NAME --random-init for an untrained "
-                              "detector")
-        if detector is not None or num_classes is not None:
-            raise DetnasError("--detector / --num-classes go with --random-init; a checkpoint names its own")
-        meta = load_meta(weights)
-        if meta.get("kind") == "supernet-det" and arch is not None:
-            return _recalibrated_path(weights, resolve_arch(arch), proposals, bn, meta), meta
-        if bn is not None:
-            raise DetnasError(f"--bn-ann / --bn-images: {weights} is a {meta.get('kind')} checkpoint whose BN "
-                              "statistics are its own; they re-estimate a supernet path's only, drop them")
-        return load_export_source(weights, resolve_arch(arch) if arch else None, proposals), meta
-    if weights is not None:
-        raise DetnasError("--weights and --random-init exclude each other: drop one")
-    if arch is None:
-        raise DetnasError("--random-init needs --arch NAME (a released name, arch file or inline JSON)")
-    kind = detector or "fpn"
-    if kind not in DETECTOR_KINDS:
-        raise DetnasError(f"--detector {kind}: choose one of {', '.join(DETECTOR_KINDS)}")
-    return random_init_source(resolve_arch(arch), kind, 80 if num_classes is None else num_classes, proposals), {}
-
-
-def _recalibrated_path(weights: Path, arch: Any, proposals: int, bn: BnData | None, meta: dict) -> ExportSource:
-    """A supernet path as the search scored it: materialised, BN statistics re-estimated on the training images."""
-    from detnas.errors import DetnasError
-    from detnas.export.source import detector_source
-    from detnas.search.evaluators import recalibrated_path
-
-    if bn is None or bn.ann is None or bn.images is None:
-        raise DetnasError(f"--arch on the supernet {weights}: its BN statistics mix every path, so the file would not "
-                          "be the detector the search scored; pass --bn-ann JSON --bn-images DIR (the supernet-training "
-                          "split the search used) or export a retrained child checkpoint")
-    return detector_source(recalibrated_path(weights, arch, bn.ann, bn.images, bn.count, bn.batch, proposals), meta)
-
-
-def _seeded_images(count: int, height: int, width: int) -> list[Any]:
-    """Seeded random uint8 images at the model size: inputs for the pre-NMS parity of an untrained detector."""
-    import torch
-
-    generator = torch.Generator().manual_seed(0)
-    return [torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator) for _ in range(count)]
-
-
-def _print_precision(report: Any) -> None:
-    from detnas.export.precision import report_path
-
-    info = report.info
-    cut = f" {info.calib_percentile:g}" if info.calib_percentile is not None else ""
-    calibrated = f", {info.calib_method}{cut} ranges from {info.calib_images} images" if info.calib_method else ""
-    console.print(f"{info.precision.upper()}: {report.path} (converted in {report.convert_seconds:.1f} s{calibrated}; "
-                  f"report {report_path(report.path).name})", highlight=False, soft_wrap=True)
-    if report.parity is not None:
-        console.print(f"  parity OK: {report.parity.summary()}", highlight=False, soft_wrap=True)
-    if report.gate is not None:
-        console.print(f"  AP gate OK: {report.gate.summary()}", highlight=False, soft_wrap=True)
-
-
-def _default_size(meta: dict) -> tuple[int, int]:
-    """A square input that holds the checkpoint's long side, rounded up to the FPN's stride of 32."""
-    from detnas.sizes import checkpoint_sizes
-
-    side = 32 * math.ceil(checkpoint_sizes(meta)[1] / 32)
-    return side, side
 
 
 def predict_cmd(
