@@ -49,32 +49,3 @@ class OnnxConverters:
     fp16: Callable[[Path, Path], Path]
     int8: Callable[[Path, Path, Sequence[Any]], Path]
 
-
-def precision_file(path: Path, work: Path, precision: str, calibration: Sequence[Any] | None,
-                   converters: OnnxConverters | None, runtime: str) -> tuple[Path, float | None]:
-    """The file `runtime` times at `precision`: `path` itself when it carries that precision (e.g. the file
-    `detnas export --precision` wrote), else `path` (FP32) converted as `detnas export --precision` converts it
-    (FP16 network with FP32 post-processing; INT8 QDQ with ranges from the calibration batches) into `work`; and
-    the seconds the conversion took (None: timed as it is). A module's half() is never what ships: NMS, RoiAlign
-    and box decoding would run in FP16."""
-    import time
-
-    from detnas.bench.backends.trt_backend import onnx_precision
-
-    already = onnx_precision(path)
-    if already == precision:
-        return path, None
-    if already != "fp32":
-        raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
-                          f"--precision {already}")
-    require_calibration(precision, calibration)  # only a conversion needs ranges; a file already INT8 does not
-    if converters is None:
-        raise DetnasError(f"--precision {precision} on {runtime} times {path.name} converted as detnas export "
-                          "--precision converts it; pass BackendOptions(converters=detnas.export.converters."
-                          "onnx_converters()), or time a file exported with that precision")
-    start = time.perf_counter()
-    if precision == "int8":
-        model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
-    else:
-        model = converters.fp16(path, work / "model.fp16.onnx")
-    return model, time.perf_counter() - start

@@ -113,11 +113,12 @@ def _size_mb(path: Path) -> float:
 def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: Path | None,
             calib_images: int, evaluated: tuple[Path, Path] | None = None) -> tuple[Path, bool]:
     """`<stem>.<precision>.onnx` next to the FP32 file: reused when present, else converted as `detnas export
-    --precision` does (INT8 calibrates on --calib-images, else on the checkpoint's training split, with export's
-    default range method). `evaluated` (COCO json, image folder): the images the table scores, which no
-    calibration image may be (by name or content), or the INT8 row's AP would be measured on its own ranges."""
+    --precision` does, with its options' defaults (INT8 calibrates on --calib-images, else on the checkpoint's
+    training split). `evaluated` (COCO json, image folder): the images the table scores, which no calibration image
+    may be (by name or content), or the INT8 row's AP would be measured on its own ranges."""
     from detnas.bench.backends.trt_backend import onnx_precision
-    from detnas.export.precision import DEFAULT_CALIB_METHOD, Gate, precision_request, write_precision
+    from detnas.export.api import PrecisionOptions
+    from detnas.export.precision import Gate, write_precision
     from detnas.export.precision.request import evaluated_files
     from detnas.images import shared_images
 
@@ -128,9 +129,8 @@ def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: P
         return target, False
     if weights is None and calib_data is None and precision == "int8":
         raise DetnasError("--convert int8 needs calibration images: pass --calib-images DIR or --weights CKPT of a run")
-    request = precision_request(precision, weights=weights or fp32_onnx, calib_data=calib_data, calib_images=calib_images,
-                                calib_method=DEFAULT_CALIB_METHOD, gate_data=None, gate_images=None, max_ap_drop=0.0,
-                                dynamic_batch=False)
+    # `detnas export`'s precision options, defaults included (the INT8 range method): one conversion, one result
+    request = PrecisionOptions(precision, calib_images=calib_data, calib_count=calib_images).request(weights or fp32_onnx)
     if request.calibration is not None and evaluated is not None:
         ann, images = evaluated
         if overlap := shared_images(list(request.calibration.files), evaluated_files(Gate(ann, images, 0.0))):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
-from detnas.bench.precision import PrecisionWarning, precision_file
+from detnas.bench.precision import PrecisionWarning
 from detnas.errors import DetnasError
 
 if TYPE_CHECKING:
@@ -147,6 +147,8 @@ class OrtBackend(LatencyBackend):
         provider = options.provider(device)
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
             open_session(path, "cpu", 1)  # a file that does not load gets the clear message before converting it
+            from detnas.bench.backends.trt_backend import precision_file
+
             model, seconds = precision_file(path, Path(tmp), precision, calibration, options.converters,
                                             f"ONNX Runtime ({provider})")
             prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=threads,
