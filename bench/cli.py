@@ -399,11 +399,13 @@ def cache_list_cmd(path: CachePath = None) -> None:
 
     cache = LatencyCache(path)
     table = Table(title=f"latency cache {cache.path}")
-    for col in ("model", "source", "scope", "backend", "prec", "input", "median ms", "CV %", "fingerprint", "when"):
+    for col in ("model", "source", "scope", "backend", "prec", "input", "protocol", "median ms", "CV %", "fingerprint",
+                "when"):
         table.add_column(col, overflow="fold")
     for e in cache.entries():
-        table.add_row(e.label, e.source[:20], e.scope, e.backend, e.precision, e.input_shape, f"{e.median_ms:.3f}",
-                      f"{100 * e.cv:.1f}", e.fingerprint, datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M"))
+        table.add_row(e.label, e.source[:20], e.scope, e.backend, e.precision, e.input_shape,
+                      e.protocol or "unrecorded (never served)", f"{e.median_ms:.3f}", f"{100 * e.cv:.1f}",
+                      e.fingerprint, datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M"))
     console.print(table)
 
 

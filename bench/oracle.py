@@ -7,9 +7,12 @@ from the latency cache when one is given.
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from detnas.bench.result import PRECISIONS, LatencyResult, Scope, check_choice
 from detnas.bench.stats import summarize
 from detnas.errors import DetnasError
 from detnas.io import file_sha256
+from detnas.progress import track
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class TimingProtocol:
     @property
     def on_gpu(self) -> bool:
         return self.device.startswith("cuda")
+
+    def describe(self) -> str:
+        """How many runs after how much warm-up on which clock: a median of 3 runs is not one of 30."""
+        return f"warmup={self.warmup},runs={self.runs},clock={self.clock}"
 
     def variant(self, options: BackendOptions, backend: str) -> str:
         """The backend variant plus the clock: what, besides model and fingerprint, changes the number."""
@@ -96,10 +104,19 @@ class _Job:
     inputs: Sequence[torch.Tensor]
     input_kind: str
 
+    @cached_property
+    def inputs_digest(self) -> str:
+        """Which pixels were timed: network+nms time depends on how many boxes reach NMS, so on the images."""
+        digest = hashlib.sha256()
+        for batch in self.inputs:
+            digest.update(batch.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def key(self) -> CacheKey:
         fingerprint = collect_fingerprint(self.protocol.device, self.protocol.threads)
         return CacheKey(self.source, tuple(self.inputs[0].shape), int(self.inputs[0].shape[0]), self.precision,
-                        self.protocol.variant(self.options, self.backend), self.scope.value, fingerprint.hash)
+                        self.protocol.variant(self.options, self.backend), self.scope.value, fingerprint.hash,
+                        protocol=self.protocol.describe(), inputs=self.inputs_digest)
 
 
 def _validate(backend: str, precision: str, protocol: TimingProtocol, calibration: Sequence[Any] | None,
@@ -128,21 +145,50 @@ def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None)
         before = gpu_state(gpu_index) if protocol.on_gpu else None
         samples = time_prepared(prepared, protocol.warmup, protocol.runs, protocol.clock)
         after = gpu_state(gpu_index) if protocol.on_gpu else None
+    result = _result(job, samples, prepared, (before, after))
+    if cache is not None:
+        cache.put(key, result)
+    return result
+
+
+def _result(job: _Job, samples: Sequence[float], prepared: Prepared, gpu: tuple[Any, Any] = (None, None),
+            **extra: Any) -> LatencyResult:
+    """The result of `samples` timed for `job`; `details.measured` names how (runs, warm-up, clock, inputs), so a
+    figure read back from the cache still says how it was measured."""
+    protocol, key = job.protocol, job.key()
     details: dict[str, Any] = dict(prepared.details)
     details.update(variant=key.backend, inputs=job.input_kind,
-                   timer="cuda events" if prepared.cuda_stream is not None else f"host {protocol.clock} clock")
+                   timer="cuda events" if prepared.cuda_stream is not None else f"host {protocol.clock} clock",
+                   measured={"warmup": protocol.warmup, "runs": len(samples), "clock": protocol.clock,
+                             "inputs_digest": key.inputs, **extra})
     if protocol.on_gpu:
-        details.update(gpu_before=before, gpu_after=after)
-    result = LatencyResult(
+        details.update(gpu_before=gpu[0], gpu_after=gpu[1])
+    return LatencyResult(
         stats=summarize(samples), backend=job.backend, precision=job.precision, batch=key.batch,
         input_shape=key.input_shape, scope=job.scope.value, warmup=protocol.warmup, threads=protocol.threads,
         source=job.source, label=job.label,
         fingerprint=collect_fingerprint(protocol.device, protocol.threads), details=details,
         samples_ms=tuple(samples),
     )
-    if cache is not None:
-        cache.put(key, result)
-    return result
+
+
+def time_interleaved(runners: Sequence[Prepared], protocol: TimingProtocol, rounds: int,
+                     progress: Callable[[str], None] = lambda message: None, phase: str = "runners",
+                     seed: int = 0) -> list[list[float]]:
+    """Samples per runner: warm-up once, then `rounds` passes of runs // rounds timed calls each (one untimed call
+    first, to reload its weights). Each round runs the runners in a new order: in a fixed order every runner would
+    follow the same neighbour, whose cache footprint it would pay in every round alike, a bias that neither more
+    rounds nor the split-half noise estimate could see. Slow phases of other processes spread over all runners
+    instead of biasing a few."""
+    per_round = max(2, protocol.runs // rounds)
+    samples: list[list[float]] = [[] for _ in runners]
+    order, rng = list(range(len(runners))), random.Random(seed)
+    for r in track(range(rounds), f"timing {len(runners)} {phase}, {rounds} rounds"):
+        for i in order:
+            samples[i] += time_prepared(runners[i], protocol.warmup if r == 0 else 1, per_round, protocol.clock)
+        rng.shuffle(order)
+        progress(f"{phase}: round {r + 1}/{rounds} timed")
+    return samples
 
 
 def prepare_module(

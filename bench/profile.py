@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from detnas.arch import Arch
-from detnas.bench.backends import Prepared, latency_backend, time_prepared
+from detnas.bench.backends import Prepared, latency_backend
 from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
 from detnas.bench.models import timed_module
 from detnas.bench.oracle import (
@@ -34,6 +34,7 @@ from detnas.bench.oracle import (
     BackendOptions,
     TimingProtocol,
     prepare_module,
+    time_interleaved,
     torch_threads,
 )
 from detnas.bench.predictor import LatencyPredictor
@@ -42,7 +43,6 @@ from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, share
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, read_json_file
-from detnas.progress import track
 from detnas.space import SearchSpace
 
 PROFILE_FORMAT = "detnas-latency-profile/1"
@@ -59,23 +59,6 @@ def block_inputs(space: SearchSpace, size: tuple[int, int]) -> list[tuple[int, i
                 h, w = (h + 1) // 2, (w + 1) // 2
             cin = width
     return out
-
-
-def _time_interleaved(runners: list[Prepared], protocol: TimingProtocol, rounds: int,
-                      progress: Callable[[str], None], phase: str, seed: int = 0) -> list[list[float]]:
-    """Samples per runner: warm-up once, then `rounds` passes of runs // rounds timed calls each (one untimed call
-    first, to reload its weights). Each round runs the runners in a new order: in a fixed order every runner would
-    follow the same neighbour, whose cache footprint it would pay in every round alike, a bias that neither more
-    rounds nor the split-half noise estimate could see."""
-    per_round = max(2, protocol.runs // rounds)
-    samples: list[list[float]] = [[] for _ in runners]
-    order, rng = list(range(len(runners))), random.Random(seed)
-    for r in track(range(rounds), f"profile: timing {len(runners)} {phase}, {rounds} rounds"):
-        for i in order:
-            samples[i] += time_prepared(runners[i], protocol.warmup if r == 0 else 1, per_round, protocol.clock)
-        rng.shuffle(order)
-        progress(f"{phase}: round {r + 1}/{rounds} timed")
-    return samples
 
 
 def _half_medians(samples: list[float], rounds: int) -> tuple[float, float]:
@@ -174,7 +157,7 @@ def build_profile(
         stem = prepare(Stem(space.stem_width), (batch, 3, *size))
         blocks = [prepare(make_block(c, cin, cout, stride), (batch, cin, *hw))
                   for cin, cout, stride, hw in positions for c in space.choices]
-        block_stats = [summarize(s) for s in _time_interleaved([stem, *blocks], protocol, rounds, progress, "blocks", seed)]
+        block_stats = [summarize(s) for s in time_interleaved([stem, *blocks], protocol, rounds, progress, "blocks", seed)]
         table = [{c: block_stats[1 + p * k + j].median_ms for j, c in enumerate(space.choices)}
                  for p in range(len(positions))]
         train, test = choose_archs(space, table, n_train, n_test, random.Random(seed))
@@ -184,7 +167,7 @@ def build_profile(
         nets = [prepare(timed_module(a, scope, detector), (batch, 3, *size)) for a in archs]
         if scope is not Scope.BACKBONE:
             nets += [prepare(timed_module(a, Scope.BACKBONE), (batch, 3, *size)) for a in archs]
-        samples = _time_interleaved(nets, protocol, rounds, progress, "archs", seed)
+        samples = time_interleaved(nets, protocol, rounds, progress, "archs", seed)
     stage_of = [s for s, depth in enumerate(space.stage_depths) for _ in range(depth)]
     fixed = {"stem": block_stats[0].median_ms}
     n = len(archs)
