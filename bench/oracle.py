@@ -11,7 +11,7 @@ import hashlib
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,26 @@ def measure_module(
                 cache if source else None)
 
 
+def _arch_job(arch: Arch, inputs: Sequence[torch.Tensor], images: bool, *, backend: str, precision: str, scope: Scope,
+              protocol: TimingProtocol, options: BackendOptions, label: str | None, detector: str,
+              trained: TrainedDetector | None) -> _Job:
+    """What timing `arch` at `scope` is, as a cacheable job: beyond the backbone its detector (and weights) too."""
+    if scope is Scope.BACKBONE:
+        source, network = f"arch:{arch.hash}", ""
+    elif trained is None:
+        source, network = f"arch:{arch.hash}:{detector}", f"; random-init {detector} detector"
+    else:
+        source, network = f"arch:{arch.hash}:{detector}:{trained.weights}", f"; {detector} detector {trained.weights}"
+    return _Job(backend, precision, scope, protocol, options, source, label or arch.compact(), inputs,
+                ("images" if images else "random") + network)
+
+
+def _arch_module(arch: Arch, scope: Scope, detector: str, trained: TrainedDetector | None) -> nn.Module:
+    if trained is not None and scope is not Scope.BACKBONE:
+        return scoped_detector(trained.build(arch), scope)
+    return timed_module(arch, scope, detector)
+
+
 def measure_arch(
     arch: Arch, *, size: tuple[int, int], batch: int = 1, backend: str = "ort", precision: str = "fp32",
     scope: Scope = Scope.BACKBONE, protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
@@ -241,25 +261,41 @@ def measure_arch(
     """
     inputs = list(images) if images else random_batches(batch, size)
     _validate(backend, precision, protocol, calibration, inputs)
-    backbone = scope is Scope.BACKBONE
-    if backbone:
-        source, network = f"arch:{arch.hash}", ""
-    elif trained is None:
-        source, network = f"arch:{arch.hash}:{detector}", f"; random-init {detector} detector"
-    else:
-        source, network = f"arch:{arch.hash}:{detector}:{trained.weights}", f"; {detector} detector {trained.weights}"
-    job = _Job(backend, precision, scope, protocol, options, source, label or arch.compact(), inputs,
-               ("images" if images else "random") + network)
+    job = _arch_job(arch, inputs, bool(images), backend=backend, precision=precision, scope=scope, protocol=protocol,
+                    options=options, label=label, detector=detector, trained=trained)
     if cache is not None and (hit := cache.get(job.key())) is not None:
         return hit
-    module = (scoped_detector(trained.build(arch), scope) if trained is not None and not backbone
-              else timed_module(arch, scope, detector))
-    result = measure_module(module, inputs, backend=backend, precision=precision, scope=scope,
-                            protocol=protocol, options=options, calibration=calibration, label=job.label,
-                            source=job.source, input_kind=job.input_kind)
+    result = measure_module(_arch_module(arch, scope, detector, trained), inputs, backend=backend,
+                            precision=precision, scope=scope, protocol=protocol, options=options,
+                            calibration=calibration, label=job.label, source=job.source, input_kind=job.input_kind)
     if cache is not None:
         cache.put(job.key(), result)
     return result
+
+
+def measure_archs_fresh(
+    archs: Sequence[Arch], *, size: tuple[int, int], rounds: int, batch: int = 1, backend: str = "ort",
+    precision: str = "fp32", scope: Scope = Scope.BACKBONE, protocol: TimingProtocol = DEFAULT_PROTOCOL,
+    options: BackendOptions = DEFAULT_OPTIONS, images: Sequence[torch.Tensor] | None = None,
+    calibration: Sequence[torch.Tensor] | None = None, detector: str = "fpn", trained: TrainedDetector | None = None,
+) -> list[LatencyResult]:
+    """Time archs again from scratch, never from or into the cache: each is prepared anew, then all are timed in
+    `rounds` interleaved rounds of `protocol.runs` runs each, so a slow phase of the machine falls on all of them
+    alike. This is the check of a search's winner: its search-time median was the lowest of noisy draws under the
+    target (the winner's curse), and a cached figure would only repeat it."""
+    if rounds < 2:
+        raise DetnasError(f"fresh timing needs at least 2 rounds, got {rounds}")
+    inputs = list(images) if images else random_batches(batch, size)
+    _validate(backend, precision, protocol, calibration, inputs)
+    jobs = [_arch_job(a, inputs, bool(images), backend=backend, precision=precision, scope=scope, protocol=protocol,
+                      options=options, label=None, detector=detector, trained=trained) for a in archs]
+    total = replace(protocol, runs=protocol.runs * rounds)
+    with torch_threads(protocol.threads):
+        runners = [prepare_module(_arch_module(a, scope, detector, trained).eval(), inputs, backend=backend,
+                                  precision=precision, protocol=protocol, options=options, calibration=calibration)
+                   for a in archs]
+        samples = time_interleaved(runners, total, rounds, phase="archs afresh")
+    return [_result(job, s, runner, fresh_rounds=rounds) for job, s, runner in zip(jobs, samples, runners)]
 
 
 def measure_onnx(

@@ -2,7 +2,8 @@
 
 Line 1 is the header (configuration and its hash). Then, per generation, a `generation` line with the planned
 candidates (and the rejected ones with why), then one `candidate` line per evaluated architecture, and finally
-a `final` line with the winner's re-measured latency. Every line is fsync'ed before the search moves on.
+a `final` line with the winner's and the runner-up's fresh (uncached, interleaved) timings. Every line is
+fsync'ed before the search moves on.
 """
 
 from __future__ import annotations

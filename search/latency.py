@@ -128,6 +128,17 @@ class OracleLatency:
         convert = result.details.get("convert_seconds")
         return Latency.measured(result.stats, None if convert is None else float(convert))
 
+    def fresh(self, archs: Sequence[Arch], rounds: int) -> list[Latency]:
+        """The archs timed again from scratch, uncached, in `rounds` interleaved rounds of `timing.runs` runs."""
+        from detnas.bench.oracle import measure_archs_fresh
+
+        results = measure_archs_fresh(archs, size=self.timing.size, rounds=rounds, batch=self.timing.batch,
+                                      backend=self.timing.backend, precision=self.timing.precision, scope=self._scope,
+                                      protocol=self._protocol, options=self._options, images=self._images,
+                                      calibration=self._calibration(), detector=self.timing.detector,
+                                      trained=self._trained)
+        return [Latency.measured(r.stats) for r in results]
+
     def _calibration(self) -> list[torch.Tensor] | None:
         """INT8 ranges for timing: one fixed batch (the search passes an image of the supernet-training split; else
         seeded random pixels). Ranges change which values round where, not how much work a kernel does, so one

@@ -1,5 +1,5 @@
 """The search's typed records: a candidate's latency, a planned generation, an evaluated candidate and the
-winner's re-measurement, each with the JSON line the journal stores.
+winner's fresh timing, each with the JSON line the journal stores.
 
 The JSON is the journal's version-1 format, unchanged, so journals written by earlier detnas versions read back
 into the same records; an arch is stored as `Arch.to_dict()` and checked against its stored hash on reading.
@@ -151,14 +151,12 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Final:
-    """The winner re-measured by a measuring backend, and whether that measurement meets the target."""
+class Retimed:
+    """A candidate timed afresh beside the winner: its search-time latency and the fresh one."""
 
     arch: Arch
+    search_latency: Latency
     latency: Latency
-    source: str
-    fingerprint: str
-    latency_target_ms: float | None
     meets_target: bool | None
 
     @property
@@ -166,14 +164,60 @@ class Final:
         return self.arch.hash
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "final", "hash": self.hash, "arch": self.arch.to_dict(), "latency": self.latency.to_json(),
+        return {"hash": self.hash, "arch": self.arch.to_dict(), "search_latency": self.search_latency.to_json(),
+                "latency": self.latency.to_json(), "meets_target": self.meets_target}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Retimed:
+        return cls(_arch(data, "journal final runner-up"), Latency.from_json(data["search_latency"]),
+                   Latency.from_json(data["latency"]), data.get("meets_target"))
+
+
+@dataclass(frozen=True)
+class Final:
+    """The winner timed afresh by a measuring backend (uncached, `rounds` interleaved rounds with the runner-up),
+    its search-time latency beside it, and whether the fresh median meets the target. `rounds` is None on lines of
+    an older detnas, which re-measured through the search's own cache (a repeat of the search-time figure)."""
+
+    arch: Arch
+    latency: Latency
+    source: str
+    fingerprint: str
+    latency_target_ms: float | None
+    meets_target: bool | None
+    search_latency: Latency | None = None
+    rounds: int | None = None
+    runner_up: Retimed | None = None
+
+    @property
+    def hash(self) -> str:
+        return self.arch.hash
+
+    @property
+    def fresh(self) -> bool:
+        return self.rounds is not None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"type": "final", "hash": self.hash, "arch": self.arch.to_dict(), "latency": self.latency.to_json(),
                 "source": self.source, "fingerprint": self.fingerprint, "latency_target_ms": self.latency_target_ms,
                 "meets_target": self.meets_target}
+        if self.search_latency is not None:
+            data["search_latency"] = self.search_latency.to_json()
+        if self.rounds is not None:
+            data["rounds"] = self.rounds
+        if self.runner_up is not None:
+            data["runner_up"] = self.runner_up.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Final:
+        search = data.get("search_latency")
+        runner = data.get("runner_up")
         return cls(_arch(data, "journal final"), Latency.from_json(data["latency"]), data["source"],
-                   str(data["fingerprint"]), data.get("latency_target_ms"), data.get("meets_target"))
+                   str(data["fingerprint"]), data.get("latency_target_ms"), data.get("meets_target"),
+                   None if search is None else Latency.from_json(search),
+                   None if data.get("rounds") is None else int(data["rounds"]),
+                   None if runner is None else Retimed.from_json(runner))
 
 
 Record = Plan | Candidate | Final

@@ -17,7 +17,7 @@ from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
 from detnas.io import remove_stale_temps
 from detnas.search.evaluators import BN_BATCH, BN_IMAGES, DetectionAP, SupernetDetector
-from detnas.search.evolution import EvolutionSettings, Search
+from detnas.search.evolution import FRESH_ROUNDS, EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
 from detnas.search.objectives import Constraints
@@ -56,6 +56,7 @@ class SearchRequest:
     proposals: int | None = None
     resume: bool = False
     top_k: int = 10
+    fresh_rounds: int = FRESH_ROUNDS
     onnx_converters: OnnxConverters | None = None  # FP16 timing on ONNX Runtime's CPU provider needs export's
 
 
@@ -124,7 +125,7 @@ class SearchOutcome:
 
 
 def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchOutcome:
-    """Run or resume a search to the end, re-measure the winner and write the report."""
+    """Run or resume a search to the end, time the winner and the runner-up afresh and write the report."""
     device = str(init_distributed(request.timing.device).device)  # this rank's device under torchrun
     try:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
@@ -155,7 +156,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         start = time.perf_counter()
         candidates = search.run(resume=request.resume)
         search_s = time.perf_counter() - start
-        search.finalize(candidates, measured)
+        search.finalize(candidates, measured, request.fresh_rounds)
         if measured.cache.lookups:
             log(f"latency cache: {measured.cache.hits}/{measured.cache.lookups} hits")
         run = write_report(request.out / JOURNAL_NAME, request.out, request.top_k) if search.team.is_leader else None

@@ -43,7 +43,9 @@ def test_an_old_journal_reads_into_typed_records(old_journal) -> None:
     assert run.best().hash == run.final.hash == "cf3613c5aee5"
     assert isinstance(run.final.latency.stats, TimingStats) and run.final.latency.stats.n == 30
     assert run.final.latency.convert_seconds == 1.25 and run.final.meets_target is True
-    assert run.verdict() == "winner meets the 20ms target: 13.019ms re-measured (measured)"
+    assert run.verdict() == ("winner meets the 20ms target: 13.019ms re-measured (measured) through the search's cache "
+                             "by an older detnas, not a fresh timing")
+    assert not run.final.fresh and run.final.runner_up is None
     assert run.final.to_json() == read_journal(old_journal)[-1], "the JSON round trip changed the final line"
 
 
