@@ -247,11 +247,16 @@ def profile_cmd(
     n_train: Annotated[int, typer.Option(help="Archs the correction is fitted on (stratified by table sum).")] = 20,
     n_test: Annotated[int, typer.Option(help="Held-out archs the accuracy is judged on: the fastest, the slowest, "
                                          "the rest stratified by table sum.")] = 30,
+    n_random: Annotated[int, typer.Option(help="Uniform random archs (as the search draws them) the predictor is also "
+                                          "judged on, and those of them near --near-ms.")] = 30,
+    near_ms: Annotated[float | None, typer.Option(help="Target (ms) whose +-15 % band of random archs is judged "
+                                                  "apart (default: their median).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the arch draws.")] = 0,
     json_out: JsonOut = None,
 ) -> None:
     """Measure block latencies, the stem and archs spanning the space on this device; fit the predictor and judge
-    it against the best constant and the measurements' own agreement (accurate only if it beats the constant)."""
+    it against the best constant and a perfect predictor's rank agreement, on archs spanning the space, on random
+    archs and on random archs near a target (accurate only if it beats the constant)."""
     from detnas.bench.oracle import BackendOptions, TimingProtocol
     from detnas.bench.profile import build_profile, profile_report, save_profile
     from detnas.bench.result import Scope
@@ -267,12 +272,21 @@ def profile_cmd(
                                 precision=precision, protocol=protocol,
                                 options=BackendOptions(converters=onnx_converters()), n_train=n_train,
                                 n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
-                                progress=status.describe)
+                                progress=status.describe, n_random=n_random, near_ms=near_ms)
     save_profile(profile, out)
     report = profile_report(profile)
     console.print(_report_table(report))
     for line in report.verdict():
         console.print(line, highlight=False, soft_wrap=True)
+    near = profile["near"]
+    for key, title in (("random_report", "random archs"),
+                       ("near_report", f"random archs within ±15 % of {near['target_ms'] or 0:.3f} ms")):
+        if profile.get(key) is not None:
+            judged = HeldOutReport.from_dict(profile[key])
+            console.print(_report_table(judged, title))
+            console.print(f"{title}: {judged.verdict()[-1]}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"{title}: fewer than 5 archs, not judged", highlight=False)
     if "shared_part" in profile:  # network scopes: how much of the spread the backbone carries, and its own verdict
         console.print(SharedPart.from_dict(profile["shared_part"]).line(), highlight=False, soft_wrap=True)
         backbone = HeldOutReport.from_dict(profile["backbone_report"])
@@ -282,18 +296,21 @@ def profile_cmd(
     if json_out is not None:
         write_document(json_out, "detnas.bench.profile/1", {
             "profile": str(out), "build_seconds": profile["build_seconds"],
-            "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict()})
+            "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict(),
+            "random_report": profile["random_report"], "near_report": profile["near_report"], "near": profile["near"]})
 
 
-def _report_table(report: Any) -> Table:
-    """The predictors next to the best constant; the ceiling row is the measurements' own rank agreement."""
-    table = Table(title=f"predictor on {report.n} held-out archs")
+def _report_table(report: Any, title: str = "held-out archs spanning the space") -> Table:
+    """The predictors next to the best constant and a perfect predictor's rank agreement given the noise."""
+    table = Table(title=f"predictor on {report.n} {title}")
     for col in ("predictor", "within ±5 %", "within ±10 %", "MAPE %", "Kendall tau", "R²"):
         table.add_column(col, justify="left" if col == "predictor" else "right")
     for name, acc in report.rows():
         table.add_row(name, f"{100 * acc.within_5:.0f} %", f"{100 * acc.within_10:.0f} %", f"{acc.mape:.2f}",
                       f"{acc.kendall_tau:.3f}", f"{acc.r2:.3f}")
-    table.add_row("ceiling: measurements vs themselves", "", "", "", f"{report.ceiling_tau:.3f}", "")
+    table.add_row("a perfect predictor, given the noise", "", "", "", f"{report.reference_tau:.3f}",
+                  f"{report.r2_ceiling:.3f}")
+    table.add_row("split halves vs each other", "", "", "", f"{report.ceiling_tau:.3f}", "")
     return table
 
 

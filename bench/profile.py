@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detnas.arch import Arch
+from detnas.arch import Arch, sample_arch
 from detnas.bench.backends import Prepared, latency_backend
 from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
 from detnas.bench.models import timed_module
@@ -122,18 +122,40 @@ def choose_archs(space: SearchSpace, table: Sequence[dict[int, float]], n_train:
     return [Arch(space, a) for a in train], [Arch(space, a) for a in test]
 
 
+NEAR_BAND = 0.15  # archs within +-15 % of a target: where the search's feasibility decisions fall
+
+
+def random_archs(space: SearchSpace, count: int, exclude: set[str], rng: random.Random) -> list[Arch]:
+    """Up to `count` distinct uniform random archs (as the search draws them), none of them in `exclude` (the
+    training archs): the set a predictor is used on, whose spread is far narrower than a stratified set's."""
+    drawn: dict[str, Arch] = {}
+    for _ in range(POOL_PER_ARCH * max(1, count)):
+        if len(drawn) == count:
+            break
+        arch = sample_arch(space, rng)
+        if arch.hash not in exclude:
+            drawn.setdefault(arch.hash, arch)
+    return list(drawn.values())
+
+
 def build_profile(
     space: SearchSpace, *, backend: str = "ort", size: tuple[int, int] = (224, 224), batch: int = 1,
     precision: str = "fp32", protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     n_train: int = 20, n_test: int = 30, rounds: int = 10, seed: int = 0, scope: Scope = Scope.BACKBONE,
-    detector: str = "fpn", progress: Callable[[str], None] = lambda message: None,
+    detector: str = "fpn", progress: Callable[[str], None] = lambda message: None, n_random: int = 30,
+    near_ms: float | None = None,
 ) -> dict[str, Any]:
     """Measure the block table and the fixed parts, then `n_train + n_test` archs chosen from the table at
     `scope`; fit the predictor and judge it on the held-out archs. Beyond the backbone, every arch's backbone is
     timed too, in the same rounds: the detector's FPN / head / NMS cost depends on the stage widths only, so the
     correction's intercept carries it, and network minus backbone per arch measures it (the fixed part 'detector',
     their median) and how far it really is arch-independent ('shared_part'); the backbone's own predictor is
-    judged on the same archs ('backbone_report'), so one build reports both scopes."""
+    judged on the same archs ('backbone_report'), so one build reports both scopes.
+
+    The stratified held-out set spans the space, and a predictor looks better there than where it is used: its
+    spread is several times that of the archs the search draws. So `n_random` uniform random archs are timed in
+    the same rounds and the predictor is judged on them too ('random_report'), and on those of them within
+    +-15 % of `near_ms` (default: their median), where a target's decisions fall ('near_report')."""
     latency_backend(backend)  # refuses an unregistered name, listing the registered ones
     check_choice("precision", precision, PRECISIONS)
     if precision == "int8":
@@ -160,14 +182,18 @@ def build_profile(
         block_stats = [summarize(s) for s in time_interleaved([stem, *blocks], protocol, rounds, progress, "blocks", seed)]
         table = [{c: block_stats[1 + p * k + j].median_ms for j, c in enumerate(space.choices)}
                  for p in range(len(positions))]
-        train, test = choose_archs(space, table, n_train, n_test, random.Random(seed))
+        rng = random.Random(seed)
+        train, test = choose_archs(space, table, n_train, n_test, rng)
         archs = train + test
-        progress(f"preparing {len(archs)} archs at scope {scope.value}" + ("" if scope is Scope.BACKBONE else
-                                                                             " and their backbones"))
-        nets = [prepare(timed_module(a, scope, detector), (batch, 3, *size)) for a in archs]
+        drawn = random_archs(space, n_random, {a.hash for a in train}, rng)
+        progress(f"preparing {len(archs)} + {len(drawn)} random archs at scope {scope.value}"
+                 + ("" if scope is Scope.BACKBONE else " and the first ones' backbones"))
+        nets = [prepare(timed_module(a, scope, detector), (batch, 3, *size)) for a in archs + drawn]
         if scope is not Scope.BACKBONE:
             nets += [prepare(timed_module(a, Scope.BACKBONE), (batch, 3, *size)) for a in archs]
         samples = time_interleaved(nets, protocol, rounds, progress, "archs", seed)
+        random_samples = samples[len(archs):len(archs) + len(drawn)]
+        del samples[len(archs):len(archs) + len(drawn)]
     stage_of = [s for s, depth in enumerate(space.stage_depths) for _ in range(depth)]
     fixed = {"stem": block_stats[0].median_ms}
     n = len(archs)
@@ -183,6 +209,7 @@ def build_profile(
         fixed["detector"] = shared.median_ms
     fitted = _Fitted.of(table, stage_of, sum(fixed.values()), train, test, samples[:n], rounds)
     report = fitted.report
+    judged = judge_sets(fitted.predictor, drawn, random_samples, rounds, near_ms)
     return {
         "format": PROFILE_FORMAT,
         "space": space.to_dict(),
@@ -203,8 +230,10 @@ def build_profile(
         "archs": [{"choices": a.compact(), "hash": a.hash, "split": "train" if i < n_train else "test",
                    "measured_ms": fitted.measured[i], "cv": fitted.cv[i], "predicted_ms": fitted.predicted[i],
                    "table_sum_ms": fitted.table_sum[i],
-                   **({} if backbone is None else {"backbone_ms": backbone.measured[i]})} for i, a in enumerate(archs)],
+                   **({} if backbone is None else {"backbone_ms": backbone.measured[i]})} for i, a in enumerate(archs)]
+                 + judged.arch_rows(),
         "report": report.to_dict(),
+        **judged.to_dict(),
         **({} if backbone is None else {"backbone_report": backbone.report.to_dict(), "shared_part": shared.to_dict()}),
         "build_seconds": time.perf_counter() - started,
     }
@@ -234,6 +263,51 @@ class _Fitted:
         report = judge_predictor(predicted[len(train):], measured[len(train):], ([h[0] for h in split],
                                  [h[1] for h in split]), table_sum=raw[len(train):])
         return cls(predictor, measured, [s.cv for s in stats], predicted, raw, report)
+
+
+@dataclass(frozen=True)
+class JudgedSets:
+    """The predictor on uniform random archs and on those of them near a target (`near_ms` +- `NEAR_BAND`)."""
+
+    archs: list[Arch]
+    measured: list[float]
+    predicted: list[float]
+    near_ms: float | None
+    random: HeldOutReport | None
+    near: HeldOutReport | None
+
+    def arch_rows(self) -> list[dict[str, Any]]:
+        return [{"choices": a.compact(), "hash": a.hash, "split": "random", "measured_ms": m, "predicted_ms": p}
+                for a, m, p in zip(self.archs, self.measured, self.predicted)]
+
+    def to_dict(self) -> dict[str, Any]:
+        near = sum(abs(m / self.near_ms - 1) <= NEAR_BAND for m in self.measured) if self.near_ms else 0
+        return {"random_report": None if self.random is None else self.random.to_dict(),
+                "near_report": None if self.near is None else self.near.to_dict(),
+                "near": {"target_ms": self.near_ms, "band": NEAR_BAND, "n": near}}
+
+
+MIN_JUDGED = 5  # archs below which a set is not judged (its tau and R² would be noise)
+
+
+def judge_sets(predictor: LatencyPredictor, archs: Sequence[Arch], samples: Sequence[list[float]], rounds: int,
+               near_ms: float | None = None) -> JudgedSets:
+    """Judge `predictor` on measured random archs, and on those within +-15 % of `near_ms` (default: their median
+    measured latency, the target a user picking a typical arch would set)."""
+    measured = [percentile(s, 50) for s in samples]
+    predicted = [predictor.predict(a.choices) for a in archs]
+    halves = [_half_medians(s, rounds) for s in samples]
+    target = near_ms if near_ms is not None else (percentile(measured, 50) if measured else None)
+
+    def judge(keep: list[int]) -> HeldOutReport | None:
+        if len(keep) < MIN_JUDGED:
+            return None
+        return judge_predictor([predicted[i] for i in keep], [measured[i] for i in keep],
+                               ([halves[i][0] for i in keep], [halves[i][1] for i in keep]),
+                               table_sum=[predictor.table_sum(archs[i].choices) for i in keep])
+
+    near = [i for i, m in enumerate(measured) if target and abs(m / target - 1) <= NEAR_BAND]
+    return JudgedSets(list(archs), measured, predicted, target, judge(list(range(len(archs)))), judge(near))
 
 
 def profile_report(profile: dict[str, Any]) -> HeldOutReport | None:

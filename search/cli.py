@@ -60,6 +60,9 @@ def run_cmd(
                                        "space's paper limit applies (detnas-300m: 300M backbone FLOPs at 224, "
                                        "detnas-1.3g: 1.3G); this lifts it."),
     flops_size: int = typer.Option(224, help="Input side FLOPs are counted at (DetNAS: 224)."),
+    feasibility: str = typer.Option("ucb95", help="How a hard target is held: ucb95 (a candidate is feasible when the "
+                                    "one-sided 95% upper confidence bound of its median latency is within it) or "
+                                    "median (the median alone, which favours lucky draws)."),
     objective: str = typer.Option("hard", help="hard (reject over target), soft (AP*(lat/target)^w), pareto or a "
                                   "registered one."),
     soft_weight: float = typer.Option(-0.07, help="Exponent w of the soft reward (MnasNet: -0.07)."),
@@ -102,7 +105,7 @@ def run_cmd(
                               soft_weight=soft_weight,
                               flops_max=parse_count(flops_max, "--flops-max") if flops_max else None,
                               params_max=parse_count(params_max, "--params-max") if params_max else None,
-                              paper_limit=not no_constraint)
+                              paper_limit=not no_constraint, feasibility=feasibility)
     timing = Timing(size=latency_size, backend=backend,
                     precision=precision, device=device, scope=scope, batch=latency_batch, runs=latency_runs,
                     threads=latency_threads)

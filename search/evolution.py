@@ -96,7 +96,7 @@ class Search:
                 start = time.perf_counter()
                 latency = self.latency.latency(arch)
                 self.latency_seconds += time.perf_counter() - start
-                reason = self.constraints.violation(flops, params, latency.median_ms)
+                reason = self.constraints.violation(flops, params, latency)
             proposal = Proposal(arch, origin, flops, params, latency, reason)
             if reason is not None:
                 plan.rejected.append(proposal)

@@ -27,8 +27,14 @@ VOLATILE_FIELDS = ("wall_s", "timing")
 EXTENDABLE_FIELDS = ("generations",)
 
 
+#: fields added after version-1 journals were written, with the value every such journal had: at that value a field
+#: stays out of the hash, so an older journal resumes under the settings it was searched with
+LEGACY_VALUES = {"constraint_feasibility": "median"}
+
+
 def config_hash(config: dict[str, Any]) -> str:
-    bound = {k: v for k, v in config.items() if k not in EXTENDABLE_FIELDS}
+    bound = {k: v for k, v in config.items()
+             if k not in EXTENDABLE_FIELDS and not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])}
     return hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -84,8 +90,9 @@ class Journal:
         records = read_journal(path)
         expected, found = config_hash(config), records[0].get("config_hash")
         if found != expected:
-            changed = sorted(k for k in set(config) | set(records[0].get("config", {}))
-                             if config.get(k) != records[0].get("config", {}).get(k) and k not in EXTENDABLE_FIELDS)
+            stored = {**LEGACY_VALUES, **records[0].get("config", {})}
+            changed = sorted(k for k in set(config) | set(stored)
+                             if config.get(k) != stored.get(k) and k not in EXTENDABLE_FIELDS)
             raise DetnasError(
                 f"{path}: journal is from another search configuration (hash {found} != {expected}; differs in "
                 f"{', '.join(changed) or 'format'}); use the original flags or another --out"

@@ -19,32 +19,41 @@ from detnas.errors import DetnasError
 class Latency:
     """One arch's latency as the search knows it: measured (bench's `TimingStats`) or predicted (a median alone).
 
-    `convert_seconds` is what quantizing or converting the exported detector cost when it was timed at a
-    reduced precision (a cache hit repeats the stored figure)."""
+    `upper_ms` is the one-sided 95 % upper confidence bound of the median (from the timed runs, or for a prediction
+    from the profile's held-out errors) that `--feasibility ucb95` holds against the target; None where it is
+    unknown (lines of an older detnas). `convert_seconds` is what quantizing or converting the exported detector
+    cost when it was timed at a reduced precision (a cache hit repeats the stored figure)."""
 
     median_ms: float
     stats: TimingStats | None = None
     convert_seconds: float | None = None
+    upper_ms: float | None = None
 
     @classmethod
-    def measured(cls, stats: TimingStats, convert_seconds: float | None = None) -> Latency:
-        return cls(stats.median_ms, stats, convert_seconds)
+    def measured(cls, stats: TimingStats, convert_seconds: float | None = None,
+                 upper_ms: float | None = None) -> Latency:
+        return cls(stats.median_ms, stats, convert_seconds, upper_ms)
 
     @classmethod
-    def predicted(cls, median_ms: float) -> Latency:
-        return cls(float(median_ms))
+    def predicted(cls, median_ms: float, upper_ms: float | None = None) -> Latency:
+        return cls(float(median_ms), upper_ms=None if upper_ms is None else float(upper_ms))
 
     def to_json(self) -> dict[str, Any]:
         data = self.stats.to_dict() if self.stats else {"median_ms": self.median_ms}
-        return data if self.convert_seconds is None else {**data, "convert_seconds": self.convert_seconds}
+        if self.convert_seconds is not None:
+            data["convert_seconds"] = self.convert_seconds
+        if self.upper_ms is not None:
+            data["upper_ms"] = self.upper_ms
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Latency:
-        convert = data.get("convert_seconds")
+        convert, upper = data.get("convert_seconds"), data.get("upper_ms")
         convert = None if convert is None else float(convert)
+        upper = None if upper is None else float(upper)
         if all(name in data for name in TimingStats.__dataclass_fields__):
-            return cls.measured(TimingStats.from_dict(data), convert)
-        return cls(float(data["median_ms"]), None, convert)
+            return cls.measured(TimingStats.from_dict(data), convert, upper)
+        return cls(float(data["median_ms"]), None, convert, upper)
 
 
 def _arch(data: dict[str, Any], source: str) -> Arch:

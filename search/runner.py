@@ -20,7 +20,7 @@ from detnas.search.evaluators import BN_BATCH, BN_IMAGES, DetectionAP, SupernetD
 from detnas.search.evolution import FRESH_ROUNDS, EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
-from detnas.search.objectives import Constraints
+from detnas.search.objectives import Constraints, bound_confidence
 from detnas.search.report import SearchRun, write_report
 
 if TYPE_CHECKING:
@@ -77,7 +77,8 @@ def _datasets(request: SearchRequest, supernet: SupernetDetector) -> tuple[Any, 
 
 
 def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing, cache: Path | None = None,
-                     converters: OnnxConverters | None = None, bn: Any = None) -> tuple[Timing, OracleLatency]:
+                     converters: OnnxConverters | None = None, bn: Any = None,
+                     confidence: float = 0.95) -> tuple[Timing, OracleLatency]:
     """The search's measuring oracle and its timing with the supernet's detector kind and deployment size filled in.
 
     Beyond the backbone scope it times each candidate's own detector materialised from the supernet (BN statistics
@@ -90,14 +91,15 @@ def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing, cache
     calibration = (resized_batches([bn.load_image(0)] * timing.batch, timing.batch, timing.size, supernet.pixels)
                    if timing.precision == "int8" and bn is not None and len(bn) else None)
     if timing.scope == "backbone":
-        return timing, OracleLatency(timing, cache, converters=converters, calibration=calibration)
+        return timing, OracleLatency(timing, cache, converters=converters, calibration=calibration,
+                                     confidence=confidence)
     from detnas.bench.oracle import TrainedDetector
 
     count = min(len(val), max(timing.batch, LATENCY_IMAGES))
     images = resized_batches([val.load_image(i) for i in range(count)], timing.batch, timing.size, supernet.pixels)
     return timing, OracleLatency(timing, cache, images, TrainedDetector(supernet.materialize,
                                                                         f"supernet-det:{supernet.digest}"), converters,
-                                 calibration)
+                                 calibration, confidence)
 
 
 def _context(request: SearchRequest, digest: str, val: Any, bn: Any, latency: LatencyEstimator, timing: Timing,
@@ -110,6 +112,24 @@ def _context(request: SearchRequest, digest: str, val: Any, bn: Any, latency: La
             "bn_batch": request.bn_batch, "min_size": sizes[0], "max_size": sizes[1], "proposals": request.proposals,
             "timing": timing.to_dict(), "flops_size": request.flops_size,
             **source}
+
+
+def check_feasibility_rule(constraints: Constraints, latency: LatencyEstimator, timing: Timing,
+                           confidence: float) -> None:
+    """Refuse a hard target under --feasibility ucb95 when the latency source cannot bound its medians: too few
+    timed runs for the confidence the search's budget asks, or a profile without held-out archs."""
+    if not constraints.latency_is_hard or constraints.feasibility != "ucb95":
+        return
+    from detnas.bench.stats import min_runs_for_bound
+
+    if isinstance(latency, ProfileLatency):
+        if latency.error_quantile is None:
+            raise DetnasError("--latency-profile: the profile records too few held-out archs to bound its predictions "
+                              "(--feasibility ucb95); rebuild it with `detnas bench profile` or pass --feasibility median")
+    elif timing.runs < (needed := min_runs_for_bound(confidence)):
+        raise DetnasError(f"--latency-runs {timing.runs} cannot bound a median at {100 * confidence:.6g} % (--feasibility "
+                          f"ucb95 over --population x --generations candidates needs at least {needed} runs); raise "
+                          "--latency-runs or pass --feasibility median")
 
 
 @dataclass
@@ -135,13 +155,15 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         val, bn = _datasets(request, supernet)
         constraints, note = request.constraints.resolve(supernet.space.name, request.flops_size, fitness_metric(val))
         log(note)
+        confidence = bound_confidence(request.settings.population * request.settings.generations)
         timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache,
-                                            request.onnx_converters, bn)
+                                            request.onnx_converters, bn, confidence)
         latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, timing,
-                                                    request.force_profile)
+                                                    request.force_profile, confidence)
                                      if request.latency_profile else measured)
         for caveat in latency.caveats if isinstance(latency, ProfileLatency) else ():
             log(f"warning: {caveat}")
+        check_feasibility_rule(constraints, latency, timing, confidence)
         if constraints.latency_ms is not None:
             _, fastest_ms = check_target_reachable(supernet.space, constraints.latency_ms, latency,
                                                    (request.flops_size, request.flops_size))

@@ -15,7 +15,7 @@ from detnas.search.interfaces import BackboneCost
 from detnas.search.journal import read_journal, strip_volatile
 from detnas.search.objectives import Constraints, non_dominated_fronts, pareto_front
 from detnas.search.operators import crossover, mutate
-from detnas.search.records import Candidate
+from detnas.search.records import Candidate, Latency
 
 SMALL = dict(population=10, generations=4, parents=4, mutations=4, crossovers=4, randoms=2, seed=3)
 
@@ -65,7 +65,7 @@ def test_flops_and_params_limits(tmp_path) -> None:
 def test_soft_reward_and_pareto_front(tmp_path) -> None:
     soft = Constraints(objective="soft", latency_ms=5.0, soft_weight=-0.07)
     assert soft.fitness(0.3, 10.0) == pytest.approx(0.3 * 2 ** -0.07)
-    assert soft.fitness(0.3, 2.5) > 0.3 and soft.violation(0, 0, 50.0) is None
+    assert soft.fitness(0.3, 2.5) > 0.3 and soft.violation(0, 0, Latency.predicted(50.0)) is None
     points = [(0.30, 5.0), (0.25, 4.0), (0.20, 6.0), (0.35, 9.0), (0.25, 5.0)]
     assert non_dominated_fronts(points) == [[0, 1, 3], [4], [2]]  # (0.25, 5) dominates (0.20, 6)
     records = make_search(tmp_path / "p.jsonl", objective="pareto").run()

@@ -49,7 +49,7 @@ class FakeLatency:
     def latency(self, arch: Arch) -> Latency:
         self.calls.append(arch.hash)
         median = self.median(arch)
-        return Latency.predicted(median) if self.source == "predicted" else self._measured(median, 5)
+        return Latency.predicted(median, median * 1.04) if self.source == "predicted" else self._measured(median, 5)
 
     def median(self, arch: Arch) -> float:
         return 1.0 + sum(0.25 * (1 + c) for c in arch.choices) + 0.05 * _jitter(arch) + self.offset_ms
@@ -58,7 +58,7 @@ class FakeLatency:
     def _measured(median: float, n: int) -> Latency:
         return Latency.measured(TimingStats(n=n, median_ms=median, p90_ms=median * 1.05, p99_ms=median * 1.08,
                                             min_ms=median * 0.98, mean_ms=median * 1.01, std_ms=median * 0.02,
-                                            cv=0.02 / 1.01))
+                                            cv=0.02 / 1.01), upper_ms=median * 1.03)
 
     def fresh(self, archs: list[Arch], rounds: int) -> list[Latency]:
         """A fresh timing: `fresh_offset_ms` slower than `latency` says (a device drifting since the search)."""

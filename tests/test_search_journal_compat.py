@@ -50,9 +50,16 @@ def test_an_old_journal_reads_into_typed_records(old_journal) -> None:
 
 
 def test_an_old_journal_resumes_without_rewriting_its_past(old_journal) -> None:
+    """It was searched under the median rule (older detnas had no other), so it resumes under that rule; asking
+    for the 95 % bound instead is another configuration and is refused naming the field, the journal untouched."""
     before = old_journal.read_text()
     accuracy = FakeAccuracy()
-    search = Search(get_space("detnas-300m"), EvolutionSettings(generations=2, **SETTINGS), Constraints(latency_ms=20.0),
+    space, settings = get_space("detnas-300m"), EvolutionSettings(generations=2, **SETTINGS)
+    with pytest.raises(DetnasError, match="differs in constraint_feasibility"):
+        Search(space, settings, Constraints(latency_ms=20.0), accuracy, FakeLatency(), BackboneCost(64),
+               old_journal).run(resume=True)
+    assert old_journal.read_text() == before
+    search = Search(space, settings, Constraints(latency_ms=20.0, feasibility="median"),
                     accuracy, FakeLatency(), BackboneCost(64), old_journal)
     candidates = search.run(resume=True)
     assert old_journal.read_text().startswith(before) and len(accuracy.calls) == 2
