@@ -252,6 +252,10 @@ def profile_cmd(
     near_ms: Annotated[float | None, typer.Option(help="Target (ms) whose +-15 % band of random archs is judged "
                                                   "apart (default: their median).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the arch draws.")] = 0,
+    reference: Annotated[Path | None, typer.Option("--from", help="Few-shot: carry this profile of another device "
+                                                   "here with --archs whole-network measurements (its space, scope "
+                                                   "and input size).")] = None,
+    archs: Annotated[int | None, typer.Option(help="Few-shot: random archs timed here (<= 20).")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Measure block latencies, the stem and archs spanning the space on this device; fit the predictor and judge
@@ -267,6 +271,9 @@ def profile_cmd(
 
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
+    if reference is not None or archs is not None:
+        _fewshot(reference, archs, out, backend, precision, protocol, rounds, seed, json_out)
+        return
     with _warnings_as_lines(), task("profile") as status:
         profile = build_profile(get_space(space), backend=backend, size=size, batch=batch,
                                 precision=precision, protocol=protocol,
@@ -298,6 +305,45 @@ def profile_cmd(
             "profile": str(out), "build_seconds": profile["build_seconds"],
             "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict(),
             "random_report": profile["random_report"], "near_report": profile["near_report"], "near": profile["near"]})
+
+
+def _fewshot(reference: Path | None, archs: int | None, out: Path, backend: str, precision: str, protocol: Any,
+             rounds: int, seed: int, json_out: Path | None) -> None:
+    """`bench profile --from REFERENCE --archs N`: a few-shot profile of this device (detnas.bench.fewshot)."""
+    from detnas.bench.fewshot import build_fewshot_profile
+    from detnas.bench.oracle import BackendOptions
+    from detnas.bench.profile import profile_report, save_profile
+    from detnas.export.converters import onnx_converters
+    from detnas.io import read_json_file
+    from detnas.progress import task
+    from detnas.space import SearchSpace, register_space
+
+    if reference is None or archs is None:
+        raise DetnasError("--from and --archs go together: a few-shot profile carries --from REFERENCE.json here "
+                          "with --archs N whole-network measurements (e.g. --archs 20)")
+    data = read_json_file(reference, "latency profile", "give a profile built with `detnas bench profile`")
+    if not isinstance(data, dict) or "space" not in data:
+        raise DetnasError(f"--from {reference}: not a detnas latency profile (no 'space'); give one built with "
+                          "`detnas bench profile`")
+    space = register_space(SearchSpace.from_dict(data["space"], source=f"{reference}: space"))
+    with _warnings_as_lines(), task("profile") as status:
+        profile = build_fewshot_profile(data, space, n_archs=archs, backend=backend, precision=precision,
+                                        protocol=protocol, options=BackendOptions(converters=onnx_converters()),
+                                        rounds=rounds, seed=seed, reference_path=str(reference),
+                                        progress=status.describe)
+    save_profile(profile, out)
+    report = profile_report(profile)
+    console.print(_report_table(report, "archs timed here, each predicted by the transfer fitted on the others"))
+    for line in report.verdict():
+        console.print(line, highlight=False, soft_wrap=True)
+    transfer = profile["transfer"]
+    console.print(f"few-shot from {reference}: stage scales {', '.join(f'{v:.3f}' for v in transfer['stage_scales'])}, "
+                  f"intercept {transfer['intercept_ms']:.3f} ms · built in {profile['build_seconds']:.0f}s · wrote {out}",
+                  highlight=False, soft_wrap=True)
+    if json_out is not None:
+        write_document(json_out, "detnas.bench.profile/1", {
+            "profile": str(out), "build_seconds": profile["build_seconds"],
+            "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict(), "transfer": transfer})
 
 
 def _report_table(report: Any, title: str = "held-out archs spanning the space") -> Table:

@@ -61,7 +61,7 @@ def block_inputs(space: SearchSpace, size: tuple[int, int]) -> list[tuple[int, i
     return out
 
 
-def _half_medians(samples: list[float], rounds: int) -> tuple[float, float]:
+def half_medians(samples: list[float], rounds: int) -> tuple[float, float]:
     """Medians of the even and the odd rounds (of the even and odd runs with one round): rounds are minutes
     apart, so the two halves differ by the machine's drift as well as by run-to-run jitter."""
     if rounds < 2:
@@ -202,7 +202,7 @@ def build_profile(
     if backbone is not None:
         # the detector's cost is the same for every arch when it depends on the stage widths only: network minus
         # backbone per arch measures it and says how far that holds
-        split = [_half_medians(s, rounds) for s in samples]
+        split = [half_medians(s, rounds) for s in samples]
         shared = shared_part([percentile(s, 50) for s in samples[:n]], backbone.measured,
                              ([h[0] for h in split[:n]], [h[1] for h in split[:n]]),
                              ([h[0] for h in split[n:]], [h[1] for h in split[n:]]))
@@ -259,7 +259,7 @@ class _Fitted:
         predictor = LatencyPredictor.fit(table, stage_of, fixed_ms, [a.choices for a in train], measured[:len(train)])
         predicted = [predictor.predict(a.choices) for a in archs]
         raw = [predictor.table_sum(a.choices) for a in archs]
-        split = [_half_medians(s, rounds) for s in samples[len(train):]]
+        split = [half_medians(s, rounds) for s in samples[len(train):]]
         report = judge_predictor(predicted[len(train):], measured[len(train):], ([h[0] for h in split],
                                  [h[1] for h in split]), table_sum=raw[len(train):])
         return cls(predictor, measured, [s.cv for s in stats], predicted, raw, report)
@@ -276,9 +276,11 @@ class JudgedSets:
     random: HeldOutReport | None
     near: HeldOutReport | None
 
+    halves: list[tuple[float, float]]
+
     def arch_rows(self) -> list[dict[str, Any]]:
-        return [{"choices": a.compact(), "hash": a.hash, "split": "random", "measured_ms": m, "predicted_ms": p}
-                for a, m, p in zip(self.archs, self.measured, self.predicted)]
+        return [{"choices": a.compact(), "hash": a.hash, "split": "random", "measured_ms": m, "predicted_ms": p,
+                 "halves_ms": list(h)} for a, m, p, h in zip(self.archs, self.measured, self.predicted, self.halves)]
 
     def to_dict(self) -> dict[str, Any]:
         near = sum(abs(m / self.near_ms - 1) <= NEAR_BAND for m in self.measured) if self.near_ms else 0
@@ -296,7 +298,7 @@ def judge_sets(predictor: LatencyPredictor, archs: Sequence[Arch], samples: Sequ
     measured latency, the target a user picking a typical arch would set)."""
     measured = [percentile(s, 50) for s in samples]
     predicted = [predictor.predict(a.choices) for a in archs]
-    halves = [_half_medians(s, rounds) for s in samples]
+    halves = [half_medians(s, rounds) for s in samples]
     target = near_ms if near_ms is not None else (percentile(measured, 50) if measured else None)
 
     def judge(keep: list[int]) -> HeldOutReport | None:
@@ -307,7 +309,7 @@ def judge_sets(predictor: LatencyPredictor, archs: Sequence[Arch], samples: Sequ
                                table_sum=[predictor.table_sum(archs[i].choices) for i in keep])
 
     near = [i for i, m in enumerate(measured) if target and abs(m / target - 1) <= NEAR_BAND]
-    return JudgedSets(list(archs), measured, predicted, target, judge(list(range(len(archs)))), judge(near))
+    return JudgedSets(list(archs), measured, predicted, target, judge(list(range(len(archs)))), judge(near), halves)
 
 
 def profile_report(profile: dict[str, Any]) -> HeldOutReport | None:
