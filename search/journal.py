@@ -18,7 +18,9 @@ from detnas.errors import DetnasError
 from detnas.io import read_text_file
 from detnas.search.records import Record, decode_record
 
-JOURNAL_VERSION = 1
+#: 2: several named latency targets (candidates' `latencies`, one final line per target); 1 is still read and resumed
+JOURNAL_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 #: fields that legitimately differ between an interrupted+resumed run and a straight one
 VOLATILE_FIELDS = ("wall_s", "timing")
 
@@ -29,7 +31,7 @@ EXTENDABLE_FIELDS = ("generations",)
 
 #: fields added after version-1 journals were written, with the value every such journal had: at that value a field
 #: stays out of the hash, so an older journal resumes under the settings it was searched with
-LEGACY_VALUES = {"constraint_feasibility": "median"}
+LEGACY_VALUES: dict[str, Any] = {"constraint_feasibility": "median", "constraint_targets": ()}
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -51,8 +53,8 @@ def read_journal(path: str | Path) -> list[dict[str, Any]]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             raise DetnasError(f"{path}: line {number} is not JSON; the journal is corrupted") from None
-    if not records or records[0].get("type") != "header" or records[0].get("version") != JOURNAL_VERSION:
-        raise DetnasError(f"{path}: not a detnas search journal (no version-{JOURNAL_VERSION} header on line 1)")
+    if not records or records[0].get("type") != "header" or records[0].get("version") not in READABLE_VERSIONS:
+        raise DetnasError(f"{path}: not a detnas search journal (no version-{JOURNAL_VERSION} or -1 header on line 1)")
     return records
 
 

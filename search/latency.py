@@ -24,15 +24,16 @@ if TYPE_CHECKING:
     from detnas.bench.oracle import TrainedDetector
     from detnas.bench.precision import OnnxConverters
 
-_DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|us|µs)?\s*$")
-_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3, None: 1.0}
+_DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|us|µs)\s*$")
+_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
 
 
 def parse_latency_ms(text: str) -> float:
-    """'12ms', '12' (ms), '0.012s', '800us' -> milliseconds."""
+    """'12ms', '0.012s', '800us' -> milliseconds; a bare number is refused (12 of what?)."""
     match = _DURATION.match(text)
     if match is None or float(match["value"]) <= 0:
-        raise DetnasError(f"--latency-target '{text}' must be a positive duration such as 12ms, 0.5s or 800us")
+        raise DetnasError(f"--latency-target '{text}' must be a positive duration with its unit, such as 12ms, "
+                          "0.5s or 800us")
     return float(match["value"]) * _TO_MS[match["unit"]]
 
 

@@ -7,7 +7,7 @@ subclass registered with `@OBJECTIVES.register(name)`; `--objective NAME` then s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -60,6 +60,7 @@ class Constraints:
     paper_limit: bool = True
     metric: str = "AP"
     feasibility: str = "ucb95"
+    targets: tuple[tuple[str, float], ...] = ()  # several named targets (then `latency_ms` is None): (name, ms)
 
     def __post_init__(self) -> None:
         rule = OBJECTIVES.get(self.objective)  # refuses an unregistered name, listing the registered ones
@@ -74,9 +75,17 @@ class Constraints:
             raise DetnasError(f"--latency-target {self.latency_ms}ms must be positive")
         if self.feasibility not in FEASIBILITY_RULES:
             raise DetnasError(f"--feasibility '{self.feasibility}' is not one of {', '.join(FEASIBILITY_RULES)}")
+        if self.targets and (self.objective != "hard" or self.latency_ms is not None):
+            raise DetnasError(f"--objective {self.objective} ranks against one target; with several named "
+                              "--latency-target use --objective hard")
+        for name, ms in self.targets:
+            if ms <= 0:
+                raise DetnasError(f"--latency-target {name}={ms}ms must be positive")
 
-    def violation(self, flops: int, params: int, latency: Latency | None = None) -> str | None:
-        """Why a candidate is infeasible, or None; without a latency only the cheap analytic limits are checked."""
+    def violation(self, flops: int, params: int, latency: Latency | None = None,
+                  latencies: Mapping[str, Latency] | None = None) -> str | None:
+        """Why a candidate is infeasible, or None; without a latency only the cheap analytic limits are checked.
+        With several targets a candidate is kept when it meets any of them (it may be a parent for that one)."""
         if self.flops_max is not None and flops > self.flops_max:
             return f"flops {flops / 1e6:.1f}M > {self.flops_max / 1e6:.1f}M"
         if self.params_max is not None and params > self.params_max:
@@ -86,7 +95,16 @@ class Constraints:
             if held > self.latency_ms:  # type: ignore[operator]
                 what = "latency" if self.feasibility == "median" else "latency 95% bound"
                 return f"{what} {held:.3f}ms > {self.latency_ms:g}ms"
+        if latencies and self.targets:
+            over = [f"{name} {self.held_latency(latencies[name]):.3f}ms > {ms:g}ms" for name, ms in self.targets
+                    if self.held_latency(latencies[name]) > ms]
+            if len(over) == len(self.targets):
+                return "over every target: " + ", ".join(over)
         return None
+
+    def meets(self, candidate: Candidate, target: str) -> bool:
+        """Whether a candidate of a several-target search meets the named target under the feasibility rule."""
+        return self.held_latency(candidate.latencies[target]) <= dict(self.targets)[target]
 
     def held_latency(self, latency: Latency) -> float:
         """The figure the target is held against under the feasibility rule."""
@@ -102,7 +120,7 @@ class Constraints:
 
     @property
     def unconstrained(self) -> bool:
-        return self.latency_ms is None and self.flops_max is None and self.params_max is None
+        return self.latency_ms is None and not self.targets and self.flops_max is None and self.params_max is None
 
     def resolve(self, space_name: str, flops_size: int, metric: str) -> tuple[Constraints, str]:
         """These constraints with the paper's defaults filled in, and a log line saying what applies."""
@@ -243,9 +261,10 @@ def rank_records(records: Sequence[Candidate], objective: str) -> list[Candidate
     return OBJECTIVES.get(objective)().rank(records)
 
 
-def pareto_front(records: Sequence[Candidate]) -> list[Candidate]:
-    """The non-dominated candidates (AP vs median latency), fastest first."""
+def pareto_front(records: Sequence[Candidate], target: str | None = None) -> list[Candidate]:
+    """The non-dominated candidates (AP vs median latency, of the named target when given), fastest first."""
     if not records:
         return []
-    points = [(r.metrics["AP"], r.latency.median_ms) for r in records]
-    return sorted((records[i] for i in non_dominated_fronts(points)[0]), key=lambda r: r.latency.median_ms)
+    ms = [(r.latencies[target] if target else r.latency).median_ms for r in records]
+    points = [(r.metrics["AP"], m) for r, m in zip(records, ms)]
+    return [records[i] for i in sorted(non_dominated_fronts(points)[0], key=lambda i: ms[i])]

@@ -1,8 +1,9 @@
 """The search's typed records: a candidate's latency, a planned generation, an evaluated candidate and the
 winner's fresh timing, each with the JSON line the journal stores.
 
-The JSON is the journal's version-1 format, unchanged, so journals written by earlier detnas versions read back
-into the same records; an arch is stored as `Arch.to_dict()` and checked against its stored hash on reading.
+The JSON is the journal's version-1 format with fields added (a candidate's `latencies` per named target, the
+final line's fresh timing and target), so journals written by earlier detnas versions read back into the same
+records; an arch is stored as `Arch.to_dict()` and checked against its stored hash on reading.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ class Latency:
         return cls(float(data["median_ms"]), None, convert, upper)
 
 
+def _latencies_json(latencies: dict[str, Latency]) -> dict[str, Any]:
+    return {name: latency.to_json() for name, latency in latencies.items()}
+
+
+def _latencies(data: dict[str, Any]) -> dict[str, Latency]:
+    return {name: Latency.from_json(value) for name, value in (data.get("latencies") or {}).items()}
+
+
 def _arch(data: dict[str, Any], source: str) -> Arch:
     arch = Arch.from_dict(data["arch"], source=source)
     if data.get("hash", arch.hash) != arch.hash:
@@ -74,6 +83,7 @@ class Proposal:
     params: int
     latency: Latency | None = None
     reason: str | None = None
+    latencies: dict[str, Latency] = field(default_factory=dict)  # per named target (several-target searches)
 
     @property
     def hash(self) -> str:
@@ -84,6 +94,8 @@ class Proposal:
                                 "flops": self.flops, "params": self.params}
         if self.latency is not None:
             data["latency"] = self.latency.to_json()
+        if self.latencies:
+            data["latencies"] = _latencies_json(self.latencies)
         if self.reason is not None:
             data["reason"] = self.reason
         return data
@@ -92,7 +104,7 @@ class Proposal:
     def from_json(cls, data: dict[str, Any], source: str) -> Proposal:
         latency = Latency.from_json(data["latency"]) if "latency" in data else None
         return cls(_arch(data, source), data["origin"], int(data["flops"]), int(data["params"]), latency,
-                   data.get("reason"))
+                   data.get("reason"), _latencies(data))
 
 
 @dataclass
@@ -137,17 +149,19 @@ class Candidate:
     fingerprint: str
     wall_s: float = 0.0
     timing: dict[str, float] = field(default_factory=dict)
+    latencies: dict[str, Latency] = field(default_factory=dict)  # per named target (several-target searches)
 
     @property
     def hash(self) -> str:
         return self.arch.hash
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "candidate", "index": self.index, "generation": self.generation, "origin": self.origin,
+        data = {"type": "candidate", "index": self.index, "generation": self.generation, "origin": self.origin,
                 "hash": self.hash, "arch": self.arch.to_dict(), "metrics": dict(self.metrics),
                 "latency": self.latency.to_json(), "flops": self.flops, "params": self.params,
                 "fitness": self.fitness, "seed": self.seed, "fingerprint": self.fingerprint, "wall_s": self.wall_s,
                 "timing": dict(self.timing)}
+        return {**data, "latencies": _latencies_json(self.latencies)} if self.latencies else data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Candidate:
@@ -156,7 +170,7 @@ class Candidate:
                    {k: float(v) for k, v in data["metrics"].items()}, Latency.from_json(data["latency"]),
                    int(data["flops"]), int(data["params"]), float(data["fitness"]), int(data["seed"]),
                    str(data["fingerprint"]), float(data.get("wall_s", 0.0)),
-                   {k: float(v) for k, v in (data.get("timing") or {}).items()})
+                   {k: float(v) for k, v in (data.get("timing") or {}).items()}, _latencies(data))
 
 
 @dataclass(frozen=True)
@@ -197,6 +211,7 @@ class Final:
     search_latency: Latency | None = None
     rounds: int | None = None
     runner_up: Retimed | None = None
+    target: str | None = None  # the named target this winner is for (several-target searches)
 
     @property
     def hash(self) -> str:
@@ -216,6 +231,8 @@ class Final:
             data["rounds"] = self.rounds
         if self.runner_up is not None:
             data["runner_up"] = self.runner_up.to_json()
+        if self.target is not None:
+            data["target"] = self.target
         return data
 
     @classmethod
@@ -226,7 +243,7 @@ class Final:
                    str(data["fingerprint"]), data.get("latency_target_ms"), data.get("meets_target"),
                    None if search is None else Latency.from_json(search),
                    None if data.get("rounds") is None else int(data["rounds"]),
-                   None if runner is None else Retimed.from_json(runner))
+                   None if runner is None else Retimed.from_json(runner), data.get("target"))
 
 
 Record = Plan | Candidate | Final

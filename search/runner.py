@@ -22,6 +22,7 @@ from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
 from detnas.search.objectives import Constraints, bound_confidence
 from detnas.search.report import SearchRun, write_report
+from detnas.search.targets import Target
 
 if TYPE_CHECKING:
     from detnas.bench.precision import OnnxConverters
@@ -57,6 +58,7 @@ class SearchRequest:
     resume: bool = False
     top_k: int = 10
     fresh_rounds: int = FRESH_ROUNDS
+    targets: list[Target] = field(default_factory=list)  # several named targets (`constraints.targets` mirrors them)
     onnx_converters: OnnxConverters | None = None  # FP16 timing on ONNX Runtime's CPU provider needs export's
 
 
@@ -103,10 +105,13 @@ def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing, cache
 
 
 def _context(request: SearchRequest, digest: str, val: Any, bn: Any, latency: LatencyEstimator, timing: Timing,
-             sizes: tuple[int, int]) -> dict[str, Any]:
+             sizes: tuple[int, int], sources: dict[str, LatencyEstimator]) -> dict[str, Any]:
     """What besides the search knobs decides the journal's numbers; a resume must match it exactly."""
     source = ({"latency_profile": str(request.latency_profile), "profile_fingerprint": latency.fingerprint}
               if request.latency_profile else {"latency_fingerprint": latency.fingerprint})
+    if request.targets:
+        source = {"latency_profiles": {t.name: str(t.profile) for t in request.targets if t.profile},
+                  "latency_fingerprints": {name: e.fingerprint for name, e in sources.items()}}
     return {"supernet": digest, "data": str(request.data), "val_images": len(val) if request.val_images is None
             else min(request.val_images, len(val)), "bn_data": str(request.bn_data), "bn_images": request.bn_images,
             "bn_batch": request.bn_batch, "min_size": sizes[0], "max_size": sizes[1], "proposals": request.proposals,
@@ -118,7 +123,7 @@ def check_feasibility_rule(constraints: Constraints, latency: LatencyEstimator, 
                            confidence: float) -> None:
     """Refuse a hard target under --feasibility ucb95 when the latency source cannot bound its medians: too few
     timed runs for the confidence the search's budget asks, or a profile without held-out archs."""
-    if not constraints.latency_is_hard or constraints.feasibility != "ucb95":
+    if not (constraints.latency_is_hard or constraints.targets) or constraints.feasibility != "ucb95":
         return
     from detnas.bench.stats import min_runs_for_bound
 
@@ -158,27 +163,34 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         confidence = bound_confidence(request.settings.population * request.settings.generations)
         timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache,
                                             request.onnx_converters, bn, confidence)
-        latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, timing,
-                                                    request.force_profile, confidence)
-                                     if request.latency_profile else measured)
-        for caveat in latency.caveats if isinstance(latency, ProfileLatency) else ():
-            log(f"warning: {caveat}")
-        check_feasibility_rule(constraints, latency, timing, confidence)
-        if constraints.latency_ms is not None:
-            _, fastest_ms = check_target_reachable(supernet.space, constraints.latency_ms, latency,
-                                                   (request.flops_size, request.flops_size))
-            log(f"fastest probe of the space: {fastest_ms:.3f}ms ({latency.source}), "
-                f"target {constraints.latency_ms:g}ms")
+        def source(profile: Path | None) -> LatencyEstimator:
+            return (ProfileLatency(profile, supernet.space, timing, request.force_profile, confidence) if profile
+                    else measured)
+
+        sources = {t.name: source(t.profile) for t in request.targets}
+        latency = sources[request.targets[0].name] if request.targets else source(request.latency_profile)
+        budgets = [(t.name, t.latency_ms, sources[t.name]) for t in request.targets] or (
+            [("", constraints.latency_ms, latency)] if constraints.latency_ms is not None else [])
+        for name, target_ms, estimator in budgets or [("", None, latency)]:
+            for caveat in estimator.caveats if isinstance(estimator, ProfileLatency) else ():
+                log(f"warning: {caveat}")
+            check_feasibility_rule(constraints, estimator, timing, confidence)
+            if target_ms is not None:
+                _, fastest_ms = check_target_reachable(supernet.space, target_ms, estimator,
+                                                       (request.flops_size, request.flops_size))
+                log(f"fastest probe of the space: {fastest_ms:.3f}ms ({estimator.source}), "
+                    f"target {name + ' ' if name else ''}{target_ms:g}ms")
         accuracy = DetectionAP(supernet, bn, val, request.bn_images, request.bn_batch, request.val_images, device)
         context = _context(request, supernet.digest, val, bn, latency, timing,
-                           (supernet.min_size, supernet.max_size))
+                           (supernet.min_size, supernet.max_size), sources)
         remove_stale_temps(request.out)  # report files a kill -9 left half-written
         search = Search(supernet.space, request.settings, constraints, accuracy, latency,
-                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, log)
+                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, log, sources)
         start = time.perf_counter()
         candidates = search.run(resume=request.resume)
         search_s = time.perf_counter() - start
-        search.finalize(candidates, measured, request.fresh_rounds)
+        elsewhere = [name for name, estimator in sources.items() if estimator.fingerprint != measured.fingerprint]
+        search.finalize(candidates, measured, request.fresh_rounds, elsewhere)
         if measured.cache.lookups:
             log(f"latency cache: {measured.cache.hits}/{measured.cache.lookups} hits")
         run = write_report(request.out / JOURNAL_NAME, request.out, request.top_k) if search.team.is_leader else None

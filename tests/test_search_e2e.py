@@ -200,3 +200,24 @@ def test_a_paper_style_supernet_loads_and_is_recalibrated_as_the_official_search
     accuracy = evaluators.DetectionAP(supernet, data, val, bn_images=2, bn_batch=1, val_images=1)
     metrics = accuracy.evaluate(sample_arch(TINY, 0))
     assert modes == ["detnas"] and 0.0 <= metrics["AP"] <= 1.0
+
+
+def test_two_targets_in_one_search(setup, tmp_path) -> None:
+    """Two named targets measured by the same backend: AP once per candidate, latency per target, one winner,
+    fresh timing, front and plot per target; `detnas export --arch best_arch.NAME.json` reads the winner."""
+    from detnas.arch import Arch
+
+    out = tmp_path / "two"
+    assert main(search_args(setup, out, "--latency-target", "tight=2s", "--latency-target", "loose=10s",
+                            "--generations", "1")) == 0
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    assert journal[0]["version"] == 2
+    candidates = [r for r in journal if r["type"] == "candidate"]
+    assert len(candidates) == 2 and all(set(r["latencies"]) == {"tight", "loose"} for r in candidates)
+    finals = {r["target"]: r for r in journal if r["type"] == "final"}
+    assert set(finals) == {"tight", "loose"} and all(f["rounds"] == 5 for f in finals.values())
+    for name in ("tight", "loose"):
+        assert Arch.from_json((out / f"best_arch.{name}.json").read_text()).hash == finals[name]["hash"]
+        assert (out / f"pareto.{name}.png").is_file() and (out / f"pareto_front.{name}.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"].startswith("target tight (2000ms): winner") and set(summary["targets"]) == {"tight", "loose"}
