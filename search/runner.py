@@ -12,11 +12,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
+from detnas.detection.supernet_path import SupernetDetector
 from detnas.distributed import init_distributed, shutdown_distributed
 from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
 from detnas.io import remove_stale_temps
-from detnas.search.evaluators import BN_BATCH, BN_IMAGES, DetectionAP, SupernetDetector
+from detnas.search.evaluators import DetectionAP
 from detnas.search.evolution import FRESH_ROUNDS, EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable

@@ -180,7 +180,8 @@ def test_a_paper_style_supernet_loads_and_is_recalibrated_as_the_official_search
     by the search, and its candidates' BN is re-estimated in the official mode (training mode with targets)."""
     from detnas.arch import sample_arch
     from detnas.data import CocoDetection
-    from detnas.detection import build_detector
+    from detnas.detection import build_detector, recalibrate
+    from detnas.detection.supernet_path import SupernetDetector
     from detnas.search import evaluators
 
     classes = CocoDetection(setup["val"], setup["root"] / "train2017").classes
@@ -189,11 +190,11 @@ def test_a_paper_style_supernet_loads_and_is_recalibrated_as_the_official_search
             "classes": list(classes), "num_classes": len(classes), "detector": "fpn",
             "recipe": {"min_size": 64, "max_size": 96, "detector_style": "detnas"}}
     save_checkpoint(tmp_path / "paper", detector.state_dict(), meta)
-    supernet = evaluators.SupernetDetector.load(tmp_path / "paper", proposals=4)
+    supernet = SupernetDetector.load(tmp_path / "paper", proposals=4)
     assert supernet.style == "detnas"
     modes = []
-    real = evaluators.recalibrate_bn
-    monkeypatch.setattr(evaluators, "recalibrate_bn", lambda model, batches, **kw: modes.append(kw.get("mode"))
+    real = recalibrate.recalibrate_bn
+    monkeypatch.setattr(recalibrate, "recalibrate_bn", lambda model, batches, **kw: modes.append(kw.get("mode"))
                         or real(model, batches, **kw))
     data = CocoDetection(setup["train"], setup["root"] / "train2017")
     val = CocoDetection(setup["val"], setup["root"] / "train2017")

@@ -105,9 +105,11 @@ def _size_mb(path: Path) -> float:
 def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: Path | None,
             calib_images: int) -> tuple[Path, bool]:
     """`<stem>.<precision>.onnx` next to the FP32 file: reused when present, else converted as `detnas export
-    --precision` does (INT8 calibrates on --calib-images, else on the checkpoint's training split)."""
+    --precision` does, with its options' defaults (INT8 calibrates on --calib-images, else on the checkpoint's
+    training split)."""
     from detnas.bench.backends.trt_backend import onnx_precision
-    from detnas.export.precision import precision_request, write_precision
+    from detnas.export.api import PrecisionOptions
+    from detnas.export.precision import write_precision
 
     target = fp32_onnx.with_name(f"{fp32_onnx.stem}.{precision}.onnx")
     if target.is_file():
@@ -116,10 +118,9 @@ def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: P
         return target, False
     if weights is None and calib_data is None and precision == "int8":
         raise DetnasError("--convert int8 needs calibration images: pass --calib-images DIR or --weights CKPT of a run")
-    request = precision_request(precision, weights=weights or fp32_onnx, calib_data=calib_data, calib_images=calib_images,
-                                calib_method="minmax", gate_data=None, gate_images=None, max_ap_drop=0.0,
-                                dynamic_batch=False)
-    write_precision(fp32_onnx, target, request)
+    # `detnas export`'s precision options, defaults included (the INT8 range method): one conversion, one result
+    options = PrecisionOptions(precision, calib_images=calib_data, calib_count=calib_images)
+    write_precision(fp32_onnx, target, options.request(weights or fp32_onnx))
     return target, True
 
 

@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from detnas.cli.options import BackendName, PrecisionName, ScopeName, SizeHW, option
 from detnas.console import plain_console
-from detnas.search.evaluators import BN_BATCH, BN_IMAGES
+from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 
 
 class _SearchRunsByDefault(TyperGroup):
