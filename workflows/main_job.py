@@ -65,7 +65,7 @@ class MainJobPlan:
     def named(cls, name: str) -> MainJobPlan:
         plans = {"full": cls(), "smoke": cls(train_images=16, val_images=6, search_val_images=4, cls_per_class=8,
                                              cls_iterations=6, det_iterations=120, population=4, generations=2,
-                                             bn_images=8, parity_images=16, latency_runs=5, bench_runs=10)}
+                                             bn_images=8, parity_images=16, latency_runs=8, bench_runs=10)}
         if name not in plans:
             raise DetnasError(f"--plan '{name}': choose one of {', '.join(plans)}")
         return plans[name]
