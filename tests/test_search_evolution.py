@@ -210,7 +210,7 @@ def test_pareto_objective_ranks_by_the_fitness_metric() -> None:
 
     def candidate(name: str, ap: float, map50: float, ms: float) -> SimpleNamespace:
         return SimpleNamespace(hash=name, metrics={"AP": ap, "mAP50_07": map50}, fitness=map50,
-                               latency=SimpleNamespace(median_ms=ms))
+                               latency=SimpleNamespace(median_ms=ms, upper_ms=ms))
 
     coco_best, voc_best, slow = candidate("a", 0.5, 0.2, 5.0), candidate("b", 0.3, 0.6, 5.0), candidate("c", 0.1, 0.1, 9.0)
     records = [coco_best, voc_best, slow]
