@@ -146,7 +146,8 @@ class OrtBackend(LatencyBackend):
 
         provider = options.provider(device)
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-            open_session(path, "cpu", 1)  # a file that does not load gets the clear message before converting it
+            if precision != "fp32":  # a file that does not load gets the clear message before converting it
+                open_session(path, "cpu", 1)
             from detnas.bench.backends.trt_backend import precision_file
 
             model, seconds = precision_file(path, Path(tmp), precision, calibration, options.converters,

@@ -274,6 +274,8 @@ def precision_file(path: Path, work: Path, precision: str, calibration: Sequence
     and box decoding would run in FP16."""
     import time
 
+    if precision == "fp32":  # the file as it is (FP32 timing never converts; TensorRT checks what it carries)
+        return path, None
     already = onnx_precision(path)
     if already == precision:
         return path, None
