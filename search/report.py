@@ -10,7 +10,7 @@ from typing import Any
 
 from detnas.io import atomic_path, atomic_write_json, atomic_write_text
 from detnas.search.evolution import best_record
-from detnas.search.journal import decode_journal, read_journal
+from detnas.search.journal import LEGACY_VALUES, decode_journal, read_journal
 from detnas.search.objectives import Constraints, pareto_front, rank_records
 from detnas.search.records import Candidate, Final, Plan
 
@@ -37,8 +37,8 @@ class SearchRun:
 
     @property
     def constraints(self) -> Constraints:
-        prefix = "constraint_"
-        fields = {k[len(prefix):]: v for k, v in self.config.items() if k.startswith(prefix)}
+        prefix = "constraint_"  # an older journal lacks the later fields: it was searched at their legacy values
+        fields = {k[len(prefix):]: v for k, v in {**LEGACY_VALUES, **self.config}.items() if k.startswith(prefix)}
         fields["targets"] = tuple((str(name), float(ms)) for name, ms in fields.get("targets", ()))
         return Constraints(**fields)
 

@@ -127,3 +127,22 @@ def test_an_older_cache_file_gains_the_new_columns_and_its_rows_are_never_served
     assert [(e.source, e.protocol) for e in cache.entries()] == [("arch:a", "")]
     assert cache.get(CacheKey("arch:a", (1, 3, 64, 64), 1, "fp32", "ort:cpu", "backbone", FINGERPRINT.hash,
                               protocol="warmup=2,runs=3,clock=wall", inputs="abc")) is None
+
+
+def test_fresh_timing_of_several_archs_is_measured_in_rounds_and_never_cached(tmp_path: Path) -> None:
+    """The winner's check: every arch is prepared anew and timed in interleaved rounds, its details say so, and a
+    cache that holds the arch's search-time figure is neither read nor written."""
+    from test_search_fakes import TINY
+
+    from detnas.arch import sample_arch
+    from detnas.bench.oracle import TimingProtocol, measure_arch, measure_archs_fresh
+
+    cache = LatencyCache(tmp_path / "c.sqlite")
+    archs = [sample_arch(TINY, 0), sample_arch(TINY, 1)]
+    protocol = TimingProtocol(warmup=1, runs=3)
+    searched = measure_arch(archs[0], size=(32, 32), backend="torch", protocol=protocol, cache=cache)
+    fresh = measure_archs_fresh(archs, size=(32, 32), rounds=3, backend="torch", protocol=protocol)
+    assert [r.source for r in fresh] == [f"arch:{a.hash}" for a in archs]
+    assert all(r.stats.n == 9 and "cache" not in r.details for r in fresh)
+    assert fresh[0].details["measured"]["fresh_rounds"] == 3 and fresh[0].details["measured"]["runs"] == 9
+    assert fresh[0].samples_ms != searched.samples_ms and len(cache.entries()) == 1

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from detnas.arch import Arch, sample_arch
-from detnas.bench.fewshot import judge_fewshot
+from detnas.bench.fewshot import judge_on
 from detnas.bench.predictor import LatencyPredictor
 from detnas.bench.profile import PROFILE_FORMAT
 from detnas.cli.main import main
@@ -93,21 +93,21 @@ def test_cli_builds_a_fewshot_profile_the_search_can_use(reference_file, tmp_pat
     assert predict_latency(loaded, Arch(space, (0, 3, 3, 0))) > 0
 
 
-def test_judged_against_the_random_archs_of_a_full_profile() -> None:
+def test_judged_beside_a_full_profile_on_the_same_held_out_runs() -> None:
     space = SearchSpace.from_dict(TINY)
     reference = _reference(space)
     rng = random.Random(1)
-    fitted = [sample_arch(space, rng) for _ in range(4)]
-    moved = LatencyPredictor.transfer(reference, [a.choices for a in fitted + fitted[:2]],
-                                      [2 * reference.predict(a.choices) for a in fitted + fitted[:2]])
-    fewshot = {"predictor": moved.to_dict(), "archs": [{"hash": a.hash} for a in fitted]}
+    fitted = [sample_arch(space, rng) for _ in range(6)]
+    moved = LatencyPredictor.transfer(reference, [a.choices for a in fitted],
+                                      [2 * reference.predict(a.choices) for a in fitted])
+    fewshot = {"predictor": moved.to_dict(), "archs": [{"hash": a.hash, "split": "loo"} for a in fitted]}
+    full = {"predictor": reference.to_dict(), "archs": []}  # the other session's table, unscaled: half as fast
     others = [Arch(space, c) for c in ((0, 0, 0, 0), (3, 3, 3, 3), (0, 3, 0, 3), (3, 0, 3, 0), (0, 0, 3, 3),
-                                       (3, 3, 0, 0))]
-    rows = [{"hash": a.hash, "choices": a.compact(), "split": "random", "measured_ms": 2 * reference.predict(a.choices),
-             "halves_ms": [2 * reference.predict(a.choices) * 0.999, 2 * reference.predict(a.choices) * 1.001]}
-            for a in others]
-    report = judge_fewshot(fewshot, {"archs": rows})
-    assert report.n == len([a for a in others if a.hash not in {f.hash for f in fitted}])
-    assert report.predictor.within_10 == 1.0 and report.predictor.r2 == pytest.approx(1.0)
-    with pytest.raises(DetnasError, match="fewer than 5 random archs"):
-        judge_fewshot(fewshot, {"archs": rows[:3]})
+                                       (3, 3, 0, 0), (0, 3, 3, 0))]
+    others = [a for a in others if a.hash not in {f.hash for f in fitted}]
+    runs = [[2 * reference.predict(a.choices) * (1 + 0.001 * (i % 3 - 1)) for i in range(6)] for a in others]
+    judged = judge_on({"fewshot": fewshot, "full": full}, others, runs, rounds=2)
+    assert judged["fewshot"].n == len(others) >= 5 and judged["fewshot"].predictor.within_5 == 1.0
+    assert judged["fewshot"].predictor.r2 > 0.99 and judged["full"].predictor.within_10 == 0.0
+    with pytest.raises(DetnasError, match="none of them fitted on"):
+        judge_on({"fewshot": fewshot}, fitted, [[1.0, 1.0]] * len(fitted), rounds=1)

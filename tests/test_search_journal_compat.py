@@ -46,6 +46,7 @@ def test_an_old_journal_reads_into_typed_records(old_journal) -> None:
     assert run.verdict() == ("winner meets the 20ms target: 13.019ms re-measured (measured) through the search's cache "
                              "by an older detnas, not a fresh timing")
     assert not run.final.fresh and run.final.runner_up is None
+    assert run.constraints.feasibility == "median" and run.constraints.targets == ()  # what it was searched under
     assert run.final.to_json() == read_journal(old_journal)[-1], "the JSON round trip changed the final line"
 
 
