@@ -56,10 +56,11 @@ def test_the_requests_cross_option_refusals_come_before_any_work(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_run_export_writes_checks_and_describes_the_file_as_detnas_export_does(tmp_path: Path) -> None:
     """A random-init tiny detector through the Python call: the ONNX file, its pre-NMS parity, the lint notes, the
     detnas.export/2 document and the logged lines are what the command prints and writes."""
-    from test_export_helpers import TINY
+    from helpers.export import TINY
 
     from detnas.arch import sample_arch
     from detnas.export.runtime import read_onnx_meta

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from test_train_helpers import coco_subset, one_thread, tiny_cls_config, tiny_space  # noqa: F401 (fixture)
 
 from detnas.arch import Arch
 from detnas.data.coco import CocoDetection
@@ -18,12 +17,15 @@ from detnas.supernet import Supernet
 from detnas.train import Classifier, resolve_config, train_child_cls, train_child_det, train_supernet_cls, train_supernet_det
 from detnas.train.optim import build_optimizer
 
+from helpers.train import coco_subset, tiny_cls_config, tiny_space
+
 DET = dict(iterations=2, batch_size=1, min_size=64, max_size=96, roi_batch=8, proposals=20, log_every=1,
            checkpoint_every=2, eval_images=2, device="cpu")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_supernet_det_fpn_from_cls_supernet_then_child_retinanet(tmp_path, coco128):
     cls_final = train_supernet_cls(tiny_cls_config(tmp_path, iterations=1, out=str(tmp_path / "cls")))
     ann = coco_subset(coco128, tmp_path, images=2)
@@ -84,6 +86,7 @@ def test_classification_loss_goes_down():
     assert _descends(losses, 0.7), losses
 
 
+@pytest.mark.slow
 def test_detection_loss_goes_down_on_real_images(tmp_path, coco128):
     torch.manual_seed(0)
     space = tiny_space()
@@ -106,6 +109,7 @@ def test_detection_loss_goes_down_on_real_images(tmp_path, coco128):
     assert _descends(losses, 0.9), losses  # focal loss falls slowly but steadily
 
 
+@pytest.mark.slow
 def test_supernet_det_reads_voc(tmp_path, coco128):
     """VOC layout (Annotations/*.xml, JPEGImages/, ImageSets/Main) through the same stage, image set via --ann."""
     from PIL import Image
@@ -130,3 +134,4 @@ def test_supernet_det_reads_voc(tmp_path, coco128):
                                                    init=str(cls_final), out=str(tmp_path / "voc")))
     meta = json.loads(train_supernet_det(cfg).with_suffix(".json").read_text())
     assert meta["num_classes"] == 20 and "cat" in meta["classes"]
+
