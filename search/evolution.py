@@ -9,6 +9,7 @@ journaled, evaluates nothing twice, and writes exactly the lines a straight run 
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from detnas.search.records import Candidate, Final, Plan, Proposal
 from detnas.space import SearchSpace
 
 CostFn = Callable[[Arch], tuple[int, int]]
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def search_config(space: SearchSpace, settings: EvolutionSettings, constraints: Constraints,
@@ -45,13 +46,12 @@ class Search:
 
     def __init__(self, space: SearchSpace, settings: EvolutionSettings, constraints: Constraints,
                  accuracy: AccuracyEvaluator, latency: LatencyEstimator, cost: CostFn, journal_path: str | Path,
-                 context: dict[str, Any] | None = None, log: Log | None = None) -> None:
+                 context: dict[str, Any] | None = None) -> None:
         self.space, self.settings, self.constraints = space, settings, constraints
         self.algorithm: SearchAlgorithm = ALGORITHMS.get(settings.algorithm)(space, settings, constraints)
         self.accuracy, self.latency, self.cost = accuracy, latency, cost
         self.journal_path = Path(journal_path)
         self.config = search_config(space, settings, constraints, context or {})
-        self.log = log or (lambda message: None)
         self.team = Team()
         self._journal: Journal | None = None
         self.latency_seconds = 0.0  # time spent asking the latency estimator in this session (for benchmarks)
@@ -151,10 +151,10 @@ class Search:
                 self._write(plan)
             seen.update(p.hash for p in plan.planned + plan.rejected)
             if not plan.planned:
-                self.log(f"generation {generation}: the space has no new feasible architecture left; stopping")
+                logger.info(f"generation {generation}: the space has no new feasible architecture left; stopping")
                 break
             todo = [(index + i, p) for i, p in enumerate(plan.planned) if p.hash not in evaluated]
-            self.log(f"generation {generation}: {len(plan.planned)} planned, {len(plan.rejected)} rejected, "
+            logger.info(f"generation {generation}: {len(plan.planned)} planned, {len(plan.rejected)} rejected, "
                      f"{plan.duplicates} duplicates, {len(todo)} to evaluate")
             mine = []
             for i, proposal in track(list(self.team.share(todo)), f"generation {generation}: candidates"):
@@ -162,7 +162,7 @@ class Search:
                 if self.team.world == 1:
                     self._write(record)
                 mine.append(record)
-                self.log(f"  #{i} {proposal.hash} AP {record.metrics['AP']:.4f} "
+                logger.info(f"  #{i} {proposal.hash} AP {record.metrics['AP']:.4f} "
                          f"latency {record.latency.median_ms:.3f}ms")
             if self.team.world > 1:
                 for record in sorted(self.team.gather(mine), key=lambda r: r.index):
