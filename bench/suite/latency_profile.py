@@ -1,4 +1,4 @@
-"""Issues 5 and 19 benchmark: device-profile predictor accuracy on held-out archs that span the space, judged
+"""Benchmark: device-profile predictor accuracy on held-out archs that span the space, judged
 against what each set allows, for every space and scope in one run.
 
 Goals (ORT CPU, each set): R² >= 0.9, Kendall tau >= 0.9 x the measurements' own split-half tau, MAPE below a
