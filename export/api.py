@@ -9,8 +9,9 @@ calibrates and checks the same way.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from detnas.export.trt import TrtReport
     from detnas.export.trt_lint import LintReport
 
+logger = logging.getLogger(__name__)
 PARITY_IMAGES = 4  # real images of a parity folder compared (ONNX Runtime vs PyTorch)
 ONNX_LINT_NOTE_VERSIONS = ("10.3", "11")  # the parsers an ONNX-only export is linted for, as a note
 EXPORT_SCHEMA = "detnas.export/2"
@@ -232,14 +234,14 @@ class ExportOutcome:
                 "tensorrt": self.tensorrt.to_dict() if self.tensorrt else None}
 
 
-def run_export(request: ExportRequest, log: Callable[[str], None] | None = None) -> ExportOutcome:
-    """Export, check and describe one detector as `request` asks; `log` receives one line per finished step.
-    Bad input is refused (one line) before anything is written; a failed check leaves nothing under `out`."""
+def run_export(request: ExportRequest) -> ExportOutcome:
+    """Export, check and describe one detector as `request` asks, one line per finished step to this module's logger
+    (the CLI prints them). Bad input is refused (one line) before anything is written; a failed check leaves nothing
+    under `out`."""
     from detnas.export.onnx_export import check_size, export_onnx
     from detnas.export.precision import kept_reference, reduce_exported
     from detnas.images import read_image
 
-    say = log or (lambda _line: None)
     request.validate()
     out, graph, parity = request.out, request.graph, request.parity
     assert out is not None  # validate() refused the rest
@@ -264,23 +266,23 @@ def run_export(request: ExportRequest, log: Callable[[str], None] | None = None)
                          box_tol=parity.box_tol, score_tol=parity.score_tol,
                          # random weights leave few detections: parity rests on the head outputs before NMS
                          min_detections=0 if request.source.random_init else parity.min_detections)
-    say(f"ONNX: {report.path}  input {list(report.meta.input.shape())}"
+    logger.info(f"ONNX: {report.path}  input {list(report.meta.input.shape())}"
         f"{' (dynamic batch)' if graph.dynamic_batch else ''}, {report.nodes} nodes, traced in "
         f"{report.export_seconds:.1f} s")
     for note in report.notes:
-        say(f"  {note}")
+        logger.info(f"  {note}")
     if report.parity is not None:
-        say(f"  parity OK: {report.parity.summary()}")
+        logger.info(f"  parity OK: {report.parity.summary()}")
     outcome = ExportOutcome(report)
     engine = request.engine.format == "trt"
     with kept_reference(out, engine and precision.reduced) as fp32_reference:  # what a reduced engine is judged by
         if precision.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
             outcome.precision = reduce_exported(out, precision, parity_inputs)
             for line in precision_lines(outcome.precision):
-                say(line)
-        outcome.lint = _lint_written(out, trt_version, say)
+                logger.info(line)
+        outcome.lint = _lint_written(out, trt_version)
         if engine:
-            outcome.tensorrt = _build_engine(out, request.engine, parity_files, precision, fp32_reference, say)
+            outcome.tensorrt = _build_engine(out, request.engine, parity_files, precision, fp32_reference)
     if request.json_out is not None:
         from detnas.jsonout import write_document
 
@@ -289,7 +291,7 @@ def run_export(request: ExportRequest, log: Callable[[str], None] | None = None)
 
 
 def _build_engine(out: Path, options: EngineOptions, parity_files: Sequence[Path], precision: PrecisionRequest,
-                  fp32_reference: Path | None, say: Callable[[str], None]) -> TrtReport:
+                  fp32_reference: Path | None) -> TrtReport:
     """The engine of the file at `out`, judged against the FP32 export (`fp32_reference`, kept aside while a
     reduced file took its name; None: `out` is the FP32 file)."""
     import torch
@@ -299,27 +301,27 @@ def _build_engine(out: Path, options: EngineOptions, parity_files: Sequence[Path
     with torch.cuda.device(torch.device(options.device or "cuda")):
         trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate=precision.gate,
                          reference=fp32_reference, tf32=options.tf32)
-    say(f"TensorRT {trt.precision}{' (TF32)' if trt.tf32 else ''}: {trt.engine} (sidecar {trt.sidecar})")
+    logger.info(f"TensorRT {trt.precision}{' (TF32)' if trt.tf32 else ''}: {trt.engine} (sidecar {trt.sidecar})")
     if trt.parity is not None:
-        say(f"  parity OK: {trt.parity.summary()}")
+        logger.info(f"  parity OK: {trt.parity.summary()}")
     if trt.gate is not None:
-        say(f"  AP gate OK: engine {trt.gate.summary('FP32 ONNX')}")
+        logger.info(f"  AP gate OK: engine {trt.gate.summary('FP32 ONNX')}")
     return trt
 
 
-def _lint_written(out: Path, trt_version: str | None, say: Callable[[str], None]) -> list[LintReport]:
+def _lint_written(out: Path, trt_version: str | None) -> list[LintReport]:
     """Lint the written ONNX file: refuse (one line, exit 2) before an engine build for the installed TensorRT;
     otherwise note the result for the current parsers. Returns the reports."""
     from detnas.export.trt_lint import lint, refuse_if_rejected
 
     if trt_version is not None:
         report = refuse_if_rejected(out, trt_version)
-        say(f"  TensorRT {trt_version} parser lint: {report.summary()}")
+        logger.info(f"  TensorRT {trt_version} parser lint: {report.summary()}")
         return [report]
     reports = lint(out, ONNX_LINT_NOTE_VERSIONS)
     for report in reports:
         first = f"; first: {report.findings[0].line()} (all: detnas export check {out})" if report.findings else ""
-        say(f"  note: TensorRT {report.version} parser lint {report.summary()}{first}")
+        logger.info(f"  note: TensorRT {report.version} parser lint {report.summary()}{first}")
     return reports
 
 

@@ -221,7 +221,7 @@ def _if_rank(facts: NodeFacts) -> str | None:
       "concatenate a scan output of dynamic length; detnas keeps Loops for the ONNX-Runtime-only --dynamic-batch "
       "graph, so export the TensorRT graph with a fixed --batch N (no Loop)",
       "onnx-tensorrt docs/operators.md Loop row at 10.1-GA 96e7811 and 10.15 GA ('Scan output length cannot be "
-      "dynamic'); issue 12 (no Loop outside --dynamic-batch)")
+      "dynamic'); detnas writes no Loop outside --dynamic-batch")
 def _loop_scan(facts: NodeFacts) -> str | None:
     body = facts.attribute("body")
     carried = len(facts.node.input) - 2
@@ -279,7 +279,7 @@ def _reduce_axes(facts: NodeFacts) -> str | None:
 @rule("topk-k", {"TopK"}, f"TopK K must be a constant <= {TOPK_MAX_K} (TensorRT's TopK limit; a K computed at run "
       "time is only checked when the engine runs); use a fixed top-k",
       f"onnx-tensorrt docs/operators.md 10.15 GA TopK row ('K input must be less than {TOPK_MAX_K}'); TensorRT operator docs TopK "
-      "(k <= 3840); docs/Changelog.md 8.6 EA (dynamic K imported as a layer input); issue 12")
+      "(k <= 3840); docs/Changelog.md 8.6 EA (dynamic K imported as a layer input)")
 def _topk_k(facts: NodeFacts) -> str | None:
     k_name = facts.input(1)
     if not k_name:  # opset < 10: K is an attribute

@@ -9,6 +9,7 @@ journaled, evaluates nothing twice, and writes exactly the lines a straight run 
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -31,7 +32,7 @@ from detnas.space import SearchSpace
 CostFn = Callable[[Arch], tuple[int, int]]
 #: interleaved rounds of the winner's fresh timing (each of the search's --latency-runs runs)
 FRESH_ROUNDS = 5
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def search_config(space: SearchSpace, settings: EvolutionSettings, constraints: Constraints,
@@ -47,7 +48,7 @@ class Search:
 
     def __init__(self, space: SearchSpace, settings: EvolutionSettings, constraints: Constraints,
                  accuracy: AccuracyEvaluator, latency: LatencyEstimator, cost: CostFn, journal_path: str | Path,
-                 context: dict[str, Any] | None = None, log: Log | None = None,
+                 context: dict[str, Any] | None = None,
                  target_latency: Mapping[str, LatencyEstimator] | None = None) -> None:
         self.space, self.settings, self.constraints = space, settings, constraints
         self.algorithm: SearchAlgorithm = ALGORITHMS.get(settings.algorithm)(space, settings, constraints)
@@ -58,7 +59,6 @@ class Search:
             raise DetnasError(f"--latency-target {', '.join(missing)}: no latency source for this target")
         self.journal_path = Path(journal_path)
         self.config = search_config(space, settings, constraints, context or {})
-        self.log = log or (lambda message: None)
         self.team = Team()
         self._journal: Journal | None = None
         self.latency_seconds = 0.0  # time spent asking the latency estimator in this session (for benchmarks)
@@ -170,10 +170,10 @@ class Search:
                 self._write(plan)
             seen.update(p.hash for p in plan.planned + plan.rejected)
             if not plan.planned:
-                self.log(f"generation {generation}: the space has no new feasible architecture left; stopping")
+                logger.info(f"generation {generation}: the space has no new feasible architecture left; stopping")
                 break
             todo = [(index + i, p) for i, p in enumerate(plan.planned) if p.hash not in evaluated]
-            self.log(f"generation {generation}: {len(plan.planned)} planned, {len(plan.rejected)} rejected, "
+            logger.info(f"generation {generation}: {len(plan.planned)} planned, {len(plan.rejected)} rejected, "
                      f"{plan.duplicates} duplicates, {len(todo)} to evaluate")
             mine = []
             for i, proposal in track(list(self.team.share(todo)), f"generation {generation}: candidates"):
@@ -181,7 +181,7 @@ class Search:
                 if self.team.world == 1:
                     self._write(record)
                 mine.append(record)
-                self.log(f"  #{i} {proposal.hash} AP {record.metrics['AP']:.4f} "
+                logger.info(f"  #{i} {proposal.hash} AP {record.metrics['AP']:.4f} "
                          f"latency {record.latency.median_ms:.3f}ms")
             if self.team.world > 1:
                 for record in sorted(self.team.gather(mine), key=lambda r: r.index):
@@ -203,7 +203,7 @@ class Search:
             return None
         slots = [(name, ms) for name, ms in self.constraints.targets] or [(None, self.constraints.latency_ms)]
         for name in elsewhere:
-            self.log(f"target {name}: predicted from a profile of another device; time its winner there "
+            logger.warning(f"target {name}: predicted from a profile of another device; time its winner there "
                      "(`detnas bench latency`)")
         finals = [self._finalize_target(candidates, measure, rounds, name, ms) for name, ms in slots
                   if name not in elsewhere]
@@ -223,7 +223,7 @@ class Search:
             raise DetnasError("the winner's latency must be timed afresh, not predicted; give a measuring backend")
         runner = best_record([c for c in pool if c.hash != best.hash], self.constraints)
         named = "" if target is None else f" of target {target}"
-        self.log(f"timing the winner{' and the runner-up' if runner else ''}{named} afresh: {rounds} interleaved "
+        logger.info(f"timing the winner{' and the runner-up' if runner else ''}{named} afresh: {rounds} interleaved "
                  "rounds, uncached")
         fresh = measure.fresh([best.arch] + ([runner.arch] if runner else []), rounds)
 

@@ -57,7 +57,7 @@ class Timing:
     backend: str = "ort"
     precision: str = "fp32"
     device: str = "cpu"
-    scope: str = "network+nms"  # the deployed graph, NMS included, fed real images (issue 5's fitness default)
+    scope: str = "network+nms"  # the deployed graph, NMS included, fed real images (the fitness default)
     batch: int = 1
     runs: int = 30
     warmup: int = 5

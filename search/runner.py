@@ -6,8 +6,8 @@ target, journal of another configuration) runs before the journal is touched.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from detnas.search.targets import Target
 if TYPE_CHECKING:
     from detnas.bench.precision import OnnxConverters
 
+logger = logging.getLogger(__name__)
 JOURNAL_NAME = "journal.jsonl"
 LATENCY_IMAGES = 4  # real images the latency is timed on (cycled through the timed runs)
 
@@ -151,8 +152,9 @@ class SearchOutcome:
     cache_lookups: int
 
 
-def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchOutcome:
-    """Run or resume a search to the end, time the winner and the runner-up afresh and write the report."""
+def run_search(request: SearchRequest) -> SearchOutcome:
+    """Run or resume a search to the end, time the winner and the runner-up afresh and write the report; progress
+    goes to the `detnas.search.runner` and `detnas.search.evolution` loggers (the CLI prints them)."""
     device = str(init_distributed(request.timing.device).device)  # this rank's device under torchrun
     try:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
@@ -161,7 +163,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
                               f"not '{request.space}'; pass the detection supernet of that space")
         val, bn = _datasets(request, supernet)
         constraints, note = request.constraints.resolve(supernet.space.name, request.flops_size, fitness_metric(val))
-        log(note)
+        logger.info(note)
         confidence = bound_confidence(request.settings.population * request.settings.generations)
         timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache,
                                             request.onnx_converters, bn, confidence)
@@ -175,26 +177,26 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
             [("", constraints.latency_ms, latency)] if constraints.latency_ms is not None else [])
         for name, target_ms, estimator in budgets or [("", None, latency)]:
             for caveat in estimator.caveats if isinstance(estimator, ProfileLatency) else ():
-                log(f"warning: {caveat}")
+                logger.warning(caveat)
             check_feasibility_rule(constraints, estimator, timing, confidence)
             if target_ms is not None:
                 _, fastest_ms = check_target_reachable(supernet.space, target_ms, estimator,
                                                        (request.flops_size, request.flops_size))
-                log(f"fastest probe of the space: {fastest_ms:.3f}ms ({estimator.source}), "
-                    f"target {name + ' ' if name else ''}{target_ms:g}ms")
+                logger.info(f"fastest probe of the space: {fastest_ms:.3f}ms ({estimator.source}), "
+                            f"target {name + ' ' if name else ''}{target_ms:g}ms")
         accuracy = DetectionAP(supernet, bn, val, request.bn_images, request.bn_batch, request.val_images, device)
         context = _context(request, supernet.digest, val, bn, latency, timing,
                            (supernet.min_size, supernet.max_size), sources)
         remove_stale_temps(request.out)  # report files a kill -9 left half-written
         search = Search(supernet.space, request.settings, constraints, accuracy, latency,
-                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, log, sources)
+                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, sources)
         start = time.perf_counter()
         candidates = search.run(resume=request.resume)
         search_s = time.perf_counter() - start
         elsewhere = [name for name, estimator in sources.items() if estimator.fingerprint != measured.fingerprint]
         search.finalize(candidates, measured, request.fresh_rounds, elsewhere)
         if measured.cache.lookups:
-            log(f"latency cache: {measured.cache.hits}/{measured.cache.lookups} hits")
+            logger.info(f"latency cache: {measured.cache.hits}/{measured.cache.lookups} hits")
         run = write_report(request.out / JOURNAL_NAME, request.out, request.top_k) if search.team.is_leader else None
         return SearchOutcome(run, search_s, search.latency_seconds, accuracy.calls, measured.cache.hits,
                              measured.cache.lookups)

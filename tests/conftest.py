@@ -1,7 +1,10 @@
-"""Shared fixtures: real data under ../shared/data when present, small threads for a 2-core machine."""
+"""Every fixture the test modules share, and the markers' skips in one place: real data under ../shared/data when
+present, small threads for a 2-core machine, the tiny search supernet; `gpu` / `tensorrt` tests skip here with the
+reason when the machine lacks them (builders and test doubles are in tests/helpers/)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -10,9 +13,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.data import shared_dataset
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-SHARED_DATA = Path(os.environ.get("DETNAS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests need a CUDA GPU, `tensorrt` tests TensorRT and a CUDA GPU: skipped with the reason otherwise."""
+    missing = [] if torch.cuda.is_available() else ["needs a CUDA GPU; none is visible (torch.cuda.is_available() is False)"]
+    reasons = {"gpu": missing, "tensorrt": missing + ([] if importlib.util.find_spec("tensorrt") else
+                                                      ["needs TensorRT; the Python package 'tensorrt' is not installed"])}
+    for item in items:
+        for marker, why in reasons.items():
+            if why and item.get_closest_marker(marker) is not None:
+                item.add_marker(pytest.mark.skip(reason="; ".join(why)))
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +44,6 @@ def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[s
         shutil.rmtree(path, ignore_errors=True)
 
 
-def shared_dataset(name: str) -> Path:
-    """Path of a real data set under ../shared/data, or skip with the reason."""
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"real data set '{name}' not found at {path} (set DETNAS_SHARED_DATA to its parent folder)")
-    return path
-
-
 @pytest.fixture
 def coco128() -> Path:
     return shared_dataset("coco128")
@@ -53,6 +59,18 @@ def cifar10() -> Path:
     return shared_dataset("cifar10")
 
 
-def cuda_or_skip() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU; none is visible (torch.cuda.is_available() is False)")
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention (restored after)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def search_setup(module_tmp: Callable[[str], Path]) -> dict[str, Path]:
+    """The untrained tiny search supernet and its coco_mini split (`helpers.search.tiny_search_supernet`)."""
+    from helpers.search import tiny_search_supernet
+
+    return tiny_search_supernet(shared_dataset("coco_mini"), module_tmp("search_e2e"))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cuda_or_skip
 from torch import nn
 
 from detnas.bench.backends.ort_backend import check_providers, open_session
@@ -176,10 +175,6 @@ def test_tensorrt_message_on_this_machine() -> None:
 
 @pytest.mark.tensorrt
 def test_tensorrt_engine_fp32_fp16(tiny_onnx: Path, tmp_path: Path) -> None:
-    try:
-        require_tensorrt()
-    except DetnasError as exc:
-        pytest.skip(str(exc))
     from detnas.bench.oracle import BackendOptions, measure_engine
 
     gpu = TimingProtocol(warmup=2, runs=5, device="cuda")
@@ -200,7 +195,6 @@ def test_tensorrt_engine_fp32_fp16(tiny_onnx: Path, tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_torch_cuda_eager_and_graphs() -> None:
-    cuda_or_skip()
     from detnas.bench.oracle import BackendOptions
 
     gpu = TimingProtocol(warmup=2, runs=5, device="cuda")
@@ -215,7 +209,6 @@ def test_torch_cuda_eager_and_graphs() -> None:
 def test_torch_cuda_times_whole_detectors() -> None:
     """A detector's dense network replays as a CUDA graph (no host copy inside the capture), and network+nms runs
     on the GPU with every index on the device: both failed on an H100 before they were fixed."""
-    cuda_or_skip()
     from detnas.arch import resolve_arch
     from detnas.bench.models import timed_module
     from detnas.bench.oracle import BackendOptions
@@ -229,7 +222,6 @@ def test_torch_cuda_times_whole_detectors() -> None:
 
 @pytest.mark.gpu
 def test_ort_cuda_provider_really_used(tiny_onnx: Path) -> None:
-    cuda_or_skip()
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -249,13 +241,13 @@ def test_gpu_state_without_nvml_is_recorded_as_unavailable(monkeypatch: pytest.M
 def test_arch_beyond_backbone_is_timed_as_its_trained_detector(tmp_path: Path) -> None:
     """With a trained detector the oracle times exactly that network (built once, cached by its weights' id) on the
     given real-image batches; other weights are another measurement."""
-    from test_search_fakes import TINY
-
     from detnas.arch import sample_arch
     from detnas.bench.cache import LatencyCache
     from detnas.bench.oracle import TrainedDetector, measure_arch
     from detnas.detection import build_detector
     from detnas.supernet import ChildNet
+
+    from helpers.search import TINY
 
     built: list[str] = []
 

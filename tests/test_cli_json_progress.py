@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import shared_dataset
-from test_export_helpers import CATEGORY_IDS, SIZE, save_child_checkpoint, tiny_detector, val_images
 
 from detnas.cli.main import main
 from detnas.progress import progress_display, task, track, wanted
 from detnas.workflows.artifact_table import produce
+
+from helpers.data import shared_dataset
+from helpers.export import CATEGORY_IDS, SIZE, save_child_checkpoint, tiny_detector, val_images
 
 
 class Terminal(io.StringIO):
@@ -68,6 +69,7 @@ def exported(module_tmp) -> dict[str, Path]:
     return {"ckpt": ckpt, "onnx": onnx_path, "export_json": doc, "ann": subset, "images": coco_mini / "val2017"}
 
 
+@pytest.mark.slow
 def test_export_and_eval_json(exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(exported["export_json"].read_text())
     assert doc["schema"] == "detnas.export/2" and doc["onnx"]["path"] == str(exported["onnx"])
@@ -84,6 +86,7 @@ def test_export_and_eval_json(exported: dict[str, Path], tmp_path: Path, capsys:
     assert set(report["metrics"]) >= {"AP", "AP50", "AR100", "mAP50_07"} and 0 <= report["metrics"]["AP"] <= 1
 
 
+@pytest.mark.slow
 def test_bench_table_on_a_tiny_detector(exported: dict[str, Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     doc, md = tmp_path / "table.json", tmp_path / "table.md"

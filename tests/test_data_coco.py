@@ -9,6 +9,8 @@ from detnas.data import CocoDetection, Resize, collate, detection_transforms
 from detnas.data.transforms import RandomHorizontalFlip, scaled_size
 from detnas.errors import DetnasError
 
+from helpers.data import coco_ann, coco_set
+
 
 def test_coco128_loads_with_contiguous_labels_and_crowd_excluded(coco128):
     ann = coco128 / "annotations" / "instances_train2017.json"
@@ -51,28 +53,10 @@ def test_resize_and_flip_move_boxes_with_the_image():
     assert out.shape == (3, 30, 40)
 
 
-def _write_set(tmp_path, annotations, categories=None, images=None, sizes=((64, 48),)):
-    folder = tmp_path / "img"
-    folder.mkdir(exist_ok=True)
-    for i, (w, h) in enumerate(sizes, start=1):
-        Image.new("RGB", (w, h), (200, 50, 50)).save(folder / f"{i}.png")
-    data = {"images": images if images is not None else
-            [{"id": i, "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in enumerate(sizes, start=1)],
-            "annotations": annotations,
-            "categories": categories or [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}]}
-    ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps(data))
-    return ann, folder
-
-
-def _ann(i, bbox, cat=3, image_id=1, **extra):
-    return {"id": i, "image_id": image_id, "category_id": cat, "bbox": bbox, **extra}
-
-
 def test_bad_boxes_are_skipped_counted_and_reported_or_refused_when_strict(tmp_path):
-    anns = [_ann(1, [2, 2, 20, 20]), _ann(2, [50, 10, 40, 10]), _ann(3, [5, 5, 0, 10], cat=7),
-            _ann(4, [60, 40, 4.5, 8.5], cat=7)]  # 2: outside the 64 px width; 3: zero area; 4: overhangs 0.5 px
-    ann, folder = _write_set(tmp_path, anns)
+    anns = [coco_ann(1, [2, 2, 20, 20]), coco_ann(2, [50, 10, 40, 10]), coco_ann(3, [5, 5, 0, 10], cat=7),
+            coco_ann(4, [60, 40, 4.5, 8.5], cat=7)]  # 2: outside the 64 px width; 3: zero area; 4: overhangs 0.5 px
+    ann, folder = coco_set(tmp_path, anns)
     with pytest.warns(UserWarning, match="skipped 2 bad boxes"):
         dataset = CocoDetection(ann, folder)
     assert len(dataset.skipped) == 2
@@ -97,23 +81,23 @@ def test_bad_boxes_are_skipped_counted_and_reported_or_refused_when_strict(tmp_p
     ("bad_width", "images record id 1 has width/height '64'/48"),
 ])
 def test_bad_annotation_files_name_the_file_and_record(tmp_path, case, pattern):
-    anns = [_ann(1, [2, 2, 20, 20])]
+    anns = [coco_ann(1, [2, 2, 20, 20])]
     categories, images = None, None
     if case == "unknown_category":
-        anns = [_ann(1, [2, 2, 20, 20], cat=5)]
+        anns = [coco_ann(1, [2, 2, 20, 20], cat=5)]
     elif case == "missing_key":
         del anns[0]["bbox"]
     elif case == "missing_image_key":
         images = [{"id": 1, "file_name": "1.png", "width": 64}]
     elif case == "unknown_image":
-        anns = [_ann(1, [2, 2, 20, 20], image_id=9)]
+        anns = [coco_ann(1, [2, 2, 20, 20], image_id=9)]
     elif case == "bad_bbox":
-        anns = [_ann(1, [2, 2, 20])]
+        anns = [coco_ann(1, [2, 2, 20])]
     elif case == "duplicate_image":
         images = [{"id": 1, "file_name": "1.png", "width": 64, "height": 48}] * 2
     elif case == "bad_width":
         images = [{"id": 1, "file_name": "1.png", "width": "64", "height": 48}]
-    ann, folder = _write_set(tmp_path, anns, categories, images)
+    ann, folder = coco_set(tmp_path, anns, categories, images)
     if case == "missing_section":
         data = json.loads(ann.read_text())
         del data["categories"]
@@ -124,7 +108,7 @@ def test_bad_annotation_files_name_the_file_and_record(tmp_path, case, pattern):
 
 
 def test_missing_truncated_or_resized_images_are_clear_errors(tmp_path):
-    ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20])], sizes=((64, 48), (64, 48), (64, 48)))
+    ann, folder = coco_set(tmp_path, [coco_ann(1, [2, 2, 20, 20])], sizes=((64, 48), (64, 48), (64, 48)))
     noise = torch.randint(0, 256, (48, 64, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     Image.fromarray(noise.numpy()).save(folder / "full.jpg", quality=95)
     full = (folder / "full.jpg").read_bytes()
@@ -151,7 +135,7 @@ def test_missing_truncated_or_resized_images_are_clear_errors(tmp_path):
 def test_data_check_cli_reports_skips_and_strict_fails(tmp_path, capsys):
     from detnas.cli.main import main
 
-    ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20]), _ann(2, [50, 10, 40, 10])])
+    ann, folder = coco_set(tmp_path, [coco_ann(1, [2, 2, 20, 20]), coco_ann(2, [50, 10, 40, 10])])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the skip report is printed once, not also as a Python warning
         assert main(["data", "check", "--ann", str(ann), "--images", str(folder)]) == 0

@@ -32,7 +32,7 @@ def _detector(kind, body):
 
 
 @pytest.mark.parametrize("kind", ["fpn", "retinanet"])
-@pytest.mark.parametrize("body", ["supernet", "child"])
+@pytest.mark.parametrize("body", [pytest.param("supernet", marks=pytest.mark.slow), "child"])  # the full detnas-300m supernet: ~15 s a step
 def test_detector_trains_one_step_and_infers(kind, body):
     net = Supernet(get_space("detnas-300m")) if body == "supernet" else ChildNet(ARCH)
     detector = _detector(kind, net)

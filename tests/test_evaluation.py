@@ -106,6 +106,7 @@ def test_load_detector_restores_the_same_outputs(tmp_path):
         load_detector(path, arch=resolve_arch("COCO-RetinaNet-300M"))
 
 
+@pytest.mark.slow
 def test_eval_cli_random_init_and_checkpoint_on_coco_mini(coco_mini, tmp_path, capsys):
     from detnas.cli.main import main
 

@@ -10,8 +10,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import cuda_or_skip, shared_dataset
-from test_export_helpers import CATEGORY_IDS, CLASSES, SIZE, TINY, save_child_checkpoint, tiny_detector, val_images
 
 from detnas.arch import sample_arch
 from detnas.cli.main import main
@@ -22,6 +20,9 @@ from detnas.export.preprocess import letterbox
 from detnas.export.runtime import load_exported, read_onnx_meta
 from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS, Normalize
+
+from helpers.data import shared_dataset
+from helpers.export import CATEGORY_IDS, CLASSES, SIZE, TINY, save_child_checkpoint, tiny_detector, val_images
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,7 @@ def fpn_export(module_tmp):
     return {"onnx": out, "ckpt": ckpt, "detector": detector, "arch": arch, "images": images, "root": root}
 
 
+@pytest.mark.slow
 def test_cli_export_writes_checked_onnx_with_metadata(fpn_export, capsys):
     model = onnx.load(str(fpn_export["onnx"]))
     onnx.checker.check_model(model, full_check=True)
@@ -70,6 +72,7 @@ def _op_types(graph) -> set[str]:
     return ops
 
 
+@pytest.mark.slow
 def test_onnx_runtime_matches_pytorch_on_real_images(fpn_export):
     """ORT on the exported file vs the torchvision detector's own forward on the same letterboxed images."""
     detector = fpn_export["detector"]
@@ -86,6 +89,7 @@ def test_onnx_runtime_matches_pytorch_on_real_images(fpn_export):
     assert report.passed, report.summary()
 
 
+@pytest.mark.slow
 def test_retinanet_dynamic_batch_export_and_parity(coco_mini, tmp_path):
     images = val_images(coco_mini, 2)
     detector, arch = tiny_detector("retinanet", images)
@@ -137,6 +141,7 @@ def test_size_must_be_multiple_of_32(text):
         parse_size(text)
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(fpn_export, tmp_path, capsys):
     ckpt = str(fpn_export["ckpt"])
     val = str(fpn_export["images"][0].parent)
@@ -166,6 +171,7 @@ def test_bad_inputs_are_one_line_errors(fpn_export, tmp_path, capsys):
     assert not [p for p in tmp_path.rglob("*") if p.suffix in (".onnx", ".tmp")]
 
 
+@pytest.mark.slow
 def test_weights_that_do_not_match_the_arch(fpn_export, tmp_path, capsys):
     tensors = {k: v for k, v in fpn_export["detector"].state_dict().items() if "blocks.0." not in k}
     from detnas.checkpoint import load_meta, save_checkpoint
@@ -177,6 +183,7 @@ def test_weights_that_do_not_match_the_arch(fpn_export, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_predict_writes_drawn_images_and_coco_results(fpn_export, tmp_path, capsys):
     images = [str(p) for p in fpn_export["images"][:3]]  # 3 images on a batch-2 graph: the last batch is padded
     out = tmp_path / "pred"
@@ -196,6 +203,7 @@ def test_predict_writes_drawn_images_and_coco_results(fpn_export, tmp_path, caps
     assert max(r["bbox"][0] + r["bbox"][2] for r in records) > SIZE, "boxes were scaled back to the image"
 
 
+@pytest.mark.slow
 def test_predict_keeps_same_named_images_apart_and_prints_paths_verbatim(fpn_export, tmp_path, capsys):
     """dirA/img.jpg and dirB/img.jpg get a drawing each; no boxes to draw is not a torchvision warning; an output
     folder named p[/q] is printed as such."""
@@ -221,6 +229,7 @@ def test_predict_keeps_same_named_images_apart_and_prints_paths_verbatim(fpn_exp
     assert {r["image_id"] for r in records} == {1, 2}
 
 
+@pytest.mark.slow
 def test_predict_device(fpn_export, tmp_path, capsys):
     """--device cpu runs ONNX Runtime's CPU provider; a GPU device runs CUDA or stops with one line (never a silent
     CPU fallback); an engine never runs on the CPU."""
@@ -243,6 +252,7 @@ def test_predict_device(fpn_export, tmp_path, capsys):
     assert "a TensorRT engine runs on a GPU" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_refuses_unreadable_image_without_partial_output(fpn_export, tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -253,6 +263,7 @@ def test_predict_refuses_unreadable_image_without_partial_output(fpn_export, tmp
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_exported_model_evaluates_with_coco_ap(fpn_export, tmp_path, capsys):
     """The evaluator runs on the exported artifact itself: the Python predictor and `detnas eval --model`."""
     from detnas.data.coco import CocoDetection
@@ -279,6 +290,7 @@ def test_exported_model_evaluates_with_coco_ap(fpn_export, tmp_path, capsys):
     assert "COCO bbox metrics of" in capsys.readouterr().out and json.loads(out_json.read_text())
 
 
+@pytest.mark.slow
 def test_tensorrt_missing_is_a_clear_message(fpn_export, tmp_path):
     try:
         import tensorrt  # noqa: F401
@@ -293,10 +305,9 @@ def test_tensorrt_missing_is_a_clear_message(fpn_export, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.tensorrt
 def test_tensorrt_engine_matches_onnx_runtime(fpn_export, tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
-    cuda_or_skip()
     from detnas.export.trt import export_trt
 
     report = export_trt(fpn_export["onnx"], tmp_path / "m.engine", parity_images=fpn_export["images"])
@@ -355,6 +366,7 @@ def test_graph_roi_pooling_equals_torchvision_multiscale_roi_align():
     assert ours.shape == (602, 8, 7, 7) and torch.equal(ours, theirs)
 
 
+@pytest.mark.slow
 def test_parity_holds_when_the_rpn_sees_almost_no_objects(tmp_path):
     """RPN objectness logits around -17, as a barely trained detector can have: ONNX Runtime's CPU Sigmoid is off by tens
     of percent and not even monotonic there, which reordered proposals when NMS ranked them by probability."""

@@ -4,6 +4,7 @@ and the artifact table share."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -56,20 +57,23 @@ def test_the_requests_cross_option_refusals_come_before_any_work(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_run_export_writes_checks_and_describes_the_file_as_detnas_export_does(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_run_export_writes_checks_and_describes_the_file_as_detnas_export_does(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
     """A random-init tiny detector through the Python call: the ONNX file, its pre-NMS parity, the lint notes, the
-    detnas.export/2 document and the logged lines are what the command prints and writes."""
-    from test_export_helpers import TINY
-
+    detnas.export/2 document and the logged lines (what the command prints) are what `detnas export` makes."""
     from detnas.arch import sample_arch
     from detnas.export.runtime import read_onnx_meta
 
-    lines: list[str] = []
+    from helpers.export import TINY
+
+    caplog.set_level(logging.INFO, logger="detnas.export.api")
     arch = json.dumps(sample_arch(TINY, 0).to_dict())
     request = ExportRequest(tmp_path / "tiny.onnx", SourceOptions(arch=arch, random_init=True, num_classes=2,
                                                                   proposals=20),
                             graph=GraphOptions(size=(64, 64), simplify=False), json_out=tmp_path / "export.json")
-    outcome = run_export(request, log=lines.append)
+    outcome = run_export(request)
+    lines = [record.getMessage() for record in caplog.records if record.name == "detnas.export.api"]
     assert outcome.path == tmp_path / "tiny.onnx" and read_onnx_meta(outcome.path).input.shape() == (1, 3, 64, 64)
     assert outcome.onnx.parity is not None and outcome.precision is None and outcome.tensorrt is None
     assert [report.version for report in outcome.lint] == ["10.3", "11"]

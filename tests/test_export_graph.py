@@ -13,9 +13,7 @@ import onnx
 import pytest
 import torch
 import torchvision
-from conftest import shared_dataset
 from onnx import numpy_helper
-from test_export_helpers import CLASSES, SIZE, TINY, tiny_detector, val_images
 
 from detnas.arch import sample_arch
 from detnas.detection import build_detector
@@ -30,6 +28,9 @@ from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.space import register_space
 from detnas.supernet import ChildNet
+
+from helpers.data import shared_dataset
+from helpers.export import CLASSES, SIZE, TINY, tiny_detector, val_images
 
 AXES_INPUT = {"Slice": 3, "Squeeze": 1, "Unsqueeze": 1}  # opset 13+: axes is an input
 
@@ -83,6 +84,7 @@ def detectors():
     return {kind: tiny_detector(kind, images) for kind in ("fpn", "retinanet")}, images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fpn", "retinanet"])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_exported_graph_is_tensorrt_shaped(detectors, kind, batch, tmp_path):
@@ -102,6 +104,7 @@ def test_exported_graph_is_tensorrt_shaped(detectors, kind, batch, tmp_path):
     assert num.shape == (batch,) and boxes.shape == (batch, 100, 4) and labels.shape == (batch, 100)
 
 
+@pytest.mark.slow
 def test_walker_flags_what_torchvision_exports(tmp_path):
     """The checker is not vacuous: torchvision's batched_nms and a data-dependent top-k break its rules."""
 
@@ -127,6 +130,7 @@ def _random_boxes(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes, torch.rand(count, generator=generator)
 
 
+@pytest.mark.slow
 def test_nms_is_torchvision_above_the_threshold_and_one_onnx_node(tmp_path):
     boxes, scores = _random_boxes(300, 0)
     boxes[7], scores[7] = torch.tensor([200.0, 200.0, 210.0, 210.0]), 0.25  # alone, exactly at the threshold:
@@ -199,6 +203,7 @@ def _image_list(module: DeployableDetector, batch: torch.Tensor):
     return image_list, module.detector.backbone(image_list.tensors)
 
 
+@pytest.mark.slow
 def test_roi_pre_nms_cap_is_stated_and_onnx_matches_the_eager_graph(detectors, monkeypatch, tmp_path):
     """Where the pre-NMS top-k binds, the graph deliberately differs from torchvision: the file states the cap,
     and ONNX Runtime still equals the eager graph module (the parity reference) exactly as before."""

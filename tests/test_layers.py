@@ -1,5 +1,5 @@
-"""The layer order is enforced: `lint-imports` checks pyproject's import-linter contracts (rooms, bench/suite, no
-cycles) on the package as installed, and a planted upward import breaks them.
+"""The layer order is enforced: `lint-imports` checks pyproject's import-linter contracts (rooms, the core's inner order,
+bench/suite, no cycles) on the package as installed, and a planted upward import breaks them.
 
 grimp reads the folder of `detnas` alone, while search/, export/, bench/ and workflows/ install as detnas.search
 ... through pyproject's package-dir; so the check runs on a tree of links laid out as the install sees it.
@@ -46,7 +46,7 @@ def test_the_rooms_keep_their_layer_order_and_have_no_cycles(tmp_path: Path) -> 
     _installed_layout(tmp_path)
     result = _lint_imports(tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "3 kept, 0 broken" in result.stdout, result.stdout[-2000:]
+    assert "4 kept, 0 broken" in result.stdout, result.stdout[-2000:]
 
 
 def test_an_upward_import_breaks_the_contracts(tmp_path: Path) -> None:
@@ -60,3 +60,16 @@ def test_an_upward_import_breaks_the_contracts(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-2000:]
     assert "rooms: CLI > workflows > export | search > bench (latency oracle) > core BROKEN" in result.stdout
     assert "detnas.errors -> detnas.export.runtime" in result.stdout
+
+
+def test_an_upward_import_inside_the_core_breaks_its_order(tmp_path: Path) -> None:
+    """The space module (low in the core) importing the training package is reported against the core's contract."""
+    package = _installed_layout(tmp_path)
+    core_module = package / "space.py"
+    text = core_module.read_text()
+    core_module.unlink()
+    core_module.write_text(text + "\nfrom detnas import train  # noqa: E402,F401 - planted violation\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "supernet | data | checkpoint > arch | blocks > space > utilities BROKEN" in " ".join(result.stdout.split())
+    assert "detnas.space -> detnas.train" in result.stdout

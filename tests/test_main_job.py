@@ -10,6 +10,8 @@ from detnas.arch import Arch
 from detnas.cli import main
 from detnas.workflows.main_job import SHIPPED_AP_TOL, MainJobPlan
 
+pytestmark = pytest.mark.slow  # the whole road on the CI-sized plan: minutes
+
 SMOKE_AP50 = 0.1  # the smoke plan (120 detection iterations) reached 0.35 here; the full plan reaches AP50 >= 0.5
 
 

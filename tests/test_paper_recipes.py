@@ -1,4 +1,4 @@
-"""The paper-* recipes and the search's defaults behave as the official DetNAS code (issue 15, items 1-12)."""
+"""The paper-* recipes and the search's defaults behave as the official DetNAS code ."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_search_fakes import TINY, FakeAccuracy, FakeLatency
-from test_train_helpers import coco_subset, one_thread, tiny_cls_config  # noqa: F401 (fixture)
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops import sigmoid_focal_loss
@@ -28,6 +26,9 @@ from detnas.supernet import ChildNet, Supernet, official_classifier_
 from detnas.train import PRESETS, resolve_config, train_supernet_det
 from detnas.train.optim import build_optimizer, set_lr
 from detnas.train.sampling import DETNAS_BINS_MFLOPS, make_sampler
+
+from helpers.search import TINY, FakeAccuracy, FakeLatency
+from helpers.train import coco_subset, tiny_cls_config
 
 ARCH = resolve_arch("COCO-FPN-300M")
 PAPER = [name for name in PRESETS if name.startswith("paper-")]
@@ -109,7 +110,7 @@ class _Images:
         return {"boxes": torch.tensor([[10.0, 12.0, 60.0, 80.0]]), "labels": torch.tensor([1 + index % 2])}
 
 
-def test_detnas_bn_recalibration_feeds_the_box_head_the_training_rois(one_thread) -> None:  # noqa: F811
+def test_detnas_bn_recalibration_feeds_the_box_head_the_training_rois(one_thread) -> None:
     from detnas.pixels import DEFAULT_PIXELS
 
     batches = list(detnas_batches(_Images(), 4, DEFAULT_PIXELS))
@@ -131,7 +132,8 @@ def test_detnas_bn_recalibration_feeds_the_box_head_the_training_rois(one_thread
 
 
 # 5 ------------------------------------------------------------------------------------------------------------
-def test_paper_supernet_det_trains_no_bn_gamma_beta(tmp_path, coco128, one_thread) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_paper_supernet_det_trains_no_bn_gamma_beta(tmp_path, coco128, one_thread) -> None:
     from safetensors.torch import load_file
 
     from detnas.train import train_supernet_cls
@@ -311,6 +313,7 @@ def test_bn_momentum_per_model_kind(kind) -> None:
     assert momenta(build_detector(kind, ChildNet(ARCH), 3)) == {0.1}  # torchvision style (cpu-* recipes)
 
 
+@pytest.mark.slow
 def test_paper_detection_training_drops_images_without_boxes(tmp_path, coco128) -> None:
     from detnas.train.stages import _detection_set
 

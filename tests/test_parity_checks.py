@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import shared_dataset
 from onnx import numpy_helper
-from test_export_helpers import CLASSES, SIZE, tiny_detector, val_images
 
 from detnas.detection.kinds import detector_kind
 from detnas.errors import DetnasError
@@ -16,6 +14,9 @@ from detnas.export import check_parity, class_table, export_onnx
 from detnas.export.head_parity import onnx_scope
 from detnas.export.parity import ParityReport, TensorParity, compare_rows, compare_values, rounding_tol
 from detnas.images import read_image
+
+from helpers.data import shared_dataset
+from helpers.export import CLASSES, SIZE, tiny_detector, val_images
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,7 @@ def suppress_everything(model):
     bias.CopyFrom(numpy_helper.from_array(values, bias.name))
 
 
+@pytest.mark.slow
 def test_faithful_export_passes_and_says_how_much_it_compared(faithful):
     detector, images, out, report = faithful
     parity = report.parity
@@ -77,6 +79,7 @@ def test_faithful_export_passes_and_says_how_much_it_compared(faithful):
     assert again.passed, again.summary()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", [swap_classes, change_an_op, suppress_everything])
 def test_wrong_export_fails(faithful, edit):
     """Each wrong graph fails, and the head outputs before NMS catch it on their own (no detection count required),

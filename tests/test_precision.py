@@ -20,7 +20,6 @@ import onnx
 import pytest
 import torch
 from PIL import Image
-from test_export_helpers import TINY
 
 from detnas.arch import sample_arch
 from detnas.checkpoint import save_checkpoint
@@ -49,6 +48,8 @@ from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.space import register_space
 from detnas.supernet import ChildNet
+
+from helpers.export import TINY
 
 SIZE = 128
 ITERATIONS = 60
@@ -119,6 +120,7 @@ def int8_export(trained, module_tmp):
     return out, printed.getvalue(), folder
 
 
+@pytest.mark.slow
 def test_int8_export_passes_its_gate(trained, int8_export):
     out, printed, folder = int8_export
     assert "AP gate OK" in printed and "parity OK" in printed
@@ -140,6 +142,7 @@ def test_int8_export_passes_its_gate(trained, int8_export):
     assert not list(folder.glob(".*")), "no temporary files left"
 
 
+@pytest.mark.slow
 def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
     """Symmetric (zero points 0), per-channel weights; only the network's Conv/Gemm are quantized; predictors,
     decoding, NMS and RoiAlign stay FP32."""
@@ -209,6 +212,7 @@ def _activation_scales(path: Path) -> dict[str, float]:
             if n.op_type == "QuantizeLinear" and n.input[0] not in values}
 
 
+@pytest.mark.slow
 def test_calibration_methods_cut_ranges_differently(trained, tmp_path):
     """min-max keeps every value; averaged per-batch, percentile and entropy (KL) ranges cut outliers, so no
     activation range of theirs is wider than min-max's and some are narrower. Entropy through `quantize_static` alone
@@ -228,6 +232,7 @@ def test_calibration_methods_cut_ranges_differently(trained, tmp_path):
         sorted(f"{method}.onnx" for method in CALIB_METHODS)
 
 
+@pytest.mark.slow
 def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path):
     """The export's write step (what `detnas export` runs after the FP32 file is verified) on the same FP32 file:
     ranges from blank images fail the 1-point gate, and neither the file, its report nor the FP32 reference stay."""
@@ -251,6 +256,7 @@ def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path):
     assert not list(out.parent.iterdir()), "neither the FP32 reference nor temporary files are left"
 
 
+@pytest.mark.slow
 def test_fp16_keeps_post_processing_fp32_and_runs(trained, tmp_path):
     half = convert_fp16(trained["fp32"], tmp_path / "fp16.onnx")
     model = onnx.shape_inference.infer_shapes(onnx.load(str(half)))
@@ -280,6 +286,7 @@ def test_fp16_keeps_post_processing_fp32_and_runs(trained, tmp_path):
     assert kept["reference"] and kept["candidate"], "the gate keeps both files' COCO results"
 
 
+@pytest.mark.slow
 def test_parity_and_gate_refuse_to_judge_nothing(trained, tmp_path):
     empty = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))] * 2
     with pytest.raises(DetnasError, match="compared 0 detections"):
@@ -457,6 +464,7 @@ def _refused(capsys, code: int, out: Path, *fragments: str) -> None:
     assert not out.exists() and not list(out.parent.glob(f".{out.stem}*"))
 
 
+@pytest.mark.slow
 def test_bad_precision_requests_are_one_line_errors(trained, tmp_path, capsys):
     out = tmp_path / "m.onnx"
     # a checkpoint whose run recorded no training split, and no --calib-images
@@ -528,6 +536,7 @@ def _weights_and_meta(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+@pytest.mark.slow
 def test_search_times_int8_candidates_and_reports_the_quantization_cost(tmp_path):
     from detnas.export.converters import onnx_converters
     from detnas.search.latency import OracleLatency, Timing

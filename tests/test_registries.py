@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 import torch
-from test_search_fakes import TINY, FakeAccuracy, FakeLatency
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from detnas.arch import Arch
@@ -29,6 +28,8 @@ from detnas.search.interfaces import BackboneCost
 from detnas.search.journal import read_journal
 from detnas.search.objectives import OBJECTIVES, Constraints, Objective
 from detnas.supernet import ChildNet
+
+from helpers.search import TINY, FakeAccuracy, FakeLatency
 
 TOY_ARCH = json.dumps({"space": "registry-toy", "choices": "0|3", "space_spec": {
     "name": "registry-toy", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [1, 1], "head_width": 32,
@@ -191,6 +192,7 @@ FOUR_STAGE_ARCH = {"space": "registry-four", "choices": "0|3|1|2", "space_spec":
     "head_width": 32, "choices": [0, 1, 2, 3]}}
 
 
+@pytest.mark.slow
 def test_a_registered_detector_kind_is_timed_and_exported(toy_kind, tmp_path, capsys) -> None:
     for scope in ("network", "network+nms"):
         out = tmp_path / f"{scope}.json"

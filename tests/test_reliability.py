@@ -1,4 +1,4 @@
-"""Issue 18: nothing silent, nothing mangled, nothing left behind (bad inputs and kill -9 points)."""
+"""Nothing silent, nothing mangled, nothing left behind (bad inputs and kill -9 points)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_data_coco import _ann, _write_set
-from test_search_e2e import search_args, setup  # noqa: F401 (setup: the search tests' module fixture)
-from test_train_helpers import image_folder, one_thread, tiny_cls_config, write_space  # noqa: F401 (fixture)
 
 from detnas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from detnas.cli.main import main
@@ -24,6 +21,10 @@ from detnas.errors import DetnasError, DetnasWarning
 from detnas.evaluation import evaluate
 from detnas.export.predict import unique_keys
 from detnas.io import atomic_write_text, remove_stale_temps, temp_dir
+
+from helpers.data import coco_ann, coco_set
+from helpers.search import search_args
+from helpers.train import image_folder, tiny_cls_config, write_space
 
 
 def _run(capsys, args: list[str]) -> tuple[int, str, str]:
@@ -44,7 +45,7 @@ def _one_line_error(code: int, err: str, *expected: str) -> None:
 
 
 def test_brackets_in_paths_and_messages_print_verbatim(tmp_path, capsys, monkeypatch):
-    ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20])])
+    ann, folder = coco_set(tmp_path, [coco_ann(1, [2, 2, 20, 20])])
     odd = tmp_path / "x[" / "b].json"  # the path x[/b].json
     odd.parent.mkdir()
     shutil.copy(ann, odd)
@@ -81,7 +82,7 @@ def test_iterations_zero_is_refused_not_replaced_by_the_recipe(tmp_path, capsys)
 
 @pytest.mark.parametrize("annotations", ["empty", "missing"])
 def test_a_set_without_boxes_is_refused_by_data_check_and_training(tmp_path, capsys, annotations):
-    ann, folder = _write_set(tmp_path, [])
+    ann, folder = coco_set(tmp_path, [])
     if annotations == "missing":
         data = json.loads(ann.read_text())
         del data["annotations"]
@@ -99,7 +100,7 @@ def test_a_set_without_boxes_is_refused_by_data_check_and_training(tmp_path, cap
 
 
 def test_eval_refuses_zero_images_and_sets_without_ground_truth(tmp_path, capsys):
-    ann, folder = _write_set(tmp_path, [])
+    ann, folder = coco_set(tmp_path, [])
     code, _, err = _run(capsys, ["eval", "--ann", str(ann), "--images", str(folder), "--random-init", "--arch",
                                  "COCO-FPN-300M", "--max-images", "0"])
     _one_line_error(code, err, "--max-images 0")
@@ -114,7 +115,7 @@ def test_eval_refuses_zero_images_and_sets_without_ground_truth(tmp_path, capsys
 
 def test_bn_data_sharing_images_with_the_search_data_is_caught(tmp_path):
     (tmp_path / "a").mkdir()
-    ann, folder = _write_set(tmp_path / "a", [_ann(1, [2, 2, 20, 20])], sizes=((64, 48), (64, 48)))
+    ann, folder = coco_set(tmp_path / "a", [coco_ann(1, [2, 2, 20, 20])], sizes=((64, 48), (64, 48)))
     val = CocoDetection(ann, folder)
     assert shared_images(val.records, val.records) == 2, "the same file"
     # the same pictures under other ids and names, in another folder
@@ -131,7 +132,7 @@ def test_bn_data_sharing_images_with_the_search_data_is_caught(tmp_path):
     renumbered.write_text(json.dumps(data))
     assert shared_images(val.records, CocoDetection(renumbered, copy).records) == 2, "same contents"
     (tmp_path / "c").mkdir()
-    other, other_folder = _write_set(tmp_path / "c", [_ann(1, [2, 2, 20, 20], image_id=7)], sizes=((64, 48),))
+    other, other_folder = coco_set(tmp_path / "c", [coco_ann(1, [2, 2, 20, 20], image_id=7)], sizes=((64, 48),))
     other_data = json.loads(other.read_text())
     other_data["images"][0]["id"] = 7
     from PIL import Image
@@ -150,7 +151,7 @@ def test_search_run_refuses_the_same_json_for_bn_and_evaluation(tmp_path):
     class ClassesOnly(SimpleNamespace):  # the supernet's class check, without loading a supernet
         require_classes = SupernetDetector.require_classes
 
-    ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20])])
+    ann, folder = coco_set(tmp_path, [coco_ann(1, [2, 2, 20, 20])])
     request = SearchRequest(supernet=tmp_path / "s", data=ann, images=folder, bn_data=ann, out=tmp_path / "out")
     with pytest.raises(DetnasError, match="share 1 images .*BN recalibration must not see the evaluation images"):
         _datasets(request, ClassesOnly(classes=["a", "b"]))
@@ -197,7 +198,7 @@ def test_a_pickle_is_named_as_such_and_never_unpickled(tmp_path, capsys):
     shutil.copy(pickled, disguised)
     with pytest.raises(DetnasError, match="model.safetensors: not a safetensors file"):
         load_checkpoint(disguised)
-    ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20])])
+    ann, folder = coco_set(tmp_path, [coco_ann(1, [2, 2, 20, 20])])
     code, _, err = _run(capsys, ["eval", "--ann", str(ann), "--images", str(folder), "--weights", str(pickled)])
     _one_line_error(code, err, "not a safetensors file", "never unpickles")
 
@@ -237,7 +238,7 @@ def test_bench_latency_on_a_missing_or_truncated_onnx_says_so(tmp_path, capsys):
 
 
 def test_a_negative_width_box_is_named_so_and_reported_once(tmp_path, capsys):
-    ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20]), _ann(2, [30, 10, -8, 10])])
+    ann, folder = coco_set(tmp_path, [coco_ann(1, [2, 2, 20, 20]), coco_ann(2, [30, 10, -8, 10])])
     with pytest.warns(DetnasWarning) as caught:
         dataset = CocoDetection(ann, folder)
     assert len(caught) == 1 and "negative width or height (-8 x 10)" in dataset.skipped[0]
@@ -331,6 +332,7 @@ def _strays(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_training_killed_while_writing_a_checkpoint_resumes_without_leftovers(tmp_path):
     tiny_cls_config(tmp_path)  # the image folder
@@ -349,9 +351,10 @@ def test_training_killed_while_writing_a_checkpoint_resumes_without_leftovers(tm
     assert (run / "final.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_export_killed_mid_way_is_cleaned_by_the_next_export(tmp_path):
-    from conftest import shared_dataset
-    from test_export_helpers import SIZE, save_child_checkpoint, tiny_detector, val_images
+    from helpers.data import shared_dataset
+    from helpers.export import SIZE, save_child_checkpoint, tiny_detector, val_images
 
     images = val_images(shared_dataset("coco_mini"), 2)
     detector, arch = tiny_detector("fpn", images)
@@ -367,9 +370,9 @@ def test_export_killed_mid_way_is_cleaned_by_the_next_export(tmp_path):
 
 
 @pytest.mark.slow
-def test_search_killed_while_writing_its_report_resumes_without_leftovers(setup, tmp_path):  # noqa: F811
+def test_search_killed_while_writing_its_report_resumes_without_leftovers(search_setup, tmp_path):
     out = tmp_path / "search"
-    args = search_args(setup, out, "--generations", "1", "--no-constraint")
+    args = search_args(search_setup, out, "--generations", "1", "--no-constraint")
     _killed(tmp_path, "os.replace", "best_arch.json", args)
     assert _strays(out), "the kill left a half-written report file"
     assert main([*args, "--resume"]) == 0

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from test_search_fakes import TINY
 from torch import nn
 
 from detnas.arch import sample_arch
 from detnas.detection.recalibrate import batchnorms, recalibrate_bn
 from detnas.supernet import Supernet, materialize
+
+from helpers.search import TINY
 
 
 def test_stats_equal_direct_computation() -> None:

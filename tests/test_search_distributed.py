@@ -8,13 +8,14 @@ from datetime import timedelta
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_search_fakes import TINY, FakeAccuracy, FakeLatency
 
 from detnas.errors import DetnasError
 from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost
 from detnas.search.journal import read_journal, strip_volatile
 from detnas.search.objectives import Constraints
+
+from helpers.search import TINY, FakeAccuracy, FakeLatency
 
 SETTINGS = EvolutionSettings(population=6, generations=3, parents=3, mutations=2, crossovers=2, randoms=2, seed=7)
 

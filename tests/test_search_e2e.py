@@ -7,53 +7,24 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from test_search_fakes import TINY
 
 from detnas.checkpoint import load_checkpoint, save_checkpoint
 from detnas.cli.main import main
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.supernet import Supernet
 
+from helpers.search import TINY, search_args
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def setup(module_tmp) -> dict[str, Path]:
-    from test_search_fakes import shared_data
-
-    from detnas.data import CocoDetection
-    from detnas.data.split import split_coco
-    from detnas.detection import build_detector
-
-    root = shared_data("coco_mini")
-    tmp = module_tmp("search_e2e")
-    train_json, val_json = split_coco(root / "annotations" / "instances_train2017.json", 6, 0, tmp / "split")
-    classes = CocoDetection(val_json, root / "train2017").classes
-    torch.manual_seed(0)
-    detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, 64, 96, DEFAULT_PIXELS)
-    meta = {"kind": "supernet-det", "space": TINY.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
-            "classes": list(classes), "num_classes": len(classes), "recipe": {"min_size": 64, "max_size": 96},
-            "detector": "fpn"}
-    save_checkpoint(tmp / "supernet", detector.state_dict(), meta)
-    return {"root": root, "train": train_json, "val": val_json, "ckpt": tmp / "supernet", "tmp": tmp}
-
-
-def search_args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["search", "run", "--supernet", str(s["ckpt"]), "--ann", str(s["val"]), "--images",
-            str(s["root"] / "train2017"), "--bn-ann", str(s["train"]), "--out", str(out), "--backend", "ort",
-            "--latency-runs", "10", "--latency-cache", str(s["tmp"] / "latency.sqlite"), "--population", "2",
-            "--parents", "2", "--mutations", "1", "--crossovers", "1", "--randoms", "0", "--bn-count", "2",
-            "--bn-batch", "2", "--max-images", "2", "--proposals", "4", *extra]
-
-
-@pytest.fixture(scope="module")
-def searched(setup) -> tuple[Path, str]:
+def searched(search_setup) -> tuple[Path, str]:
     """One generation, then resumed with a second one; returns the folder and the first session's journal."""
-    out = setup["tmp"] / "run"
-    assert main(search_args(setup, out, "--latency-target", "1s", "--generations", "1")) == 0
+    out = search_setup["tmp"] / "run"
+    assert main(search_args(search_setup, out, "--latency-target", "1s", "--generations", "1")) == 0
     first = (out / "journal.jsonl").read_text()
-    assert main(search_args(setup, out, "--latency-target", "1s", "--generations", "2", "--resume")) == 0
+    assert main(search_args(search_setup, out, "--latency-target", "1s", "--generations", "2", "--resume")) == 0
     return out, first
 
 
@@ -86,7 +57,7 @@ def test_search_runs_resumes_and_reports(searched) -> None:
         assert r["latency"]["median_ms"] <= r["latency"]["upper_ms"] <= 1000
 
 
-def test_search_times_each_candidates_trained_detector_with_nms(setup, searched) -> None:
+def test_search_times_each_candidates_trained_detector_with_nms(search_setup, searched) -> None:
     """The default fitness latency is network+nms of the candidate's own detector cut from the supernet, fed
     search-validation images; the weights' digest is part of the cache key."""
     from detnas.bench.cache import LatencyCache
@@ -94,23 +65,23 @@ def test_search_times_each_candidates_trained_detector_with_nms(setup, searched)
     out, _ = searched
     candidates = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
     hashes = {r["hash"] for r in candidates if r.get("type") == "candidate"}
-    timed = {e.source.split(":")[1]: e for e in LatencyCache(setup["tmp"] / "latency.sqlite").entries()
+    timed = {e.source.split(":")[1]: e for e in LatencyCache(search_setup["tmp"] / "latency.sqlite").entries()
              if ":fpn:supernet-det:" in e.source}
     assert hashes <= set(timed), "a candidate's latency was not measured on its trained detector"
     assert all(timed[h].scope == "network+nms" and timed[h].input_shape == "1x3x64x96" for h in hashes)
 
 
-def test_search_times_each_candidate_at_int8(setup, tmp_path) -> None:
+def test_search_times_each_candidate_at_int8(search_setup, tmp_path) -> None:
     """`--precision int8` times the INT8 QDQ file of each candidate's detector (ranges from one image of the
     supernet-training split) and journals what quantizing it cost."""
     from detnas.bench.cache import LatencyCache
 
     out = tmp_path / "int8"
-    assert main(search_args(setup, out, "--latency-target", "10s", "--generations", "1", "--precision", "int8")) == 0
+    assert main(search_args(search_setup, out, "--latency-target", "10s", "--generations", "1", "--precision", "int8")) == 0
     journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
     candidates = [r for r in journal if r["type"] == "candidate"]
     assert len(candidates) == 2 and all(r["latency"]["convert_seconds"] > 0 for r in candidates), candidates
-    timed = {e.source.split(":")[1]: e for e in LatencyCache(setup["tmp"] / "latency.sqlite").entries()
+    timed = {e.source.split(":")[1]: e for e in LatencyCache(search_setup["tmp"] / "latency.sqlite").entries()
              if e.precision == "int8"}
     assert {r["hash"] for r in candidates} <= set(timed)
 
@@ -121,61 +92,61 @@ def _fails(args: list[str], capsys, expected: str) -> None:
     assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_target_below_the_fastest_arch(setup, capsys) -> None:
-    out = setup["tmp"] / "too_fast"
-    _fails(search_args(setup, out, "--latency-target", "1us"), capsys, "is below the fastest architecture")
+def test_target_below_the_fastest_arch(search_setup, capsys) -> None:
+    out = search_setup["tmp"] / "too_fast"
+    _fails(search_args(search_setup, out, "--latency-target", "1us"), capsys, "is below the fastest architecture")
     assert not (out / "journal.jsonl").exists()
 
 
-def test_wrong_checkpoints(setup, capsys) -> None:
-    tensors, meta = load_checkpoint(setup["ckpt"])
-    cls_ckpt = setup["tmp"] / "cls"
+def test_wrong_checkpoints(search_setup, capsys) -> None:
+    tensors, meta = load_checkpoint(search_setup["ckpt"])
+    cls_ckpt = search_setup["tmp"] / "cls"
     save_checkpoint(cls_ckpt, Supernet(TINY, num_classes=10).state_dict(), {**meta, "kind": "supernet-cls"})
-    args = search_args(setup, setup["tmp"] / "bad", "--latency-target", "1s")
+    args = search_args(search_setup, search_setup["tmp"] / "bad", "--latency-target", "1s")
     _fails([*args[:3], str(cls_ckpt), *args[4:]], capsys, "a classification supernet")
     _fails([*args, "--space", "detnas-300m"], capsys, "supernet of space 'search-test-tiny', not 'detnas-300m'")
 
 
-def test_resume_with_another_configuration(setup, searched, capsys) -> None:
+def test_resume_with_another_configuration(search_setup, searched, capsys) -> None:
     out, _ = searched
     before = (out / "journal.jsonl").read_bytes()
-    _fails(search_args(setup, out, "--latency-target", "1s", "--generations", "2", "--seed", "5", "--resume"),
+    _fails(search_args(search_setup, out, "--latency-target", "1s", "--generations", "2", "--seed", "5", "--resume"),
            capsys, "another search configuration")
     assert (out / "journal.jsonl").read_bytes() == before
 
 
-def test_profile_of_another_device(setup, capsys) -> None:
+def test_profile_of_another_device(search_setup, capsys) -> None:
     from detnas.bench.profile import PROFILE_FORMAT
 
-    profile = setup["tmp"] / "device.json"
+    profile = search_setup["tmp"] / "device.json"
     profile.write_text(json.dumps({"format": PROFILE_FORMAT, "space": TINY.to_dict(), "space_digest": TINY.digest,
                                    "backend": "ort", "fingerprint_hash": "0123456789ab",
                                    "fingerprint": {"device": "Jetson Orin", "driver": "540", "cuda": "12.2",
                                                    "tensorrt": "8.6", "onnxruntime": "1.17", "torch": "2.3",
                                                    "cpu": "ARM", "threads": 6}}))
-    out = setup["tmp"] / "profiled"
-    _fails(search_args(setup, out, "--latency-target", "1s", "--latency-profile", str(profile)), capsys,
+    out = search_setup["tmp"] / "profiled"
+    _fails(search_args(search_setup, out, "--latency-target", "1s", "--latency-profile", str(profile)), capsys,
            "another device/environment")
     assert not out.exists() or not (out / "journal.jsonl").exists()
 
 
-def test_profile_of_another_scope_or_size(setup, capsys) -> None:
+def test_profile_of_another_scope_or_size(search_setup, capsys) -> None:
     """A profile of this very machine is still refused when it timed something else than the search times."""
     from detnas.bench.fingerprint import collect_fingerprint
     from detnas.bench.profile import PROFILE_FORMAT
 
     here = collect_fingerprint("cpu", 1)
-    profile = setup["tmp"] / "backbone_profile.json"
+    profile = search_setup["tmp"] / "backbone_profile.json"
     profile.write_text(json.dumps({"format": PROFILE_FORMAT, "space": TINY.to_dict(), "space_digest": TINY.digest,
                                    "backend": "ort", "fingerprint_hash": here.hash, "fingerprint": here.to_dict(),
                                    "scope": "backbone", "input_shape": [1, 3, 224, 224]}))
-    out = setup["tmp"] / "profiled_scope"
-    _fails(search_args(setup, out, "--latency-target", "1s", "--latency-profile", str(profile)), capsys,
+    out = search_setup["tmp"] / "profiled_scope"
+    _fails(search_args(search_setup, out, "--latency-target", "1s", "--latency-profile", str(profile)), capsys,
            "scope backbone (search: network+nms); input [1, 3, 224, 224] (search: [1, 3, 64, 96])")
     assert not (out / "journal.jsonl").exists()
 
 
-def test_a_paper_style_supernet_loads_and_is_recalibrated_as_the_official_search(setup, tmp_path, monkeypatch):
+def test_a_paper_style_supernet_loads_and_is_recalibrated_as_the_official_search(search_setup, tmp_path, monkeypatch):
     """A supernet trained with a paper-det recipe (FPN with BN, detector style 'detnas') is rebuilt in that style
     by the search, and its candidates' BN is re-estimated in the official mode (training mode with targets)."""
     from detnas.arch import sample_arch
@@ -184,7 +155,7 @@ def test_a_paper_style_supernet_loads_and_is_recalibrated_as_the_official_search
     from detnas.detection.supernet_path import SupernetDetector
     from detnas.search import evaluators
 
-    classes = CocoDetection(setup["val"], setup["root"] / "train2017").classes
+    classes = CocoDetection(search_setup["val"], search_setup["root"] / "train2017").classes
     detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, 64, 96, DEFAULT_PIXELS, style="detnas")
     meta = {"kind": "supernet-det", "space": TINY.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
             "classes": list(classes), "num_classes": len(classes), "detector": "fpn",
@@ -196,8 +167,8 @@ def test_a_paper_style_supernet_loads_and_is_recalibrated_as_the_official_search
     real = recalibrate.recalibrate_bn
     monkeypatch.setattr(recalibrate, "recalibrate_bn", lambda model, batches, **kw: modes.append(kw.get("mode"))
                         or real(model, batches, **kw))
-    data = CocoDetection(setup["train"], setup["root"] / "train2017")
-    val = CocoDetection(setup["val"], setup["root"] / "train2017")
+    data = CocoDetection(search_setup["train"], search_setup["root"] / "train2017")
+    val = CocoDetection(search_setup["val"], search_setup["root"] / "train2017")
     accuracy = evaluators.DetectionAP(supernet, data, val, bn_images=2, bn_batch=1, val_images=1)
     metrics = accuracy.evaluate(sample_arch(TINY, 0))
     assert modes == ["detnas"] and 0.0 <= metrics["AP"] <= 1.0

@@ -6,7 +6,6 @@ import json
 import random
 
 import pytest
-from test_search_fakes import TINY, FakeAccuracy, FakeLatency
 
 from detnas.arch import Arch, sample_arch
 from detnas.errors import DetnasError
@@ -16,6 +15,8 @@ from detnas.search.journal import read_journal, strip_volatile
 from detnas.search.objectives import Constraints, non_dominated_fronts, pareto_front
 from detnas.search.operators import crossover, mutate
 from detnas.search.records import Candidate, Latency
+
+from helpers.search import TINY, FakeAccuracy, FakeLatency
 
 SMALL = dict(population=10, generations=4, parents=4, mutations=4, crossovers=4, randoms=2, seed=3)
 

@@ -4,7 +4,6 @@ literally) reads back into typed records and resumes; the winner's line carries 
 from __future__ import annotations
 
 import pytest
-from test_search_fakes import FakeAccuracy, FakeLatency
 
 from detnas.bench.stats import TimingStats
 from detnas.errors import DetnasError
@@ -15,6 +14,8 @@ from detnas.search.objectives import Constraints
 from detnas.search.records import Candidate, Latency, Plan
 from detnas.search.report import SearchRun
 from detnas.space import get_space
+
+from helpers.search import FakeAccuracy, FakeLatency
 
 OLD_JOURNAL = [
     '{"config": {"algorithm": "evolution", "constraint_flops_max": null, "constraint_latency_ms": 20.0, "constraint_metric": "AP", "constraint_objective": "hard", "constraint_paper_limit": true, "constraint_params_max": null, "constraint_soft_weight": -0.07, "crossovers": 1, "generations": 1, "max_tries": 50, "mutation_prob": 0.1, "mutations": 1, "parents": 2, "population": 2, "randoms": 0, "seed": 4, "space": "detnas-300m", "space_digest": "c80f4986654c"}, "config_hash": "ac4d42e6b43559c0", "type": "header", "version": 1}',  # noqa: E501 - verbatim journal lines

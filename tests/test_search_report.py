@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_search_fakes import TINY, FakeAccuracy, FakeLatency
 
 from detnas.arch import Arch
 from detnas.cli.main import main
@@ -13,6 +12,8 @@ from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost
 from detnas.search.objectives import Constraints
 from detnas.search.report import SearchRun, latency_axis_label, write_report
+
+from helpers.search import TINY, FakeAccuracy, FakeLatency
 
 SMALL = EvolutionSettings(population=8, generations=3, parents=3, mutations=3, crossovers=3, randoms=2, seed=1)
 

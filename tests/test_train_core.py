@@ -8,7 +8,6 @@ from collections import Counter
 
 import pytest
 import torch
-from test_train_helpers import TINY_DEEP, one_thread, tiny_space  # noqa: F401 (fixture)
 from torch import nn
 
 from detnas.arch import Arch
@@ -20,6 +19,8 @@ from detnas.train.optim import OffPath, build_optimizer, drop_grads, lr_at, para
 from detnas.train.progress import ProgressReporter
 from detnas.train.recipes import RECIPE_KEYS, parse_overrides
 from detnas.train.sampling import FlopsBinSampler, UniformPathSampler
+
+from helpers.train import TINY_DEEP, tiny_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_train_helpers import image_folder, write_space
+import pytest
+
+from helpers.train import image_folder, write_space
 
 
 def _torchrun_cls(tmp_path: Path, processes: int, iterations: int) -> Path:
@@ -26,6 +28,7 @@ def _torchrun_cls(tmp_path: Path, processes: int, iterations: int) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_two_process_gloo_training_keeps_ranks_in_lockstep(tmp_path):
     out = _torchrun_cls(tmp_path, processes=2, iterations=4)
     ranks = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -40,6 +43,7 @@ def test_two_process_gloo_training_keeps_ranks_in_lockstep(tmp_path):
     assert sorted(meta["rng"]) == ["0", "1"]  # both ranks' RNG states are saved for an exact resume
 
 
+@pytest.mark.slow
 def test_one_process_torchrun_takes_the_process_group_path(tmp_path):
     """torchrun with one process joins a process group like any other launch (one GPU: NCCL, DDP, SyncBN)."""
     rank = json.loads((_torchrun_cls(tmp_path, processes=1, iterations=2) / "ranks" / "rank0.json").read_text())

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from test_train_helpers import coco_subset, one_thread, tiny_cls_config, tiny_space  # noqa: F401 (fixture)
 
 from detnas.arch import Arch
 from detnas.data.coco import CocoDetection
@@ -18,12 +17,15 @@ from detnas.supernet import Supernet
 from detnas.train import Classifier, resolve_config, train_child_cls, train_child_det, train_supernet_cls, train_supernet_det
 from detnas.train.optim import build_optimizer
 
+from helpers.train import coco_subset, tiny_cls_config, tiny_space
+
 DET = dict(iterations=2, batch_size=1, min_size=64, max_size=96, roi_batch=8, proposals=20, log_every=1,
            checkpoint_every=2, eval_images=2, device="cpu")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_supernet_det_fpn_from_cls_supernet_then_child_retinanet(tmp_path, coco128):
     cls_final = train_supernet_cls(tiny_cls_config(tmp_path, iterations=1, out=str(tmp_path / "cls")))
     ann = coco_subset(coco128, tmp_path, images=2)
@@ -84,6 +86,7 @@ def test_classification_loss_goes_down():
     assert _descends(losses, 0.7), losses
 
 
+@pytest.mark.slow
 def test_detection_loss_goes_down_on_real_images(tmp_path, coco128):
     torch.manual_seed(0)
     space = tiny_space()
@@ -106,6 +109,7 @@ def test_detection_loss_goes_down_on_real_images(tmp_path, coco128):
     assert _descends(losses, 0.9), losses  # focal loss falls slowly but steadily
 
 
+@pytest.mark.slow
 def test_supernet_det_reads_voc(tmp_path, coco128):
     """VOC layout (Annotations/*.xml, JPEGImages/, ImageSets/Main) through the same stage, image set via --ann."""
     from PIL import Image
@@ -130,3 +134,53 @@ def test_supernet_det_reads_voc(tmp_path, coco128):
                                                    init=str(cls_final), out=str(tmp_path / "voc")))
     meta = json.loads(train_supernet_det(cfg).with_suffix(".json").read_text())
     assert meta["num_classes"] == 20 and "cat" in meta["classes"]
+
+
+class _ToyDense(torch.nn.Module):
+    """A toy detector kind: a 1x1 conv on the finest FPN level whose pooled scores learn which classes an image
+    holds. Enough to train: training calls the registered kind's builder and losses, never a kind's name."""
+
+    def __init__(self, backbone: torch.nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone, self.num_classes = backbone, num_classes
+        self.head = torch.nn.Conv2d(backbone.out_channels, num_classes, 1)
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batch = torch.stack([torch.nn.functional.interpolate(im[None], size=(64, 64))[0] for im in images])
+        scores = self.head(next(iter(self.backbone(batch).values()))).mean((2, 3))
+        wanted = torch.zeros_like(scores)
+        for row, target in zip(wanted, targets):
+            row[target["labels"]] = 1.0
+        return {"loss_classes": torch.nn.functional.binary_cross_entropy_with_logits(scores, wanted)}
+
+
+def test_a_registered_detector_kind_trains(tmp_path, coco128) -> None:
+    """`detnas train supernet-det --set detector=NAME` accepts any registered kind (it refused all but fpn and
+    retinanet) and trains it with the knobs the kind asks for."""
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    from detnas.detection import DETECTOR_KINDS, DetectionBackbone
+    from detnas.detection.kinds import DetectorKind
+
+    asked: list[int] = []
+
+    def build(body, num_classes: int, style: str, toy_width: int = 0, **_torchvision) -> _ToyDense:
+        asked.append(toy_width)
+        return _ToyDense(DetectionBackbone(body, ["c4", "c5"], LastLevelMaxPool(), ["p6"]), num_classes)
+
+    DETECTOR_KINDS.register("toy-dense")(DetectorKind(model=_ToyDense, build=build, dense_outputs=lambda d, f: (),
+                                                      deploy=lambda graph, images: [],
+                                                      train_options=lambda cfg: {"toy_width": cfg.roi_batch}))
+    try:
+        cls_final = train_supernet_cls(tiny_cls_config(tmp_path, iterations=1, out=str(tmp_path / "cls")))
+        cfg = resolve_config("cpu-det", overrides=dict(
+            DET, iterations=1, checkpoint_every=1, detector="toy-dense", space=tiny_cls_config(tmp_path).space,
+            data=str(coco128 / "train2017"), ann=str(coco_subset(coco128, tmp_path, images=2)), init=str(cls_final),
+            out=str(tmp_path / "det")))
+        final = train_supernet_det(cfg)
+    finally:
+        DETECTOR_KINDS.unregister("toy-dense")
+    assert json.loads(final.with_suffix(".json").read_text())["detector"] == "toy-dense" and asked == [DET["roi_batch"]]
+    records = [json.loads(line) for line in (tmp_path / "det" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 1 and 0 < losses[0] < 10, records

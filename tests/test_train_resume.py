@@ -8,10 +8,11 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_helpers import one_thread, tiny_cls_config, write_space  # noqa: F401 (fixture)
 
 from detnas.cli import main
 from detnas.train import train_child_cls, train_supernet_cls
+
+from helpers.train import tiny_cls_config, write_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -131,8 +132,6 @@ def test_bad_data_and_foreign_checkpoints(tmp_path, capsys):
 
 @pytest.mark.gpu
 def test_cuda_amp_run_resumes_with_its_grad_scaler(tmp_path):
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU; none is visible (torch.cuda.is_available() is False)")
     cfg = tiny_cls_config(tmp_path, device="cuda", iterations=4, checkpoint_every=2, stop_at=2)
     train_supernet_cls(cfg)
     state = json.loads((tmp_path / "run" / "checkpoints" / "iter_0000002.state.json").read_text())

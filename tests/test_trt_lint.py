@@ -263,9 +263,9 @@ def random_init_exports(module_tmp):
     import io
     import json
 
-    from test_export_helpers import TINY
-
     from detnas.arch import sample_arch
+
+    from helpers.export import TINY
 
     arch = json.dumps(sample_arch(TINY, 0).to_dict())
     root = module_tmp("random_init")
@@ -280,6 +280,7 @@ def random_init_exports(module_tmp):
     return exports
 
 
+@pytest.mark.slow
 def test_random_init_exports_run_with_pre_nms_parity(random_init_exports):
     from detnas.export.runtime import read_onnx_meta
 
@@ -308,16 +309,17 @@ def test_random_init_bad_options_are_one_line(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_trt_export_refuses_before_building(tmp_path, monkeypatch, capsys):
     """`detnas export --format trt` with TensorRT 10.0 installed: the written graph is linted for 10.0 and refused
     in one line (node, op, rule) before any engine is built."""
     import json
 
-    from test_export_helpers import TINY
-
     import detnas.bench.backends.trt_backend as trt_backend
     import detnas.export.trt as trt_export
     from detnas.arch import sample_arch
+
+    from helpers.export import TINY
 
     class FakeTensorRT:
         __version__ = "10.0.1.6"
@@ -341,6 +343,7 @@ def test_trt_export_refuses_before_building(tmp_path, monkeypatch, capsys):
     assert out.exists(), "the ONNX file is kept (ONNX Runtime runs it); only the engine build is refused"
 
 
+@pytest.mark.slow
 def test_real_exports_pass_check_for_every_version(random_init_exports):
     for kind, (path, _) in random_init_exports.items():
         assert main(["export", "check", str(path)]) == 0, kind

@@ -8,6 +8,7 @@ same Python API the individual commands use, so the demo exercises the product, 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from detnas.search.report import SearchRun
     from detnas.search.targets import Target
 
+logger = logging.getLogger(__name__)
 SHIPPED_AP_TOL = 0.01  # |AP of the shipped weights / ONNX file - the journal's AP| on the search-validation split
 
 
@@ -202,10 +204,11 @@ def train_demo_supernet(out: Path, plan: MainJobPlan,
     return DemoSupernet(det, supernet_ann, search_ann, det_ckpt)
 
 
-def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_target_ms: float | None = None,
-                 log: Callable[[str], None] = print) -> MainJobResult:
-    """Run every step into `out`; returns where everything is. `latency_target_ms=None` picks a target measured
-    on this machine (`median_random_target`), so the constraint bites whatever the machine's speed."""
+def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(),
+                 latency_target_ms: float | None = None) -> MainJobResult:
+    """Run every step into `out`; returns where everything is, its steps logged to this module's logger (the CLI
+    prints them). `latency_target_ms=None` picks a target measured on this machine (`median_random_target`), so the
+    constraint bites whatever the machine's speed."""
     from detnas.arch import released_archs
     from detnas.bench.inputs import image_batches
     from detnas.bench.oracle import TimingProtocol, measure_onnx
@@ -224,13 +227,13 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     continued = (out / RUN_RECORD).exists()
     latency_target_ms = continue_run(out, plan, latency_target_ms)
     if continued:
-        log(f"continuing the run in {out}: finished steps are read back, unfinished ones resume")
+        logger.info(f"continuing the run in {out}: finished steps are read back, unfinished ones resume")
     seconds: dict[str, float] = {}
     files: dict[str, Path] = {}
 
     def step(name: str) -> Callable[[], None]:
         start = time.perf_counter()
-        log(f"[{len(seconds) + 1}] {name} ...")
+        logger.info(f"[{len(seconds) + 1}] {name} ...")
         return lambda: seconds.__setitem__(name, round(time.perf_counter() - start, 1))
 
     trained = train_demo_supernet(out, plan, step)
@@ -248,7 +251,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     if latency_target_ms is None:
         latency_target_ms = median_random_target(det_ckpt, search_ann, det.train_images, timing, cache, plan.proposals,
                                                  plan.seed)
-        log(f"    latency target: {latency_target_ms} ms (the median of 8 random architectures' {timing.scope} latency, "
+        logger.info(f"    latency target: {latency_target_ms} ms (the median of 8 random architectures' {timing.scope} latency, "
             "measured here)")
         saved = read_json_file(out / RUN_RECORD, "main job's run record")
         atomic_write_json(out / RUN_RECORD, {**saved, "latency_target_ms": latency_target_ms})
@@ -260,15 +263,14 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
                                  seed=plan.seed)
     search_dir = out / "search"
     targets = demo_targets(latency_target_ms)
-    log(f"    two targets in one search: {', '.join(f'{t.name} {t.latency_ms:g} ms' for t in targets)} (the demo ships "
+    logger.info(f"two targets in one search: {', '.join(f'{t.name} {t.latency_ms:g} ms' for t in targets)} (the demo ships "
         f"the {SHIPPED_TARGET} winner)")
     outcome = run_search(SearchRequest(
         supernet=det_ckpt, data=search_ann, images=det.train_images, bn_data=supernet_ann, out=search_dir,
         settings=settings, timing=timing, targets=targets,
         constraints=Constraints(objective="hard", targets=tuple((t.name, t.latency_ms) for t in targets)),
         latency_cache=cache, bn_images=plan.bn_images, bn_batch=plan.bn_batch, proposals=plan.proposals,
-        resume=(search_dir / JOURNAL_NAME).exists()),
-        log=lambda m: log(f"    {m}"))
+        resume=(search_dir / JOURNAL_NAME).exists()))
     best = outcome.run.best(SHIPPED_TARGET) if outcome.run else None
     if outcome.run is None or best is None:
         raise DetnasError(f"the search found no architecture under {latency_target_ms} ms; raise --latency-target")
@@ -291,7 +293,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     report = run_export(ExportRequest(
         out=onnx_path, source=SourceOptions(weights=child_ckpt, proposals=plan.proposals), graph=GraphOptions(size=size),
         parity=ParityOptions(images=tuple(parity_files), count=plan.parity_images,
-                             min_detections=plan.min_parity_detections)), log=lambda m: log(f"    {m}")).onnx
+                             min_detections=plan.min_parity_detections))).onnx
     files.update(checkpoint=child_ckpt, onnx=onnx_path)
     done()
 

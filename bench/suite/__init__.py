@@ -10,9 +10,12 @@ from detnas.errors import DetnasError
 
 def run_suite(main: Callable[[], None]) -> None:
     """Run a suite's `main`: a `DetnasError` (bad input, a check refusing to judge) prints one line and exits 2, as
-    the `detnas` CLI does, instead of a traceback."""
+    the `detnas` CLI does, instead of a traceback; the library's log lines print as the CLI prints them."""
+    from detnas.console import command_logging
+
     try:
-        main()
+        with command_logging():
+            main()
     except DetnasError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

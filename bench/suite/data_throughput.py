@@ -1,4 +1,4 @@
-"""Issue 3 benchmark: is data loading or the detector the bottleneck on CPU, and what does COCOeval cost?
+"""Benchmark: is data loading or the detector the bottleneck on CPU, and what does COCOeval cost?
 
 Measures (1) COCO loading + decode + resize + flip in images/s through a DataLoader with 0, 1, 2 workers,
 (2) one detector training step (FPN Faster R-CNN and RetinaNet around COCO-FPN-300M) in images/s at the same

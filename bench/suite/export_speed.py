@@ -1,4 +1,4 @@
-"""Issue 7 benchmark: the exported detector on ONNX Runtime CPU vs the same detector in PyTorch eager, and the
+"""Benchmark: the exported detector on ONNX Runtime CPU vs the same detector in PyTorch eager, and the
 time the export takes.
 
 Same weights, same letterboxed real images (coco_mini val when present, else random pixels), same thread count.

@@ -1,4 +1,4 @@
-"""Issue 5 benchmark: how repeatable a latency measurement is (goal: CV <= 3 % on CPU).
+"""Benchmark: how repeatable a latency measurement is (goal: CV <= 3 % on CPU).
 
 Measures the four released 300M backbones `--repeats` times each (fresh ORT session each time, interleaved so
 load drift hits all alike) and reports two CVs per clock: the per-run CV inside one measurement and the CV of

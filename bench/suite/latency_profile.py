@@ -1,6 +1,6 @@
-"""Device-profile predictor accuracy on held-out archs that span the space, on uniform random archs (what the
-search draws) and on random archs within +-15 % of a target, judged against what each set allows, for every space
-and scope in one run.
+"""Benchmark: device-profile predictor accuracy on held-out archs that span the space, on uniform random archs (what
+the search draws) and on random archs within +-15 % of a target, judged against what each set allows, for every
+space and scope in one run.
 
 Goals (ORT CPU, each set): R² >= 0.9, Kendall tau >= 0.9 x the tau a perfect predictor reaches against the same
 noisy measurements (from the split-half noise), MAPE below a third of the best constant's

@@ -1,4 +1,4 @@
-"""Issue 4 benchmark: does the whole training path learn? Overfit a detector on a few real COCO images.
+"""Benchmark: does the whole training path learn? Overfit a detector on a few real COCO images.
 
 A found architecture goes the retraining road of `detnas train child`: a short classification run on the
 cifar10 ImageFolder, then FPN (or RetinaNet) detection initialised from it on N coco128 images, evaluated with

@@ -1,4 +1,4 @@
-"""Issue 13 benchmark: what the INT8 and FP16 files buy on ONNX Runtime CPU, and what INT8 costs in COCO AP.
+"""Benchmark: what the INT8 and FP16 files buy on ONNX Runtime CPU, and what INT8 costs in COCO AP.
 
 Latency: the COCO-FPN-300M FPN detector at 320x320 (random init, BN statistics from real images and spread class
 scores as in export_speed) exported by `detnas export`'s API; ORT INT8 (the QDQ file `detnas export --precision

@@ -153,7 +153,7 @@ def main() -> None:
                 settings=settings, constraints=Constraints(latency_ms=target), timing=timing,
                 latency_cache=out / "latency.sqlite",
                 bn_images=args.bn_images, bn_batch=4, val_images=args.val_images, proposals=args.proposals)
-            outcome = run_search(request, log=lambda message: None)
+            outcome = run_search(request)
             best = outcome.run.best()
             row = {"seed": seed, "best_AP": best.metrics["AP"], "best_AP50": best.metrics["AP50"],
                    "best_hash": best.hash, **time_split(outcome)}

@@ -1,4 +1,4 @@
-"""Issue 2 benchmark: supernet forward on one path vs the materialised child, and analytic FLOPs throughput.
+"""Benchmark: supernet forward on one path vs the materialised child, and analytic FLOPs throughput.
 
 Goals: supernet/child median ratio <= 1.10 (CPU, batch 1, 224 and 320x320); >= 10,000 archs/s FLOPs counting.
 Run: python -m detnas.bench.suite.supernet_vs_child [--space detnas-300m] [--runs 30] [--json out.json]

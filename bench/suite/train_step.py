@@ -1,4 +1,4 @@
-"""Issue 4 benchmark: what single-path training costs, and how fast each training stage runs on this machine.
+"""Benchmark: what single-path training costs, and how fast each training stage runs on this machine.
 
 (1) One classification training step (forward, backward, SGD with off-path gradients dropped) of the supernet on
     an arch vs the same step of the materialised child: median step times and their ratio (goal <= 1.15).

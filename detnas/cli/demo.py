@@ -29,7 +29,7 @@ def demo_cmd(
 
     start = time.perf_counter()
     target = parse_latency_ms(latency_target) if latency_target else None
-    result = run_main_job(out, MainJobPlan.named(plan), target, log=lambda m: console.print(m, highlight=False))
+    result = run_main_job(out, MainJobPlan.named(plan), target)
     summary = result.summary
     console.print(f"\n[bold]done in {time.perf_counter() - start:.0f} s[/]; winner {result.arch.compact()} "
                   f"(hash {result.arch.hash})", markup=True)

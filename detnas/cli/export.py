@@ -112,7 +112,7 @@ def export_cmd(
                                    calib_method=calib_method, gate_ann=gate_ann, gate_images=gate_images,
                                    max_ap_drop=max_ap_drop),
         engine=EngineOptions(format=format, device=device, tf32=tf32))
-    run_export(request, log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+    run_export(request)
 
 
 @export_app.command("check")

@@ -19,7 +19,7 @@ from detnas.cli import eval as eval_cli
 from detnas.cli import export as export_cli
 from detnas.cli import search as search_cli
 from detnas.cli import train as train_cli
-from detnas.console import labelled, plain_console
+from detnas.console import command_logging, labelled, plain_console
 from detnas.errors import DetnasError, DetnasWarning
 
 app = typer.Typer(
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line(warnings.showwarning)
         try:
-            code = app(args=argv, prog_name="detnas", standalone_mode=False)
+            with command_logging():
+                code = app(args=argv, prog_name="detnas", standalone_mode=False)
         except (DetnasError, ClickException) as exc:
             message = str(exc)
             if isinstance(exc, ClickException):

@@ -123,7 +123,7 @@ def run_cmd(
                             space=space, flops_size=flops_size, bn_images=bn_images, bn_batch=bn_batch,
                             val_images=val_images, min_size=min_size, max_size=max_size, proposals=proposals,
                             resume=resume, top_k=top_k, onnx_converters=onnx_converters())
-    run = run_search(request, log=lambda message: console.print(message, highlight=False)).run
+    run = run_search(request).run
     if run is not None:
         console.print(summary_table(run, top_k))
         console.print(run.verdict())

@@ -3,7 +3,7 @@
 torchvision's detectors resize again internally to their own min/max size; resizing in the data pipeline first
 makes decoding-side work (and worker -> trainer transfer) proportional to the size actually trained on.
 
-Kept over torchvision.transforms.v2 (issue 17, measured): v2.Resize truncates the scaled side where scaled_size()
+Kept over torchvision.transforms.v2 (measured): v2.Resize truncates the scaled side where scaled_size()
 rounds (1 px off on 41-55 % of coco128's distinct sizes and 45 % of the demo's, e.g. 480x640 @800 -> 1066 not
 1067), and its tv_tensors wrapping cost 6-13 % per sample on coco128 and ~50 % at the demo's 192/320; a v2 module
 would be ~30 lines instead of this module's ~60.

@@ -128,6 +128,7 @@ DETECTOR_KINDS.register("fpn")(DetectorKind(
     limits=lambda detector: {"pre_nms_top_k": deployable.ROI_PRE_NMS_TOP_K,
                              "rpn_proposals": detector.rpn.post_nms_top_n()},
     proposals_option="rpn_post_nms_top_n_test",
+    train_options=lambda cfg: {"box_batch_size_per_image": cfg.roi_batch},
     head_outputs=(HeadOutput("RPN objectness", "rpn.head.cls_logits"), HeadOutput("RPN box deltas", "rpn.head.bbox_pred"),
                   HeadOutput("RoI class logits", "roi_heads.box_predictor.cls_score", rows=True),
                   HeadOutput("RoI box deltas", "roi_heads.box_predictor.bbox_pred", rows=True))))

@@ -46,7 +46,8 @@ class DetectorKind:
     FPN's test-time RPN proposals), read at export from the detector in eval mode and recorded in the file's metadata;
     `proposals_option` is the torchvision keyword that caps its test-time proposals (None: it has none, and
     `build_detector(proposals=...)` leaves it alone). `head_outputs` are its raw head outputs that an exported
-    file's parity check compares with the PyTorch model's before NMS.
+    file's parity check compares with the PyTorch model's before NMS. `train_options(cfg)` are the `build` keywords a
+    training run's config sets for this kind (e.g. the FPN's RoIs per image): training asks the kind, never its name.
     """
 
     model: type[nn.Module]
@@ -57,6 +58,7 @@ class DetectorKind:
     limits: Callable[[nn.Module], Mapping[str, int]] = lambda detector: {}
     proposals_option: str | None = None
     head_outputs: tuple[HeadOutput, ...] = ()
+    train_options: Callable[[Any], Mapping[str, Any]] = lambda cfg: {}
 
 
 DETECTOR_KINDS: Registry[DetectorKind] = Registry("detector kind", "--detector")

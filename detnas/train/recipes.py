@@ -17,7 +17,6 @@ from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 TASKS = ("cls", "det")
 SCHEDULES = ("linear", "step")
 SAMPLERS = ("uniform", "flops-bins", "detnas-bins")
-DETECTORS = ("fpn", "retinanet")
 STYLES = ("torchvision", "detnas")  # detnas: as the official code (README, "Deviations from the official code")
 PARAM_GROUPS = ("conv-fc", "detectron")
 DATA_FORMATS = ("auto", "imagefolder", "coco", "voc")
@@ -151,8 +150,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 
 def _validate(cfg: TrainConfig, source: str) -> None:
+    from detnas.detection import DETECTOR_KINDS  # any registered kind trains, plug-ins included
+
     for name, allowed in (("task", TASKS), ("schedule", SCHEDULES), ("sampler", SAMPLERS),
-                          ("detector", DETECTORS), ("data_format", DATA_FORMATS), ("param_groups", PARAM_GROUPS),
+                          ("detector", tuple(DETECTOR_KINDS)), ("data_format", DATA_FORMATS), ("param_groups", PARAM_GROUPS),
                           ("detector_style", STYLES), ("classifier_style", STYLES)):
         if getattr(cfg, name) not in allowed:
             raise DetnasError(f"{source}: '{name}' is {getattr(cfg, name)!r}; choose one of {', '.join(allowed)}")

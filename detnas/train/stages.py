@@ -219,6 +219,7 @@ def _detection_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch 
                     ctx: DistContext) -> StageSpec:
     from detnas.data.detection import collate
     from detnas.detection import build_detector, convert_sync_bn, set_arch
+    from detnas.detection.kinds import detector_kind
     from detnas.evaluation import detector_predictor, evaluate
 
     if not cfg.init and not cfg.resume:
@@ -236,9 +237,9 @@ def _detection_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch 
     if val is not None and val.classes != train.classes:
         raise DetnasError(f"{cfg.val_ann or cfg.val_data}: classes differ from the training set's; use the same "
                           "category list")
-    roi_batch = {"box_batch_size_per_image": cfg.roi_batch} if cfg.detector == "fpn" else {}
     detector = build_detector(cfg.detector, body, train.num_classes + 1, cfg.min_size, cfg.max_size,
-                              DEFAULT_PIXELS, cfg.detector_style, cfg.proposals, **roi_batch)
+                              DEFAULT_PIXELS, cfg.detector_style, cfg.proposals,
+                              **detector_kind(cfg.detector).train_options(cfg))
     if arch is None and not cfg.supernet_bn_affine:
         freeze_bn_affine(detector)
     if ctx.active and ctx.device.type == "cuda":

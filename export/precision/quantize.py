@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,24 +87,19 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
 
     methods = {"minmax": CalibrationMethod.MinMax, "average": CalibrationMethod.MinMax,
                "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # ORT logs a pre-processing hint on every call
-    try:
-        with contextlib.ExitStack() as scope:
-            scope.enter_context(contextlib.redirect_stdout(io.StringIO()))  # the histogram calibrators print progress
-            cache = None
-            if method == "entropy":  # its ranges pass through a cache file in a folder of its own
-                work = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="detnas-calib-")))
-                cache = _entropy_ranges(Path(source), Reader(), work)
-            quantize_static(str(source), str(target), None if cache else Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph),
-                            calibrate_method=methods[method], calibration_cache_path=cache,
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                                           "CalibPercentile": PERCENTILE,
-                                           "CalibMovingAverage": method == "average"})
-    finally:
-        logging.getLogger().setLevel(quiet)
+    with contextlib.ExitStack() as scope:
+        scope.enter_context(contextlib.redirect_stdout(io.StringIO()))  # the histogram calibrators print progress
+        cache = None
+        if method == "entropy":  # its ranges pass through a cache file in a folder of its own
+            work = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="detnas-calib-")))
+            cache = _entropy_ranges(Path(source), Reader(), work)
+        quantize_static(str(source), str(target), None if cache else Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph),
+                        calibrate_method=methods[method], calibration_cache_path=cache,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                                       "CalibPercentile": PERCENTILE,
+                                       "CalibMovingAverage": method == "average"})
     return Path(target)
 
 

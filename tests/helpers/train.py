@@ -1,4 +1,4 @@
-"""Shared builders for the training tests (no tests here): a tiny space, a tiny ImageFolder, a tiny config."""
+"""Builders for the training tests: a tiny space, a tiny ImageFolder, a tiny config, a small COCO subset."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from detnas.space import SearchSpace, register_space
@@ -67,12 +65,3 @@ def coco_subset(coco_root: Path, out: Path, images: int = 4, max_boxes: int = 3)
     path = out / "subset.json"
     path.write_text(json.dumps(subset))
     return path
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention (restored after)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -1,5 +1,5 @@
 """Deterministic test doubles for the search's evaluator interfaces: functions of the arch, so the algorithm
-can be checked exactly (and fast) without a supernet. Shared by the search tests."""
+can be checked exactly (and fast) without a supernet; and the tiny supernet the end-to-end search tests run."""
 
 from __future__ import annotations
 
@@ -66,8 +66,33 @@ class FakeLatency:
         return [self._measured(self.median(a) + self.fresh_offset_ms, 5 * rounds) for a in archs]
 
 
-def shared_data(name: str) -> Path:
-    """A real data set under ../shared/data (the conftest's helper), skipping with its reason when absent."""
-    from conftest import shared_dataset
+def tiny_search_supernet(root: Path, tmp: Path) -> dict[str, Path]:
+    """An untrained FPN supernet of TINY (64-96 px) saved under `tmp`, with a 6-image search-validation split of
+    the COCO set at `root`: what the search's end-to-end tests run on. {root, train, val, ckpt, tmp}"""
+    import torch
 
-    return shared_dataset(name)
+    from detnas.checkpoint import save_checkpoint
+    from detnas.data import CocoDetection
+    from detnas.data.split import split_coco
+    from detnas.detection import build_detector
+    from detnas.pixels import DEFAULT_PIXELS
+    from detnas.supernet import Supernet
+
+    train_json, val_json = split_coco(root / "annotations" / "instances_train2017.json", 6, 0, tmp / "split")
+    classes = CocoDetection(val_json, root / "train2017").classes
+    torch.manual_seed(0)
+    detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, 64, 96, DEFAULT_PIXELS)
+    meta = {"kind": "supernet-det", "space": TINY.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
+            "classes": list(classes), "num_classes": len(classes), "recipe": {"min_size": 64, "max_size": 96},
+            "detector": "fpn"}
+    save_checkpoint(tmp / "supernet", detector.state_dict(), meta)
+    return {"root": root, "train": train_json, "val": val_json, "ckpt": tmp / "supernet", "tmp": tmp}
+
+
+def search_args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    """`detnas search run` on `tiny_search_supernet`'s files at the smallest budget."""
+    return ["search", "run", "--supernet", str(s["ckpt"]), "--ann", str(s["val"]), "--images",
+            str(s["root"] / "train2017"), "--bn-ann", str(s["train"]), "--out", str(out), "--backend", "ort",
+            "--latency-runs", "3", "--latency-cache", str(s["tmp"] / "latency.sqlite"), "--population", "2",
+            "--parents", "2", "--mutations", "1", "--crossovers", "1", "--randoms", "0", "--bn-count", "2",
+            "--bn-batch", "2", "--max-images", "2", "--proposals", "4", *extra]
