@@ -361,6 +361,7 @@ def test_engine_parity_bounds_follow_what_the_engine_computes_in():
         assert isinstance(judged, PrecisionParity) and judged.precision == key and judged.passed, judged.summary()
 
 
+@pytest.mark.slow
 def test_tensorrt_engine_is_judged_against_the_fp32_file(trained, int8_export, tmp_path, monkeypatch):
     """`export_trt` judges every engine against the FP32 ONNX file: parity (enforced for every precision) and the
     AP gate, the drop counted from FP32 to the engine. No TensorRT here: a fake build copies an ONNX file under the
@@ -422,7 +423,7 @@ def test_tensorrt_engine_is_judged_against_the_fp32_file(trained, int8_export, t
         export_trt(onnx_file, out / "m.engine", gate=gate)
     assert float(str(failure.value).split("drop ")[1].split()[0]) > 0.01
     with pytest.raises(DetnasError, match=r"the reference m\.onnx scores AP 0\.\d+ on its 24 images, no more than the "
-                                          "allowed drop 0\.5"):
+                                          r"allowed drop 0\.5"):
         export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.5))
     assert sorted(p.name for p in out.iterdir()) == ["m.onnx", "q.onnx"], "a failed engine leaves nothing"
 

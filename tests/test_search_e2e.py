@@ -174,13 +174,13 @@ def test_a_paper_style_supernet_loads_and_is_recalibrated_as_the_official_search
     assert modes == ["detnas"] and 0.0 <= metrics["AP"] <= 1.0
 
 
-def test_two_targets_in_one_search(setup, tmp_path) -> None:
+def test_two_targets_in_one_search(search_setup, tmp_path) -> None:
     """Two named targets measured by the same backend: AP once per candidate, latency per target, one winner,
     fresh timing, front and plot per target; `detnas export --arch best_arch.NAME.json` reads the winner."""
     from detnas.arch import Arch
 
     out = tmp_path / "two"
-    assert main(search_args(setup, out, "--latency-target", "tight=2s", "--latency-target", "loose=10s",
+    assert main(search_args(search_setup, out, "--latency-target", "tight=2s", "--latency-target", "loose=10s",
                             "--generations", "1")) == 0
     journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
     assert journal[0]["version"] == 2

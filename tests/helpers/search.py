@@ -93,6 +93,6 @@ def search_args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
     """`detnas search run` on `tiny_search_supernet`'s files at the smallest budget."""
     return ["search", "run", "--supernet", str(s["ckpt"]), "--ann", str(s["val"]), "--images",
             str(s["root"] / "train2017"), "--bn-ann", str(s["train"]), "--out", str(out), "--backend", "ort",
-            "--latency-runs", "3", "--latency-cache", str(s["tmp"] / "latency.sqlite"), "--population", "2",
+            "--latency-runs", "10", "--latency-cache", str(s["tmp"] / "latency.sqlite"), "--population", "2",
             "--parents", "2", "--mutations", "1", "--crossovers", "1", "--randoms", "0", "--bn-count", "2",
             "--bn-batch", "2", "--max-images", "2", "--proposals", "4", *extra]
