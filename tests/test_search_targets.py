@@ -128,3 +128,20 @@ def test_the_cli_refuses_bad_targets_before_writing(tmp_path, capsys, extra, mes
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists(), err
+
+
+def test_the_demo_reports_both_targets(tmp_path) -> None:
+    """The main job's two targets (the run's and 1.5x it) and its rows of each winner: search-time and fresh
+    latency, verdict, front size."""
+    from detnas.workflows.main_job import demo_targets, target_rows
+
+    assert [(t.name, t.latency_ms, t.profile) for t in demo_targets(10.0)] == [("tight", 10.0, None),
+                                                                               ("loose", 15.0, None)]
+    path = tmp_path / "journal.jsonl"
+    search = _search(path, 2, FakeAccuracy(), {"gpu": FakeLatency(), "cpu": FakeLatency(offset_ms=2.5)})
+    search.finalize(search.run(), FakeLatency(fresh_offset_ms=0.1))
+    rows = target_rows(SearchRun.load(path))
+    assert set(rows) == {"gpu", "cpu"}
+    for name, row in rows.items():
+        assert row["fresh_ms"] == pytest.approx(row["search_ms"] + 0.1) and row["front"] >= 1
+        assert row["meets_target"] is (row["fresh_ms"] <= dict(TARGETS)[name]) and row["verdict"].startswith("winner")

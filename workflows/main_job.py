@@ -366,7 +366,7 @@ def target_rows(run: SearchRun) -> dict[str, dict[str, Any]]:
                       "search_ms": final["search_latency"]["median_ms"] if final else None,
                       "fresh_ms": final["latency"]["median_ms"] if final else None,
                       "meets_target": final["meets_target"] if final else None, "verdict": data["verdict"],
-                      "front": len(pareto_front(run.candidates, name))}
+                      "front": len(pareto_front(run.candidates, run.constraints.metric, name))}
     return rows
 
 
