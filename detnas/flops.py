@@ -62,16 +62,48 @@ def flops_table(space: SearchSpace, size: tuple[int, int], num_classes: int) -> 
     return stem_macs, tuple(per_block), head_macs
 
 
+def _pixel_terms(module: nn.Module) -> tuple[int, int]:
+    """(MACs per input pixel, MACs per output pixel) of a feed-forward sequence with one stride-2 conv at most:
+    convs before the stride run at the input size, the strided one and those after at the output size."""
+    before = after = 0
+    strided = False
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            strided = strided or layer.stride != (1, 1)
+            kh, kw = layer.kernel_size
+            macs = layer.out_channels * (layer.in_channels // layer.groups) * kh * kw
+            if strided:
+                after += macs
+            else:
+                before += macs
+    return before, after
+
+
+@lru_cache(maxsize=16)
+def _block_terms(space: SearchSpace) -> tuple[dict[tuple[int, float], tuple[int, int]], ...]:
+    """Per block {(choice, width multiple): (MACs per input pixel, per output pixel)}, size-free, built once."""
+    per_block = []
+    with torch.device("meta"):
+        for cin, cout, stride in _block_io(space):
+            terms = {}
+            for c in space.choices:
+                for m in space.width_choices:
+                    block = make_block(c, cin, cout, stride, middle_width(cout, m))
+                    main = _pixel_terms(block.main)
+                    proj = _pixel_terms(block.proj) if block.proj is not None else (0, 0)
+                    terms[c, m] = (main[0] + proj[0], main[1] + proj[1])
+            per_block.append(terms)
+    return tuple(per_block)
+
+
 @lru_cache(maxsize=64)
 def width_table(space: SearchSpace, size: tuple[int, int]) -> tuple[dict[tuple[int, float], int], ...]:
     """Per block {(choice, width multiple): MACs} at an input size: the elastic space's block table."""
     per_block, size = [], _sequence_macs(Stem(space.stem_width), size)[1]
-    with torch.device("meta"):
-        for cin, cout, stride in _block_io(space):
-            costs = {(c, m): _block_macs(make_block(c, cin, cout, stride, middle_width(cout, m)), size)
-                     for c in space.choices for m in space.width_choices}
-            per_block.append({key: macs for key, (macs, _) in costs.items()})
-            size = next(iter(costs.values()))[1]
+    for (_, _, stride), terms in zip(_block_io(space), _block_terms(space)):
+        out = ((size[0] - 1) // 2 + 1, (size[1] - 1) // 2 + 1) if stride == 2 else size
+        per_block.append({key: a * size[0] * size[1] + b * out[0] * out[1] for key, (a, b) in terms.items()})
+        size = out
     return tuple(per_block)
 
 

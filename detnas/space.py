@@ -224,6 +224,8 @@ class SearchSpace:
             )
         except (TypeError, ValueError) as exc:
             raise DetnasError(f"{source}: fields must be integers or lists of integers ({exc})") from None
+        except DetnasError as exc:
+            raise DetnasError(f"{source}: {exc}") from None
 
 
 _REGISTRY: dict[str, SearchSpace] = {}
