@@ -124,3 +124,26 @@ def test_elastic_user_space_file_and_cli_refusals(tmp_path, capsys):
     assert "is not one of space 'detnas-1.3g-det'" in err and "e.g." in err
     with pytest.raises(DetnasError, match="space 'detnas-300m' has no widths gene"):
         Arch(get_space("detnas-300m"), paper.choices, widths=(1.0,) * 20)
+
+
+def test_evolution_operators_move_every_gene_and_keep_paper_draws():
+    import random
+
+    from detnas.search.operators import crossover, mutate
+
+    paper = get_space("detnas-300m")
+    a, b = sample_arch(paper, 1), sample_arch(paper, 2)
+    rng = random.Random(5)  # the old operators' draws, written out: same calls, same order
+    expected = tuple(rng.choice(paper.choices) if rng.random() < 0.3 else c for c in a.choices)
+    assert mutate(a, random.Random(5), 0.3).choices == expected
+    rng = random.Random(6)
+    assert crossover(a, b, random.Random(6)).choices == tuple(x if rng.random() < 0.5 else y
+                                                             for x, y in zip(a.choices, b.choices))
+    space = get_space("detnas-300m-det")
+    parent = sample_arch(space, 1)
+    children = [mutate(parent, random.Random(s), 0.5) for s in range(20)]
+    assert any(c.detector != parent.detector for c in children) and any(c.depths != parent.depths for c in children)
+    assert any(c.widths != parent.widths for c in children)
+    mixed = [crossover(parent, sample_arch(space, 2), random.Random(s)) for s in range(20)]
+    assert any(m.detector not in (parent.detector, sample_arch(space, 2).detector) for m in mixed) or \
+        len({m.detector for m in mixed}) > 1
