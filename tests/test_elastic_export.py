@@ -32,7 +32,7 @@ def test_child_of_elastic_supernet_exports_with_parity_and_passes_trt_lint(wides
     torch.manual_seed(0)
     supernet = build_detector("fpn", Supernet(ELASTIC), len(CLASSES) + 1, SIZE, SIZE)
     arch = extreme_arch(ELASTIC, (0, 3) * 3 + (1,), widest)
-    child = extract_child(supernet, arch)
+    child = extract_child(supernet, arch).eval()
     assert child.backbone.out_channels == (32 if widest else 16) and child.rpn.post_nms_top_n() == (20 if widest else 10)
     batch = torch.stack([letterbox(read_image(p), SIZE, SIZE, DEFAULT_PIXELS)[0] for p in val_images(coco_mini)])
     for m in child.modules():  # BN statistics of this path on real images (as the search's recalibration does)
