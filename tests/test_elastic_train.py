@@ -49,3 +49,37 @@ def test_elastic_supernet_resume_is_bit_exact(tmp_path):
     a, b, half = load_file(str(one_go)), load_file(str(resumed)), load_file(str(stopped))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(half[k], a[k]) for k in a if a[k].is_floating_point())
+
+
+def test_elastic_supernet_det_trains_and_its_checkpoint_loads_a_path(tmp_path):
+    """Detection fine-tuning of an elastic supernet (sandwich paths), then a path loaded from its checkpoint as a
+    plain detector."""
+    import json
+
+    from conftest import shared_dataset
+    from test_train_helpers import coco_subset
+
+    from detnas.arch import Arch, sample_arch
+    from detnas.detection import load_detector
+    from detnas.train import resolve_config, train_supernet_det
+
+    coco128 = shared_dataset("coco128")
+    spec = {**ELASTIC, "name": "tiny-elastic-det", "detector": {"fpn_widths": [16, 32], "head_convs": [1, 2],
+                                                                "head_fc": [32, 64], "proposals": [10, 20]}}
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(spec))
+    cls_final = train_supernet_cls(tiny_cls_config(tmp_path, iterations=1, space=str(space_file),
+                                                   out=str(tmp_path / "cls")))
+    ann = coco_subset(coco128, tmp_path, images=2)
+    images = str(coco128 / "train2017")
+    cfg = resolve_config("cpu-det", overrides=dict(init=str(cls_final), iterations=4, batch_size=1, min_size=64, max_size=96, roi_batch=8,
+                                                   log_every=1, checkpoint_every=4, device="cpu", space=str(space_file),
+                                                   data=images, ann=str(ann), sampler="sandwich",
+                                                   out=str(tmp_path / "det")))
+    final = train_supernet_det(cfg)
+    records = [json.loads(line) for line in (tmp_path / "det" / "metrics.jsonl").read_text().splitlines()]
+    paths = [r["path"] for r in records if "loss" in r]
+    assert len(paths) == 4 and ";fpn=32,convs=2,fc=64,proposals=20" in paths[0] and "fpn=16" in paths[1]
+    arch = sample_arch(SearchSpace.from_dict(spec), 5)
+    detector, meta = load_detector(final, Arch.from_json(arch.to_json()))
+    assert meta["kind"] == "supernet-det" and detector.backbone.out_channels == arch.detector.fpn_width
