@@ -27,14 +27,14 @@ def shuffle_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class ChoiceBlock(nn.Module):
     """Base of the four candidates: stride 1 splits the input, stride 2 adds a projection branch."""
 
-    def __init__(self, cin: int, cout: int, stride: int, project_kernel: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, project_kernel: int, mid: int | None = None) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         if stride == 1 and cin != cout:
             raise ValueError(f"a stride-1 block keeps its width, got {cin} -> {cout}")
         self.stride = stride
-        self.mid = cout // 2
+        self.mid = cout // 2 if mid is None else mid  # the paper's C/2; an elastic space's width gene sets another
         self.main_in = cin // 2 if stride == 1 else cin
         self.main_out = cout // 2 if stride == 1 else cout - cin
         self.proj = None
@@ -54,8 +54,8 @@ class ChoiceBlock(nn.Module):
 class ShuffleBlock(ChoiceBlock):
     """ShuffleNetV2 unit: 1x1 -> depthwise kxk -> 1x1 (choices 0, 1, 2 with k = 3, 5, 7)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, kernel: int) -> None:
-        super().__init__(cin, cout, stride, project_kernel=kernel)
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int, mid: int | None = None) -> None:
+        super().__init__(cin, cout, stride, project_kernel=kernel, mid=mid)
         self.main = nn.Sequential(
             *conv_bn(self.main_in, self.mid),
             *conv_bn(self.mid, self.mid, kernel, stride, groups=self.mid, relu=False),
@@ -66,8 +66,8 @@ class ShuffleBlock(ChoiceBlock):
 class XceptionBlock(ChoiceBlock):
     """Xception-style unit: three (depthwise 3x3 -> 1x1) pairs, the first depthwise carrying the stride (choice 3)."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__(cin, cout, stride, project_kernel=3)
+    def __init__(self, cin: int, cout: int, stride: int, mid: int | None = None) -> None:
+        super().__init__(cin, cout, stride, project_kernel=3, mid=mid)
         self.main = nn.Sequential(
             *conv_bn(self.main_in, self.main_in, 3, stride, groups=self.main_in, relu=False),
             *conv_bn(self.main_in, self.mid),
@@ -78,12 +78,12 @@ class XceptionBlock(ChoiceBlock):
         )
 
 
-def make_block(choice: int, cin: int, cout: int, stride: int) -> ChoiceBlock:
-    """Choice index -> module (0/1/2: ShuffleNetV2 3x3/5x5/7x7, 3: Xception)."""
+def make_block(choice: int, cin: int, cout: int, stride: int, mid: int | None = None) -> ChoiceBlock:
+    """Choice index -> module (0/1/2: ShuffleNetV2 3x3/5x5/7x7, 3: Xception); `mid` overrides the middle width C/2."""
     if choice in (0, 1, 2):
-        return ShuffleBlock(cin, cout, stride, kernel=3 + 2 * choice)
+        return ShuffleBlock(cin, cout, stride, kernel=3 + 2 * choice, mid=mid)
     if choice == 3:
-        return XceptionBlock(cin, cout, stride)
+        return XceptionBlock(cin, cout, stride, mid=mid)
     raise ValueError(f"unknown choice {choice}")
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from detnas.arch import Arch
 from detnas.blocks import ClassifierHead, Stem, make_block
 from detnas.jsonout import JsonRecord
-from detnas.space import SearchSpace
+from detnas.space import SearchSpace, middle_width
 from detnas.supernet import ChildNet, _block_io
 
 
@@ -62,10 +62,67 @@ def flops_table(space: SearchSpace, size: tuple[int, int], num_classes: int) -> 
     return stem_macs, tuple(per_block), head_macs
 
 
+def _pixel_terms(module: nn.Module) -> tuple[int, int]:
+    """(MACs per input pixel, MACs per output pixel) of a feed-forward sequence with one stride-2 conv at most:
+    convs before the stride run at the input size, the strided one and those after at the output size."""
+    before = after = 0
+    strided = False
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            strided = strided or layer.stride != (1, 1)
+            kh, kw = layer.kernel_size
+            macs = layer.out_channels * (layer.in_channels // layer.groups) * kh * kw
+            if strided:
+                after += macs
+            else:
+                before += macs
+    return before, after
+
+
+@lru_cache(maxsize=16)
+def _block_terms(space: SearchSpace) -> tuple[dict[tuple[int, float], tuple[int, int]], ...]:
+    """Per block {(choice, width multiple): (MACs per input pixel, per output pixel)}, size-free, built once."""
+    per_block = []
+    with torch.device("meta"):
+        for cin, cout, stride in _block_io(space):
+            terms = {}
+            for c in space.choices:
+                for m in space.width_choices:
+                    block = make_block(c, cin, cout, stride, middle_width(cout, m))
+                    main = _pixel_terms(block.main)
+                    proj = _pixel_terms(block.proj) if block.proj is not None else (0, 0)
+                    terms[c, m] = (main[0] + proj[0], main[1] + proj[1])
+            per_block.append(terms)
+    return tuple(per_block)
+
+
+@lru_cache(maxsize=64)
+def width_table(space: SearchSpace, size: tuple[int, int]) -> tuple[dict[tuple[int, float], int], ...]:
+    """Per block {(choice, width multiple): MACs} at an input size: the elastic space's block table."""
+    per_block, size = [], _sequence_macs(Stem(space.stem_width), size)[1]
+    for (_, _, stride), terms in zip(_block_io(space), _block_terms(space)):
+        out = ((size[0] - 1) // 2 + 1, (size[1] - 1) // 2 + 1) if stride == 2 else size
+        per_block.append({key: a * size[0] * size[1] + b * out[0] * out[1] for key, (a, b) in terms.items()})
+        size = out
+    return tuple(per_block)
+
+
+def block_flops(arch: Arch, size: int | tuple[int, int] = 224) -> list[int]:
+    """MACs of every choice block of `arch` (0 for a block its depth skips)."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if not arch.space.elastic:
+        return [table[c] for table, c in zip(flops_table(arch.space, hw, 0)[1], arch.choices)]
+    skipped = set(arch.skipped_blocks())
+    return [0 if i in skipped else table[c, w]
+            for i, (table, c, w) in enumerate(zip(width_table(arch.space, hw), arch.choices, arch.block_widths()))]
+
+
 def count_flops(arch: Arch, size: int | tuple[int, int] = 224, num_classes: int = 0) -> int:
     """Multiply-adds of the backbone (num_classes=0) or of the classification network (e.g. 1000)."""
     hw = (size, size) if isinstance(size, int) else tuple(size)
     stem, per_block, head = flops_table(arch.space, hw, num_classes)
+    if arch.space.elastic:
+        return stem + head + sum(block_flops(arch, hw))
     return stem + head + sum(table[c] for table, c in zip(per_block, arch.choices))
 
 
@@ -108,10 +165,10 @@ def arch_cost(name: str, arch: Arch, detection_size: tuple[int, int], num_classe
     """Stage table at 224 and totals at 224 (classification network, backbone) and at `detection_size` (backbone)."""
     from detnas.space import CHOICE_NAMES
 
-    _, per_block, _ = flops_table(arch.space, (224, 224), 0)
+    per_block = block_flops(arch, 224)
     stages, start = [], 0
     for s, stage in enumerate(arch.per_stage()):
-        macs = sum(per_block[start + i][c] for i, c in enumerate(stage))
+        macs = sum(per_block[start:start + len(stage)])
         stages.append(StageCost(s + 1, arch.space.stage_widths[s], len(stage), tuple(CHOICE_NAMES[c] for c in stage),
                                 macs / 1e6))
         start += len(stage)

@@ -40,3 +40,34 @@ def parse_hw(text: str, flag: str = "--size", multiple: int = 1) -> tuple[int, i
         rule = f"multiples of {multiple}" if multiple > 1 else ">= 32"
         raise DetnasError(f"{flag} '{text}' must be N or HxW with both sides {rule}, e.g. 320x480")
     return parts[0], parts[1]
+
+
+#: the paper detector's input at the full scale (800 x 1333, the long side padded to the stride): the size the
+#: elastic `input_size` gene is stated at
+REFERENCE_HW = (800, 1344)
+STRIDE = 32
+
+
+def _to_stride(value: float) -> int:
+    return max(STRIDE, STRIDE * round(value / STRIDE))
+
+
+def path_hw(input_size: int, base: tuple[int, int] = REFERENCE_HW) -> tuple[int, int]:
+    """The (height, width) a path with the `input_size` gene (a short side at the 800-pixel scale) runs at, for a
+    run whose paper-detector size is `base`: both sides scale by input_size / 800 and round to the stride (32), so
+    800 at the reference size is 800 x 1344 and 480 is 480 x 800; a square `base` stays square."""
+    if input_size == REFERENCE_HW[0]:
+        return base
+    scale = input_size / REFERENCE_HW[0]
+    return _to_stride(base[0] * scale), _to_stride(base[1] * scale)
+
+
+def path_sizes(input_size: int, min_size: int | tuple[int, ...], max_size: int) -> tuple[int | tuple[int, ...], int]:
+    """A detector's resize settings (short side(s), long-side cap) for a path with the `input_size` gene, in a
+    run whose paper detector uses `min_size` / `max_size`: scaled by input_size / 800 (the short sides rounded to
+    the stride); unchanged at 800, so the paper path resizes exactly as the paper's detector."""
+    if input_size == REFERENCE_HW[0]:
+        return min_size, max_size
+    scale = input_size / REFERENCE_HW[0]
+    shorts = tuple(_to_stride(s * scale) for s in (min_size if isinstance(min_size, tuple) else (min_size,)))
+    return (shorts if isinstance(min_size, tuple) else shorts[0]), max(shorts[-1], round(max_size * scale))

@@ -2,12 +2,20 @@
 
 Both networks share the same module classes and key layout up to the choice level, so a child's weights are
 the supernet's weights on that path and their outputs match exactly in eval mode.
+
+In an elastic space the supernet holds every block at its widest middle width; a path's block is the first k
+channels of it (`path_tensors`: every tensor of the child is the leading slice of the supernet's), and a path runs
+as its child module called on those slices (`torch.func.functional_call`), so gradients and BN statistics land in
+the shared widest weights and the child extracted by `materialize` computes exactly what the path computed.
 """
 
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from itertools import chain
 
 import torch
 from torch import nn
@@ -15,9 +23,9 @@ from torch import nn
 from detnas.arch import Arch
 from detnas.blocks import ClassifierHead, Stem, make_block
 from detnas.errors import DetnasError
-from detnas.space import SearchSpace
+from detnas.space import SearchSpace, middle_width
 
-_CANDIDATE_KEY = re.compile(r"blocks\.(?P<block>\d+)\.candidates\.(?P<choice>\d+)\.(?P<rest>.+)")
+_CHILD_BLOCK_KEY = re.compile(r"(?P<head>^|\.)blocks\.(?P<block>\d+)\.")
 
 def _block_io(space: SearchSpace) -> list[tuple[int, int, int]]:
     """(cin, cout, stride) of every choice block in forward order."""
@@ -29,12 +37,41 @@ def _block_io(space: SearchSpace) -> list[tuple[int, int, int]]:
     return io
 
 
+def _widest_mid(space: SearchSpace, cout: int) -> int | None:
+    return middle_width(cout, max(space.width_multipliers)) if space.width_multipliers else None
+
+
+def _child_mid(arch: Arch, block: int, cout: int) -> int | None:
+    return middle_width(cout, arch.widths[block]) if arch.widths else None
+
+
+def sliced(value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The leading `shape` slice of a widest tensor (a view: gradients and in-place BN updates reach the base)."""
+    return value if value.shape == shape else value[tuple(slice(0, n) for n in shape)]
+
+
+def path_tensors(widest: nn.Module, child: nn.Module, key_of: Callable[[str], str]) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of `child` as the leading slice of `widest`'s tensor `key_of(child key)`."""
+    source: Mapping[str, torch.Tensor] = dict(chain(widest.named_parameters(), widest.named_buffers()))
+    return {key: sliced(source[key_of(key)], value.shape)
+            for key, value in chain(child.named_parameters(), child.named_buffers())}
+
+
+def block_key(arch: Arch) -> Callable[[str], str]:
+    """Child key -> supernet key: a block's modules live under the chosen candidate (`blocks.i.candidates.c.`)."""
+    def key_of(key: str) -> str:
+        return _CHILD_BLOCK_KEY.sub(lambda m: f"{m['head']}blocks.{m['block']}.candidates.{arch.choices[int(m['block'])]}.",
+                                    key, count=1)
+    return key_of
+
+
 class ChoiceLayer(nn.Module):
-    """All candidates of one choice block; the arch says which one runs."""
+    """All candidates of one choice block (at the space's widest middle width); the arch says which one runs."""
 
     def __init__(self, space: SearchSpace, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.candidates = nn.ModuleDict({str(c): make_block(c, cin, cout, stride) for c in space.choices})
+        mid = _widest_mid(space, cout)
+        self.candidates = nn.ModuleDict({str(c): make_block(c, cin, cout, stride, mid) for c in space.choices})
 
     def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
         return self.candidates[str(choice)](x)
@@ -78,6 +115,9 @@ class Supernet(_Network):
 
     def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor | OrderedDict:
         self.check_arch(arch)
+        if self.space.elastic:
+            child = _path_module(arch, self.num_classes).train(self.training)
+            return torch.func.functional_call(child, path_tensors(self, child, block_key(arch)), (x,), strict=True)
         return self._run(x, list(zip(self.blocks, arch.choices)))
 
     def check_arch(self, arch: Arch) -> None:
@@ -91,7 +131,9 @@ class ChildNet(_Network):
     def __init__(self, arch: Arch, num_classes: int | None = None) -> None:
         super().__init__(arch.space, num_classes)
         self.arch = arch
-        self.blocks = nn.ModuleList(make_block(c, *io) for c, io in zip(arch.choices, _block_io(arch.space)))
+        skipped = set(arch.skipped_blocks())
+        self.blocks = nn.ModuleList(nn.Identity() if i in skipped else make_block(c, *io, _child_mid(arch, i, io[1]))
+                                    for i, (c, io) in enumerate(zip(arch.choices, _block_io(arch.space))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | OrderedDict:
         return self._run(x, [(block, None) for block in self.blocks])
@@ -126,13 +168,15 @@ def materialize(supernet: Supernet, arch: Arch, with_head: bool | None = None) -
     if keep_head and supernet.head is None:
         raise DetnasError("materialize(with_head=True) needs a supernet built with num_classes")
     child = ChildNet(arch, supernet.num_classes if keep_head else None)
-    state = {}
-    for key, value in supernet.state_dict().items():
-        match = _CANDIDATE_KEY.fullmatch(key)
-        if match is None:
-            if keep_head or not key.startswith("head."):
-                state[key] = value
-        elif int(match["choice"]) == arch.choices[int(match["block"])]:
-            state[f"blocks.{match['block']}.{match['rest']}"] = value
+    with torch.no_grad():
+        state = {key: value.detach().clone() for key, value in path_tensors(supernet, child, block_key(arch)).items()}
     child.load_state_dict(state, strict=True)
     return child.to(next(supernet.parameters()).device).train(supernet.training)
+
+
+@lru_cache(maxsize=8)
+def _path_module(arch: Arch, num_classes: int | None) -> ChildNet:
+    """The module a supernet path runs as (its own weights are never used: the call passes the supernet's slices);
+    kept for the next steps on the same path, as BN recalibration and evaluation run one path many times."""
+    with torch.device("meta"):
+        return ChildNet(arch, num_classes)

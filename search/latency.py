@@ -123,10 +123,18 @@ class OracleLatency:
         converting) its exported detector cost when it was timed (a cache hit repeats the stored figure)."""
         from detnas.bench.oracle import measure_arch
 
-        result = measure_arch(arch, size=self.timing.size, batch=self.timing.batch, backend=self.timing.backend,
+        size, images = self.timing.size, self._images
+        if arch.detector is not None and size is not None:  # an elastic path runs at its input-size gene's share
+            from detnas.detection.cost import path_size
+
+            size = path_size(arch, size)
+            if images and size != self.timing.size:
+                images = [torch.nn.functional.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+                          for batch in images]
+        result = measure_arch(arch, size=size, batch=self.timing.batch, backend=self.timing.backend,
                               precision=self.timing.precision, scope=self._scope, protocol=self._protocol,
-                              options=self._options, images=self._images, cache=self.cache,
-                              detector=self.timing.detector, trained=self._trained, calibration=self._calibration())
+                              options=self._options, images=images, cache=self.cache,
+                              detector=self.timing.detector, trained=self._trained, calibration=self._calibration(size))
         convert = result.details.get("convert_seconds")
         return Latency.measured(result.stats, None if convert is None else float(convert),
                                 _upper(result, self.confidence))
@@ -142,7 +150,7 @@ class OracleLatency:
                                       trained=self._trained)
         return [Latency.measured(r.stats, upper_ms=_upper(r, self.confidence)) for r in results]
 
-    def _calibration(self) -> list[torch.Tensor] | None:
+    def _calibration(self, size: tuple[int, int] | None) -> list[torch.Tensor] | None:
         """INT8 ranges for timing: one fixed batch (the search passes an image of the supernet-training split; else
         seeded random pixels). Ranges change which values round where, not how much work a kernel does, so one
         batch times INT8 faithfully and keeps the quantization per candidate cheap (`convert_seconds`)."""
@@ -150,7 +158,9 @@ class OracleLatency:
             return None
         from detnas.bench.inputs import random_batches
 
-        return self._calibration_batches or random_batches(self.timing.batch, self.timing.size)
+        if self._calibration_batches and size == self.timing.size:
+            return self._calibration_batches
+        return random_batches(self.timing.batch, size)
 
 
 def _upper(result: Any, confidence: float) -> float | None:
@@ -170,6 +180,10 @@ def fastest_probe(space: SearchSpace, cost_size: tuple[int, int]) -> list[Arch]:
     _, per_block, _ = flops_table(space, cost_size, 0)
     cheapest = tuple(min(table, key=lambda c: (table[c], c)) for table in per_block)
     probes = [Arch(space, (c,) * space.num_blocks) for c in space.choices] + [Arch(space, cheapest)]
+    if space.elastic:  # the narrowest path: smallest widths, depths and detector genes on the cheapest ops
+        from detnas.arch import extreme_arch
+
+        probes.append(extreme_arch(space, cheapest, widest=False))
     return list({a.hash: a for a in probes}.values())
 
 

@@ -24,16 +24,17 @@ class DetectionBackbone(nn.Module):
     """Runs the body, feeds the chosen stages (e.g. c2..c5) to an FPN and names the levels p2, p3, ..."""
 
     def __init__(self, body: Supernet | ChildNet, stages: list[str], extra: ExtraFPNBlock,
-                 extra_names: list[str], norm_layer: Callable[..., nn.Module] | None = None) -> None:
+                 extra_names: list[str], norm_layer: Callable[..., nn.Module] | None = None,
+                 fpn_width: int = FPN_CHANNELS) -> None:
         super().__init__()
         if body.head is not None:
             raise DetnasError("detector backbones are built with num_classes=None (no classification head)")
         self.body = body
         self.stages = stages
         in_channels = [body.out_channels[int(s[1:]) - 2] for s in stages]
-        self.fpn = FeaturePyramidNetwork(in_channels, FPN_CHANNELS, extra_blocks=extra, norm_layer=norm_layer)
+        self.fpn = FeaturePyramidNetwork(in_channels, fpn_width, extra_blocks=extra, norm_layer=norm_layer)
         self.level_names = [f"p{s[1:]}" for s in stages] + extra_names
-        self.out_channels = FPN_CHANNELS
+        self.out_channels = fpn_width
         self.arch: Arch | None = body.arch if isinstance(body, ChildNet) else None
 
     def set_arch(self, arch: Arch) -> None:

@@ -24,13 +24,14 @@ from torchvision.models.detection.retinanet import RetinaNetClassificationHead, 
 from torchvision.ops import MultiScaleRoIAlign, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from detnas.arch import Arch
+from detnas.arch import Arch, DetectorPath, extreme_arch
 from detnas.detection import deployable
 from detnas.detection.backbone import FPN_CHANNELS, DetectionBackbone
 from detnas.detection.kinds import DETECTOR_KINDS, DetectorKind, HeadOutput, detector_kind
 from detnas.errors import DetnasError
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
-from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
+from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, path_sizes
+from detnas.space import SearchSpace
 from detnas.supernet import ChildNet, Supernet
 
 DETECTOR_STYLES = ("torchvision", "detnas")
@@ -83,31 +84,37 @@ class OfficialRetinaNetClassification(RetinaNetClassificationHead):
         return total / (positives + len(targets))
 
 
-def _faster_rcnn(backbone_net: Supernet | ChildNet, num_classes: int, style: str, **kw: Any) -> FasterRCNN:
+def _faster_rcnn(backbone_net: Supernet | ChildNet, num_classes: int, style: str, fpn_width: int = FPN_CHANNELS,
+                 head_convs: int = BOX_HEAD_CONVS, head_fc: int = BOX_HEAD_FC, **kw: Any) -> FasterRCNN:
     """P2-P6 from C2..C5 (P6 = max-pool of P5, RPN only); box head 4 conv + 1 FC with BN (DetNAS' head); the
-    detnas style puts BN after the FPN's convs (official FPN.USE_SYNCBN)."""
+    detnas style puts BN after the FPN's convs (official FPN.USE_SYNCBN). An elastic path sets the FPN width and
+    the box head's convs and FC width."""
     norm = nn.BatchNorm2d if style == "detnas" else None
-    backbone = DetectionBackbone(backbone_net, ["c2", "c3", "c4", "c5"], LastLevelMaxPool(), ["p6"], norm)
+    backbone = DetectionBackbone(backbone_net, ["c2", "c3", "c4", "c5"], LastLevelMaxPool(), ["p6"], norm, fpn_width)
     roi_pool = MultiScaleRoIAlign(featmap_names=["p2", "p3", "p4", "p5"], output_size=7, sampling_ratio=2)
-    box_head = FastRCNNConvFCHead((FPN_CHANNELS, 7, 7), [FPN_CHANNELS] * BOX_HEAD_CONVS, [BOX_HEAD_FC],
-                                  norm_layer=nn.BatchNorm2d)
+    box_head = FastRCNNConvFCHead((fpn_width, 7, 7), [fpn_width] * head_convs, [head_fc], norm_layer=nn.BatchNorm2d)
     return FasterRCNN(backbone, box_roi_pool=roi_pool, box_head=box_head,
-                      box_predictor=FastRCNNPredictor(BOX_HEAD_FC, num_classes), **kw)
+                      box_predictor=FastRCNNPredictor(head_fc, num_classes), **kw)
 
 
-def _retinanet(backbone_net: Supernet | ChildNet, num_classes: int, style: str, **kw: Any) -> RetinaNet:
+def _retinanet(backbone_net: Supernet | ChildNet, num_classes: int, style: str, fpn_width: int = FPN_CHANNELS,
+               head_convs: int = 4, head_fc: int | None = None, **kw: Any) -> RetinaNet:
     """P3-P7 from C3..C5; P6/P7 are stride-2 convs on P5 (torchvision's LastLevelP6P7). The official RetinaNet
-    FPN has no norm layer (its configs leave FPN.USE_SYNCBN off)."""
-    backbone = DetectionBackbone(backbone_net, ["c3", "c4", "c5"], LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS),
-                                 ["p6", "p7"])
+    FPN has no norm layer (its configs leave FPN.USE_SYNCBN off). An elastic path sets the FPN width and keeps
+    the first `head_convs` of each head tower's 4 convs (`head_fc`: RetinaNet has no FC, ignored)."""
+    backbone = DetectionBackbone(backbone_net, ["c3", "c4", "c5"], LastLevelP6P7(fpn_width, fpn_width),
+                                 ["p6", "p7"], fpn_width=fpn_width)
     if style != "detnas":
-        return RetinaNet(backbone, num_classes=num_classes, **kw)
-    detector = RetinaNet(backbone, num_classes=num_classes, **{**RETINANET_TEST, **kw})
-    num_anchors = detector.anchor_generator.num_anchors_per_location()[0]
-    detector.head = RetinaNetHead(FPN_CHANNELS, num_anchors, num_classes)
-    detector.head.classification_head = OfficialRetinaNetClassification(FPN_CHANNELS, num_anchors, num_classes)
-    detector.head.regression_head = OfficialRetinaNetRegression(FPN_CHANNELS, num_anchors)
-    detector.box_coder = BoxCoder(weights=RETINANET_BOX_WEIGHTS)
+        detector = RetinaNet(backbone, num_classes=num_classes, **kw)
+    else:
+        detector = RetinaNet(backbone, num_classes=num_classes, **{**RETINANET_TEST, **kw})
+        num_anchors = detector.anchor_generator.num_anchors_per_location()[0]
+        detector.head = RetinaNetHead(fpn_width, num_anchors, num_classes)
+        detector.head.classification_head = OfficialRetinaNetClassification(fpn_width, num_anchors, num_classes)
+        detector.head.regression_head = OfficialRetinaNetRegression(fpn_width, num_anchors)
+        detector.box_coder = BoxCoder(weights=RETINANET_BOX_WEIGHTS)
+    for tower in (detector.head.classification_head, detector.head.regression_head):
+        tower.conv = tower.conv[:head_convs]
     return detector
 
 
@@ -127,16 +134,21 @@ DETECTOR_KINDS.register("fpn")(DetectorKind(
     deploy=lambda graph, images: graph._faster_rcnn(images), postprocessor=lambda detector: detector.roi_heads,
     limits=lambda detector: {"pre_nms_top_k": deployable.ROI_PRE_NMS_TOP_K,
                              "rpn_proposals": detector.rpn.post_nms_top_n()},
-    proposals_option="rpn_post_nms_top_n_test",
+    proposals_option="rpn_post_nms_top_n_test", elastic_proposals_option="rpn_post_nms_top_n_test",
     train_options=lambda cfg: {"box_batch_size_per_image": cfg.roi_batch},
     head_outputs=(HeadOutput("RPN objectness", "rpn.head.cls_logits"), HeadOutput("RPN box deltas", "rpn.head.bbox_pred"),
                   HeadOutput("RoI class logits", "roi_heads.box_predictor.cls_score", rows=True),
                   HeadOutput("RoI box deltas", "roi_heads.box_predictor.bbox_pred", rows=True))))
 DETECTOR_KINDS.register("retinanet")(DetectorKind(
     model=RetinaNet, build=_retinanet, dense_outputs=_retinanet_outputs,
-    deploy=lambda graph, images: graph._retinanet(images),
+    deploy=lambda graph, images: graph._retinanet(images), elastic_proposals_option="topk_candidates",
     head_outputs=(HeadOutput("class logits", "head.classification_head.cls_logits"),
                   HeadOutput("box deltas", "head.regression_head.bbox_reg"))))
+
+
+def widest_detector(space: SearchSpace) -> DetectorPath:
+    """The detector genes an elastic supernet holds: the widest of each (all of them at once)."""
+    return extreme_arch(space, (space.choices[0],) * space.num_blocks, widest=True).detector
 
 
 def detector_style(meta: dict[str, Any]) -> str:
@@ -160,12 +172,21 @@ def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int,
     keyword arguments go to the torchvision class.
     """
     kind_spec = detector_kind(kind)
+    base_size, base_kw = (min_size, max_size), dict(kw)
     if style not in DETECTOR_STYLES:
         raise DetnasError(f"detector style '{style}' is unknown; choose one of {', '.join(DETECTOR_STYLES)}")
     if num_classes < 2:
         raise DetnasError(f"num_classes={num_classes}: pass K + 1 (K dataset classes plus background), so >= 2")
     if proposals and kind_spec.proposals_option:
         kw[kind_spec.proposals_option] = proposals
+    if backbone.space.detector is not None:
+        path = backbone.arch.detector if isinstance(backbone, ChildNet) else widest_detector(backbone.space)
+        min_size, max_size = path_sizes(path.input_size, min_size, max_size)
+        if kind_spec.elastic_proposals_option is None:
+            raise DetnasError(f"detector kind '{kind}' has no proposals option; an elastic space's detector genes "
+                              "need one (choose fpn or retinanet)")
+        kw.update(fpn_width=path.fpn_width, head_convs=path.head_convs, head_fc=path.head_fc,
+                  **{kind_spec.elastic_proposals_option: path.proposals})
     detector = kind_spec.build(backbone, num_classes, style, min_size=min_size, max_size=max_size,
                                image_mean=list(pixels.mean), image_std=list(pixels.std), **kw)
     if style == "detnas":
@@ -175,12 +196,22 @@ def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int,
                 module.momentum = momentum
     detector.detnas_style = style
     detector.pixels = pixels
+    if isinstance(backbone, Supernet) and backbone.space.elastic:
+        from detnas.detection.elastic import ElasticDetector
+
+        return ElasticDetector(detector, lambda arch: build_detector(
+            kind, ChildNet(arch), num_classes, base_size[0], base_size[1], pixels, style, proposals, **base_kw))
     return detector
 
 
 def set_arch(detector: nn.Module, arch: Arch) -> nn.Module:
     """Choose the supernet path the detector runs from now on (a no-op check for a fixed architecture)."""
+    from detnas.detection.elastic import ElasticDetector
+
     backbone = getattr(detector, "backbone", None)
+    if isinstance(detector, ElasticDetector):
+        detector.set_arch(arch)
+        return detector
     if not isinstance(backbone, DetectionBackbone):
         raise DetnasError("set_arch expects a detector made by build_detector")
     backbone.set_arch(arch)

@@ -45,9 +45,11 @@ class DetectorKind:
     the deploy path's own caps where it differs from torchvision, and caps the built detector was given (such as an
     FPN's test-time RPN proposals), read at export from the detector in eval mode and recorded in the file's metadata;
     `proposals_option` is the torchvision keyword that caps its test-time proposals (None: it has none, and
-    `build_detector(proposals=...)` leaves it alone). `head_outputs` are its raw head outputs that an exported
-    file's parity check compares with the PyTorch model's before NMS. `train_options(cfg)` are the `build` keywords a
-    training run's config sets for this kind (e.g. the FPN's RoIs per image): training asks the kind, never its name.
+    `build_detector(proposals=...)` leaves it alone); `elastic_proposals_option` is the keyword an elastic
+    space's `proposals` gene sets (FPN: the RPN's test-time proposals; RetinaNet: its pre-NMS top-k per level).
+    `head_outputs` are its raw head outputs that an exported file's parity check compares with the PyTorch model's
+    before NMS. `train_options(cfg)` are the `build` keywords a training run's config sets for this kind (e.g. the
+    FPN's RoIs per image): training asks the kind, never its name.
     """
 
     model: type[nn.Module]
@@ -57,6 +59,7 @@ class DetectorKind:
     postprocessor: Callable[[nn.Module], nn.Module] = lambda detector: detector
     limits: Callable[[nn.Module], Mapping[str, int]] = lambda detector: {}
     proposals_option: str | None = None
+    elastic_proposals_option: str | None = None
     head_outputs: tuple[HeadOutput, ...] = ()
     train_options: Callable[[Any], Mapping[str, Any]] = lambda cfg: {}
 

@@ -13,6 +13,7 @@ from torch import nn
 from detnas.arch import Arch
 from detnas.checkpoint import load_checkpoint
 from detnas.detection.build import DETECTOR_KINDS, build_detector, detector_style, set_arch
+from detnas.detection.elastic import ElasticDetector, extract_child
 from detnas.errors import DetnasError
 from detnas.pixels import PixelConvention
 from detnas.sizes import checkpoint_sizes
@@ -86,6 +87,8 @@ def load_detection_checkpoint(path: str | Path, arch: Arch | None = None, min_si
             from None
     if arch is not None:
         set_arch(detector, arch)
+        if isinstance(detector, ElasticDetector):  # an elastic path runs, exports and times as its own detector
+            detector = extract_child(detector, arch)
     return LoadedDetector(detector.eval(), meta, kind, space, classes, pixels, min_size, max_size, style)
 
 

@@ -61,8 +61,13 @@ class SupernetDetector:
 
         Deep-copying the detector with the supernet body mapped to the materialised child (copy's memo) gives
         exactly `build_detector(kind, child)` with the trained weights, without re-initialising ~15M head
-        parameters per candidate; the supernet itself is never touched.
+        parameters per candidate; the supernet itself is never touched. An elastic supernet's path is a slice of
+        its widest weights, copied into the path's own plain detector (`extract_child`).
         """
+        from detnas.detection.elastic import ElasticDetector, extract_child
+
+        if isinstance(self.detector, ElasticDetector):
+            return extract_child(self.detector, arch).eval()
         supernet_body = self.detector.backbone.body
         child = copy.deepcopy(self.detector, memo={id(supernet_body): materialize(supernet_body, arch)})
         return child.eval()

@@ -101,6 +101,8 @@ class OffPath:
         self.supernet = supernet
 
     def __call__(self, arch: Arch) -> list[nn.Parameter]:
+        """Every candidate but the chosen one; every candidate of a block the path's depth skips."""
         self.supernet.check_arch(arch)
-        return [p for table, chosen in zip(self.per_choice, arch.choices)
-                for c, params in table.items() if c != chosen for p in params]
+        skipped = set(arch.skipped_blocks())
+        return [p for block, (table, chosen) in enumerate(zip(self.per_choice, arch.choices))
+                for c, params in table.items() if c != chosen or block in skipped for p in params]

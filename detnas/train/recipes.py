@@ -16,7 +16,7 @@ from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 
 TASKS = ("cls", "det")
 SCHEDULES = ("linear", "step")
-SAMPLERS = ("uniform", "flops-bins", "detnas-bins")
+SAMPLERS = ("uniform", "flops-bins", "detnas-bins", "sandwich")
 STYLES = ("torchvision", "detnas")  # detnas: as the official code (README, "Deviations from the official code")
 PARAM_GROUPS = ("conv-fc", "detectron")
 DATA_FORMATS = ("auto", "imagefolder", "coco", "voc")
@@ -45,7 +45,8 @@ class TrainConfig:
     detector: str = "fpn"
     roi_batch: int = 512  # FPN: RoIs sampled per image for the box head (DetNAS / the 1x schedule: 512)
     proposals: int = 1000  # FPN: RPN proposals kept per image at evaluation (1x schedule: 1000)
-    sampler: str = "uniform"  # how single paths are drawn (supernet stages); detnas-bins: the official 7 bins
+    sampler: str = "uniform"  # how single paths are drawn (supernet stages); detnas-bins: the official 7 bins;
+    # sandwich (elastic spaces): widest, narrowest, then 2 uniform paths, cycling over iterations
     flops_bins: int = 10  # flops-bins only: bins between the FLOPs quantiles
     seed: int = 0
     amp: bool = True  # autocast + GradScaler, only ever on CUDA

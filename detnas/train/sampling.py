@@ -4,7 +4,9 @@
 training does (DetNAS and SPOS alike): one of 7 fixed bins of full-network FLOPs uniformly, then up to 500 uniform
 draws until a path falls into it, else a plain uniform path. `FlopsBinSampler` spreads bins over the space's own
 FLOPs range instead, for spaces the fixed bins do not fit; both train light and heavy paths about equally often
-instead of concentrating on the middle of the FLOPs range.
+instead of concentrating on the middle of the FLOPs range. `SandwichSampler` is for elastic spaces (the sandwich
+rule of BigNAS/OFA, spread over consecutive iterations): the widest path, the narrowest, then `random` uniform
+paths, in a fixed cycle, so the largest and smallest networks the supernet shares are trained as often as any.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
-from detnas.arch import Arch, sample_arch
+from detnas.arch import Arch, extreme_arch, gene_options, sample_arch
 from detnas.errors import DetnasError
 from detnas.flops import count_flops, flops_table
 from detnas.space import SearchSpace
@@ -123,9 +125,40 @@ class DetnasBinSampler(UniformPathSampler):
         return sample_arch(self.space, self.rng)
 
 
+class SandwichSampler(UniformPathSampler):
+    """Iteration i of every cycle of 2 + `random`: 0 the widest path, 1 the narrowest, then uniform paths.
+
+    The op choices of the two extremes are drawn uniformly (width and depth are what the sandwich bounds); the
+    position in the cycle is part of the state, so a resumed run draws the same paths."""
+
+    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 2) -> None:
+        super().__init__(space, seed)
+        if not space.elastic:
+            raise DetnasError(f"sampler 'sandwich' bounds widths, depths and detector genes; space '{space.name}' has "
+                              "none (use uniform, flops-bins or detnas-bins)")
+        self.cycle = 2 + random_paths
+        self.step = 0
+
+    def sample(self) -> Arch:
+        position, self.step = self.step % self.cycle, self.step + 1
+        if position >= 2:
+            return sample_arch(self.space, self.rng)
+        choices = tuple(self.rng.choice(self.space.choices) for _ in range(self.space.num_blocks))
+        return extreme_arch(self.space, choices, widest=position == 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.step = int(state["step"])
+
+
 def make_sampler(kind: str, space: SearchSpace, seed: int, bins: int = 10) -> PathSampler:
     if kind == "detnas-bins":
         return DetnasBinSampler(space, seed)
+    if kind == "sandwich":
+        return SandwichSampler(space, seed)
     return FlopsBinSampler(space, seed, bins) if kind == "flops-bins" else UniformPathSampler(space, seed)
 
 
@@ -135,6 +168,11 @@ def broadcast_arch(arch: Arch, device: torch.device) -> Arch:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return arch
+    if arch.space.elastic:  # every gene (width multiples are floats; float64 holds them and the integers exactly)
+        genes = torch.tensor(arch.genes(), dtype=torch.float64, device=device)
+        dist.broadcast(genes, src=0)
+        options = [type(allowed[0]) for allowed in gene_options(arch.space)]
+        return Arch.from_genes(arch.space, tuple(kind(g) for kind, g in zip(options, genes.tolist())))
     choices = torch.tensor(arch.choices, dtype=torch.int64, device=device)
     dist.broadcast(choices, src=0)
     return Arch(arch.space, tuple(int(c) for c in choices.tolist()))

@@ -258,7 +258,7 @@ def _detection_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch 
                      meta=_meta(kind, space, arch, list(train.classes), cfg, detector=cfg.detector,
                                 label_to_cat_id={str(k): v for k, v in train.label_to_cat_id.items()}),
                      train_set=train, collate=collate, loss=_detection_loss,
-                     supernet=detector.backbone.body if arch is None else None,
+                     supernet=body if arch is None else None,  # an elastic supernet detector's widest body too
                      set_arch=lambda a: set_arch(detector, a),
                      evaluate=run_eval if val is not None else None)
 
