@@ -375,3 +375,48 @@ def test_search_times_int8_candidates_and_reports_the_quantization_cost(tmp_path
     assert first.median_ms > 0 and first.convert_seconds > 0
     again = oracle.latency(sample_arch(TINY, 1))
     assert oracle.cache.hits == 1 and again.convert_seconds == first.convert_seconds, "served per arch hash"
+
+
+def _blank_images(folder: Path, count: int = 4) -> Path:
+    """Identical grey images: ranges calibrated on them clip what the detector sees on real images."""
+    folder.mkdir()
+    for i in range(count):
+        Image.new("RGB", (128, 128), (124, 116, 104)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_partial_int8_keeps_the_fewest_sensitive_layers_fp32_until_the_gate_passes(trained, tmp_path):
+    """Min-max ranges from blank images fail the 1-point gate as full INT8 (as above); with `partial` the search
+    ranks the quantized layers by SQNR, keeps the k lowest FP32 and returns the fewest that pass: k-1 failed (or k
+    is 1), every kept layer is an FP32 Conv in the file and every other one still reads INT8, and the metadata and
+    the sidecar name them with their SQNR."""
+    demo = trained["demo"]
+    request = precision_request("int8", weights=trained["ckpt"], calib_data=_blank_images(tmp_path / "blank"),
+                                calib_images=4, calib_method="minmax", gate_data=demo.val_ann,
+                                gate_images=demo.val_images, max_ap_drop=0.01, dynamic_batch=False, partial=True)
+    out = tmp_path / "out" / "int8.onnx"
+    out.parent.mkdir()
+    shutil.copy(trained["fp32"], out)
+    said: list[str] = []
+    report = reduce_exported(out, request, say=said.append)
+    search = report.search
+    assert search is not None and report.gate is not None and report.gate.passed, said
+    full = search.trials[0]
+    assert (full.method, full.kept, full.gate.passed) == ("minmax", 0, False) and full.gate.drop > 0.01, said
+    kept = len(search.kept)
+    assert 0 < kept < len(search.ranked), (kept, len(search.ranked))
+    outcomes = {t.kept: t.gate.passed for t in search.trials[1:]}
+    assert outcomes[kept] and (kept == 1 or outcomes.get(kept - 1) is False), outcomes
+    assert len(search.trials) <= search.budget_trials
+    sqnr = [s.sqnr_db for s in search.ranked]
+    assert sqnr == sorted(sqnr) and len(set(sqnr)) > 1, "ranked by SQNR, lowest first, and the SQNRs differ"
+    model = onnx.load(str(out))
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    int8_layers = {n.name for n in model.graph.node if dequantized & set(n.input)}
+    names = [s.layer for s in search.kept]
+    assert not int8_layers & set(names) and int8_layers == {s.layer for s in search.ranked[kept:]}
+    meta = read_onnx_meta(out).precision
+    assert meta.kept_fp32 == tuple(names) and len(meta.kept_sqnr_db) == kept and "lowest-SQNR" in meta.kept_reason
+    sidecar = json.loads(out.with_suffix(".precision.json").read_text())
+    assert [k["layer"] for k in sidecar["int8_search"]["kept_fp32"]] == names
+    assert sorted(p.name for p in out.parent.iterdir()) == ["int8.onnx", "int8.precision.json"]

@@ -23,6 +23,8 @@ from detnas.export.metadata import ModelMeta
 from detnas.export.precision.network import module_scopes, network_nodes
 
 CALIB_METHODS = ("minmax", "average", "entropy", "percentile")
+#: `--calib-method auto`: each method in `AUTO_ORDER` is tried against the AP gate (export.precision.partial)
+AUTO = "auto"
 #: COCO AP FP32 -> INT8 with ranges from 16 training images, never the evaluated ones (paired bootstrap 95 % interval
 #: of the drop over images):
 #:
@@ -66,9 +68,10 @@ def quantized_nodes(graph: Any) -> list[str]:
 
 
 def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.ndarray],
-                  method: str = DEFAULT_CALIB_METHOD) -> Path:
+                  method: str = DEFAULT_CALIB_METHOD, exclude: Sequence[str] = ()) -> Path:
     """Static INT8 QDQ quantization of `source` (see the module docstring) with ranges from `batches`, each a
-    float32 input batch the model accepts; returns `target`."""
+    float32 input batch the model accepts; the nodes named in `exclude` stay FP32 (ORT's `nodes_to_exclude`: a
+    partial INT8 file). Returns `target`."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -97,6 +100,7 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
             quantize_static(str(source), str(target), None if cache else Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph),
+                            nodes_to_exclude=list(exclude),
                             calibrate_method=methods[method], calibration_cache_path=cache,
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                            "CalibPercentile": PERCENTILE,
