@@ -7,6 +7,7 @@ from the latency cache when one is given.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,6 +117,18 @@ def _validate(backend: str, precision: str, protocol: TimingProtocol, calibratio
         raise DetnasError("inputs must be one or more [B, 3, H, W] batches of the same shape")
 
 
+def _check_module_fp16(backend: str, precision: str, scope: Scope) -> None:
+    """A backend that runs the torch module itself times FP16 as `module.half()`: box decoding, NMS and RoiAlign in
+    FP16, which no shipped FP16 file does (it keeps post-processing in FP32). Refused where the scope holds them."""
+    from detnas.bench.backends import LatencyBackend
+
+    runs_module = type(latency_backend(backend)).prepare_module is not LatencyBackend.prepare_module
+    if precision == "fp16" and runs_module and scope in (Scope.NETWORK_NMS, Scope.END_TO_END):
+        raise DetnasError(f"--backend {backend} --precision fp16 at scope {scope.value}: the {backend} backend would "
+                          "time module.half(), with box decoding, NMS and RoiAlign in FP16, not the FP16 file detnas "
+                          "export ships (post-processing in FP32); time --backend ort or trt, or --scope network")
+
+
 def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None) -> LatencyResult:
     """Serve from the cache or prepare, time and summarise; GPU clocks / throttling are read around the runs."""
     key = job.key()
@@ -123,7 +136,10 @@ def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None)
         return hit
     protocol = job.protocol
     gpu_index = torch.device(protocol.device).index or 0
-    with torch_threads(protocol.threads):
+    # the asked GPU is the current one while the model is built, its buffers allocated and its runs timed (TensorRT
+    # builds, allocates and enqueues on the current device); the fingerprint below names the same GPU
+    on_device = torch.cuda.device(gpu_index) if protocol.on_gpu else contextlib.nullcontext()
+    with torch_threads(protocol.threads), on_device:
         prepared = prepare()
         before = gpu_state(gpu_index) if protocol.on_gpu else None
         samples = time_prepared(prepared, protocol.warmup, protocol.runs, protocol.clock)
@@ -138,7 +154,7 @@ def _run(job: _Job, prepare: Callable[[], Prepared], cache: LatencyCache | None)
         input_shape=key.input_shape, scope=job.scope.value, warmup=protocol.warmup, threads=protocol.threads,
         source=job.source, label=job.label,
         fingerprint=collect_fingerprint(protocol.device, protocol.threads), details=details,
-        samples_ms=tuple(samples),
+        samples_ms=tuple(samples), transfers=prepared.transfers,
     )
     if cache is not None:
         cache.put(key, result)
@@ -174,6 +190,7 @@ def measure_module(
     Caching needs a stable `source` id (e.g. 'arch:<hash>'); without one the module is always timed.
     """
     _validate(backend, precision, protocol, calibration, inputs)
+    _check_module_fp16(backend, precision, scope)
     job = _Job(backend, precision, scope, protocol, options, source or f"module:{type(module).__name__}", label,
                inputs, input_kind)
     return _run(job, lambda: prepare_module(module, inputs, backend=backend, precision=precision, protocol=protocol,
@@ -195,6 +212,7 @@ def measure_arch(
     """
     inputs = list(images) if images else random_batches(batch, size)
     _validate(backend, precision, protocol, calibration, inputs)
+    _check_module_fp16(backend, precision, scope)
     backbone = scope is Scope.BACKBONE
     if backbone:
         source, network = f"arch:{arch.hash}", ""
@@ -243,6 +261,25 @@ def measure_engine(
     from detnas.bench.backends.trt_backend import prepare_engine, require_tensorrt
 
     require_tensorrt()
-    job = _Job("trt", precision, scope, protocol, BackendOptions(), f"engine:{file_sha256(path)}",
+    tf32 = _engine_tf32(path)
+    job = _Job("trt", precision, scope, protocol, BackendOptions(tf32=tf32), f"engine:{file_sha256(path)}",
                label or path.name, inputs, input_kind)
-    return _run(job, lambda: prepare_engine(path, inputs), cache)
+
+    def prepare() -> Prepared:
+        prepared = prepare_engine(path, inputs)
+        prepared.details["tf32"] = tf32
+        return prepared
+
+    return _run(job, prepare, cache)
+
+
+def _engine_tf32(path: Path) -> bool | None:
+    """Whether the engine's FP32 layers may run in TF32, as its sidecar (`detnas export --format trt`) records it;
+    None when no sidecar says (an engine built elsewhere: unknown, not assumed)."""
+    import json
+
+    try:
+        value = json.loads(path.with_suffix(".json").read_text()).get("tf32")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, bool) else None

@@ -184,10 +184,11 @@ class SoftReward(Objective):
 
 @OBJECTIVES.register("pareto")
 class ParetoFront(Objective):
-    """NSGA-II order over (AP, median latency); the winner is the highest AP on the front within the target."""
+    """NSGA-II order over (fitness metric, median latency); the winner is the best fitness on the front within the
+    target. A candidate's fitness here is its fitness metric (COCO AP, or VOC07 mAP on VOC data): the base rule's."""
 
     def rank(self, records: Sequence[Candidate]) -> list[Candidate]:
-        points = [(r.metrics["AP"], r.latency.median_ms) for r in records]
+        points = [(r.fitness, r.latency.median_ms) for r in records]
         order: list[Candidate] = []
         for front in non_dominated_fronts(points):
             crowd = crowding_distance(points, front)
@@ -195,10 +196,10 @@ class ParetoFront(Objective):
         return order
 
     def best(self, records: Sequence[Candidate], constraints: Constraints) -> Candidate:
-        front = pareto_front(records)
+        front = pareto_front(records, constraints.metric)
         if constraints.latency_ms is not None:
             front = [r for r in front if r.latency.median_ms <= constraints.latency_ms] or front
-        return max(front, key=lambda r: (r.metrics["AP"], r.hash))
+        return max(front, key=lambda r: (r.metrics[constraints.metric], r.hash))
 
 
 def rank_records(records: Sequence[Candidate], objective: str) -> list[Candidate]:
@@ -206,9 +207,9 @@ def rank_records(records: Sequence[Candidate], objective: str) -> list[Candidate
     return OBJECTIVES.get(objective)().rank(records)
 
 
-def pareto_front(records: Sequence[Candidate]) -> list[Candidate]:
-    """The non-dominated candidates (AP vs median latency), fastest first."""
+def pareto_front(records: Sequence[Candidate], metric: str = "AP") -> list[Candidate]:
+    """The non-dominated candidates (`metric`, the fitness metric, vs median latency), fastest first."""
     if not records:
         return []
-    points = [(r.metrics["AP"], r.latency.median_ms) for r in records]
+    points = [(r.metrics[metric], r.latency.median_ms) for r in records]
     return sorted((records[i] for i in non_dominated_fronts(points)[0]), key=lambda r: r.latency.median_ms)

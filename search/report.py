@@ -101,28 +101,29 @@ def plot_pareto(run: SearchRun, path: Path, marks: tuple[Mark, ...] = ()) -> Non
 
     fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=120)
     colours = plt.get_cmap("tab10")
+    metric = run.constraints.metric  # what the search ranked by: the y axis and the front
     for generation in sorted({r.generation for r in run.candidates}):
         members = [r for r in run.candidates if r.generation == generation]
-        ax.scatter([r.latency.median_ms for r in members], [r.metrics["AP"] for r in members], s=22,
+        ax.scatter([r.latency.median_ms for r in members], [r.metrics[metric] for r in members], s=22,
                    color=colours(generation % 10), alpha=0.85,
                    label=f"generation {generation}" + (" (random)" if generation == 0 else ""))
-    front = pareto_front(run.candidates)
-    ax.step([r.latency.median_ms for r in front], [r.metrics["AP"] for r in front], where="post",
+    front = pareto_front(run.candidates, metric)
+    ax.step([r.latency.median_ms for r in front], [r.metrics[metric] for r in front], where="post",
             color="tab:red", linewidth=1, label="Pareto front")
     if run.constraints.latency_ms is not None:
         ax.axvline(run.constraints.latency_ms, color="gray", linestyle="--",
                    label=f"latency target {run.constraints.latency_ms:g} ms")
     best = run.best()
     if best is not None:
-        ax.scatter([best.latency.median_ms], [best.metrics["AP"]], marker="*", s=220, color="tab:red",
+        ax.scatter([best.latency.median_ms], [best.metrics[metric]], marker="*", s=220, color="tab:red",
                    edgecolor="black", zorder=5)
-        ax.annotate("winner", (best.latency.median_ms, best.metrics["AP"]), xytext=(6, 6),
+        ax.annotate("winner", (best.latency.median_ms, best.metrics[metric]), xytext=(6, 6),
                     textcoords="offset points", fontsize=9)
     for mark in marks:
         ax.scatter([mark.latency_ms], [mark.ap], marker="D", s=60, color="black", zorder=5)
         ax.annotate(mark.label, (mark.latency_ms, mark.ap), xytext=(6, -12), textcoords="offset points", fontsize=9)
     ax.set_xlabel(latency_axis_label(run))
-    ax.set_ylabel("COCO AP@[.5:.95] on search-validation images")
+    ax.set_ylabel(("COCO AP@[.5:.95]" if metric == "AP" else "VOC07 mAP@0.5") + " on search-validation images")
     ax.legend(loc="best", fontsize=8)
     _save(fig, path)
 
@@ -203,7 +204,8 @@ def write_report(journal: str | Path, out_dir: str | Path, top_k: int = 10) -> S
         atomic_write_text(out / "best_arch.json", best.arch.to_json() + "\n")
     ranked = rank_records(run.candidates, run.constraints.objective)
     atomic_write_json(out / "topk.json", [_row(i, r) for i, r in enumerate(ranked[:top_k], start=1)])
-    atomic_write_json(out / "pareto_front.json", [_row(i, r) for i, r in enumerate(pareto_front(run.candidates), 1)])
+    front = pareto_front(run.candidates, run.constraints.metric)
+    atomic_write_json(out / "pareto_front.json", [_row(i, r) for i, r in enumerate(front, 1)])
     atomic_write_json(out / "summary.json", summary(run))
     if run.candidates:
         plot_pareto(run, out / "pareto.png")

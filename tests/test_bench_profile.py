@@ -281,3 +281,25 @@ def test_suites_refuse_bad_input_in_one_line(tmp_path, suite, args, message) -> 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message.format(full=full)), done.stderr
     assert (full / "kept.txt").read_text() == "an earlier run's file"
+
+
+def test_precision_suite_takes_ap_on_held_out_images_and_judges_the_interval(tmp_path: Path, monkeypatch) -> None:
+    """The AP set's evaluated images are held out of training (AP on trained images measured memorisation), the
+    INT8 ranges come from trained images, and 'goal met' needs the whole bootstrap interval within the goal."""
+    from conftest import shared_dataset
+
+    from detnas.bench.suite import precision_speed
+
+    shared_dataset("coco128"), shared_dataset("coco_mini")
+    monkeypatch.setattr(precision_speed, "SHARED", shared_dataset("coco128").parent)
+    data = precision_speed.pooled_coco(0.05, 8, tmp_path)
+    trained = {im["file_name"] for im in json.loads(data.train_ann.read_text())["images"]}
+    evaluated = json.loads(data.evaluated_ann.read_text())
+    held_out = {im["file_name"] for im in evaluated["images"]}
+    assert len(held_out) >= 20 and len(trained) >= 3 * len(held_out) - 3 and not trained & held_out
+    assert {f.name for f in data.calibration} <= trained and len(data.calibration) == 8
+    train_annotations = json.loads(data.train_ann.read_text())["annotations"]
+    assert {a["image_id"] for a in train_annotations}.isdisjoint({im["id"] for im in evaluated["images"]})
+    verdict = precision_speed.goal_verdict
+    assert verdict(-0.01, 0.008) == "met" and verdict(0.02, 0.05) == "NOT met"
+    assert verdict(-0.010, 0.019).startswith("not resolved"), "a point drop of 0.004 inside a wide interval is not 'met'"

@@ -168,3 +168,22 @@ def test_more_generations_extend_a_finished_search_exactly(tmp_path) -> None:
     assert len(counting.calls) == 20
     header_free = lambda path: strip_volatile(read_journal(path))[1:]  # noqa: E731 - the header records the budget
     assert header_free(extended) == header_free(straight)
+
+
+def test_pareto_objective_ranks_by_the_fitness_metric() -> None:
+    """On VOC data the fitness is VOC07 mAP: the Pareto objective orders, fronts and picks by it, not by COCO AP."""
+    from types import SimpleNamespace
+
+    from detnas.search.objectives import OBJECTIVES
+
+    def candidate(name: str, ap: float, map50: float, ms: float) -> SimpleNamespace:
+        return SimpleNamespace(hash=name, metrics={"AP": ap, "mAP50_07": map50}, fitness=map50,
+                               latency=SimpleNamespace(median_ms=ms))
+
+    coco_best, voc_best, slow = candidate("a", 0.5, 0.2, 5.0), candidate("b", 0.3, 0.6, 5.0), candidate("c", 0.1, 0.1, 9.0)
+    records = [coco_best, voc_best, slow]
+    voc = Constraints(objective="pareto", latency_ms=6.0, metric="mAP50_07")
+    pareto = OBJECTIVES.get("pareto")()
+    assert pareto.best(records, voc) is voc_best
+    assert pareto.rank(records)[0] is voc_best and pareto.rank(records)[-1] is slow
+    assert pareto_front(records, "mAP50_07") == [voc_best] and pareto_front(records) == [coco_best]

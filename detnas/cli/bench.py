@@ -86,7 +86,7 @@ def _result_table(r: Any) -> Table:
         ("median", f"{s.median_ms:.3f} ms"), ("p90 / p99", f"{s.p90_ms:.3f} / {s.p99_ms:.3f} ms"),
         ("min / mean", f"{s.min_ms:.3f} / {s.mean_ms:.3f} ms"), ("CV", f"{100 * s.cv:.2f} %"),
         ("runs / warm-up", f"{s.n} / {r.warmup}"), ("threads", str(r.threads)), ("timer", r.details.get("timer")),
-        ("inputs", r.details.get("inputs")),
+        ("inputs", r.details.get("inputs")), ("host<->device copies", r.transfers),
     ):
         table.add_row(name, str(value))
     return table
@@ -115,6 +115,11 @@ def latency_cmd(
     cuda_graphs: Annotated[bool, typer.Option(help="torch backend on a GPU: replay a CUDA graph.")] = False,
     workspace_mb: Annotated[int, typer.Option(help="trt: builder workspace limit in MiB.")] = 1024,
     timing_cache: Annotated[Path | None, typer.Option(help="trt: timing-cache file (read and updated).")] = None,
+    io_binding: Annotated[bool | None, typer.Option("--io-binding/--no-io-binding", help="ort on a GPU: inputs "
+                                                    "already on the device, outputs left there, copies untimed "
+                                                    "(default on a GPU, as trt and torch time).")] = None,
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="trt: let FP32 layers run in TF32 (recorded in the "
+                                       "row); off, FP32 layers compute in FP32.")] = False,
     images: Annotated[Path | None, option("images", "Real images to time on (NMS cost depends on them); default "
                                           "seeded random pixels.")] = None,
     calib_images: Annotated[Path | None, option("images", "Real images for INT8 calibration.", prefix="calib")]
@@ -148,7 +153,8 @@ def latency_cmd(
     _quiet_onnxruntime(backend)
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
-                             workspace_mb=workspace_mb, timing_cache=timing_cache, converters=onnx_converters())
+                             workspace_mb=workspace_mb, timing_cache=timing_cache, tf32=tf32, io_binding=io_binding,
+                             converters=onnx_converters())
     cache = LatencyCache(cache_path) if use_cache else None
     batches = image_batches(images, batch, hw) if images else None
     calibration = image_batches(calib_images, batch, hw, limit=512) if calib_images else None
@@ -200,6 +206,9 @@ def compare_cmd(
                   for name in ("median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms")}
     differences = [f"{field} differs: {getattr(a, field)} vs {getattr(b, field)}"
                    for field in ("scope", "backend", "precision", "input_shape") if getattr(a, field) != getattr(b, field)]
+    if a.transfers != b.transfers:  # not like for like: say so first
+        differences.insert(0, f"host<->device copies differ: {a.transfers} vs {b.transfers} (a ratio of these times "
+                           "includes the copies of one side only; time both with --io-binding, or both without)")
     differences += [f"environment differs: {diff}" for diff in a.fingerprint.differences(b.fingerprint)]
     c = compare_latencies(a.stats, b.stats, a.samples_ms, b.samples_ms, confidence=confidence, k=k)
     table = Table(title=f"{other.name} / {baseline.name}")
