@@ -1,13 +1,16 @@
 """Where an ONNX file spends its time: ONNX Runtime's own profiler, per node, on the CPU.
 
 The partial-INT8 table gives each layer kept in FP32 its share of the file's node time, so the cost of keeping it
-is visible next to its sensitivity. ORT's profile names a node's kernel `<node name>_kernel_time`; nodes ORT fused
-(Conv + ReLU) keep the first node's name, and a layer it renamed has no share (the table prints '-').
+is visible next to its sensitivity. ORT's profile names a node's kernel `<node name>_kernel_time`. The session runs
+with basic graph optimizations only: the extended level's NCHWc layout transformation renames the Conv nodes it
+converts (after their output tensor), so no layer could be found; a node it still fused is named after the first
+one plus `_token_N`, which is stripped, and a layer it renamed otherwise has no share (the table prints '-').
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +27,7 @@ def node_time_shares(path: str | Path, batch: np.ndarray, runs: int = PROFILE_RU
     options = ort.SessionOptions()
     options.enable_profiling = True
     options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     with tempfile.TemporaryDirectory(prefix="detnas-profile-") as work:
         options.profile_file_prefix = str(Path(work) / "ort")  # ORT writes the trace to the working folder otherwise
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -35,7 +39,7 @@ def node_time_shares(path: str | Path, batch: np.ndarray, runs: int = PROFILE_RU
     for event in _timed_runs(events, runs):
         name = event.get("name", "")
         if event.get("cat") == "Node" and name.endswith("_kernel_time"):
-            node = name[: -len("_kernel_time")]
+            node = re.sub(r"_token_\d+$", "", name[: -len("_kernel_time")])
             times[node] = times.get(node, 0.0) + float(event.get("dur", 0))
     total = sum(times.values())
     return {node: t / total for node, t in times.items()} if total else {}
