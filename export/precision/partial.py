@@ -149,9 +149,9 @@ def search_int8(fp32: Path, target: Path, batches: Sequence[np.ndarray], method:
             failed_k = mid
     os.replace(passed[1], target)
     kept = ranked[:passed[0]]
-    worst = min(trials[:len(methods)], key=lambda t: t.gate.drop)
+    closest = min(trials[:len(methods)], key=lambda t: t.gate.drop)
     reason = (f"full INT8 failed the AP gate ({failed}); the {passed[0]} lowest-SQNR of {len(ranked)} quantized "
-              f"layers ({best} ranges) stay FP32, the fewest that passed (drop {worst.gate.drop:.4f} -> "
+              f"layers ({best} ranges) stay FP32, the fewest that passed (drop {closest.gate.drop:.4f} -> "
               f"{next(t.gate.drop for t in reversed(trials) if t.kept == passed[0]):.4f}, limit {gate.max_drop:g})")
     return Int8Search(best, kept, ranked, trials, budget, time.perf_counter() - start, reason)
 
