@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ from detnas.export.metadata import PrecisionInfo
 from detnas.export.precision.fp16 import convert_fp16
 from detnas.export.precision.gate import GateResult, ap_gate
 from detnas.export.precision.parity import PrecisionParity, precision_parity
-from detnas.export.precision.quantize import calibration_batches, quantize_int8
+from detnas.export.precision.partial import Int8Search, search_int8
+from detnas.export.precision.quantize import AUTO, calibration_batches, percentile_cut, quantize_int8
 from detnas.export.precision.request import PrecisionRequest
 from detnas.io import atomic_write_json
 
@@ -34,26 +35,28 @@ class PrecisionReport:
     convert_seconds: float
     parity: PrecisionParity | None
     gate: GateResult | None
+    search: Int8Search | None = None  # the INT8 search (--calib-method auto, --partial), when one ran
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), **asdict(self.info), "convert_seconds": self.convert_seconds,
                 "parity": self.parity.to_dict() if self.parity else None,
-                "gate": self.gate.to_dict() if self.gate else None}
+                "gate": self.gate.to_dict() if self.gate else None,
+                "int8_search": self.search.to_dict() if self.search else None}
 
 
 def report_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".precision.json")
 
 
-def reduce_exported(out: str | Path, request: PrecisionRequest,
-                    parity_images: Sequence[torch.Tensor] = ()) -> PrecisionReport:
+def reduce_exported(out: str | Path, request: PrecisionRequest, parity_images: Sequence[torch.Tensor] = (),
+                    say: Callable[[str], None] = lambda _line: None) -> PrecisionReport:
     """The verified FP32 export at `out` becomes the reference and `out` the precision's file, or, when a check
     fails, nothing: the FP32 file is moved aside into a temporary folder that is removed either way."""
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix=f".{out.stem}.fp32-", dir=out.parent) as work:
         reference = Path(work) / out.name
         os.replace(out, reference)
-        return write_precision(reference, out, request, parity_images)
+        return write_precision(reference, out, request, parity_images, say)
 
 
 @contextlib.contextmanager
@@ -70,9 +73,12 @@ def kept_reference(out: str | Path, keep: bool) -> Iterator[Path | None]:
 
 
 def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRequest,
-                    parity_images: Sequence[torch.Tensor] = ()) -> PrecisionReport:
+                    parity_images: Sequence[torch.Tensor] = (),
+                    say: Callable[[str], None] = lambda _line: None) -> PrecisionReport:
     """Turn the verified FP32 file into `request.precision` at `out`, atomically: converted under a temporary
-    name, checked (parity share on `parity_images`, AP gate), and renamed into place only if every check passed."""
+    name, checked (parity share on `parity_images`, AP gate), and renamed into place only if every check passed.
+    An INT8 request with a gate and `partial` or `--calib-method auto` searches for the file that passes
+    (`search_int8`); `say` receives its progress lines."""
     import onnx
 
     from detnas.export.preprocess import letterbox
@@ -83,10 +89,16 @@ def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRe
     with tempfile.TemporaryDirectory(prefix=f".{out.stem}.{request.precision}-", dir=out.parent) as work:
         staged = Path(work) / out.name
         start = time.perf_counter()
+        search = None
         if request.precision == "int8":
-            assert request.calibration is not None  # precision_request guarantees it
-            quantize_int8(fp32_onnx, staged, calibration_batches(request.calibration.images, meta),
-                          request.calibration.method)
+            cal = request.calibration
+            assert cal is not None  # precision_request guarantees it
+            batches = calibration_batches(cal.images, meta)
+            if request.gate is not None and (request.partial or cal.method == AUTO):
+                search = search_int8(Path(fp32_onnx), staged, batches, cal.method, request.gate, request.partial, say)
+                meta = replace(meta, precision=_searched(meta.precision, search, staged, batches[0]))
+            else:
+                quantize_int8(fp32_onnx, staged, batches, cal.method)
         else:
             convert_fp16(fp32_onnx, staged)
         seconds = time.perf_counter() - start
@@ -104,14 +116,28 @@ def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRe
             inputs = [letterbox(im, meta.input.height, meta.input.width, meta.pixels)[0] for im in parity_images]
             parity = precision_parity(run_images(load_exported(fp32_onnx), inputs),
                                       run_images(load_exported(staged), inputs), request.precision)
-        gate = ap_gate(fp32_onnx, staged, request.gate) if request.gate else None
+        gate = search.gate if search else ap_gate(fp32_onnx, staged, request.gate) if request.gate else None
         if gate is not None and not gate.passed:  # the AP verdict first: it is what the file is for
             raise DetnasError(f"AP gate FAILED: {request.precision} {gate.summary()}; nothing written to {out}; "
                               "calibrate on more / more representative training images or try fp16"
                               + (f" (parity: {parity.summary()})" if parity else ""))
         if parity is not None and not parity.passed:
             raise DetnasError(f"parity FAILED: {parity.summary()}; nothing written to {out}")
-        report = PrecisionReport(out, meta.precision, seconds, parity, gate)
+        report = PrecisionReport(out, meta.precision, seconds, parity, gate, search)
         os.replace(staged, out)
     atomic_write_json(report_path(out), report.to_dict())
     return report
+
+
+def _searched(info: PrecisionInfo, search: Int8Search, staged: Path, batch: Any) -> PrecisionInfo:
+    """The file's precision record after the search: the range method it chose and the layers it kept FP32 (with
+    their SQNR and why); a partial file's kept layers get their share of its CPU node time (ORT's profiler)."""
+    from detnas.export.precision.node_time import node_time_shares
+
+    if search.kept:
+        shares = node_time_shares(staged, batch)
+        search.latency_share = {s.layer: shares[s.layer] for s in search.kept if s.layer in shares}
+    return replace(info, calib_method=search.method, calib_percentile=percentile_cut(search.method),
+                   kept_fp32=tuple(s.layer for s in search.kept),
+                   kept_sqnr_db=tuple(round(s.sqnr_db, 2) for s in search.kept),
+                   kept_reason=search.reason if search.kept else None)
