@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import shared_dataset
-from test_export_helpers import CATEGORY_IDS, CLASSES, SIZE, val_images
 from torch import nn
 
 from detnas.arch import extreme_arch
@@ -20,6 +18,9 @@ from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS, Normalize
 from detnas.space import DetectorGenes, SearchSpace, register_space
 from detnas.supernet import Supernet
+
+from helpers.data import shared_dataset
+from helpers.export import CATEGORY_IDS, CLASSES, SIZE, val_images
 
 ELASTIC = SearchSpace("tiny-elastic-export", 8, (16, 32, 64, 128), (2, 2, 2, 1), 64, width_multipliers=(0.5, 1.0, 1.5),
                       min_depths=(1, 1, 1, 1), detector=DetectorGenes((16, 32), (1, 2), (32, 64), (10, 20), (800,)))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_helpers import TINY, one_thread, tiny_cls_config  # noqa: F401 (fixture)
 
 from detnas.arch import extreme_arch
 from detnas.errors import DetnasError
 from detnas.space import SearchSpace, get_space
 from detnas.train import train_supernet_cls
 from detnas.train.sampling import SandwichSampler, make_sampler
+
+from helpers.train import TINY, tiny_cls_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ELASTIC = {**TINY, "name": "tiny-elastic-train", "stage_depths": [2, 2, 2, 2], "width_multipliers": [0.5, 1.0, 1.5],
@@ -56,12 +57,12 @@ def test_elastic_supernet_det_trains_and_its_checkpoint_loads_a_path(tmp_path):
     plain detector."""
     import json
 
-    from conftest import shared_dataset
-    from test_train_helpers import coco_subset
-
     from detnas.arch import Arch, sample_arch
     from detnas.detection import load_detector
     from detnas.train import resolve_config, train_supernet_det
+
+    from helpers.data import shared_dataset
+    from helpers.train import coco_subset
 
     coco128 = shared_dataset("coco128")
     spec = {**ELASTIC, "name": "tiny-elastic-det", "detector": {"fpn_widths": [16, 32], "head_convs": [1, 2],
