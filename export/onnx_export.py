@@ -97,7 +97,7 @@ def _reference(module: DeployableDetector, inputs: list[torch.Tensor], batch: in
     """`torch_detections` plus, with `heads`, the head outputs before NMS (`head_parity`) of every full batch of
     `inputs` (none are recorded without: a pass that only sets tolerances keeps no copy of them)."""
     reference = copy.deepcopy(module).to(dtype)
-    captured, remove = capture_hooks(reference.detector) if heads else ({}, lambda: None)
+    captured, remove = capture_hooks(reference) if heads else ({}, lambda: None)
     results = []
     try:
         with torch.inference_mode():
