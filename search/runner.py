@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from detnas.distributed import init_distributed, shutdown_distributed
 from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
 from detnas.io import remove_stale_temps
+from detnas.lock import output_lock
 from detnas.search.evaluators import BN_BATCH, BN_IMAGES, DetectionAP, SupernetDetector
 from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
@@ -125,8 +127,12 @@ class SearchOutcome:
 
 def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> SearchOutcome:
     """Run or resume a search to the end, re-measure the winner and write the report."""
-    device = str(init_distributed(request.timing.device).device)  # this rank's device under torchrun
+    dist_context = init_distributed(request.timing.device)
+    device = str(dist_context.device)  # this rank's device under torchrun
+    held = ExitStack()
     try:
+        if dist_context.rank == 0:  # one run per output folder, before any work
+            held.enter_context(output_lock(request.out, log=log))
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
         if request.space and supernet.space.name != request.space:
             raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
@@ -162,5 +168,6 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
         return SearchOutcome(run, search_s, search.latency_seconds, accuracy.calls, measured.cache.hits,
                              measured.cache.lookups)
     finally:
+        held.close()
         shutdown_distributed()
 

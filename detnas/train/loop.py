@@ -24,6 +24,7 @@ from detnas.checkpoint import save_checkpoint, tensor_digest
 from detnas.distributed import DistContext, gather_objects
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, read_json_file, remove_stale_temps
+from detnas.lock import output_lock
 from detnas.supernet import Supernet
 from detnas.train.data import SeededBatchSampler, SeededDataset
 from detnas.train.optim import OffPath, build_optimizer, drop_grads, lr_at, set_lr
@@ -95,7 +96,12 @@ def _check_resumed_meta(spec: StageSpec, meta: dict[str, Any], where: Path) -> N
 
 def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
     """Train `spec` to `cfg.iterations` (or `stop_at`); returns the final weights (`<out>/final.safetensors`),
-    or the checkpoint it stopped at."""
+    or the checkpoint it stopped at. The main process holds the output folder (`output_lock`) throughout."""
+    with output_lock(spec.cfg.out) if ctx.is_main else nullcontext():
+        return _fit(spec, ctx, resume)
+
+
+def _fit(spec: StageSpec, ctx: DistContext, resume: bool) -> Path:
     cfg = spec.cfg
     out = Path(cfg.out)
     if cfg.batch_size % ctx.world:
