@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,13 @@ def writing(path: str | Path) -> Iterator[None]:
         if error is None:
             raise
         raise error from None
+
+
+def check_outputs(*outputs: tuple[str, str | Path | None]) -> None:
+    """`check_writable` on each given `(option, path)` of a command, before its work; None means not asked for."""
+    for option, path in outputs:
+        if path is not None:
+            check_writable(path, option)
 
 
 def make_dir(path: str | Path) -> Path:
@@ -159,6 +166,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def publish(main: tuple[Path, Path], sidecars: Sequence[tuple[Path | None, Path]] = ()) -> None:
+    """Move a staged file and its sidecars (each `(staged, final)`, staged beside on the same file system) into
+    place as one release; a sidecar staged as None is removed (a new file that has none must not keep the old one's).
+
+    The old sidecars go first and the new ones come after the file: a kill in between leaves the new file without a
+    sidecar, never a sidecar describing another file. Everything staged is fsynced before the first rename."""
+    staged, final = main
+    with writing(final):
+        for source in (staged, *(s for s, _ in sidecars if s is not None)):
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if final.is_dir():
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), str(final))
+        for _, target in sidecars:
+            target.unlink(missing_ok=True)
+        os.replace(staged, final)
+        for source, target in sidecars:
+            if source is not None:
+                os.replace(source, target)
 
 
 def append_line(path: str | Path, line: str) -> None:

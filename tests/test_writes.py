@@ -95,3 +95,12 @@ def test_json_naming_a_directory_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert str(tmp_path) in err and "directory" in err, err
+
+
+def test_eval_json_naming_a_directory_is_refused_before_the_work(tmp_path, capsys):
+    """Refused before the detector is built or a single image evaluated (it used to fail after the evaluation)."""
+    capsys.readouterr()
+    code = main(["eval", "--ann", str(tmp_path / "missing.json"), "--images", str(tmp_path), "--random-init",
+                 "--arch", "COCO-FPN-300M", "--json", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--json names a directory" in err, err
