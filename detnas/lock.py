@@ -26,6 +26,9 @@ from detnas.errors import DetnasError
 from detnas.io import make_dir, writing
 
 LOCK_NAME = ".detnas.lock"
+# The file each kind of run writes first into its folder: a run of one kind is refused a folder that holds another
+# kind's (training into a search folder interleaved checkpoints with its report, and the reverse, without a word).
+RUN_MARKERS = {"search": "journal.jsonl", "training": "config.json", "demo": "main_job.json"}
 _held: dict[Path, int] = {}  # lock files this process holds -> nesting depth
 
 
@@ -53,10 +56,11 @@ def current_command() -> str:
 
 
 @contextmanager
-def output_lock(target: str | Path, folder: bool = True, command: str | None = None,
+def output_lock(target: str | Path, folder: bool = True, command: str | None = None, kind: str | None = None,
                 log: Callable[[str], None] = print) -> Iterator[LockOwner]:
     """Hold `target` (an output folder, created if missing; or with `folder=False` an output file) for the block;
-    refuse with one line if another live run holds it. Yields this run's record."""
+    refuse with one line if another live run holds it or, given the run's `kind` (a key of `RUN_MARKERS`), if the
+    folder holds another kind's run. Yields this run's record."""
     target = Path(target)
     make_dir(target if folder else target.parent)
     path = lock_file(target, folder)
@@ -71,6 +75,8 @@ def output_lock(target: str | Path, folder: bool = True, command: str | None = N
         return
     fd = _acquire(path, target)
     try:
+        if kind is not None:
+            _check_kind(target, kind)
         previous = _read_owner(fd)
         if previous is not None and previous.pid != owner.pid:
             log(f"note: {target}: took over the lock of a run that is no longer running ({previous.describe()})")
@@ -83,9 +89,16 @@ def output_lock(target: str | Path, folder: bool = True, command: str | None = N
             yield owner
         finally:
             del _held[key]
-            path.unlink(missing_ok=True)  # before the unlock: a run that opened it meanwhile re-checks the inode
     finally:
+        path.unlink(missing_ok=True)  # before the unlock: a run that opened it meanwhile re-checks the inode
         os.close(fd)  # releases the flock
+
+
+def _check_kind(folder: Path, kind: str) -> None:
+    for other, marker in RUN_MARKERS.items():
+        if other != kind and (folder / marker).exists():
+            raise DetnasError(f"{folder}: holds a {other} run ({marker}); a {kind} run there would mix its files with "
+                              f"it: choose another output folder")
 
 
 def _acquire(path: Path, target: Path) -> int:

@@ -17,7 +17,7 @@ from detnas.distributed import init_distributed, shutdown_distributed
 from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
 from detnas.io import remove_stale_temps
-from detnas.lock import output_lock
+from detnas.lock import RUN_MARKERS, output_lock
 from detnas.search.evaluators import BN_BATCH, BN_IMAGES, DetectionAP, SupernetDetector
 from detnas.search.evolution import EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
@@ -28,7 +28,7 @@ from detnas.search.report import SearchRun, write_report
 if TYPE_CHECKING:
     from detnas.bench.precision import OnnxConverters
 
-JOURNAL_NAME = "journal.jsonl"
+JOURNAL_NAME = RUN_MARKERS["search"]
 LATENCY_IMAGES = 4  # real images the latency is timed on (cycled through the timed runs)
 
 
@@ -132,7 +132,7 @@ def run_search(request: SearchRequest, log: Callable[[str], None] = print) -> Se
     held = ExitStack()
     try:
         if dist_context.rank == 0:  # one run per output folder, before any work
-            held.enter_context(output_lock(request.out, log=log))
+            held.enter_context(output_lock(request.out, kind="search", log=log))
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
         if request.space and supernet.space.name != request.space:
             raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "

@@ -69,3 +69,23 @@ def test_a_lock_on_a_file_leaves_its_folder_free(tmp_path):
         assert lock_file(tmp_path / "a.onnx", folder=False).exists()
     with output_lock(tmp_path):
         time.sleep(0)
+
+
+def test_one_kind_of_run_never_writes_into_another_kinds_folder(tmp_path, capsys):
+    """Training into a search folder (or the reverse) mixed checkpoints with a journal without a word: refused."""
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "journal.jsonl").write_text("")
+    with pytest.raises(DetnasError, match="holds a search run .journal.jsonl.; a training run there would mix"):
+        with output_lock(search, kind="training"):
+            pass
+    with output_lock(search, kind="search"):
+        pass
+    training = tmp_path / "training"
+    training.mkdir()
+    (training / "config.json").write_text("{}")
+    capsys.readouterr()
+    code = main(["demo", "--out", str(training), "--plan", "smoke"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a training run (config.json)" in err, err
+    assert sorted(p.name for p in training.iterdir()) == ["config.json"]

@@ -20,7 +20,7 @@ from detnas.data.demo import ShapeLayout
 from detnas.errors import DetnasError
 from detnas.export.parity import MIN_DETECTIONS
 from detnas.io import atomic_write_json, atomic_write_text, make_dir, read_json_file
-from detnas.lock import output_lock
+from detnas.lock import RUN_MARKERS, output_lock
 
 if TYPE_CHECKING:
     from detnas.data import DemoDetection
@@ -89,7 +89,7 @@ class MainJobResult:
     summary: dict[str, Any]
 
 
-RUN_RECORD = "main_job.json"  # the plan a results folder was made with, so a rerun there continues that run
+RUN_RECORD = RUN_MARKERS["demo"]  # the plan a results folder was made with, so a rerun there continues that run
 
 
 def _train_stage(stage: Callable[[Any], Path], preset: str, overrides: dict[str, Any]) -> Path:
@@ -206,7 +206,7 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(), latency_tar
     """Run every step into `out`, holding it against a second run (`output_lock`); returns where everything is.
     `latency_target_ms=None` picks a target measured on this machine (`median_random_target`), so the constraint
     bites whatever the machine's speed."""
-    with output_lock(out, log=log):
+    with output_lock(out, kind="demo", log=log):
         return _run_main_job(Path(out), plan, latency_target_ms, log)
 
 
