@@ -33,3 +33,21 @@ def test_eval_on_a_gpu_that_is_not_there_is_one_line(tmp_path, capsys):
     err = _one_line(capsys, ["eval", "--ann", str(tmp_path / "a.json"), "--images", str(tmp_path), "--random-init",
                              "--arch", "COCO-FPN-300M", "--device", "cuda"])
     assert "no CUDA GPU is visible; use --device cpu" in err, err
+
+
+def test_latency_targets_say_what_is_wrong():
+    """'1e9ms' was refused as 'not positive'; a bare number is milliseconds (documented), not a silent guess."""
+    from detnas.search.latency import parse_latency_ms
+
+    assert parse_latency_ms("1e9ms") == 1e9 and parse_latency_ms("12") == 12.0 and parse_latency_ms("0.5s") == 500.0
+    with pytest.raises(DetnasError, match="is not a duration; .*a bare number is milliseconds"):
+        parse_latency_ms("fast")
+    with pytest.raises(DetnasError, match="must be above 0"):
+        parse_latency_ms("0ms")
+
+
+def test_export_sizes_are_bounded_in_the_library_too():
+    from detnas.export.onnx_export import check_size
+
+    with pytest.raises(DetnasError, match=f"above {MAX_SIDE} px"):
+        check_size((320, 99968))
