@@ -51,3 +51,36 @@ def test_export_sizes_are_bounded_in_the_library_too():
 
     with pytest.raises(DetnasError, match=f"above {MAX_SIDE} px"):
         check_size((320, 99968))
+
+
+def _tiny_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_export_check_refuses_a_file_with_no_graph(tmp_path, capsys):
+    """A 0-byte file parses as an empty ONNX model: it 'passed' with 0 nodes checked."""
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    assert "holds no ONNX graph (an empty file)" in _one_line(capsys, ["export", "check", str(empty)])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\xff\xfe not protobuf")
+    assert "garbage.onnx" in _one_line(capsys, ["export", "check", str(garbage)])
+
+
+def test_export_check_says_which_rules_applied(tmp_path, capsys):
+    """Decided: a version that is not one of the parsers the rules were written from is linted, and its result says
+    what judged it (9.0: the rules by the versions they name; 99: the newest parser's rules)."""
+    model = _tiny_onnx(tmp_path / "relu.onnx")
+    capsys.readouterr()
+    assert main(["export", "check", str(model), "--trt", "9.0", "--trt", "99", "--trt", "10.3"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps at the terminal's width
+    assert "TensorRT 9.0: passed: 1 nodes checked (0 in subgraphs) (not one of the parsers studied" in out, out
+    assert "TensorRT 99: passed: 1 nodes checked (0 in subgraphs) (newer than TensorRT 11" in out, out
+    assert "TensorRT 10.3: passed: 1 nodes checked (0 in subgraphs)" in out and out.count("(not one") == 1, out
