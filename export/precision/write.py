@@ -4,7 +4,6 @@ AP gate) and rename it into place only when every check passed; the report goes 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -20,7 +19,7 @@ from detnas.export.precision.gate import GateResult, ap_gate
 from detnas.export.precision.parity import PrecisionParity, precision_parity
 from detnas.export.precision.quantize import calibration_batches, quantize_int8
 from detnas.export.precision.request import PrecisionRequest
-from detnas.io import atomic_write_json
+from detnas.io import atomic_write_json, publish, temp_dir
 
 
 @dataclass
@@ -48,8 +47,8 @@ def reduce_exported(out: str | Path, request: PrecisionRequest,
     """The verified FP32 export at `out` becomes the reference and `out` the precision's file, or, when a check
     fails, nothing: the FP32 file is moved aside into a temporary folder that is removed either way."""
     out = Path(out)
-    with tempfile.TemporaryDirectory(prefix=f".{out.stem}.fp32-", dir=out.parent) as work:
-        reference = Path(work) / out.name
+    with temp_dir(out) as work:
+        reference = work / out.name
         os.replace(out, reference)
         return write_precision(reference, out, request, parity_images)
 
@@ -57,7 +56,9 @@ def reduce_exported(out: str | Path, request: PrecisionRequest,
 def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRequest,
                     parity_images: Sequence[torch.Tensor] = ()) -> PrecisionReport:
     """Turn the verified FP32 file into `request.precision` at `out`, atomically: converted under a temporary
-    name, checked (parity share on `parity_images`, AP gate), and renamed into place only if every check passed."""
+    name, checked (parity share on `parity_images`, AP gate), and renamed into place with its report only if every
+    check passed (`publish`: a failure leaves the previous file and report as they were). Everything in between,
+    ONNX Runtime's quantization scratch included, lives in one folder named for `remove_stale_temps`."""
     import onnx
 
     from detnas.export.preprocess import letterbox
@@ -65,8 +66,8 @@ def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRe
 
     out = Path(out)
     meta = replace(read_onnx_meta(fp32_onnx), precision=request.info())
-    with tempfile.TemporaryDirectory(prefix=f".{out.stem}.{request.precision}-", dir=out.parent) as work:
-        staged = Path(work) / out.name
+    with temp_dir(out) as work:
+        staged = work / out.name
         start = time.perf_counter()
         if request.precision == "int8":
             assert request.calibration is not None  # precision_request guarantees it
@@ -97,6 +98,6 @@ def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRe
         if parity is not None and not parity.passed:
             raise DetnasError(f"parity FAILED: {parity.summary()}; nothing written to {out}")
         report = PrecisionReport(out, meta.precision, seconds, parity, gate)
-        os.replace(staged, out)
-    atomic_write_json(report_path(out), report.to_dict())
+        atomic_write_json(work / report_path(out).name, report.to_dict())
+        publish((staged, out), [(work / report_path(out).name, report_path(out))])
     return report
