@@ -76,6 +76,25 @@ class LatencyPredictor:
         coef = _relative_lstsq(x @ expansion.T, y) @ expansion
         return cls(base.table, base.stage_of, fixed_ms, tuple(float(c) for c in coef))
 
+    @classmethod
+    def transfer(cls, reference: LatencyPredictor, archs: Sequence[Sequence[int]],
+                 measured_ms: Sequence[float]) -> LatencyPredictor:
+        """The reference device's block table carried to another device: latency ~ scale_s * table sum of stage s
+        + intercept, fitted (relative least squares) on whole archs measured there. A device changes how fast each
+        stage's convolutions run (their sizes differ by stage) and what a run costs besides, far more than the
+        order of the choices within a stage, so a few archs fix these few numbers."""
+        stages = max(reference.stage_of) + 1
+        base = cls(reference.table, reference.stage_of, reference.fixed_ms, ())
+        if len(archs) < stages + 2:
+            raise DetnasError(f"the transfer fits {stages + 1} numbers and needs at least {stages + 2} measured archs, "
+                              f"got {len(archs)}")
+        x = np.stack([base.features(a) for a in archs])
+        keep = [*range(stages), x.shape[1] - 1]
+        fitted = _relative_lstsq(x[:, keep], np.asarray(measured_ms, dtype=float))
+        coef = np.zeros(x.shape[1])
+        coef[keep] = fitted
+        return cls(base.table, base.stage_of, base.fixed_ms, tuple(float(c) for c in coef))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.KIND,

@@ -18,10 +18,10 @@ from torchvision.ops import sigmoid_focal_loss
 from detnas.arch import resolve_arch, sample_arch
 from detnas.data.coco import coco_from_dict
 from detnas.detection import build_detector, convert_sync_bn, set_arch
+from detnas.detection.recalibrate import detnas_batches, recalibrate_bn
 from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric, voc_metrics
 from detnas.flops import count_flops
-from detnas.search.bn import detnas_batches, recalibrate_bn
 from detnas.search.objectives import Constraints
 from detnas.space import get_space
 from detnas.supernet import ChildNet, Supernet, official_classifier_

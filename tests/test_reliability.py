@@ -144,7 +144,7 @@ def test_bn_data_sharing_images_with_the_search_data_is_caught(tmp_path):
 def test_search_run_refuses_the_same_json_for_bn_and_evaluation(tmp_path):
     from types import SimpleNamespace
 
-    from detnas.search.evaluators import SupernetDetector
+    from detnas.detection.supernet_path import SupernetDetector
     from detnas.search.runner import SearchRequest, _datasets
 
     class ClassesOnly(SimpleNamespace):  # the supernet's class check, without loading a supernet

@@ -8,7 +8,7 @@ from test_search_fakes import TINY
 from torch import nn
 
 from detnas.arch import sample_arch
-from detnas.search.bn import batchnorms, recalibrate_bn
+from detnas.detection.recalibrate import batchnorms, recalibrate_bn
 from detnas.supernet import Supernet, materialize
 
 

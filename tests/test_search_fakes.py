@@ -39,19 +39,31 @@ class FakeLatency:
 
     fingerprint = "fake-device"
 
-    def __init__(self, source: str = "measured", offset_ms: float = 0.0) -> None:
+    def __init__(self, source: str = "measured", offset_ms: float = 0.0, fresh_offset_ms: float = 0.0) -> None:
         self.source = source
         self.offset_ms = offset_ms
+        self.fresh_offset_ms = fresh_offset_ms
         self.calls: list[str] = []
+        self.fresh_calls: list[list[str]] = []
 
     def latency(self, arch: Arch) -> Latency:
         self.calls.append(arch.hash)
-        median = 1.0 + sum(0.25 * (1 + c) for c in arch.choices) + 0.05 * _jitter(arch) + self.offset_ms
-        if self.source == "predicted":
-            return Latency.predicted(median)
-        return Latency.measured(TimingStats(n=5, median_ms=median, p90_ms=median * 1.05, p99_ms=median * 1.08,
+        median = self.median(arch)
+        return Latency.predicted(median, median * 1.04) if self.source == "predicted" else self._measured(median, 5)
+
+    def median(self, arch: Arch) -> float:
+        return 1.0 + sum(0.25 * (1 + c) for c in arch.choices) + 0.05 * _jitter(arch) + self.offset_ms
+
+    @staticmethod
+    def _measured(median: float, n: int) -> Latency:
+        return Latency.measured(TimingStats(n=n, median_ms=median, p90_ms=median * 1.05, p99_ms=median * 1.08,
                                             min_ms=median * 0.98, mean_ms=median * 1.01, std_ms=median * 0.02,
-                                            cv=0.02 / 1.01))
+                                            cv=0.02 / 1.01), upper_ms=median * 1.03)
+
+    def fresh(self, archs: list[Arch], rounds: int) -> list[Latency]:
+        """A fresh timing: `fresh_offset_ms` slower than `latency` says (a device drifting since the search)."""
+        self.fresh_calls.append([a.hash for a in archs])
+        return [self._measured(self.median(a) + self.fresh_offset_ms, 5 * rounds) for a in archs]
 
 
 def shared_data(name: str) -> Path:

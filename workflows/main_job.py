@@ -66,7 +66,7 @@ class MainJobPlan:
     def named(cls, name: str) -> MainJobPlan:
         plans = {"full": cls(), "smoke": cls(train_images=16, val_images=6, search_val_images=4, cls_per_class=8,
                                              cls_iterations=6, det_iterations=120, population=4, generations=2,
-                                             bn_images=8, parity_images=16, latency_runs=5, bench_runs=10)}
+                                             bn_images=8, parity_images=16, latency_runs=8, bench_runs=10)}
         if name not in plans:
             raise DetnasError(f"--plan '{name}': choose one of {', '.join(plans)}")
         return plans[name]
@@ -146,7 +146,7 @@ def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, ti
     the noise, and a target under the fastest arch would stop the search."""
     from detnas.arch import sample_arch
     from detnas.data import CocoDetection
-    from detnas.search.evaluators import SupernetDetector
+    from detnas.detection.supernet_path import SupernetDetector
     from detnas.search.latency import fastest_probe
     from detnas.search.runner import SearchRequest, measured_latency
 
@@ -217,10 +217,9 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None,
     from detnas.bench.oracle import TimingProtocol, measure_onnx
     from detnas.bench.result import Scope
     from detnas.data import CocoDetection
-    from detnas.export.onnx_export import export_onnx
-    from detnas.export.source import load_export_source
-    from detnas.images import read_image
-    from detnas.search.evaluators import DetectionAP, SupernetDetector
+    from detnas.detection.supernet_path import SupernetDetector
+    from detnas.export.api import ExportRequest, GraphOptions, ParityOptions, SourceOptions, run_export
+    from detnas.search.evaluators import DetectionAP
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing
     from detnas.search.objectives import Constraints
@@ -285,13 +284,13 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None,
     accuracy = DetectionAP(supernet, CocoDetection(supernet_ann, det.train_images), search_val, plan.bn_images,
                            plan.bn_batch)  # the search's evaluator, built from the same request fields
     child_ckpt = _winner_checkpoint(accuracy, arch, det_ckpt, out / "model" / "winner")
-    source = load_export_source(child_ckpt, proposals=plan.proposals)
     val_files = sorted(det.val_images.glob("*.png"))
     parity_files = (val_files + sorted(det.train_images.glob("*.png")))[:plan.parity_images]  # validation first
     onnx_path = out / "model" / "detector.onnx"
-    report = export_onnx(source.detector, source.arch, source.classes, size, onnx_path, kind=source.detector_kind,
-                         pixels=source.pixels, parity_images=[read_image(f) for f in parity_files],
-                         min_detections=plan.min_parity_detections)
+    report = run_export(ExportRequest(
+        out=onnx_path, source=SourceOptions(weights=child_ckpt, proposals=plan.proposals), graph=GraphOptions(size=size),
+        parity=ParityOptions(images=tuple(parity_files), count=plan.parity_images,
+                             min_detections=plan.min_parity_detections)), log=lambda m: log(f"    {m}")).onnx
     files.update(checkpoint=child_ckpt, onnx=onnx_path)
     done()
 

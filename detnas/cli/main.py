@@ -11,16 +11,16 @@ from typing import Any
 import typer
 from typer._click.exceptions import ClickException
 
-from detnas.bench import cli as bench_cli
 from detnas.cli import arch as arch_cli
+from detnas.cli import bench as bench_cli
 from detnas.cli import data as data_cli
 from detnas.cli import demo as demo_cli
 from detnas.cli import eval as eval_cli
+from detnas.cli import export as export_cli
+from detnas.cli import search as search_cli
 from detnas.cli import train as train_cli
 from detnas.console import labelled, plain_console
 from detnas.errors import DetnasError, DetnasWarning
-from detnas.export import cli as export_cli
-from detnas.search import cli as search_cli
 
 app = typer.Typer(
     name="detnas",

@@ -1,8 +1,25 @@
-"""Detectors around DetNAS backbones: torchvision FPN Faster R-CNN and RetinaNet."""
+"""Detectors around DetNAS backbones: torchvision FPN Faster R-CNN and RetinaNet.
 
-from detnas.detection.backbone import FPN_CHANNELS, DetectionBackbone
-from detnas.detection.build import DETECTOR_KINDS, build_detector, convert_sync_bn, detector_style, set_arch
-from detnas.detection.load import LoadedDetector, load_detection_checkpoint, load_detector
+Names are resolved lazily (as in detnas.export), so a command that only reads a default from this package, e.g.
+the BN recalibration sizes of `detnas export --help`, does not import torchvision.
+"""
 
-__all__ = ["DETECTOR_KINDS", "FPN_CHANNELS", "DetectionBackbone", "LoadedDetector", "build_detector", "convert_sync_bn",
-           "detector_style", "load_detection_checkpoint", "load_detector", "set_arch"]
+from __future__ import annotations
+
+from detnas.lazy import lazy_exports
+
+_EXPORTS = {
+    "FPN_CHANNELS": "detnas.detection.backbone",
+    "DetectionBackbone": "detnas.detection.backbone",
+    "DETECTOR_KINDS": "detnas.detection.build",
+    "build_detector": "detnas.detection.build",
+    "convert_sync_bn": "detnas.detection.build",
+    "detector_style": "detnas.detection.build",
+    "set_arch": "detnas.detection.build",
+    "LoadedDetector": "detnas.detection.load",
+    "load_detection_checkpoint": "detnas.detection.load",
+    "load_detector": "detnas.detection.load",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports("detnas.detection", _EXPORTS)

@@ -1,5 +1,6 @@
 """BN recalibration: a path cut out of a supernet inherits running statistics averaged over *all* paths, which
-are wrong for this one; DetNAS re-estimates them on training images before every evaluation.
+are wrong for this one; DetNAS re-estimates them on training images before every evaluation. The search scores
+paths so and export ships a supernet path so (`recalibrated_path`), which is why it sits in the core.
 
 Two modes. "cumulative" (the default): only the BN layers in train mode, inference inputs, an exact average over
 all batches. "detnas": what the official search does (`test_server.py`): the whole detector in training mode with
@@ -12,13 +13,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from detnas.arch import Arch
+from detnas.detection.supernet_path import SupernetDetector
+from detnas.errors import DetnasError
+
 BN_MODES = ("cumulative", "detnas")
+BN_IMAGES = 4000  # training images a path's BN statistics are re-estimated on (DetNAS: 4000)
+BN_BATCH = 8
+MAX_CACHED_BN_IMAGES = 256
 #: the official recalibration's SyncBN momentum; the official loader shuffles with a fixed seed (any fixed seed)
 DETNAS_BN_MOMENTUM = 0.1
 DETNAS_BN_SEED = 0
@@ -80,3 +89,59 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any],
             bn.momentum = momentum
         model.eval()
     return count
+
+
+class BnRecalibration:
+    """A path's detector with its BN statistics re-estimated on `bn_images` training images: the supernet's running
+    statistics mix every path, so each path's must be its own before it is scored or shipped."""
+
+    def __init__(self, supernet: SupernetDetector, bn_set: Any, bn_images: int = BN_IMAGES, bn_batch: int = BN_BATCH,
+                 device: str = "cpu") -> None:
+        if len(bn_set) == 0:
+            raise DetnasError(f"empty data set ({bn_set.source}); BN recalibration needs training images")
+        self.supernet, self.bn_set = supernet, bn_set
+        self.bn_count = min(bn_images, len(bn_set))
+        self.bn_batch, self.device = bn_batch, torch.device(device)
+        self._bn_cache: list[list[torch.Tensor]] | None = None
+
+    def _read_bn_batches(self) -> Iterator[list[torch.Tensor]]:
+        pixels = self.supernet.pixels
+        for first in range(0, self.bn_count, self.bn_batch):
+            yield [pixels.to_model_input(self.bn_set.load_image(i)).to(self.device)
+                   for i in range(first, min(first + self.bn_batch, self.bn_count))]
+
+    def _bn_batches(self) -> Iterable[list[torch.Tensor]]:
+        """The first `bn_count` training images as model inputs; decoded once and kept when they are few."""
+        if self.bn_count > MAX_CACHED_BN_IMAGES:
+            return self._read_bn_batches()
+        if self._bn_cache is None:
+            self._bn_cache = list(self._read_bn_batches())
+        return self._bn_cache
+
+    def recalibrate(self, detector: nn.Module) -> None:
+        """A supernet trained in the official detector style is recalibrated as the official search does (training
+        mode with targets, shuffled images one at a time, momentum 0.1); others by the exact cumulative average."""
+        if self.supernet.style == "detnas":
+            batches = detnas_batches(self.bn_set, self.bn_count, self.supernet.pixels, self.device)
+            recalibrate_bn(detector, batches, mode="detnas")
+        else:
+            recalibrate_bn(detector, self._bn_batches())
+
+    def calibrated(self, arch: Arch) -> nn.Module:
+        """The detector the search scores for `arch` (materialised, BN re-estimated on the same images in the same
+        batches), in eval mode: what ships a search winner, so the shipped weights are the ones the journal scored."""
+        detector = self.supernet.materialize(arch).to(self.device)
+        self.recalibrate(detector)
+        return detector
+
+
+def recalibrated_path(supernet_path: str | Path, arch: Arch, bn_ann: Path, bn_images: Path, bn_count: int = BN_IMAGES,
+                      bn_batch: int = BN_BATCH, proposals: int | None = None) -> nn.Module:
+    """`arch`'s detector cut from a detection supernet checkpoint with its BN statistics re-estimated on the
+    training split as the search does: with the search's count and batch, the detector it scored."""
+    from detnas.data import CocoDetection
+
+    supernet = SupernetDetector.load(supernet_path, proposals=proposals)
+    data = CocoDetection(bn_ann, bn_images)
+    supernet.require_classes(data, bn_ann)
+    return BnRecalibration(supernet, data, bn_count, bn_batch).calibrated(arch)
