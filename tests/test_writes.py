@@ -104,3 +104,17 @@ def test_eval_json_naming_a_directory_is_refused_before_the_work(tmp_path, capsy
                  "--arch", "COCO-FPN-300M", "--json", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--json names a directory" in err, err
+
+
+@pytest.mark.parametrize("command", [["bench", "compare", "a.json", "b.json"], ["search", "report", "runs/none"],
+                                     ["bench", "latency", "--model", "none.onnx"],
+                                     ["export", "--arch", "COCO-FPN-300M", "--random-init", "--out", "x.onnx"]],
+                         ids=["bench-compare", "search-report", "bench-latency", "export"])
+def test_every_json_option_refuses_a_directory_when_read(tmp_path, capsys, command):
+    """The shared --json option checks its path when the options are read: before any input is opened (these
+    inputs do not even exist) or any work is done."""
+    capsys.readouterr()
+    code = main([*command, "--json", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--json names a directory" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from detnas.cli.options import DetectorName, option
+from detnas.cli.options import DetectorName, option, writable_json
 from detnas.console import plain_console, quiet_onnxruntime
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def eval_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
     model: Annotated[Path | None, option("model", "Evaluate the exported artifact itself (`detnas export`).")]
     = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON (schema detnas.eval/1, "
+    json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the metrics as JSON (schema detnas.eval/1, "
                                                   "docs/json.md).")] = None,
 ) -> None:
     """Evaluate with pycocotools COCOeval and print AP / AR as a table."""
