@@ -526,13 +526,15 @@ def _rules_note(text: str, version: Version, newest: Version) -> str:
     return f"not one of the parsers studied ({', '.join(PARSER_VERSIONS)}): each rule applied by the versions it names"
 
 
-def refuse_if_rejected(model_path: str | Path, version: str) -> LintReport:
-    """Raise a one-line DetnasError naming the first node, op and rule the TensorRT `version` parser rejects."""
+def refuse_if_rejected(model_path: str | Path, version: str, shown: str | Path | None = None) -> LintReport:
+    """Raise a one-line DetnasError naming the first node, op and rule the TensorRT `version` parser rejects
+    (the file named as `shown`, where a staged copy is linted before it is published)."""
     parse_version(version, what="installed TensorRT")
     report = lint(model_path, (version,))[0]
+    name = shown or model_path
     if report.findings:
         more = len(report.findings) - 1
-        raise DetnasError(f"{model_path}: the TensorRT {version} parser would reject this graph: "
+        raise DetnasError(f"{name}: the TensorRT {version} parser would reject this graph: "
                           f"{report.findings[0].line()}"
-                          + (f" (+{more} more; see detnas export check {model_path} --trt {version})" if more else ""))
+                          + (f" (+{more} more; see detnas export check {name} --trt {version})" if more else ""))
     return report

@@ -118,3 +118,27 @@ def test_every_json_option_refuses_a_directory_when_read(tmp_path, capsys, comma
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--json names a directory" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_and_its_sidecar_are_published_as_a_pair(tmp_path, monkeypatch):
+    """The sidecar beside a file always describes it: a new sidecar only with the new file, an old one removed when
+    the new file has none, and a refused publish changes neither."""
+    from detnas.io import publish
+
+    out, report = tmp_path / "m.onnx", tmp_path / "m.precision.json"
+    out.write_text("int8 v1")
+    report.write_text("describes int8 v1")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "m.onnx").write_text("int8 v2")
+    (stage / "r.json").write_text("describes int8 v2")
+    monkeypatch.setattr(os, "fsync", _refuse(errno.ENOSPC))
+    with pytest.raises(DetnasError, match="disk is full"):
+        publish((stage / "m.onnx", out), [(stage / "r.json", report)])
+    assert (out.read_text(), report.read_text()) == ("int8 v1", "describes int8 v1")
+    monkeypatch.undo()
+    publish((stage / "m.onnx", out), [(stage / "r.json", report)])
+    assert (out.read_text(), report.read_text()) == ("int8 v2", "describes int8 v2")
+    (stage / "m.onnx").write_text("fp32")
+    publish((stage / "m.onnx", out), [(None, report)])
+    assert out.read_text() == "fp32" and not report.exists(), "an FP32 file keeps no INT8 report"
