@@ -47,6 +47,12 @@ def _pick_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def pick_device(name: str) -> torch.device:
+    """A single process's `--device` (auto, cpu, cuda, cuda:N); a GPU that is not there is one line, not torch's
+    'Found no NVIDIA driver' traceback at the first `.to(device)`."""
+    return _pick_device(name, 0)
+
+
 def init_distributed(device: str) -> DistContext:
     """Join the process group when launched by torchrun (it sets TORCHELASTIC_RUN_ID) or when WORLD_SIZE > 1;
     otherwise a single process."""

@@ -13,6 +13,10 @@ from detnas.errors import DetnasError
 
 DEFAULT_MIN_SIZE = 800  # short side (DetNAS, Detectron's 1x schedule)
 DEFAULT_MAX_SIZE = 1333  # long-side cap
+# The largest input side any size option takes, 3x the paper's long side: at 4000x4000 the FPN's stride-4 level
+# alone is 256 x 1000 x 1000 float32 values (1 GB) per image, and 99968x99968, once accepted, died allocating
+# 30-120 GB; a larger size is refused when parsed, before anything is built.
+MAX_SIDE = 4000
 
 
 def max_size_for(min_size: int) -> int:
@@ -29,7 +33,7 @@ def checkpoint_sizes(meta: Mapping[str, Any], min_size: int | None = None,
 
 
 def parse_hw(text: str, flag: str = "--size", multiple: int = 1) -> tuple[int, int]:
-    """'320' or '320x480' -> (height, width); both sides >= 32 and, with `multiple`, divisible by it."""
+    """'320' or '320x480' -> (height, width); both sides in [32, MAX_SIDE] and, with `multiple`, divisible by it."""
     try:
         parts = [int(p) for p in text.lower().split("x")]
     except ValueError:
@@ -39,6 +43,7 @@ def parse_hw(text: str, flag: str = "--size", multiple: int = 1) -> tuple[int, i
     if len(parts) != 2 or min(parts) < 32 or any(p % multiple for p in parts):
         rule = f"multiples of {multiple}" if multiple > 1 else ">= 32"
         raise DetnasError(f"{flag} '{text}' must be N or HxW with both sides {rule}, e.g. 320x480")
+    check_side(parts, f"{flag} '{text}'")
     return parts[0], parts[1]
 
 
@@ -71,3 +76,10 @@ def path_sizes(input_size: int, min_size: int | tuple[int, ...], max_size: int) 
     scale = input_size / REFERENCE_HW[0]
     shorts = tuple(_to_stride(s * scale) for s in (min_size if isinstance(min_size, tuple) else (min_size,)))
     return (shorts if isinstance(min_size, tuple) else shorts[0]), max(shorts[-1], round(max_size * scale))
+
+
+def check_side(sides: list[int] | tuple[int, ...], what: str) -> None:
+    """Refuse an input side above `MAX_SIDE` (see there) in one line."""
+    if max(sides) > MAX_SIDE:
+        raise DetnasError(f"{what}: sides above {MAX_SIDE} px are refused (a {max(sides)} px detector input needs far "
+                          f"more memory than a machine has); detection models run at 320-1333 px, e.g. 800x1333")

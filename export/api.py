@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -241,12 +241,15 @@ def run_export(request: ExportRequest) -> ExportOutcome:
     (the CLI prints them). Bad input is refused (one line) before anything is written; a failed check leaves nothing
     under `out`."""
     from detnas.export.onnx_export import check_size, export_onnx
-    from detnas.export.precision import kept_reference, reduce_exported
+    from detnas.export.precision import report_path, stage_precision
     from detnas.images import read_image
+    from detnas.io import check_outputs, make_dir, publish, remove_stale_temps, temp_dir
+    from detnas.lock import output_lock
 
     request.validate()
     out, graph, parity = request.out, request.graph, request.parity
     assert out is not None  # validate() refused the rest
+    check_outputs(("--out", out), ("--json", request.json_out))  # before the work, not after it
     trt_version = None
     if request.engine.format == "trt":
         from detnas.bench.backends.trt_backend import require_tensorrt
@@ -261,30 +264,40 @@ def run_export(request: ExportRequest) -> ExportOutcome:
     parity_inputs = [read_image(f) for f in parity_files]
     if request.source.random_init and parity.check and not parity_inputs:
         parity_inputs = seeded_images(1 if graph.dynamic_batch else graph.batch, height, width)
-    report = export_onnx(source.detector, source.arch, source.classes, (height, width), out, kind=source.detector_kind,
-                         pixels=source.pixels, batch=graph.batch, dynamic_batch=graph.dynamic_batch,
-                         max_detections=graph.max_detections, score_thresh=graph.score_thresh,
-                         nms_thresh=graph.nms_thresh, parity_images=parity_inputs, simplify=graph.simplify,
-                         box_tol=parity.box_tol, score_tol=parity.score_tol,
-                         # random weights leave few detections: parity rests on the head outputs before NMS
-                         min_detections=0 if request.source.random_init else parity.min_detections)
-    logger.info(f"ONNX: {report.path}  input {list(report.meta.input.shape())}"
-        f"{' (dynamic batch)' if graph.dynamic_batch else ''}, {report.nodes} nodes, traced in "
-        f"{report.export_seconds:.1f} s")
-    for note in report.notes:
-        logger.info(f"  {note}")
-    if report.parity is not None:
-        logger.info(f"  parity OK: {report.parity.summary()}")
-    outcome = ExportOutcome(report)
-    engine = request.engine.format == "trt"
-    with kept_reference(out, engine and precision.reduced) as fp32_reference:  # what a reduced engine is judged by
-        if precision.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
-            outcome.precision = reduce_exported(out, precision, parity_inputs, logger.info)
+    remove_stale_temps(out.parent)  # what killed exports left: scratch folders, half-written files
+    with output_lock(out, folder=False, log=logger.info), temp_dir(out) as stage:
+        # everything is built and checked in `stage`; --out and its report change only once all of it passed
+        report = export_onnx(source.detector, source.arch, source.classes, (height, width), stage / out.name,
+                             kind=source.detector_kind, pixels=source.pixels, batch=graph.batch,
+                             dynamic_batch=graph.dynamic_batch, max_detections=graph.max_detections,
+                             score_thresh=graph.score_thresh, nms_thresh=graph.nms_thresh, parity_images=parity_inputs,
+                             simplify=graph.simplify, box_tol=parity.box_tol, score_tol=parity.score_tol,
+                             # random weights leave few detections: parity rests on the head outputs before NMS
+                             min_detections=0 if request.source.random_init else parity.min_detections)
+        fp32, staged, sidecar = report.path, report.path, None
+        outcome = ExportOutcome(report)
+        if precision.reduced:  # the precision's file replaces the FP32 one as what --out receives
+            staged, sidecar, outcome.precision = stage_precision(fp32, make_dir(stage / "reduced"), out, precision,
+                                                                 parity_inputs)
+        lint_lines: list[str] = []  # said after the lines of the steps before it
+        outcome.lint = _lint_written(staged, trt_version, lint_lines.append, shown=out)
+        publish((staged, out), [(sidecar, report_path(out))])  # an FP32 file keeps no older file's report
+        report.path = out
+        logger.info(f"ONNX: {out}  input {list(report.meta.input.shape())}"
+            f"{' (dynamic batch)' if graph.dynamic_batch else ''}, {report.nodes} nodes, traced in "
+            f"{report.export_seconds:.1f} s")
+        for note in report.notes:
+            logger.info(f"  {note}")
+        if report.parity is not None:
+            logger.info(f"  parity OK: {report.parity.summary()}")
+        if outcome.precision is not None:
             for line in precision_lines(outcome.precision):
                 logger.info(line)
-        outcome.lint = _lint_written(out, trt_version)
-        if engine:
-            outcome.tensorrt = _build_engine(out, request.engine, parity_files, precision, fp32_reference)
+        for line in lint_lines:
+            logger.info(line)
+        if request.engine.format == "trt":  # judged against the FP32 export, still in `stage`
+            outcome.tensorrt = _build_engine(out, request.engine, parity_files, precision,
+                                             fp32 if precision.reduced else None)
     if request.json_out is not None:
         from detnas.jsonout import write_document
 
@@ -311,19 +324,19 @@ def _build_engine(out: Path, options: EngineOptions, parity_files: Sequence[Path
     return trt
 
 
-def _lint_written(out: Path, trt_version: str | None) -> list[LintReport]:
-    """Lint the written ONNX file: refuse (one line, exit 2) before an engine build for the installed TensorRT;
-    otherwise note the result for the current parsers. Returns the reports."""
+def _lint_written(out: Path, trt_version: str | None, say: Callable[[str], None], shown: Path) -> list[LintReport]:
+    """Lint the ONNX file at `out` (to be published as `shown`): refuse (one line, exit 2) before an engine build
+    for the installed TensorRT; otherwise note the result for the current parsers. Returns the reports."""
     from detnas.export.trt_lint import lint, refuse_if_rejected
 
     if trt_version is not None:
-        report = refuse_if_rejected(out, trt_version)
-        logger.info(f"  TensorRT {trt_version} parser lint: {report.summary()}")
+        report = refuse_if_rejected(out, trt_version, shown)
+        say(f"  TensorRT {trt_version} parser lint: {report.summary()}")
         return [report]
     reports = lint(out, ONNX_LINT_NOTE_VERSIONS)
     for report in reports:
-        first = f"; first: {report.findings[0].line()} (all: detnas export check {out})" if report.findings else ""
-        logger.info(f"  note: TensorRT {report.version} parser lint {report.summary()}{first}")
+        first = f"; first: {report.findings[0].line()} (all: detnas export check {shown})" if report.findings else ""
+        say(f"  note: TensorRT {report.version} parser lint {report.summary()}{first}")
     return reports
 
 

@@ -31,18 +31,24 @@ def onnx_scope(output: HeadOutput) -> re.Pattern[str]:
 
 
 Captured = dict[str, list[np.ndarray]]  # label -> one array per module call, in call order, over all batches
+REAL_ROIS = "real RoIs"  # the reference's per-image masks of real (not padding) RoIs, in call order
 
 
-def capture_hooks(detector: nn.Module) -> tuple[Captured, Callable[[], None]]:
-    """Forward hooks recording each head output of `detector`'s kind (float64 numpy); returns the record and a
-    remover."""
-    outputs = kind_of(detector).head_outputs
+def capture_hooks(graph: nn.Module) -> tuple[Captured, Callable[[], None]]:
+    """Forward hooks on a `DeployableDetector` recording each head output of its detector's kind (float64 numpy)
+    and, under `REAL_ROIS`, which RoI rows belong to real proposals; returns the record and a remover."""
+    outputs = kind_of(graph.detector).head_outputs
     captured: Captured = {out.label: [] for out in outputs}
+    targets = [(out.label, graph.detector.get_submodule(out.module)) for out in outputs]
+    if any(out.rows for out in outputs):
+        captured[REAL_ROIS] = []
+        targets.append((REAL_ROIS, graph.real_rois))
     handles = []
-    for out in outputs:
-        def record(_module: nn.Module, _args: Any, output: torch.Tensor, label: str = out.label) -> None:
-            captured[label].append(output.detach().to(torch.float64).numpy().copy())
-        handles.append(detector.get_submodule(out.module).register_forward_hook(record))
+    for label, module in targets:
+        def record(_module: nn.Module, _args: Any, output: torch.Tensor, label: str = label) -> None:
+            captured[label].append(output.detach().to(torch.float64 if output.is_floating_point() else output.dtype)
+                                   .numpy().copy())
+        handles.append(module.register_forward_hook(record))
     return captured, lambda: [h.remove() for h in handles]
 
 
@@ -102,15 +108,17 @@ def onnx_head_outputs(model_path: str, kind: str, batches: list[np.ndarray]) -> 
 
 
 def compare_heads(reference: Captured, candidate: Captured, kind: str) -> list[TensorParity]:
-    """One `TensorParity` per head output: dense outputs element by element, RoI rows matched."""
+    """One `TensorParity` per head output: dense outputs element by element, RoI rows matched (the reference's
+    real ones only, when it recorded `REAL_ROIS`)."""
     results = []
+    real = np.concatenate(reference[REAL_ROIS]) if reference.get(REAL_ROIS) else None
     for out in detector_kind(kind).head_outputs:
         ref, cand = reference.get(out.label, []), candidate.get(out.label, [])
         if not ref or len(ref) != len(cand):
             results.append(TensorParity(f"{out.label} ({len(cand)} tensors in the graph vs {len(ref)} in PyTorch)",
                                         sum(r.size for r in ref), float("inf"), 0.0))
         elif out.rows:
-            results.append(compare_rows(out.label, np.concatenate(ref), np.concatenate(cand)))
+            results.append(compare_rows(out.label, np.concatenate(ref), np.concatenate(cand), real))
         elif any(r.shape != c.shape for r, c in zip(ref, cand)):
             first = next(i for i, (r, c) in enumerate(zip(ref, cand)) if r.shape != c.shape)
             results.append(compare_values(out.label, ref[first], cand[first]))  # reports the shape mismatch

@@ -33,7 +33,7 @@ from detnas.export.runtime import Runner, onnx_runner, run_images
 from detnas.io import atomic_path, remove_stale_temps, temp_dir
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
 from detnas.progress import task
-from detnas.sizes import parse_hw
+from detnas.sizes import check_side, parse_hw
 
 OPSET = 17
 OUTPUT_DOC = {
@@ -71,6 +71,7 @@ def check_size(size: tuple[int, ...]) -> None:
     if len(size) != 2 or min(size) < 32 or any(s % 32 for s in size):
         raise DetnasError(f"--size {'x'.join(map(str, size))}: height and width must be positive multiples of 32 "
                           "(the detector's coarsest feature stride), e.g. 320x320 or 512x672")
+    check_side(size, f"--size {'x'.join(map(str, size))}")
 
 
 def _thresholds(detector: nn.Module, score_thresh: float | None, nms_thresh: float | None) -> dict[str, float]:
@@ -97,7 +98,7 @@ def _reference(module: DeployableDetector, inputs: list[torch.Tensor], batch: in
     """`torch_detections` plus, with `heads`, the head outputs before NMS (`head_parity`) of every full batch of
     `inputs` (none are recorded without: a pass that only sets tolerances keeps no copy of them)."""
     reference = copy.deepcopy(module).to(dtype)
-    captured, remove = capture_hooks(reference.detector) if heads else ({}, lambda: None)
+    captured, remove = capture_hooks(reference) if heads else ({}, lambda: None)
     results = []
     try:
         with torch.inference_mode():

@@ -126,6 +126,7 @@ class LintReport:
     nodes: int
     subgraph_nodes: int
     findings: list[Finding] = field(default_factory=list)
+    note: str = ""  # which facts stood in, for a version newer than any the rules were written from
 
     @property
     def passed(self) -> bool:
@@ -136,7 +137,8 @@ class LintReport:
 
     def summary(self) -> str:
         checked = f"{self.nodes} nodes checked ({self.subgraph_nodes} in subgraphs)"
-        return f"passed: {checked}" if self.passed else f"{len(self.findings)} findings in {checked}"
+        verdict = f"passed: {checked}" if self.passed else f"{len(self.findings)} findings in {checked}"
+        return verdict + (f" ({self.note})" if self.note else "")
 
 
 RULES: list[Rule] = []
@@ -425,12 +427,17 @@ def load_model(model: Any) -> Any:
         return model
     path = Path(model)
     try:
-        return onnx.load(str(path))
+        loaded = onnx.load(str(path))
     except FileNotFoundError:
         raise DetnasError(f"{path}: no such file; pass an exported .onnx model") from None
     except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
         raise DetnasError(f"{path}: not a readable ONNX model ({type(exc).__name__}); pass an exported .onnx "
                           "file") from None
+    if not loaded.graph.node:  # an empty file parses as an empty model: checking its 0 nodes would pass
+        size = path.stat().st_size
+        raise DetnasError(f"{path}: holds no ONNX graph ({'an empty file' if size == 0 else f'{size} bytes, 0 nodes'}"
+                          "); pass an exported .onnx file (a write cut short leaves such a file: export again)")
+    return loaded
 
 
 def _static_shapes(model: Any) -> tuple[dict[str, Shape], dict[str, int]]:
@@ -532,8 +539,9 @@ def lint(model: Any, versions: tuple[str, ...] | list[str] = PARSER_VERSIONS) ->
     facts = node_facts(model)
     in_subgraphs = sum(f.in_subgraph for f in facts)
     reports = []
+    newest = parse_version(PARSER_VERSIONS[-1])
     for text, version in parsed:
-        report = LintReport(text, len(facts), in_subgraphs)
+        report = LintReport(text, len(facts), in_subgraphs, note=_rules_note(text, version, newest))
         active = [r for r in RULES if r.applies(version)]
         for fact in facts:
             for candidate in active:
@@ -546,13 +554,24 @@ def lint(model: Any, versions: tuple[str, ...] | list[str] = PARSER_VERSIONS) ->
     return reports
 
 
-def refuse_if_rejected(model_path: str | Path, version: str) -> LintReport:
-    """Raise a one-line DetnasError naming the first node, op and rule the TensorRT `version` parser rejects."""
+def _rules_note(text: str, version: Version, newest: Version) -> str:
+    """What a report for a version that is not one of `PARSER_VERSIONS` was judged by ('' for those)."""
+    if text in PARSER_VERSIONS:
+        return ""
+    if version[0] > newest[0]:
+        return f"newer than TensorRT {PARSER_VERSIONS[-1]}, the newest parser the rules know: linted with its rules"
+    return f"not one of the parsers studied ({', '.join(PARSER_VERSIONS)}): each rule applied by the versions it names"
+
+
+def refuse_if_rejected(model_path: str | Path, version: str, shown: str | Path | None = None) -> LintReport:
+    """Raise a one-line DetnasError naming the first node, op and rule the TensorRT `version` parser rejects
+    (the file named as `shown`, where a staged copy is linted before it is published)."""
     parse_version(version, what="installed TensorRT")
     report = lint(model_path, (version,))[0]
+    name = shown or model_path
     if report.findings:
         more = len(report.findings) - 1
-        raise DetnasError(f"{model_path}: the TensorRT {version} parser would reject this graph: "
+        raise DetnasError(f"{name}: the TensorRT {version} parser would reject this graph: "
                           f"{report.findings[0].line()}"
-                          + (f" (+{more} more; see detnas export check {model_path} --trt {version})" if more else ""))
+                          + (f" (+{more} more; see detnas export check {name} --trt {version})" if more else ""))
     return report

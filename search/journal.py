@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from detnas.errors import DetnasError
-from detnas.io import read_text_file
+from detnas.io import append_line, atomic_write_text, read_text_file
 from detnas.search.records import Record, decode_record
 
 #: 2: several named latency targets (candidates' `latencies`, one final line per target); 1 is still read and resumed
@@ -78,10 +77,8 @@ class Journal:
         if path.exists() and path.stat().st_size > 0:
             raise DetnasError(f"{path}: a journal already exists; pass --resume to continue it or choose another --out")
         header = {"type": "header", "version": JOURNAL_VERSION, "config_hash": config_hash(config), "config": config}
-        journal = cls(path, [])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        journal._append_line(header)
-        return journal
+        atomic_write_text(path, _line(header))  # a refused write leaves no 0-byte journal to resume from
+        return cls(path, [header])
 
     @classmethod
     def resume(cls, path: str | Path, config: dict[str, Any]) -> Journal:
@@ -114,12 +111,12 @@ class Journal:
         self.entries.append(record)
 
     def _append_line(self, data: dict[str, Any]) -> None:
-        line = json.dumps(data, sort_keys=True) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_line(self.path, _line(data))
         self.records.append(data)
+
+
+def _line(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True) + "\n"
 
 
 def strip_volatile(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -24,17 +24,19 @@ if TYPE_CHECKING:
     from detnas.bench.oracle import TrainedDetector
     from detnas.bench.precision import OnnxConverters
 
-_DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|us|µs)\s*$")
+_DURATION = re.compile(r"^\s*(?P<value>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|us|µs)\s*$")
 _TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
 
 
 def parse_latency_ms(text: str) -> float:
-    """'12ms', '0.012s', '800us' -> milliseconds; a bare number is refused (12 of what?)."""
+    """'12ms', '0.012s', '800us', '1e3ms' -> milliseconds; a bare number is refused (12 of what?)."""
     match = _DURATION.match(text)
-    if match is None or float(match["value"]) <= 0:
-        raise DetnasError(f"--latency-target '{text}' must be a positive duration with its unit, such as 12ms, "
-                          "0.5s or 800us")
-    return float(match["value"]) * _TO_MS[match["unit"]]
+    if match is None:
+        raise DetnasError(f"--latency-target '{text}' is not a duration with its unit; write e.g. 12ms, 0.5s or 800us")
+    value = float(match["value"]) * _TO_MS[match["unit"]]
+    if not 0 < value < float("inf"):
+        raise DetnasError(f"--latency-target '{text}' must be above 0 (and finite), e.g. 12ms")
+    return value
 
 
 def parse_count(text: str, flag: str) -> float:

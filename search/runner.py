@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from detnas.distributed import init_distributed, shutdown_distributed
 from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
 from detnas.io import remove_stale_temps
+from detnas.lock import RUN_MARKERS, output_lock
 from detnas.search.evaluators import DetectionAP
 from detnas.search.evolution import FRESH_ROUNDS, EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from detnas.bench.precision import OnnxConverters
 
 logger = logging.getLogger(__name__)
-JOURNAL_NAME = "journal.jsonl"
+JOURNAL_NAME = RUN_MARKERS["search"]
 LATENCY_IMAGES = 4  # real images the latency is timed on (cycled through the timed runs)
 
 
@@ -155,8 +157,12 @@ class SearchOutcome:
 def run_search(request: SearchRequest) -> SearchOutcome:
     """Run or resume a search to the end, time the winner and the runner-up afresh and write the report; progress
     goes to the `detnas.search.runner` and `detnas.search.evolution` loggers (the CLI prints them)."""
-    device = str(init_distributed(request.timing.device).device)  # this rank's device under torchrun
+    dist_context = init_distributed(request.timing.device)
+    device = str(dist_context.device)  # this rank's device under torchrun
+    held = ExitStack()
     try:
+        if dist_context.rank == 0:  # one run per output folder, before any work
+            held.enter_context(output_lock(request.out, kind="search", log=logger.info))
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
         if request.space and supernet.space.name != request.space:
             raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
@@ -201,5 +207,6 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         return SearchOutcome(run, search_s, search.latency_seconds, accuracy.calls, measured.cache.hits,
                              measured.cache.lookups)
     finally:
+        held.close()
         shutdown_distributed()
 

@@ -113,6 +113,60 @@ def test_rounding_tolerances_scale_with_magnitude():
     assert not compare_rows("rows", logits, shifted).passed
 
 
+def _roi_rows(images: int, proposals: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(reference float64 rows, a faithful float32 candidate, the real-RoI mask) as an FPN export yields them:
+    per image `proposals` rows, the last third padding proposals (arbitrary, different boxes in each runtime), a few
+    adjacent real rows swapped (objectness near-ties) and one real row replaced at the proposal cut."""
+    rng = np.random.default_rng(seed)
+    reference = rng.normal(0, 3, size=(images * proposals, width))
+    candidate = reference.astype(np.float32)
+    real = np.concatenate([np.arange(proposals) < proposals * 2 // 3] * images)
+    candidate[~real] = rng.normal(0, 3, size=(int((~real).sum()), width))  # other padding boxes, other rows
+    for image in range(images):
+        first = image * proposals
+        for i in (5, 100, 300):  # near-ties swap places
+            candidate[[first + i, first + i + 1]] = candidate[[first + i + 1, first + i]]
+        candidate[first + proposals * 2 // 3 - 1] = rng.normal(0, 3, size=width)  # membership swap at the cut
+    return reference, candidate, real
+
+
+@pytest.mark.parametrize("width", [81, 324])
+def test_roi_rows_at_coco_size_pass_within_bounded_memory(width):
+    """1,000 proposals x 4 images with 80 classes (81 logits, 324 box deltas): a faithful candidate passes with
+    padding rows left out and near-tie swaps matched; all-against-all matching needed 4000x4000x324 float64 (41 GB),
+    this stays under 64 MB. A candidate 1% off, or one right only in its padding rows, fails."""
+    import tracemalloc
+
+    reference, candidate, real = _roi_rows(4, 1000, width, seed=width)
+    tracemalloc.start()
+    result = compare_rows("RoI rows", reference, candidate, real)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result.passed, result.summary()
+    assert result.items == int(real.sum()) == 4 * 666 and result.unmatched == 4, result.summary()  # the cut swaps
+    assert peak < 64e6, f"peak {peak / 1e6:.0f} MB"
+    wrong = compare_rows("RoI rows", reference, candidate * np.float32(1.01), real)
+    assert not wrong.passed and wrong.unmatched > 0.9 * wrong.items, wrong.summary()
+    padding_only = reference.astype(np.float32)
+    padding_only[real] += np.float32(0.5)  # exact where nothing is compared, wrong where it counts
+    assert not compare_rows("RoI rows", reference, padding_only, real).passed
+
+
+def test_faithful_export_with_padding_proposals_passes(module_tmp):
+    """A real FPN export where the RPN keeps fewer proposals than its 1,000 slots (NMS leaves ~2/3 at 128 px): the
+    padding RoIs are whichever boxes a top-k over tied -inf picks, which PyTorch and ONNX Runtime pick differently;
+    only real RoI rows are compared, so the faithful file passes (before: a third of the rows 'unmatched')."""
+    paths = val_images(shared_dataset("coco_mini"), 4)
+    images = [read_image(p) for p in paths]
+    detector, arch = tiny_detector("fpn", paths, proposals=1000)
+    out = module_tmp("padding") / "model.onnx"
+    report = export_onnx(detector, arch, class_table(CLASSES), (SIZE, SIZE), out, kind="fpn", score_thresh=0.2,
+                         parity_images=images, simplify=False, min_detections=0)
+    rows = {t.name: t for t in report.parity.tensors}["RoI class logits"]
+    assert report.parity.passed, report.parity.summary()
+    assert 0 < rows.items < 4 * 1000, f"{rows.summary()}: padding rows should be left out"
+
+
 def test_a_report_that_compared_nothing_never_passes():
     """Even with no detection minimum (random-init exports), parity must have compared something: detections or
     head tensors before NMS."""

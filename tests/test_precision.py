@@ -11,8 +11,11 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +44,7 @@ from detnas.export.precision import (
     precision_request,
     quantize_int8,
     quantized_nodes,
-    reduce_exported,
+    write_precision,
 )
 from detnas.export.runtime import read_onnx_meta
 from detnas.images import read_image
@@ -257,26 +260,83 @@ def test_calibration_methods_cut_ranges_differently(trained, tmp_path):
 
 @pytest.mark.slow
 def test_int8_calibrated_on_blank_images_fails_the_gate(trained, tmp_path):
-    """The export's write step (what `detnas export` runs after the FP32 file is verified) on the same FP32 file:
-    ranges from blank images fail the 1-point gate, and neither the file, its report nor the FP32 reference stay."""
-    blank = tmp_path / "blank"
-    blank.mkdir()
-    for i in range(4):  # identical images: more of them would give the same ranges
-        Image.new("RGB", (128, 128), (124, 116, 104)).save(blank / f"{i:02d}.png")
+    """The export's write step on the same FP32 file: ranges from blank images fail the 1-point gate, and neither a
+    file, its report nor temporary files are written."""
     demo = trained["demo"]
-    request = precision_request("int8", weights=trained["ckpt"], calib_data=blank, calib_images=4,
-                                calib_method="minmax", gate_data=demo.val_ann, gate_images=demo.val_images,
-                                max_ap_drop=0.01, dynamic_batch=False)
+    request = precision_request("int8", weights=trained["ckpt"], calib_data=_blank_images(tmp_path / "blank"),
+                                calib_images=4, calib_method="minmax", gate_data=demo.val_ann,
+                                gate_images=demo.val_images, max_ap_drop=0.01, dynamic_batch=False)
     out = tmp_path / "out" / "int8.onnx"
     out.parent.mkdir()
-    shutil.copy(trained["fp32"], out)
     with pytest.raises(DetnasError, match="AP gate FAILED") as failure:
-        reduce_exported(out, request)
+        write_precision(trained["fp32"], out, request)
     message = str(failure.value)
     assert "drop" in message and "24 images" in message
     assert float(message.split("drop ")[1].split()[0]) > 0.01
-    assert not out.exists() and not out.with_suffix(".precision.json").exists()
-    assert not list(out.parent.iterdir()), "neither the FP32 reference nor temporary files are left"
+    assert not list(out.parent.iterdir()), "no file, no report, no temporary files"
+
+
+def _blank_images(folder: Path, count: int = 4) -> Path:
+    folder.mkdir()
+    for i in range(count):  # identical images: their ranges fail the gate
+        Image.new("RGB", (128, 128), (124, 116, 104)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_failed_re_export_keeps_the_previous_file_and_its_report(trained, int8_export, tmp_path, capsys):
+    """A good INT8 file at --out, then a re-export whose INT8 file fails the gate: the good file and the report
+    beside it stay as they were, and nothing else is left (before, the re-export replaced --out with its FP32 file,
+    moved that aside and removed it, leaving a report 'gate passed' that described no file)."""
+    good, _, _ = int8_export
+    out = tmp_path / "release" / "int8.onnx"
+    out.parent.mkdir()
+    shutil.copy(good, out)
+    shutil.copy(good.with_suffix(".precision.json"), out.with_suffix(".precision.json"))
+    before = {p.name: _digest(p) for p in out.parent.iterdir()}
+    capsys.readouterr()
+    code = _export(trained, out, "--precision", "int8", "--calib-images", str(_blank_images(tmp_path / "blank")),
+                   "--calib-count", "4")
+    err = capsys.readouterr().err
+    assert code == 2 and "AP gate FAILED" in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: _digest(p) for p in out.parent.iterdir()} == before, "the previous release is untouched"
+
+
+def test_int8_scratch_lives_where_the_cleaner_finds_it(trained, tmp_path, monkeypatch):
+    """The folder the INT8 file is built in and ONNX Runtime's own scratch inside it (its augmented model, as large
+    as the FP32 file) carry the name `remove_stale_temps` knows, so a kill -9 leaves nothing it will not clean."""
+    import tempfile
+
+    import onnxruntime.quantization
+
+    from detnas.io import remove_stale_temps
+
+    seen: dict[str, Path] = {}
+    real = onnxruntime.quantization.quantize_static
+
+    def spy(source, target, *args, **kwargs):
+        seen["work"], seen["ort_temp"] = Path(target).parent, Path(tempfile.gettempdir())
+        return real(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", spy)
+    demo = trained["demo"]
+    request = precision_request("int8", weights=trained["ckpt"], calib_data=demo.train_images, calib_images=4,
+                                calib_method="minmax", gate_data=None, gate_images=None, max_ap_drop=0.01,
+                                dynamic_batch=False)
+    out = tmp_path / "m.onnx"
+    write_precision(trained["fp32"], out, request)
+    work = seen["work"]
+    assert work.parent == tmp_path and work.name.startswith(f".m.onnx.detnas-{os.getpid()}-"), work
+    assert seen["ort_temp"] == work, "ONNX Runtime's temporary folder is inside the export's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.precision.json"]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = tmp_path / work.name.replace(f"-{os.getpid()}-", f"-{int(dead.stdout)}-")
+    (leftover / "ort.quant.x").mkdir(parents=True)
+    (leftover / "ort.quant.x" / "augmented_model.onnx").write_bytes(b"\0" * 1024)
+    assert remove_stale_temps(tmp_path) == [leftover] and not leftover.exists()
 
 
 @pytest.mark.slow
@@ -602,9 +662,8 @@ def test_partial_int8_keeps_the_fewest_sensitive_layers_fp32_until_the_gate_pass
                                 gate_images=demo.val_images, max_ap_drop=0.01, dynamic_batch=False, partial=True)
     out = tmp_path / "out" / "int8.onnx"
     out.parent.mkdir()
-    shutil.copy(trained["fp32"], out)
     said: list[str] = []
-    report = reduce_exported(out, request, say=lambda line: (said.append(line), print(line, flush=True)))
+    report = write_precision(trained["fp32"], out, request, say=lambda line: (said.append(line), print(line, flush=True)))
     search = report.search
     assert search is not None and report.gate is not None and report.gate.passed, said
     full = search.trials[0]

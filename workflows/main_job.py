@@ -20,7 +20,8 @@ from detnas.checkpoint import load_meta, save_checkpoint
 from detnas.data.demo import ShapeLayout
 from detnas.errors import DetnasError
 from detnas.export.parity import MIN_DETECTIONS
-from detnas.io import atomic_write_json, atomic_write_text, read_json_file
+from detnas.io import atomic_write_json, atomic_write_text, make_dir, read_json_file
+from detnas.lock import RUN_MARKERS, output_lock
 
 if TYPE_CHECKING:
     from detnas.data import DemoDetection
@@ -92,7 +93,7 @@ class MainJobResult:
     summary: dict[str, Any]
 
 
-RUN_RECORD = "main_job.json"  # the plan a results folder was made with, so a rerun there continues that run
+RUN_RECORD = RUN_MARKERS["demo"]  # the plan a results folder was made with, so a rerun there continues that run
 
 
 def _train_stage(stage: Callable[[Any], Path], preset: str, overrides: dict[str, Any]) -> Path:
@@ -113,7 +114,7 @@ def continue_run(out: Path, plan: MainJobPlan, latency_target_ms: float | None) 
     record = out / RUN_RECORD
     wanted = json.loads(json.dumps(asdict(plan)))
     if not record.exists():
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
         atomic_write_json(record, {"plan": wanted, "latency_target_ms": latency_target_ms})
         return latency_target_ms
     saved = read_json_file(record, "main job's run record", f"remove {out} or choose another --out")
@@ -206,9 +207,14 @@ def train_demo_supernet(out: Path, plan: MainJobPlan,
 
 def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(),
                  latency_target_ms: float | None = None) -> MainJobResult:
-    """Run every step into `out`; returns where everything is, its steps logged to this module's logger (the CLI
-    prints them). `latency_target_ms=None` picks a target measured on this machine (`median_random_target`), so the
-    constraint bites whatever the machine's speed."""
+    """Run every step into `out`, holding it against a second run (`output_lock`); returns where everything is, its
+    steps logged to this module's logger (the CLI prints them). `latency_target_ms=None` picks a target measured on
+    this machine (`median_random_target`), so the constraint bites whatever the machine's speed."""
+    with output_lock(out, kind="demo", log=logger.info):
+        return _run_main_job(Path(out), plan, latency_target_ms)
+
+
+def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None) -> MainJobResult:
     from detnas.arch import released_archs
     from detnas.bench.inputs import image_batches
     from detnas.bench.oracle import TimingProtocol, measure_onnx
@@ -223,7 +229,6 @@ def run_main_job(out: str | Path, plan: MainJobPlan = MainJobPlan(),
     from detnas.search.report import Mark, plot_pareto
     from detnas.search.runner import JOURNAL_NAME, SearchRequest, measured_latency, run_search
 
-    out = Path(out)
     continued = (out / RUN_RECORD).exists()
     latency_target_ms = continue_run(out, plan, latency_target_ms)
     if continued:

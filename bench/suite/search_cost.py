@@ -172,7 +172,7 @@ def main() -> None:
     report = {"supernet": str(supernet), "trained": trained, "latency_target_ms": target, "args": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": results, "summary": summary}
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        atomic_write_json(args.json, report)
 
 
 if __name__ == "__main__":

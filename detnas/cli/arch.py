@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from detnas.arch import released_archs, resolve_arch, sample_arch
-from detnas.cli.options import SizeHW, option
+from detnas.cli.options import SizeHW, option, writable_json
 from detnas.console import plain_console
 from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from detnas.space import CHOICE_NAMES, get_space, list_spaces
@@ -46,7 +46,7 @@ def show_cmd(
     size: Annotated[SizeHW, option("size", "The detection input the backbone FLOPs are counted at.")]
     = f"{DEFAULT_MIN_SIZE}x{DEFAULT_MAX_SIZE}",
     num_classes: int = typer.Option(1000, help="Classes of the classification head counted at 224."),
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the stage table and totals as JSON (schema "
+    json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the stage table and totals as JSON (schema "
                                                   "detnas.arch/1, docs/json.md).")] = None,
 ) -> None:
     """Stage table, FLOPs at 224 (classification network) and at a detection size (backbone), params."""

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from detnas.bench.backends import CLOCKS
 from detnas.bench.backends.ort_backend import PROVIDERS
-from detnas.cli.options import BackendName, DetectorName, PrecisionName, ScopeName, SizeHW, option
+from detnas.cli.options import BackendName, DetectorName, PrecisionName, ScopeName, SizeHW, option, writable_json
 from detnas.console import labelled, plain_console, quiet_onnxruntime
 from detnas.errors import DetnasError
 from detnas.io import read_json_file
@@ -36,7 +36,7 @@ Backend = Annotated[BackendName, option("backend")]
 Device = Annotated[str, option("device")]
 Threads = Annotated[int, typer.Option(help="CPU threads (fixed and recorded).")]
 Warmup = Annotated[int, typer.Option(help="Untimed warm-up runs.")]
-JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON (schema: docs/json.md).")]
+JsonOut = Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the result as JSON (schema: docs/json.md).")]
 Clock = Annotated[Literal[CLOCKS], typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
                                     "stable on a shared oversubscribed CPU (needs --threads 1).")]
 
@@ -126,7 +126,7 @@ def latency_cmd(
     = None,
     use_cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Serve and store in the latency cache.")] = True,
     cache_path: Annotated[Path | None, typer.Option(help="Latency cache file (default ~/.cache/detnas).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the result as JSON.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the result as a CSV row.")] = None,
 ) -> None:
     """Time one model with the chosen backend and protocol; prints median, p90, p99, min, CV and the setup."""

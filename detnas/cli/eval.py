@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from detnas.cli.options import DetectorName, option
+from detnas.cli.options import DetectorName, option, writable_json
 from detnas.console import plain_console, quiet_onnxruntime
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def eval_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
     model: Annotated[Path | None, option("model", "Evaluate the exported artifact itself (`detnas export`).")]
     = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON (schema detnas.eval/1, "
+    json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the metrics as JSON (schema detnas.eval/1, "
                                                   "docs/json.md).")] = None,
 ) -> None:
     """Evaluate with pycocotools COCOeval and print AP / AR as a table."""
@@ -43,13 +43,16 @@ def eval_cmd(
     from detnas.arch import resolve_arch
     from detnas.data.coco import CocoDetection
     from detnas.detection import build_detector, load_detector
+    from detnas.distributed import pick_device
     from detnas.errors import DetnasError
     from detnas.evaluation import EvalReport, detector_predictor, evaluate
+    from detnas.io import check_outputs
     from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, max_size_for
     from detnas.supernet import ChildNet
 
     if max_images is not None and max_images < 1:
         raise DetnasError(f"--max-images {max_images}: evaluate at least 1 image (leave it out for all)")
+    check_outputs(("--json", json_out), ("--out-json", out_json))
     if model is not None:
         from detnas.export.runtime import evaluate_exported
 
@@ -60,6 +63,7 @@ def eval_cmd(
                                                  f"{spec.height}x{spec.width} letterboxed", metrics, out_json), json_out)
     if (weights is None) == (not random_init):
         raise DetnasError("pass exactly one of --weights CKPT or --random-init")
+    torch_device = pick_device(device)
     dataset = CocoDetection(ann, images)
     max_size = max_size_for(min_size) if min_size else None
     chosen = resolve_arch(arch) if arch else None
@@ -76,7 +80,7 @@ def eval_cmd(
             raise DetnasError(f"{ann}: its classes differ from the checkpoint's ({len(meta['classes'])} "
                               f"classes); evaluate on data with the same category list")
         source = str(weights)
-    metrics = evaluate(detector_predictor(network.to(device), device), dataset, out_json=out_json,
+    metrics = evaluate(detector_predictor(network.to(torch_device), str(torch_device)), dataset, out_json=out_json,
                        batch_size=batch_size, max_images=max_images)
     short, long = network.transform.min_size[0], network.transform.max_size
     show_eval(EvalReport.from_metrics(source, f"pytorch {device}", ann, f"short side {short}, long side <= {long}",

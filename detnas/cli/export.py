@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option
+from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option, writable_json
 from detnas.console import plain_console, quiet_onnxruntime
 from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 from detnas.export.api import PARITY_IMAGES
@@ -84,7 +84,7 @@ def export_cmd(
                                           "sensitive layers (lowest SQNR) FP32, the fewest that pass.")] = True,
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="--format trt: let the engine's FP32 layers run in "
                                        "TF32 (judged with FP16's parity bounds); off, they compute in FP32.")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write what was exported and checked as JSON "
+    json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write what was exported and checked as JSON "
                                                   "(schema detnas.export/2, docs/json.md).")] = None,
 ) -> None:
     """Export a detector with post-processing and NMS inside the graph (ONNX, optionally TensorRT); the written

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import typer
 
 from detnas.bench.result import PRECISIONS, Scope
 from detnas.errors import DetnasError
+from detnas.io import check_writable
 from detnas.sizes import parse_hw
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
@@ -35,6 +37,14 @@ def parse_size(text: str) -> tuple[int, int]:
         return parse_hw(text, "")
     except DetnasError as exc:
         raise typer.BadParameter(str(exc).strip()) from None
+
+
+def writable_json(value: Path | None) -> Path | None:
+    """Typer callback of every `--json PATH`: a directory or an unwritable path is refused when the options are
+    read, before the command's work (it used to fail after it, or with a traceback)."""
+    if value is not None:
+        check_writable(value, "--json")
+    return value
 
 
 def parse_device(text: str) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from detnas.cli.options import BackendName, PrecisionName, ScopeName, SizeHW, option
+from detnas.cli.options import BackendName, PrecisionName, ScopeName, SizeHW, option, writable_json
 from detnas.console import plain_console
 from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 
@@ -135,7 +135,7 @@ def report_cmd(
     journal: Annotated[Path, typer.Argument(help="A search journal (journal.jsonl).")],
     out: Annotated[Path | None, typer.Option(help="Where to write the report (default: the journal's folder).")] = None,
     top_k: int = typer.Option(10, help="How many candidates topk.json and the table list."),
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary and the ranked top-k as JSON "
+    json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the summary and the ranked top-k as JSON "
                                                   "(schema detnas.search.report/1, docs/json.md).")] = None,
 ) -> None:
     """Redraw best_arch.json, topk.json, pareto.png, convergence.png and the summary table from a journal."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from detnas.io import atomic_write_text
+from detnas.io import atomic_path, atomic_write_text, make_dir
 
 DETECTION_CLASSES = ("square", "circle", "triangle")
 CLASSIFICATION_CLASSES = ("square", "circle", "triangle", "cross")
@@ -73,7 +73,7 @@ class ShapeLayout:
 
 
 def _detection_split(folder: Path, count: int, first_id: int, rng: random.Random, layout: ShapeLayout) -> dict:
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dir(folder)
     images, annotations = [], []
     for image_id in range(first_id, first_id + count):
         width = rng.randint(*layout.sizes)
@@ -100,7 +100,8 @@ def _detection_split(folder: Path, count: int, first_id: int, rng: random.Random
                                 "bbox": [x0, y0, side, side], "area": round(side * side * _AREA_FRACTION[shape], 1),
                                 "iscrowd": 0})
         name = f"{image_id:06d}.png"
-        image.save(folder / name)
+        with atomic_path(folder / name) as tmp:
+            image.save(tmp, format="PNG")
         images.append({"id": image_id, "file_name": name, "width": width, "height": height})
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(DETECTION_CLASSES)]
     return {"info": {"description": "detnas demo shapes (generated)"}, "images": images,
@@ -129,11 +130,11 @@ def make_demo_classification(out_dir: str | Path, per_class_train: int = 40, per
     for split, count in (("train", per_class_train), ("val", per_class_val)):
         for shape in CLASSIFICATION_CLASSES:
             folder = out / split / shape
-            folder.mkdir(parents=True, exist_ok=True)
             for k in range(count):
                 image = _background(rng, size, size)
                 side = rng.randint(size // 3, size - 8)
                 x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
                 _draw(ImageDraw.Draw(image), shape, (x0, y0, x0 + side - 1, y0 + side - 1), rng)
-                image.save(folder / f"{k:04d}.png")
+                with atomic_path(folder / f"{k:04d}.png") as tmp:
+                    image.save(tmp, format="PNG")
     return out

@@ -60,6 +60,9 @@ class DeployableDetector(nn.Module):
         self.normalize = Normalize(pixels)
         self.max_detections = max_detections
         self.kind.postprocessor(detector).detections_per_img = max_detections
+        # Called on each image's mask of real RoIs (not padding, see `_proposals`): a no-op in the graph, where the
+        # export's parity hooks in to compare only real RoI rows, as padding proposals are arbitrary boxes.
+        self.real_rois = nn.Identity()
         self.eval()  # the exporter restores the wrapper's mode afterwards, so the wrapper itself must be in eval
 
     def limits(self) -> dict[str, int]:
@@ -77,6 +80,8 @@ class DeployableDetector(nn.Module):
         """RoIHeads.forward's eval path for boxes, over a fixed number of proposals per image (see `_proposals`)."""
         features = self.detector.backbone(images.tensors)
         proposals, real = self._proposals(images, features)
+        for mask in real:
+            self.real_rois(mask)
         heads = self.detector.roi_heads
         box_features = heads.box_head(self._pool_boxes(features, proposals, images.image_sizes))
         class_logits, box_regression = heads.box_predictor(box_features)
@@ -136,7 +141,9 @@ class DeployableDetector(nn.Module):
                                                                                           list[torch.Tensor]]:
         """torchvision's RPN at inference (`forward` + `filter_proposals`), as a fixed number of proposals per
         image: boxes [K, 4] with K = min(post_nms_top_n, candidates) and a mask [K] of the real ones (a prefix;
-        the rest are padding when NMS keeps fewer than K). The real ones are exactly torchvision's, in its order.
+        the rest are padding when NMS keeps fewer than K). The real ones are exactly torchvision's, in its order;
+        the padding ones are whichever candidates a top-k over tied -inf values returns, which differs between
+        runtimes (their scores are zeroed, so no detection comes from them).
 
         Why the same: torchvision takes each level's top pre_nms_top_n by objectness, clips, drops small boxes
         and, with the score threshold on sigmoid(logit), runs NMS per level, then keeps the best post_nms_top_n

@@ -24,6 +24,7 @@ from detnas.checkpoint import save_checkpoint, tensor_digest
 from detnas.distributed import DistContext, gather_objects
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, read_json_file, remove_stale_temps
+from detnas.lock import RUN_MARKERS, output_lock
 from detnas.supernet import Supernet
 from detnas.train.data import SeededBatchSampler, SeededDataset
 from detnas.train.optim import OffPath, build_optimizer, drop_grads, lr_at, set_lr
@@ -95,7 +96,12 @@ def _check_resumed_meta(spec: StageSpec, meta: dict[str, Any], where: Path) -> N
 
 def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
     """Train `spec` to `cfg.iterations` (or `stop_at`); returns the final weights (`<out>/final.safetensors`),
-    or the checkpoint it stopped at."""
+    or the checkpoint it stopped at. The main process holds the output folder (`output_lock`) throughout."""
+    with output_lock(spec.cfg.out, kind="training") if ctx.is_main else nullcontext():
+        return _fit(spec, ctx, resume)
+
+
+def _fit(spec: StageSpec, ctx: DistContext, resume: bool) -> Path:
     cfg = spec.cfg
     out = Path(cfg.out)
     if cfg.batch_size % ctx.world:
@@ -109,7 +115,7 @@ def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
         for folder in (out, ckpts.root, out / "ranks"):
             remove_stale_temps(folder)  # what a kill -9 of an earlier run left half-written
     if ctx.is_main and start_ckpt is None:
-        atomic_write_json(out / "config.json", cfg.to_dict())
+        atomic_write_json(out / RUN_MARKERS["training"], cfg.to_dict())
 
     model = spec.model
     optimizer = build_optimizer(model, cfg)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from detnas.io import atomic_write_text
+from detnas.io import append_line, atomic_write_text
 
 
 def _format(values: dict[str, Any]) -> str:
@@ -58,8 +58,7 @@ class ProgressReporter:
         atomic_write_text(self.metrics_path, "".join(kept))
 
     def _append(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.metrics_path, json.dumps(record) + "\n")
 
     def step(self, iteration: int, values: dict[str, Any], log: bool) -> None:
         """`iteration` is the number of finished iterations; `log` writes the JSONL line and the plain line."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +97,11 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
     with contextlib.ExitStack() as scope:
         scope.enter_context(contextlib.redirect_stdout(io.StringIO()))  # the histogram calibrators print progress
         cache = None
+        # ONNX Runtime's scratch (its augmented model, as large as the source) goes beside `target`, in the
+        # caller's temporary folder that the stale-temp cleaner knows, not in the system's: a kill leaves it there
+        scope.enter_context(_temp_root(Path(target).parent))
         if method == "entropy":  # its ranges pass through a cache file in a folder of its own
-            work = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="detnas-calib-")))
+            work = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="calib-", dir=Path(target).parent)))
             cache = _entropy_ranges(Path(source), Reader(), work)
         quantize_static(str(source), str(target), None if cache else Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -143,3 +146,12 @@ def calibration_batches(images: Sequence[torch.Tensor], meta: ModelMeta) -> list
     return batches
 
 
+@contextlib.contextmanager
+def _temp_root(folder: Path) -> Iterator[None]:
+    """`tempfile`'s default folder is `folder` within the block (ONNX Runtime's quantizer takes no folder argument)."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved

@@ -1,14 +1,11 @@
-"""Writing a reduced-precision file: convert the verified FP32 ONNX under a temporary name, check it (parity share,
-AP gate) and rename it into place only when every check passed; the report goes next to it as JSON."""
+"""Writing a reduced-precision file: convert the verified FP32 ONNX in a temporary folder, check it (parity share,
+AP gate) and rename it into place with its JSON report only when every check passed; a failure leaves what was
+at the output before."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ from detnas.export.precision.parity import PrecisionParity, precision_parity
 from detnas.export.precision.partial import Int8Search, search_int8
 from detnas.export.precision.quantize import AUTO, calibration_batches, percentile_cut, quantize_int8
 from detnas.export.precision.request import PrecisionRequest
-from detnas.io import atomic_write_json
+from detnas.io import atomic_write_json, publish, temp_dir
 
 
 @dataclass
@@ -48,85 +45,74 @@ def report_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".precision.json")
 
 
-def reduce_exported(out: str | Path, request: PrecisionRequest, parity_images: Sequence[torch.Tensor] = (),
-                    say: Callable[[str], None] = lambda _line: None) -> PrecisionReport:
-    """The verified FP32 export at `out` becomes the reference and `out` the precision's file, or, when a check
-    fails, nothing: the FP32 file is moved aside into a temporary folder that is removed either way."""
-    out = Path(out)
-    with tempfile.TemporaryDirectory(prefix=f".{out.stem}.fp32-", dir=out.parent) as work:
-        reference = Path(work) / out.name
-        os.replace(out, reference)
-        return write_precision(reference, out, request, parity_images, say)
-
-
-@contextlib.contextmanager
-def kept_reference(out: str | Path, keep: bool) -> Iterator[Path | None]:
-    """With `keep`, a copy of the verified FP32 file at `out` in a temporary folder beside it for as long as the
-    block runs (a TensorRT engine built from the reduced file that replaces it is judged against FP32), removed
-    after; None without `keep`."""
-    if not keep:
-        yield None
-        return
-    out = Path(out)
-    with tempfile.TemporaryDirectory(prefix=f".{out.stem}.reference-", dir=out.parent) as work:
-        yield Path(shutil.copy2(out, Path(work) / out.name))
-
-
 def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRequest,
                     parity_images: Sequence[torch.Tensor] = (),
                     say: Callable[[str], None] = lambda _line: None) -> PrecisionReport:
-    """Turn the verified FP32 file into `request.precision` at `out`, atomically: converted under a temporary
-    name, checked (parity share on `parity_images`, AP gate), and renamed into place only if every check passed.
-    An INT8 request with a gate and `partial` or `--calib-method auto` searches for the file that passes
-    (`search_int8`); `say` receives its progress lines."""
+    """Turn the verified FP32 file into `request.precision` at `out` (`stage_precision` in a temporary folder beside
+    it), then rename it into place with its report (`publish`): a failed check leaves the previous file and report
+    as they were."""
+    out = Path(out)
+    with temp_dir(out) as work:
+        staged, sidecar, report = stage_precision(fp32_onnx, work, out, request, parity_images, say)
+        publish((staged, out), [(sidecar, report_path(out))])
+    return report
+
+
+def stage_precision(fp32_onnx: str | Path, work: Path, final: Path, request: PrecisionRequest,
+                    parity_images: Sequence[torch.Tensor] = (),
+                    say: Callable[[str], None] = lambda _line: None) -> tuple[Path, Path, PrecisionReport]:
+    """Convert the verified FP32 file to `request.precision` inside `work` and check it (parity share on
+    `parity_images`, AP gate); returns (the file, its report file, the report), both staged in `work` for `publish`
+    to `final` and its `report_path`. Everything in between, ONNX Runtime's quantization scratch included, stays in
+    `work` (a folder named for `remove_stale_temps`); a failed check is one line and publishes nothing. An INT8
+    request with a gate and `partial` or `--calib-method auto` searches for the file that passes (`search_int8`);
+    `say` receives its progress lines."""
     import onnx
 
     from detnas.export.preprocess import letterbox
     from detnas.export.runtime import load_exported, read_onnx_meta, run_images
 
-    out = Path(out)
     meta = replace(read_onnx_meta(fp32_onnx), precision=request.info())
-    with tempfile.TemporaryDirectory(prefix=f".{out.stem}.{request.precision}-", dir=out.parent) as work:
-        staged = Path(work) / out.name
-        start = time.perf_counter()
-        search = None
-        if request.precision == "int8":
-            cal = request.calibration
-            assert cal is not None  # precision_request guarantees it
-            batches = calibration_batches(cal.images, meta)
-            if request.gate is not None and (request.partial or cal.method == AUTO):
-                search = search_int8(Path(fp32_onnx), staged, batches, cal.method, request.gate, request.partial, say)
-                meta = replace(meta, precision=_searched(meta.precision, search, staged, batches[0]))
-            else:
-                quantize_int8(fp32_onnx, staged, batches, cal.method)
+    staged = work / final.name
+    start = time.perf_counter()
+    search = None
+    if request.precision == "int8":
+        cal = request.calibration
+        assert cal is not None  # precision_request guarantees it
+        batches = calibration_batches(cal.images, meta)
+        if request.gate is not None and (request.partial or cal.method == AUTO):
+            search = search_int8(Path(fp32_onnx), staged, batches, cal.method, request.gate, request.partial, say)
+            meta = replace(meta, precision=_searched(meta.precision, search, staged, batches[0]))
         else:
-            convert_fp16(fp32_onnx, staged)
-        seconds = time.perf_counter() - start
-        model = onnx.load(str(staged))
-        del model.metadata_props[:]
-        for key, value in meta.to_props().items():
-            model.metadata_props.add(key=key, value=value)
-        try:
-            onnx.checker.check_model(model, full_check=True)
-        except onnx.checker.ValidationError as exc:
-            raise DetnasError(f"{request.precision} graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
-        onnx.save(model, str(staged))
-        parity = None
-        if parity_images:
-            inputs = [letterbox(im, meta.input.height, meta.input.width, meta.pixels)[0] for im in parity_images]
-            parity = precision_parity(run_images(load_exported(fp32_onnx), inputs),
-                                      run_images(load_exported(staged), inputs), request.precision)
-        gate = search.gate if search else ap_gate(fp32_onnx, staged, request.gate) if request.gate else None
-        if gate is not None and not gate.passed:  # the AP verdict first: it is what the file is for
-            raise DetnasError(f"AP gate FAILED: {request.precision} {gate.summary()}; nothing written to {out}; "
-                              "calibrate on more / more representative training images or try fp16"
-                              + (f" (parity: {parity.summary()})" if parity else ""))
-        if parity is not None and not parity.passed:
-            raise DetnasError(f"parity FAILED: {parity.summary()}; nothing written to {out}")
-        report = PrecisionReport(out, meta.precision, seconds, parity, gate, search)
-        os.replace(staged, out)
-    atomic_write_json(report_path(out), report.to_dict())
-    return report
+            quantize_int8(fp32_onnx, staged, batches, cal.method)
+    else:
+        convert_fp16(fp32_onnx, staged)
+    seconds = time.perf_counter() - start
+    model = onnx.load(str(staged))
+    del model.metadata_props[:]
+    for key, value in meta.to_props().items():
+        model.metadata_props.add(key=key, value=value)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise DetnasError(f"{request.precision} graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    onnx.save(model, str(staged))
+    parity = None
+    if parity_images:
+        inputs = [letterbox(im, meta.input.height, meta.input.width, meta.pixels)[0] for im in parity_images]
+        parity = precision_parity(run_images(load_exported(fp32_onnx), inputs),
+                                  run_images(load_exported(staged), inputs), request.precision)
+    gate = search.gate if search else ap_gate(fp32_onnx, staged, request.gate) if request.gate else None
+    if gate is not None and not gate.passed:  # the AP verdict first: it is what the file is for
+        raise DetnasError(f"AP gate FAILED: {request.precision} {gate.summary()}; nothing written to {final}; "
+                          "calibrate on more / more representative training images or try fp16"
+                          + (f" (parity: {parity.summary()})" if parity else ""))
+    if parity is not None and not parity.passed:
+        raise DetnasError(f"parity FAILED: {parity.summary()}; nothing written to {final}")
+    report = PrecisionReport(final, meta.precision, seconds, parity, gate, search)
+    sidecar = work / report_path(final).name
+    atomic_write_json(sidecar, report.to_dict())
+    return staged, sidecar, report
 
 
 def _searched(info: PrecisionInfo, search: Int8Search, staged: Path, batch: Any) -> PrecisionInfo:

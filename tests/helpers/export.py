@@ -31,11 +31,12 @@ def val_images(coco_mini: Path, count: int = 4) -> list[Path]:
     return sorted((coco_mini / "val2017").glob("*.jpg"))[:count]
 
 
-def tiny_detector(kind: str, images: list[Path], seed: int = 0) -> tuple[nn.Module, object]:
+def tiny_detector(kind: str, images: list[Path], seed: int = 0, proposals: int = 20) -> tuple[nn.Module, object]:
     register_space(TINY)
     torch.manual_seed(seed)
     arch = sample_arch(TINY, seed)
-    budget = {"rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 20} if kind == "fpn" else {}
+    budget = {"rpn_pre_nms_top_n_test": max(100, proposals), "rpn_post_nms_top_n_test": proposals} if kind == "fpn" \
+        else {}
     detector = build_detector(kind, ChildNet(arch), len(CLASSES) + 1, SIZE, SIZE, **budget)
     if kind == "retinanet":
         for m in detector.head.classification_head.modules():
