@@ -203,20 +203,20 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def summary_table(run: SearchRun, top_k: int) -> Any:
-    """A rich table of the top-k candidates."""
-    from rich.table import Table
+def summary_table(run: SearchRun, top_k: int, width: int = 120) -> Any:
+    """A rich table of the top-k candidates that fits `width` characters: every figure whole, the least needed
+    columns (origin, generation, params) left out first on a narrow terminal."""
+    from detnas.tables import Col, fitted_table
 
-    table = Table(title=f"search '{run.config.get('space')}': {len(run.candidates)} candidates, "
-                        f"{len(run.plans)} generations, objective {run.constraints.objective}")
-    for col in ("rank", "hash", "gen", "origin", "AP", "AP50", "latency ms", "MFLOPs", "params M", "fitness"):
-        table.add_column(col, justify="left" if col in ("hash", "origin") else "right", no_wrap=col == "hash",
-                         min_width=12 if col == "hash" else None)
-    for i, r in enumerate(rank_records(run.candidates, run.constraints.objective)[:top_k], start=1):
-        table.add_row(str(i), r.hash, str(r.generation), r.origin, f"{r.metrics['AP']:.4f}",
-                      f"{r.metrics.get('AP50', float('nan')):.4f}", f"{r.latency.median_ms:.3f}",
-                      f"{r.flops / 1e6:.1f}", f"{r.params / 1e6:.3f}", f"{r.fitness:.4f}")
-    return table
+    columns = [Col("rank", "right", 9), Col("hash", priority=8), Col("gen", "right", 3), Col("origin", priority=2),
+               Col("AP", "right", 9), Col("AP50", "right", 7), Col("latency ms", "right", 9),
+               Col("MFLOPs", "right", 5), Col("params M", "right", 4), Col("fitness", "right", 6)]
+    rows = [[str(i), r.hash, str(r.generation), r.origin, f"{r.metrics['AP']:.4f}",
+             f"{r.metrics.get('AP50', float('nan')):.4f}", f"{r.latency.median_ms:.3f}", f"{r.flops / 1e6:.1f}",
+             f"{r.params / 1e6:.3f}", f"{r.fitness:.4f}"]
+            for i, r in enumerate(rank_records(run.candidates, run.constraints.objective)[:top_k], start=1)]
+    return fitted_table(columns, rows, width, title=f"search '{run.config.get('space')}': {len(run.candidates)} "
+                        f"candidates, {len(run.plans)} generations, objective {run.constraints.objective}")
 
 
 def summary(run: SearchRun) -> dict[str, Any]:

@@ -22,22 +22,19 @@ console = plain_console()
 def list_cmd() -> None:
     """List the registered search spaces and the released DetNAS architectures."""
     from detnas.flops import count_flops, count_params
+    from detnas.tables import Col, fitted_table
 
-    spaces = Table(title="search spaces")
-    for col in ("name", "stem", "stage widths", "depths", "head", "choices", "description"):
-        spaces.add_column(col)
-    for s in list_spaces():
-        spaces.add_row(s.name, str(s.stem_width), str(list(s.stage_widths)), str(list(s.stage_depths)),
-                       str(s.head_width), ",".join(CHOICE_NAMES[c] for c in s.choices), s.description)
-    console.print(spaces)
-    archs = Table(title="released architectures")
-    for col in ("name", "space", "hash", "FLOPs@224 (cls)", "params (cls)"):
-        archs.add_column(col, no_wrap=True)
-    archs.add_column("choices", overflow="fold")
-    for name, a in released_archs().items():
-        archs.add_row(name, a.space.name, a.hash, f"{count_flops(a, 224, 1000) / 1e6:.1f}M",
-                      f"{count_params(a, 1000) / 1e6:.2f}M", a.compact())
-    console.print(archs)
+    spaces = [[s.name, str(s.stem_width), str(list(s.stage_widths)), str(list(s.stage_depths)), str(s.head_width),
+               ", ".join(CHOICE_NAMES[c] for c in s.choices), s.description] for s in list_spaces()]
+    console.print(fitted_table([Col("name", priority=9), Col("stem", "right", 5), Col("stage widths", priority=7),
+                                Col("depths", priority=6), Col("head", "right", 5), Col("choices", priority=3),
+                                Col("description", priority=2)], spaces, console.width, title="search spaces"))
+    archs = [[name, a.space.name, a.hash, f"{count_flops(a, 224, 1000) / 1e6:.1f}M",
+              f"{count_params(a, 1000) / 1e6:.2f}M", a.compact()] for name, a in released_archs().items()]
+    console.print(fitted_table([Col("name", priority=9), Col("space", priority=6), Col("hash", priority=4),
+                                Col("FLOPs@224 (cls)", "right", 8), Col("params (cls)", "right", 7),
+                                Col("choices", priority=5, fold=True)], archs, console.width,
+                               title="released architectures"))
 
 
 @app.command("show")

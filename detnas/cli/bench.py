@@ -22,6 +22,7 @@ from detnas.console import labelled, plain_console, quiet_onnxruntime
 from detnas.errors import DetnasError
 from detnas.io import read_json_file
 from detnas.jsonout import write_document
+from detnas.tables import Col, fitted_table
 
 app = typer.Typer(help="Measure latency on the target device: backends, cache, device profiles.",
                   no_args_is_help=True)
@@ -447,12 +448,11 @@ def table_cmd(
                              engines=[m for m in model if m.suffix != ".onnx"], convert=convert or (),
                              calib_data=calib_images, calib_images=calib_count,
                              proposals=proposals, max_images=max_images, protocol=protocol)
-    table = Table(title="artifacts", caption=result.caption())
-    for col in result.header():
-        table.add_column(col, justify="left" if col in ("artifact", "precision", "runtime") else "right")
-    for cells in result.cells():
-        table.add_row(*cells)
-    console.print(table)
+    priority = {"artifact": 9, "AP": 9, "median ms": 9, "AP50": 7, "images/s": 6, "p90 ms": 5, "precision": 4,
+                "runtime": 3, "MB": 2}
+    columns = [Col(col, "left" if col in ("artifact", "precision", "runtime") else "right", priority[col])
+               for col in result.header()]
+    console.print(fitted_table(columns, result.cells(), console.width, title="artifacts", caption=result.caption()))
     if json_out is not None:
         write_document(json_out, result.SCHEMA, result.to_dict())
     if markdown is not None:
@@ -470,15 +470,16 @@ def cache_list_cmd(path: CachePath = None) -> None:
     from detnas.bench.cache import LatencyCache
 
     cache = LatencyCache(path)
-    table = Table(title=f"latency cache {cache.path}")
-    for col in ("model", "source", "scope", "backend", "prec", "input", "protocol", "median ms", "CV %", "fingerprint",
-                "when"):
-        table.add_column(col, overflow="fold")
-    for e in cache.entries():
-        table.add_row(e.label, e.source[:20], e.scope, e.backend, e.precision, e.input_shape,
-                      e.protocol or "unrecorded (never served)", f"{e.median_ms:.3f}", f"{100 * e.cv:.1f}",
-                      e.fingerprint, datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M"))
-    console.print(table)
+    columns = [Col("model", priority=9, fold=True), Col("source", priority=3, fold=True), Col("scope", priority=7),
+               Col("backend", priority=6), Col("prec", priority=5), Col("input", priority=6),
+               Col("protocol", priority=3, fold=True),
+               Col("median ms", "right", 9), Col("CV %", "right", 8), Col("fingerprint", priority=2, fold=True),
+               Col("when", priority=4)]
+    rows = [[e.label, e.source[:20], e.scope, e.backend, e.precision, e.input_shape,
+              e.protocol or "unrecorded (never served)", f"{e.median_ms:.3f}",
+             f"{100 * e.cv:.1f}", e.fingerprint, datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")]
+            for e in cache.entries()]
+    console.print(fitted_table(columns, rows, console.width, title=f"latency cache {cache.path}"))
 
 
 @cache_app.command("clear")

@@ -125,7 +125,7 @@ def run_cmd(
                             resume=resume, top_k=top_k, onnx_converters=onnx_converters())
     run = run_search(request).run
     if run is not None:
-        console.print(summary_table(run, top_k))
+        console.print(summary_table(run, top_k, console.width))
         console.print(run.verdict())
         console.print(f"results in {out}")
 
@@ -143,7 +143,7 @@ def report_cmd(
     from detnas.search.report import report_document, summary_table, write_report
 
     run = write_report(journal, out or journal.parent, top_k)
-    console.print(summary_table(run, top_k))
+    console.print(summary_table(run, top_k, console.width))
     console.print(run.verdict())
     if json_out is not None:
         write_document(json_out, "detnas.search.report/1", report_document(run, top_k))

@@ -62,23 +62,26 @@ def _run(kind: str, default_recipe: str, recipe: str | None, config: str | None,
 def recipes_cmd() -> None:
     """List the recipe presets (paper-* mirror DetNAS section 5; cpu-* are small CPU runs)."""
     from rich.console import Console
-    from rich.table import Table
 
+    from detnas.tables import Col, fitted_table
     from detnas.train import PRESETS
 
-    table = Table(title="training recipes", caption="paper-*: as the official DetNAS code (FP32, its FLOPs bins, "
-                  "optimiser groups, detector and classifier details); cpu-*: small, torchvision defaults, AMP on "
-                  "CUDA. README: 'Deviations from the official code'.")
-    for col in ("name", "task", "iterations", "batch", "lr", "schedule", "size", "detector", "sampler", "style"):
-        table.add_column(col, no_wrap=col == "name")
+    columns = [Col("name", priority=9), Col("task", priority=3), Col("iterations", "right", 8),
+               Col("batch", "right", 8), Col("lr", "right", 8), Col("schedule", priority=7), Col("size", priority=6),
+               Col("detector", priority=5), Col("sampler", priority=2), Col("style", priority=4)]
+    rows = []
     for name, p in PRESETS.items():
         size = str(p.get("image_size", "")) if p["task"] == "cls" else f"{p['min_size']}/{p['max_size']}"
-        sched = p["schedule"] + (f" {','.join(map(str, p['milestones']))}" if p.get("milestones") else "")
+        sched = p["schedule"] + (f" {', '.join(map(str, p['milestones']))}" if p.get("milestones") else "")
         style = p.get("detector_style" if p["task"] == "det" else "classifier_style", "torchvision")
-        table.add_row(name, p["task"], str(p["iterations"]), str(p["batch_size"]), str(p["lr"]), sched, size,
-                      p.get("detector", "") if p["task"] == "det" else "", p.get("sampler", "uniform"),
-                      f"{style}{'' if p.get('amp', True) else ', fp32'}")
-    Console().print(table)
+        rows.append([name, p["task"], str(p["iterations"]), str(p["batch_size"]), str(p["lr"]), sched, size,
+                     p.get("detector", "") if p["task"] == "det" else "", p.get("sampler", "uniform"),
+                     f"{style}{'' if p.get('amp', True) else ', fp32'}"])
+    console = Console()
+    console.print(fitted_table(columns, rows, console.width, title="training recipes", caption="paper-*: as the "
+                               "official DetNAS code (FP32, its FLOPs bins, optimiser groups, detector and classifier "
+                               "details); cpu-*: small, torchvision defaults, AMP on CUDA. README: 'Deviations from "
+                               "the official code'."))
 
 
 @app.command("supernet-cls")
