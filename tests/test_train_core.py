@@ -158,3 +158,23 @@ def test_progress_bar_on_terminal_plain_lines_otherwise(tmp_path, tty):
         assert text.count("supernet-cls 2/4") == 1 and "eta" in text
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [2, 4, 4] and records[-1]["event"] == "eval"
+
+
+def test_n_rescales_a_recipes_milestones_and_says_so(tmp_path, capsys) -> None:
+    """`-n 20` on cpu-det (milestones 70, 90 of 100) steps at 14 and 18; explicit milestones are kept."""
+    from detnas.cli.main import main
+    from detnas.train.recipes import rescale_milestones, resolve_config
+
+    overrides, note = rescale_milestones("cpu-det", {"iterations": 20})
+    cfg = resolve_config("cpu-det", overrides=overrides)
+    assert (cfg.iterations, cfg.milestones) == (20, (14, 18))
+    assert note == "-n 20: recipe cpu-det's milestones 70, 90 of 100 iterations rescaled to 14, 18 (--set milestones=... to choose)"
+    assert rescale_milestones("cpu-det", {"iterations": 20, "milestones": "5"}) == ({"iterations": 20, "milestones": "5"}, None)
+    assert rescale_milestones("cpu-det", {"iterations": 100})[1] is None and rescale_milestones("cpu-cls", {"iterations": 5})[1] is None
+    paper = rescale_milestones("paper-det-fpn", {"iterations": 9000})[0]
+    assert resolve_config("paper-det-fpn", overrides=paper).milestones == (6000, 8000)
+    # the CLI says it on stderr before anything runs (here the missing data then stops it)
+    assert main(["train", "supernet-det", "-n", "20", "--images", str(tmp_path / "none"), "--ann",
+                 str(tmp_path / "none.json"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "rescaled to 14, 18" in err and "no --init: the backbone starts from scratch" in err, err

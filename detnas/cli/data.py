@@ -54,7 +54,7 @@ def check_cmd(
     images: Annotated[Path, option("images", "The images of --ann.")],
     strict: Annotated[bool, typer.Option(help="Fail on the first bad box instead of skipping it.")] = False,
 ) -> None:
-    """Load every record and decode every image; report counts and skipped boxes."""
+    """Load every record and decode every image; report counts, skipped boxes and crowd regions left out."""
     from detnas.data.coco import CocoDetection
     from detnas.progress import track
 
@@ -68,3 +68,4 @@ def check_cmd(
     console.print(f"{ann}: {len(dataset)} images decoded, {boxes} training boxes, {dataset.num_classes} classes",
                   highlight=False, soft_wrap=True)
     console.print(dataset.skip_report(), highlight=False, soft_wrap=True)
+    console.print(dataset.crowd_report(), highlight=False, soft_wrap=True)

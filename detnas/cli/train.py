@@ -42,7 +42,7 @@ def _run(kind: str, default_recipe: str, recipe: str | None, config: str | None,
     """Resolve the config (without --recipe or --config: `default_recipe`, said on stderr) and train the stage."""
     from detnas.console import plain_console
     from detnas.train import resolve_config, run_stage
-    from detnas.train.recipes import parse_overrides
+    from detnas.train.recipes import parse_overrides, rescale_milestones
 
     stderr = plain_console(stderr=True) if os.environ.get("RANK", "0") == "0" else None
     if recipe is None and config is None:
@@ -52,7 +52,16 @@ def _run(kind: str, default_recipe: str, recipe: str | None, config: str | None,
                          "lists the paper-* ones)", highlight=False, soft_wrap=True)
     explicit = {k: str(v) if isinstance(v, Path) else v  # config values are plain JSON
                 for k, v in flags.items() if v is not None and v is not False}  # 0 is a value (-n 0)
-    cfg = resolve_config(recipe, config, {**explicit, **parse_overrides(overrides)})
+    given = {**explicit, **parse_overrides(overrides)}
+    if config is None:  # a config file's own milestones are the user's choice
+        given, note = rescale_milestones(recipe, given)
+        if note and stderr:
+            stderr.print(note, highlight=False, soft_wrap=True)
+    cfg = resolve_config(recipe, config, given)
+    if stderr and cfg.task == "det" and not cfg.init and not cfg.resume:
+        stderr.print(f"no --init: the backbone starts from scratch (DetNAS starts it from `detnas train "
+                     f"{'child --stage cls' if kind.startswith('child') else 'supernet-cls'}`)", highlight=False,
+                     soft_wrap=True)
     final = run_stage(kind, cfg)
     if stderr:
         stderr.print(f"weights: {final}", highlight=False, soft_wrap=True)
@@ -101,7 +110,8 @@ def supernet_cls(
 @app.command("supernet-det")
 def supernet_det(
     data: ImagesOpt = None, ann: AnnOpt = None, val_data: ValImagesOpt = None, val_ann: ValAnnOpt = None,
-    init: str = typer.Option(None, "--init", help="supernet-cls checkpoint; its backbone weights start training."),
+    init: str = typer.Option(None, "--init", help="supernet-cls checkpoint whose backbone weights start training "
+                             "(optional: without it the backbone starts from scratch)."),
     detector: DetectorOpt = None,
     out: str = OutOpt, recipe: str = RecipeOpt, config: str = ConfigOpt, overrides: list[str] = SetOpt,
     space: SpaceOpt = None, iterations: int = ItersOpt, resume: bool = ResumeOpt, device: DeviceOpt = None,

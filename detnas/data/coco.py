@@ -85,7 +85,7 @@ class CocoDetection(DetectionDataset):
                                   "which is not in 'images'")
             per_image[ann["image_id"]].append(ann)
         checker = BoxChecker(strict)
-        records = []
+        records, crowd = [], 0
         for image_id in sorted(images):
             im = images[image_id]
             path = images_dir / im["file_name"]
@@ -95,6 +95,7 @@ class CocoDetection(DetectionDataset):
             boxes, labels = [], []
             for ann in per_image[image_id]:
                 if ann["iscrowd"]:
+                    crowd += 1
                     continue
                 x, y, w, h = ann["bbox"]
                 box = checker.xyxy((x, y, x + w, y + h), im["width"], im["height"],
@@ -104,4 +105,4 @@ class CocoDetection(DetectionDataset):
                     labels.append(cat_to_label[ann["category_id"]])
             records.append(make_record(image_id, path, int(im["width"]), int(im["height"]), boxes, labels))
         super().__init__(records, [str(c["name"]) for c in cats], {v: k for k, v in cat_to_label.items()},
-                         coco_from_dict(data), str(ann_file), checker.skipped, transforms)
+                         coco_from_dict(data), str(ann_file), checker.skipped, transforms, crowd)

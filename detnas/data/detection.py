@@ -84,8 +84,10 @@ class DetectionDataset(Dataset):
     """A list of `ImageRecord`s with class names, the label -> category-id map and the COCO ground truth."""
 
     def __init__(self, records: list[ImageRecord], classes: list[str], label_to_cat_id: dict[int, int],
-                 coco_gt: COCO, source: str, skipped: list[str], transforms: Transform | None = None) -> None:
+                 coco_gt: COCO, source: str, skipped: list[str], transforms: Transform | None = None,
+                 crowd: int = 0) -> None:
         self.records = records
+        self.crowd = crowd  # crowd regions (COCO iscrowd 1) left out of the targets; COCOeval still reads them
         self.classes = classes
         self.label_to_cat_id = label_to_cat_id
         self.coco_gt = coco_gt
@@ -125,6 +127,13 @@ class DetectionDataset(Dataset):
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
+
+    def crowd_report(self) -> str:
+        """One sentence on the crowd regions left out of the training targets (none is said too)."""
+        if not self.crowd:
+            return f"{self.source}: no crowd regions (iscrowd 1)"
+        return (f"{self.source}: left out {self.crowd} crowd regions (iscrowd 1): not training targets; evaluation "
+                "ignores detections that fall on them, as COCO does")
 
     def skip_report(self) -> str:
         """One paragraph: how many boxes were skipped and the first few reasons."""

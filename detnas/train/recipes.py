@@ -200,6 +200,22 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+def rescale_milestones(preset: str | None, overrides: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """`-n N` on a preset's step schedule: its milestones at the same fractions of the new length (cpu-det's
+    70, 90 of 100 become 14, 18 at -n 20), so the learning rate still steps; with the note that says so. Milestones
+    given explicitly, or no preset, leave the overrides as they are."""
+    recipe = PRESETS.get(preset or "")
+    if not recipe or not recipe.get("milestones") or "iterations" not in overrides or "milestones" in overrides:
+        return overrides, None
+    total, wanted = int(recipe["iterations"]), int(overrides["iterations"])
+    if wanted == total or wanted < 1:
+        return overrides, None
+    scaled = sorted({max(1, round(m * wanted / total)) for m in recipe["milestones"]})
+    note = (f"-n {wanted}: recipe {preset}'s milestones {', '.join(map(str, recipe['milestones']))} of {total} "
+            f"iterations rescaled to {', '.join(map(str, scaled))} (--set milestones=... to choose)")
+    return {**overrides, "milestones": scaled}, note
+
+
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
                    overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults < preset < config file < overrides; the file may name its own preset with `recipe: NAME`."""

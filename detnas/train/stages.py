@@ -222,9 +222,6 @@ def _detection_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch 
     from detnas.detection.kinds import detector_kind
     from detnas.evaluation import detector_predictor, evaluate
 
-    if not cfg.init and not cfg.resume:
-        raise DetnasError(f"{kind} starts from a classification checkpoint; pass --init CKPT (from "
-                          f"`detnas train {'supernet-cls' if arch is None else 'child --stage cls'}`)")
     body: Supernet | ChildNet = Supernet(space) if arch is None else ChildNet(arch)
     if cfg.init:
         _load_strict(body, _backbone_from_init(cfg.init, kind, space, arch), cfg.init)
