@@ -149,12 +149,12 @@ def test_data_check_cli_reports_skips_and_strict_fails(tmp_path, capsys):
 def test_data_check_cli_reports_crowd_regions_left_out(tmp_path, capsys):
     from detnas.cli.main import main
 
-    ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20]), _ann(2, [4, 4, 30, 30], iscrowd=1),
-                                        _ann(3, [10, 10, 20, 20], iscrowd=1)])
+    ann, folder = coco_set(tmp_path, [coco_ann(1, [2, 2, 20, 20]), coco_ann(2, [4, 4, 30, 30], iscrowd=1),
+                                        coco_ann(3, [10, 10, 20, 20], iscrowd=1)])
     assert main(["data", "check", "--ann", str(ann), "--images", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "1 training boxes" in out and "no boxes skipped" in out
     assert f"{ann}: left out 2 crowd regions (iscrowd 1)" in out, out
-    ann, folder = _write_set(tmp_path, [_ann(1, [2, 2, 20, 20])])
+    ann, folder = coco_set(tmp_path, [coco_ann(1, [2, 2, 20, 20])])
     assert main(["data", "check", "--ann", str(ann), "--images", str(folder)]) == 0
     assert "no crowd regions" in capsys.readouterr().out
