@@ -20,7 +20,7 @@ from typing import Any
 
 from detnas.arch import Arch
 from detnas.errors import DetnasError
-from detnas.progress import track
+from detnas.progress import Step, task, track
 from detnas.search.algorithms import ALGORITHMS, EvolutionSettings, SearchAlgorithm
 from detnas.search.distributed import Team
 from detnas.search.interfaces import AccuracyEvaluator, FreshTimer, LatencyEstimator
@@ -84,7 +84,7 @@ class Search:
 
     # -- planning ------------------------------------------------------------------------------------------
     def _draw(self, origin: str, wanted: int, rng: random.Random, parents: Sequence[Arch], seen: set[str],
-              plan: Plan) -> int:
+              plan: Plan, step: Step) -> int:
         """Add up to `wanted` new feasible proposals to `plan`; returns how many it found."""
         found = tries = 0
         while found < wanted and tries < wanted * self.settings.max_tries:
@@ -108,6 +108,7 @@ class Search:
                 plan.rejected.append(proposal)
                 continue
             plan.planned.append(proposal)
+            step.advance()
             found += 1
         return found
 
@@ -115,10 +116,12 @@ class Search:
         start = time.perf_counter()
         rng = random.Random(f"detnas-search:{self.settings.seed}:{generation}")
         plan = Plan(generation, parents=[p.hash for p in parents])
-        for origin, wanted in self.algorithm.quotas(generation):
-            missing = wanted - self._draw(origin, wanted, rng, parents, seen, plan)
-            if missing and origin != "random":  # an operator that keeps producing seen archs yields to random
-                self._draw("random", missing, rng, parents, seen, plan)
+        quotas = list(self.algorithm.quotas(generation))
+        with task(f"generation {generation}: planning (each candidate timed)", sum(w for _, w in quotas)) as step:
+            for origin, wanted in quotas:
+                missing = wanted - self._draw(origin, wanted, rng, parents, seen, plan, step)
+                if missing and origin != "random":  # an operator that keeps producing seen archs yields to random
+                    self._draw("random", missing, rng, parents, seen, plan, step)
         plan.wall_s = time.perf_counter() - start
         if generation == 0 and not plan.planned:
             raise DetnasError(self._unsatisfiable(plan))

@@ -40,14 +40,54 @@ def test_bars_draw_on_a_terminal_only() -> None:
     assert list(track(iter(range(2)), "outside any display")) == [0, 1], "a library caller sees no bar and no error"
 
 
-def test_cli_is_silent_when_output_is_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+def test_plain_lines_with_an_eta_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a terminal each unit of work is one line with its count, elapsed time and ETA; a step of unknown length
+    says how long it took; steps shorter than the interval print nothing."""
+    from detnas.progress import LINE_INTERVAL_ENV, lines_wanted
+
+    terminal, pipe = Terminal(), io.StringIO()
+    assert lines_wanted(False, pipe, pipe) and lines_wanted(False, terminal, pipe) and lines_wanted(False, pipe, terminal)
+    assert not lines_wanted(True, pipe, pipe), "--quiet"
+    assert not lines_wanted(False, terminal, terminal), "bars instead"
+    monkeypatch.setenv(LINE_INTERVAL_ENV, "0")
+    with progress_display(False, pipe, lines=True):
+        assert list(track(range(3), "decoding 3 images")) == [0, 1, 2]
+        with task("export: tracing to ONNX"):
+            pass
+    lines = pipe.getvalue().splitlines()
+    assert [line.split("  ")[0] for line in lines[:3]] == [f"decoding 3 images: {k}/3" for k in (1, 2, 3)], lines
+    assert all("elapsed" in line and "eta " in line for line in lines[:3]) and lines[3].startswith(
+        "export: tracing to ONNX: done in "), lines
+    monkeypatch.setenv(LINE_INTERVAL_ENV, "3600")
+    quick = io.StringIO()
+    with progress_display(False, quick, lines=True):
+        assert list(track(range(3), "decoding 3 images")) == [0, 1, 2]
+    assert quick.getvalue() == "", "a step shorter than the interval leaves no line"
+
+
+def test_cli_prints_progress_lines_on_a_pipe_unless_quiet() -> None:
+    """A real pipe: `detnas data check` in a subprocess writes one line per decoded image to stderr, --quiet none."""
+    import os
+    import subprocess
+    import sys
+
+    from detnas.progress import LINE_INTERVAL_ENV
+
     coco_mini = shared_dataset("coco_mini")
     ann, images = coco_mini / "annotations" / "instances_val2017.json", coco_mini / "val2017"
+    count = len(json.loads(ann.read_text())["images"])
+    env = {**os.environ, LINE_INTERVAL_ENV: "0"}
     for quiet in ([], ["--quiet"]):
-        assert main([*quiet, "data", "check", "--ann", str(ann), "--images", str(images)]) == 0
-        captured = capsys.readouterr()
-        assert "images decoded" in captured.out
-        assert "decoding" not in captured.err and "━" not in captured.err + captured.out, captured.err
+        done = subprocess.run([sys.executable, "-m", "detnas", *quiet, "data", "check", "--ann", str(ann), "--images",
+                               str(images)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0 and "images decoded" in done.stdout, done.stderr
+        progress = [line for line in done.stderr.splitlines() if line.startswith(f"decoding {count} images: ")]
+        assert "━" not in done.stderr + done.stdout
+        if quiet:
+            assert progress == [], done.stderr
+        else:
+            assert len(progress) == count and progress[-1].startswith(f"decoding {count} images: {count}/{count}")
+            assert all(" eta " in line for line in progress), progress
 
 
 @pytest.fixture(scope="module")

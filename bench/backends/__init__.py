@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from detnas.bench.precision import OnnxConverters
 from detnas.errors import DetnasError
+from detnas.progress import task
 from detnas.registry import Registry
 
 if TYPE_CHECKING:
@@ -62,10 +63,12 @@ def time_prepared(prepared: Prepared, warmup: int, runs: int, clock: str = "wall
         return _time_cuda(prepared, runs)
     now = time.thread_time_ns if clock == "thread-cpu" else time.perf_counter_ns
     samples = []
-    for i in range(runs):
-        start = now()
-        prepared.call(i % prepared.n_inputs)
-        samples.append((now() - start) / 1e6)
+    with task(f"timing {runs} runs", runs) as step:
+        for i in range(runs):
+            start = now()
+            prepared.call(i % prepared.n_inputs)
+            samples.append((now() - start) / 1e6)
+            step.advance()  # between two timed windows, never inside one
     return samples
 
 

@@ -41,14 +41,16 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (they are drawn only on a terminal)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress: no bars on a terminal, no plain progress "
+                               "lines on a pipe or in a log."),
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the installed detnas version and exit."),
 ) -> None:
-    """Progress bars (with an ETA) for the long steps of the command, unless --quiet or output is not a terminal."""
-    from detnas.progress import progress_display, wanted
+    """Progress (with an ETA) for the long steps of the command unless --quiet: bars on a terminal, plain lines on
+    stderr otherwise."""
+    from detnas.progress import lines_wanted, progress_display, wanted
 
-    ctx.with_resource(progress_display(wanted(quiet)))
+    ctx.with_resource(progress_display(wanted(quiet), lines=lines_wanted(quiet)))
 
 
 app.add_typer(arch_cli.app, name="arch")
