@@ -2,7 +2,9 @@
 
 WAL journaling lets readers proceed while one process writes, and a busy timeout makes concurrent writers
 wait for the lock instead of failing. A measurement is only reused for the exact same model, input shape,
-batch, precision, backend variant, scope and environment fingerprint.
+batch, precision, backend variant, scope, environment fingerprint, protocol (warm-up, runs, clock) and timed
+inputs. Rows of caches written before the protocol and inputs joined the key keep an empty protocol: their key
+digests differ from every new request's, so they are listed but never served.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 from detnas.bench.result import LatencyResult
@@ -36,9 +38,13 @@ CREATE TABLE IF NOT EXISTS latency (
     median_ms REAL NOT NULL,
     cv REAL NOT NULL,
     created REAL NOT NULL,
-    result TEXT NOT NULL
+    result TEXT NOT NULL,
+    protocol TEXT NOT NULL DEFAULT '',
+    inputs TEXT NOT NULL DEFAULT ''
 )
 """
+#: columns added after the first release, with their definitions (an older cache file gains them on opening)
+_ADDED_COLUMNS = {"protocol": "TEXT NOT NULL DEFAULT ''", "inputs": "TEXT NOT NULL DEFAULT ''"}
 
 
 def default_cache_path() -> Path:
@@ -58,6 +64,8 @@ class CacheKey:
     backend: str
     scope: str
     fingerprint: str
+    protocol: str = ""  # warm-up, runs and clock (`TimingProtocol.describe`)
+    inputs: str = ""  # digest of the timed input batches
 
     @property
     def digest(self) -> str:
@@ -79,6 +87,8 @@ class CacheEntry:
     median_ms: float
     cv: float
     created: float
+    protocol: str
+    inputs: str
 
 
 class LatencyCache:
@@ -93,6 +103,10 @@ class LatencyCache:
                               "set DETNAS_CACHE_DIR to a writable folder") from None
         with self._connect() as db:
             db.execute(_SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(latency)")}
+            for name, definition in _ADDED_COLUMNS.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE latency ADD COLUMN {name} {definition}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -111,16 +125,24 @@ class LatencyCache:
             db.close()
 
     def get(self, key: CacheKey) -> LatencyResult | None:
+        """The stored result, its details marked `cache` (file and time of the measurement): a figure read back
+        is not a measurement, and says so."""
         with self._connect() as db:
-            row = db.execute("SELECT result FROM latency WHERE key = ?", (key.digest,)).fetchone()
-        return None if row is None else LatencyResult.from_dict(json.loads(row[0]), source=f"{self.path} entry")
+            row = db.execute("SELECT result, created FROM latency WHERE key = ?", (key.digest,)).fetchone()
+        if row is None:
+            return None
+        result = LatencyResult.from_dict(json.loads(row[0]), source=f"{self.path} entry")
+        return replace(result, details={**result.details, "cache": {"path": str(self.path), "measured_at": row[1]}})
 
     def put(self, key: CacheKey, result: LatencyResult) -> None:
-        row = (key.digest, key.source, result.label, "x".join(map(str, key.input_shape)), key.batch, key.precision,
-               key.backend, key.scope, key.fingerprint, result.stats.median_ms, result.stats.cv, time.time(),
-               json.dumps(result.to_dict()))
+        row = {"key": key.digest, "source": key.source, "label": result.label,
+               "input_shape": "x".join(map(str, key.input_shape)), "batch": key.batch, "precision": key.precision,
+               "backend": key.backend, "scope": key.scope, "fingerprint": key.fingerprint,
+               "median_ms": result.stats.median_ms, "cv": result.stats.cv, "created": time.time(),
+               "result": json.dumps(result.to_dict()), "protocol": key.protocol, "inputs": key.inputs}
         with self._connect() as db:
-            db.execute(f"INSERT OR REPLACE INTO latency VALUES ({','.join('?' * len(row))})", row)
+            db.execute(f"INSERT OR REPLACE INTO latency ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
+                       tuple(row.values()))
 
     def entries(self) -> list[CacheEntry]:
         fields = ", ".join(CacheEntry.__dataclass_fields__)

@@ -48,3 +48,4 @@ class OnnxConverters:
 
     fp16: Callable[[Path, Path], Path]
     int8: Callable[[Path, Path, Sequence[Any]], Path]
+

@@ -76,6 +76,32 @@ class LatencyPredictor:
         coef = _relative_lstsq(x @ expansion.T, y) @ expansion
         return cls(base.table, base.stage_of, fixed_ms, tuple(float(c) for c in coef))
 
+    @classmethod
+    def transfer(cls, reference: LatencyPredictor, archs: Sequence[Sequence[int]],
+                 measured_ms: Sequence[float]) -> LatencyPredictor:
+        """The reference device's block table carried to another device: latency ~ scale_s * table sum of stage s
+        + intercept, fitted (relative least squares) on whole archs measured there, or one scale for the whole table
+        when that predicts the measured archs better by leave-one-out. A device changes how fast each stage's
+        convolutions run (their sizes differ by stage) and what a run costs besides, far more than the order of the
+        choices within a stage, so a few archs fix these few numbers."""
+        stages = max(reference.stage_of) + 1
+        base = cls(reference.table, reference.stage_of, reference.fixed_ms, ())
+        if len(archs) < stages + 2:
+            raise DetnasError(f"the transfer fits {stages + 1} numbers and needs at least {stages + 2} measured archs, "
+                              f"got {len(archs)}")
+        x = np.stack([base.features(a) for a in archs])
+        y = np.asarray(measured_ms, dtype=float)
+        per_stage = np.zeros((stages + 1, x.shape[1]))  # reduced coefficients -> the full layout
+        per_stage[np.arange(stages), np.arange(stages)] = 1.0
+        per_stage[-1, -1] = 1.0
+        one_scale = np.zeros((2, x.shape[1]))
+        one_scale[0, :stages] = 1.0
+        one_scale[1, -1] = 1.0
+        # per-stage scales fit the noise when the archs' stage sums barely vary: one scale wins by leave-one-out then
+        expansion = min((per_stage, one_scale), key=lambda e: _loo_relative_error(x @ e.T, y))
+        coef = _relative_lstsq(x @ expansion.T, y) @ expansion
+        return cls(base.table, base.stage_of, base.fixed_ms, tuple(float(c) for c in coef))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.KIND,

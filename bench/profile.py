@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from detnas.arch import Arch
-from detnas.bench.backends import Prepared, latency_backend, time_prepared
+from detnas.arch import Arch, sample_arch
+from detnas.bench.backends import Prepared, latency_backend
 from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
 from detnas.bench.models import timed_module
 from detnas.bench.oracle import (
@@ -34,6 +34,7 @@ from detnas.bench.oracle import (
     BackendOptions,
     TimingProtocol,
     prepare_module,
+    time_interleaved,
     torch_threads,
 )
 from detnas.bench.predictor import LatencyPredictor
@@ -42,7 +43,6 @@ from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, share
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, read_json_file
-from detnas.progress import track
 from detnas.space import SearchSpace
 
 PROFILE_FORMAT = "detnas-latency-profile/1"
@@ -61,24 +61,7 @@ def block_inputs(space: SearchSpace, size: tuple[int, int]) -> list[tuple[int, i
     return out
 
 
-def _time_interleaved(runners: list[Prepared], protocol: TimingProtocol, rounds: int,
-                      progress: Callable[[str], None], phase: str, seed: int = 0) -> list[list[float]]:
-    """Samples per runner: warm-up once, then `rounds` passes of runs // rounds timed calls each (one untimed call
-    first, to reload its weights). Each round runs the runners in a new order: in a fixed order every runner would
-    follow the same neighbour, whose cache footprint it would pay in every round alike, a bias that neither more
-    rounds nor the split-half noise estimate could see."""
-    per_round = max(2, protocol.runs // rounds)
-    samples: list[list[float]] = [[] for _ in runners]
-    order, rng = list(range(len(runners))), random.Random(seed)
-    for r in track(range(rounds), f"profile: timing {len(runners)} {phase}, {rounds} rounds"):
-        for i in order:
-            samples[i] += time_prepared(runners[i], protocol.warmup if r == 0 else 1, per_round, protocol.clock)
-        rng.shuffle(order)
-        progress(f"{phase}: round {r + 1}/{rounds} timed")
-    return samples
-
-
-def _half_medians(samples: list[float], rounds: int) -> tuple[float, float]:
+def half_medians(samples: list[float], rounds: int) -> tuple[float, float]:
     """Medians of the even and the odd rounds (of the even and odd runs with one round): rounds are minutes
     apart, so the two halves differ by the machine's drift as well as by run-to-run jitter."""
     if rounds < 2:
@@ -139,18 +122,40 @@ def choose_archs(space: SearchSpace, table: Sequence[dict[int, float]], n_train:
     return [Arch(space, a) for a in train], [Arch(space, a) for a in test]
 
 
+NEAR_BAND = 0.15  # archs within +-15 % of a target: where the search's feasibility decisions fall
+
+
+def random_archs(space: SearchSpace, count: int, exclude: set[str], rng: random.Random) -> list[Arch]:
+    """Up to `count` distinct uniform random archs (as the search draws them), none of them in `exclude` (the
+    training archs): the set a predictor is used on, whose spread is far narrower than a stratified set's."""
+    drawn: dict[str, Arch] = {}
+    for _ in range(POOL_PER_ARCH * max(1, count)):
+        if len(drawn) == count:
+            break
+        arch = sample_arch(space, rng)
+        if arch.hash not in exclude:
+            drawn.setdefault(arch.hash, arch)
+    return list(drawn.values())
+
+
 def build_profile(
     space: SearchSpace, *, backend: str = "ort", size: tuple[int, int] = (224, 224), batch: int = 1,
     precision: str = "fp32", protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     n_train: int = 20, n_test: int = 30, rounds: int = 10, seed: int = 0, scope: Scope = Scope.BACKBONE,
-    detector: str = "fpn", progress: Callable[[str], None] = lambda message: None,
+    detector: str = "fpn", progress: Callable[[str], None] = lambda message: None, n_random: int = 30,
+    near_ms: float | None = None,
 ) -> dict[str, Any]:
     """Measure the block table and the fixed parts, then `n_train + n_test` archs chosen from the table at
     `scope`; fit the predictor and judge it on the held-out archs. Beyond the backbone, every arch's backbone is
     timed too, in the same rounds: the detector's FPN / head / NMS cost depends on the stage widths only, so the
     correction's intercept carries it, and network minus backbone per arch measures it (the fixed part 'detector',
     their median) and how far it really is arch-independent ('shared_part'); the backbone's own predictor is
-    judged on the same archs ('backbone_report'), so one build reports both scopes."""
+    judged on the same archs ('backbone_report'), so one build reports both scopes.
+
+    The stratified held-out set spans the space, and a predictor looks better there than where it is used: its
+    spread is several times that of the archs the search draws. So `n_random` uniform random archs are timed in
+    the same rounds and the predictor is judged on them too ('random_report'), and on those of them within
+    +-15 % of `near_ms` (default: their median), where a target's decisions fall ('near_report')."""
     latency_backend(backend)  # refuses an unregistered name, listing the registered ones
     check_choice("precision", precision, PRECISIONS)
     if precision == "int8":
@@ -174,17 +179,21 @@ def build_profile(
         stem = prepare(Stem(space.stem_width), (batch, 3, *size))
         blocks = [prepare(make_block(c, cin, cout, stride), (batch, cin, *hw))
                   for cin, cout, stride, hw in positions for c in space.choices]
-        block_stats = [summarize(s) for s in _time_interleaved([stem, *blocks], protocol, rounds, progress, "blocks", seed)]
+        block_stats = [summarize(s) for s in time_interleaved([stem, *blocks], protocol, rounds, progress, "blocks", seed)]
         table = [{c: block_stats[1 + p * k + j].median_ms for j, c in enumerate(space.choices)}
                  for p in range(len(positions))]
-        train, test = choose_archs(space, table, n_train, n_test, random.Random(seed))
+        rng = random.Random(seed)
+        train, test = choose_archs(space, table, n_train, n_test, rng)
         archs = train + test
-        progress(f"preparing {len(archs)} archs at scope {scope.value}" + ("" if scope is Scope.BACKBONE else
-                                                                             " and their backbones"))
-        nets = [prepare(timed_module(a, scope, detector), (batch, 3, *size)) for a in archs]
+        drawn = random_archs(space, n_random, {a.hash for a in train}, rng)
+        progress(f"preparing {len(archs)} + {len(drawn)} random archs at scope {scope.value}"
+                 + ("" if scope is Scope.BACKBONE else " and the first ones' backbones"))
+        nets = [prepare(timed_module(a, scope, detector), (batch, 3, *size)) for a in archs + drawn]
         if scope is not Scope.BACKBONE:
             nets += [prepare(timed_module(a, Scope.BACKBONE), (batch, 3, *size)) for a in archs]
-        samples = _time_interleaved(nets, protocol, rounds, progress, "archs", seed)
+        samples = time_interleaved(nets, protocol, rounds, progress, "archs", seed)
+        random_samples = samples[len(archs):len(archs) + len(drawn)]
+        del samples[len(archs):len(archs) + len(drawn)]
     stage_of = [s for s, depth in enumerate(space.stage_depths) for _ in range(depth)]
     fixed = {"stem": block_stats[0].median_ms}
     n = len(archs)
@@ -193,13 +202,14 @@ def build_profile(
     if backbone is not None:
         # the detector's cost is the same for every arch when it depends on the stage widths only: network minus
         # backbone per arch measures it and says how far that holds
-        split = [_half_medians(s, rounds) for s in samples]
+        split = [half_medians(s, rounds) for s in samples]
         shared = shared_part([percentile(s, 50) for s in samples[:n]], backbone.measured,
                              ([h[0] for h in split[:n]], [h[1] for h in split[:n]]),
                              ([h[0] for h in split[n:]], [h[1] for h in split[n:]]))
         fixed["detector"] = shared.median_ms
     fitted = _Fitted.of(table, stage_of, sum(fixed.values()), train, test, samples[:n], rounds)
     report = fitted.report
+    judged = judge_sets(fitted.predictor, drawn, random_samples, rounds, near_ms)
     return {
         "format": PROFILE_FORMAT,
         "space": space.to_dict(),
@@ -220,8 +230,10 @@ def build_profile(
         "archs": [{"choices": a.compact(), "hash": a.hash, "split": "train" if i < n_train else "test",
                    "measured_ms": fitted.measured[i], "cv": fitted.cv[i], "predicted_ms": fitted.predicted[i],
                    "table_sum_ms": fitted.table_sum[i],
-                   **({} if backbone is None else {"backbone_ms": backbone.measured[i]})} for i, a in enumerate(archs)],
+                   **({} if backbone is None else {"backbone_ms": backbone.measured[i]})} for i, a in enumerate(archs)]
+                 + judged.arch_rows(),
         "report": report.to_dict(),
+        **judged.to_dict(),
         **({} if backbone is None else {"backbone_report": backbone.report.to_dict(), "shared_part": shared.to_dict()}),
         "build_seconds": time.perf_counter() - started,
     }
@@ -247,10 +259,57 @@ class _Fitted:
         predictor = LatencyPredictor.fit(table, stage_of, fixed_ms, [a.choices for a in train], measured[:len(train)])
         predicted = [predictor.predict(a.choices) for a in archs]
         raw = [predictor.table_sum(a.choices) for a in archs]
-        split = [_half_medians(s, rounds) for s in samples[len(train):]]
+        split = [half_medians(s, rounds) for s in samples[len(train):]]
         report = judge_predictor(predicted[len(train):], measured[len(train):], ([h[0] for h in split],
                                  [h[1] for h in split]), table_sum=raw[len(train):])
         return cls(predictor, measured, [s.cv for s in stats], predicted, raw, report)
+
+
+@dataclass(frozen=True)
+class JudgedSets:
+    """The predictor on uniform random archs and on those of them near a target (`near_ms` +- `NEAR_BAND`)."""
+
+    archs: list[Arch]
+    measured: list[float]
+    predicted: list[float]
+    near_ms: float | None
+    random: HeldOutReport | None
+    near: HeldOutReport | None
+
+    halves: list[tuple[float, float]]
+
+    def arch_rows(self) -> list[dict[str, Any]]:
+        return [{"choices": a.compact(), "hash": a.hash, "split": "random", "measured_ms": m, "predicted_ms": p,
+                 "halves_ms": list(h)} for a, m, p, h in zip(self.archs, self.measured, self.predicted, self.halves)]
+
+    def to_dict(self) -> dict[str, Any]:
+        near = sum(abs(m / self.near_ms - 1) <= NEAR_BAND for m in self.measured) if self.near_ms else 0
+        return {"random_report": None if self.random is None else self.random.to_dict(),
+                "near_report": None if self.near is None else self.near.to_dict(),
+                "near": {"target_ms": self.near_ms, "band": NEAR_BAND, "n": near}}
+
+
+MIN_JUDGED = 5  # archs below which a set is not judged (its tau and R² would be noise)
+
+
+def judge_sets(predictor: LatencyPredictor, archs: Sequence[Arch], samples: Sequence[list[float]], rounds: int,
+               near_ms: float | None = None) -> JudgedSets:
+    """Judge `predictor` on measured random archs, and on those within +-15 % of `near_ms` (default: their median
+    measured latency, the target a user picking a typical arch would set)."""
+    measured = [percentile(s, 50) for s in samples]
+    predicted = [predictor.predict(a.choices) for a in archs]
+    halves = [half_medians(s, rounds) for s in samples]
+    target = near_ms if near_ms is not None else (percentile(measured, 50) if measured else None)
+
+    def judge(keep: list[int]) -> HeldOutReport | None:
+        if len(keep) < MIN_JUDGED:
+            return None
+        return judge_predictor([predicted[i] for i in keep], [measured[i] for i in keep],
+                               ([halves[i][0] for i in keep], [halves[i][1] for i in keep]),
+                               table_sum=[predictor.table_sum(archs[i].choices) for i in keep])
+
+    near = [i for i, m in enumerate(measured) if target and abs(m / target - 1) <= NEAR_BAND]
+    return JudgedSets(list(archs), measured, predicted, target, judge(list(range(len(archs)))), judge(near), halves)
 
 
 def profile_report(profile: dict[str, Any]) -> HeldOutReport | None:

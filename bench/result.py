@@ -97,6 +97,7 @@ class LatencyResult:
     fingerprint: Fingerprint
     details: dict[str, Any] = field(default_factory=dict)
     samples_ms: tuple[float, ...] = ()
+    transfers: str = "unknown"  # host<->device copies in each run: none / timed / untimed (bench.backends.TRANSFERS)
 
     SCHEMA: ClassVar[str] = "detnas.bench.latency/1"
 
@@ -108,7 +109,7 @@ class LatencyResult:
         return {
             "schema": self.SCHEMA, "label": self.label, "source": self.source, "scope": self.scope, "backend": self.backend,
             "precision": self.precision, "batch": self.batch, "input_shape": list(self.input_shape),
-            "warmup": self.warmup, "threads": self.threads, "stats": self.stats.to_dict(),
+            "warmup": self.warmup, "threads": self.threads, "transfers": self.transfers, "stats": self.stats.to_dict(),
             "fingerprint": self.fingerprint.to_dict(), "fingerprint_hash": self.fingerprint.hash,
             "details": self.details, **({"samples": encode_samples(self.samples_ms)} if self.samples_ms else {}),
         }
@@ -123,6 +124,7 @@ class LatencyResult:
                 label=data["label"], fingerprint=Fingerprint.from_dict(data["fingerprint"]),
                 details=dict(data.get("details", {})),
                 samples_ms=decode_samples(data["samples"]) if "samples" in data else (),
+                transfers=str(data.get("transfers", "unknown")),  # results written before it was recorded
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DetnasError(f"{source}: not a detnas latency result (missing or bad field {exc})") from None

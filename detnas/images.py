@@ -38,3 +38,14 @@ def image_files(folder: str | Path) -> list[Path]:
     if not files:
         raise DetnasError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found; pass a folder of images")
     return files
+
+
+def shared_images(candidates: list[Path], reference: list[Path]) -> list[Path]:
+    """The `candidates` that are `reference` images: the same file name, or the same content (sha256: a copy under
+    another name or in another folder). Folders do not decide it: two disjoint splits may share one folder, and a
+    copy of the evaluation images may sit in another."""
+    from detnas.io import file_sha256
+
+    names = {p.name for p in reference}
+    digests = {file_sha256(p) for p in reference if p.is_file()}
+    return [p for p in candidates if p.name in names or file_sha256(p) in digests]

@@ -172,6 +172,7 @@ class EngineOptions:
 
     format: Literal["onnx", "trt"] = "onnx"
     device: str | None = None  # the engine's GPU (default cuda); the ONNX export itself runs on the CPU
+    tf32: bool = False  # let the engine's FP32 layers run in TF32 (judged with FP16's parity bounds)
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def run_export(request: ExportRequest) -> ExportOutcome:
     (the CLI prints them). Bad input is refused (one line) before anything is written; a failed check leaves nothing
     under `out`."""
     from detnas.export.onnx_export import check_size, export_onnx
-    from detnas.export.precision import reduce_exported
+    from detnas.export.precision import kept_reference, reduce_exported
     from detnas.images import read_image
 
     request.validate()
@@ -273,13 +274,15 @@ def run_export(request: ExportRequest) -> ExportOutcome:
     if report.parity is not None:
         logger.info(f"  parity OK: {report.parity.summary()}")
     outcome = ExportOutcome(report)
-    if precision.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
-        outcome.precision = reduce_exported(out, precision, parity_inputs)
-        for line in precision_lines(outcome.precision):
-            logger.info(line)
-    outcome.lint = _lint_written(out, trt_version)
-    if request.engine.format == "trt":
-        outcome.tensorrt = _build_engine(out, request.engine.device, parity_files, precision)
+    engine = request.engine.format == "trt"
+    with kept_reference(out, engine and precision.reduced) as fp32_reference:  # what a reduced engine is judged by
+        if precision.reduced:  # the verified FP32 file becomes the precision's file, or nothing stays under --out
+            outcome.precision = reduce_exported(out, precision, parity_inputs)
+            for line in precision_lines(outcome.precision):
+                logger.info(line)
+        outcome.lint = _lint_written(out, trt_version)
+        if engine:
+            outcome.tensorrt = _build_engine(out, request.engine, parity_files, precision, fp32_reference)
     if request.json_out is not None:
         from detnas.jsonout import write_document
 
@@ -287,18 +290,22 @@ def run_export(request: ExportRequest) -> ExportOutcome:
     return outcome
 
 
-def _build_engine(out: Path, device: str | None, parity_files: Sequence[Path], precision: PrecisionRequest) -> TrtReport:
+def _build_engine(out: Path, options: EngineOptions, parity_files: Sequence[Path], precision: PrecisionRequest,
+                  fp32_reference: Path | None) -> TrtReport:
+    """The engine of the file at `out`, judged against the FP32 export (`fp32_reference`, kept aside while a
+    reduced file took its name; None: `out` is the FP32 file)."""
     import torch
 
     from detnas.export.trt import export_trt
 
-    with torch.cuda.device(torch.device(device or "cuda")):
-        trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate=precision.gate)
-    logger.info(f"TensorRT {trt.precision}: {trt.engine} (sidecar {trt.sidecar})")
+    with torch.cuda.device(torch.device(options.device or "cuda")):
+        trt = export_trt(out, out.with_suffix(".engine"), parity_images=parity_files, gate=precision.gate,
+                         reference=fp32_reference, tf32=options.tf32)
+    logger.info(f"TensorRT {trt.precision}{' (TF32)' if trt.tf32 else ''}: {trt.engine} (sidecar {trt.sidecar})")
     if trt.parity is not None:
-        logger.info(f"  parity: {trt.parity.summary()}")
+        logger.info(f"  parity OK: {trt.parity.summary()}")
     if trt.gate is not None:
-        logger.info(f"  AP gate passed: engine {trt.gate.summary('ONNX')}")
+        logger.info(f"  AP gate OK: engine {trt.gate.summary('FP32 ONNX')}")
     return trt
 
 

@@ -60,6 +60,7 @@ class NodeFacts:
     graph: str  # "main" or the path of the subgraph, e.g. "main/If_3.else_branch"
     constants: dict[str, np.ndarray | None]  # initializers and Constant outputs in scope (None: value not loaded)
     shapes: dict[str, Shape]
+    types: dict[str, int] = field(default_factory=dict)  # element types (onnx.TensorProto enum) known statically
 
     @property
     def in_subgraph(self) -> bool:
@@ -321,6 +322,61 @@ def _nms_box_limit(facts: NodeFacts) -> str | None:
     return f"scores {_shape_text(scores)}: {candidates} boxes x classes" if candidates > NMS_MAX_BOXES else None
 
 
+# --- Q/DQ element types: what TensorRT's explicit quantization takes ----------------------------------------------
+def _type_names(*names: str) -> frozenset[int]:
+    from onnx import TensorProto
+
+    return frozenset(getattr(TensorProto, n) for n in names if hasattr(TensorProto, n))
+
+
+def _type_text(dtype: int | None) -> str:
+    from onnx import TensorProto
+
+    return "unknown" if dtype is None else TensorProto.DataType.Name(dtype)
+
+
+#: (since, before, quantized types a DequantizeLinear reads / a QuantizeLinear writes, float types a QuantizeLinear
+#: reads, where it is stated); INT32 is in none of them: ONNX Runtime's quantized biases (QuantizeBias) are refused.
+QDQ_TYPES = (
+    (None, "10.0", ("INT8",), ("FLOAT", "FLOAT16"),
+     "onnx-tensorrt docs/operators.md at release/8.6-GA 6ba67d3 (DequantizeLinear: INT8; QuantizeLinear: FP32, "
+     "FP16; 'x_zero_point must be zero')"),
+    ("10.0", "11", ("INT8", "FLOAT8E4M3FN", "INT4"), ("FLOAT", "FLOAT16", "BFLOAT16"),
+     "onnx-tensorrt docs/operators.md at release/10.0-GA eb43908 and main 7ecb49a (DequantizeLinear: INT8, FP8, "
+     "INT4; QuantizeLinear: FP32, FP16, BF16; 'INT8, INT4, and FP8 are treated as Quantized Types')"),
+    ("11", None, ("INT8", "FLOAT8E4M3FN", "INT4", "FLOAT4E2M1"), ("FLOAT", "FLOAT16", "BFLOAT16"),
+     "onnx-tensorrt docs/operators.md at main 7ecb49a (10.x types); TensorRT 11.5 developer guide, Explicit "
+     "Quantization ('a low-precision quantized type (INT8, FP8, INT4, or FP4)')"),
+)
+
+
+def _qdq_rules() -> None:
+    for since, before, quantized, floats, source in QDQ_TYPES:
+        q_types, f_types = _type_names(*quantized), _type_names(*floats)
+        allowed = ", ".join(quantized)
+
+        def dequantize(facts: NodeFacts, q_types: frozenset[int] = q_types) -> str | None:
+            dtype = facts.types.get(facts.input(0))
+            return None if dtype is None or dtype in q_types else f"input '{facts.input(0)}' is {_type_text(dtype)}"
+
+        def quantize(facts: NodeFacts, q_types: frozenset[int] = q_types, f_types: frozenset[int] = f_types) -> str | None:
+            dtype = facts.types.get(facts.input(0))
+            if dtype is not None and dtype not in f_types:
+                return f"input '{facts.input(0)}' is {_type_text(dtype)}"
+            written = facts.attribute("output_dtype") or facts.types.get(facts.input(2))
+            return f"writes {_type_text(written)}" if written and written not in q_types else None
+
+        rule("dequantize-type", {"DequantizeLinear"}, f"DequantizeLinear of a type this parser cannot dequantize (it "
+             f"takes {allowed}); an INT32 input is a bias quantized by ONNX Runtime: quantize with QuantizeBias off "
+             "(the bias stays float)", source, since=since, before=before)(dequantize)
+        rule("quantize-type", {"QuantizeLinear"}, f"QuantizeLinear from or to a type this parser does not take "
+             f"(from {', '.join(floats)} to {allowed}); quantize float activations to INT8", source, since=since,
+             before=before)(quantize)
+
+
+_qdq_rules()
+
+
 def _shape_text(shape: Shape | None) -> str:
     return "unknown" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -342,9 +398,10 @@ def load_model(model: Any) -> Any:
                           "file") from None
 
 
-def _static_shapes(model: Any) -> dict[str, Shape]:
-    """Every tensor's static shape from ONNX shape inference (subgraphs included); tensors it cannot type are left
-    out, so rules that need a shape stay silent on them rather than guess."""
+def _static_shapes(model: Any) -> tuple[dict[str, Shape], dict[str, int]]:
+    """Every tensor's static shape and element type from ONNX shape inference, initializers and Constant nodes
+    (subgraphs included); tensors it cannot type are left out, so rules that need a shape or type stay silent on
+    them rather than guess."""
     import onnx
 
     try:
@@ -352,12 +409,18 @@ def _static_shapes(model: Any) -> dict[str, Shape]:
     except Exception:  # inference is best effort: the declared value_info still count
         inferred = model
     shapes: dict[str, Shape] = {}
+    types: dict[str, int] = {}
     for graph in _graphs(inferred.graph):
         for value in (*graph.input, *graph.output, *graph.value_info):
             tensor = value.type.tensor_type
+            if tensor.elem_type:
+                types[value.name] = tensor.elem_type
             if tensor.HasField("shape"):
                 shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-    return shapes
+        types.update({t.name: t.data_type for t in graph.initializer})
+        types.update({n.output[0]: a.t.data_type for n in graph.node if n.op_type == "Constant" and n.output
+                      for a in n.attribute if a.name == "value"})
+    return shapes, types
 
 
 def _graphs(graph: Any) -> Iterator[Any]:
@@ -401,7 +464,8 @@ def _initializer_value(tensor: Any) -> np.ndarray | None:
     return numpy_helper.to_array(tensor)
 
 
-def _walk(graph: Any, path: str, outer: dict[str, np.ndarray | None], shapes: dict[str, Shape]) -> Iterator[NodeFacts]:
+def _walk(graph: Any, path: str, outer: dict[str, np.ndarray | None], shapes: dict[str, Shape],
+          types: dict[str, int]) -> Iterator[NodeFacts]:
     """Every node of `graph` and its subgraphs, each with the constants of its scope (outer scopes included, as the
     parser resolves subgraph names; a name the subgraph redefines shadows the outer one)."""
     constants = dict(outer)
@@ -414,15 +478,15 @@ def _walk(graph: Any, path: str, outer: dict[str, np.ndarray | None], shapes: di
         if node.op_type == "Constant" and node.output:
             constants[node.output[0]] = _constant_value(node)
         name = node.name or f"{path}:{node.op_type}#{index}"
-        yield NodeFacts(node, name, path, constants, shapes)
+        yield NodeFacts(node, name, path, constants, shapes, types)
         for attr_name, sub in _subgraphs(node):
-            yield from _walk(sub, f"{path}/{node.name or node.op_type}.{attr_name}", constants, shapes)
+            yield from _walk(sub, f"{path}/{node.name or node.op_type}.{attr_name}", constants, shapes, types)
 
 
 def node_facts(model: Any) -> list[NodeFacts]:
     """Every node of `model` (a ModelProto or a path), subgraphs included, ready for the rules."""
     model = load_model(model)
-    return list(_walk(model.graph, "main", {}, _static_shapes(model)))
+    return list(_walk(model.graph, "main", {}, *_static_shapes(model)))
 
 
 def lint(model: Any, versions: tuple[str, ...] | list[str] = PARSER_VERSIONS) -> list[LintReport]:

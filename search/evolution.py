@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -23,13 +23,15 @@ from detnas.errors import DetnasError
 from detnas.progress import track
 from detnas.search.algorithms import ALGORITHMS, EvolutionSettings, SearchAlgorithm
 from detnas.search.distributed import Team
-from detnas.search.interfaces import AccuracyEvaluator, LatencyEstimator
+from detnas.search.interfaces import AccuracyEvaluator, FreshTimer, LatencyEstimator
 from detnas.search.journal import Journal
 from detnas.search.objectives import Constraints
-from detnas.search.records import Candidate, Final, Plan, Proposal
+from detnas.search.records import Candidate, Final, Latency, Plan, Proposal, Retimed
 from detnas.space import SearchSpace
 
 CostFn = Callable[[Arch], tuple[int, int]]
+#: interleaved rounds of the winner's fresh timing (each of the search's --latency-runs runs)
+FRESH_ROUNDS = 5
 logger = logging.getLogger(__name__)
 
 
@@ -46,10 +48,15 @@ class Search:
 
     def __init__(self, space: SearchSpace, settings: EvolutionSettings, constraints: Constraints,
                  accuracy: AccuracyEvaluator, latency: LatencyEstimator, cost: CostFn, journal_path: str | Path,
-                 context: dict[str, Any] | None = None) -> None:
+                 context: dict[str, Any] | None = None,
+                 target_latency: Mapping[str, LatencyEstimator] | None = None) -> None:
         self.space, self.settings, self.constraints = space, settings, constraints
         self.algorithm: SearchAlgorithm = ALGORITHMS.get(settings.algorithm)(space, settings, constraints)
         self.accuracy, self.latency, self.cost = accuracy, latency, cost
+        self.target_latency = dict(target_latency or {})  # named target -> its latency source
+        missing = [name for name, _ in constraints.targets if name not in self.target_latency]
+        if missing:
+            raise DetnasError(f"--latency-target {', '.join(missing)}: no latency source for this target")
         self.journal_path = Path(journal_path)
         self.config = search_config(space, settings, constraints, context or {})
         self.team = Team()
@@ -88,14 +95,15 @@ class Search:
                 continue
             seen.add(arch.hash)
             flops, params = self.cost(arch)
-            latency = None
+            latency, latencies = None, {}
             reason = self.constraints.violation(flops, params)
             if reason is None:  # the cheap analytic limits pass: worth timing
                 start = time.perf_counter()
-                latency = self.latency.latency(arch)
+                latencies = {name: self.target_latency[name].latency(arch) for name, _ in self.constraints.targets}
+                latency = next(iter(latencies.values())) if latencies else self.latency.latency(arch)
                 self.latency_seconds += time.perf_counter() - start
-                reason = self.constraints.violation(flops, params, latency.median_ms)
-            proposal = Proposal(arch, origin, flops, params, latency, reason)
+                reason = self.constraints.violation(flops, params, latency, latencies)
+            proposal = Proposal(arch, origin, flops, params, latency, reason, latencies)
             if reason is not None:
                 plan.rejected.append(proposal)
                 continue
@@ -123,6 +131,17 @@ class Search:
         return (f"no architecture of space '{self.space.name}' met the constraints in {len(plan.rejected)} random "
                 f"draws ({fastest}smallest FLOPs {smallest:.1f}M); relax --latency-target / --flops-max / --params-max")
 
+    def _parents(self, candidates: list[Candidate]) -> list[Arch]:
+        """The algorithm's parents; with several targets, its parents among the candidates meeting each target,
+        merged, so no target's front is bred from another target's winners alone."""
+        if not self.constraints.targets:
+            return self.algorithm.parents(candidates)
+        merged: dict[str, Arch] = {}
+        for name, _ in self.constraints.targets:
+            for arch in self.algorithm.parents([c for c in candidates if self.constraints.meets(c, name)]):
+                merged.setdefault(arch.hash, arch)
+        return list(merged.values())
+
     # -- evaluation ----------------------------------------------------------------------------------------
     def _evaluate(self, proposal: Proposal, generation: int, index: int) -> Candidate:
         assert proposal.latency is not None  # planned proposals are timed
@@ -133,7 +152,7 @@ class Search:
                          metrics=metrics, latency=proposal.latency, flops=proposal.flops, params=proposal.params,
                          fitness=self.constraints.fitness(metrics[self.constraints.metric], proposal.latency.median_ms),
                          seed=self.settings.seed, fingerprint=self.latency.fingerprint, wall_s=timing["accuracy_s"],
-                         timing=timing)
+                         timing=timing, latencies=dict(proposal.latencies))
 
     def run(self, resume: bool = False) -> list[Candidate]:
         """Run (or continue) every generation; returns the evaluated candidates, in journal order."""
@@ -147,7 +166,7 @@ class Search:
             if generation in plans:
                 plan = plans[generation]
             else:
-                plan = self.team.lead(partial(self._plan, generation, self.algorithm.parents(candidates), seen))
+                plan = self.team.lead(partial(self._plan, generation, self._parents(candidates), seen))
                 self._write(plan)
             seen.update(p.hash for p in plan.planned + plan.rejected)
             if not plan.planned:
@@ -173,25 +192,59 @@ class Search:
             index += len(plan.planned)
         return candidates
 
-    def finalize(self, candidates: list[Candidate], measure: LatencyEstimator) -> Final | None:
-        """Re-measure the winner with a measuring oracle and journal whether it really meets the target."""
-        best = best_record(candidates, self.constraints)
-        if best is None or not self.team.is_leader:
+    def finalize(self, candidates: list[Candidate], measure: FreshTimer, rounds: int = FRESH_ROUNDS,
+                 elsewhere: Collection[str] = ()) -> Final | None:
+        """Time each target's winner and runner-up afresh (uncached, interleaved rounds) and journal both figures
+        beside their search-time ones, and whether the fresh medians meet the target; returns the (first) target's
+        final line. The winner's search-time median is the lowest of noisy draws that passed the target, so only a
+        fresh timing can tell whether it meets it. Targets `elsewhere` (predicted for another device) cannot be
+        timed here and are left to that device."""
+        if not self.team.is_leader:
             return None
-        previous = [r for r in (self._journal.entries if self._journal else []) if isinstance(r, Final)]
-        if previous and previous[-1].hash == best.hash:
+        slots = [(name, ms) for name, ms in self.constraints.targets] or [(None, self.constraints.latency_ms)]
+        for name in elsewhere:
+            logger.warning(f"target {name}: predicted from a profile of another device; time its winner there "
+                     "(`detnas bench latency`)")
+        finals = [self._finalize_target(candidates, measure, rounds, name, ms) for name, ms in slots
+                  if name not in elsewhere]
+        return finals[0] if finals else None
+
+    def _finalize_target(self, candidates: list[Candidate], measure: FreshTimer, rounds: int, target: str | None,
+                         target_ms: float | None) -> Final | None:
+        pool = candidates if target is None else [c for c in candidates if self.constraints.meets(c, target)]
+        best = best_record(pool, self.constraints)
+        if best is None:
+            return None
+        previous = [r for r in (self._journal.entries if self._journal else []) if isinstance(r, Final)
+                    and r.target == target]
+        if previous and previous[-1].hash == best.hash and previous[-1].fresh:
             return previous[-1]
         if measure.source != "measured":
-            raise DetnasError("the winner's latency must be re-measured, not predicted; give a measuring backend")
-        latency = measure.latency(best.arch)
-        target = self.constraints.latency_ms
-        record = Final(arch=best.arch, latency=latency, source=measure.source, fingerprint=measure.fingerprint,
-                       latency_target_ms=target, meets_target=None if target is None else latency.median_ms <= target)
+            raise DetnasError("the winner's latency must be timed afresh, not predicted; give a measuring backend")
+        runner = best_record([c for c in pool if c.hash != best.hash], self.constraints)
+        named = "" if target is None else f" of target {target}"
+        logger.info(f"timing the winner{' and the runner-up' if runner else ''}{named} afresh: {rounds} interleaved "
+                 "rounds, uncached")
+        fresh = measure.fresh([best.arch] + ([runner.arch] if runner else []), rounds)
+
+        def meets(latency: Latency) -> bool | None:
+            return None if target_ms is None else latency.median_ms <= target_ms
+
+        def searched(candidate: Candidate) -> Latency:
+            return candidate.latency if target is None else candidate.latencies[target]
+
+        record = Final(arch=best.arch, latency=fresh[0], source=measure.source, fingerprint=measure.fingerprint,
+                       latency_target_ms=target_ms, meets_target=meets(fresh[0]), search_latency=searched(best),
+                       rounds=rounds, target=target,
+                       runner_up=None if runner is None else Retimed(runner.arch, searched(runner), fresh[1],
+                                                                     meets(fresh[1])))
         self._write(record)
         return record
 
 
-def best_record(candidates: Sequence[Candidate], constraints: Constraints) -> Candidate | None:
+def best_record(candidates: Sequence[Candidate], constraints: Constraints, target: str | None = None) -> Candidate | None:
     """The winner under the constraints' objective (e.g. the top-ranked candidate, or for pareto the highest AP on
-    the front within the target)."""
+    the front within the target); with a named `target`, among the candidates that meet it."""
+    if target is not None:
+        candidates = [c for c in candidates if constraints.meets(c, target)]
     return constraints.rule.best(candidates, constraints) if candidates else None

@@ -6,7 +6,7 @@ Real implementations live in `detnas.search.evaluators` (supernet + COCO AP) and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Protocol
 
@@ -40,6 +40,16 @@ class LatencyEstimator(Protocol):
     fingerprint: str
 
     def latency(self, arch: Arch) -> Latency: ...
+
+
+class FreshTimer(Protocol):
+    """Times archs again from scratch (never from the cache the search filled), in `rounds` interleaved rounds:
+    the check of the winner and the runner-up after the search."""
+
+    source: str
+    fingerprint: str
+
+    def fresh(self, archs: Sequence[Arch], rounds: int) -> list[Latency]: ...
 
 
 @lru_cache(maxsize=16)

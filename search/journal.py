@@ -2,7 +2,8 @@
 
 Line 1 is the header (configuration and its hash). Then, per generation, a `generation` line with the planned
 candidates (and the rejected ones with why), then one `candidate` line per evaluated architecture, and finally
-a `final` line with the winner's re-measured latency. Every line is fsync'ed before the search moves on.
+a `final` line with the winner's and the runner-up's fresh (uncached, interleaved) timings. Every line is
+fsync'ed before the search moves on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from detnas.errors import DetnasError
 from detnas.io import read_text_file
 from detnas.search.records import Record, decode_record
 
-JOURNAL_VERSION = 1
+#: 2: several named latency targets (candidates' `latencies`, one final line per target); 1 is still read and resumed
+JOURNAL_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 #: fields that legitimately differ between an interrupted+resumed run and a straight one
 VOLATILE_FIELDS = ("wall_s", "timing")
 
@@ -26,8 +29,14 @@ VOLATILE_FIELDS = ("wall_s", "timing")
 EXTENDABLE_FIELDS = ("generations",)
 
 
+#: fields added after version-1 journals were written, with the value every such journal had: at that value a field
+#: stays out of the hash, so an older journal resumes under the settings it was searched with
+LEGACY_VALUES: dict[str, Any] = {"constraint_feasibility": "median", "constraint_targets": ()}
+
+
 def config_hash(config: dict[str, Any]) -> str:
-    bound = {k: v for k, v in config.items() if k not in EXTENDABLE_FIELDS}
+    bound = {k: v for k, v in config.items()
+             if k not in EXTENDABLE_FIELDS and not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])}
     return hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -44,8 +53,8 @@ def read_journal(path: str | Path) -> list[dict[str, Any]]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             raise DetnasError(f"{path}: line {number} is not JSON; the journal is corrupted") from None
-    if not records or records[0].get("type") != "header" or records[0].get("version") != JOURNAL_VERSION:
-        raise DetnasError(f"{path}: not a detnas search journal (no version-{JOURNAL_VERSION} header on line 1)")
+    if not records or records[0].get("type") != "header" or records[0].get("version") not in READABLE_VERSIONS:
+        raise DetnasError(f"{path}: not a detnas search journal (no version-{JOURNAL_VERSION} or -1 header on line 1)")
     return records
 
 
@@ -83,8 +92,9 @@ class Journal:
         records = read_journal(path)
         expected, found = config_hash(config), records[0].get("config_hash")
         if found != expected:
-            changed = sorted(k for k in set(config) | set(records[0].get("config", {}))
-                             if config.get(k) != records[0].get("config", {}).get(k) and k not in EXTENDABLE_FIELDS)
+            stored = {**LEGACY_VALUES, **records[0].get("config", {})}
+            changed = sorted(k for k in set(config) | set(stored)
+                             if config.get(k) != stored.get(k) and k not in EXTENDABLE_FIELDS)
             raise DetnasError(
                 f"{path}: journal is from another search configuration (hash {found} != {expected}; differs in "
                 f"{', '.join(changed) or 'format'}); use the original flags or another --out"

@@ -24,15 +24,16 @@ if TYPE_CHECKING:
     from detnas.bench.oracle import TrainedDetector
     from detnas.bench.precision import OnnxConverters
 
-_DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|us|µs)?\s*$")
-_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3, None: 1.0}
+_DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|us|µs)\s*$")
+_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
 
 
 def parse_latency_ms(text: str) -> float:
-    """'12ms', '12' (ms), '0.012s', '800us' -> milliseconds."""
+    """'12ms', '0.012s', '800us' -> milliseconds; a bare number is refused (12 of what?)."""
     match = _DURATION.match(text)
     if match is None or float(match["value"]) <= 0:
-        raise DetnasError(f"--latency-target '{text}' must be a positive duration such as 12ms, 0.5s or 800us")
+        raise DetnasError(f"--latency-target '{text}' must be a positive duration with its unit, such as 12ms, "
+                          "0.5s or 800us")
     return float(match["value"]) * _TO_MS[match["unit"]]
 
 
@@ -99,13 +100,14 @@ class OracleLatency:
     def __init__(self, timing: Timing, cache_path: str | Path | None = None,
                  images: Sequence[torch.Tensor] | None = None, trained: TrainedDetector | None = None,
                  converters: OnnxConverters | None = None,
-                 calibration: Sequence[torch.Tensor] | None = None) -> None:
+                 calibration: Sequence[torch.Tensor] | None = None, confidence: float = 0.95) -> None:
         from detnas.bench.cache import LatencyCache
         from detnas.bench.fingerprint import collect_fingerprint
         from detnas.bench.oracle import BackendOptions, TimingProtocol
         from detnas.bench.result import Scope
 
         self.timing = timing
+        self.confidence = confidence  # of each latency's upper bound (`upper_ms`)
         self.cache = _CountingCache(LatencyCache(cache_path))
         self._protocol = TimingProtocol(warmup=timing.warmup, runs=timing.runs, threads=timing.threads,
                                   device=timing.device)
@@ -126,7 +128,19 @@ class OracleLatency:
                               options=self._options, images=self._images, cache=self.cache,
                               detector=self.timing.detector, trained=self._trained, calibration=self._calibration())
         convert = result.details.get("convert_seconds")
-        return Latency.measured(result.stats, None if convert is None else float(convert))
+        return Latency.measured(result.stats, None if convert is None else float(convert),
+                                _upper(result, self.confidence))
+
+    def fresh(self, archs: Sequence[Arch], rounds: int) -> list[Latency]:
+        """The archs timed again from scratch, uncached, in `rounds` interleaved rounds of `timing.runs` runs."""
+        from detnas.bench.oracle import measure_archs_fresh
+
+        results = measure_archs_fresh(archs, size=self.timing.size, rounds=rounds, batch=self.timing.batch,
+                                      backend=self.timing.backend, precision=self.timing.precision, scope=self._scope,
+                                      protocol=self._protocol, options=self._options, images=self._images,
+                                      calibration=self._calibration(), detector=self.timing.detector,
+                                      trained=self._trained)
+        return [Latency.measured(r.stats, upper_ms=_upper(r, self.confidence)) for r in results]
 
     def _calibration(self) -> list[torch.Tensor] | None:
         """INT8 ranges for timing: one fixed batch (the search passes an image of the supernet-training split; else
@@ -137,6 +151,15 @@ class OracleLatency:
         from detnas.bench.inputs import random_batches
 
         return self._calibration_batches or random_batches(self.timing.batch, self.timing.size)
+
+
+def _upper(result: Any, confidence: float) -> float | None:
+    """The upper bound of a result's median from its runs at `confidence`; None for cached results of an older
+    detnas that kept no runs, or too few runs (the search refuses those under --feasibility ucb95 before it starts)."""
+    from detnas.bench.stats import median_bound_rank, median_upper_bound
+
+    samples = result.samples_ms
+    return median_upper_bound(samples, confidence) if median_bound_rank(len(samples), confidence) is not None else None
 
 
 def fastest_probe(space: SearchSpace, cost_size: tuple[int, int]) -> list[Arch]:
@@ -171,21 +194,21 @@ class ProfileLatency:
 
     source = "predicted"
 
-    def __init__(self, path: str | Path, space: SearchSpace, timing: Timing, force: bool = False) -> None:
+    def __init__(self, path: str | Path, space: SearchSpace, timing: Timing, force: bool = False,
+                 confidence: float = 0.95) -> None:
         from detnas.bench.fingerprint import collect_fingerprint
         from detnas.bench.profile import load_profile
 
         local = collect_fingerprint(timing.device, timing.threads)
         self.profile = load_profile(path, space, timing.backend, force, fingerprint=local)
-        timed = (self.profile.get("scope"), self.profile.get("input_shape"))
-        wanted = (timing.scope, [timing.batch, 3, *timing.size] if timing.size else None)
-        if timed != wanted and not force:
-            raise DetnasError(f"{path}: profile times scope '{timed[0]}' at input {timed[1]} but the search times "
-                              f"'{wanted[0]}' at {wanted[1]}; build it with `detnas bench profile --scope {wanted[0]} "
-                              "--size HxW --batch B` to match, pass the search --scope/--latency-size of the profile, "
-                              "or --force-profile")
+        differences = profile_differences(self.profile, timing)
+        if differences and not force:
+            raise DetnasError(f"{path}: the profile was timed otherwise than the search times: {'; '.join(differences)}; "
+                              "build one with `detnas bench profile` and the search's --precision, --detector, --scope, "
+                              "--size HxW and --batch, give the search the profile's, or pass --force-profile")
         self.fingerprint = str(self.profile.get("fingerprint_hash", "unknown"))
         self.caveats = self._caveats(path)
+        self.error_quantile = prediction_error_quantile(self.profile, 100 * confidence)
 
     def _caveats(self, path: str | Path) -> list[str]:
         """What the search log must say about this profile: a noise-limited scope or a predictor no better than a
@@ -202,6 +225,41 @@ class ProfileLatency:
         return []
 
     def latency(self, arch: Arch) -> Latency:
+        """The predicted median and, as its upper bound, the prediction scaled by the profile's held-out error
+        quantile at the bound's confidence (what a measurement may exceed the prediction by)."""
         from detnas.bench.profile import predict_latency
 
-        return Latency.predicted(predict_latency(self.profile, arch))
+        median = predict_latency(self.profile, arch)
+        return Latency.predicted(median, None if self.error_quantile is None else median * self.error_quantile)
+
+
+SEARCH_CLOCK = "wall"  # the oracle's clock (`TimingProtocol`'s default): the search times latency, not CPU time
+
+
+def profile_differences(profile: dict[str, Any], timing: Timing) -> list[str]:
+    """Each way a device profile was timed otherwise than the search times ('precision fp16 (search: fp32)'): its
+    predictions are of another number. A field an older profile did not record counts as a difference."""
+    shape = [timing.batch, 3, *timing.size] if timing.size else None
+    wanted: list[tuple[str, Any, Any]] = [
+        ("precision", profile.get("precision"), timing.precision),
+        ("scope", profile.get("scope"), timing.scope),
+        ("input", profile.get("input_shape"), shape),
+        ("clock", (profile.get("protocol") or {}).get("clock"), SEARCH_CLOCK),
+    ]
+    if timing.scope != "backbone":
+        wanted.append(("detector", profile.get("detector"), timing.detector))
+    return [f"{name} {'unrecorded' if theirs is None else theirs} (search: {ours})"
+            for name, theirs, ours in wanted if theirs != ours]
+
+
+MIN_HELD_OUT = 10  # held-out archs below which a 95 % quantile of the prediction error is not estimated
+
+
+def prediction_error_quantile(profile: dict[str, Any], q: float = 95.0) -> float | None:
+    """The q-th percentile of measured / predicted over a profile's held-out archs, or None with fewer than
+    `MIN_HELD_OUT` of them (a profile built before the held-out split was recorded)."""
+    from detnas.bench.stats import percentile
+
+    ratios = [a["measured_ms"] / a["predicted_ms"] for a in profile.get("archs", [])
+              if a.get("split") != "train" and a.get("predicted_ms")]
+    return percentile(ratios, q) if len(ratios) >= MIN_HELD_OUT else None

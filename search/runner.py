@@ -19,11 +19,12 @@ from detnas.errors import DetnasError
 from detnas.evaluation import fitness_metric
 from detnas.io import remove_stale_temps
 from detnas.search.evaluators import DetectionAP
-from detnas.search.evolution import EvolutionSettings, Search
+from detnas.search.evolution import FRESH_ROUNDS, EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
-from detnas.search.objectives import Constraints
+from detnas.search.objectives import Constraints, bound_confidence
 from detnas.search.report import SearchRun, write_report
+from detnas.search.targets import Target
 
 if TYPE_CHECKING:
     from detnas.bench.precision import OnnxConverters
@@ -59,6 +60,8 @@ class SearchRequest:
     proposals: int | None = None
     resume: bool = False
     top_k: int = 10
+    fresh_rounds: int = FRESH_ROUNDS
+    targets: list[Target] = field(default_factory=list)  # several named targets (`constraints.targets` mirrors them)
     onnx_converters: OnnxConverters | None = None  # FP16 timing on ONNX Runtime's CPU provider needs export's
 
 
@@ -79,7 +82,8 @@ def _datasets(request: SearchRequest, supernet: SupernetDetector) -> tuple[Any, 
 
 
 def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing, cache: Path | None = None,
-                     converters: OnnxConverters | None = None, bn: Any = None) -> tuple[Timing, OracleLatency]:
+                     converters: OnnxConverters | None = None, bn: Any = None,
+                     confidence: float = 0.95) -> tuple[Timing, OracleLatency]:
     """The search's measuring oracle and its timing with the supernet's detector kind and deployment size filled in.
 
     Beyond the backbone scope it times each candidate's own detector materialised from the supernet (BN statistics
@@ -92,26 +96,48 @@ def measured_latency(supernet: SupernetDetector, val: Any, timing: Timing, cache
     calibration = (resized_batches([bn.load_image(0)] * timing.batch, timing.batch, timing.size, supernet.pixels)
                    if timing.precision == "int8" and bn is not None and len(bn) else None)
     if timing.scope == "backbone":
-        return timing, OracleLatency(timing, cache, converters=converters, calibration=calibration)
+        return timing, OracleLatency(timing, cache, converters=converters, calibration=calibration,
+                                     confidence=confidence)
     from detnas.bench.oracle import TrainedDetector
 
     count = min(len(val), max(timing.batch, LATENCY_IMAGES))
     images = resized_batches([val.load_image(i) for i in range(count)], timing.batch, timing.size, supernet.pixels)
     return timing, OracleLatency(timing, cache, images, TrainedDetector(supernet.materialize,
                                                                         f"supernet-det:{supernet.digest}"), converters,
-                                 calibration)
+                                 calibration, confidence)
 
 
 def _context(request: SearchRequest, digest: str, val: Any, bn: Any, latency: LatencyEstimator, timing: Timing,
-             sizes: tuple[int, int]) -> dict[str, Any]:
+             sizes: tuple[int, int], sources: dict[str, LatencyEstimator]) -> dict[str, Any]:
     """What besides the search knobs decides the journal's numbers; a resume must match it exactly."""
     source = ({"latency_profile": str(request.latency_profile), "profile_fingerprint": latency.fingerprint}
               if request.latency_profile else {"latency_fingerprint": latency.fingerprint})
+    if request.targets:
+        source = {"latency_profiles": {t.name: str(t.profile) for t in request.targets if t.profile},
+                  "latency_fingerprints": {name: e.fingerprint for name, e in sources.items()}}
     return {"supernet": digest, "data": str(request.data), "val_images": len(val) if request.val_images is None
             else min(request.val_images, len(val)), "bn_data": str(request.bn_data), "bn_images": request.bn_images,
             "bn_batch": request.bn_batch, "min_size": sizes[0], "max_size": sizes[1], "proposals": request.proposals,
             "timing": timing.to_dict(), "flops_size": request.flops_size,
             **source}
+
+
+def check_feasibility_rule(constraints: Constraints, latency: LatencyEstimator, timing: Timing,
+                           confidence: float) -> None:
+    """Refuse a hard target under --feasibility ucb95 when the latency source cannot bound its medians: too few
+    timed runs for the confidence the search's budget asks, or a profile without held-out archs."""
+    if not (constraints.latency_is_hard or constraints.targets) or constraints.feasibility != "ucb95":
+        return
+    from detnas.bench.stats import min_runs_for_bound
+
+    if isinstance(latency, ProfileLatency):
+        if latency.error_quantile is None:
+            raise DetnasError("--latency-profile: the profile records too few held-out archs to bound its predictions "
+                              "(--feasibility ucb95); rebuild it with `detnas bench profile` or pass --feasibility median")
+    elif timing.runs < (needed := min_runs_for_bound(confidence)):
+        raise DetnasError(f"--latency-runs {timing.runs} cannot bound a median at {100 * confidence:.6g} % (--feasibility "
+                          f"ucb95 over --population x --generations candidates needs at least {needed} runs); raise "
+                          "--latency-runs or pass --feasibility median")
 
 
 @dataclass
@@ -127,8 +153,8 @@ class SearchOutcome:
 
 
 def run_search(request: SearchRequest) -> SearchOutcome:
-    """Run or resume a search to the end, re-measure the winner and write the report; progress goes to the
-    `detnas.search.runner` and `detnas.search.evolution` loggers (the CLI prints them)."""
+    """Run or resume a search to the end, time the winner and the runner-up afresh and write the report; progress
+    goes to the `detnas.search.runner` and `detnas.search.evolution` loggers (the CLI prints them)."""
     device = str(init_distributed(request.timing.device).device)  # this rank's device under torchrun
     try:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
@@ -138,28 +164,37 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         val, bn = _datasets(request, supernet)
         constraints, note = request.constraints.resolve(supernet.space.name, request.flops_size, fitness_metric(val))
         logger.info(note)
+        confidence = bound_confidence(request.settings.population * request.settings.generations)
         timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache,
-                                            request.onnx_converters, bn)
-        latency: LatencyEstimator = (ProfileLatency(request.latency_profile, supernet.space, timing,
-                                                    request.force_profile)
-                                     if request.latency_profile else measured)
-        for caveat in latency.caveats if isinstance(latency, ProfileLatency) else ():
-            logger.warning(caveat)
-        if constraints.latency_ms is not None:
-            _, fastest_ms = check_target_reachable(supernet.space, constraints.latency_ms, latency,
-                                                   (request.flops_size, request.flops_size))
-            logger.info(f"fastest probe of the space: {fastest_ms:.3f}ms ({latency.source}), "
-                f"target {constraints.latency_ms:g}ms")
+                                            request.onnx_converters, bn, confidence)
+        def source(profile: Path | None) -> LatencyEstimator:
+            return (ProfileLatency(profile, supernet.space, timing, request.force_profile, confidence) if profile
+                    else measured)
+
+        sources = {t.name: source(t.profile) for t in request.targets}
+        latency = sources[request.targets[0].name] if request.targets else source(request.latency_profile)
+        budgets = [(t.name, t.latency_ms, sources[t.name]) for t in request.targets] or (
+            [("", constraints.latency_ms, latency)] if constraints.latency_ms is not None else [])
+        for name, target_ms, estimator in budgets or [("", None, latency)]:
+            for caveat in estimator.caveats if isinstance(estimator, ProfileLatency) else ():
+                logger.warning(caveat)
+            check_feasibility_rule(constraints, estimator, timing, confidence)
+            if target_ms is not None:
+                _, fastest_ms = check_target_reachable(supernet.space, target_ms, estimator,
+                                                       (request.flops_size, request.flops_size))
+                logger.info(f"fastest probe of the space: {fastest_ms:.3f}ms ({estimator.source}), "
+                            f"target {name + ' ' if name else ''}{target_ms:g}ms")
         accuracy = DetectionAP(supernet, bn, val, request.bn_images, request.bn_batch, request.val_images, device)
         context = _context(request, supernet.digest, val, bn, latency, timing,
-                           (supernet.min_size, supernet.max_size))
+                           (supernet.min_size, supernet.max_size), sources)
         remove_stale_temps(request.out)  # report files a kill -9 left half-written
         search = Search(supernet.space, request.settings, constraints, accuracy, latency,
-                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context)
+                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, sources)
         start = time.perf_counter()
         candidates = search.run(resume=request.resume)
         search_s = time.perf_counter() - start
-        search.finalize(candidates, measured)
+        elsewhere = [name for name, estimator in sources.items() if estimator.fingerprint != measured.fingerprint]
+        search.finalize(candidates, measured, request.fresh_rounds, elsewhere)
         if measured.cache.lookups:
             logger.info(f"latency cache: {measured.cache.hits}/{measured.cache.lookups} hits")
         run = write_report(request.out / JOURNAL_NAME, request.out, request.top_k) if search.team.is_leader else None

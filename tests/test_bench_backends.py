@@ -269,3 +269,83 @@ def test_arch_beyond_backbone_is_timed_as_its_trained_detector(tmp_path: Path) -
         from detnas.bench.models import scoped_detector
 
         scoped_detector(build(arch), Scope.BACKBONE)
+
+
+def test_timings_record_whether_host_device_copies_are_inside() -> None:
+    """ORT on a GPU provider binds its inputs on the device by default (copies untimed, as TensorRT and torch time);
+    --no-io-binding times the copies; the CPU has none; the cache key tells them apart."""
+    from detnas.bench.backends import latency_backend
+
+    ort = latency_backend("ort")
+    assert BackendOptions().binds_io("cuda:1") and not BackendOptions(io_binding=False).binds_io("cuda")
+    assert not BackendOptions(io_binding=True).binds_io("cpu")
+    assert [ort.variant(BackendOptions(io_binding=b), "cuda") for b in (None, True, False)] == \
+        ["ort:cuda:iobinding", "ort:cuda:iobinding", "ort:cuda"]
+    assert ort.variant(BackendOptions(), "cpu") == "ort:cpu"
+
+
+def test_ort_io_binding_runs_and_is_recorded(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound runner (here on the CPU device, the same ORT calls as on CUDA) yields the plain run's outputs; the
+    transfers field follows provider and binding and travels into the result JSON and CSV row."""
+    import numpy as np
+
+    from detnas.bench.backends.ort_backend import _bound_runner, prepare_ort
+    from detnas.bench.result import LatencyResult
+
+    batches = [np.random.rand(1, 3, 32, 32).astype(np.float32) for _ in range(2)]
+    session = open_session(tiny_onnx, "cpu", 1)
+    name = session.get_inputs()[0].name
+    call, binding = _bound_runner(session, batches, name, "cpu", 0)
+    for i in (1, 0):
+        call(i)
+        np.testing.assert_allclose(binding.copy_outputs_to_cpu()[0], session.run(None, {name: batches[i]})[0], rtol=1e-6)
+    prepared = prepare_ort(tiny_onnx, batches, provider="cpu", threads=1, precision="fp32", io_binding=True)
+    prepared.call(0)
+    assert prepared.transfers == "none" and prepared.details["io_binding"] is True
+    result = measure_onnx(tiny_onnx, [torch.rand(1, 3, 32, 32)], protocol=QUICK)
+    assert result.transfers == "none" and result.to_dict()["transfers"] == "none" and result.csv_row()["transfers"] == "none"
+    old = {k: v for k, v in result.to_dict().items() if k != "transfers"}
+    assert LatencyResult.from_dict(old).transfers == "unknown", "results written before the field are not guessed"
+    monkeypatch.setattr("detnas.bench.backends.ort_backend.open_session", lambda *a, **k: session)
+    assert prepare_ort(tiny_onnx, batches, provider="cuda", threads=1, precision="fp32").transfers == "timed"
+
+
+def test_bench_compare_flags_mixed_copy_protocols(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
+    from dataclasses import replace
+
+    from detnas.cli.main import main
+
+    result = measure_onnx(tiny_onnx, [torch.rand(1, 3, 32, 32)], protocol=QUICK)
+    replace(result, transfers="timed").save_json(tmp_path / "a.json")
+    replace(result, transfers="untimed").save_json(tmp_path / "b.json")
+    assert main(["bench", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json",
+                 str(tmp_path / "c.json")]) == 0
+    assert "host<->device copies differ: timed vs untimed" in capsys.readouterr().err
+    import json
+
+    assert json.loads((tmp_path / "c.json").read_text())["differences"][0].startswith("host<->device copies differ")
+    from detnas.workflows.artifact_table import ArtifactRow, ArtifactTable
+
+    rows = [ArtifactRow(name, "p", runtime, "fp32", 1.0, 0.3, 0.5, 2.0, 2.2, 0.01, 500.0, False, copies)
+            for name, runtime, copies in (("a", "ort", "timed"), ("b", "trt", "untimed"))]
+    table = ArtifactTable("fpn", "h", "d", 4, (1, 3, 32, 32), "network+nms", {"runs": 3, "warmup": 1, "threads": 1,
+                          "device": "cuda"}, result.fingerprint, tuple(rows))
+    assert "NOT LIKE FOR LIKE: host<->device copies are timed / untimed" in table.caption()
+    assert [cells[-1] for cells in table.cells()] == ["timed", "untimed"]
+    assert "NOT LIKE FOR LIKE" not in ArtifactTable(*[getattr(table, f) for f in (
+        "detector", "arch_hash", "data", "images", "input_shape", "scope", "protocol", "fingerprint")], rows=tuple(rows[:1])).caption()
+
+
+def test_torch_fp16_with_post_processing_is_refused_with_the_reason() -> None:
+    """module.half() would run NMS and RoiAlign in FP16, which the shipped FP16 file never does."""
+    from detnas.arch import sample_arch
+    from detnas.space import get_space
+
+    arch = sample_arch(get_space("detnas-300m"), 0)
+    with pytest.raises(DetnasError, match="would time module.half\\(\\), with box decoding, NMS and RoiAlign in FP16"):
+        measure_module(_tiny(), random_batches(1, (32, 32)), backend="torch", precision="fp16", scope=Scope.NETWORK_NMS,
+                       protocol=QUICK)
+    from detnas.bench.oracle import measure_arch
+
+    with pytest.raises(DetnasError, match="time --backend ort or trt, or --scope network"):
+        measure_arch(arch, size=(64, 64), backend="torch", precision="fp16", scope=Scope.END_TO_END, protocol=QUICK)

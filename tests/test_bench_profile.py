@@ -73,7 +73,16 @@ def test_profile_contents_and_predictions(profile_file: Path, tiny_space_file: P
     assert len(table) == space.num_blocks and all(set(t) == {"0", "3"} for t in table)
     assert all(ms > 0 for t in table for ms in t.values()) and profile["fixed_ms"]["stem"] > 0
     assert [a["split"] for a in profile["archs"]].count("test") == 4 == profile["report"]["n"]
-    assert len({a["hash"] for a in profile["archs"]}) == 10  # held-out archs are never training archs
+    fitted = [a for a in profile["archs"] if a["split"] in ("train", "test")]
+    assert len({a["hash"] for a in fitted}) == 10  # held-out archs are never training archs
+    # uniform random archs (all 10 the tiny space has beside the 6 training archs) are judged apart
+    drawn = [a for a in profile["archs"] if a["split"] == "random"]
+    assert len(drawn) == 10 and not {a["hash"] for a in drawn} & {a["hash"] for a in fitted if a["split"] == "train"}
+    assert profile["random_report"]["n"] == 10
+    near = profile["near"]
+    assert near["band"] == 0.15 and near["target_ms"] == pytest.approx(float(np.median([a["measured_ms"] for a in drawn])))
+    assert near["n"] == sum(abs(a["measured_ms"] / near["target_ms"] - 1) <= 0.15 for a in drawn)
+    assert (profile["near_report"] is None) == (near["n"] < 5)
     for entry in profile["archs"]:
         arch = Arch.from_dict({"space": space.name, "choices": entry["choices"]})
         assert predict_latency(profile, arch) == pytest.approx(entry["predicted_ms"])
@@ -93,7 +102,8 @@ def test_profile_contents_and_predictions(profile_file: Path, tiny_space_file: P
 
 def test_cli_profile_prints_the_report_beside_the_constant(profile_run: tuple[Path, str]) -> None:
     printed = profile_run[1]
-    for words in ("best constant", "ceiling", "R²", "held-out latency spread: max/min"):
+    for words in ("best constant", "a perfect", "R²", "held-out latency spread: max/min",
+                  "predictor on 10 random archs"):
         assert words in printed, printed
     assert ("NOT ACCURATE" in printed) != ("accurate: MAPE" in printed)
     report = json.loads(profile_run[0].with_name("report.json").read_text())
@@ -211,19 +221,21 @@ def test_profile_at_network_scope_reports_the_detector_as_fixed_part(tmp_path: P
                                       "stage_depths": [1, 2, 1, 1], "head_width": 32, "choices": [0, 3]}))
     with redirect_stdout(io.StringIO()) as printed:
         code = main(["bench", "profile", "--space", str(space_file), "--backend", "torch", "--size", "64", "--runs",
-                     "2", "--rounds", "1", "--warmup", "1", "--n-train", "8", "--n-test", "2", "--scope", "network",
+                     "2", "--rounds", "1", "--warmup", "1", "--n-train", "8", "--n-test", "2", "--n-random", "3",
+                     "--scope", "network",
                      "--detector", "retinanet", "--out", str(out)])
     assert code == 0
     profile = json.loads(out.read_text())
     assert "network minus its backbone" in printed.getvalue() and "backbone timed beside it" in printed.getvalue()
     assert profile["scope"] == "network" and profile["detector"] == "retinanet"
-    assert profile["fixed_ms"]["detector"] > 0 and len(profile["archs"]) == 10
+    fitted = [a for a in profile["archs"] if a["split"] != "random"]
+    assert profile["fixed_ms"]["detector"] > 0 and len(fitted) == 10
     # every arch's backbone was timed beside it: the backbone scope is judged on the same held-out archs, and the
     # detector part is network minus backbone over all archs
     shared = SharedPart.from_dict(profile["shared_part"])
     assert shared.n == 10 and shared.median_ms == profile["fixed_ms"]["detector"]
-    network = [a["measured_ms"] for a in profile["archs"]]
-    backbone = [a["backbone_ms"] for a in profile["archs"]]
+    network = [a["measured_ms"] for a in fitted]
+    backbone = [a["backbone_ms"] for a in fitted]
     assert all(n > b > 0 for n, b in zip(network, backbone))
     assert shared.median_ms == pytest.approx(float(np.median(np.subtract(network, backbone))))
     assert HeldOutReport.from_dict(profile["backbone_report"]).n == 2
@@ -282,3 +294,93 @@ def test_suites_refuse_bad_input_in_one_line(tmp_path, suite, args, message) -> 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message.format(full=full)), done.stderr
     assert (full / "kept.txt").read_text() == "an earlier run's file"
+
+
+def test_precision_suite_takes_ap_on_held_out_images_and_judges_the_interval(tmp_path: Path, monkeypatch) -> None:
+    """The AP set's evaluated images are held out of training (AP on trained images measured memorisation), the
+    INT8 ranges come from trained images, and 'goal met' needs the whole bootstrap interval within the goal."""
+    from conftest import shared_dataset
+
+    from detnas.bench.suite import precision_speed
+
+    shared_dataset("coco128"), shared_dataset("coco_mini")
+    monkeypatch.setattr(precision_speed, "SHARED", shared_dataset("coco128").parent)
+    data = precision_speed.pooled_coco(0.05, 8, tmp_path)
+    trained = {im["file_name"] for im in json.loads(data.train_ann.read_text())["images"]}
+    evaluated = json.loads(data.evaluated_ann.read_text())
+    held_out = {im["file_name"] for im in evaluated["images"]}
+    assert len(held_out) >= 20 and len(trained) >= 3 * len(held_out) - 3 and not trained & held_out
+    assert {f.name for f in data.calibration} <= trained and len(data.calibration) == 8
+    train_annotations = json.loads(data.train_ann.read_text())["annotations"]
+    assert {a["image_id"] for a in train_annotations}.isdisjoint({im["id"] for im in evaluated["images"]})
+    verdict = precision_speed.goal_verdict
+    assert verdict(-0.01, 0.008) == "met" and verdict(0.02, 0.05) == "NOT met"
+    assert verdict(-0.010, 0.019).startswith("not resolved"), "a point drop of 0.004 inside a wide interval is not 'met'"
+
+
+def _noisy_set(n: int, spread: float, noise: float, seed: int) -> tuple[list[float], list[float], tuple[list[float], list[float]]]:
+    """Truth with relative std `spread` around 10 ms; each half median carries noise sqrt(2) x `noise`, so their mean
+    (the measurement) carries `noise`."""
+    rng = np.random.default_rng(seed)
+    truth = 10 * (1 + spread * rng.standard_normal(n))
+    first = truth * (1 + noise * np.sqrt(2) * rng.standard_normal(n))
+    second = truth * (1 + noise * np.sqrt(2) * rng.standard_normal(n))
+    return list(truth), list((first + second) / 2), (list(first), list(second))
+
+
+def test_a_perfect_predictor_reaches_the_reference_tau_and_the_split_halves_do_not() -> None:
+    """Known answer: with spread 2 % and noise 1 % the measurements keep R² = 1 - 1/5 = 0.8 of the truth's spread
+    variance (spread² + noise² = 5 units), so a perfect predictor's tau is 2/pi asin(sqrt(0.8)) = 0.705; the
+    halves (noise 1.41 % each) agree only at tau 2/pi asin(4/6) = 0.465, so '0.9 x the halves' asked for 59 % of a
+    perfect predictor's tau. The judge's reference matches the perfect predictor's measured tau."""
+    from detnas.bench.stats import perfect_tau
+
+    assert perfect_tau(0.8) == pytest.approx(0.7048, abs=1e-4) and perfect_tau(1.0) == 1.0 and perfect_tau(-0.3) == 0.0
+    truth, measured, halves = _noisy_set(600, 0.02, 0.01, seed=0)
+    report = judge_predictor(truth, measured, halves)
+    assert report.reference_tau == pytest.approx(0.705, abs=0.03)
+    assert report.predictor.kendall_tau == pytest.approx(report.reference_tau, abs=0.03)
+    assert report.ceiling_tau == pytest.approx(2 / np.pi * np.arcsin(4 / 6), abs=0.03)
+    assert report.predictor.r2 == pytest.approx(0.8, abs=0.05)
+    assert "Kendall tau" not in " ".join(report.shortfalls())
+    # a predictor that ranks as well as the split halves do is not accurate any more
+    _, worse, _ = _noisy_set(600, 0.02, 0.022, seed=1)
+    mediocre = judge_predictor(worse, measured, halves)
+    assert mediocre.predictor.kendall_tau < 0.9 * mediocre.reference_tau
+    assert any("below 0.9 x a perfect predictor's" in m for m in mediocre.shortfalls())
+
+
+def test_accuracy_metrics_on_a_known_set() -> None:
+    """Predictions off by 0 %, 4 %, 8 % and 20 % of four measurements: shares within 5 / 10 %, MAPE, R² by hand, and
+    the best constant (the 1/m-weighted median) with its MAPE."""
+    from detnas.bench.stats import prediction_accuracy
+
+    measured = [10.0, 20.0, 30.0, 40.0]
+    predicted = [10.0, 20.8, 32.4, 48.0]
+    acc = prediction_accuracy(predicted, measured)
+    assert (acc.within_5, acc.within_10) == (0.5, 0.75) and acc.mape == pytest.approx(8.0)
+    assert acc.r2 == pytest.approx(1 - (0 + 0.64 + 5.76 + 64) / 500) and acc.kendall_tau == 1.0
+    assert best_constant(measured) == 20.0  # weights 1/10, 1/20, ...: half the weight is reached at 20
+    assert prediction_accuracy([20.0] * 4, measured).mape == pytest.approx(100 * (1 + 0 + 1 / 3 + 1 / 2) / 4)
+
+
+def test_random_and_near_target_sets_are_judged_apart() -> None:
+    """judge_sets on synthetic random archs: all of them, and those within +-15 % of the target."""
+    from detnas.bench.profile import judge_sets
+    from detnas.space import get_space
+
+    space = get_space("detnas-300m")
+    table = _synthetic_table(space.num_blocks, seed=2)
+    stage_of = [s for s, depth in enumerate(space.stage_depths) for _ in range(depth)]
+    predictor = LatencyPredictor(tuple(table), tuple(stage_of), 0.0, (1.0,) * 4 + (0.0,) * 3 + (0.0,))
+    rng = random.Random(0)
+    archs = [Arch(space, tuple(rng.choice(space.choices) for _ in range(space.num_blocks))) for _ in range(40)]
+    truth = [predictor.predict(a.choices) for a in archs]
+    samples = [[t * (1 + 0.001 * ((i * 7 + j) % 5 - 2)) for j in range(8)] for i, t in enumerate(truth)]
+    target = float(np.median(truth)) * 1.05
+    judged = judge_sets(predictor, archs, samples, rounds=2, near_ms=target)
+    near = [t for t in truth if abs(t / target - 1) <= 0.15]
+    assert judged.random.n == 40 and judged.near.n == len(near) and 5 <= len(near) < 40
+    assert judged.random.predictor.within_5 == 1.0 and judged.random.predictor.r2 > 0.99
+    assert judged.to_dict()["near"] == {"target_ms": target, "band": 0.15, "n": len(near)}
+    assert judge_sets(predictor, archs[:3], samples[:3], rounds=2).random is None  # too few to judge

@@ -93,8 +93,14 @@ def test_bench_table_on_a_tiny_detector(exported: dict[str, Path], tmp_path: Pat
     from detnas.export.runtime import read_onnx_meta
 
     assert read_onnx_meta(exported["onnx"]).thresholds["rpn_proposals"] == 20  # the eager row is rebuilt with it
+    train = shared_dataset("coco_mini") / "train2017"
+    assert main(["bench", "table", "--model", str(exported["onnx"]), "--convert", "int8", "--calib-images",
+                 str(exported["images"]), "--calib-count", "4", "--ann", str(exported["ann"]), "--images",
+                 str(exported["images"])]) == 2
+    assert "are images of --ann" in capsys.readouterr().err, "calibrating on the scored images is refused"
+    assert not exported["onnx"].with_name("model.int8.onnx").exists()
     assert main(["bench", "table", "--model", str(exported["onnx"]), "--weights", str(exported["ckpt"]),
-                 "--convert", "int8", "--calib-images", str(exported["images"]),
+                 "--convert", "int8", "--calib-images", str(train),
                  "--calib-count", "4", "--ann", str(exported["ann"]), "--images", str(exported["images"]),
                  "--max-images", "4", "--runs", "3", "--warmup", "1", "--json", str(doc), "--markdown", str(md)]) == 0
     printed = capsys.readouterr().out
@@ -113,6 +119,7 @@ def test_bench_table_on_a_tiny_detector(exported: dict[str, Path], tmp_path: Pat
     markdown = md.read_text()
     assert markdown.count("\n| ") == 3 and table["fingerprint_hash"] in markdown and "ONNX INT8 (produced)" in markdown
     assert "int8" in printed and table["fingerprint_hash"] in printed
+    assert read_onnx_meta(int8).precision.calib_method == "average", "converted as detnas export converts"
     # a second table reuses the INT8 file instead of converting again
     assert produce(exported["onnx"], "int8", None, None, 4) == (int8, False)
     assert main(["bench", "table", "--model", str(int8), "--ann", str(exported["ann"]), "--images",

@@ -151,9 +151,13 @@ def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     zero_points = [values[n.input[2]] for n in qdq if len(n.input) > 2]
     assert len(zero_points) == len(qdq) > 0 and all(not z.any() for z in zero_points)
-    weights = [n for n in qdq if n.op_type == "DequantizeLinear" and values.get(n.input[0]) is not None
-               and values[n.input[0]].dtype == np.int8]
+    dequantized_types = {onnx.TensorProto.DataType.Name(_input_type(model, n.input[0])) for n in qdq
+                         if n.op_type == "DequantizeLinear"}
+    assert dequantized_types == {"INT8"}, f"every DequantizeLinear reads INT8 (no INT32 bias): {dequantized_types}"
+    weights = [n for n in qdq if n.op_type == "DequantizeLinear" and values.get(n.input[0]) is not None]
     assert weights and all(values[n.input[1]].size > 1 for n in weights), "every weight has per-channel scales"
+    biases = [n.input[2] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert biases and all(values[b].dtype == np.float32 for b in biases), "Conv biases stay float"
     dequantized = {n.output[0] for n in weights}
     quantized = {n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm") and dequantized & set(n.input)}
     fp32_graph = onnx.load(str(trained["fp32"])).graph
@@ -164,6 +168,41 @@ def test_int8_file_is_qdq_as_tensorrt_takes_it(trained, int8_export):
                    {"NonMaxSuppression": n.input, "Exp": n.input, "RoiAlign": n.input[1:]}.get(n.op_type, [])]
     assert coordinates and all(producers.get(i) != "DequantizeLinear" for _, i in coordinates), \
         "boxes, scores, box deltas and RoI coordinates never come out of an INT8 tensor"
+
+
+def _input_type(model: onnx.ModelProto, name: str) -> int:
+    """The element type of `name`: an initializer's, else the zero point's of the QuantizeLinear that writes it."""
+    inits = {i.name: i for i in model.graph.initializer}
+    if name in inits:
+        return inits[name].data_type
+    writer = next(n for n in model.graph.node if name in n.output and n.op_type == "QuantizeLinear")
+    return inits[writer.input[2]].data_type
+
+
+def test_int8_biases_stay_float_so_every_parser_dequantizes_the_file(tmp_path):
+    """A Conv with a bias, quantized as detnas quantizes: every DequantizeLinear reads INT8 (ORT's QuantizeBias would
+    add an INT32 one per bias, which no TensorRT parser takes) and the lint passes for 8.6, 10.3 and 11."""
+    from detnas.bench.models import module_to_onnx
+    from detnas.export.trt_lint import lint
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    fp32 = module_to_onnx(module, torch.rand(1, 3, 16, 16), tmp_path / "fp32.onnx")
+    model = onnx.load(str(quantize_int8(fp32, tmp_path / "int8.onnx", [np.random.rand(1, 3, 16, 16).astype(np.float32)])))
+    dequantized = [onnx.TensorProto.DataType.Name(_input_type(model, n.input[0])) for n in model.graph.node
+                   if n.op_type == "DequantizeLinear"]
+    assert len(dequantized) >= 4 and set(dequantized) == {"INT8"}, dequantized
+    reports = lint(model, ("8.6", "10.3", "11"))
+    assert all(r.passed for r in reports), [f.line() for r in reports for f in r.findings]
+
+
+def test_int8_file_passes_the_tensorrt_parser_check(int8_export, capsys):
+    """`detnas export check` with the Q/DQ type rule passes the INT8 file for TensorRT 8.6, 10.3 and 11."""
+    capsys.readouterr()
+    code = main(["export", "check", str(int8_export[0]), "--trt", "8.6", "--trt", "10.3", "--trt", "11"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert [line.split(":")[0] for line in printed.splitlines()] == ["TensorRT 8.6", "TensorRT 10.3", "TensorRT 11"]
+    assert all("passed:" in line for line in printed.splitlines()), printed
 
 
 def _activation_scales(path: Path) -> dict[str, float]:
@@ -285,12 +324,49 @@ def test_parity_matches_by_iou_label_and_score():
     assert precision_parity([twice], [(ref[0][:1], ref[1][:1], ref[2][:1])], "fp16").matched == 1
 
 
+def test_parity_share_counts_spurious_detections_of_the_reduced_file():
+    """Two-sided: a file that keeps both FP32 detections but adds three of its own matches 2 of 2 FP32 detections
+    and 2 of its 5, so its share is 0.4 and it fails INT8's 0.5; with only one extra it passes (2 of 3)."""
+    ref = (np.array([[0, 0, 40, 40], [100, 100, 140, 140]], np.float32), np.array([0.9, 0.8], np.float32),
+           np.array([1, 2]))
+    extra = (np.array([[200, 200, 240, 240]] * 3, np.float32) + np.arange(3, dtype=np.float32)[:, None] * 50,
+             np.array([0.7, 0.6, 0.5], np.float32), np.array([1, 1, 2]))
+    noisy = tuple(np.concatenate([a, b]) for a, b in zip(ref, extra))
+    parity = precision_parity([ref], [noisy], "int8")
+    assert (parity.matched, parity.detections, parity.candidates, parity.share) == (2, 2, 5, 0.4)
+    assert not parity.passed and "2 matched of 2 FP32 and 5 int8 detections" in parity.summary()
+    one_extra = tuple(np.concatenate([a, b[:1]]) for a, b in zip(ref, extra))
+    assert precision_parity([ref], [one_extra], "int8").passed
+    assert precision_parity([ref], [tuple(a[:0] for a in ref)], "int8").share == 0.0
+
+
+def test_engine_parity_bounds_follow_what_the_engine_computes_in():
+    """FP32 without TF32: float32 rounding at the input size (`rounding_tol` of the long side: 0.098 px at 800 px,
+    0.016 px at 128 px), so a 0.05 px shift passes at 800 px and fails at 128 px (the old fixed 1e-3 px bound
+    failed both); TF32, FP16 and INT8 engines are judged by the matched share with their precision's bounds."""
+    from detnas.export.parity import ParityReport, rounding_tol
+    from detnas.export.precision.parity import PrecisionParity
+    from detnas.export.trt import engine_parity
+
+    ref = [(np.array([[10, 10, 90, 90], [300, 300, 700, 700]], np.float32), np.array([0.9, 0.6], np.float32),
+            np.array([1, 2]))]
+    shifted = [(ref[0][0] + 0.05, ref[0][1] + 5e-5, ref[0][2])]
+    wide = engine_parity(ref, shifted, "fp32", False, (800, 800))
+    assert isinstance(wide, ParityReport) and wide.passed and wide.box_tol == rounding_tol(800), wide.summary()
+    assert not engine_parity(ref, shifted, "fp32", False, (128, 128)).passed
+    moved = [(ref[0][0] + np.array([4, 0, 4, 0], np.float32), ref[0][1] - 0.005, ref[0][2])]  # IoU > 0.9
+    assert not engine_parity(ref, moved, "fp32", False, (800, 800)).passed
+    for precision, tf32, key in (("fp32", True, "tf32"), ("fp16", False, "fp16"), ("int8", False, "int8")):
+        judged = engine_parity(ref, moved, precision, tf32, (800, 800))
+        assert isinstance(judged, PrecisionParity) and judged.precision == key and judged.passed, judged.summary()
+
+
 @pytest.mark.slow
-def test_tensorrt_engine_passes_the_same_gate(trained, tmp_path, monkeypatch):
-    """`export_trt` judges its engine with `ap_gate` against the ONNX file it was built from. No TensorRT here: a fake
-    build copies an ONNX file under the engine's name (the FP32 file itself, or an INT8 file calibrated on blank
-    images) and the engine runs on ONNX Runtime, so the gate, its refusals and the no-engine-left rule are the real
-    ones."""
+def test_tensorrt_engine_is_judged_against_the_fp32_file(trained, int8_export, tmp_path, monkeypatch):
+    """`export_trt` judges every engine against the FP32 ONNX file: parity (enforced for every precision) and the
+    AP gate, the drop counted from FP32 to the engine. No TensorRT here: a fake build copies an ONNX file under the
+    engine's name (the file itself, or an INT8 file calibrated on blank images) and the engine runs on ONNX Runtime,
+    so the checks, their refusals and the no-engine-left rule are the real ones."""
     import detnas.bench.backends.trt_backend as trt_backend
     import detnas.export.runtime as runtime
     from detnas.export.trt import export_trt
@@ -298,34 +374,88 @@ def test_tensorrt_engine_passes_the_same_gate(trained, tmp_path, monkeypatch):
     meta = read_onnx_meta(trained["fp32"])
     blank = quantize_int8(trained["fp32"], tmp_path / "blank.int8.onnx",
                           calibration_batches([torch.full((3, SIZE, SIZE), 120, dtype=torch.uint8)] * 4, meta), "minmax")
-    built_from = {"file": trained["fp32"]}
+    built = {"file": trained["fp32"], "tf32": []}
+
+    class FakeTensorRT:
+        __version__ = "10.3.0"
+
+    def build(onnx_path, engine, input_shape, tf32):
+        built["tf32"].append(tf32)
+        shutil.copy(built["file"], engine)
+
+    monkeypatch.setattr(trt_backend, "require_tensorrt", lambda: FakeTensorRT)
+    monkeypatch.setattr(trt_backend, "build_engine", build)
+    monkeypatch.setattr(runtime, "engine_runner", lambda path, device="cuda": runtime.onnx_runner(path, "cpu"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (9, 0))
+    demo = trained["demo"]
+    images = sorted(demo.val_images.glob("*.png"))[:4]
+    gate = Gate(demo.val_ann, demo.val_images, 0.01)
+    out = tmp_path / "out"
+    out.mkdir()
+    onnx_file = Path(shutil.copy(trained["fp32"], out / "m.onnx"))
+    report = export_trt(onnx_file, out / "m.engine", parity_images=images, gate=gate)
+    assert report.parity is not None and report.parity.passed and report.parity.detections > 0, report.parity
+    assert report.gate is not None and report.gate.passed and report.gate.drop == 0, report.gate
+    fp32_ap = report.gate.reference_ap
+    assert fp32_ap > 0.1 and report.gate.images == 24 and report.gate.annotations > 0
+    assert json.loads((out / "m.json").read_text())["tf32"] is False and built["tf32"] == [False]
+    assert sorted(p.name for p in out.iterdir()) == ["m.engine", "m.json", "m.onnx"]
+    for p in (out / "m.engine", out / "m.json"):
+        p.unlink()
+
+    int8_file = Path(shutil.copy(int8_export[0], out / "q.onnx"))
+    built["file"] = int8_file
+    report = export_trt(int8_file, out / "q.engine", parity_images=images, gate=gate, reference=trained["fp32"])
+    assert report.parity.precision == "int8" and report.parity.passed and report.parity.candidates > 0
+    assert report.gate.reference_ap == fp32_ap, "the INT8 engine's drop is counted from the FP32 file"
+    for p in (out / "q.engine", out / "q.json"):
+        p.unlink()
+    with pytest.raises(DetnasError, match=r"q\.onnx: the TensorRT int8 engine is judged against the FP32 ONNX file, "
+                                          "but this file is int8"):
+        export_trt(int8_file, out / "q.engine", gate=gate)
+
+    built["file"] = blank  # an engine that lost its detections: parity fails with no gate asked for
+    with pytest.raises(DetnasError, match=r"parity FAILED: TensorRT int8 engine: int8 vs FP32 ONNX on 4 images"):
+        export_trt(int8_file, out / "q.engine", parity_images=images, reference=trained["fp32"])
+    with pytest.raises(DetnasError, match=r"AP gate FAILED: TensorRT fp32 engine AP 0\.\d+ vs FP32 ONNX 0\.\d+ on 24 "
+                                          "images") as failure:
+        export_trt(onnx_file, out / "m.engine", gate=gate)
+    assert float(str(failure.value).split("drop ")[1].split()[0]) > 0.01
+    with pytest.raises(DetnasError, match=r"the reference m\.onnx scores AP 0\.\d+ on its 24 images, no more than the "
+                                          r"allowed drop 0\.5"):
+        export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.5))
+    assert sorted(p.name for p in out.iterdir()) == ["m.onnx", "q.onnx"], "a failed engine leaves nothing"
+
+
+def test_cli_gates_an_int8_engine_against_fp32(trained, tmp_path, monkeypatch):
+    """`detnas export --precision int8 --format trt`: the engine is gated against the FP32 file the CLI keeps aside
+    while the engine is built (the reference AP is the INT8 file's own FP32 reference AP), not against the INT8
+    file; the kept copy is gone afterwards. The fake build copies the INT8 file, which runs on ONNX Runtime."""
+    import detnas.bench.backends.trt_backend as trt_backend
+    import detnas.export.runtime as runtime
 
     class FakeTensorRT:
         __version__ = "10.3.0"
 
     monkeypatch.setattr(trt_backend, "require_tensorrt", lambda: FakeTensorRT)
-    monkeypatch.setattr(trt_backend, "build_engine", lambda onnx_path, engine, input_shape: shutil.copy(built_from["file"], engine))
+    monkeypatch.setattr(trt_backend, "build_engine",
+                        lambda onnx_path, engine, input_shape, tf32: shutil.copy(onnx_path, engine))
     monkeypatch.setattr(runtime, "engine_runner", lambda path, device="cuda": runtime.onnx_runner(path, "cpu"))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "fake GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (9, 0))
-    demo = trained["demo"]
-    out = tmp_path / "out"
-    out.mkdir()
-    onnx_file = Path(shutil.copy(trained["fp32"], out / "m.onnx"))
-    report = export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.01))
-    assert report.gate is not None and report.gate.passed and report.gate.drop == 0, report.gate
-    assert report.gate.reference_ap > 0.1 and report.gate.images == 24 and report.gate.annotations > 0
-    assert report.to_dict()["gate"]["reference_ap"] == report.gate.reference_ap
-    assert sorted(p.name for p in out.iterdir()) == ["m.engine", "m.json", "m.onnx"]
-    for p in (out / "m.engine", out / "m.json"):
-        p.unlink()
-    built_from["file"] = blank
-    with pytest.raises(DetnasError, match=r"AP gate FAILED: TensorRT fp32 engine AP 0\.\d+ vs ONNX 0\.\d+ on 24 images") as failure:
-        export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.01))
-    assert float(str(failure.value).split("drop ")[1].split()[0]) > 0.01
-    with pytest.raises(DetnasError, match=r"the reference m\.onnx scores AP 0\.\d+ on its 24 images, no more than the allowed drop 0\.5"):
-        export_trt(onnx_file, out / "m.engine", gate=Gate(demo.val_ann, demo.val_images, 0.5))
-    assert [p.name for p in out.iterdir()] == ["m.onnx"], "a refused or failed engine leaves nothing beside its ONNX"
+    out = tmp_path / "q.onnx"
+    code = _export(trained, out, "--precision", "int8", "--calib-count", str(CALIB_IMAGES), "--format", "trt",
+                   "--json", str(tmp_path / "export.json"))
+    assert code == 0
+    document = json.loads((tmp_path / "export.json").read_text())
+    engine, reduced = document["tensorrt"], document["precision"]
+    assert engine["precision"] == "int8" and engine["tf32"] is False and engine["parity"]["passed"]
+    assert engine["gate"]["reference_ap"] == reduced["gate"]["reference_ap"], "gated against FP32, not the INT8 file"
+    assert engine["gate"]["candidate_ap"] == reduced["gate"]["candidate_ap"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "q.engine", "q.json", "q.onnx",
+                                                          "q.precision.json"], "the kept FP32 copy is removed"
 
 
 def _refused(capsys, code: int, out: Path, *fragments: str) -> None:
@@ -362,7 +492,41 @@ def test_bad_precision_requests_are_one_line_errors(trained, tmp_path, capsys):
     demo = trained["demo"]
     _refused(capsys, _export(trained, out, "--precision", "int8", "--calib-images", str(demo.val_images),
                              "--calib-count", "4"), out,
-             "--gate-images", "calibrate on training images")
+             "are images of --gate-ann", "calibrate on training images")
+
+
+def test_calibration_overlap_is_judged_by_name_and_content_not_folder(tmp_path):
+    """Two disjoint splits in one folder do not overlap (the old folder test refused them); a copy of an evaluation
+    image under another name in another folder does (the old test let it through)."""
+    shared = tmp_path / "images"
+    shared.mkdir()
+    for i in range(6):
+        Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(shared / f"{i}.png")
+    ann = tmp_path / "val.json"
+    ann.write_text(json.dumps({"images": [{"id": i, "file_name": f"{i}.png", "width": 32, "height": 32} for i in (4, 5)],
+                               "annotations": [], "categories": [{"id": 1, "name": "thing"}]}))
+    train = tmp_path / "train"
+    train.mkdir()
+    for i in range(4):
+        shutil.copy(shared / f"{i}.png", train / f"{i}.png")
+
+    def request(calib: Path, count: int):
+        return precision_request("int8", weights=tmp_path / "w", calib_data=calib, calib_images=count,
+                                 calib_method="average", gate_data=ann, gate_images=shared, max_ap_drop=0.01,
+                                 dynamic_batch=False)
+
+    only_train = tmp_path / "same_folder"
+    only_train.mkdir()
+    for i in range(4):  # the training split of a folder the evaluation split shares, by name
+        (only_train / f"{i}.png").symlink_to(shared / f"{i}.png")
+    assert len(request(only_train, 4).calibration.files) == 4
+    shutil.copy(shared / "5.png", train / "renamed.png")  # an evaluation image, copied and renamed
+    with pytest.raises(DetnasError, match=r"1 calibration images \(e\.g\. renamed\.png\) are images of --gate-ann"):
+        request(train, 5)
+    (train / "renamed.png").unlink()
+    shutil.copy(shared / "0.png", train / "4.png")  # another image under an evaluation image's name
+    with pytest.raises(DetnasError, match=r"\(e\.g\. 4\.png\) are images of --gate-ann"):
+        request(train, 5)
 
 
 def _weights_and_meta(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -44,14 +44,24 @@ def test_an_old_journal_reads_into_typed_records(old_journal) -> None:
     assert run.best().hash == run.final.hash == "cf3613c5aee5"
     assert isinstance(run.final.latency.stats, TimingStats) and run.final.latency.stats.n == 30
     assert run.final.latency.convert_seconds == 1.25 and run.final.meets_target is True
-    assert run.verdict() == "winner meets the 20ms target: 13.019ms re-measured (measured)"
+    assert run.verdict() == ("winner meets the 20ms target: 13.019ms re-measured (measured) through the search's cache "
+                             "by an older detnas, not a fresh timing")
+    assert not run.final.fresh and run.final.runner_up is None
+    assert run.constraints.feasibility == "median" and run.constraints.targets == ()  # what it was searched under
     assert run.final.to_json() == read_journal(old_journal)[-1], "the JSON round trip changed the final line"
 
 
 def test_an_old_journal_resumes_without_rewriting_its_past(old_journal) -> None:
+    """It was searched under the median rule (older detnas had no other), so it resumes under that rule; asking
+    for the 95 % bound instead is another configuration and is refused naming the field, the journal untouched."""
     before = old_journal.read_text()
     accuracy = FakeAccuracy()
-    search = Search(get_space("detnas-300m"), EvolutionSettings(generations=2, **SETTINGS), Constraints(latency_ms=20.0),
+    space, settings = get_space("detnas-300m"), EvolutionSettings(generations=2, **SETTINGS)
+    with pytest.raises(DetnasError, match="differs in constraint_feasibility"):
+        Search(space, settings, Constraints(latency_ms=20.0), accuracy, FakeLatency(), BackboneCost(64),
+               old_journal).run(resume=True)
+    assert old_journal.read_text() == before
+    search = Search(space, settings, Constraints(latency_ms=20.0, feasibility="median"),
                     accuracy, FakeLatency(), BackboneCost(64), old_journal)
     candidates = search.run(resume=True)
     assert old_journal.read_text().startswith(before) and len(accuracy.calls) == 2

@@ -7,6 +7,7 @@ a call the table (checked against the real bindings by tests/test_trt_api.py) do
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import sys
 import types
@@ -58,10 +59,12 @@ class FakeTrt(Strict):
     """The module: records what was called with which logger; `_fail` names the one result that should fail."""
 
     def __init__(self, version: str, fail: str = "", parse_errors: list[tuple] = (),
-                 input_shape: tuple = (1, 3, 8, 8)) -> None:
+                 input_shape: tuple = (1, 3, 8, 8), layers: dict[str, tuple[str, ...]] | None = None) -> None:
         super().__init__(version)
         self.__version__ = version
         self._input_shape = input_shape
+        self._layers = {"conv": ("HALF",), "decode": ("FLOAT",), "shape": ("INT32",), "cast": ("FLOAT", "INT32")} \
+            if layers is None else layers  # the parsed network: layer name -> output dtypes
         self.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # for importlib.util.find_spec("tensorrt")
         self._fail, self._parse_errors, self._log = fail, list(parse_errors), []
         trt = self
@@ -78,7 +81,9 @@ class FakeTrt(Strict):
         self.Logger = LoggerClass(version)
         self.NetworkDefinitionCreationFlag = _enum(version, "NetworkDefinitionCreationFlag",
                                                    EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
-        self.BuilderFlag = _enum(version, "BuilderFlag", FP16="FP16", INT8="INT8")
+        self.BuilderFlag = _enum(version, "BuilderFlag", FP16="FP16", INT8="INT8", TF32="TF32",
+                                 OBEY_PRECISION_CONSTRAINTS="OBEY_PRECISION_CONSTRAINTS")
+        self.DataType = _enum(version, "DataType", FLOAT="FLOAT")
         self.MemoryPoolType = _enum(version, "MemoryPoolType", WORKSPACE="workspace")
         self.TensorIOMode = _enum(version, "TensorIOMode", INPUT="input")
 
@@ -122,6 +127,9 @@ class FakeBuilder(Strict):
         network = Strict(self._trt._version, "INetworkDefinition")
         tensor = _enum(self._trt._version, "ITensor", shape=self._trt._input_shape, name="images")
         object.__setattr__(network, "get_input", lambda index: tensor)
+        layers = [FakeLayer(self._trt, name, dtypes) for name, dtypes in self._trt._layers.items()]
+        object.__setattr__(network, "num_layers", len(layers))
+        object.__setattr__(network, "get_layer", lambda index: layers[index])
         return network
 
     def create_builder_config(self) -> FakeConfig:
@@ -136,6 +144,29 @@ class FakeBuilder(Strict):
         return None if self._trt._fail == "build" else b"engine"
 
 
+class FakeLayer(Strict):
+    """A parsed layer whose outputs have the given dtypes; what detnas constrains it to is logged."""
+
+    _name = "ILayer"
+
+    def __init__(self, trt: FakeTrt, name: str, dtypes: tuple[str, ...]) -> None:
+        super().__init__(trt._version)
+        self._trt, self._layer = trt, name
+        self.num_outputs = len(dtypes)
+        self._outputs = [_enum(trt._version, "ITensor", dtype=d) for d in dtypes]
+
+    def get_output(self, index: int) -> Strict:
+        return self._outputs[index]
+
+    def __setattr__(self, attr: str, value: object) -> None:
+        if attr == "precision":
+            self._trt._log.append(("precision", self._layer, value))
+        object.__setattr__(self, attr, value)
+
+    def set_output_type(self, index: int, dtype: str) -> None:
+        self._trt._log.append(("set_output_type", self._layer, index, dtype))
+
+
 class FakeConfig(Strict):
     _name = "IBuilderConfig"
 
@@ -148,6 +179,9 @@ class FakeConfig(Strict):
 
     def set_flag(self, flag: str) -> None:
         self._trt._log.append(("set_flag", flag))
+
+    def clear_flag(self, flag: str) -> None:
+        self._trt._log.append(("clear_flag", flag))
 
     def add_optimization_profile(self, profile: object) -> int:
         self._trt._log.append(("add_optimization_profile", profile))
@@ -305,24 +339,53 @@ def test_precision_of_the_files_the_bench_writes(tmp_path: Path) -> None:
     assert [onnx_precision(p) for p in (fp32, fp16, int8)] == ["fp32", "fp16", "int8"]
 
 
+def _flags(trt: FakeTrt) -> list[tuple]:
+    return [c for c in trt._log if c[0] in ("set_flag", "clear_flag")]
+
+
 @pytest.mark.parametrize("version", [V10, V11])
 def test_strongly_typed_builds_touch_no_precision_flag(version: str, use_fake, tmp_path: Path) -> None:
-    """10.3+ / 11: STRONGLY_TYPED network, and no BuilderFlag at all (11 has none: the strict fake would raise)."""
+    """10.3+ / 11: STRONGLY_TYPED network, and no precision flag (11 has none: the strict fake would raise) but
+    TF32, cleared so FP32 layers compute in FP32; no layer constraint either (the file's types rule)."""
     for precision in ("fp32", "fp16", "int8"):
         trt = use_fake(version)
         engine = build_engine(_onnx_file(tmp_path / f"{precision}.onnx", precision), tmp_path / f"{precision}.engine",
                               input_shape=(1, 3, 8, 8), precision=precision)
         assert engine.read_bytes() == b"engine"
-        assert ("create_network", 1 << 1) in trt._log and not [c for c in trt._log if c[0] == "set_flag"]
+        assert ("create_network", 1 << 1) in trt._log and _flags(trt) == [("clear_flag", "TF32")]
+        assert not [c for c in trt._log if c[0] in ("precision", "set_output_type")]
 
 
 def test_tensorrt_8_6_sets_only_the_flag_the_file_needs(use_fake, tmp_path: Path) -> None:
-    expected = {"fp32": [], "fp16": [("set_flag", "FP16")], "int8": [("set_flag", "INT8")]}
+    expected = {"fp32": [], "fp16": [("set_flag", "FP16"), ("set_flag", "OBEY_PRECISION_CONSTRAINTS")],
+                "int8": [("set_flag", "INT8")]}
     for precision, flags in expected.items():
         trt = use_fake(V86)
         build_engine(_onnx_file(tmp_path / f"{precision}.onnx", precision), tmp_path / "m.engine", input_shape=(1, 3, 8, 8))
         assert ("create_network", 1 << 0) in trt._log  # EXPLICIT_BATCH
-        assert [c for c in trt._log if c[0] == "set_flag"] == flags, precision
+        assert _flags(trt) == [("clear_flag", "TF32"), *flags], precision
+
+
+def test_tensorrt_8_6_fp16_keeps_the_files_fp32_layers_fp32(use_fake, tmp_path: Path) -> None:
+    """8.6 is weakly typed: under the FP16 flag any layer may run in FP16. The layers the parser typed FP32 (the
+    file's FP32 islands: decoding, NMS, RoI coordinates) are pinned to FP32, computing and writing; the FP16
+    network and integer (shape) layers are left alone, and the INT8 and FP32 builds pin nothing."""
+    trt = use_fake(V86)
+    build_engine(_onnx_file(tmp_path / "fp16.onnx", "fp16"), tmp_path / "m.engine", input_shape=(1, 3, 8, 8))
+    pinned = [c for c in trt._log if c[0] in ("precision", "set_output_type")]
+    assert pinned == [("precision", "decode", "FLOAT"), ("set_output_type", "decode", 0, "FLOAT"),
+                      ("precision", "cast", "FLOAT"), ("set_output_type", "cast", 0, "FLOAT")]
+    for precision in ("fp32", "int8"):
+        trt = use_fake(V86)
+        build_engine(_onnx_file(tmp_path / f"{precision}.onnx", precision), tmp_path / "m.engine", input_shape=(1, 3, 8, 8))
+        assert not [c for c in trt._log if c[0] in ("precision", "set_output_type")], precision
+
+
+@pytest.mark.parametrize("version", [V86, V10, V11])
+def test_tf32_only_when_asked(version: str, use_fake, tmp_path: Path) -> None:
+    trt = use_fake(version)
+    build_engine(_onnx_file(tmp_path / "m.onnx", "fp32"), tmp_path / "m.engine", input_shape=(1, 3, 8, 8), tf32=True)
+    assert _flags(trt) == [("set_flag", "TF32")]
 
 
 def test_a_precision_the_file_does_not_carry_is_refused_before_tensorrt(tmp_path: Path, monkeypatch) -> None:
@@ -481,3 +544,98 @@ def test_unsupported_tensorrt_is_one_line_naming_it_and_the_range(version: str, 
     err = capsys.readouterr().err
     assert f"TensorRT {version} is installed" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_bench_rows_record_tf32_and_key_it(monkeypatch, tmp_path: Path) -> None:
+    """The bench builds with the asked TF32 setting, records it in the row's details and keys the cache by it; an
+    engine file's setting comes from its sidecar, unknown (None) without one."""
+    from detnas.bench.backends import BackendOptions, Prepared, latency_backend
+    from detnas.bench.oracle import _engine_tf32
+
+    built = []
+    monkeypatch.setattr(trt_backend, "build_engine", lambda path, engine, **kw: built.append(kw["tf32"]) or engine)
+    monkeypatch.setattr(trt_backend, "prepare_engine", lambda engine, inputs: Prepared(call=lambda i: None, n_inputs=1))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    backend = latency_backend("trt")
+    for tf32 in (False, True):
+        prepared = backend.prepare_onnx(_onnx_file(tmp_path / "m.onnx", "fp32"), [torch.rand(1, 3, 8, 8)],
+                                        precision="fp32", device="cuda", threads=1, options=BackendOptions(tf32=tf32))
+        assert prepared.details["tf32"] is tf32
+    assert built == [False, True]
+    assert [backend.variant(BackendOptions(tf32=v), "cuda") for v in (True, False, None)] == \
+        ["trt:tf32", "trt:no-tf32", "trt:tf32-unknown"]
+    engine = tmp_path / "m.engine"
+    assert _engine_tf32(engine) is None
+    engine.with_suffix(".json").write_text('{"tf32": true}')
+    assert _engine_tf32(engine) is True
+
+
+def test_trt_bench_builds_times_and_fingerprints_the_asked_gpu(monkeypatch, tmp_path: Path) -> None:
+    """--device cuda:1: the engine is built, bound and timed while GPU 1 is the current device, and the fingerprint
+    (the cache key's) is GPU 1's; before, TensorRT built and ran on GPU 0 under GPU 1's fingerprint."""
+    from detnas.bench import oracle
+    from detnas.bench.backends import Prepared
+    from detnas.bench.fingerprint import Fingerprint
+
+    log: list = []
+    current = [0]
+
+    class Device:
+        def __init__(self, device) -> None:  # noqa: ANN001 - an index or a torch.device, as torch.cuda.device takes
+            self.index = device if isinstance(device, int) else torch.device(device).index
+
+        def __enter__(self) -> None:
+            self.before, current[0] = current[0], self.index
+
+        def __exit__(self, *exc: object) -> None:
+            current[0] = self.before
+
+    def fingerprint(device: str, threads: int) -> Fingerprint:
+        log.append(("fingerprint", device))
+        return Fingerprint(f"GPU {torch.device(device).index}", "d", "c", "t", "o", "torch", "cpu", threads)
+
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(oracle, "collect_fingerprint", fingerprint)
+    monkeypatch.setattr(oracle, "gpu_state", lambda index=0: {"index": index})
+    monkeypatch.setattr(trt_backend, "build_engine", lambda path, engine, **kw: log.append(("build", current[0])) or engine)
+    monkeypatch.setattr(trt_backend, "prepare_engine", lambda engine, inputs: log.append(("bind", current[0])) or Prepared(
+        call=lambda i: log.append(("run", current[0])), n_inputs=1))
+    protocol = oracle.TimingProtocol(warmup=1, runs=2, device="cuda:1")
+    result = oracle.measure_onnx(_onnx_file(tmp_path / "m.onnx", "fp32"), [torch.rand(1, 3, 8, 8)], backend="trt",
+                                 protocol=protocol)
+    assert [entry for entry in log if entry[0] != "fingerprint"] == [("build", 1), ("bind", 1)] + [("run", 1)] * 3
+    assert {entry for entry in log if entry[0] == "fingerprint"} == {("fingerprint", "cuda:1")}
+    assert result.fingerprint.device == "GPU 1" and result.details["gpu_before"] == {"index": 1}
+    assert current[0] == 0, "the current device is restored"
+
+
+def test_trt_bench_times_the_file_that_ships_at_reduced_precision(monkeypatch, tmp_path: Path) -> None:
+    """An arch (a module) timed at FP16 / INT8 on TensorRT: the engine is built from its FP32 export converted as
+    `detnas export --precision` converts it (FP16 network with FP32 inputs and post-processing; INT8 QDQ from the
+    calibration batches), never from `module.half()`; without the converters it is refused with the reason."""
+    from detnas.bench.backends import BackendOptions, Prepared, latency_backend
+    from detnas.export.converters import onnx_converters
+
+    built = []
+
+    def build(path, engine, **kw):  # noqa: ANN001, ANN202
+        model = onnx.load(str(path))
+        built.append((kw["precision"], onnx_precision(path), model.graph.input[0].type.tensor_type.elem_type))
+        return engine
+
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(trt_backend, "build_engine", build)
+    monkeypatch.setattr(trt_backend, "prepare_engine", lambda engine, inputs: Prepared(call=lambda i: None, n_inputs=1))
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    inputs = [torch.rand(1, 3, 16, 16)]
+    backend, options = latency_backend("trt"), BackendOptions(converters=onnx_converters())
+    for precision in ("fp16", "int8"):
+        prepared = backend.prepare_module(module, inputs, precision=precision, device="cuda:0", threads=1,
+                                          options=options, calibration=inputs)
+        assert prepared.details["convert_seconds"] >= 0
+    assert built == [("fp16", "fp16", TensorProto.FLOAT), ("int8", "int8", TensorProto.FLOAT)]
+    with pytest.raises(DetnasError, match="--precision int8 on TensorRT times model.onnx converted as detnas export"):
+        backend.prepare_module(module, inputs, precision="int8", device="cuda:0", threads=1, options=BackendOptions(),
+                               calibration=inputs)
+    with pytest.raises(DetnasError, match="INT8 needs calibration data"):
+        backend.prepare_module(module, inputs, precision="int8", device="cuda:0", threads=1, options=options)

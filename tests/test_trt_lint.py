@@ -110,6 +110,23 @@ def _loop(constant_trip: bool):
     return _model([node], inputs, [_value("stacked", I64)], inits)
 
 
+def _dequantize(dtype: int):
+    """A weight dequantized from `dtype` (INT32: the bias ONNX Runtime's QuantizeBias writes; FLOAT8E4M3FN: FP8)."""
+    weight = helper.make_tensor("w_q", dtype, [4], [0, 1, 2, 3])
+    scale = helper.make_tensor("w_scale", F, [], [0.1])
+    node = helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w"], name="dq")
+    return _model([node], [], [_value("w", F, [4])], [weight, scale])
+
+
+def _quantize(dtype: int, to: int = TensorProto.INT8):
+    """x (of `dtype`) quantized to `to` (the zero point's type) and back."""
+    zero = helper.make_tensor("zero", to, [], [0])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["x_q"], name="q"),
+             helper.make_node("DequantizeLinear", ["x_q", "scale", "zero"], ["y"], name="dq")]
+    scale = helper.make_tensor("scale", dtype, [], [0.1])
+    return _model(nodes, [_value("x", dtype, [4])], [_value("y", dtype, [4])], [scale, zero], opset=21)
+
+
 def _unsupported(op: str):
     return _model([helper.make_node(op, ["x"], ["y"], name="op")], [_value("x", F, [2, 3])], [_value("y")])
 
@@ -128,6 +145,9 @@ CASES = {
     "if-branch-shapes": (lambda: _if([0], ["n"]), lambda: _if([2], [2]), ("8.6",), ("10.0", "11")),
     "if-branch-rank": (lambda: _if([2], [2, 1]), lambda: _if([2, 1], ["n", 1]), ("10.0", "11"), ()),
     "loop-dynamic-scan": (lambda: _loop(False), lambda: _loop(True), PARSER_VERSIONS, ()),
+    "dequantize-type": (lambda: _dequantize(TensorProto.INT32), lambda: _dequantize(TensorProto.INT8), PARSER_VERSIONS,
+                        ()),
+    "quantize-type": (lambda: _quantize(F, TensorProto.UINT8), lambda: _quantize(F), PARSER_VERSIONS, ()),
     "unsupported-op": (lambda: _unsupported("Hardmax"), lambda: _unsupported("Softmax"), ("8.6",), ("10.0", "11")),
 }
 
@@ -145,6 +165,16 @@ def test_rule_fires_on_broken_graph_only(rule_id):
         assert rule_id not in _findings(fixed(), version), (rule_id, version, "fixed graph")
     for version in silent:
         assert rule_id not in _findings(broken(), version), (rule_id, version, "rule does not apply here")
+
+
+def test_qdq_types_follow_each_parser_version():
+    """FP8 weights and BF16 activations are quantized types from 10.0 on, not on 8.6; INT32 (a quantized bias) on none."""
+    fp8, bf16 = _dequantize(TensorProto.FLOAT8E4M3FN), _quantize(TensorProto.BFLOAT16)
+    assert "dequantize-type" in _findings(fp8, "8.6") and "quantize-type" in _findings(bf16, "8.6")
+    for version in ("10.0", "10.3", "11"):
+        assert _findings(fp8, version) == {} and _findings(bf16, version) == {}, version
+    finding = lint(_dequantize(TensorProto.INT32), ("11",))[0].findings[0]
+    assert finding.detail == "input 'w_q' is INT32" and "QuantizeBias" in finding.text
 
 
 def test_if_with_constant_condition_imports_one_branch():

@@ -42,6 +42,7 @@ class ArtifactRow:
     cv: float
     images_per_s: float
     produced: bool
+    transfers: str  # host<->device copies in each timed run (none / timed / untimed)
 
 
 @dataclass(frozen=True)
@@ -66,20 +67,27 @@ class ArtifactTable:
                 "rows": [asdict(r) for r in self.rows]}
 
     def header(self) -> tuple[str, ...]:
-        return ("artifact", "precision", "runtime", "AP", "AP50", "median ms", "p90 ms", "images/s", "MB")
+        return ("artifact", "precision", "runtime", "AP", "AP50", "median ms", "p90 ms", "images/s", "MB", "copies")
 
     def cells(self) -> list[tuple[str, ...]]:
         """The rows as the printed / Markdown table shows them (AP in %, as papers report it)."""
         return [(r.artifact + (" (produced)" if r.produced else ""), r.precision, r.runtime, f"{100 * r.ap:.1f}",
                  f"{100 * r.ap50:.1f}", f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.images_per_s:.1f}",
-                 f"{r.file_mb:.2f}") for r in self.rows]
+                 f"{r.file_mb:.2f}", r.transfers) for r in self.rows]
 
     def caption(self) -> str:
         fp, p = self.fingerprint, self.protocol
         return (f"{self.detector} detector, arch {self.arch_hash}; COCO AP on {self.data} ({self.images} images); "
                 f"latency of input {'x'.join(map(str, self.input_shape))} at scope {self.scope}, {p['runs']} runs after "
                 f"{p['warmup']} warm-up, {p['threads']} thread(s), {p['device']}; device {fp.device}, "
-                f"ORT {fp.onnxruntime}, torch {fp.torch}, TensorRT {fp.tensorrt}; fingerprint {fp.hash}")
+                f"ORT {fp.onnxruntime}, torch {fp.torch}, TensorRT {fp.tensorrt}; fingerprint {fp.hash}"
+                + self.mixed_transfers())
+
+    def mixed_transfers(self) -> str:
+        """A warning when the rows' timings differ in whether host<->device copies are inside them, else ''."""
+        kinds = sorted({r.transfers for r in self.rows})
+        return "" if len(kinds) < 2 else (f"; NOT LIKE FOR LIKE: host<->device copies are {' / '.join(kinds)} "
+                                          "across rows (column 'copies')")
 
     def markdown(self) -> str:
         lines = ["| " + " | ".join(self.header()) + " |", "|" + "|".join("---" for _ in self.header()) + "|"]
@@ -103,13 +111,16 @@ def _size_mb(path: Path) -> float:
 
 
 def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: Path | None,
-            calib_images: int) -> tuple[Path, bool]:
+            calib_images: int, evaluated: tuple[Path, Path] | None = None) -> tuple[Path, bool]:
     """`<stem>.<precision>.onnx` next to the FP32 file: reused when present, else converted as `detnas export
     --precision` does, with its options' defaults (INT8 calibrates on --calib-images, else on the checkpoint's
-    training split)."""
+    training split). `evaluated` (COCO json, image folder): the images the table scores, which no calibration image
+    may be (by name or content), or the INT8 row's AP would be measured on its own ranges."""
     from detnas.bench.backends.trt_backend import onnx_precision
     from detnas.export.api import PrecisionOptions
-    from detnas.export.precision import write_precision
+    from detnas.export.precision import Gate, write_precision
+    from detnas.export.precision.request import evaluated_files
+    from detnas.images import shared_images
 
     target = fp32_onnx.with_name(f"{fp32_onnx.stem}.{precision}.onnx")
     if target.is_file():
@@ -119,8 +130,14 @@ def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: P
     if weights is None and calib_data is None and precision == "int8":
         raise DetnasError("--convert int8 needs calibration images: pass --calib-images DIR or --weights CKPT of a run")
     # `detnas export`'s precision options, defaults included (the INT8 range method): one conversion, one result
-    options = PrecisionOptions(precision, calib_images=calib_data, calib_count=calib_images)
-    write_precision(fp32_onnx, target, options.request(weights or fp32_onnx))
+    request = PrecisionOptions(precision, calib_images=calib_data, calib_count=calib_images).request(weights or fp32_onnx)
+    if request.calibration is not None and evaluated is not None:
+        ann, images = evaluated
+        if overlap := shared_images(list(request.calibration.files), evaluated_files(Gate(ann, images, 0.0))):
+            raise DetnasError(f"--calib-images: {len(overlap)} calibration images (e.g. {overlap[0].name}) are images "
+                              f"of --ann {ann} the table scores (same file name or content); calibrate on training "
+                              "images")
+    write_precision(fp32_onnx, target, request)
     return target, True
 
 
@@ -145,7 +162,7 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     meta = read_onnx_meta(fp32[0])
     for precision in convert:
         if precision not in {a.precision for a in artifacts}:
-            path, produced = produce(fp32[0], precision, weights, calib_data, calib_images)
+            path, produced = produce(fp32[0], precision, weights, calib_data, calib_images, (data, images))
             artifacts.append(Artifact(f"ONNX {precision.upper()}", path, "onnxruntime", precision, produced))
     for artifact in artifacts:  # a reused converted file too
         other = read_onnx_meta(artifact.path)
@@ -182,7 +199,7 @@ def _row(artifact: Artifact, metrics: dict[str, float], result: LatencyResult) -
     s = result.stats
     return ArtifactRow(artifact.name, str(artifact.path), artifact.runtime, artifact.precision,
                        _size_mb(artifact.path), metrics["AP"], metrics["AP50"], s.median_ms, s.p90_ms,
-                       s.cv, 1000 * result.batch / s.median_ms, artifact.produced)
+                       s.cv, 1000 * result.batch / s.median_ms, artifact.produced, result.transfers)
 
 
 def _eager(weights: Path, meta: ModelMeta, fp32: Path, proposals: int | None, inputs: list[torch.Tensor], kind: str,

@@ -36,6 +36,14 @@ class Prepared:
     details: dict[str, Any] = field(default_factory=dict)
     cuda_stream: Any = None
     keepalive: Any = None  # objects (engine, device buffers) that must outlive asynchronous runs
+    transfers: str = "none"  # one of TRANSFERS: whether each timed run includes host<->device copies
+
+
+#: whether a timed run includes host<->device copies: "none" (the model runs on the host, nothing to copy),
+#: "timed" (each run copies its inputs to the GPU and its outputs back, inside the timing), "untimed" (inputs
+#: already on the GPU, outputs left there, as TensorRT and torch on a GPU time). Latencies of different kinds are
+#: not like for like: at 800x1344 the FP32 input alone is 12.9 MB, 1-2 ms of copy against a few-ms engine.
+TRANSFERS: tuple[str, ...] = ("none", "timed", "untimed")
 
 
 CLOCKS: tuple[str, ...] = ("wall", "thread-cpu")
@@ -87,10 +95,17 @@ class BackendOptions:
     cuda_graphs: bool = False
     workspace_mb: int = 1024
     timing_cache: Path | None = None
+    tf32: bool | None = False  # trt: FP32 layers may run in TF32 (off so FP32 means FP32; None: an engine's, unknown)
+    io_binding: bool | None = None  # ort on a GPU provider: inputs bound on the device, copies untimed (None: on for GPUs)
     converters: OnnxConverters | None = field(default=None, compare=False)  # FP16 / INT8 files for ONNX Runtime
 
     def provider(self, device: str) -> str:
         return self.ort_provider or ("cuda" if device.startswith("cuda") else "cpu")
+
+    def binds_io(self, device: str) -> bool:
+        """Whether ONNX Runtime times with its inputs already on the GPU (I/O binding): the default on a GPU
+        provider, like TensorRT and torch; never on the CPU provider, where there is nothing to copy."""
+        return self.provider(device) != "cpu" and self.io_binding is not False
 
     def variant(self, backend: str, device: str) -> str:
         return latency_backend(backend).variant(self, device)
@@ -110,22 +125,15 @@ class LatencyBackend:
         """The backend's settings that change the number (part of the latency cache key)."""
         return self.name
 
-    def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
-        """Whether FP16 must be in the exported file (the runtime runs a file's own precision)."""
-        return False
-
     def prepare_module(self, module: nn.Module, inputs: Sequence[torch.Tensor], *, precision: str, device: str,
                        threads: int, options: BackendOptions,
                        calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
-        import copy
-
+        """The module exported to an FP32 ONNX file, which `prepare_onnx` converts to `precision` as `detnas export`
+        does (`bench.precision.precision_file`): the FP16 / INT8 file that would ship, not `module.half()`."""
         from detnas.bench.models import module_to_onnx
 
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-            if precision == "fp16" and self.bakes_fp16(options, device):
-                onnx_path = module_to_onnx(copy.deepcopy(module).eval().half(), inputs[0].half(), Path(tmp) / "model.onnx")
-            else:
-                onnx_path = module_to_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
+            onnx_path = module_to_onnx(module.eval(), inputs[0], Path(tmp) / "model.onnx")
             return self.prepare_onnx(onnx_path, inputs, precision=precision, device=device, threads=threads, options=options,
                                      calibration=calibration)
 

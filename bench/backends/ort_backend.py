@@ -7,7 +7,6 @@ driver); a latency measured that way would be wrong by an order of magnitude, so
 from __future__ import annotations
 
 import tempfile
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,13 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
-from detnas.bench.precision import PrecisionWarning, require_calibration
+from detnas.bench.precision import PrecisionWarning
 from detnas.errors import DetnasError
 
 if TYPE_CHECKING:
     import torch
 
-    from detnas.bench.precision import OnnxConverters
 
 PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
@@ -47,8 +45,9 @@ def check_providers(requested: str, in_use: Sequence[str]) -> None:
         )
 
 
-def open_session(model: str | Path, provider: str, threads: int, precision: str = "fp32") -> Any:
-    """An InferenceSession on exactly `provider` with fixed intra-op threads and sequential execution."""
+def open_session(model: str | Path, provider: str, threads: int, precision: str = "fp32", device_id: int = 0) -> Any:
+    """An InferenceSession on exactly `provider` (a GPU one on GPU `device_id`) with fixed intra-op threads and
+    sequential execution."""
     import onnxruntime as ort
 
     requested = provider_for(provider)
@@ -61,6 +60,8 @@ def open_session(model: str | Path, provider: str, threads: int, precision: str 
     if requested == "TensorrtExecutionProvider":
         provider_options = {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
                             "trt_engine_cache_path": str(Path(tempfile.gettempdir()) / "detnas-ort-trt-cache")}
+    if requested != "CPUExecutionProvider":
+        provider_options["device_id"] = device_id
     try:
         session = ort.InferenceSession(str(model), options, providers=[(requested, provider_options)])
     except Exception as exc:  # ORT raises several pybind types (InvalidProtobuf, Fail, NoSuchFile) for one cause
@@ -76,10 +77,15 @@ def input_precision(session: Any) -> str:
 
 
 def prepare_ort(
-    model: str | Path, inputs: Sequence[np.ndarray], *, provider: str, threads: int, precision: str
+    model: str | Path, inputs: Sequence[np.ndarray], *, provider: str, threads: int, precision: str,
+    io_binding: bool = False, device_id: int = 0,
 ) -> Prepared:
-    """Open a checked session and return a runner; FP16 must be baked into the ONNX file except on TensorRT EP."""
-    session = open_session(model, provider, threads, precision)
+    """Open a checked session and return a runner; FP16 must be baked into the ONNX file except on TensorRT EP.
+
+    `io_binding`: the input batches are placed on the provider's device once, before timing, and the outputs are
+    left there (ORT's I/O binding), so a run times what TensorRT's does; without it every run copies host numpy
+    in and out, inside the timing."""
+    session = open_session(model, provider, threads, precision, device_id)
     model_inputs = session.get_inputs()
     if len(model_inputs) != 1:
         raise DetnasError(f"{model}: the ONNX model has {len(model_inputs)} inputs; the oracle feeds one image batch")
@@ -87,71 +93,68 @@ def prepare_ort(
     if precision == "fp16" and provider == "cpu":
         warnings.warn("ONNX Runtime's CPU provider has no fast FP16 kernels (it runs FP16 nodes through casts); the "
                       "latency will not reflect an FP16 deployment, which is for GPUs", PrecisionWarning, stacklevel=2)
-    if precision == "fp16" and provider == "cuda" and file_precision != "fp16":
-        raise DetnasError(f"{model}: FP16 on the CUDA provider needs an FP16 ONNX file (its input is FP32); "
-                          "export it in FP16 or use --ort-provider tensorrt")
     name = model_inputs[0].name
     dtype = np.float16 if file_precision == "fp16" else np.float32
     feeds = [{name: np.ascontiguousarray(x, dtype=dtype)} for x in inputs]
+    details = {"providers": session.get_providers(), "intra_op_threads": threads, "inter_op_threads": 1,
+               "graph_optimization": "ORT_ENABLE_ALL", "io_binding": io_binding}
+    keep: Any = feeds
+    if io_binding:
+        call, binding = _bound_runner(session, [feed[name] for feed in feeds], name,
+                                      "cpu" if provider == "cpu" else "cuda", device_id)
+        keep = (feeds, binding)
+    else:
+        def call(i: int) -> None:
+            session.run(None, feeds[i])
+
+    transfers = "none" if provider == "cpu" else "untimed" if io_binding else "timed"
+    return Prepared(call=call, n_inputs=len(feeds), details=details, keepalive=keep, transfers=transfers)
+
+
+def _bound_runner(session: Any, batches: list[np.ndarray], name: str, device: str, device_id: int) -> tuple[Any, Any]:
+    """(call(i), the I/O binding): call(i) runs on batch i, already on `device` (copied once here), with the
+    outputs allocated there and left in the binding."""
+    import onnxruntime as ort
+
+    placed = [ort.OrtValue.ortvalue_from_numpy(batch, device, device_id) for batch in batches]
+    binding = session.io_binding()
+    for output in session.get_outputs():
+        binding.bind_output(output.name, device, device_id)
 
     def call(i: int) -> None:
-        session.run(None, feeds[i])
+        binding.bind_ortvalue_input(name, placed[i])
+        session.run_with_iobinding(binding)
 
-    details = {"providers": session.get_providers(), "intra_op_threads": threads, "inter_op_threads": 1,
-               "graph_optimization": "ORT_ENABLE_ALL",
-               "transfers": "host numpy in and out (on a GPU provider the copies are timed)"}
-    return Prepared(call=call, n_inputs=len(feeds), details=details)
+    call.placed = placed  # type: ignore[attr-defined]  # the device copies live as long as the runner
+    return call, binding
 
 
 @LATENCY_BACKENDS.register("ort")
 class OrtBackend(LatencyBackend):
     """ONNX Runtime on the provider the options name (INT8: static QDQ quantisation with the calibration batches
-    first; FP16 on the CPU provider: converted here)."""
+    first; FP16: converted here, as detnas export does, on every provider)."""
 
     title = "ONNX Runtime"
 
     def variant(self, options: BackendOptions, device: str) -> str:
-        return f"ort:{options.provider(device)}"
-
-    def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
-        return options.provider(device) == "cuda"
+        """I/O binding changes what a GPU run includes (the copies), so it is part of the key."""
+        return f"ort:{options.provider(device)}" + (":iobinding" if options.binds_io(device) else "")
 
     def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        import torch
+
         provider = options.provider(device)
         with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-            model, seconds = _precision_file(path, Path(tmp), precision, provider, calibration, options.converters)
+            if precision != "fp32":  # a file that does not load gets the clear message before converting it
+                open_session(path, "cpu", 1)
+            from detnas.bench.backends.trt_backend import precision_file
+
+            model, seconds = precision_file(path, Path(tmp), precision, calibration, options.converters,
+                                            f"ONNX Runtime ({provider})")
             prepared = prepare_ort(model, [x.numpy() for x in inputs], provider=provider, threads=threads,
-                                   precision=precision)
+                                   precision=precision, io_binding=options.binds_io(device),
+                                   device_id=torch.device(device).index or 0 if provider != "cpu" else 0)
         if seconds is not None:
             prepared.details["convert_seconds"] = round(seconds, 3)
         return prepared
-
-
-def _precision_file(path: Path, work: Path, precision: str, provider: str, calibration: Sequence[torch.Tensor] | None,
-                    converters: OnnxConverters | None) -> tuple[Path, float | None]:
-    """The file ONNX Runtime times at `precision`, as `detnas export --precision` writes it (INT8: symmetric QDQ
-    with ranges from the calibration batches; FP16 on the CPU provider: FP16 network, FP32 post-processing), and
-    the seconds that conversion took (None: the file is timed as it is)."""
-    from detnas.bench.backends.trt_backend import onnx_precision
-
-    if precision == "fp32" or (precision == "fp16" and provider != "cpu"):
-        return path, None
-    open_session(path, "cpu", 1)  # a file that does not load gets the clear message before converting it
-    already = onnx_precision(path)
-    if already == precision:  # e.g. the file `detnas export --precision` wrote: timed as it is
-        return path, None
-    if already != "fp32":
-        raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
-                          f"--precision {already}")
-    require_calibration(precision, calibration)  # only a conversion needs ranges; a file already INT8 does not
-    if converters is None:
-        raise DetnasError(f"--precision {precision} on ONNX Runtime ({provider}) times a converted copy of {path.name}; "
-                          "pass BackendOptions(converters=detnas.export.converters.onnx_converters()), or time a file "
-                          "exported with that precision")
-    start = time.perf_counter()
-    if precision == "int8":
-        model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
-    else:
-        model = converters.fp16(path, work / "model.fp16.onnx")
-    return model, time.perf_counter() - start

@@ -50,7 +50,8 @@ def prepare_torch(
             model(batches[i])
 
     stream = torch.cuda.current_stream(device) if on_gpu else None
-    return Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=stream)
+    return Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=stream,
+                    transfers="untimed" if on_gpu else "none")
 
 
 def _with_cuda_graph(model: nn.Module, batches: list[torch.Tensor], details: dict) -> Prepared:
@@ -70,7 +71,8 @@ def _with_cuda_graph(model: nn.Module, batches: list[torch.Tensor], details: dic
         static_input.copy_(batches[i], non_blocking=True)
         graph.replay()
 
-    return Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=torch.cuda.current_stream())
+    return Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=torch.cuda.current_stream(),
+                    transfers="untimed")
 
 
 @LATENCY_BACKENDS.register("torch")

@@ -4,7 +4,10 @@ The only module that imports `tensorrt`, and only inside functions: TensorRT is 
 `require_tensorrt` says exactly which piece is missing. Precision lives in the ONNX file (FP32, FP16, or an
 explicitly quantized INT8 QDQ graph): TensorRT 10.3+ and 11 build it as a strongly typed network and no builder
 precision flag is touched (11 removed them, with implicit INT8 calibration); 8.6 has no strong typing, so there
-the FP16 or INT8 flag is set only so that the file's own FP16 / Q/DQ layers may run in that precision. All versions
+the FP16 or INT8 flag is set only so that the file's own FP16 / Q/DQ layers may run in that precision, and an FP16
+build obeys precision constraints that pin the file's FP32 layers (box decoding, NMS, RoI coordinates) to FP32
+(`_pin_fp32_layers`). TF32 is off unless asked for (`tf32=True`): TensorRT enables it by default for FP32 layers on
+Ampere and newer, which would make an "fp32" engine a TF32 one; the choice is recorded with the engine. All versions
 use the named-tensor API (`set_tensor_address`, `execute_async_v3`, present since 8.5). Every TensorRT name used
 here is listed once, with the versions that use it and its signature, in `API`; tests/test_trt_api.py checks that
 table against the real binding modules of each supported version. Device memory is held in torch tensors.
@@ -23,7 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
-from detnas.bench.precision import PrecisionWarning, capability_has_fast_fp16
+from detnas.bench.precision import OnnxConverters, PrecisionWarning, capability_has_fast_fp16, require_calibration
 from detnas.bench.result import PRECISIONS
 from detnas.errors import DetnasError
 from detnas.io import atomic_path
@@ -80,9 +83,20 @@ API: tuple[ApiUse, ...] = (
     ApiUse("Builder.create_builder_config", returns="IBuilderConfig"),
     ApiUse("IBuilderConfig.set_memory_pool_limit", params=("pool", "pool_size")),
     ApiUse("MemoryPoolType.WORKSPACE", kind="member"),
-    ApiUse("IBuilderConfig.set_flag", V86, params=("flag",)),
+    ApiUse("IBuilderConfig.set_flag", params=("flag",)),
+    ApiUse("IBuilderConfig.clear_flag", params=("flag",)),
+    ApiUse("BuilderFlag.TF32", kind="member"),
     ApiUse("BuilderFlag.FP16", V86, kind="member"),
     ApiUse("BuilderFlag.INT8", V86, kind="member"),
+    ApiUse("BuilderFlag.OBEY_PRECISION_CONSTRAINTS", V86, kind="member"),
+    ApiUse("INetworkDefinition.num_layers", V86, kind="property"),
+    ApiUse("INetworkDefinition.get_layer", V86, params=("index",), returns="ILayer"),
+    ApiUse("ILayer.num_outputs", V86, kind="property"),
+    ApiUse("ILayer.get_output", V86, params=("index",), returns="ITensor"),
+    ApiUse("ILayer.precision", V86, kind="property"),
+    ApiUse("ILayer.set_output_type", V86, params=("index", "dtype")),
+    ApiUse("ITensor.dtype", V86, kind="property"),
+    ApiUse("DataType.FLOAT", V86, kind="member"),
     ApiUse("INetworkDefinition.get_input", params=("index",), returns="ITensor"),
     ApiUse("ITensor.shape", kind="property"),
     ApiUse("ITensor.name", kind="property"),
@@ -251,6 +265,36 @@ def _graph_precision(model: Any) -> str:
     return "fp32"
 
 
+def precision_file(path: Path, work: Path, precision: str, calibration: Sequence[Any] | None,
+                   converters: OnnxConverters | None, runtime: str) -> tuple[Path, float | None]:
+    """The file `runtime` times at `precision`: `path` itself when it carries that precision (e.g. the file
+    `detnas export --precision` wrote), else `path` (FP32) converted as `detnas export --precision` converts it
+    (FP16 network with FP32 post-processing; INT8 QDQ with ranges from the calibration batches) into `work`; and
+    the seconds the conversion took (None: timed as it is). A module's half() is never what ships: NMS, RoiAlign
+    and box decoding would run in FP16."""
+    import time
+
+    if precision == "fp32":  # the file as it is (FP32 timing never converts; TensorRT checks what it carries)
+        return path, None
+    already = onnx_precision(path)
+    if already == precision:
+        return path, None
+    if already != "fp32":
+        raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
+                          f"--precision {already}")
+    require_calibration(precision, calibration)  # only a conversion needs ranges; a file already INT8 does not
+    if converters is None:
+        raise DetnasError(f"--precision {precision} on {runtime} times {path.name} converted as detnas export "
+                          "--precision converts it; pass BackendOptions(converters=detnas.export.converters."
+                          "onnx_converters()), or time a file exported with that precision")
+    start = time.perf_counter()
+    if precision == "int8":
+        model = converters.int8(path, work / "model.int8.onnx", [x.numpy() for x in calibration or []])
+    else:
+        model = converters.fp16(path, work / "model.fp16.onnx")
+    return model, time.perf_counter() - start
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -259,9 +303,11 @@ def build_engine(
     precision: str | None = None,
     workspace_mb: int = 1024,
     timing_cache: str | Path | None = None,
+    tf32: bool = False,
 ) -> Path:
     """Parse the ONNX file, build a serialized engine for `input_shape` in the precision the file carries and
     write it atomically. `precision`, when given, is what the caller expects the file to carry (checked first).
+    `tf32` lets FP32 layers run in TF32 (TensorRT's default, cleared here unless asked for).
 
     The timing cache file (kernel timings) is read when present and updated after the build, which makes
     rebuilding similar networks much faster.
@@ -292,8 +338,15 @@ def build_engine(
             raise DetnasError(f"{onnx_path}: TensorRT rejected input shape {list(input_shape)} for '{image.name}' "
                               f"(the file's input is {list(image.shape)}); time the shape the file was exported for")
     _warn_slow_fp16(carried)
+    if tf32:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
     if not strongly_typed and carried != "fp32":  # 8.6: FP16 / Q/DQ layers run in that precision only with the flag
         config.set_flag(trt.BuilderFlag.FP16 if carried == "fp16" else trt.BuilderFlag.INT8)
+        if carried == "fp16":  # INT8 sets no FP16 flag: its unquantized layers have no FP16 kernel to take
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+            _pin_fp32_layers(trt, network)
     cache = None
     if timing_cache is not None:
         timing_cache = Path(timing_cache)
@@ -313,10 +366,29 @@ def build_engine(
     return Path(engine_path)
 
 
+def _pin_fp32_layers(trt: ModuleType, network: Any) -> int:
+    """TensorRT 8.6 (weakly typed): with the FP16 flag the builder may run any layer in FP16, including the FP32
+    islands the FP16 file keeps for box decoding, NMS and RoI coordinates. Every layer whose float outputs the parser
+    typed FP32 (the file's FP32 layers; its FP16 layers yield HALF) is constrained to FP32, computing and writing;
+    the config obeys the constraints. Returns the number of layers pinned."""
+    pinned = 0
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        outputs = [layer.get_output(i) for i in range(layer.num_outputs)]
+        fp32 = [i for i, tensor in enumerate(outputs) if tensor.dtype == trt.DataType.FLOAT]
+        if not fp32:
+            continue
+        layer.precision = trt.DataType.FLOAT
+        for i in fp32:
+            layer.set_output_type(i, trt.DataType.FLOAT)
+        pinned += 1
+    return pinned
+
+
 def _warn_slow_fp16(precision: str) -> None:
     import torch
 
-    if precision == "fp16" and not capability_has_fast_fp16(torch.cuda.get_device_capability(0)):
+    if precision == "fp16" and not capability_has_fast_fp16(torch.cuda.get_device_capability()):
         warnings.warn("this GPU has no fast FP16; the FP16 engine will not be faster than FP32", PrecisionWarning,
                       stacklevel=3)
 
@@ -399,7 +471,7 @@ def open_engine(engine_path: str | Path, inputs: Sequence[Any]) -> EngineIO:
     details = {"tensorrt": trt.__version__, "api": "execute_async_v3", "io": io, "engine": str(path),
                "transfers": "inputs already on the GPU, outputs left there (not timed)"}
     prepared = Prepared(call=call, n_inputs=len(batches), details=details, cuda_stream=stream,
-                        keepalive=(engine, context, batches, outputs))
+                        keepalive=(engine, context, batches, outputs), transfers="untimed")
     return EngineIO(prepared, batches, outputs)
 
 
@@ -471,21 +543,31 @@ def bind_io(trt: ModuleType, api: NamedTensors, batches: list[Any], stream: Any,
 
 @LATENCY_BACKENDS.register("trt")
 class TrtBackend(LatencyBackend):
-    """A TensorRT engine built here for the inputs' shape; it runs the precision the file carries (an INT8 engine
-    needs a QDQ file), so FP16 is baked into the export."""
+    """A TensorRT engine built here for the inputs' shape from the file at the asked precision: the file itself when
+    it carries it, else the FP32 file converted as `detnas export --precision` converts it (INT8 with the
+    calibration batches)."""
 
     title = "TensorRT"
     gpu_only = True
 
-    def bakes_fp16(self, options: BackendOptions, device: str) -> bool:
-        return True
+    def variant(self, options: BackendOptions, device: str) -> str:
+        """TF32 changes the number: it is in the cache key (rows cached before the flag was cleared were TF32)."""
+        return f"trt:{ {True: 'tf32', False: 'no-tf32', None: 'tf32-unknown'}[options.tf32]}"
 
     def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
+        """Built and bound on `device` (cuda:N): the engine, its stream and buffers belong to that GPU."""
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
-            engine = build_engine(path, Path(tmp) / "model.engine", precision=precision,
+        import torch
+
+        with torch.cuda.device(torch.device(device)), tempfile.TemporaryDirectory(prefix="detnas-bench-") as tmp:
+            model, seconds = precision_file(path, Path(tmp), precision, calibration, options.converters, "TensorRT")
+            engine = build_engine(model, Path(tmp) / "model.engine", precision=precision,
                                   input_shape=tuple(inputs[0].shape), workspace_mb=options.workspace_mb,
-                                  timing_cache=options.timing_cache)
-            return prepare_engine(engine, inputs)
+                                  timing_cache=options.timing_cache, tf32=bool(options.tf32))
+            prepared = prepare_engine(engine, inputs)
+        prepared.details["tf32"] = options.tf32
+        if seconds is not None:
+            prepared.details["convert_seconds"] = round(seconds, 3)
+        return prepared

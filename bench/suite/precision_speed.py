@@ -4,12 +4,13 @@ Latency: the COCO-FPN-300M FPN detector at 320x320 (random init, BN statistics f
 scores as in export_speed) exported by `detnas export`'s API; ORT INT8 (the QDQ file `detnas export --precision
 int8` writes, ranges from coco128 images) and ORT FP16 vs ORT FP32 vs PyTorch eager FP32, on the same letterboxed
 coco_mini images, rounds interleaved so machine noise hits all variants alike; plus the quantization time.
-AP: a detector trained briefly on coco128 + coco_mini train2017 (a short cifar10 classification warm start, then
-detection on every image), FP32 ONNX vs INT8 ONNX COCO AP on its training images and the drop, with a paired
-bootstrap interval; INT8 ranges from trained images kept out of the evaluation (the training split, as `detnas
+AP: a detector trained briefly on coco128 + coco_mini train2017 less a held-out quarter (a short cifar10
+classification warm start, then detection), FP32 ONNX vs INT8 ONNX COCO AP on the held-out images it never trained
+on, and the drop with a paired bootstrap interval; INT8 ranges from trained images (the training split, as `detnas
 export` calibrates) and, for contrast, from coco_mini val2017 images it never saw. No evaluated image is ever a
-calibration image.
-Goals: INT8 >= 2.5x faster than eager FP32 on the FPN detector; AP drop <= 1 point (0.01).
+training or calibration image.
+Goals: INT8 >= 2.5x faster than eager FP32 on the FPN detector; AP drop <= 1 point (0.01), met only when the whole
+95 % bootstrap interval of the drop is within it (`goal_verdict`).
 Demo: with --demo-results DIR, the same drop for the winner `detnas demo --out DIR` exported, on fresh images drawn
 like its validation split (it generalises, so hundreds of images can resolve one AP point).
 Run: python -m detnas.bench.suite.precision_speed [--threads 1] [--iterations 2000] [--demo-results results/demo]
@@ -57,6 +58,19 @@ from detnas.supernet import ChildNet
 
 INT8_GOAL = 2.5
 AP_DROP_GOAL = 0.01
+#: every HELD_OUT-th image of the pooled AP set is held out of training and is what AP is taken on
+HELD_OUT = 4
+
+
+def goal_verdict(low: float, high: float, goal: float = AP_DROP_GOAL) -> str:
+    """The drop goal judged on the 95 % bootstrap interval [low, high] of the drop, not its point estimate: 'met'
+    when the whole interval is within the goal, 'NOT met' when all of it is above, else 'not resolved' (the
+    evaluation set cannot tell; evaluate on more images)."""
+    if high <= goal:
+        return "met"
+    if low > goal:
+        return "NOT met"
+    return f"not resolved (the interval straddles {goal:g}; evaluate on more images)"
 
 
 def _coco128_files() -> list[Path]:
@@ -159,9 +173,10 @@ def ap_drop_interval(ann: Path, detections: Path, rounds: int = 200, seed: int =
 class PooledCoco:
     """The AP set: coco128 and coco_mini's train2017 pooled (their images never overlap), annotations whose box
     covers less than `min_area` of their image dropped (1 % is a few pixels at 128 px), images left without one dropped.
-    The detector trains on all of it; INT8 ranges come from `calibration` (trained on, never evaluated) and, for
-    contrast, from `unseen` (coco_mini val2017, never trained on); AP is taken on `evaluated` (every other trained
-    image), so hundreds of annotations can resolve one AP point."""
+    The detector trains on `train_ann` (all but every `HELD_OUT`-th image); AP is taken on `evaluated` (those held-out
+    images, never trained on: AP on training images measures memorisation, which quantization may spare or hit
+    differently); INT8 ranges come from `calibration` (trained on, never evaluated) and, for contrast, from `unseen`
+    (coco_mini val2017, never trained on)."""
 
     train_ann: Path
     images: Path
@@ -191,12 +206,15 @@ def pooled_coco(min_area: float, calib_images: int, work: Path) -> PooledCoco:
                 (linked / im["file_name"]).symlink_to(root / split / im["file_name"])
         annotations += kept
         categories.update({c["id"]: c for c in data["categories"] if c["id"] in {a["category_id"] for a in kept}})
-    calibrated = images[-calib_images:]  # coco_mini's, trained on
-    evaluated = images[:-calib_images]
+    evaluated = images[::HELD_OUT]
     kept_ids = {im["id"] for im in evaluated}
+    trained = [im for im in images if im["id"] not in kept_ids]
+    trained_ids = {im["id"] for im in trained}
+    calibrated = trained[-calib_images:]  # coco_mini's, trained on
     train_ann, evaluated_ann = work / "pooled.json", work / "evaluated.json"
     used_categories = sorted(categories.values(), key=lambda c: c["id"])
-    train_ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": used_categories}))
+    train_ann.write_text(json.dumps({"images": trained, "categories": used_categories,
+                                     "annotations": [a for a in annotations if a["image_id"] in trained_ids]}))
     evaluated_ann.write_text(json.dumps({"images": evaluated, "categories": used_categories,
                                          "annotations": [a for a in annotations if a["image_id"] in kept_ids]}))
     unseen = sorted((SHARED / "coco_mini" / "val2017").glob("*.jpg"))[:calib_images]
@@ -224,13 +242,13 @@ def train_pooled(arch_name: str, data: PooledCoco, size: int, iterations: int, c
 def trained_ap(arch_name: str, min_area: float, size: int, iterations: int, cls_iterations: int, calib_images: int,
                method: str, work: Path, detector: Path | None = None) -> dict[str, Any]:
     """Train on the pooled set (`pooled_coco`; or take `detector`, weights an earlier run of this suite trained),
-    export at `size`, and compare COCO AP of the FP32 and INT8 files on its evaluated images, with INT8 ranges
+    export at `size`, and compare COCO AP of the FP32 and INT8 files on its held-out images, with INT8 ranges
     from trained images (`train`, the split `detnas export` calibrates on) and from never-seen images (`unseen`:
     another sample of as many, which shows how far the ranges, and the drop, depend on which images are drawn)."""
     from detnas.export.source import load_export_source
 
     data = pooled_coco(min_area, calib_images, work)
-    trained_on = {"min_area": min_area, "train_size": size}
+    trained_on = {"min_area": min_area, "train_size": size, "held_out": f"every {HELD_OUT}th image"}
     start = time.perf_counter()
     if detector:
         _check_trained_on(detector, trained_on)
@@ -335,7 +353,7 @@ def main() -> None:
             print(f"demo winner {args.demo_results}: AP FP32 {demo['reference_ap']:.4f}, INT8 {demo['candidate_ap']:.4f}, "
                   f"drop {demo['drop']:.4f} (95 % bootstrap interval {demo['drop_ci95_low']:+.4f} .. "
                   f"{demo['drop_ci95_high']:+.4f}) on {demo['images']} fresh images / {demo['annotations']} annotations "
-                  f"(goal <= {AP_DROP_GOAL}: {'met' if demo['passed'] else 'NOT met'}); INT8 ranges from "
+                  f"(goal <= {AP_DROP_GOAL}: {goal_verdict(demo['drop_ci95_low'], demo['drop_ci95_high'])}); INT8 ranges from "
                   f"{demo['calibration_images']} training images, quantization {demo['quantize_s']:.1f} s")
             result["demo"] = demo
     if args.json:
@@ -367,13 +385,13 @@ def _report_ap(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         print(f"trained weights kept: {ap['detector']} (reuse with --detector)")
     print(f"trained {args.arch} ({trained}) on coco128 + coco_mini train2017: {ap['images']} images, "
           f"{ap['annotations']} annotations of at least {args.min_area:g} of their image, at {args.train_size}px; AP on "
-          "the trained images not used for calibration; INT8 ranges from trained images (train) or from coco_mini "
+          f"every {HELD_OUT}th image, held out of training; INT8 ranges from trained images (train) or from coco_mini "
           "val2017 images it never saw (unseen):")
     for name, m in ap["methods"].items():
         print(f"  {name:18s} ({m['calibration_images']:2d} images) AP FP32 {m['reference_ap']:.4f}, INT8 {m['candidate_ap']:.4f}, drop "
               f"{m['drop']:.4f} (95 % bootstrap interval over images {m['drop_ci95_low']:+.4f} .. "
               f"{m['drop_ci95_high']:+.4f}) on {m['images']} images / {m['annotations']} annotations (goal <= "
-              f"{AP_DROP_GOAL}: {'met' if m['passed'] else 'NOT met'}); quantization {m['quantize_s']:.1f} s")
+              f"{AP_DROP_GOAL}: {goal_verdict(m['drop_ci95_low'], m['drop_ci95_high'])}); quantization {m['quantize_s']:.1f} s")
     return ap
 
 

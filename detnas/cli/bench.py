@@ -86,7 +86,7 @@ def _result_table(r: Any) -> Table:
         ("median", f"{s.median_ms:.3f} ms"), ("p90 / p99", f"{s.p90_ms:.3f} / {s.p99_ms:.3f} ms"),
         ("min / mean", f"{s.min_ms:.3f} / {s.mean_ms:.3f} ms"), ("CV", f"{100 * s.cv:.2f} %"),
         ("runs / warm-up", f"{s.n} / {r.warmup}"), ("threads", str(r.threads)), ("timer", r.details.get("timer")),
-        ("inputs", r.details.get("inputs")),
+        ("inputs", r.details.get("inputs")), ("host<->device copies", r.transfers),
     ):
         table.add_row(name, str(value))
     return table
@@ -115,6 +115,11 @@ def latency_cmd(
     cuda_graphs: Annotated[bool, typer.Option(help="torch backend on a GPU: replay a CUDA graph.")] = False,
     workspace_mb: Annotated[int, typer.Option(help="trt: builder workspace limit in MiB.")] = 1024,
     timing_cache: Annotated[Path | None, typer.Option(help="trt: timing-cache file (read and updated).")] = None,
+    io_binding: Annotated[bool | None, typer.Option("--io-binding/--no-io-binding", help="ort on a GPU: inputs "
+                                                    "already on the device, outputs left there, copies untimed "
+                                                    "(default on a GPU, as trt and torch time).")] = None,
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="trt: let FP32 layers run in TF32 (recorded in the "
+                                       "row); off, FP32 layers compute in FP32.")] = False,
     images: Annotated[Path | None, option("images", "Real images to time on (NMS cost depends on them); default "
                                           "seeded random pixels.")] = None,
     calib_images: Annotated[Path | None, option("images", "Real images for INT8 calibration.", prefix="calib")]
@@ -148,7 +153,8 @@ def latency_cmd(
     _quiet_onnxruntime(backend)
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     options = BackendOptions(ort_provider=ort_provider, compile=compile, cuda_graphs=cuda_graphs,
-                             workspace_mb=workspace_mb, timing_cache=timing_cache, converters=onnx_converters())
+                             workspace_mb=workspace_mb, timing_cache=timing_cache, tf32=tf32, io_binding=io_binding,
+                             converters=onnx_converters())
     cache = LatencyCache(cache_path) if use_cache else None
     batches = image_batches(images, batch, hw) if images else None
     calibration = image_batches(calib_images, batch, hw, limit=512) if calib_images else None
@@ -200,6 +206,9 @@ def compare_cmd(
                   for name in ("median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms")}
     differences = [f"{field} differs: {getattr(a, field)} vs {getattr(b, field)}"
                    for field in ("scope", "backend", "precision", "input_shape") if getattr(a, field) != getattr(b, field)]
+    if a.transfers != b.transfers:  # not like for like: say so first
+        differences.insert(0, f"host<->device copies differ: {a.transfers} vs {b.transfers} (a ratio of these times "
+                           "includes the copies of one side only; time both with --io-binding, or both without)")
     differences += [f"environment differs: {diff}" for diff in a.fingerprint.differences(b.fingerprint)]
     c = compare_latencies(a.stats, b.stats, a.samples_ms, b.samples_ms, confidence=confidence, k=k)
     table = Table(title=f"{other.name} / {baseline.name}")
@@ -247,11 +256,20 @@ def profile_cmd(
     n_train: Annotated[int, typer.Option(help="Archs the correction is fitted on (stratified by table sum).")] = 20,
     n_test: Annotated[int, typer.Option(help="Held-out archs the accuracy is judged on: the fastest, the slowest, "
                                          "the rest stratified by table sum.")] = 30,
+    n_random: Annotated[int, typer.Option(help="Uniform random archs (as the search draws them) the predictor is also "
+                                          "judged on, and those of them near --near-ms.")] = 30,
+    near_ms: Annotated[float | None, typer.Option(help="Target (ms) whose +-15 % band of random archs is judged "
+                                                  "apart (default: their median).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the arch draws.")] = 0,
+    reference: Annotated[Path | None, typer.Option("--from", help="Few-shot: carry this profile of another device "
+                                                   "here with --archs whole-network measurements (its space, scope "
+                                                   "and input size).")] = None,
+    archs: Annotated[int | None, typer.Option(help="Few-shot: random archs timed here (<= 20).")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Measure block latencies, the stem and archs spanning the space on this device; fit the predictor and judge
-    it against the best constant and the measurements' own agreement (accurate only if it beats the constant)."""
+    it against the best constant and a perfect predictor's rank agreement, on archs spanning the space, on random
+    archs and on random archs near a target (accurate only if it beats the constant)."""
     from detnas.bench.oracle import BackendOptions, TimingProtocol
     from detnas.bench.profile import build_profile, profile_report, save_profile
     from detnas.bench.result import Scope
@@ -262,17 +280,29 @@ def profile_cmd(
 
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
+    if reference is not None or archs is not None:
+        _fewshot(reference, archs, out, backend, precision, protocol, rounds, seed, json_out)
+        return
     with _warnings_as_lines(), task("profile") as status:
         profile = build_profile(get_space(space), backend=backend, size=size, batch=batch,
                                 precision=precision, protocol=protocol,
                                 options=BackendOptions(converters=onnx_converters()), n_train=n_train,
                                 n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
-                                progress=status.describe)
+                                progress=status.describe, n_random=n_random, near_ms=near_ms)
     save_profile(profile, out)
     report = profile_report(profile)
     console.print(_report_table(report))
     for line in report.verdict():
         console.print(line, highlight=False, soft_wrap=True)
+    near = profile["near"]
+    for key, title in (("random_report", "random archs"),
+                       ("near_report", f"random archs within ±15 % of {near['target_ms'] or 0:.3f} ms")):
+        if profile.get(key) is not None:
+            judged = HeldOutReport.from_dict(profile[key])
+            console.print(_report_table(judged, title))
+            console.print(f"{title}: {judged.verdict()[-1]}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"{title}: fewer than 5 archs, not judged", highlight=False)
     if "shared_part" in profile:  # network scopes: how much of the spread the backbone carries, and its own verdict
         console.print(SharedPart.from_dict(profile["shared_part"]).line(), highlight=False, soft_wrap=True)
         backbone = HeldOutReport.from_dict(profile["backbone_report"])
@@ -282,18 +312,60 @@ def profile_cmd(
     if json_out is not None:
         write_document(json_out, "detnas.bench.profile/1", {
             "profile": str(out), "build_seconds": profile["build_seconds"],
-            "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict()})
+            "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict(),
+            "random_report": profile["random_report"], "near_report": profile["near_report"], "near": profile["near"]})
 
 
-def _report_table(report: Any) -> Table:
-    """The predictors next to the best constant; the ceiling row is the measurements' own rank agreement."""
-    table = Table(title=f"predictor on {report.n} held-out archs")
+def _fewshot(reference: Path | None, archs: int | None, out: Path, backend: str, precision: str, protocol: Any,
+             rounds: int, seed: int, json_out: Path | None) -> None:
+    """`bench profile --from REFERENCE --archs N`: a few-shot profile of this device (detnas.bench.fewshot)."""
+    from detnas.bench.fewshot import build_fewshot_profile
+    from detnas.bench.oracle import BackendOptions
+    from detnas.bench.profile import profile_report, save_profile
+    from detnas.export.converters import onnx_converters
+    from detnas.io import read_json_file
+    from detnas.progress import task
+    from detnas.space import SearchSpace, register_space
+
+    if reference is None or archs is None:
+        raise DetnasError("--from and --archs go together: a few-shot profile carries --from REFERENCE.json here "
+                          "with --archs N whole-network measurements (e.g. --archs 20)")
+    data = read_json_file(reference, "latency profile", "give a profile built with `detnas bench profile`")
+    if not isinstance(data, dict) or "space" not in data:
+        raise DetnasError(f"--from {reference}: not a detnas latency profile (no 'space'); give one built with "
+                          "`detnas bench profile`")
+    space = register_space(SearchSpace.from_dict(data["space"], source=f"{reference}: space"))
+    with _warnings_as_lines(), task("profile") as status:
+        profile = build_fewshot_profile(data, space, n_archs=archs, backend=backend, precision=precision,
+                                        protocol=protocol, options=BackendOptions(converters=onnx_converters()),
+                                        rounds=rounds, seed=seed, reference_path=str(reference),
+                                        progress=status.describe)
+    save_profile(profile, out)
+    report = profile_report(profile)
+    console.print(_report_table(report, "archs timed here, each predicted by the transfer fitted on the others"))
+    for line in report.verdict():
+        console.print(line, highlight=False, soft_wrap=True)
+    transfer = profile["transfer"]
+    console.print(f"few-shot from {reference}: stage scales {', '.join(f'{v:.3f}' for v in transfer['stage_scales'])}, "
+                  f"intercept {transfer['intercept_ms']:.3f} ms · built in {profile['build_seconds']:.0f}s · wrote {out}",
+                  highlight=False, soft_wrap=True)
+    if json_out is not None:
+        write_document(json_out, "detnas.bench.profile/1", {
+            "profile": str(out), "build_seconds": profile["build_seconds"],
+            "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict(), "transfer": transfer})
+
+
+def _report_table(report: Any, title: str = "held-out archs spanning the space") -> Table:
+    """The predictors next to the best constant and a perfect predictor's rank agreement given the noise."""
+    table = Table(title=f"predictor on {report.n} {title}")
     for col in ("predictor", "within ±5 %", "within ±10 %", "MAPE %", "Kendall tau", "R²"):
         table.add_column(col, justify="left" if col == "predictor" else "right")
     for name, acc in report.rows():
         table.add_row(name, f"{100 * acc.within_5:.0f} %", f"{100 * acc.within_10:.0f} %", f"{acc.mape:.2f}",
                       f"{acc.kendall_tau:.3f}", f"{acc.r2:.3f}")
-    table.add_row("ceiling: measurements vs themselves", "", "", "", f"{report.ceiling_tau:.3f}", "")
+    table.add_row("a perfect predictor, given the noise", "", "", "", f"{report.reference_tau:.3f}",
+                  f"{report.r2_ceiling:.3f}")
+    table.add_row("split halves vs each other", "", "", "", f"{report.ceiling_tau:.3f}", "")
     return table
 
 
@@ -399,11 +471,13 @@ def cache_list_cmd(path: CachePath = None) -> None:
 
     cache = LatencyCache(path)
     table = Table(title=f"latency cache {cache.path}")
-    for col in ("model", "source", "scope", "backend", "prec", "input", "median ms", "CV %", "fingerprint", "when"):
+    for col in ("model", "source", "scope", "backend", "prec", "input", "protocol", "median ms", "CV %", "fingerprint",
+                "when"):
         table.add_column(col, overflow="fold")
     for e in cache.entries():
-        table.add_row(e.label, e.source[:20], e.scope, e.backend, e.precision, e.input_shape, f"{e.median_ms:.3f}",
-                      f"{100 * e.cv:.1f}", e.fingerprint, datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M"))
+        table.add_row(e.label, e.source[:20], e.scope, e.backend, e.precision, e.input_shape,
+                      e.protocol or "unrecorded (never served)", f"{e.median_ms:.3f}", f"{100 * e.cv:.1f}",
+                      e.fingerprint, datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M"))
     console.print(table)
 
 

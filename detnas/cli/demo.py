@@ -38,5 +38,8 @@ def demo_cmd(
                   f"{summary['shipped']['journal_AP']:.4f}, shipped weights {summary['shipped']['weights_AP']:.4f}, "
                   f"ONNX {summary['shipped']['onnx_AP']:.4f}", highlight=False, soft_wrap=True)
     console.print(f"  parity: {summary['export']['parity']['summary']}", highlight=False, soft_wrap=True)
+    for name, row in summary["targets"].items():  # one search, one winner per target, each timed afresh
+        console.print(f"  target {name}: {row['verdict']}; front of {row['front']} candidates", highlight=False,
+                      soft_wrap=True)
     for name, path in result.files.items():
         console.print(f"  {name:<17} {path}", highlight=False, soft_wrap=True)

@@ -79,6 +79,8 @@ def export_cmd(
     gate_images: Annotated[Path | None, option("images", "The images of --gate-ann.", prefix="gate")] = None,
     max_ap_drop: Annotated[float, typer.Option(help="Largest allowed AP drop vs FP32 (0.01 = 1 point); the "
                                                         "reference must score above it or the gate refuses to judge.")] = 0.01,
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="--format trt: let the engine's FP32 layers run in "
+                                       "TF32 (judged with FP16's parity bounds); off, they compute in FP32.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write what was exported and checked as JSON "
                                                   "(schema detnas.export/2, docs/json.md).")] = None,
 ) -> None:
@@ -109,7 +111,7 @@ def export_cmd(
         precision=PrecisionOptions(precision=precision, calib_images=calib_images, calib_count=calib_count,
                                    calib_method=calib_method, gate_ann=gate_ann, gate_images=gate_images,
                                    max_ap_drop=max_ap_drop),
-        engine=EngineOptions(format=format, device=device))
+        engine=EngineOptions(format=format, device=device, tf32=tf32))
     run_export(request)
 
 

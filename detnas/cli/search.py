@@ -39,8 +39,11 @@ def run_cmd(
     data: Annotated[Path, option("ann", "The search-validation split (`detnas data split`).")],
     images: Annotated[Path, option("images", "The images of --ann (and of --bn-ann unless --bn-images).")],
     bn_data: Annotated[Path, option("ann", "Training images for BN recalibration (the other split).", prefix="bn")],
-    out: Annotated[Path, typer.Option(help="Output folder: journal.jsonl, best_arch.json, topk.json, plots.")],
-    latency_target: str = typer.Option(None, help="Latency budget, e.g. 12ms, 0.5s, 800us."),
+    out: Annotated[Path, typer.Option(help="Output folder: journal.jsonl, best_arch.json (best_arch.NAME.json per named "
+                                      "target), topk.json, plots.")],
+    latency_target: Annotated[list[str] | None, typer.Option(
+        metavar="[NAME=]DURATION", help="Latency budget, e.g. 12ms, 0.5s, 800us; NAME=12ms, repeated, searches for "
+        "several targets at once (one winner each).")] = None,
     backend: Annotated[BackendName, option("backend", "Times the candidates.")] = "ort",
     device: Annotated[str, option("device", "Times (and evaluates) the candidates.")] = "cpu",
     precision: Annotated[PrecisionName, option("precision", "Of the timed candidates.")] = "fp32",
@@ -52,7 +55,9 @@ def run_cmd(
     latency_runs: int = typer.Option(30, help="Timed runs per measurement."),
     latency_threads: int = typer.Option(1, help="CPU threads while timing."),
     latency_cache: Annotated[Path | None, typer.Option(help="Latency cache SQLite file (default: detnas' user cache).")] = None,
-    latency_profile: Annotated[Path | None, typer.Option(help="Predict latency from a device profile (`detnas bench profile`).")] = None,
+    latency_profile: Annotated[list[str] | None, typer.Option(metavar="[NAME=]FILE", help="Predict latency from a device profile (`detnas "
+                                                              "bench profile`); NAME=FILE for a named target (one "
+                                                              "without is measured by --backend).")] = None,
     force_profile: bool = typer.Option(False, help="Use a device profile whose fingerprint differs from here."),
     flops_max: str = typer.Option(None, help="Backbone FLOPs limit (multiply-adds at --flops-size), e.g. 300M."),
     params_max: str = typer.Option(None, help="Backbone params limit, e.g. 3.5M."),
@@ -60,6 +65,9 @@ def run_cmd(
                                        "space's paper limit applies (detnas-300m: 300M backbone FLOPs at 224, "
                                        "detnas-1.3g: 1.3G); this lifts it."),
     flops_size: int = typer.Option(224, help="Input side FLOPs are counted at (DetNAS: 224)."),
+    feasibility: str = typer.Option("ucb95", help="How a hard target is held: ucb95 (a candidate is feasible when the "
+                                    "one-sided 95% upper confidence bound of its median latency is within it) or "
+                                    "median (the median alone, which favours lucky draws)."),
     objective: str = typer.Option("hard", help="hard (reject over target), soft (AP*(lat/target)^w), pareto or a "
                                   "registered one."),
     soft_weight: float = typer.Option(-0.07, help="Exponent w of the soft reward (MnasNet: -0.07)."),
@@ -89,26 +97,29 @@ def run_cmd(
     """Evolutionary search (DetNAS defaults) with COCO AP per path and measured or predicted latency."""
     from detnas.export.converters import onnx_converters
     from detnas.search.evolution import EvolutionSettings
-    from detnas.search.latency import Timing, parse_count, parse_latency_ms
+    from detnas.search.latency import Timing, parse_count
     from detnas.search.objectives import Constraints
     from detnas.search.report import summary_table
     from detnas.search.runner import SearchRequest, run_search
+    from detnas.search.targets import parse_targets
 
     settings = EvolutionSettings(algorithm=algorithm, population=population, generations=generations, parents=parents,
                                  mutations=mutations, crossovers=crossovers, randoms=randoms,
                                  mutation_prob=mutation_prob, seed=seed, max_tries=max_tries)
-    constraints = Constraints(objective=objective,
-                              latency_ms=parse_latency_ms(latency_target) if latency_target else None,
+    target_ms, profile, targets = parse_targets(latency_target or [], latency_profile or [])
+    constraints = Constraints(objective=objective, latency_ms=target_ms,
+                              targets=tuple((t.name, t.latency_ms) for t in targets),
                               soft_weight=soft_weight,
                               flops_max=parse_count(flops_max, "--flops-max") if flops_max else None,
                               params_max=parse_count(params_max, "--params-max") if params_max else None,
-                              paper_limit=not no_constraint)
+                              paper_limit=not no_constraint, feasibility=feasibility)
     timing = Timing(size=latency_size, backend=backend,
                     precision=precision, device=device, scope=scope, batch=latency_batch, runs=latency_runs,
                     threads=latency_threads)
     request = SearchRequest(supernet=supernet, data=data, images=images, bn_data=bn_data, out=out,
                             bn_images_dir=bn_images_dir, settings=settings, constraints=constraints, timing=timing,
-                            latency_profile=latency_profile, force_profile=force_profile, latency_cache=latency_cache,
+                            latency_profile=profile, targets=targets, force_profile=force_profile,
+                            latency_cache=latency_cache,
                             space=space, flops_size=flops_size, bn_images=bn_images, bn_batch=bn_batch,
                             val_images=val_images, min_size=min_size, max_size=max_size, proposals=proposals,
                             resume=resume, top_k=top_k, onnx_converters=onnx_converters())

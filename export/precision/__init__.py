@@ -22,11 +22,12 @@ from detnas.export.precision.quantize import (
     quantized_nodes,
 )
 from detnas.export.precision.request import Calibration, PrecisionRequest, precision_request, training_split
-from detnas.export.precision.write import PrecisionReport, reduce_exported, report_path, write_precision
+from detnas.export.precision.write import PrecisionReport, kept_reference, reduce_exported, report_path, write_precision
 
 __all__ = [
     "CALIB_METHODS", "DEFAULT_CALIB_METHOD", "NETWORK_SCOPES", "PERCENTILE", "PREDICTOR_LAYERS", "QUANTIZED_OPS", "TOLERANCES",
     "Calibration", "Gate", "GateResult", "PrecisionParity", "PrecisionReport", "PrecisionRequest", "Tolerance",
-    "ap_gate", "calibration_batches", "convert_fp16", "network_nodes", "percentile_cut", "precision_parity", "precision_request",
+    "ap_gate", "calibration_batches", "convert_fp16", "kept_reference",
+    "network_nodes", "percentile_cut", "precision_parity", "precision_request",
     "quantize_int8", "quantized_nodes", "reduce_exported", "report_path", "training_split", "write_precision",
 ]

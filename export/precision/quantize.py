@@ -1,7 +1,10 @@
 """INT8 file: `onnxruntime.quantization.quantize_static` in QDQ format, the form TensorRT's explicit quantization
 takes: symmetric INT8 activations and weights (every zero point 0), per-channel weights, only Conv/Gemm/MatMul of
 the network, ranges from letterboxed calibration images (by default the mean of each calibration batch's own
-min-max range, ORT's `CalibMovingAverage`: see `DEFAULT_CALIB_METHOD`). The predictor layers (class logits, box
+min-max range, ORT's `CalibMovingAverage`: see `DEFAULT_CALIB_METHOD`). Biases stay float (`QuantizeBias` off):
+ORT would otherwise store each Conv/Gemm bias as INT32 behind a DequantizeLinear, a type no TensorRT parser
+dequantizes (the `dequantize-type` rule of export/trt_lint.py), while TensorRT folds a float bias into its INT8
+kernels itself. The predictor layers (class logits, box
 deltas) keep FP32 weights and outputs, so box decoding, NMS and RoI coordinates never see an INT8 value.
 """
 
@@ -94,7 +97,7 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph),
                         calibrate_method=methods[method], calibration_cache_path=cache,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                                        "CalibPercentile": PERCENTILE,
                                        "CalibMovingAverage": method == "average"})
     return Path(target)

@@ -14,7 +14,7 @@ from detnas.errors import DetnasError
 from detnas.export.metadata import PrecisionInfo
 from detnas.export.precision.gate import Gate
 from detnas.export.precision.quantize import CALIB_METHODS, percentile_cut
-from detnas.images import image_files
+from detnas.images import image_files, shared_images
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,13 @@ def training_split(weights: str | Path) -> tuple[Path, Path | None] | None:
     return None
 
 
+def evaluated_files(gate: Gate) -> list[Path]:
+    """The image files the AP gate evaluates: those its annotation file lists, in its image folder."""
+    from detnas.data.coco import read_coco_json
+
+    return [gate.images / im["file_name"] for im in read_coco_json(gate.ann)["images"]]
+
+
 def _split_files(images_dir: Path, ann: Path | None) -> list[Path]:
     if ann is None:
         return image_files(images_dir)
@@ -108,11 +115,10 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
         raise DetnasError(f"--calib-count {calib_images}: {source} has only {len(files)} images; lower "
                           "--calib-count or add images")
     files = files[:calib_images]
-    if gate is not None:
-        gated = {p.resolve() for p in gate.images.glob("*")}
-        if overlap := [f for f in files if f.resolve() in gated]:
-            raise DetnasError(f"--calib-images: {len(overlap)} calibration images (e.g. {overlap[0].name}) are in "
-                              f"--gate-images {gate.images}; calibrate on training images, not on the evaluation split")
+    if gate is not None and (overlap := shared_images(files, evaluated_files(gate))):
+        raise DetnasError(f"--calib-images: {len(overlap)} calibration images (e.g. {overlap[0].name}) are images of "
+                          f"--gate-ann {gate.ann} (same file name or content); calibrate on training images, not on "
+                          "the evaluation split")
     images = []
     for f in files:
         try:

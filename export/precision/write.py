@@ -3,10 +3,12 @@ AP gate) and rename it into place only when every check passed; the report goes 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,19 @@ def reduce_exported(out: str | Path, request: PrecisionRequest,
         reference = Path(work) / out.name
         os.replace(out, reference)
         return write_precision(reference, out, request, parity_images)
+
+
+@contextlib.contextmanager
+def kept_reference(out: str | Path, keep: bool) -> Iterator[Path | None]:
+    """With `keep`, a copy of the verified FP32 file at `out` in a temporary folder beside it for as long as the
+    block runs (a TensorRT engine built from the reduced file that replaces it is judged against FP32), removed
+    after; None without `keep`."""
+    if not keep:
+        yield None
+        return
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix=f".{out.stem}.reference-", dir=out.parent) as work:
+        yield Path(shutil.copy2(out, Path(work) / out.name))
 
 
 def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRequest,

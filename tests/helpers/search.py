@@ -39,19 +39,31 @@ class FakeLatency:
 
     fingerprint = "fake-device"
 
-    def __init__(self, source: str = "measured", offset_ms: float = 0.0) -> None:
+    def __init__(self, source: str = "measured", offset_ms: float = 0.0, fresh_offset_ms: float = 0.0) -> None:
         self.source = source
         self.offset_ms = offset_ms
+        self.fresh_offset_ms = fresh_offset_ms
         self.calls: list[str] = []
+        self.fresh_calls: list[list[str]] = []
 
     def latency(self, arch: Arch) -> Latency:
         self.calls.append(arch.hash)
-        median = 1.0 + sum(0.25 * (1 + c) for c in arch.choices) + 0.05 * _jitter(arch) + self.offset_ms
-        if self.source == "predicted":
-            return Latency.predicted(median)
-        return Latency.measured(TimingStats(n=5, median_ms=median, p90_ms=median * 1.05, p99_ms=median * 1.08,
+        median = self.median(arch)
+        return Latency.predicted(median, median * 1.04) if self.source == "predicted" else self._measured(median, 5)
+
+    def median(self, arch: Arch) -> float:
+        return 1.0 + sum(0.25 * (1 + c) for c in arch.choices) + 0.05 * _jitter(arch) + self.offset_ms
+
+    @staticmethod
+    def _measured(median: float, n: int) -> Latency:
+        return Latency.measured(TimingStats(n=n, median_ms=median, p90_ms=median * 1.05, p99_ms=median * 1.08,
                                             min_ms=median * 0.98, mean_ms=median * 1.01, std_ms=median * 0.02,
-                                            cv=0.02 / 1.01))
+                                            cv=0.02 / 1.01), upper_ms=median * 1.03)
+
+    def fresh(self, archs: list[Arch], rounds: int) -> list[Latency]:
+        """A fresh timing: `fresh_offset_ms` slower than `latency` says (a device drifting since the search)."""
+        self.fresh_calls.append([a.hash for a in archs])
+        return [self._measured(self.median(a) + self.fresh_offset_ms, 5 * rounds) for a in archs]
 
 
 def tiny_search_supernet(root: Path, tmp: Path) -> dict[str, Path]:
@@ -81,6 +93,6 @@ def search_args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
     """`detnas search run` on `tiny_search_supernet`'s files at the smallest budget."""
     return ["search", "run", "--supernet", str(s["ckpt"]), "--ann", str(s["val"]), "--images",
             str(s["root"] / "train2017"), "--bn-ann", str(s["train"]), "--out", str(out), "--backend", "ort",
-            "--latency-runs", "3", "--latency-cache", str(s["tmp"] / "latency.sqlite"), "--population", "2",
+            "--latency-runs", "10", "--latency-cache", str(s["tmp"] / "latency.sqlite"), "--population", "2",
             "--parents", "2", "--mutations", "1", "--crossovers", "1", "--randoms", "0", "--bn-count", "2",
             "--bn-batch", "2", "--max-images", "2", "--proposals", "4", *extra]

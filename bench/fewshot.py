@@ -1,0 +1,142 @@
+"""Few-shot device profile: a reference device's profile carried to this device by a handful of whole-network
+measurements here, instead of the block table, stem and dozens of archs a full profile times.
+
+The reference's block table keeps the order of the choices at each position; per-stage scales and an intercept,
+fitted on up to 20 archs timed here that span the reference table's range (`LatencyPredictor.transfer`), carry
+it to this device. Its own judgement is leave-one-out on those archs ('report'); `judge_on` judges it beside a
+full profile of this device on held-out archs, the comparison that says whether the shortcut holds.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from detnas.arch import Arch
+from detnas.bench.fingerprint import collect_fingerprint
+from detnas.bench.models import timed_module
+from detnas.bench.oracle import (
+    DEFAULT_OPTIONS,
+    DEFAULT_PROTOCOL,
+    BackendOptions,
+    TimingProtocol,
+    prepare_module,
+    time_interleaved,
+    torch_threads,
+)
+from detnas.bench.predictor import LatencyPredictor
+from detnas.bench.profile import PROFILE_FORMAT, choose_archs, half_medians
+from detnas.bench.result import PRECISIONS, Scope, check_choice
+from detnas.bench.stats import HeldOutReport, judge_predictor, percentile
+from detnas.errors import DetnasError
+from detnas.space import SearchSpace
+
+MAX_FEWSHOT_ARCHS = 20
+
+
+def check_fewshot_archs(n_archs: int, space: SearchSpace, stages: int) -> None:
+    """Refuse an --archs the transfer cannot use: fewer than it fits numbers (+1), more than the few it is for, or
+    more than the space has."""
+    size = len(space.choices) ** space.num_blocks
+    if n_archs < stages + 2 or n_archs > MAX_FEWSHOT_ARCHS or n_archs > size:
+        raise DetnasError(f"--archs {n_archs}: a few-shot profile times {stages + 2} to "
+                          f"{min(MAX_FEWSHOT_ARCHS, size)} archs of space '{space.name}' (it fits {stages + 1} numbers; "
+                          "a full profile is `detnas bench profile` without --from)")
+
+
+def fewshot_archs(space: SearchSpace, reference: LatencyPredictor, count: int, rng: random.Random) -> list[Arch]:
+    """Archs spanning the reference table's range (its fastest, its slowest, the rest stratified): uniform random
+    archs crowd the middle, where the stage sums barely vary and their scales cannot be told apart."""
+    train, test = choose_archs(space, reference.table, count - 2, 2, rng)
+    return test + train
+
+
+def time_archs(archs: Sequence[Arch], *, scope: Scope, detector: str, shape: tuple[int, ...], backend: str,
+               precision: str, protocol: TimingProtocol, options: BackendOptions, rounds: int, seed: int,
+               progress: Callable[[str], None] = lambda m: None) -> list[list[float]]:
+    """Every arch's runs at `scope`, all prepared first and then timed in the same interleaved rounds."""
+    with torch_threads(protocol.threads):
+        torch.manual_seed(seed)
+        inputs = [torch.rand(shape, generator=torch.Generator().manual_seed(seed))]
+        progress(f"preparing {len(archs)} archs at scope {scope.value}")
+        runners = [prepare_module(timed_module(a, scope, detector).eval(), inputs, backend=backend, precision=precision,
+                                  protocol=protocol, options=options) for a in archs]
+        return time_interleaved(runners, protocol, rounds, progress, "archs", seed)
+
+
+def check_reference(reference: dict[str, Any], space: SearchSpace, path: str) -> LatencyPredictor:
+    if reference.get("format") != PROFILE_FORMAT or reference.get("space_digest") != space.digest:
+        raise DetnasError(f"--from {path}: not a latency profile of space '{space.name}' ({space.digest}); "
+                          "give a profile of the same space built on the reference device")
+    return LatencyPredictor.from_dict(reference["predictor"])
+
+
+def build_fewshot_profile(
+    reference: dict[str, Any], space: SearchSpace, *, n_archs: int = MAX_FEWSHOT_ARCHS, backend: str = "ort",
+    precision: str = "fp32", protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
+    rounds: int = 10, seed: int = 0, reference_path: str = "reference", progress: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """Time `n_archs` archs here at the reference's scope, detector and input shape; fit the transfer; return a
+    profile of this device (same format as `build_profile`'s) that records where its table came from."""
+    base = check_reference(reference, space, reference_path)
+    check_choice("precision", precision, PRECISIONS)
+    check_fewshot_archs(n_archs, space, max(base.stage_of) + 1)
+    started = time.perf_counter()
+    archs = fewshot_archs(space, base, n_archs, random.Random(seed))
+    samples = time_archs(archs, scope=Scope.parse(reference["scope"]), detector=reference.get("detector") or "fpn",
+                         shape=tuple(reference["input_shape"]), backend=backend, precision=precision,
+                         protocol=protocol, options=options, rounds=rounds, seed=seed, progress=progress)
+    profile = fit_fewshot(reference, space, archs, samples, rounds, backend=backend, precision=precision,
+                          protocol=protocol, options=options, reference_path=reference_path)
+    return {**profile, "build_seconds": time.perf_counter() - started}
+
+
+def fit_fewshot(reference: dict[str, Any], space: SearchSpace, archs: Sequence[Arch], samples: Sequence[list[float]],
+                rounds: int, *, backend: str, precision: str, protocol: TimingProtocol, options: BackendOptions,
+                reference_path: str) -> dict[str, Any]:
+    """The few-shot profile of `archs` timed here (`samples`, in `rounds` interleaved rounds): the transfer, its
+    leave-one-out judgement on those archs ('report'), and the profile fields the search checks."""
+    base = check_reference(reference, space, reference_path)
+    measured = [percentile(s, 50) for s in samples]
+    choices = [a.choices for a in archs]
+    predictor = LatencyPredictor.transfer(base, choices, measured)
+    loo = [LatencyPredictor.transfer(base, choices[:i] + choices[i + 1:], measured[:i] + measured[i + 1:])
+           .predict(choices[i]) for i in range(len(archs))]
+    halves = [half_medians(s, rounds) for s in samples]
+    report = judge_predictor(loo, measured, ([h[0] for h in halves], [h[1] for h in halves]))
+    fingerprint = collect_fingerprint(protocol.device, protocol.threads)
+    stages = max(base.stage_of) + 1
+    return {
+        "format": PROFILE_FORMAT, "space": space.to_dict(), "space_digest": space.digest, "backend": backend,
+        "variant": protocol.variant(options, backend), "precision": precision, "scope": reference["scope"],
+        "detector": reference.get("detector"), "input_shape": list(reference["input_shape"]),
+        "protocol": {"warmup": protocol.warmup, "runs": protocol.runs, "rounds": rounds, "threads": protocol.threads,
+                     "device": protocol.device, "clock": protocol.clock},
+        "fingerprint": fingerprint.to_dict(), "fingerprint_hash": fingerprint.hash,
+        "fixed_ms": dict(reference.get("fixed_ms", {})), "predictor": predictor.to_dict(),
+        # each arch's leave-one-out prediction: the held-out error the search's 95 % bound is taken from
+        "archs": [{"choices": a.compact(), "hash": a.hash, "split": "loo", "measured_ms": m, "predicted_ms": p,
+                   "halves_ms": list(h)} for a, m, p, h in zip(archs, measured, loo, halves)],
+        "report": report.to_dict(),
+        "transfer": {"from": reference_path, "reference_fingerprint_hash": reference.get("fingerprint_hash"),
+                     "reference_backend": reference.get("backend"), "archs": len(archs),
+                     "stage_scales": list(predictor.coef[:stages]), "intercept_ms": predictor.coef[-1]},
+    }
+
+
+def judge_on(profiles: dict[str, dict[str, Any]], archs: Sequence[Arch], samples: Sequence[list[float]],
+             rounds: int) -> dict[str, HeldOutReport]:
+    """Each profile's predictor judged on the same held-out archs and their runs (timed in `rounds` interleaved
+    rounds, with their split halves for the noise), none of which a transfer was fitted on."""
+    fitted = {a["hash"] for p in profiles.values() for a in p.get("archs", []) if a.get("split") in ("train", "loo")}
+    if len(archs) < 5 or fitted & {a.hash for a in archs}:
+        raise DetnasError("judging needs at least 5 held-out archs, none of them fitted on")
+    measured = [percentile(s, 50) for s in samples]
+    halves = [half_medians(s, rounds) for s in samples]
+    return {name: judge_predictor([LatencyPredictor.from_dict(p["predictor"]).predict(a.choices) for a in archs],
+                                  measured, ([h[0] for h in halves], [h[1] for h in halves]))
+            for name, p in profiles.items()}

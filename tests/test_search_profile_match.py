@@ -1,0 +1,47 @@
+"""A device profile is refused by the search when it was timed otherwise than the search times: precision,
+detector kind, scope, clock or input size, each difference named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_search_fakes import TINY
+
+from detnas.bench.fingerprint import collect_fingerprint
+from detnas.bench.profile import PROFILE_FORMAT
+from detnas.errors import DetnasError
+from detnas.search.latency import ProfileLatency, Timing, profile_differences
+
+SEARCH = Timing(size=(64, 96), precision="fp32", scope="network+nms", detector="fpn")
+
+
+def _profile(**fields) -> dict:
+    here = collect_fingerprint("cpu", 1)
+    return {"format": PROFILE_FORMAT, "space": TINY.to_dict(), "space_digest": TINY.digest, "backend": "ort",
+            "fingerprint_hash": here.hash, "fingerprint": here.to_dict(), "precision": "fp32", "scope": "network+nms",
+            "detector": "fpn", "input_shape": [1, 3, 64, 96], "protocol": {"clock": "wall"}, **fields}
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"precision": "fp16"}, "precision fp16 (search: fp32)"),
+    ({"detector": "retinanet"}, "detector retinanet (search: fpn)"),
+    ({"scope": "network"}, "scope network (search: network+nms)"),
+    ({"protocol": {"clock": "thread-cpu"}}, "clock thread-cpu (search: wall)"),
+    ({"input_shape": [1, 3, 800, 1344]}, "input [1, 3, 800, 1344] (search: [1, 3, 64, 96])"),
+    ({"precision": None}, "precision unrecorded (search: fp32)"),
+])
+def test_each_difference_is_named_and_refused(tmp_path, fields, named) -> None:
+    assert profile_differences(_profile(**fields), SEARCH) == [named]
+    path = tmp_path / "device.json"
+    path.write_text(json.dumps(_profile(**fields)))
+    with pytest.raises(DetnasError, match="timed otherwise than the search times") as err:
+        ProfileLatency(path, TINY, SEARCH)
+    assert named in str(err.value) and "\n" not in str(err.value)
+    assert ProfileLatency(path, TINY, SEARCH, force=True).profile["backend"] == "ort"
+
+
+def test_a_matching_profile_and_the_backbone_scope_ignore_the_detector(tmp_path) -> None:
+    assert profile_differences(_profile(), SEARCH) == []
+    backbone = Timing(size=(64, 96), scope="backbone", detector="retinanet")
+    assert profile_differences(_profile(scope="backbone", detector=None), backbone) == []
