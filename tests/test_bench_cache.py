@@ -132,10 +132,10 @@ def test_an_older_cache_file_gains_the_new_columns_and_its_rows_are_never_served
 def test_fresh_timing_of_several_archs_is_measured_in_rounds_and_never_cached(tmp_path: Path) -> None:
     """The winner's check: every arch is prepared anew and timed in interleaved rounds, its details say so, and a
     cache that holds the arch's search-time figure is neither read nor written."""
-    from test_search_fakes import TINY
-
     from detnas.arch import sample_arch
     from detnas.bench.oracle import TimingProtocol, measure_arch, measure_archs_fresh
+
+    from helpers.search import TINY
 
     cache = LatencyCache(tmp_path / "c.sqlite")
     archs = [sample_arch(TINY, 0), sample_arch(TINY, 1)]

@@ -299,9 +299,9 @@ def test_suites_refuse_bad_input_in_one_line(tmp_path, suite, args, message) -> 
 def test_precision_suite_takes_ap_on_held_out_images_and_judges_the_interval(tmp_path: Path, monkeypatch) -> None:
     """The AP set's evaluated images are held out of training (AP on trained images measured memorisation), the
     INT8 ranges come from trained images, and 'goal met' needs the whole bootstrap interval within the goal."""
-    from conftest import shared_dataset
-
     from detnas.bench.suite import precision_speed
+
+    from helpers.data import shared_dataset
 
     shared_dataset("coco128"), shared_dataset("coco_mini")
     monkeypatch.setattr(precision_speed, "SHARED", shared_dataset("coco128").parent)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_search_fakes import FakeLatency
 
 from detnas.bench.stats import median_bound_rank, median_upper_bound, min_runs_for_bound
 from detnas.bench.suite.feasibility import SCENARIOS, simulate
@@ -15,6 +14,8 @@ from detnas.search.latency import Timing
 from detnas.search.objectives import Constraints, bound_confidence
 from detnas.search.records import Latency
 from detnas.search.runner import check_feasibility_rule
+
+from helpers.search import FakeLatency
 
 
 def test_the_order_statistic_bound_has_its_stated_coverage() -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_search_fakes import TINY
 
 from detnas.bench.fingerprint import collect_fingerprint
 from detnas.bench.profile import PROFILE_FORMAT
 from detnas.errors import DetnasError
 from detnas.search.latency import ProfileLatency, Timing, profile_differences
+
+from helpers.search import TINY
 
 SEARCH = Timing(size=(64, 96), precision="fp32", scope="network+nms", detector="fpn")
 

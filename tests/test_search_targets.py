@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_search_fakes import TINY, FakeAccuracy, FakeLatency
 
 from detnas.arch import Arch
 from detnas.errors import DetnasError
@@ -17,6 +16,8 @@ from detnas.search.journal import read_journal
 from detnas.search.objectives import Constraints
 from detnas.search.report import SearchRun, write_report
 from detnas.search.targets import Target, parse_targets
+
+from helpers.search import TINY, FakeAccuracy, FakeLatency
 
 SMALL = dict(population=8, parents=3, mutations=3, crossovers=3, randoms=2, seed=2)
 TARGETS = (("gpu", 7.0), ("cpu", 12.0))
