@@ -280,7 +280,8 @@ def test_profile_suite_reads_its_sets() -> None:
 
 @pytest.mark.parametrize("suite, args, message", [
     ("latency_profile", ["--sets", " , "], "error: --sets is empty"),
-    ("precision_speed", ["--skip-latency", "--work", "{full}"], "error: --work {full}: not empty; choose a new folder"),
+    pytest.param("precision_speed", ["--skip-latency", "--work", "{full}"],  # a second suite process: 6 s of CPU
+                 "error: --work {full}: not empty; choose a new folder", marks=pytest.mark.slow),
 ])
 def test_suites_refuse_bad_input_in_one_line(tmp_path, suite, args, message) -> None:
     """Both suites go through run_suite: a DetnasError is one stderr line and exit 2, as in the CLI, not a traceback."""

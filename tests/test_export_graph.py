@@ -171,7 +171,7 @@ def _model_inputs(images) -> torch.Tensor:
     return torch.stack([letterbox(read_image(p), SIZE, SIZE, DEFAULT_PIXELS)[0] for p in images])
 
 
-@pytest.mark.parametrize("kind", ["fpn", "retinanet"])
+@pytest.mark.parametrize("kind", [pytest.param("fpn", marks=pytest.mark.slow), "retinanet"])  # fpn: 16 s of CPU
 def test_eager_graph_equals_torchvision_detector(kind):
     """The graph module itself, eager, gives torchvision's detections exactly; for the FPN with 1000 proposals
     asked and fewer kept by the RPN's NMS, so padding proposals are in play and never become detections."""

@@ -6,6 +6,7 @@ import json
 import socket
 from datetime import timedelta
 
+import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -35,6 +36,7 @@ def _rank(rank: int, world: int, port: int, tmp: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_two_ranks_split_generations_and_rank0_journals(tmp_path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,6 +62,7 @@ def _rank_refused(rank: int, world: int, port: int, tmp: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_an_error_on_rank0_stops_every_rank(tmp_path) -> None:
     """Rank 0 refuses to overwrite an existing journal; rank 1 hears of it instead of waiting for a plan."""
     (tmp_path / "taken.jsonl").write_text('{"type": "header"}\n')

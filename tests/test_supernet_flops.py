@@ -21,7 +21,7 @@ def supernet():
     return net.eval()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
 def test_materialized_child_matches_supernet_path(supernet, seed):
     arch = sample_arch(supernet.space, seed)
     child = materialize(supernet, arch).eval()
@@ -45,8 +45,9 @@ def test_supernet_rejects_foreign_arch(supernet):
         supernet(torch.randn(1, 3, 64, 64), released_archs()["COCO-FPN-1.3G"])
 
 
-@pytest.mark.parametrize("name", ["COCO-FPN-300M", "VOC-RetinaNet-300M"])
-@pytest.mark.parametrize("size", [(224, 224), (320, 320), (200, 296)])
+@pytest.mark.parametrize("name", ["COCO-FPN-300M", pytest.param("VOC-RetinaNet-300M", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("size", [(224, 224), pytest.param((320, 320), marks=pytest.mark.slow),
+                                  pytest.param((200, 296), marks=pytest.mark.slow)])  # 3-7 s of CPU each
 def test_flops_match_flop_counter(name, size):
     arch = released_archs()[name]
     for num_classes in (0, 1000):
