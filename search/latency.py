@@ -125,14 +125,7 @@ class OracleLatency:
         converting) its exported detector cost when it was timed (a cache hit repeats the stored figure)."""
         from detnas.bench.oracle import measure_arch
 
-        size, images = self.timing.size, self._images
-        if arch.detector is not None and size is not None:  # an elastic path runs at its input-size gene's share
-            from detnas.detection.cost import path_size
-
-            size = path_size(arch, size)
-            if images and size != self.timing.size:
-                images = [torch.nn.functional.interpolate(batch, size=size, mode="bilinear", align_corners=False)
-                          for batch in images]
+        size, images = self._sized(arch)
         result = measure_arch(arch, size=size, batch=self.timing.batch, backend=self.timing.backend,
                               precision=self.timing.precision, scope=self._scope, protocol=self._protocol,
                               options=self._options, images=images, cache=self.cache,
@@ -145,12 +138,35 @@ class OracleLatency:
         """The archs timed again from scratch, uncached, in `rounds` interleaved rounds of `timing.runs` runs."""
         from detnas.bench.oracle import measure_archs_fresh
 
-        results = measure_archs_fresh(archs, size=self.timing.size, rounds=rounds, batch=self.timing.batch,
-                                      backend=self.timing.backend, precision=self.timing.precision, scope=self._scope,
-                                      protocol=self._protocol, options=self._options, images=self._images,
-                                      calibration=self._calibration(), detector=self.timing.detector,
-                                      trained=self._trained)
-        return [Latency.measured(r.stats, upper_ms=_upper(r, self.confidence)) for r in results]
+        # archs that run at one input size are timed in the same interleaved rounds; an elastic path at another
+        # size (its input-size gene) in rounds of its own
+        groups: dict[tuple, list[int]] = {}
+        for i, arch in enumerate(archs):
+            groups.setdefault(self._sized(arch)[0], []).append(i)
+        latencies: dict[int, Latency] = {}
+        for size, members in groups.items():
+            _, images = self._sized(archs[members[0]])
+            results = measure_archs_fresh([archs[i] for i in members], size=size, rounds=rounds,
+                                          batch=self.timing.batch, backend=self.timing.backend,
+                                          precision=self.timing.precision, scope=self._scope, protocol=self._protocol,
+                                          options=self._options, images=images, calibration=self._calibration(size),
+                                          detector=self.timing.detector, trained=self._trained)
+            latencies.update((i, Latency.measured(r.stats, upper_ms=_upper(r, self.confidence)))
+                             for i, r in zip(members, results))
+        return [latencies[i] for i in range(len(archs))]
+
+    def _sized(self, arch: Arch) -> tuple[Any, Any]:
+        """(input size, timed image batches) of `arch`: an elastic path runs at its input-size gene's share of the
+        search's size, its images resized to it."""
+        size, images = self.timing.size, self._images
+        if arch.detector is not None and size is not None:
+            from detnas.detection.cost import path_size
+
+            size = path_size(arch, size)
+            if images and size != self.timing.size:
+                images = [torch.nn.functional.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+                          for batch in images]
+        return size, images
 
     def _calibration(self, size: tuple[int, int] | None) -> list[torch.Tensor] | None:
         """INT8 ranges for timing: one fixed batch (the search passes an image of the supernet-training split; else
