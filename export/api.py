@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
     from detnas.export.onnx_export import ExportReport
     from detnas.export.precision import PrecisionReport, PrecisionRequest
-    from detnas.export.precision.partial import Int8Search
     from detnas.export.source import ExportSource
     from detnas.export.trt import TrtReport
     from detnas.export.trt_lint import LintReport
@@ -156,7 +155,6 @@ class PrecisionOptions:
     gate_ann: Path | None = None
     gate_images: Path | None = None
     max_ap_drop: float = 0.01
-    partial: bool = True  # INT8 failing the gate: keep its most sensitive layers FP32 until it passes
 
     def request(self, weights: Path, dynamic_batch: bool = False) -> PrecisionRequest:
         """Validated, with the calibration images read (before any export work)."""
@@ -165,7 +163,7 @@ class PrecisionOptions:
         return precision_request(self.precision, weights=weights, calib_data=self.calib_images,
                                  calib_images=self.calib_count, calib_method=self.calib_method,
                                  gate_data=self.gate_ann, gate_images=self.gate_images, max_ap_drop=self.max_ap_drop,
-                                 dynamic_batch=dynamic_batch, partial=self.partial)
+                                 dynamic_batch=dynamic_batch)
 
 
 @dataclass(frozen=True)
@@ -353,21 +351,6 @@ def precision_lines(report: PrecisionReport) -> list[str]:
         lines.append(f"  parity OK: {report.parity.summary()}")
     if report.gate is not None:
         lines.append(f"  AP gate OK: {report.gate.summary()}")
-    if report.search is not None and report.search.kept:
-        lines.extend(kept_layer_lines(report.search))
-    return lines
-
-
-def kept_layer_lines(search: Int8Search) -> list[str]:
-    """The partial INT8 file's table: each layer kept FP32, its sensitivity and its share of the file's CPU node
-    time ('-' where ORT's profile has no node of that name)."""
-    lines = [f"  partial INT8: {search.reason}; searched in {search.seconds:.1f} s, {len(search.trials)} of at most "
-             f"{search.budget_trials} trials"]
-    width = max(len("layer"), *(len(s.layer) for s in search.kept))
-    lines.append(f"  {'layer':<{width}}  SQNR dB  precision  time share")
-    for s in search.kept:
-        share = search.latency_share.get(s.layer)
-        lines.append(f"  {s.layer:<{width}}  {s.sqnr_db:7.1f}  {'FP32':<9}  {'-' if share is None else f'{100 * share:.1f} %'}")
     return lines
 
 

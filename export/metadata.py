@@ -57,14 +57,6 @@ class PrecisionInfo:
     calib_images: int = 0
     calib_digest: str | None = None
     calib_percentile: float | None = None  # the percentile method's cut (files from before it was recorded: None)
-    #: a partial INT8 file: the layers kept FP32, their sensitivity (SQNR dB, lowest first) and why they were kept
-    kept_fp32: tuple[str, ...] = ()
-    kept_sqnr_db: tuple[float, ...] = ()
-    kept_reason: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kept_fp32", tuple(self.kept_fp32))  # JSON gives lists
-        object.__setattr__(self, "kept_sqnr_db", tuple(self.kept_sqnr_db))
 
 
 @dataclass(frozen=True)

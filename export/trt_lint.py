@@ -61,7 +61,6 @@ class NodeFacts:
     constants: dict[str, np.ndarray | None]  # initializers and Constant outputs in scope (None: value not loaded)
     shapes: dict[str, Shape]
     types: dict[str, int] = field(default_factory=dict)  # element types (onnx.TensorProto enum) known statically
-    producers: dict[str, Any] = field(default_factory=dict)  # tensor name -> the node (in scope) that writes it
 
     @property
     def in_subgraph(self) -> bool:
@@ -380,40 +379,6 @@ def _qdq_rules() -> None:
 _qdq_rules()
 
 
-# --- Q/DQ placement: where TensorRT fuses an explicitly quantized graph ------------------------------------------
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-
-
-def _int8_weighted(facts: NodeFacts, tensor: str) -> Any:
-    """The Conv/Gemm/MatMul writing `tensor` when its data input is dequantized (it runs in INT8), else None."""
-    node = facts.producers.get(tensor)
-    if node is None or node.op_type not in WEIGHTED_OPS or not node.input:
-        return None
-    source = facts.producers.get(node.input[0])
-    return node if source is not None and source.op_type == "DequantizeLinear" else None
-
-
-@rule("qdq-residual-add", {"Add"}, "Add of an INT8 Conv/Gemm output and a residual input without a Q/DQ pair: "
-      "TensorRT fuses the addition into the INT8 layer only when the residual input is quantized, so this Add runs "
-      "unfused in floating point; quantize the residual input (a QuantizeLinear/DequantizeLinear pair on it)",
-      "TensorRT developer guide, Working with Quantized Types > Explicit Quantization > Q/DQ Layer-Placement "
-      "Recommendations ('Quantize the residual input in weighted-operations': element-wise addition following a "
-      "weighted layer is fused when its other input is Q/DQ'd), docs.nvidia.com/deeplearning/tensorrt 8.6-11.5; "
-      "NVIDIA TensorFlow quantization toolkit, 'Add Custom QDQ Insertion Case' (ResNet residual Q/DQ)")
-def _residual_add(facts: NodeFacts) -> str | None:
-    inputs = [i for i in facts.node.input if i and not facts.is_constant(i)]
-    if len(inputs) != 2:
-        return None
-    for index, tensor in enumerate(inputs):
-        layer, residual = _int8_weighted(facts, tensor), inputs[1 - index]
-        writer = facts.producers.get(residual)
-        if layer is not None and not _int8_weighted(facts, residual) and (writer is None or
-                                                                           writer.op_type != "DequantizeLinear"):
-            return f"residual '{residual}' ({writer.op_type if writer is not None else 'graph input'}) + INT8 " \
-                   f"{layer.op_type} '{layer.name or layer.output[0]}'"
-    return None
-
-
 def _shape_text(shape: Shape | None) -> str:
     return "unknown" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -507,7 +472,7 @@ def _initializer_value(tensor: Any) -> np.ndarray | None:
 
 
 def _walk(graph: Any, path: str, outer: dict[str, np.ndarray | None], shapes: dict[str, Shape],
-          types: dict[str, int], outer_producers: dict[str, Any] | None = None) -> Iterator[NodeFacts]:
+          types: dict[str, int]) -> Iterator[NodeFacts]:
     """Every node of `graph` and its subgraphs, each with the constants of its scope (outer scopes included, as the
     parser resolves subgraph names; a name the subgraph redefines shadows the outer one)."""
     constants = dict(outer)
@@ -516,15 +481,13 @@ def _walk(graph: Any, path: str, outer: dict[str, np.ndarray | None], shapes: di
         if value.name not in initializers:
             constants.pop(value.name, None)
     constants.update(initializers)
-    producers = {**(outer_producers or {}), **{out: node for node in graph.node for out in node.output}}
     for index, node in enumerate(graph.node):
         if node.op_type == "Constant" and node.output:
             constants[node.output[0]] = _constant_value(node)
         name = node.name or f"{path}:{node.op_type}#{index}"
-        yield NodeFacts(node, name, path, constants, shapes, types, producers)
+        yield NodeFacts(node, name, path, constants, shapes, types)
         for attr_name, sub in _subgraphs(node):
-            yield from _walk(sub, f"{path}/{node.name or node.op_type}.{attr_name}", constants, shapes, types,
-                             producers)
+            yield from _walk(sub, f"{path}/{node.name or node.op_type}.{attr_name}", constants, shapes, types)
 
 
 def node_facts(model: Any) -> list[NodeFacts]:

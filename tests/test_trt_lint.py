@@ -127,25 +127,6 @@ def _quantize(dtype: int, to: int = TensorProto.INT8):
     return _model(nodes, [_value("x", dtype, [4])], [_value("y", dtype, [4])], [scale, zero], opset=21)
 
 
-def _residual(quantized: bool):
-    """An INT8 Conv (input and weight dequantized) whose output is added to a residual input, itself behind a Q/DQ
-    pair or not (TensorRT fuses Conv+Add in INT8 only when it is)."""
-    zero = helper.make_tensor("zero", TensorProto.INT8, [], [0])
-    weight = helper.make_tensor("w_q", TensorProto.INT8, [2, 2, 1, 1], [1, 2, 3, 4])
-    scale = helper.make_tensor("scale", F, [], [0.1])
-    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["x_q"], name="qx"),
-             helper.make_node("DequantizeLinear", ["x_q", "scale", "zero"], ["x_dq"], name="dqx"),
-             helper.make_node("DequantizeLinear", ["w_q", "scale", "zero"], ["w"], name="dqw"),
-             helper.make_node("Conv", ["x_dq", "w"], ["c"], name="conv"),
-             helper.make_node("Relu", ["r"], ["skip"], name="relu")]
-    if quantized:
-        nodes += [helper.make_node("QuantizeLinear", ["skip", "scale", "zero"], ["skip_q"], name="qs"),
-                  helper.make_node("DequantizeLinear", ["skip_q", "scale", "zero"], ["skip_dq"], name="dqs")]
-    nodes.append(helper.make_node("Add", ["c", "skip_dq" if quantized else "skip"], ["y"], name="add"))
-    return _model(nodes, [_value("x", F, [1, 2, 4, 4]), _value("r", F, [1, 2, 4, 4])], [_value("y", F, [1, 2, 4, 4])],
-                  [zero, weight, scale])
-
-
 def _unsupported(op: str):
     return _model([helper.make_node(op, ["x"], ["y"], name="op")], [_value("x", F, [2, 3])], [_value("y")])
 
@@ -167,7 +148,6 @@ CASES = {
     "dequantize-type": (lambda: _dequantize(TensorProto.INT32), lambda: _dequantize(TensorProto.INT8), PARSER_VERSIONS,
                         ()),
     "quantize-type": (lambda: _quantize(F, TensorProto.UINT8), lambda: _quantize(F), PARSER_VERSIONS, ()),
-    "qdq-residual-add": (lambda: _residual(False), lambda: _residual(True), PARSER_VERSIONS, ()),
     "unsupported-op": (lambda: _unsupported("Hardmax"), lambda: _unsupported("Softmax"), ("8.6",), ("10.0", "11")),
 }
 

@@ -11,7 +11,7 @@ from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option, writ
 from detnas.console import plain_console, quiet_onnxruntime
 from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 from detnas.export.api import PARITY_IMAGES
-from detnas.export.precision.quantize import AUTO, CALIB_METHODS, DEFAULT_CALIB_METHOD, PERCENTILE
+from detnas.export.precision.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, PERCENTILE
 
 console = plain_console()
 
@@ -70,18 +70,15 @@ def export_cmd(
     calib_images: Annotated[Path | None, option("images", "INT8 calibration (default: the training split the "
                                                 "checkpoint's run records).", prefix="calib")] = None,
     calib_count: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
-    calib_method: Annotated[Literal[(*CALIB_METHODS, AUTO)], typer.Option(
+    calib_method: Annotated[Literal[CALIB_METHODS], typer.Option(
         help="INT8 ranges: average (the mean of the calibration batches' own min-max ranges), percentile (cuts "
         f"{(100 - PERCENTILE) / 2:g} % of the values at each end), entropy (the range of least KL divergence, as "
-        "TensorRT's calibrator), minmax (every value) or auto (each in turn against the AP gate, the first that "
-        "passes; needs --gate-ann).")] = DEFAULT_CALIB_METHOD,
+        "TensorRT's calibrator) or minmax (every value).")] = DEFAULT_CALIB_METHOD,
     gate_ann: Annotated[Path | None, option("ann", "Gates the fp16/int8 file's AP (and the engine's) against FP32.",
                                             prefix="gate")] = None,
     gate_images: Annotated[Path | None, option("images", "The images of --gate-ann.", prefix="gate")] = None,
     max_ap_drop: Annotated[float, typer.Option(help="Largest allowed AP drop vs FP32 (0.01 = 1 point); the "
                                                         "reference must score above it or the gate refuses to judge.")] = 0.01,
-    partial: Annotated[bool, typer.Option("--partial/--no-partial", help="INT8 failing the AP gate: keep its most "
-                                          "sensitive layers (lowest SQNR) FP32, the fewest that pass.")] = True,
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="--format trt: let the engine's FP32 layers run in "
                                        "TF32 (judged with FP16's parity bounds); off, they compute in FP32.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write what was exported and checked as JSON "
@@ -113,7 +110,7 @@ def export_cmd(
                              min_detections=min_parity_detections),
         precision=PrecisionOptions(precision=precision, calib_images=calib_images, calib_count=calib_count,
                                    calib_method=calib_method, gate_ann=gate_ann, gate_images=gate_images,
-                                   max_ap_drop=max_ap_drop, partial=partial),
+                                   max_ap_drop=max_ap_drop),
         engine=EngineOptions(format=format, device=device, tf32=tf32))
     run_export(request)
 

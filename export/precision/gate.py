@@ -47,47 +47,31 @@ class GateResult:
         return {**asdict(self), "drop": self.drop, "passed": self.passed}
 
 
-class GateScorer:
-    """The reference side of the gate, scored once; `judge` scores candidates against it (the partial-INT8 search
-    judges many candidates against one reference). Refuses empty data, another class list and a reference whose AP
-    is within the allowed drop (a gate that cannot fail) when it is built, before any candidate is made."""
-
-    def __init__(self, reference: str | Path, gate: Gate, detections_dir: Path | None = None) -> None:
-        from detnas.data.coco import CocoDetection
-        from detnas.evaluation import evaluate
-        from detnas.export.runtime import exported_predictor, load_exported
-
-        dataset = CocoDetection(gate.ann, gate.images)
-        count = len(dataset) if gate.max_images is None else min(gate.max_images, len(dataset))
-        annotations = sum(len(r.labels) for r in dataset.records[:count])
-        if count == 0 or annotations == 0:
-            raise DetnasError(f"--gate-ann {gate.ann}: {count} images with {annotations} annotations; the AP gate needs "
-                              "annotated images (pass the validation json and its --gate-images folder)")
-        ref_runner = load_exported(reference)
-        if [c.name for c in ref_runner.meta.classes] != dataset.classes:
-            raise DetnasError(f"--gate-ann {gate.ann}: its classes differ from the model's "
-                              f"({len(ref_runner.meta.classes)} classes); gate on data with the same category list")
-        self.gate, self.dataset, self.count, self.annotations = gate, dataset, count, annotations
-        self.kept = {} if detections_dir is None else {side: detections_dir / f"{side}.json"
-                                                       for side in ("reference", "candidate")}
-        self.reference_ap = evaluate(exported_predictor(ref_runner), dataset, self.kept.get("reference"),
-                                     max_images=count)["AP"]
-        if self.reference_ap <= gate.max_drop:  # no file scores below 0, so no drop could exceed the limit
-            raise DetnasError(f"--gate-ann {gate.ann}: the reference {Path(reference).name} scores AP {self.reference_ap:.4f} on "
-                              f"its {count} images, no more than the allowed drop {gate.max_drop:g}, so no file could fail; "
-                              "gate on images the model detects (its validation split) or lower --max-ap-drop")
-
-    def judge(self, candidate: str | Path) -> GateResult:
-        from detnas.evaluation import evaluate
-        from detnas.export.runtime import exported_predictor
-
-        candidate_ap = evaluate(exported_predictor(candidate), self.dataset, self.kept.get("candidate"),
-                                max_images=self.count)["AP"]
-        return GateResult(self.reference_ap, candidate_ap, self.count, self.annotations, self.gate.max_drop)
-
-
 def ap_gate(reference: str | Path, candidate: str | Path, gate: Gate,
             detections_dir: Path | None = None) -> GateResult:
-    """COCO AP (pycocotools) of both exported files through the exported predictor (`GateScorer`, with its
-    refusals). With `detections_dir`, both files' COCO results are kept there as reference.json and candidate.json."""
-    return GateScorer(reference, gate, detections_dir).judge(candidate)
+    """COCO AP (pycocotools) of both exported files through the exported predictor; refuses empty data and a
+    reference whose AP is within the allowed drop (a gate that cannot fail). With `detections_dir`, both files' COCO
+    results are kept there as reference.json and candidate.json."""
+    from detnas.data.coco import CocoDetection
+    from detnas.evaluation import evaluate
+    from detnas.export.runtime import exported_predictor, load_exported
+
+    dataset = CocoDetection(gate.ann, gate.images)
+    count = len(dataset) if gate.max_images is None else min(gate.max_images, len(dataset))
+    annotations = sum(len(r.labels) for r in dataset.records[:count])
+    if count == 0 or annotations == 0:
+        raise DetnasError(f"--gate-ann {gate.ann}: {count} images with {annotations} annotations; the AP gate needs "
+                          "annotated images (pass the validation json and its --gate-images folder)")
+    ref_runner = load_exported(reference)
+    if [c.name for c in ref_runner.meta.classes] != dataset.classes:
+        raise DetnasError(f"--gate-ann {gate.ann}: its classes differ from the model's "
+                          f"({len(ref_runner.meta.classes)} classes); gate on data with the same category list")
+    kept = {} if detections_dir is None else {side: detections_dir / f"{side}.json" for side in ("reference", "candidate")}
+    reference_ap = evaluate(exported_predictor(ref_runner), dataset, kept.get("reference"), max_images=count)["AP"]
+    if reference_ap <= gate.max_drop:  # no file scores below 0, so no drop could exceed the limit
+        raise DetnasError(f"--gate-ann {gate.ann}: the reference {Path(reference).name} scores AP {reference_ap:.4f} on its {count} "
+                          f"images, no more than the allowed drop {gate.max_drop:g}, so no file could fail; gate on "
+                          "images the model detects (its validation split) or lower --max-ap-drop")
+    candidate_ap = evaluate(exported_predictor(candidate), dataset, kept.get("candidate"), max_images=count)["AP"]
+    return GateResult(reference_ap, candidate_ap, count, annotations, gate.max_drop)
+

@@ -1,7 +1,6 @@
 """INT8 file: `onnxruntime.quantization.quantize_static` in QDQ format, the form TensorRT's explicit quantization
 takes: symmetric INT8 activations and weights (every zero point 0), per-channel weights, only Conv/Gemm/MatMul of
-the network (and the residual input of an Add after one: `placement`), ranges from letterboxed calibration
-images (by default the mean of each calibration batch's own
+the network, ranges from letterboxed calibration images (by default the mean of each calibration batch's own
 min-max range, ORT's `CalibMovingAverage`: see `DEFAULT_CALIB_METHOD`). Biases stay float (`QuantizeBias` off):
 ORT would otherwise store each Conv/Gemm bias as INT32 behind a DequantizeLinear, a type no TensorRT parser
 dequantizes (the `dequantize-type` rule of export/trt_lint.py), while TensorRT folds a float bias into its INT8
@@ -24,11 +23,8 @@ import torch
 from detnas.errors import DetnasError
 from detnas.export.metadata import ModelMeta
 from detnas.export.precision.network import module_scopes, network_nodes
-from detnas.export.precision.placement import place_residual_qdq, residual_adds
 
 CALIB_METHODS = ("minmax", "average", "entropy", "percentile")
-#: `--calib-method auto`: each method in `AUTO_ORDER` is tried against the AP gate (export.precision.partial)
-AUTO = "auto"
 #: COCO AP FP32 -> INT8 with ranges from 16 training images, never the evaluated ones (paired bootstrap 95 % interval
 #: of the drop over images):
 #:
@@ -72,10 +68,9 @@ def quantized_nodes(graph: Any) -> list[str]:
 
 
 def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.ndarray],
-                  method: str = DEFAULT_CALIB_METHOD, exclude: Sequence[str] = ()) -> Path:
+                  method: str = DEFAULT_CALIB_METHOD) -> Path:
     """Static INT8 QDQ quantization of `source` (see the module docstring) with ranges from `batches`, each a
-    float32 input batch the model accepts; the nodes named in `exclude` stay FP32 (ORT's `nodes_to_exclude`: a
-    partial INT8 file). Returns `target`."""
+    float32 input batch the model accepts; returns `target`."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -84,8 +79,6 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
     if not batches:
         raise DetnasError("INT8 quantization needs calibration images; pass --calib-images DIR")
     graph = onnx.load(str(source), load_external_data=False).graph
-    layers = [n for n in quantized_nodes(graph) if n not in set(exclude)]
-    adds = residual_adds(graph, layers)
     feeds = iter([{graph.input[0].name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches])
 
     class Reader(CalibrationDataReader):
@@ -105,16 +98,11 @@ def quantize_int8(source: str | Path, target: str | Path, batches: Sequence[np.n
             cache = _entropy_ranges(Path(source), Reader(), work)
         quantize_static(str(source), str(target), None if cache else Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=[*QUANTIZED_OPS, "Add"], nodes_to_quantize=[*layers, *adds],
-                        nodes_to_exclude=list(exclude),
+                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=quantized_nodes(graph),
                         calibrate_method=methods[method], calibration_cache_path=cache,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                                       "CalibPercentile": PERCENTILE, "OpTypesToExcludeOutputQuantization": ["Add"],
+                                       "CalibPercentile": PERCENTILE,
                                        "CalibMovingAverage": method == "average"})
-    if adds:
-        model = onnx.load(str(target))
-        place_residual_qdq(model, adds)
-        onnx.save(model, str(target))
     return Path(target)
 
 
@@ -122,7 +110,7 @@ def _entropy_ranges(source: Path, reader: Any, work: Path) -> Path:
     """ORT's entropy calibrator at `ENTROPY_BINS`, run over `reader`; the calibration cache holding its ranges."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
 
-    calibrator = create_calibrator(source, [*QUANTIZED_OPS, "Add"], augmented_model_path=str(work / "augmented.onnx"),
+    calibrator = create_calibrator(source, list(QUANTIZED_OPS), augmented_model_path=str(work / "augmented.onnx"),
                                    calibrate_method=CalibrationMethod.Entropy,
                                    extra_options={"num_bins": ENTROPY_BINS,
                                                   "num_quantized_bins": ENTROPY_QUANTIZED_BINS})

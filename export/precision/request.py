@@ -13,7 +13,7 @@ from detnas.bench.result import PRECISIONS
 from detnas.errors import DetnasError
 from detnas.export.metadata import PrecisionInfo
 from detnas.export.precision.gate import Gate
-from detnas.export.precision.quantize import AUTO, CALIB_METHODS, percentile_cut
+from detnas.export.precision.quantize import CALIB_METHODS, percentile_cut
 from detnas.images import image_files, shared_images
 
 
@@ -39,7 +39,6 @@ class PrecisionRequest:
     precision: str = "fp32"
     calibration: Calibration | None = None
     gate: Gate | None = None
-    partial: bool = False  # INT8 failing the gate: keep its most sensitive layers FP32 (export.precision.partial)
 
     @property
     def reduced(self) -> bool:
@@ -83,7 +82,7 @@ def _split_files(images_dir: Path, ann: Path | None) -> list[Path]:
 
 def precision_request(precision: str, *, weights: Path, calib_data: Path | None, calib_images: int,
                       calib_method: str, gate_data: Path | None, gate_images: Path | None, max_ap_drop: float,
-                      dynamic_batch: bool, partial: bool = False) -> PrecisionRequest:
+                      dynamic_batch: bool) -> PrecisionRequest:
     """Validate the precision options and read the calibration images (bad input is a one-line error, before
     anything is exported). INT8 calibrates on --calib-images, else on the training split recorded by the run that
     wrote `weights`; never on the gate's (evaluation) images."""
@@ -91,11 +90,10 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
 
     if precision not in PRECISIONS:
         raise DetnasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    if calib_method not in (*CALIB_METHODS, AUTO):
-        raise DetnasError(f"--calib-method {calib_method}: choose one of {', '.join((*CALIB_METHODS, AUTO))}")
-    if not 0 <= max_ap_drop < 1:  # also refuses nan
-        raise DetnasError(f"--max-ap-drop {max_ap_drop}: the largest allowed AP drop must be >= 0 and < 1 "
-                          "(AP is 0..1; 0.01 = 1 AP point)")
+    if calib_method not in CALIB_METHODS:
+        raise DetnasError(f"--calib-method {calib_method}: choose one of {', '.join(CALIB_METHODS)}")
+    if max_ap_drop < 0:
+        raise DetnasError(f"--max-ap-drop {max_ap_drop}: the largest allowed AP drop must be >= 0 (0.01 = 1 AP point)")
     if calib_images < 1:
         raise DetnasError(f"--calib-count {calib_images}: calibrate on at least 1 image (a few hundred is typical)")
     gate = Gate(gate_data, gate_images, max_ap_drop) if gate_data and gate_images else None
@@ -106,9 +104,6 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
                           "export a fixed batch (--batch N)")
     if precision == "fp16":
         return PrecisionRequest(precision, gate=gate)
-    if calib_method == AUTO and gate is None:
-        raise DetnasError("--calib-method auto: each range method is judged by the AP gate; pass --gate-ann JSON "
-                          "--gate-images DIR (annotated images the detector never trained on) or name a method")
     if calib_data is not None:
         files, source = image_files(calib_data), f"--calib-images {calib_data}"
     elif (split := training_split(weights)) is not None:
@@ -130,6 +125,5 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
             images.append(read_image(f))
         except DetnasError as exc:
             raise DetnasError(f"--calib-images: {exc}; remove the file or pass a folder of readable images") from None
-    return PrecisionRequest(precision, Calibration(tuple(files), tuple(images), calib_method, source), gate,
-                            partial=partial)
+    return PrecisionRequest(precision, Calibration(tuple(files), tuple(images), calib_method, source), gate)
 

@@ -5,7 +5,7 @@ at the output before."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,7 @@ from detnas.export.metadata import PrecisionInfo
 from detnas.export.precision.fp16 import convert_fp16
 from detnas.export.precision.gate import GateResult, ap_gate
 from detnas.export.precision.parity import PrecisionParity, precision_parity
-from detnas.export.precision.partial import Int8Search, search_int8
-from detnas.export.precision.quantize import AUTO, calibration_batches, percentile_cut, quantize_int8
+from detnas.export.precision.quantize import calibration_batches, quantize_int8
 from detnas.export.precision.request import PrecisionRequest
 from detnas.io import atomic_write_json, publish, temp_dir
 
@@ -32,13 +31,11 @@ class PrecisionReport:
     convert_seconds: float
     parity: PrecisionParity | None
     gate: GateResult | None
-    search: Int8Search | None = None  # the INT8 search (--calib-method auto, --partial), when one ran
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), **asdict(self.info), "convert_seconds": self.convert_seconds,
                 "parity": self.parity.to_dict() if self.parity else None,
-                "gate": self.gate.to_dict() if self.gate else None,
-                "int8_search": self.search.to_dict() if self.search else None}
+                "gate": self.gate.to_dict() if self.gate else None}
 
 
 def report_path(out: str | Path) -> Path:
@@ -46,27 +43,23 @@ def report_path(out: str | Path) -> Path:
 
 
 def write_precision(fp32_onnx: str | Path, out: str | Path, request: PrecisionRequest,
-                    parity_images: Sequence[torch.Tensor] = (),
-                    say: Callable[[str], None] = lambda _line: None) -> PrecisionReport:
+                    parity_images: Sequence[torch.Tensor] = ()) -> PrecisionReport:
     """Turn the verified FP32 file into `request.precision` at `out` (`stage_precision` in a temporary folder beside
     it), then rename it into place with its report (`publish`): a failed check leaves the previous file and report
     as they were."""
     out = Path(out)
     with temp_dir(out) as work:
-        staged, sidecar, report = stage_precision(fp32_onnx, work, out, request, parity_images, say)
+        staged, sidecar, report = stage_precision(fp32_onnx, work, out, request, parity_images)
         publish((staged, out), [(sidecar, report_path(out))])
     return report
 
 
 def stage_precision(fp32_onnx: str | Path, work: Path, final: Path, request: PrecisionRequest,
-                    parity_images: Sequence[torch.Tensor] = (),
-                    say: Callable[[str], None] = lambda _line: None) -> tuple[Path, Path, PrecisionReport]:
+                    parity_images: Sequence[torch.Tensor] = ()) -> tuple[Path, Path, PrecisionReport]:
     """Convert the verified FP32 file to `request.precision` inside `work` and check it (parity share on
     `parity_images`, AP gate); returns (the file, its report file, the report), both staged in `work` for `publish`
     to `final` and its `report_path`. Everything in between, ONNX Runtime's quantization scratch included, stays in
-    `work` (a folder named for `remove_stale_temps`); a failed check is one line and publishes nothing. An INT8
-    request with a gate and `partial` or `--calib-method auto` searches for the file that passes (`search_int8`);
-    `say` receives its progress lines."""
+    `work` (a folder named for `remove_stale_temps`); a failed check is one line and publishes nothing."""
     import onnx
 
     from detnas.export.preprocess import letterbox
@@ -75,16 +68,10 @@ def stage_precision(fp32_onnx: str | Path, work: Path, final: Path, request: Pre
     meta = replace(read_onnx_meta(fp32_onnx), precision=request.info())
     staged = work / final.name
     start = time.perf_counter()
-    search = None
     if request.precision == "int8":
-        cal = request.calibration
-        assert cal is not None  # precision_request guarantees it
-        batches = calibration_batches(cal.images, meta)
-        if request.gate is not None and (request.partial or cal.method == AUTO):
-            search = search_int8(Path(fp32_onnx), staged, batches, cal.method, request.gate, request.partial, say)
-            meta = replace(meta, precision=_searched(meta.precision, search, staged, batches[0]))
-        else:
-            quantize_int8(fp32_onnx, staged, batches, cal.method)
+        assert request.calibration is not None  # precision_request guarantees it
+        quantize_int8(fp32_onnx, staged, calibration_batches(request.calibration.images, meta),
+                      request.calibration.method)
     else:
         convert_fp16(fp32_onnx, staged)
     seconds = time.perf_counter() - start
@@ -102,28 +89,14 @@ def stage_precision(fp32_onnx: str | Path, work: Path, final: Path, request: Pre
         inputs = [letterbox(im, meta.input.height, meta.input.width, meta.pixels)[0] for im in parity_images]
         parity = precision_parity(run_images(load_exported(fp32_onnx), inputs),
                                   run_images(load_exported(staged), inputs), request.precision)
-    gate = search.gate if search else ap_gate(fp32_onnx, staged, request.gate) if request.gate else None
+    gate = ap_gate(fp32_onnx, staged, request.gate) if request.gate else None
     if gate is not None and not gate.passed:  # the AP verdict first: it is what the file is for
         raise DetnasError(f"AP gate FAILED: {request.precision} {gate.summary()}; nothing written to {final}; "
                           "calibrate on more / more representative training images or try fp16"
                           + (f" (parity: {parity.summary()})" if parity else ""))
     if parity is not None and not parity.passed:
         raise DetnasError(f"parity FAILED: {parity.summary()}; nothing written to {final}")
-    report = PrecisionReport(final, meta.precision, seconds, parity, gate, search)
+    report = PrecisionReport(final, meta.precision, seconds, parity, gate)
     sidecar = work / report_path(final).name
     atomic_write_json(sidecar, report.to_dict())
     return staged, sidecar, report
-
-
-def _searched(info: PrecisionInfo, search: Int8Search, staged: Path, batch: Any) -> PrecisionInfo:
-    """The file's precision record after the search: the range method it chose and the layers it kept FP32 (with
-    their SQNR and why); a partial file's kept layers get their share of its CPU node time (ORT's profiler)."""
-    from detnas.export.precision.node_time import node_time_shares
-
-    if search.kept:
-        shares = node_time_shares(staged, batch)
-        search.latency_share = {s.layer: shares[s.layer] for s in search.kept if s.layer in shares}
-    return replace(info, calib_method=search.method, calib_percentile=percentile_cut(search.method),
-                   kept_fp32=tuple(s.layer for s in search.kept),
-                   kept_sqnr_db=tuple(round(s.sqnr_db, 2) for s in search.kept),
-                   kept_reason=search.reason if search.kept else None)
