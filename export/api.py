@@ -277,10 +277,11 @@ def run_export(request: ExportRequest) -> ExportOutcome:
         if precision.reduced:  # the precision's file replaces the FP32 one as what --out receives
             staged, sidecar, outcome.precision = stage_precision(fp32, make_dir(stage / "reduced"), out, precision,
                                                                  parity_inputs)
-        lint_lines: list[str] = []  # said after the lines of the steps before it
-        outcome.lint = _lint_written(staged, trt_version, lint_lines.append, shown=out)
+        # the checked file ships before the TensorRT lint: a refused engine build keeps the ONNX file (ORT runs it)
         publish((staged, out), [(sidecar, report_path(out))])  # an FP32 file keeps no older file's report
         report.path = out
+        lint_lines: list[str] = []  # said after the lines of the steps before it
+        outcome.lint = _lint_written(out, trt_version, lint_lines.append, shown=out)
         logger.info(f"ONNX: {out}  input {list(report.meta.input.shape())}"
             f"{' (dynamic batch)' if graph.dynamic_batch else ''}, {report.nodes} nodes, traced in "
             f"{report.export_seconds:.1f} s")
