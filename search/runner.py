@@ -161,9 +161,10 @@ def run_search(request: SearchRequest) -> SearchOutcome:
     device = str(dist_context.device)  # this rank's device under torchrun
     held = ExitStack()
     try:
-        if dist_context.rank == 0:  # one run per output folder, before any work
-            held.enter_context(output_lock(request.out, kind="search", log=logger.info))
+        # the checkpoint is read first: a bad one is refused before the output folder (and its lock) exists
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
+        if dist_context.rank == 0:  # one run per output folder, before any work that writes
+            held.enter_context(output_lock(request.out, kind="search", log=logger.info))
         if request.space and supernet.space.name != request.space:
             raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
                               f"not '{request.space}'; pass the detection supernet of that space")
