@@ -96,6 +96,8 @@ def export_trt(onnx_path: str | Path, engine_path: str | Path, *, parity_images:
     if (parity_images or gate) and onnx_precision(reference) != "fp32":
         raise DetnasError(f"{reference}: the TensorRT {precision} engine is judged against the FP32 ONNX file, but "
                           f"this file is {onnx_precision(reference)}; pass the FP32 export as the reference")
+    if reference != Path(onnx_path):
+        _same_detector(reference, read_onnx_meta(reference), Path(onnx_path), meta)
     label = f"TensorRT {precision}{' (TF32)' if tf32 and precision == 'fp32' else ''} engine"
     trt = require_tensorrt()
     engine_path = Path(engine_path)
@@ -125,6 +127,18 @@ def export_trt(onnx_path: str | Path, engine_path: str | Path, *, parity_images:
         building.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
     return TrtReport(engine_path, final_sidecar, precision, parity, gated, tf32)
+
+
+def _same_detector(reference: Path, ref: ModelMeta, onnx_path: Path, meta: ModelMeta) -> None:
+    """An engine judged against another file is judged against the same detector: the same architecture, classes,
+    input and post-processing thresholds (a reference exported with other proposal counts or score thresholds
+    differs in its detections by design, and its parity would be a false alarm or a false pass)."""
+    fields = {"arch": (ref.arch.hash, meta.arch.hash), "classes": (ref.classes, meta.classes),
+              "input": (ref.input, meta.input), "thresholds": (ref.thresholds, meta.thresholds)}
+    for name, (want, got) in fields.items():
+        if want != got:
+            raise DetnasError(f"{reference}: the reference differs from {onnx_path} in its metadata field '{name}' "
+                              f"({want} vs {got}); pass the FP32 file exported with the same settings")
 
 
 def _sidecar(trt: Any, meta: ModelMeta, precision: str, onnx_path: str | Path, tf32: bool) -> dict[str, Any]:

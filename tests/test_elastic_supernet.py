@@ -105,8 +105,8 @@ def _count(module, *inputs):
 
 
 def test_macs_of_200_paths_at_two_sizes_equal_flop_counter():
-    """Per part on the meta device (no arithmetic): the body of every path of a small elastic space, and the FPN,
-    RPN head and box head at its detector genes (built once per gene combination). The 300m twin's paths are
+    """Per part on the meta device (no arithmetic): the body of 200 random paths of a small elastic space, and the
+    FPN, RPN head and box head at its detector genes (built once per gene combination, every gene value among them). The 300m twin's paths are
     counted whole above; the count is the same code for every space."""
     space, num_classes = TINY, 5
     heads: dict = {}
@@ -137,6 +137,8 @@ def test_macs_of_200_paths_at_two_sizes_equal_flop_counter():
                 assert box == expected.box_head
             checked += 1
     assert checked == 400
+    assert {key[0] for key in heads} == {16, 32} and {key[1] for key in heads} == {1, 2} \
+        and {key[2] for key in heads} == {32, 64}, "every head gene value was counted"
     # the paper spaces' backbone count is the same function
     paper = get_space("detnas-300m")
     arch = sample_arch(paper, 0)

@@ -42,6 +42,16 @@ def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(executable), "--no-cache"], cwd=tree, capture_output=True, text=True, timeout=300)
 
 
+def _lint_with_planted_import(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """import-linter's verdict on the installed layout with `line` appended to the core's `module` (a fresh file, not
+    the installed one edited in place)."""
+    core_module = _installed_layout(tmp_path) / module
+    text = core_module.read_text()
+    core_module.unlink()
+    core_module.write_text(f"{text}\n{line}  # noqa: E402,F401 - planted violation\n")
+    return _lint_imports(tmp_path)
+
+
 def test_the_rooms_keep_their_layer_order_and_have_no_cycles(tmp_path: Path) -> None:
     _installed_layout(tmp_path)
     result = _lint_imports(tmp_path)
@@ -51,12 +61,7 @@ def test_the_rooms_keep_their_layer_order_and_have_no_cycles(tmp_path: Path) -> 
 
 def test_an_upward_import_breaks_the_contracts(tmp_path: Path) -> None:
     """The core's errors module importing export (a higher room) is reported as a broken layer contract."""
-    package = _installed_layout(tmp_path)
-    core_module = package / "errors.py"
-    text = core_module.read_text()
-    core_module.unlink()
-    core_module.write_text(text + "\nfrom detnas.export import runtime  # noqa: E402,F401 - planted violation\n")
-    result = _lint_imports(tmp_path)
+    result = _lint_with_planted_import(tmp_path, "errors.py", "from detnas.export import runtime")
     assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-2000:]
     assert "rooms: CLI > workflows > export | search > bench (latency oracle) > core BROKEN" in result.stdout
     assert "detnas.errors -> detnas.export.runtime" in result.stdout
@@ -64,12 +69,7 @@ def test_an_upward_import_breaks_the_contracts(tmp_path: Path) -> None:
 
 def test_an_upward_import_inside_the_core_breaks_its_order(tmp_path: Path) -> None:
     """The space module (low in the core) importing the training package is reported against the core's contract."""
-    package = _installed_layout(tmp_path)
-    core_module = package / "space.py"
-    text = core_module.read_text()
-    core_module.unlink()
-    core_module.write_text(text + "\nfrom detnas import train  # noqa: E402,F401 - planted violation\n")
-    result = _lint_imports(tmp_path)
+    result = _lint_with_planted_import(tmp_path, "space.py", "from detnas import train")
     assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-2000:]
     assert "supernet | data | checkpoint > arch | blocks > space > utilities BROKEN" in " ".join(result.stdout.split())
     assert "detnas.space -> detnas.train" in result.stdout

@@ -449,8 +449,8 @@ def table_cmd(
                              calib_data=calib_images, calib_images=calib_count,
                              proposals=proposals, max_images=max_images, protocol=protocol)
     priority = {"artifact": 9, "AP": 9, "median ms": 9, "AP50": 7, "images/s": 6, "p90 ms": 5, "precision": 4,
-                "runtime": 3, "MB": 2}
-    columns = [Col(col, "left" if col in ("artifact", "precision", "runtime") else "right", priority[col])
+                "runtime": 3, "copies": 3, "MB": 2}
+    columns = [Col(col, "left" if col in ("artifact", "precision", "runtime", "copies") else "right", priority[col])
                for col in result.header()]
     console.print(fitted_table(columns, result.cells(), console.width, title="artifacts", caption=result.caption()))
     if json_out is not None:
