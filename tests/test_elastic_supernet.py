@@ -106,8 +106,8 @@ def _count(module, *inputs):
 
 def test_macs_of_200_paths_at_two_sizes_equal_flop_counter():
     """Per part on the meta device (no arithmetic): the body of 200 random paths of a small elastic space, and the
-    FPN, RPN head and box head at its detector genes (built once per gene combination, every gene value among them). The 300m twin's paths are
-    counted whole above; the count is the same code for every space."""
+    FPN, RPN head and box head at its detector genes (built once per gene combination, every gene value among
+    them). The 300m twin's paths are counted whole above; the count is the same code for every space."""
     space, num_classes = TINY, 5
     heads: dict = {}
     checked = 0
