@@ -27,6 +27,7 @@ from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_t
 from detnas.search.objectives import Constraints, bound_confidence
 from detnas.search.report import SearchRun, write_report
 from detnas.search.targets import Target
+from detnas.search_settings import SearchSettings
 
 if TYPE_CHECKING:
     from detnas.bench.precision import OnnxConverters
@@ -142,6 +143,27 @@ def check_feasibility_rule(constraints: Constraints, latency: LatencyEstimator, 
                           "--latency-runs or pass --feasibility median")
 
 
+def scored_with(request: SearchRequest, supernet: SupernetDetector, val: Any, bn: Any, timing: Timing,
+                metric: str) -> SearchSettings:
+    """The settings every candidate is scored with, resolved (absolute paths, the detector's own sizes and
+    proposals), for the journal header and `best_arch.json`: what the export needs to rebuild a scored path."""
+    from detnas.detection.kinds import kind_of
+
+    proposals = kind_of(supernet.detector).limits(supernet.detector).get("rpn_proposals")
+    assert timing.size is not None  # measured_latency filled it in
+    return SearchSettings(
+        supernet=str(request.supernet.resolve()), supernet_digest=supernet.digest,
+        val_ann=str(request.data.resolve()), val_images=str(request.images.resolve()),
+        val_count=len(val) if request.val_images is None else min(request.val_images, len(val)),
+        bn_ann=str(request.bn_data.resolve()), bn_images=str((request.bn_images_dir or request.images).resolve()),
+        bn_count=min(request.bn_images, len(bn)), bn_batch=request.bn_batch,
+        min_size=supernet.min_size, max_size=supernet.max_size,
+        proposals=None if proposals is None else int(proposals), detector=supernet.detector_kind,
+        style=supernet.style, precision=timing.precision, latency_scope=timing.scope,
+        latency_size=(int(timing.size[0]), int(timing.size[1])), latency_backend=timing.backend, metric=metric,
+        journal=str((request.out / JOURNAL_NAME).resolve()))
+
+
 @dataclass
 class SearchOutcome:
     """The report (None on ranks > 0) and where this session's time went, for `bench/suite/search_cost.py`."""
@@ -195,8 +217,10 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         context = _context(request, supernet.digest, val, bn, latency, timing,
                            (supernet.min_size, supernet.max_size), sources)
         remove_stale_temps(request.out)  # report files a kill -9 left half-written
+        settings = scored_with(request, supernet, val, bn, timing, constraints.metric)
         search = Search(supernet.space, request.settings, constraints, accuracy, latency,
-                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, sources)
+                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, sources,
+                        settings.to_dict())
         start = time.perf_counter()
         candidates = search.run(resume=request.resume)
         search_s = time.perf_counter() - start

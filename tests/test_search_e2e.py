@@ -57,6 +57,26 @@ def test_search_runs_resumes_and_reports(searched) -> None:
         assert r["latency"]["median_ms"] <= r["latency"]["upper_ms"] <= 1000
 
 
+def test_best_arch_carries_what_decided_the_score(search_setup, searched) -> None:
+    """best_arch.json names the settings every candidate was scored with, resolved (absolute paths, the detector's
+    own sizes and proposals), and the winner's journal metrics: the export's defaults."""
+    from detnas.search_settings import read_search_settings
+
+    out, _ = searched
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    winner = json.loads((out / "best_arch.json").read_text())["hash"]
+    scored = [r["metrics"] for r in journal if r.get("type") == "candidate" and r["hash"] == winner][0]
+    settings = read_search_settings(str(out / "best_arch.json"))
+    assert settings is not None and settings.scored == scored
+    assert (settings.bn_count, settings.bn_batch, settings.val_count, settings.proposals) == (2, 2, 2, 4)
+    assert (settings.min_size, settings.max_size, settings.detector, settings.style) == (64, 96, "fpn", "torchvision")
+    assert (settings.precision, settings.latency_scope, settings.latency_size) == ("fp32", "network+nms", (64, 96))
+    assert settings.bn_ann == str(search_setup["train"].resolve()) and settings.val_ann == str(search_setup["val"].resolve())
+    assert settings.bn_images == settings.val_images == str((search_setup["root"] / "train2017").resolve())
+    assert settings.supernet == str(search_setup["ckpt"].resolve()) and settings.journal == str((out / "journal.jsonl").resolve())
+    assert journal[0]["search_settings"] == {**settings.to_dict(), "scored": {}}
+
+
 def test_search_times_each_candidates_trained_detector_with_nms(search_setup, searched) -> None:
     """The default fitness latency is network+nms of the candidate's own detector cut from the supernet, fed
     search-validation images; the weights' digest is part of the cache key."""
