@@ -213,3 +213,30 @@ def test_two_targets_in_one_search(search_setup, tmp_path) -> None:
         assert (out / f"pareto.{name}.png").is_file() and (out / f"pareto_front.{name}.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"].startswith("target tight (2000ms): winner") and set(summary["targets"]) == {"tight", "loose"}
+
+
+def test_probe_prints_the_reachable_range_and_stops(search_setup, tmp_path, capsys) -> None:
+    """`--probe` times the fastest and slowest probes as the search would, says so first, and writes nothing;
+    `--latency-target auto:F` searches under the target at F of that range."""
+    out, backbone = tmp_path / "probed", ["--scope", "backbone"]  # the cheapest scope: the probe times 6 archs
+    assert main(search_args(search_setup, out, "--probe", *backbone)) == 0
+    printed = capsys.readouterr().out
+    assert "probe: timing 6 architectures" in printed, printed
+    assert "backbone at 64x96, batch 1, ort on cpu, fp32, 10 timed runs each" in printed
+    assert "probe: the first took " in printed and not out.exists()
+    fast = float(printed.split("fastest probe: ")[1].split("ms")[0].split()[-1])
+    slow = float(printed.split("slowest probe: ")[1].split("ms")[0].split()[-1])
+    assert 0 < fast <= slow
+    assert main(search_args(search_setup, out, "--latency-target", "auto:1", "--generations", "1", *backbone)) == 0
+    printed = capsys.readouterr().out
+    target = float(printed.split("latency target auto:1 = ")[1].split("ms")[0])
+    header = json.loads((out / "journal.jsonl").read_text().splitlines()[0])
+    assert header["config"]["constraint_latency_ms"] == target and fast <= target, (target, fast, slow)
+    _fails(search_args(search_setup, tmp_path / "bad", "--latency-target", "auto:2"), capsys, "auto:F takes a fraction F")
+    # named targets measured here share one probe, reported per target with its own suggestion
+    named = ["--latency-target", "tight=auto:0.5", "--latency-target", "loose=20ms"]
+    assert main(search_args(search_setup, out / "named", "--probe", *named, *backbone)) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("probe: timing 6 architectures") == 1, printed
+    assert "target tight: reachable range" in printed and "target loose: reachable range" in printed
+    assert "--latency-target tight=auto:0.5 = " in printed and not (out / "named").exists()
