@@ -240,3 +240,77 @@ def test_probe_prints_the_reachable_range_and_stops(search_setup, tmp_path, caps
     assert printed.count("probe: timing 6 architectures") == 1, printed
     assert "target tight: reachable range" in printed and "target loose: reachable range" in printed
     assert "--latency-target tight=auto:0.5 = " in printed and not (out / "named").exists()
+
+
+def test_export_takes_the_searchs_settings_and_reproduces_its_ap(tmp_path, monkeypatch, capsys) -> None:
+    """The README's road: a search given relative paths, then `detnas export --arch best_arch.json --out F` from
+    another folder with no option repeated. The export rebuilds the scored detector from best_arch.json's settings
+    (BN images and batch, sizes, proposals, timed size), prints them, and the file's metrics on the
+    search-validation images equal the journal's; both go into the export JSON. An explicit option that differs is
+    allowed with a note naming the search's value, and the AP comparison then only informs. Off a terminal the
+    search and the export print progress lines (DETNAS_PROGRESS_INTERVAL=0: every unit)."""
+    import os
+
+    import torch
+
+    from detnas.data import CocoDetection
+    from detnas.data.demo import ShapeLayout, make_demo_detection
+    from detnas.data.split import split_coco
+    from detnas.detection import build_detector
+    from detnas.export.scored import SHIPPED_AP_TOL
+    from detnas.progress import LINE_INTERVAL_ENV
+    from detnas.search_settings import read_search_settings
+
+    # the demo's generated shapes: few classes, so an untrained detector's scores clear the 0.05 threshold, and
+    # large objects its boxes can hit, so there is something to compare; square images at min = max size, so the
+    # file's letterbox and the scored detector's resize give the same scale
+    work = tmp_path / "search"
+    data = make_demo_detection(work / "data", 12, 1, seed=0, layout=ShapeLayout(sizes=(96, 96), square=True,
+                                                                                 object_fraction=(0.4, 0.8)))
+    train_json, val_json = split_coco(data.train_ann, 4, 0, work / "split")
+    images = data.train_images
+    classes = CocoDetection(val_json, images).classes
+    torch.manual_seed(0)
+    detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, 96, 96, DEFAULT_PIXELS)
+    meta = {"kind": "supernet-det", "space": TINY.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
+            "classes": list(classes), "num_classes": len(classes), "recipe": {"min_size": 96, "max_size": 96},
+            "detector": "fpn"}
+    save_checkpoint(work / "supernet", detector.state_dict(), meta)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv(LINE_INTERVAL_ENV, "0")
+    rel = os.path.relpath
+    assert main(["search", "run", "--supernet", "supernet", "--ann", rel(val_json), "--images", rel(images),
+                 "--bn-ann", rel(train_json), "--out", "run", "--scope", "backbone", "--latency-runs", "10",
+                 "--latency-cache", "latency.sqlite", "--latency-target", "10s", "--population", "2",
+                 "--generations", "1", "--parents", "2", "--mutations", "1", "--crossovers", "1", "--randoms", "0",
+                 "--bn-count", "3", "--bn-batch", "2", "--proposals", "30"]) == 0
+    err = capsys.readouterr().err
+    assert "generation 0: candidates: 2/2" in err and "BN re-estimation on 3 images (batches of 2): 2/2" in err, err
+    best = work / "run" / "best_arch.json"
+    settings = read_search_settings(str(best))
+    assert settings is not None and settings.scored, best.read_text()
+
+    shipped = tmp_path / "elsewhere"
+    shipped.mkdir()
+    monkeypatch.chdir(shipped)
+    assert main(["export", "--arch", str(best), "--out", "w.onnx", "--json", "w.json"]) == 0
+    captured = capsys.readouterr()
+    assert f"BN re-estimated on 3 images of {settings.bn_ann}" in captured.out, captured.out
+    assert "30 proposals, min/max size 96/96" in captured.out and "note: --" not in captured.out
+    assert "BN re-estimation on 3 images" in captured.err, "the export's progress off a terminal"
+    doc = json.loads((shipped / "w.json").read_text())
+    assert doc["onnx"]["input"] == [1, 3, 96, 96] and doc["search"]["settings"] == settings.to_dict()
+    check = doc["search"]["ap"]
+    assert check["faithful"] and check["images"] == 4 and check["journal"] == settings.scored["AP"]
+    assert check["within_tolerance"] and abs(check["exported"] - check["journal"]) <= SHIPPED_AP_TOL
+    scored = {k: v for k, v in settings.scored.items() if v >= 0}
+    assert max(scored.values()) > 0, f"nothing detected: the comparison would compare nothing ({scored})"
+    for name, value in scored.items():  # every COCO metric, not only AP
+        assert abs(check["metrics"][name] - value) <= SHIPPED_AP_TOL, (name, check["metrics"][name], value)
+    assert f"AP on 4 search-validation images: file {check['exported']:.4f}, journal {check['journal']:.4f}" \
+        in captured.out
+
+    assert main(["export", "--arch", str(best), "--out", "w2.onnx", "--bn-count", "2", "--json", "w2.json"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: --bn-count 2 differs from the search's 3 ({best})" in out, out
+    assert json.loads((shipped / "w2.json").read_text())["search"]["ap"]["faithful"] is False
