@@ -20,30 +20,34 @@ from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 from detnas.errors import DetnasError
 from detnas.export.parity import BOX_TOL, MIN_DETECTIONS, SCORE_TOL
 from detnas.export.precision.quantize import DEFAULT_CALIB_METHOD
+from detnas.search_settings import SearchSettings
 
 if TYPE_CHECKING:
     import torch
 
     from detnas.export.onnx_export import ExportReport
     from detnas.export.precision import PrecisionReport, PrecisionRequest
+    from detnas.export.scored import ScoredCheck, ScoredOptions
     from detnas.export.source import ExportSource
     from detnas.export.trt import TrtReport
     from detnas.export.trt_lint import LintReport
 
 logger = logging.getLogger(__name__)
 PARITY_IMAGES = 4  # real images of a parity folder compared (ONNX Runtime vs PyTorch)
+SEARCH_PARITY_IMAGES = 16  # a search winner's parity on its search-validation folder (a trained detector: few boxes)
 ONNX_LINT_NOTE_VERSIONS = ("10.3", "11")  # the parsers an ONNX-only export is linted for, as a note
 EXPORT_SCHEMA = "detnas.export/2"
 
 
 @dataclass(frozen=True)
 class BnData:
-    """`--bn-ann/--bn-images/--bn-count/--bn-batch`: training images a supernet path's BN statistics come from."""
+    """`--bn-ann/--bn-images/--bn-count/--bn-batch`: training images a supernet path's BN statistics come from
+    (count and batch: None takes the search's from a best_arch.json, else BN_IMAGES / BN_BATCH)."""
 
     ann: Path | None
     images: Path | None
-    count: int = BN_IMAGES
-    batch: int = BN_BATCH
+    count: int | None = None
+    batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,20 @@ class SourceOptions:
     random_init: bool = False
     detector: str | None = None  # --random-init: the detector kind (default fpn)
     num_classes: int | None = None  # --random-init: object classes K (default 80)
-    proposals: int = 1000  # FPN: RPN proposals per image at test time
+    proposals: int | None = None  # FPN: RPN proposals per image at test time (None: the search's, else 1000)
+    min_size: int | None = None  # a supernet path's BN images are resized as the search resized them
+    max_size: int | None = None
+
+    def search_settings(self) -> SearchSettings | None:
+        """The settings of the search that scored `arch` when it is a best_arch.json and a supernet path is
+        exported from it (not a child checkpoint, whose BN statistics and sizes are its own)."""
+        from detnas.checkpoint import load_meta
+        from detnas.search_settings import read_search_settings
+
+        settings = None if self.random_init or self.arch is None else read_search_settings(self.arch)
+        if settings is None or (self.weights is not None and load_meta(self.weights).get("kind") != "supernet-det"):
+            return None
+        return settings
 
     def validate(self) -> None:
         """The refusals the options alone decide (a checkpoint's kind is checked when it is read)."""
@@ -90,7 +107,7 @@ class SourceOptions:
         meta = load_meta(self.weights)
         if meta.get("kind") == "supernet-det" and self.arch is not None:
             return self._recalibrated_path(resolve_arch(self.arch), meta), meta
-        if self.bn is not None:
+        if self.bn is not None and (self.bn.ann is not None or self.bn.images is not None):  # a lone count: unused
             raise DetnasError(f"--bn-ann / --bn-images: {self.weights} is a {meta.get('kind')} checkpoint whose BN "
                               "statistics are its own; they re-estimate a supernet path's only, drop them")
         return load_export_source(self.weights, resolve_arch(self.arch) if self.arch else None, self.proposals), meta
@@ -105,8 +122,10 @@ class SourceOptions:
             raise DetnasError(f"--arch on the supernet {self.weights}: its BN statistics mix every path, so the file "
                               "would not be the detector the search scored; pass --bn-ann JSON --bn-images DIR (the "
                               "supernet-training split the search used) or export a retrained child checkpoint")
-        return detector_source(recalibrated_path(self.weights, arch, bn.ann, bn.images, bn.count, bn.batch,
-                                                 self.proposals), meta)
+        return detector_source(recalibrated_path(self.weights, arch, bn.ann, bn.images,
+                                                 BN_IMAGES if bn.count is None else bn.count,
+                                                 BN_BATCH if bn.batch is None else bn.batch, self.proposals,
+                                                 self.min_size, self.max_size), meta)
 
 
 @dataclass(frozen=True)
@@ -148,7 +167,7 @@ class PrecisionOptions:
     """The precision of the written file (fp16 / int8 are made from the verified FP32 export), INT8 calibration,
     and the AP gate of the reduced file (and of the engine) against FP32."""
 
-    precision: str = "fp32"
+    precision: str | None = None  # None: the precision the search timed (best_arch.json), else fp32
     calib_images: Path | None = None  # default: the training split the checkpoint's run records
     calib_count: int = 64
     calib_method: str = DEFAULT_CALIB_METHOD
@@ -160,7 +179,7 @@ class PrecisionOptions:
         """Validated, with the calibration images read (before any export work)."""
         from detnas.export.precision import precision_request
 
-        return precision_request(self.precision, weights=weights, calib_data=self.calib_images,
+        return precision_request(self.precision or "fp32", weights=weights, calib_data=self.calib_images,
                                  calib_images=self.calib_count, calib_method=self.calib_method,
                                  gate_data=self.gate_ann, gate_images=self.gate_images, max_ap_drop=self.max_ap_drop,
                                  dynamic_batch=dynamic_batch)
@@ -186,6 +205,7 @@ class ExportRequest:
     precision: PrecisionOptions = PrecisionOptions()
     engine: EngineOptions = EngineOptions()
     json_out: Path | None = None  # the outcome as JSON (schema detnas.export/2)
+    search_check: bool = True  # a search winner: compare the file's AP on the search-validation split with the journal
 
     def validate(self) -> None:
         """One line naming the options, before anything is read or written."""
@@ -207,7 +227,7 @@ class ExportRequest:
         if self.parity.images is None and self.parity.check and not self.source.random_init:
             raise DetnasError("pass --parity-images DIR (real images for the ONNX Runtime vs PyTorch check) or "
                               "--no-parity")
-        if precision.gate_ann is not None and precision.precision == "fp32" and engine.format == "onnx":
+        if precision.gate_ann is not None and precision.precision in (None, "fp32") and engine.format == "onnx":
             raise DetnasError("--gate-ann: an FP32 ONNX export has nothing to gate (it is the reference); the AP gate "
                               "judges a --precision fp16/int8 file or a --format trt engine")
         self.source.validate()
@@ -221,6 +241,7 @@ class ExportOutcome:
     precision: PrecisionReport | None = None
     lint: list[LintReport] = field(default_factory=list)
     tensorrt: TrtReport | None = None
+    search: SearchedExport | None = None  # exported from a search's best_arch.json: its settings and the AP check
 
     @property
     def path(self) -> Path:
@@ -231,7 +252,8 @@ class ExportOutcome:
         """The detnas.export/2 document (docs/json.md)."""
         return {"onnx": self.onnx.to_dict(), "precision": self.precision.to_dict() if self.precision else None,
                 "lint": [lint.to_dict() for lint in self.lint],
-                "tensorrt": self.tensorrt.to_dict() if self.tensorrt else None}
+                "tensorrt": self.tensorrt.to_dict() if self.tensorrt else None,
+                "search": self.search.to_dict() if self.search else None}
 
 
 def run_export(request: ExportRequest) -> ExportOutcome:
@@ -244,6 +266,10 @@ def run_export(request: ExportRequest) -> ExportOutcome:
     from detnas.io import check_outputs, make_dir, publish, remove_stale_temps, temp_dir
     from detnas.lock import output_lock
 
+    settings = request.source.search_settings()
+    scored = None
+    if settings is not None:
+        request, scored = from_search(request, settings)
     request.validate()
     out, graph, parity = request.out, request.graph, request.parity
     assert out is not None  # validate() refused the rest
@@ -274,6 +300,8 @@ def run_export(request: ExportRequest) -> ExportOutcome:
                              min_detections=0 if request.source.random_init else parity.min_detections)
         fp32, staged, sidecar = report.path, report.path, None
         outcome = ExportOutcome(report)
+        if settings is not None and scored is not None:  # the FP32 file against the journal, before --out changes
+            outcome.search = searched_check(fp32, settings, scored, request.search_check, shown=out)
         if precision.reduced:  # the precision's file replaces the FP32 one as what --out receives
             staged, sidecar, outcome.precision = stage_precision(fp32, make_dir(stage / "reduced"), out, precision,
                                                                  parity_inputs)
@@ -289,6 +317,8 @@ def run_export(request: ExportRequest) -> ExportOutcome:
             logger.info(f"  {note}")
         if report.parity is not None:
             logger.info(f"  parity OK: {report.parity.summary()}")
+        if outcome.search is not None:
+            logger.info(f"  {outcome.search.check.summary()}")
         if outcome.precision is not None:
             for line in precision_lines(outcome.precision):
                 logger.info(line)
@@ -302,6 +332,57 @@ def run_export(request: ExportRequest) -> ExportOutcome:
 
         write_document(request.json_out, EXPORT_SCHEMA, outcome.to_dict())
     return outcome
+
+
+@dataclass
+class SearchedExport:
+    """A search winner's export: the settings it took from best_arch.json, the notes on options that differ, and
+    the file's metric on the search-validation split beside the journal's."""
+
+    settings: SearchSettings
+    notes: tuple[str, ...]
+    check: ScoredCheck
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings.to_dict(), "notes": list(self.notes), "ap": self.check.to_dict()}
+
+
+def from_search(request: ExportRequest, settings: SearchSettings) -> tuple[ExportRequest, ScoredOptions]:
+    """`request` with every option left out taken from the search that scored its best_arch.json (weights, BN split,
+    count and batch, sizes, proposals, timed size and precision; parity on its search-validation images), saying
+    which (to this module's logger), and one note per given option that differs."""
+    from dataclasses import replace
+
+    from detnas.export.scored import scored_options
+
+    source, bn = request.source, request.source.bn or BnData(None, None)
+    scored = scored_options(settings, str(source.arch), weights=source.weights, bn_ann=bn.ann, bn_images=bn.images,
+                            bn_count=bn.count, bn_batch=bn.batch, proposals=source.proposals, size=request.graph.size,
+                            precision=request.precision.precision)
+    logger.info(f"from the search ({source.arch}):")
+    for line in (*settings.lines(), *scored.notes):
+        logger.info(f"  {line}")
+    parity = request.parity
+    if parity.check and parity.images is None:  # the search-validation folder; more images, so enough detections
+        parity = replace(parity, images=Path(settings.val_images), count=max(parity.count, SEARCH_PARITY_IMAGES))
+    source = replace(source, weights=scored.weights, proposals=scored.proposals, min_size=scored.min_size,
+                     max_size=scored.max_size,
+                     bn=BnData(scored.bn_ann, scored.bn_images, scored.bn_count, scored.bn_batch))
+    return replace(request, source=source, graph=replace(request.graph, size=scored.size), parity=parity,
+                   precision=replace(request.precision, precision=scored.precision)), scored
+
+
+def searched_check(model: Path, settings: SearchSettings, scored: ScoredOptions, check: bool,
+                   shown: Path) -> SearchedExport:
+    """The exported FP32 file's metric on the search-validation split against the journal's; a faithful export
+    outside the tolerance is refused (the staged `model` removed, nothing published to `shown`)."""
+    from detnas.export.scored import ScoredCheck, check_scored_ap
+
+    result = (check_scored_ap(model, settings, scored.faithful) if check else
+              ScoredCheck(settings.metric, settings.scored.get(settings.metric), faithful=scored.faithful,
+                          skipped="--no-search-check"))
+    result.refuse_if_failed(model, shown)
+    return SearchedExport(settings, scored.notes, result)
 
 
 def _build_engine(out: Path, options: EngineOptions, parity_files: Sequence[Path], precision: PrecisionRequest,

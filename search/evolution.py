@@ -49,8 +49,10 @@ class Search:
     def __init__(self, space: SearchSpace, settings: EvolutionSettings, constraints: Constraints,
                  accuracy: AccuracyEvaluator, latency: LatencyEstimator, cost: CostFn, journal_path: str | Path,
                  context: dict[str, Any] | None = None,
-                 target_latency: Mapping[str, LatencyEstimator] | None = None) -> None:
+                 target_latency: Mapping[str, LatencyEstimator] | None = None,
+                 scored_with: dict[str, Any] | None = None) -> None:
         self.space, self.settings, self.constraints = space, settings, constraints
+        self.scored_with = scored_with  # the journal header's search settings (detnas.search_settings)
         self.algorithm: SearchAlgorithm = ALGORITHMS.get(settings.algorithm)(space, settings, constraints)
         self.accuracy, self.latency, self.cost = accuracy, latency, cost
         self.target_latency = dict(target_latency or {})  # named target -> its latency source
@@ -69,7 +71,7 @@ class Search:
         if not self.team.is_leader:
             return
         if self._journal is None:
-            self._journal = Journal.create(self.journal_path, self.config)
+            self._journal = Journal.create(self.journal_path, self.config, self.scored_with)
         self._journal.append(record)
 
     def _open(self, resume: bool) -> list[Plan | Candidate | Final]:

@@ -24,6 +24,9 @@ READABLE_VERSIONS = (1, 2)
 VOLATILE_FIELDS = ("wall_s", "timing")
 
 
+#: header key of the settings every candidate was scored with (`detnas.search_settings.SearchSettings`)
+SETTINGS_HEADER = "search_settings"
+
 #: configuration fields a resume may change: more generations extend a search without altering its past
 EXTENDABLE_FIELDS = ("generations",)
 
@@ -72,11 +75,15 @@ class Journal:
         self.entries: list[Record] = decode_journal(path, records) if records else []
 
     @classmethod
-    def create(cls, path: str | Path, config: dict[str, Any]) -> Journal:
+    def create(cls, path: str | Path, config: dict[str, Any], search_settings: dict[str, Any] | None = None) -> Journal:
+        """A new journal; `search_settings` (`detnas.search_settings`: absolute paths, resolved sizes) ride in the
+        header outside the hashed configuration, so a resume from another folder still matches."""
         path = Path(path)
         if path.exists() and path.stat().st_size > 0:
             raise DetnasError(f"{path}: a journal already exists; pass --resume to continue it or choose another --out")
         header = {"type": "header", "version": JOURNAL_VERSION, "config_hash": config_hash(config), "config": config}
+        if search_settings is not None:
+            header[SETTINGS_HEADER] = search_settings
         atomic_write_text(path, _line(header))  # a refused write leaves no 0-byte journal to resume from
         return cls(path, [header])
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detnas.io import atomic_path, atomic_write_json, atomic_write_text
+from detnas.io import atomic_path, atomic_write_json
 from detnas.search.evolution import best_record
-from detnas.search.journal import LEGACY_VALUES, decode_journal, read_journal
+from detnas.search.journal import LEGACY_VALUES, SETTINGS_HEADER, decode_journal, read_journal
 from detnas.search.objectives import Constraints, pareto_front, rank_records
 from detnas.search.records import Candidate, Final, Plan
+from detnas.search_settings import SETTINGS_KEY, SearchSettings
 
 
 @dataclass
@@ -24,6 +25,7 @@ class SearchRun:
     plans: list[Plan]
     final: Final | None
     finals: dict[str, Final] = field(default_factory=dict)  # the last final line of each named target
+    settings: SearchSettings | None = None  # what every candidate was scored with; None in older journals
 
     @classmethod
     def load(cls, path: str | Path) -> SearchRun:
@@ -31,9 +33,11 @@ class SearchRun:
         entries = decode_journal(path, records)
         finals = [r for r in entries if isinstance(r, Final)]
         unnamed = [r for r in finals if r.target is None]
+        stored = records[0].get(SETTINGS_HEADER)
+        settings = None if stored is None else SearchSettings.from_dict(stored, f"{path}: line 1")
         return cls(records[0]["config"], [r for r in entries if isinstance(r, Candidate)],
                    [r for r in entries if isinstance(r, Plan)], unnamed[-1] if unnamed else None,
-                   {r.target: r for r in finals if r.target is not None})
+                   {r.target: r for r in finals if r.target is not None}, settings)
 
     @property
     def constraints(self) -> Constraints:
@@ -247,6 +251,15 @@ def report_document(run: SearchRun, top_k: int) -> dict[str, Any]:
     return {**summary(run), "config": run.config, "top_k": [_row(i, r) for i, r in enumerate(ranked, start=1)]}
 
 
+def winner_document(run: SearchRun, best: Candidate) -> dict[str, Any]:
+    """best_arch.json: the winner's arch and, under `search`, the settings it was scored with and its journal metrics
+    (`detnas export --arch best_arch.json` rebuilds that detector without repeated options)."""
+    document = best.arch.to_dict()
+    if run.settings is not None:
+        document[SETTINGS_KEY] = run.settings.with_scored(best.metrics).to_dict()
+    return document
+
+
 def write_report(journal: str | Path, out_dir: str | Path, top_k: int = 10) -> SearchRun:
     """Write best_arch.json, topk.json, pareto_front.json, summary.json, pareto.png and convergence.png (per
     target of a several-target search: best_arch.NAME.json, pareto_front.NAME.json, pareto.NAME.png)."""
@@ -256,7 +269,7 @@ def write_report(journal: str | Path, out_dir: str | Path, top_k: int = 10) -> S
     for target, suffix in [(name, f".{name}") for name, _ in run.targets] or [(None, "")]:
         best = run.best(target)
         if best is not None:
-            atomic_write_text(out / f"best_arch{suffix}.json", best.arch.to_json() + "\n")
+            atomic_write_json(out / f"best_arch{suffix}.json", winner_document(run, best))
         front = pareto_front(run.candidates, run.constraints.metric, target)
         atomic_write_json(out / f"pareto_front{suffix}.json", [_row(i, r) for i, r in enumerate(front, 1)])
         if run.candidates:

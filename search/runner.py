@@ -25,8 +25,10 @@ from detnas.search.evolution import FRESH_ROUNDS, EvolutionSettings, Search
 from detnas.search.interfaces import BackboneCost, LatencyEstimator
 from detnas.search.latency import OracleLatency, ProfileLatency, Timing, check_target_reachable
 from detnas.search.objectives import Constraints, bound_confidence
+from detnas.search.probe import ProbeResult, probe_range
 from detnas.search.report import SearchRun, write_report
 from detnas.search.targets import Target
+from detnas.search_settings import SearchSettings
 
 if TYPE_CHECKING:
     from detnas.bench.precision import OnnxConverters
@@ -142,6 +144,87 @@ def check_feasibility_rule(constraints: Constraints, latency: LatencyEstimator, 
                           "--latency-runs or pass --feasibility median")
 
 
+def scored_with(request: SearchRequest, supernet: SupernetDetector, val: Any, bn: Any, timing: Timing,
+                metric: str) -> SearchSettings:
+    """The settings every candidate is scored with, resolved (absolute paths, the detector's own sizes and
+    proposals), for the journal header and `best_arch.json`: what the export needs to rebuild a scored path."""
+    from detnas.detection.kinds import kind_of
+
+    proposals = kind_of(supernet.detector).limits(supernet.detector).get("rpn_proposals")
+    assert timing.size is not None  # measured_latency filled it in
+    return SearchSettings(
+        supernet=str(request.supernet.resolve()), supernet_digest=supernet.digest,
+        val_ann=str(request.data.resolve()), val_images=str(request.images.resolve()),
+        val_count=len(val) if request.val_images is None else min(request.val_images, len(val)),
+        bn_ann=str(request.bn_data.resolve()), bn_images=str((request.bn_images_dir or request.images).resolve()),
+        bn_count=min(request.bn_images, len(bn)), bn_batch=request.bn_batch,
+        min_size=supernet.min_size, max_size=supernet.max_size,
+        proposals=None if proposals is None else int(proposals), detector=supernet.detector_kind,
+        style=supernet.style, precision=timing.precision, latency_scope=timing.scope,
+        latency_size=(int(timing.size[0]), int(timing.size[1])), latency_backend=timing.backend, metric=metric,
+        journal=str((request.out / JOURNAL_NAME).resolve()))
+
+
+@dataclass
+class _Latencies:
+    """Where the search's latencies come from: the measuring oracle and its filled-in timing, the one-target
+    search's source (the first named target's with several) and each named target's."""
+
+    timing: Timing
+    measured: OracleLatency
+    latency: LatencyEstimator
+    sources: dict[str, LatencyEstimator]
+
+
+def _checked_supernet(request: SearchRequest, supernet: SupernetDetector) -> None:
+    if request.space and supernet.space.name != request.space:
+        raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
+                          f"not '{request.space}'; pass the detection supernet of that space")
+
+
+def _latencies(request: SearchRequest, supernet: SupernetDetector, val: Any, bn: Any,
+               confidence: float) -> _Latencies:
+    timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache,
+                                        request.onnx_converters, bn, confidence)
+
+    def source(profile: Path | None) -> LatencyEstimator:
+        return (ProfileLatency(profile, supernet.space, timing, request.force_profile, confidence) if profile
+                else measured)
+
+    sources = {t.name: source(t.profile) for t in request.targets}
+    latency = sources[request.targets[0].name] if request.targets else source(request.latency_profile)
+    return _Latencies(timing, measured, latency, sources)
+
+
+def probe_search(request: SearchRequest) -> dict[str, ProbeResult]:
+    """Time the fastest and slowest probe architectures as the search would time its candidates (same scope, size,
+    backend, cache or profile), before any journal or output folder exists: the range a latency target can be
+    picked from. Keyed by named target (each with its own latency source; one probe per distinct source), or ''
+    for a one-target search. Progress goes to the `detnas.search.probe` logger."""
+    supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
+    _checked_supernet(request, supernet)
+    val, bn = _datasets(request, supernet)
+    confidence = bound_confidence(request.settings.population * request.settings.generations)
+    latencies = _latencies(request, supernet, val, bn, confidence)
+    timing = latencies.timing
+    assert timing.size is not None  # measured_latency filled it in
+    what = (f"{timing.scope} at {'x'.join(map(str, timing.size))}, batch {timing.batch}, {timing.backend} on "
+            f"{timing.device}, {timing.precision}, ")
+    estimators = {t.name: (latencies.sources[t.name], t.profile) for t in request.targets} or {
+        "": (latencies.latency, request.latency_profile)}
+    probed: dict[int, ProbeResult] = {}
+    results = {}
+    for name, (estimator, profile) in estimators.items():
+        if id(estimator) not in probed:  # targets measured here share one probe
+            for caveat in estimator.caveats if isinstance(estimator, ProfileLatency) else ():
+                logger.warning(caveat)
+            how = f"predicted by the profile {profile}" if profile else f"{timing.runs} timed runs each"
+            probed[id(estimator)] = probe_range(supernet.space, estimator, (request.flops_size, request.flops_size),
+                                                what + how + (f" (target {name})" if name else ""))
+        results[name] = probed[id(estimator)]
+    return results
+
+
 @dataclass
 class SearchOutcome:
     """The report (None on ranks > 0) and where this session's time went, for `bench/suite/search_cost.py`."""
@@ -165,21 +248,14 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
         if dist_context.rank == 0:  # one run per output folder, before any work that writes
             held.enter_context(output_lock(request.out, kind="search", log=logger.info))
-        if request.space and supernet.space.name != request.space:
-            raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
-                              f"not '{request.space}'; pass the detection supernet of that space")
+        _checked_supernet(request, supernet)
         val, bn = _datasets(request, supernet)
         constraints, note = request.constraints.resolve(supernet.space.name, request.flops_size, fitness_metric(val))
         logger.info(note)
         confidence = bound_confidence(request.settings.population * request.settings.generations)
-        timing, measured = measured_latency(supernet, val, request.timing, request.latency_cache,
-                                            request.onnx_converters, bn, confidence)
-        def source(profile: Path | None) -> LatencyEstimator:
-            return (ProfileLatency(profile, supernet.space, timing, request.force_profile, confidence) if profile
-                    else measured)
-
-        sources = {t.name: source(t.profile) for t in request.targets}
-        latency = sources[request.targets[0].name] if request.targets else source(request.latency_profile)
+        latencies = _latencies(request, supernet, val, bn, confidence)
+        timing, measured, latency, sources = (latencies.timing, latencies.measured, latencies.latency,
+                                              latencies.sources)
         budgets = [(t.name, t.latency_ms, sources[t.name]) for t in request.targets] or (
             [("", constraints.latency_ms, latency)] if constraints.latency_ms is not None else [])
         for name, target_ms, estimator in budgets or [("", None, latency)]:
@@ -195,8 +271,10 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         context = _context(request, supernet.digest, val, bn, latency, timing,
                            (supernet.min_size, supernet.max_size), sources)
         remove_stale_temps(request.out)  # report files a kill -9 left half-written
+        settings = scored_with(request, supernet, val, bn, timing, constraints.metric)
         search = Search(supernet.space, request.settings, constraints, accuracy, latency,
-                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, sources)
+                        BackboneCost(request.flops_size), request.out / JOURNAL_NAME, context, sources,
+                        settings.to_dict())
         start = time.perf_counter()
         candidates = search.run(resume=request.resume)
         search_s = time.perf_counter() - start

@@ -79,7 +79,7 @@ def test_run_export_writes_checks_and_describes_the_file_as_detnas_export_does(t
     assert [report.version for report in outcome.lint] == ["10.3", "11"]
     document = json.loads((tmp_path / "export.json").read_text())
     assert document["schema"] == "detnas.export/2"
-    assert {k: document[k] for k in ("onnx", "precision", "lint", "tensorrt")} == json.loads(json.dumps(outcome.to_dict()))
+    assert {k: document[k] for k in ("onnx", "precision", "lint", "tensorrt", "search")} == json.loads(json.dumps(outcome.to_dict()))
     assert lines[0].startswith(f"ONNX: {tmp_path / 'tiny.onnx'}  input [1, 3, 64, 64]")
     assert any(line.startswith("  parity OK:") for line in lines), lines
     assert sum("parser lint" in line for line in lines) == 2, lines

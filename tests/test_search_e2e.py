@@ -57,6 +57,26 @@ def test_search_runs_resumes_and_reports(searched) -> None:
         assert r["latency"]["median_ms"] <= r["latency"]["upper_ms"] <= 1000
 
 
+def test_best_arch_carries_what_decided_the_score(search_setup, searched) -> None:
+    """best_arch.json names the settings every candidate was scored with, resolved (absolute paths, the detector's
+    own sizes and proposals), and the winner's journal metrics: the export's defaults."""
+    from detnas.search_settings import read_search_settings
+
+    out, _ = searched
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    winner = json.loads((out / "best_arch.json").read_text())["hash"]
+    scored = [r["metrics"] for r in journal if r.get("type") == "candidate" and r["hash"] == winner][0]
+    settings = read_search_settings(str(out / "best_arch.json"))
+    assert settings is not None and settings.scored == scored
+    assert (settings.bn_count, settings.bn_batch, settings.val_count, settings.proposals) == (2, 2, 2, 4)
+    assert (settings.min_size, settings.max_size, settings.detector, settings.style) == (64, 96, "fpn", "torchvision")
+    assert (settings.precision, settings.latency_scope, settings.latency_size) == ("fp32", "network+nms", (64, 96))
+    assert settings.bn_ann == str(search_setup["train"].resolve()) and settings.val_ann == str(search_setup["val"].resolve())
+    assert settings.bn_images == settings.val_images == str((search_setup["root"] / "train2017").resolve())
+    assert settings.supernet == str(search_setup["ckpt"].resolve()) and settings.journal == str((out / "journal.jsonl").resolve())
+    assert journal[0]["search_settings"] == {**settings.to_dict(), "scored": {}}
+
+
 def test_search_times_each_candidates_trained_detector_with_nms(search_setup, searched) -> None:
     """The default fitness latency is network+nms of the candidate's own detector cut from the supernet, fed
     search-validation images; the weights' digest is part of the cache key."""
@@ -193,3 +213,104 @@ def test_two_targets_in_one_search(search_setup, tmp_path) -> None:
         assert (out / f"pareto.{name}.png").is_file() and (out / f"pareto_front.{name}.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"].startswith("target tight (2000ms): winner") and set(summary["targets"]) == {"tight", "loose"}
+
+
+def test_probe_prints_the_reachable_range_and_stops(search_setup, tmp_path, capsys) -> None:
+    """`--probe` times the fastest and slowest probes as the search would, says so first, and writes nothing;
+    `--latency-target auto:F` searches under the target at F of that range."""
+    out, backbone = tmp_path / "probed", ["--scope", "backbone"]  # the cheapest scope: the probe times 6 archs
+    assert main(search_args(search_setup, out, "--probe", *backbone)) == 0
+    printed = capsys.readouterr().out
+    assert "probe: timing 6 architectures" in printed, printed
+    assert "backbone at 64x96, batch 1, ort on cpu, fp32, 10 timed runs each" in printed
+    assert "probe: the first took " in printed and not out.exists()
+    fast = float(printed.split("fastest probe: ")[1].split("ms")[0].split()[-1])
+    slow = float(printed.split("slowest probe: ")[1].split("ms")[0].split()[-1])
+    assert 0 < fast <= slow
+    assert main(search_args(search_setup, out, "--latency-target", "auto:1", "--generations", "1", *backbone)) == 0
+    printed = capsys.readouterr().out
+    target = float(printed.split("latency target auto:1 = ")[1].split("ms")[0])
+    header = json.loads((out / "journal.jsonl").read_text().splitlines()[0])
+    assert header["config"]["constraint_latency_ms"] == target and fast <= target, (target, fast, slow)
+    _fails(search_args(search_setup, tmp_path / "bad", "--latency-target", "auto:2"), capsys, "auto:F takes a fraction F")
+    # named targets measured here share one probe, reported per target with its own suggestion
+    named = ["--latency-target", "tight=auto:0.5", "--latency-target", "loose=20ms"]
+    assert main(search_args(search_setup, out / "named", "--probe", *named, *backbone)) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("probe: timing 6 architectures") == 1, printed
+    assert "target tight: reachable range" in printed and "target loose: reachable range" in printed
+    assert "--latency-target tight=auto:0.5 = " in printed and not (out / "named").exists()
+
+
+def test_export_takes_the_searchs_settings_and_reproduces_its_ap(tmp_path, monkeypatch, capsys) -> None:
+    """The README's road: a search given relative paths, then `detnas export --arch best_arch.json --out F` from
+    another folder with no option repeated. The export rebuilds the scored detector from best_arch.json's settings
+    (BN images and batch, sizes, proposals, timed size), prints them, and the file's metrics on the
+    search-validation images equal the journal's; both go into the export JSON. An explicit option that differs is
+    allowed with a note naming the search's value, and the AP comparison then only informs. Off a terminal the
+    search and the export print progress lines (DETNAS_PROGRESS_INTERVAL=0: every unit)."""
+    import os
+
+    import torch
+
+    from detnas.data import CocoDetection
+    from detnas.data.demo import ShapeLayout, make_demo_detection
+    from detnas.data.split import split_coco
+    from detnas.detection import build_detector
+    from detnas.export.scored import SHIPPED_AP_TOL
+    from detnas.progress import LINE_INTERVAL_ENV
+    from detnas.search_settings import read_search_settings
+
+    # the demo's generated shapes: few classes, so an untrained detector's scores clear the 0.05 threshold, and
+    # large objects its boxes can hit, so there is something to compare; square images at min = max size, so the
+    # file's letterbox and the scored detector's resize give the same scale
+    work = tmp_path / "search"
+    data = make_demo_detection(work / "data", 12, 1, seed=0, layout=ShapeLayout(sizes=(96, 96), square=True,
+                                                                                 object_fraction=(0.4, 0.8)))
+    train_json, val_json = split_coco(data.train_ann, 4, 0, work / "split")
+    images = data.train_images
+    classes = CocoDetection(val_json, images).classes
+    torch.manual_seed(0)
+    detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, 96, 96, DEFAULT_PIXELS)
+    meta = {"kind": "supernet-det", "space": TINY.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
+            "classes": list(classes), "num_classes": len(classes), "recipe": {"min_size": 96, "max_size": 96},
+            "detector": "fpn"}
+    save_checkpoint(work / "supernet", detector.state_dict(), meta)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv(LINE_INTERVAL_ENV, "0")
+    rel = os.path.relpath
+    assert main(["search", "run", "--supernet", "supernet", "--ann", rel(val_json), "--images", rel(images),
+                 "--bn-ann", rel(train_json), "--out", "run", "--scope", "backbone", "--latency-runs", "10",
+                 "--latency-cache", "latency.sqlite", "--latency-target", "10s", "--population", "2",
+                 "--generations", "1", "--parents", "2", "--mutations", "1", "--crossovers", "1", "--randoms", "0",
+                 "--bn-count", "3", "--bn-batch", "2", "--proposals", "30"]) == 0
+    err = capsys.readouterr().err
+    assert "generation 0: candidates: 2/2" in err and "BN re-estimation on 3 images (batches of 2): 2/2" in err, err
+    best = work / "run" / "best_arch.json"
+    settings = read_search_settings(str(best))
+    assert settings is not None and settings.scored, best.read_text()
+
+    shipped = tmp_path / "elsewhere"
+    shipped.mkdir()
+    monkeypatch.chdir(shipped)
+    assert main(["export", "--arch", str(best), "--out", "w.onnx", "--json", "w.json"]) == 0
+    captured = capsys.readouterr()
+    assert f"BN re-estimated on 3 images of {settings.bn_ann}" in captured.out, captured.out
+    assert "30 proposals, min/max size 96/96" in captured.out and "note: --" not in captured.out
+    assert "BN re-estimation on 3 images" in captured.err, "the export's progress off a terminal"
+    doc = json.loads((shipped / "w.json").read_text())
+    assert doc["onnx"]["input"] == [1, 3, 96, 96] and doc["search"]["settings"] == settings.to_dict()
+    check = doc["search"]["ap"]
+    assert check["faithful"] and check["images"] == 4 and check["journal"] == settings.scored["AP"]
+    assert check["within_tolerance"] and abs(check["exported"] - check["journal"]) <= SHIPPED_AP_TOL
+    scored = {k: v for k, v in settings.scored.items() if v >= 0}
+    assert max(scored.values()) > 0, f"nothing detected: the comparison would compare nothing ({scored})"
+    for name, value in scored.items():  # every COCO metric, not only AP
+        assert abs(check["metrics"][name] - value) <= SHIPPED_AP_TOL, (name, check["metrics"][name], value)
+    assert f"AP on 4 search-validation images: file {check['exported']:.4f}, journal {check['journal']:.4f}" \
+        in captured.out
+
+    assert main(["export", "--arch", str(best), "--out", "w2.onnx", "--bn-count", "2", "--json", "w2.json"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: --bn-count 2 differs from the search's 3 ({best})" in out, out
+    assert json.loads((shipped / "w2.json").read_text())["search"]["ap"]["faithful"] is False

@@ -20,6 +20,7 @@ from detnas.checkpoint import load_meta, save_checkpoint
 from detnas.data.demo import ShapeLayout
 from detnas.errors import DetnasError
 from detnas.export.parity import MIN_DETECTIONS
+from detnas.export.scored import SHIPPED_AP_TOL  # the export's own check of a search winner uses it too
 from detnas.io import atomic_write_json, atomic_write_text, make_dir, read_json_file
 from detnas.lock import RUN_MARKERS, output_lock
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from detnas.search.targets import Target
 
 logger = logging.getLogger(__name__)
-SHIPPED_AP_TOL = 0.01  # |AP of the shipped weights / ONNX file - the journal's AP| on the search-validation split
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,10 @@ def export_cmd(
                                           "with its --bn-count and --bn-batch the file is the detector it scored).",
                                           prefix="bn")] = None,
     bn_images: Annotated[Path | None, option("images", "The images of --bn-ann.", prefix="bn")] = None,
-    bn_count: Annotated[int, typer.Option(help="Training images for BN recalibration (as the search's).")] = BN_IMAGES,
-    bn_batch: Annotated[int, typer.Option(help="Batch size of BN recalibration (as the search's).")] = BN_BATCH,
+    bn_count: Annotated[int | None, typer.Option(help="Training images for BN recalibration (default: the search's "
+                                                 f"with a best_arch.json, else {BN_IMAGES}).")] = None,
+    bn_batch: Annotated[int | None, typer.Option(help="Batch size of BN recalibration (default: the search's with a "
+                                                 f"best_arch.json, else {BN_BATCH}).")] = None,
     random_init: Annotated[bool, typer.Option(help="No weights: an untrained detector of --arch, to check that it "
                                               "exports and parses and to time it (parity compares pre-NMS outputs)."
                                               )] = False,
@@ -53,7 +55,8 @@ def export_cmd(
                                                        "(default: the detector's, 0.05).")] = None,
     nms_thresh: Annotated[float | None, typer.Option(help="NMS IoU threshold (default: the detector's, 0.5).")]
     = None,
-    proposals: Annotated[int, typer.Option(help="FPN: RPN proposals per image at test time.")] = 1000,
+    proposals: Annotated[int | None, typer.Option(help="FPN: RPN proposals per image at test time (default: the "
+                                                  "search's with a best_arch.json, else 1000).")] = None,
     parity_images: Annotated[Path | None, option("images", f"Real images; the first {PARITY_IMAGES} check ONNX "
                                                  "Runtime against PyTorch.", prefix="parity")] = None,
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check the ONNX file against PyTorch "
@@ -66,7 +69,8 @@ def export_cmd(
     = True,
     precision: Annotated[PrecisionName, option("precision", "fp16 keeps FP32 islands for post-processing, int8 "
                                                "is a QDQ graph: the precision of the written ONNX file, which "
-                                               "--format trt builds.")] = "fp32",
+                                               "--format trt builds (default: the search's with a best_arch.json, "
+                                               "else fp32).")] = None,
     calib_images: Annotated[Path | None, option("images", "INT8 calibration (default: the training split the "
                                                 "checkpoint's run records).", prefix="calib")] = None,
     calib_count: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
@@ -83,6 +87,10 @@ def export_cmd(
                                        "TF32 (judged with FP16's parity bounds); off, they compute in FP32.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write what was exported and checked as JSON "
                                                   "(schema detnas.export/2, docs/json.md).")] = None,
+    search_check: Annotated[bool, typer.Option("--search-check/--no-search-check", help="With --arch "
+                                               "best_arch.json: evaluate the file on the search-validation split "
+                                               "and compare its AP with the journal's (when the split is at hand)."
+                                               )] = True,
 ) -> None:
     """Export a detector with post-processing and NMS inside the graph (ONNX, optionally TensorRT); the written
     ONNX file is linted for TensorRT's ONNX parser (`detnas export check` runs the lint alone)."""
@@ -99,9 +107,10 @@ def export_cmd(
         run_export,
     )
 
-    bn = BnData(bn_ann, bn_images, bn_count, bn_batch) if bn_ann or bn_images else None
+    given = (bn_ann, bn_images, bn_count, bn_batch)
+    bn = BnData(bn_ann, bn_images, bn_count, bn_batch) if any(v is not None for v in given) else None
     request = ExportRequest(
-        out=out, json_out=json_out,
+        out=out, json_out=json_out, search_check=search_check,
         source=SourceOptions(weights=weights, arch=arch, bn=bn, random_init=random_init, detector=detector,
                              num_classes=num_classes, proposals=proposals),
         graph=GraphOptions(size=size, batch=batch, dynamic_batch=dynamic_batch, max_detections=max_detections,

@@ -6,6 +6,7 @@ is the same command, and `detnas search report JOURNAL` redraws a report.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,8 +43,12 @@ def run_cmd(
     out: Annotated[Path, typer.Option(help="Output folder: journal.jsonl, best_arch.json (best_arch.NAME.json per named "
                                       "target), topk.json, plots.")],
     latency_target: Annotated[list[str] | None, typer.Option(
-        metavar="[NAME=]DURATION", help="Latency budget, e.g. 12ms, 0.5s, 800us; NAME=12ms, repeated, searches for "
-        "several targets at once (one winner each).")] = None,
+        metavar="[NAME=]DURATION", help="Latency budget, e.g. 12ms, 0.5s, 800us, or auto:F, the fraction F of the "
+        "range between the fastest and slowest probe architectures, measured first (auto:0.5 halfway); NAME=12ms, "
+        "repeated, searches for several targets at once (one winner each).")] = None,
+    probe: bool = typer.Option(False, "--probe", help="Time the fastest and slowest probe architectures as the search "
+                               "would (each named target's source), print them and the range a target can take, "
+                               "and stop."),
     backend: Annotated[BackendName, option("backend", "Times the candidates.")] = "ort",
     device: Annotated[str, option("device", "Times (and evaluates) the candidates.")] = "cpu",
     precision: Annotated[PrecisionName, option("precision", "Of the timed candidates.")] = "fp32",
@@ -99,30 +104,52 @@ def run_cmd(
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing, parse_count
     from detnas.search.objectives import Constraints
+    from detnas.search.probe import is_auto
     from detnas.search.report import summary_table
-    from detnas.search.runner import SearchRequest, run_search
-    from detnas.search.targets import parse_targets
+    from detnas.search.runner import SearchRequest, probe_search, run_search
+    from detnas.search.targets import Target, parse_targets
 
     settings = EvolutionSettings(algorithm=algorithm, population=population, generations=generations, parents=parents,
                                  mutations=mutations, crossovers=crossovers, randoms=randoms,
                                  mutation_prob=mutation_prob, seed=seed, max_tries=max_tries)
-    target_ms, profile, targets = parse_targets(latency_target or [], latency_profile or [])
-    constraints = Constraints(objective=objective, latency_ms=target_ms,
-                              targets=tuple((t.name, t.latency_ms) for t in targets),
-                              soft_weight=soft_weight,
-                              flops_max=parse_count(flops_max, "--flops-max") if flops_max else None,
-                              params_max=parse_count(params_max, "--params-max") if params_max else None,
-                              paper_limit=not no_constraint, feasibility=feasibility)
+
+    def constraints_for(target_ms: float | None, targets: list[Target]) -> Constraints:
+        return Constraints(objective=objective, latency_ms=target_ms,
+                           targets=tuple((t.name, t.latency_ms) for t in targets),
+                           soft_weight=soft_weight,
+                           flops_max=parse_count(flops_max, "--flops-max") if flops_max else None,
+                           params_max=parse_count(params_max, "--params-max") if params_max else None,
+                           paper_limit=not no_constraint, feasibility=feasibility)
+
+    # auto:F targets stand at 1ms until the probe places them: a bad option combination is refused before it runs
+    target_ms, profile, targets = parse_targets(latency_target or [], latency_profile or [], auto=lambda name, f: 1.0)
     timing = Timing(size=latency_size, backend=backend,
                     precision=precision, device=device, scope=scope, batch=latency_batch, runs=latency_runs,
                     threads=latency_threads)
     request = SearchRequest(supernet=supernet, data=data, images=images, bn_data=bn_data, out=out,
-                            bn_images_dir=bn_images_dir, settings=settings, constraints=constraints, timing=timing,
+                            bn_images_dir=bn_images_dir, settings=settings,
+                            constraints=constraints_for(target_ms, targets), timing=timing,
                             latency_profile=profile, targets=targets, force_profile=force_profile,
                             latency_cache=latency_cache,
                             space=space, flops_size=flops_size, bn_images=bn_images, bn_batch=bn_batch,
                             val_images=val_images, min_size=min_size, max_size=max_size, proposals=proposals,
                             resume=resume, top_k=top_k, onnx_converters=onnx_converters())
+    if probe or any(is_auto(v) for v in latency_target or []):
+        probed = probe_search(request)
+        for name, result in probed.items():
+            for line in result.lines(name):
+                console.print(line, highlight=False, soft_wrap=True)  # one line each: logs stay greppable
+        if probe:
+            return
+
+        def placed(name: str | None, fraction: float) -> float:
+            ms = probed[name or ""].target(fraction)
+            console.print(f"latency target {name + '=' if name else ''}auto:{fraction:g} = {ms:g}ms ({fraction:g} of "
+                          "the way from the fastest to the slowest probe)", highlight=False, soft_wrap=True)
+            return ms
+
+        target_ms, profile, targets = parse_targets(latency_target or [], latency_profile or [], auto=placed)
+        request = replace(request, constraints=constraints_for(target_ms, targets), targets=targets)
     run = run_search(request).run
     if run is not None:
         console.print(summary_table(run, top_k, console.width))

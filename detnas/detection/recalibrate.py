@@ -23,6 +23,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from detnas.arch import Arch
 from detnas.detection.supernet_path import SupernetDetector
 from detnas.errors import DetnasError
+from detnas.progress import track
 
 BN_MODES = ("cumulative", "detnas")
 BN_IMAGES = 4000  # training images a path's BN statistics are re-estimated on (DetNAS: 4000)
@@ -121,11 +122,13 @@ class BnRecalibration:
     def recalibrate(self, detector: nn.Module) -> None:
         """A supernet trained in the official detector style is recalibrated as the official search does (training
         mode with targets, shuffled images one at a time, momentum 0.1); others by the exact cumulative average."""
+        what = f"BN re-estimation on {self.bn_count} images"
         if self.supernet.style == "detnas":
             batches = detnas_batches(self.bn_set, self.bn_count, self.supernet.pixels, self.device)
-            recalibrate_bn(detector, batches, mode="detnas")
+            recalibrate_bn(detector, track(batches, f"{what} (one at a time)", self.bn_count), mode="detnas")
         else:
-            recalibrate_bn(detector, self._bn_batches())
+            recalibrate_bn(detector, track(self._bn_batches(), f"{what} (batches of {self.bn_batch})",
+                                           -(-self.bn_count // self.bn_batch)))
 
     def calibrated(self, arch: Arch) -> nn.Module:
         """The detector the search scores for `arch` (materialised, BN re-estimated on the same images in the same
@@ -136,12 +139,14 @@ class BnRecalibration:
 
 
 def recalibrated_path(supernet_path: str | Path, arch: Arch, bn_ann: Path, bn_images: Path, bn_count: int = BN_IMAGES,
-                      bn_batch: int = BN_BATCH, proposals: int | None = None) -> nn.Module:
+                      bn_batch: int = BN_BATCH, proposals: int | None = None, min_size: int | None = None,
+                      max_size: int | None = None) -> nn.Module:
     """`arch`'s detector cut from a detection supernet checkpoint with its BN statistics re-estimated on the
-    training split as the search does: with the search's count and batch, the detector it scored."""
+    training split as the search does: with the search's count, batch and sizes (the BN images are resized to
+    them), the detector it scored."""
     from detnas.data import CocoDetection
 
-    supernet = SupernetDetector.load(supernet_path, proposals=proposals)
+    supernet = SupernetDetector.load(supernet_path, min_size, max_size, proposals)
     data = CocoDetection(bn_ann, bn_images)
     supernet.require_classes(data, bn_ann)
     return BnRecalibration(supernet, data, bn_count, bn_batch).calibrated(arch)
