@@ -95,6 +95,14 @@ def measure_set(space: str, scope: Scope, args: argparse.Namespace) -> list[dict
                      "report": data, "goals": goals(report), "build_seconds": profile["build_seconds"],
                      "timed_with": scope.value, "fixed_ms": profile["fixed_ms"],
                      "fingerprint": profile["fingerprint"]})
+    if "predictor_choice" in profile:  # an elastic space: which features and scales, and every candidate's figures
+        choice = profile["predictor_choice"]
+        print(f"  predictor {choice['chosen']} (chosen by {choice['by']}); every candidate on the random paths:")
+        for name, alt in choice["alternatives"].items():
+            r = alt["random"]
+            print(f"    {name:<14} LOO MAPE {alt['loo_mape']:5.2f}%" + ("" if r is None else
+                  f"  random: MAPE {r['mape']:5.2f}%  within 10% {100 * r['within_10']:3.0f}%  R² {r['r2']:.3f}"))
+        rows[-1]["predictor_choice"] = choice
     if "shared_part" in profile:
         shared = SharedPart.from_dict(profile["shared_part"])
         print(f"  {shared.line()}")
