@@ -10,9 +10,11 @@ own input size, and latency is linear in them (fitted by relative least squares 
   scaled by the path's pixels / the base's pixels); a skipped (identity) block costs nothing;
 - the number of run blocks (a block pays its own node overheads whatever its width);
 - the input pixels (stem, normalisation, anchors and everything else per pixel);
-- beyond the backbone: the FPN + dense head MACs (FPN width, pyramid size);
-- at network+nms: the box head MACs (its convs and FC on the RoIs) and the RoI count (`proposals`, capped by the
-  candidates the RPN keeps; RetinaNet: its pre-NMS top-k), which also sizes NMS and the RoI align;
+- beyond the backbone: the FPN + dense head MACs (FPN width, pyramid size), and the FPN width x pixels (the
+  pyramid's activations: upsample-adds, ReLUs, memory traffic, which MACs (~ width²) miss);
+- at network+nms: the box head MACs (its convs and FC on the RoIs), the RoI count (`proposals`, capped by the
+  candidates the RPN keeps; RetinaNet: its pre-NMS top-k), which also sizes the box NMS, and RoIs x FPN width x 7x7
+  (the RoIAlign output);
 - an intercept (per-run overhead).
 
 Why MACs and pixels rather than one table per input size: the input size scales every conv's work by the pixel
@@ -36,8 +38,10 @@ from detnas.arch import PAPER_DETECTOR, Arch
 from detnas.errors import DetnasError
 from detnas.space import SearchSpace
 
-MODELS = ("full", "parts", "coarse")  # from most to fewest coefficients (see `_expansion`)
+MODELS = ("full", "parts", "coarse")
+HEAD_COLUMNS = ("neck", "neck_px", "box", "rois", "roi_px")  # from most to fewest coefficients (see `_expansion`)
 FEATURE_SETS = ("macs", "lut")
+ROI_BINS = 7 * 7  # RoIAlign output bins per RoI and channel
 _GIGA, _MEGA, _KILO = 1e9, 1e6, 1e3
 
 
@@ -52,9 +56,9 @@ def columns(space: SearchSpace, scope: str, kind: str) -> tuple[str, ...]:
     """Feature names, in row order, of an elastic space at `scope` with a `kind` detector."""
     names = [f"stage{s + 1}" for s in range(len(space.stage_depths))] + ["blocks", "pixels"]
     if scope != "backbone":
-        names.append("neck")
+        names += ["neck", "neck_px"]
     if scope == "network+nms":
-        names += ["box", "rois"] if kind == "fpn" else ["rois"]
+        names += ["box", "rois", "roi_px"] if kind == "fpn" else ["rois"]
     return (*names, "const")
 
 
@@ -105,13 +109,16 @@ class ElasticPredictor:
             row[stages] += 1
         row[stages + 1] = pixels / _MEGA
         if self.scope != "backbone":
-            fpn, dense, box, rois = _head_macs(space, hw, self.detector, self.num_classes, arch.detector or PAPER_DETECTOR)
+            det = arch.detector or PAPER_DETECTOR
+            fpn, dense, box, rois = _head_macs(space, hw, self.detector, self.num_classes, det)
             row[stages + 2] = (fpn + dense) / _GIGA
+            row[stages + 3] = det.fpn_width * pixels / _GIGA
             if self.scope == "network+nms":
                 if self.detector == "fpn":
-                    row[stages + 3], row[stages + 4] = box / _GIGA, rois / _KILO
+                    row[stages + 4], row[stages + 5] = box / _GIGA, rois / _KILO
+                    row[stages + 6] = rois * det.fpn_width * ROI_BINS / _GIGA
                 else:
-                    row[stages + 3] = (arch.detector or PAPER_DETECTOR).proposals / _KILO
+                    row[stages + 4] = det.proposals / _KILO
         row[-1] = 1.0
         return row
 
@@ -184,7 +191,7 @@ class ElasticPredictor:
 
         names = reference.names(space)
         ref = np.asarray(reference.coef)
-        head = np.array([n in ("neck", "box", "rois") for n in names])
+        head = np.array([n in HEAD_COLUMNS for n in names])
         backbone = ~head
         backbone[-1] = False
         const = np.zeros(len(names))
@@ -221,19 +228,19 @@ class ElasticPredictor:
 
 def _expansion(space: SearchSpace, scope: str, detector: str, model: str) -> np.ndarray:
     """Reduced coefficients -> the full column layout. 'full': every column its own; 'parts': one scale for the
-    backbone's stages, no per-block term, each head part its own; 'coarse': backbone, head MACs (neck + box) and
-    the RoIs, the pixels and the intercept."""
+    backbone's stages, no per-block term, each head column its own; 'coarse': as 'parts' with one scale for the
+    head's MACs (neck + box)."""
     names = columns(space, scope, detector)
     stages = len(space.stage_depths)
     if model == "full":
         return np.eye(len(names))
     groups: list[list[int]] = [list(range(stages))]
     if model == "parts":
-        groups += [[names.index(n)] for n in names[stages + 1:]]  # pixels, neck, box, rois, const
+        groups += [[names.index(n)] for n in names[stages + 1:]]  # pixels, the head's columns, const
     else:
         head = [names.index(n) for n in ("neck", "box") if n in names]
         groups += [head] if head else []
-        groups += [[names.index(n)] for n in ("rois", "pixels", "const") if n in names]
+        groups += [[names.index(n)] for n in ("neck_px", "rois", "roi_px", "pixels", "const") if n in names]
     out = np.zeros((len(groups), len(names)))
     for g, members in enumerate(groups):
         out[g, members] = 1.0

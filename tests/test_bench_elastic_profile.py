@@ -46,9 +46,10 @@ def _paths(count: int, seed: int) -> list[Arch]:
 
 
 def test_features_follow_every_gene_and_skipped_blocks_cost_nothing() -> None:
-    unfitted = ElasticPredictor(SPACE.digest, SCOPE, "fpn", 81, BASE, "macs", "full", (0.0,) * 10)
+    unfitted = ElasticPredictor(SPACE.digest, SCOPE, "fpn", 81, BASE, "macs", "full", (0.0,) * 12)
     names = columns(SPACE, SCOPE, "fpn")
-    assert names == ("stage1", "stage2", "stage3", "stage4", "blocks", "pixels", "neck", "box", "rois", "const")
+    assert names == ("stage1", "stage2", "stage3", "stage4", "blocks", "pixels", "neck", "neck_px", "box", "rois",
+                     "roi_px", "const")
     full = Arch(SPACE, (3, 3, 3, 3, 3, 3), (1.0,) * 6, (2, 2, 1, 1), DetectorPath(16, 2, 32, 20, 800))
     shallow = Arch(SPACE, (3, 3, 3, 3, 3, 3), (1.0,) * 6, (1, 2, 1, 1), DetectorPath(16, 2, 32, 20, 800))
     row, cut = unfitted.row(full), unfitted.row(shallow)
@@ -59,13 +60,14 @@ def test_features_follow_every_gene_and_skipped_blocks_cost_nothing() -> None:
     assert (unfitted.row(narrow)[:4] < row[:4]).all()  # the width gene moves every stage's cost
     small = Arch(SPACE, (3, 3, 3, 3, 3, 3), (1.0,) * 6, (2, 2, 1, 1), DetectorPath(16, 2, 32, 20, 416))
     assert unfitted.row(small)[5] == pytest.approx(row[5] / 4)  # 64 px instead of 128: a quarter of the pixels
-    for genes, moved in (((8, 2, 32, 20, 800), {"neck", "box"}), ((16, 1, 32, 20, 800), {"box"}),
-                         ((16, 2, 16, 20, 800), {"box"}), ((16, 2, 32, 10, 800), {"box", "rois"})):
+    for genes, moved in (((8, 2, 32, 20, 800), {"neck", "neck_px", "box", "roi_px"}), ((16, 1, 32, 20, 800), {"box"}),
+                         ((16, 2, 16, 20, 800), {"box"}), ((16, 2, 32, 10, 800), {"box", "rois", "roi_px"})):
         other = unfitted.row(Arch(SPACE, full.choices, full.widths, full.depths, DetectorPath(*genes)))
         assert {n for n, a, b in zip(names, row, other) if a != b} == moved, genes
     macs = detector_macs(full, "fpn", 81, base=BASE)
     assert sum(row[:4]) * 1e9 == pytest.approx(macs.backbone - _stem(BASE), rel=1e-9)
-    assert row[6] * 1e9 == pytest.approx(macs.fpn + macs.dense_head) and row[8] * 1e3 == macs.rois
+    assert row[6] * 1e9 == pytest.approx(macs.fpn + macs.dense_head) and row[9] * 1e3 == macs.rois
+    assert row[7] * 1e9 == 16 * 128 * 128 and row[10] * 1e9 == pytest.approx(macs.rois * 16 * 49)
 
 
 def _stem(hw: tuple[int, int]) -> int:
@@ -85,13 +87,13 @@ def test_fit_recovers_a_device_from_measured_paths_and_predicts_held_out_ones() 
     assert set(fits) == {"macs/full", "macs/parts", "macs/coarse"}
     again = ElasticPredictor.from_dict(json.loads(json.dumps(predictor.to_dict())))
     assert again.predict(held_out[0]) == pytest.approx(predictor.predict(held_out[0]))
-    with pytest.raises(DetnasError, match="needs at least 7 measured paths, got 4"):
+    with pytest.raises(DetnasError, match="needs at least 9 measured paths, got 4"):
         ElasticPredictor.fit(SPACE, train[:4], [1.0] * 4, scope=SCOPE, detector="fpn", num_classes=81, base=BASE)
 
 
 def test_chosen_archs_span_the_cost_range() -> None:
     cost = ElasticPredictor(SPACE.digest, SCOPE, "fpn", 81, BASE, "macs", "coarse",
-                            (1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0)).predict
+                            (1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0)).predict
     train, test = choose_elastic_archs(SPACE, cost, 8, 6, random.Random(0))
     assert len({a.hash for a in train + test}) == 14
     narrowest, widest = test[0], test[1]
@@ -104,7 +106,7 @@ def test_the_transfer_carries_an_elastic_profile_to_a_device_with_other_part_spe
     train = _paths(24, 0)
     reference = ElasticPredictor.fit(SPACE, train, [_device(a) for a in train], scope=SCOPE, detector="fpn",
                                      num_classes=81, base=BASE)
-    shots = _paths(8, 2)
+    shots = _paths(10, 2)
 
     def there(a: Arch) -> float:  # backbone 3x slower, head 1.5x, a larger fixed cost
         return _device(a, backbone=120.0, head=15.0, rois=0.075, const=2.0)
@@ -127,7 +129,7 @@ def elastic_profile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     out = root / "device.json"
     with redirect_stdout(io.StringIO()) as printed:
         code = main(["bench", "profile", "--space", str(space_file), "--backend", "torch", "--scope", SCOPE,
-                     "--size", "128", "--runs", "4", "--rounds", "2", "--warmup", "1", "--n-train", "8",
+                     "--size", "128", "--runs", "4", "--rounds", "2", "--warmup", "1", "--n-train", "10",
                      "--n-test", "4", "--n-random", "5", "--out", str(out)])
     assert code == 0, printed.getvalue()
     return out, space_file, printed.getvalue()
@@ -140,7 +142,7 @@ def test_cli_profile_of_an_elastic_space_predicts_every_gene(elastic_profile) ->
     assert len(profile["predictor"]["lut"]) == SPACE.num_blocks and len(profile["predictor"]["lut"][0]) == 4
     assert profile["predictor_choice"]["chosen"] in profile["predictor_choice"]["alternatives"]
     splits = [a["split"] for a in profile["archs"]]
-    assert splits.count("train") == 8 and splits.count("test") == 4 and splits.count("random") == 5
+    assert splits.count("train") == 10 and splits.count("test") == 4 and splits.count("random") == 5
     assert {tuple(a["size"]) for a in profile["archs"] if "size" in a} <= {(64, 64), (128, 128)}
     assert "random archs" in printed and profile["report"]["n"] == 4
     loaded = load_profile(out, SPACE, "torch")
