@@ -40,6 +40,7 @@ from detnas.bench.profile import (
     half_medians,
     load_predictor,
     predict_latency,
+    random_archs,
 )
 from detnas.bench.result import PRECISIONS, Scope, check_choice
 from detnas.bench.stats import HeldOutReport, judge_predictor, percentile
@@ -63,9 +64,13 @@ def fewshot_archs(space: SearchSpace, reference: LatencyPredictor | ElasticPredi
                   rng: random.Random) -> list[Arch]:
     """Archs spanning the reference table's range (its fastest, its slowest, the rest stratified): uniform random
     archs crowd the middle, where the stage sums barely vary and their scales cannot be told apart. In an elastic
-    space, paths stratified by the reference's prediction (the narrowest and the widest path among them)."""
+    space, half of them stratified by the reference's prediction (the narrowest and the widest path among them) and
+    half uniform random paths, as the search draws them: they crowd the middle of the range, where the fit is used
+    most (all stratified, 20 paths fitted 77 % of the held-out random paths within +-10 %)."""
     if isinstance(reference, ElasticPredictor):
-        train, test = choose_elastic_archs(space, reference.predict, count - 2, 2, rng)
+        spread = max(2, count // 2)
+        train, test = choose_elastic_archs(space, reference.predict, spread - 2, 2, rng)
+        return test + train + random_archs(space, count - spread, {a.hash for a in test + train}, rng)
     else:
         train, test = choose_archs(space, reference.table, count - 2, 2, rng)
     return test + train

@@ -12,14 +12,16 @@ R² >= 0.9.
 An elastic whole-detector space (`--scope network+nms`, paths at their own input sizes) on this CPU:
     python -m detnas.bench.suite.fewshot_profile --space bench-elastic-demo --scope network+nms --size 160 \
         --full ORT_FULL.json --n-train 30 --n-test 10 --n-random 30 --archs 20 --runs 80 --rounds 20 --warmup 2
-(ORT_FULL.json: the latency_profile suite's profile of the same space, --profile-dir). Measured (2 shared cores,
-452 s): on 30 held-out random paths the few-shot profile (20 paths; the transfer chose 'refit', the coarse part
-model refitted here, by leave-one-out 1.98 % against 6.26 % for one scale and 8.45 % for backbone/head scales)
-was within +-10 % on 77 %, MAPE 5.56 %, R² 0.964, tau 0.811 (a perfect predictor 0.969); the full ORT profile on
-the same runs 97 %, 4.41 %, 0.983, 0.876. Goal MISSED: PyTorch eager and ORT split a path's cost between its parts
-too differently for the reference to carry (its contributions scaled apart fit 8 % worse than a refit), so the few
-shots refit 9 numbers. The same refit on the full profile's 20 first training paths (offline, its own random
-paths): 90 % within +-10 %, R² 0.983.
+(ORT_FULL.json: the latency_profile suite's profile of the same space, --profile-dir; --reference TORCH.json reuses
+a reference). Measured (2 shared cores): with the 20 few-shot paths half stratified by the reference's prediction
+and half uniform random (`fewshot_archs`), on 30 held-out random paths the few-shot profile was within +-10 % on
+100 %, within 5 % on 87 %, MAPE 3.47 % (constant 34.60 %), R² 0.991, tau 0.954 (a perfect predictor 0.981); the
+full ORT profile on the same runs 97 %, 70 %, 3.95 %, 0.986, 0.936: goal met (188 s with both profiles reused).
+The transfer chose 'refit' (the coarse part model refitted here; leave-one-out 4.10 % against 7.28 % for one scale
+and 6.17 % for backbone/head scales): PyTorch eager and ORT split a path's cost between its parts too differently
+for the reference's contributions to carry. With all 20 paths stratified (452 s, other held-out paths): 77 %
+within +-10 %, MAPE 5.56 %, R² 0.964 against the full profile's 97 %, 4.41 %, 0.983 (goal missed): the
+stratified paths spread evenly over 5-28 ms while random ones crowd 8-12 ms.
 """
 
 from __future__ import annotations
