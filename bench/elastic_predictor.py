@@ -26,10 +26,11 @@ random paths ('alternatives'), so the choice can be checked.
 
 Measured on `bench-elastic-demo` (ORT CPU, network+nms, base 160 px, paths at 96/128/160 px, 30 training paths,
 40 random ones; `bench/suite/latency_profile.py`): the block table scaled by pixels and the analytic MACs predict
-the random paths equally well (MAPE 3.47-4.55 % vs 3.39-4.24 %, R² 0.979-0.988 vs 0.982-0.988), so the input size
-enters through MACs and pixels rather than a table per size (three times the block timing for no measured gain);
-one scale per part ('parts', 'coarse') beats a scale per stage ('full', 4.2-4.6 %), which fits the training
-paths' noise. Without the two activation-volume features, paths with the narrow FPN ran 8 % over the prediction.
+the random paths equally well (MAPE 2.93-3.09 % vs 3.04-3.13 %, R² 0.989-0.990 both; in a run with all training
+paths stratified 3.47-4.55 % vs 3.39-4.24 %), so the input size enters through MACs and pixels rather than a table
+per size (three times the block timing for no measured gain). One scale per part ('parts', 'coarse') wins the
+leave-one-out over a scale per stage ('full'), which fits the training paths' noise. Without the two
+activation-volume features, paths with the narrow FPN ran 8 % over the prediction.
 """
 
 from __future__ import annotations

@@ -324,7 +324,11 @@ def build_elastic_profile(
         macs = ElasticPredictor(space.digest, scope.value, detector, TIMED_CLASSES, size, "macs", "full",
                                 tuple(0.0 if n in ("blocks", "pixels", "rois", "const") else 1.0 for n in names))
         rng = random.Random(seed)
-        train, test = choose_elastic_archs(space, macs.predict, n_train, n_test, rng)
+        # half the training paths stratified by MACs, half uniform random (as the search draws them, crowding the
+        # middle of the range where the fit is used most; see the few-shot paths in detnas.bench.fewshot)
+        spread = n_train - n_train // 2
+        train, test = choose_elastic_archs(space, macs.predict, spread, n_test, rng)
+        train += random_archs(space, n_train - spread, {a.hash for a in train + test}, rng)
         archs = train + test
         drawn = random_archs(space, n_random, {a.hash for a in train}, rng)
         progress(f"preparing {len(archs)} + {len(drawn)} random paths at scope {scope.value}, each at its input size")

@@ -23,12 +23,14 @@ An elastic whole-detector space is profiled by its part model (`detnas.bench.ela
 input 96-160 px at --size 160) fits this CPU:
     python -m detnas.bench.suite.latency_profile --sets bench-elastic-demo:network+nms --size 160 --n-train 30 \
         --n-test 10 --n-random 40 --runs 80 --rounds 20 --warmup 2
-Measured (2 shared cores, 279 s): random paths (40) R² 0.988 (a perfect predictor 0.999), MAPE 3.47 % vs the
-constant's 25.13 %, within +-10 % 95 %, tau 0.931 vs a perfect predictor's 0.980; within +-15 % of their median
-(14) R² 0.671, MAPE 4.34 % vs 6.98 %, within +-10 % 100 %, tau 0.802 vs 0.951 (not 'accurate': in a band
-whose spread is 8 % of the mean, a 4 % error misorders paths that 1 % noise would not); MACs and measured-table features equal within the
-noise (random MAPE 3.39-4.24 % vs 3.47-4.55 %). With 20 training paths and 20 runs the noise of a median was
-7 % and random R² 0.908.
+Measured (2 shared cores, 321 s; training paths half stratified by MACs, half uniform random): random paths (40)
+R² 0.990 (a perfect predictor 0.999), MAPE 2.93 % vs the constant's 29.72 %, within +-10 % 100 % (5 %: 82 %), tau
+0.915 vs a perfect predictor's 0.984; within +-15 % of their median 11.89 ms (13) R² 0.788, MAPE 3.37 % vs 8.17 %,
+within +-10 % 100 %, tau 0.641 vs 0.949 (not 'accurate': in a band whose spread is 10 % of the mean, a 3 % error
+misorders paths that 0.8 % noise would not); MACs and measured-table features equal within the noise (random
+MAPE 3.04-3.13 % vs 2.93-3.09 %). All 30 training paths stratified (279 s, other random paths): R² 0.988, MAPE
+3.47 %, within +-10 % 95 %; band R² 0.671, tau 0.802 vs 0.951. With 20 stratified training paths and 20 runs the
+noise of a median was 7 % and random R² 0.908.
 """
 
 from __future__ import annotations
