@@ -7,6 +7,10 @@ archs and judged on the held-out rest against the best constant and the measurem
 (`HeldOutReport`); the JSON carries the fingerprint and the space digest so it is never applied to another
 space, backend or machine by accident.
 
+An elastic space (block widths and depths, detector genes) is profiled by `build_elastic_profile`: its block
+table by (position, op, width multiple), its paths each at its own input size, and a part model
+(`detnas.bench.elastic_predictor`) instead of the op-choice table.
+
 Timing is interleaved: the runners of a phase are prepared first, then timed in rounds (each round gives every
 runner a slice of its runs), so slow phases from other processes spread over all entries instead of biasing a few.
 """
@@ -26,6 +30,7 @@ from torch import nn
 
 from detnas.arch import Arch, sample_arch
 from detnas.bench.backends import Prepared, latency_backend
+from detnas.bench.elastic_predictor import ElasticPredictor, columns
 from detnas.bench.fingerprint import Fingerprint, collect_fingerprint
 from detnas.bench.models import timed_module
 from detnas.bench.oracle import (
@@ -104,22 +109,59 @@ def choose_archs(space: SearchSpace, table: Sequence[dict[int, float]], n_train:
     add(fastest)
     add(slowest)
     taken = {fastest, slowest}
-
-    def stratified(count: int) -> list[tuple[int, ...]]:
-        lo, hi = cost[fastest], cost[slowest]
-        picked = []
-        for i in range(count):
-            left, right = lo + (hi - lo) * i / count, lo + (hi - lo) * (i + 1) / count
-            free = [a for a in cost if a not in taken]
-            inside = [a for a in free if left <= cost[a] < right]
-            arch = rng.choice(inside) if inside else min(free, key=lambda a: abs(cost[a] - (left + right) / 2))
-            taken.add(arch)
-            picked.append(arch)
-        return picked
-
-    test = [fastest, slowest, *stratified(n_test - 2)]
-    train = stratified(n_train)
+    test = [fastest, slowest, *_stratified(cost, cost[fastest], cost[slowest], taken, n_test - 2, rng)]
+    train = _stratified(cost, cost[fastest], cost[slowest], taken, n_train, rng)
     return [Arch(space, a) for a in train], [Arch(space, a) for a in test]
+
+
+def _stratified(cost: dict[Any, float], lo: float, hi: float, taken: set[Any], count: int,
+                rng: random.Random) -> list[Any]:
+    """`count` keys of `cost` not yet `taken` (added to it), one per equal bin of [lo, hi]: a random one inside
+    the bin, else the one nearest its middle."""
+    picked = []
+    for i in range(count):
+        left, right = lo + (hi - lo) * i / count, lo + (hi - lo) * (i + 1) / count
+        free = [a for a in cost if a not in taken]
+        inside = [a for a in free if left <= cost[a] < right]
+        arch = rng.choice(inside) if inside else min(free, key=lambda a: abs(cost[a] - (left + right) / 2))
+        taken.add(arch)
+        picked.append(arch)
+    return picked
+
+
+def choose_elastic_archs(space: SearchSpace, cost: Callable[[Arch], float], n_train: int, n_test: int,
+                         rng: random.Random) -> tuple[list[Arch], list[Arch]]:
+    """`choose_archs` for an elastic space, stratified by `cost` (a path's MACs, or a reference's prediction):
+    the held-out set holds the narrowest path on the cheapest ops and the widest on the costliest, and archs are
+    drawn leaning towards the small or the large end of every width, depth and detector gene by a random amount
+    (uniform paths crowd the middle of the cost range)."""
+    from detnas.arch import extreme_arch, gene_options
+    from detnas.flops import width_table
+
+    if n_test < 2:
+        raise DetnasError(f"--n-test {n_test}: the held-out set needs at least 2 archs (the fastest and the slowest)")
+    table = width_table(space, (224, 224))
+    one = 1.0 if 1.0 in space.width_choices else space.width_choices[0]
+    cheapest = tuple(min(space.choices, key=lambda c: t[c, one]) for t in table)
+    costliest = tuple(max(space.choices, key=lambda c: t[c, one]) for t in table)
+    fastest, slowest = extreme_arch(space, cheapest, widest=False), extreme_arch(space, costliest, widest=True)
+    options, n = gene_options(space), space.num_blocks
+    pool = {fastest.hash: fastest, slowest.hash: slowest}
+    for _ in range(POOL_PER_ARCH * (n_train + n_test)):
+        lean = rng.random() * 2 - 1
+        genes = tuple(rng.choice(allowed) if k < n or rng.random() >= abs(lean) else
+                      (min(allowed) if lean < 0 else max(allowed)) for k, allowed in enumerate(options))
+        arch = Arch.from_genes(space, genes)
+        pool.setdefault(arch.hash, arch)
+    if len(pool) < n_train + n_test:
+        raise DetnasError(f"space '{space.name}' gave only {len(pool)} distinct paths; lower --n-train/--n-test "
+                          f"(asked {n_train} + {n_test})")
+    costs = {h: cost(a) for h, a in pool.items()}
+    taken = {fastest.hash, slowest.hash}
+    lo, hi = costs[fastest.hash], costs[slowest.hash]
+    test = [fastest.hash, slowest.hash, *_stratified(costs, lo, hi, taken, n_test - 2, rng)]
+    train = _stratified(costs, lo, hi, taken, n_train, rng)
+    return [pool[h] for h in train], [pool[h] for h in test]
 
 
 NEAR_BAND = 0.15  # archs within +-15 % of a target: where the search's feasibility decisions fall
@@ -163,6 +205,11 @@ def build_profile(
     if n_train + n_test > len(space.choices) ** space.num_blocks:
         raise DetnasError(f"space '{space.name}' has only {len(space.choices) ** space.num_blocks} archs; lower "
                           f"--n-train/--n-test (asked {n_train} + {n_test})")
+    if space.elastic:
+        return build_elastic_profile(space, backend=backend, size=size, batch=batch, precision=precision,
+                                     protocol=protocol, options=options, n_train=n_train, n_test=n_test,
+                                     rounds=rounds, seed=seed, scope=scope, detector=detector, progress=progress,
+                                     n_random=n_random, near_ms=near_ms)
     started = time.perf_counter()
     fingerprint = collect_fingerprint(protocol.device, protocol.threads)
     positions = block_inputs(space, size)
@@ -239,6 +286,100 @@ def build_profile(
     }
 
 
+TIMED_CLASSES = 81  # the random-init detector `timed_module` builds (COCO's 80 classes + background)
+
+
+def build_elastic_profile(
+    space: SearchSpace, *, backend: str, size: tuple[int, int], batch: int, precision: str, protocol: TimingProtocol,
+    options: BackendOptions, n_train: int, n_test: int, rounds: int, seed: int, scope: Scope, detector: str,
+    progress: Callable[[str], None], n_random: int, near_ms: float | None,
+) -> dict[str, Any]:
+    """`build_profile` of an elastic space (`detnas.bench.elastic_predictor`): every (position, op, width multiple)
+    block and the stem timed alone at `size` (the table), then training, held-out and random paths each at its own
+    input size (its `input_size` gene's share of `size`, as the search times it); the predictor is the candidate
+    (MACs or table features, and how many scales) with the lowest leave-one-out error on the training paths, and
+    every candidate is judged on the held-out random paths too ('alternatives')."""
+    from detnas.detection.cost import path_size
+    from detnas.space import middle_width
+
+    started = time.perf_counter()
+    fingerprint = collect_fingerprint(protocol.device, protocol.threads)
+    positions = block_inputs(space, size)
+    keys = [(c, w) for c in space.choices for w in space.width_choices]
+
+    def prepare(module: nn.Module, shape: tuple[int, ...]) -> Prepared:
+        inputs = [torch.rand(shape, generator=torch.Generator().manual_seed(seed))]
+        return prepare_module(module.eval(), inputs, backend=backend, precision=precision, protocol=protocol,
+                              options=options)
+
+    with torch_threads(protocol.threads):
+        torch.manual_seed(seed)
+        progress(f"preparing {len(positions) * len(keys)} blocks (op x width) and the stem")
+        stem = prepare(Stem(space.stem_width), (batch, 3, *size))
+        blocks = [prepare(make_block(c, cin, cout, stride, middle_width(cout, w)), (batch, cin, *hw))
+                  for cin, cout, stride, hw in positions for c, w in keys]
+        block_stats = [summarize(s) for s in time_interleaved([stem, *blocks], protocol, rounds, progress, "blocks", seed)]
+        lut = [{k: block_stats[1 + p * len(keys) + j].median_ms for j, k in enumerate(keys)} for p in range(len(positions))]
+        names = columns(space, scope.value, detector)
+        macs = ElasticPredictor(space.digest, scope.value, detector, TIMED_CLASSES, size, "macs", "full",
+                                tuple(0.0 if n in ("blocks", "pixels", "rois", "const") else 1.0 for n in names))
+        rng = random.Random(seed)
+        # half the training paths stratified by MACs, half uniform random (as the search draws them, crowding the
+        # middle of the range where the fit is used most; see the few-shot paths in detnas.bench.fewshot)
+        spread = n_train - n_train // 2
+        train, test = choose_elastic_archs(space, macs.predict, spread, n_test, rng)
+        train += random_archs(space, n_train - spread, {a.hash for a in train + test}, rng)
+        archs = train + test
+        drawn = random_archs(space, n_random, {a.hash for a in train}, rng)
+        progress(f"preparing {len(archs)} + {len(drawn)} random paths at scope {scope.value}, each at its input size")
+        nets = [prepare(timed_module(a, scope, detector, TIMED_CLASSES), (batch, 3, *path_size(a, size)))
+                for a in archs + drawn]
+        samples = time_interleaved(nets, protocol, rounds, progress, "archs", seed)
+    n = len(archs)
+    stats = [summarize(s) for s in samples[:n]]
+    measured = [s.median_ms for s in stats]
+    fits = ElasticPredictor.fit_candidates(space, train, measured[:len(train)], scope=scope.value, detector=detector,
+                                           num_classes=TIMED_CLASSES, base=size, lut=lut)
+    chosen = min(fits, key=lambda name: fits[name][0])
+    predictor = fits[chosen][1]
+    predicted = [predictor.predict(a) for a in archs]
+    split = [half_medians(s, rounds) for s in samples[len(train):n]]
+    report = judge_predictor(predicted[len(train):], measured[len(train):], ([h[0] for h in split],
+                             [h[1] for h in split]))
+    judged = judge_sets(predictor, drawn, samples[n:], rounds, near_ms)
+    alternatives = {}
+    for name, (loo, fitted) in fits.items():
+        other = judge_sets(fitted, drawn, samples[n:], rounds, judged.near_ms)
+        alternatives[name] = {"loo_mape": loo, **{key: None if r is None else r.to_dict()["predictor"] for key, r in
+                                                   (("random", other.random), ("near", other.near))}}
+    return {
+        "format": PROFILE_FORMAT,
+        "space": space.to_dict(),
+        "space_digest": space.digest,
+        "backend": backend,
+        "variant": protocol.variant(options, backend),
+        "precision": precision,
+        "scope": scope.value,
+        "detector": None if scope is Scope.BACKBONE else detector,
+        "input_shape": [batch, 3, *size],
+        "protocol": {"warmup": protocol.warmup, "runs": protocol.runs, "rounds": rounds, "threads": protocol.threads,
+                     "device": protocol.device, "clock": protocol.clock},
+        "fingerprint": fingerprint.to_dict(),
+        "fingerprint_hash": fingerprint.hash,
+        "fixed_ms": {"stem": block_stats[0].median_ms},
+        "blocks_cv": [[block_stats[1 + p * len(keys) + j].cv for j in range(len(keys))] for p in range(len(positions))],
+        "predictor": predictor.to_dict(),
+        "predictor_choice": {"chosen": chosen, "by": "leave-one-out MAPE on the training paths", "alternatives":
+                             alternatives},
+        "archs": [{"choices": a.compact(), "hash": a.hash, "split": "train" if i < len(train) else "test",
+                   "size": list(path_size(a, size)), "measured_ms": measured[i], "cv": stats[i].cv,
+                   "predicted_ms": predicted[i]} for i, a in enumerate(archs)] + judged.arch_rows(),
+        "report": report.to_dict(),
+        **judged.to_dict(),
+        "build_seconds": time.perf_counter() - started,
+    }
+
+
 @dataclass(frozen=True)
 class _Fitted:
     """A predictor fitted on the training archs' measurements at one scope and judged on the held-out rest."""
@@ -292,12 +433,12 @@ class JudgedSets:
 MIN_JUDGED = 5  # archs below which a set is not judged (its tau and R² would be noise)
 
 
-def judge_sets(predictor: LatencyPredictor, archs: Sequence[Arch], samples: Sequence[list[float]], rounds: int,
+def judge_sets(predictor: LatencyPredictor | ElasticPredictor, archs: Sequence[Arch], samples: Sequence[list[float]], rounds: int,
                near_ms: float | None = None) -> JudgedSets:
     """Judge `predictor` on measured random archs, and on those within +-15 % of `near_ms` (default: their median
     measured latency, the target a user picking a typical arch would set)."""
     measured = [percentile(s, 50) for s in samples]
-    predicted = [predictor.predict(a.choices) for a in archs]
+    predicted = [_predict(predictor, a) for a in archs]
     halves = [half_medians(s, rounds) for s in samples]
     target = near_ms if near_ms is not None else (percentile(measured, 50) if measured else None)
 
@@ -306,7 +447,8 @@ def judge_sets(predictor: LatencyPredictor, archs: Sequence[Arch], samples: Sequ
             return None
         return judge_predictor([predicted[i] for i in keep], [measured[i] for i in keep],
                                ([halves[i][0] for i in keep], [halves[i][1] for i in keep]),
-                               table_sum=[predictor.table_sum(archs[i].choices) for i in keep])
+                               table_sum=None if isinstance(predictor, ElasticPredictor)
+                               else [predictor.table_sum(archs[i].choices) for i in keep])
 
     near = [i for i, m in enumerate(measured) if target and abs(m / target - 1) <= NEAR_BAND]
     return JudgedSets(list(archs), measured, predicted, target, judge(list(range(len(archs)))), judge(near), halves)
@@ -351,7 +493,29 @@ def load_profile(
     return profile
 
 
+def load_predictor(profile: dict[str, Any]) -> LatencyPredictor | ElasticPredictor:
+    """A loaded profile's predictor: the op-choice table of a paper space, or an elastic space's part model."""
+    data = profile["predictor"]
+    if data.get("kind") == ElasticPredictor.KIND:
+        return ElasticPredictor.from_dict(data)
+    predictor = LatencyPredictor.from_dict(data)
+    space = profile.get("space") if isinstance(profile.get("space"), dict) else {}
+    if {"width_multipliers", "min_depths", "detector"} & set(space):
+        raise DetnasError(f"latency profile of elastic space '{profile['space']['name']}' predicts op choices only (an "
+                          "older detnas built it), not widths, depths or detector genes; rebuild it with "
+                          "`detnas bench profile`")
+    return predictor
+
+
+def _predict(predictor: LatencyPredictor | ElasticPredictor, arch: Arch) -> float:
+    return predictor.predict(arch) if isinstance(predictor, ElasticPredictor) else predictor.predict(arch.choices)
+
+
 def predict_latency(profile: dict[str, Any], arch: Arch | Sequence[int]) -> float:
-    """Predicted latency in ms of an arch (or its flat choices) from a loaded profile."""
-    choices = arch.choices if isinstance(arch, Arch) else tuple(arch)
-    return LatencyPredictor.from_dict(profile["predictor"]).predict(choices)
+    """Predicted latency in ms of an arch (or, in a paper space, its flat choices) from a loaded profile."""
+    predictor = load_predictor(profile)
+    if isinstance(predictor, ElasticPredictor):
+        if not isinstance(arch, Arch):
+            raise DetnasError("an elastic space's profile predicts a path with its genes (an Arch), not op choices")
+        return predictor.predict(arch)
+    return predictor.predict(arch.choices if isinstance(arch, Arch) else tuple(arch))

@@ -238,6 +238,10 @@ class ProfileLatency:
             raise DetnasError(f"{path}: the profile was timed otherwise than the search times: {'; '.join(differences)}; "
                               "build one with `detnas bench profile` and the search's --precision, --detector, --scope, "
                               "--size HxW and --batch, give the search the profile's, or pass --force-profile")
+        from detnas.bench.profile import load_predictor
+
+        if "predictor" in self.profile:  # an op-choice profile of an elastic space is refused here, in one line
+            load_predictor(self.profile)
         self.fingerprint = str(self.profile.get("fingerprint_hash", "unknown"))
         self.caveats = self._caveats(path)
         self.error_quantile = prediction_error_quantile(self.profile, 100 * confidence)

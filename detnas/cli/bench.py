@@ -347,7 +347,9 @@ def _fewshot(reference: Path | None, archs: int | None, out: Path, backend: str,
     for line in report.verdict():
         console.print(line, highlight=False, soft_wrap=True)
     transfer = profile["transfer"]
-    console.print(f"few-shot from {reference}: stage scales {', '.join(f'{v:.3f}' for v in transfer['stage_scales'])}, "
+    rule = f" ({transfer['rule']}, chosen by leave-one-out)" if "rule" in transfer else ""
+    scales = "scales per feature" if rule else "stage scales"
+    console.print(f"few-shot from {reference}{rule}: {scales} {', '.join(f'{v:.3f}' for v in transfer['stage_scales'])}, "
                   f"intercept {transfer['intercept_ms']:.3f} ms · built in {profile['build_seconds']:.0f}s · wrote {out}",
                   highlight=False, soft_wrap=True)
     if json_out is not None:
