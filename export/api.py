@@ -25,6 +25,7 @@ from detnas.search_settings import SearchSettings
 if TYPE_CHECKING:
     import torch
 
+    from detnas.arch import Arch
     from detnas.export.onnx_export import ExportReport
     from detnas.export.precision import PrecisionReport, PrecisionRequest
     from detnas.export.scored import ScoredCheck, ScoredOptions
@@ -130,8 +131,8 @@ class SourceOptions:
 
 @dataclass(frozen=True)
 class GraphOptions:
-    """The exported graph: input size (default: the checkpoint's long side rounded up to 32, square), batch, and
-    the post-processing baked in."""
+    """The exported graph: input size (default: the checkpoint's long side rounded up to 32, square; an elastic
+    path's input-size gene scales it, `default_size`), batch, and the post-processing baked in."""
 
     size: tuple[int, int] | None = None
     batch: int = 1
@@ -283,7 +284,7 @@ def run_export(request: ExportRequest) -> ExportOutcome:
     source, meta = request.source.load()
     if graph.size is not None:
         check_size(graph.size)
-    height, width = graph.size or default_size(meta)
+    height, width = graph.size or default_size(meta, source.arch)
     parity_files = parity.files()
     parity_inputs = [read_image(f) for f in parity_files]
     if request.source.random_init and parity.check and not parity_inputs:
@@ -444,9 +445,13 @@ def seeded_images(count: int, height: int, width: int) -> list[torch.Tensor]:
     return [torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator) for _ in range(count)]
 
 
-def default_size(meta: dict) -> tuple[int, int]:
-    """A square input that holds the checkpoint's long side, rounded up to the FPN's stride of 32."""
-    from detnas.sizes import checkpoint_sizes
+def default_size(meta: dict, arch: Arch | None = None) -> tuple[int, int]:
+    """A square input that holds the checkpoint's long side, rounded up to the FPN's stride of 32; an elastic path
+    runs at its input-size gene's share of it (`detnas.sizes.path_hw`), the size its detector resizes to and the
+    search timed and scored it at."""
+    from detnas.sizes import checkpoint_sizes, path_hw
 
     side = 32 * math.ceil(checkpoint_sizes(meta)[1] / 32)
+    if arch is not None and arch.detector is not None:
+        return path_hw(arch.detector.input_size, (side, side))
     return side, side

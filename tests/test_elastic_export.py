@@ -17,7 +17,7 @@ from detnas.export.runtime import read_onnx_meta
 from detnas.images import read_image
 from detnas.pixels import DEFAULT_PIXELS, Normalize
 from detnas.space import DetectorGenes, SearchSpace, register_space
-from detnas.supernet import Supernet
+from detnas.supernet import ChildNet, Supernet
 
 from helpers.data import shared_dataset
 from helpers.export import CATEGORY_IDS, CLASSES, SIZE, val_images
@@ -55,3 +55,21 @@ def test_child_of_elastic_supernet_exports_with_parity_and_passes_trt_lint(wides
     assert main(["export", "check", str(out), "--trt", "8.6", "--trt", "10.3", "--trt", "11"]) == 0
     printed = capsys.readouterr().out
     assert all(f"TensorRT {v}" in printed for v in ("8.6", "10.3", "11"))
+
+
+def test_an_elastic_path_exports_at_its_input_size_by_default():
+    """Without --size a child exports at its input-size gene's share of the checkpoint's size, the size its detector
+    resizes to (and the search timed and scored it at); a paper arch at the checkpoint's size, as before."""
+    from detnas.arch import DetectorPath, released_archs
+    from detnas.export.api import default_size
+    from detnas.space import get_space
+
+    meta = {"recipe": {"min_size": 128, "max_size": 128}}
+    space = get_space("detnas-300m-demo")
+    for gene, side in ((640, 96), (800, 128), (960, 160)):
+        arch = extreme_arch(space, (0,) * space.num_blocks, False)
+        arch = type(arch)(space, arch.choices, arch.widths, arch.depths, DetectorPath(64, 1, 128, 20, gene))
+        assert default_size(meta, arch) == (side, side)
+        child = build_detector("fpn", ChildNet(arch), 5, 128, 128)
+        assert child.transform.min_size == (side,) and child.transform.max_size >= side
+    assert default_size(meta, released_archs()["COCO-FPN-300M"]) == default_size(meta) == (128, 128)

@@ -44,7 +44,7 @@ def export_cmd(
     format: Annotated[Literal["onnx", "trt"], typer.Option("--format", help="onnx, or trt (builds the ONNX file, "
                                                            "then the engine).")] = "onnx",
     size: Annotated[SizeHW, option("size", "Multiples of 32 (default: the training max_size rounded up to 32, "
-                                   "square).")] = None,
+                                   "square; an elastic path at its input-size gene's share of it).")] = None,
     device: Annotated[str | None, option("device", "The ONNX export traces and checks parity on the CPU; --format "
                                          "trt builds and checks the engine on this GPU (default cuda).")] = None,
     batch: Annotated[int, typer.Option(help="Fixed batch size of the graph.")] = 1,
