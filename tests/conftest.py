@@ -15,8 +15,7 @@ import torch
 
 from helpers.data import shared_dataset
 
-# torch threads: the cores shared among pytest-xdist's workers (one file each), at most 2 per process
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 # Off a terminal, a step that runs longer than this prints progress lines on stderr; on a loaded machine any step
 # may, so tests that count stderr lines would depend on the load. Tests of the lines themselves set it to 0.
 os.environ.setdefault("DETNAS_PROGRESS_INTERVAL", "3600")

@@ -25,6 +25,10 @@ from helpers.export import CATEGORY_IDS, CLASSES, SIZE, val_images
 ELASTIC = SearchSpace("tiny-elastic-export", 8, (16, 32, 64, 128), (2, 2, 2, 1), 64, width_multipliers=(0.5, 1.0, 1.5),
                       min_depths=(1, 1, 1, 1), detector=DetectorGenes((16, 32), (1, 2), (32, 64), (10, 20), (800,)))
 
+#: the input-size gene at three values (640 / 800 / 960 of the paper's 800 px base)
+SIZES = SearchSpace("tiny-elastic-sizes", 8, (16, 32, 64, 128), (2, 2, 2, 1), 64, width_multipliers=(0.5, 1.0),
+                    min_depths=(1, 1, 1, 1), detector=DetectorGenes((16, 32), (1, 2), (32, 64), (10, 20), (640, 800, 960)))
+
 
 @pytest.mark.parametrize("widest", [False, True], ids=["narrowest", "widest"])
 def test_child_of_elastic_supernet_exports_with_parity_and_passes_trt_lint(widest, tmp_path, capsys):
@@ -62,13 +66,12 @@ def test_an_elastic_path_exports_at_its_input_size_by_default():
     resizes to (and the search timed and scored it at); a paper arch at the checkpoint's size, as before."""
     from detnas.arch import DetectorPath, released_archs
     from detnas.export.api import default_size
-    from detnas.space import get_space
 
     meta = {"recipe": {"min_size": 128, "max_size": 128}}
-    space = get_space("detnas-300m-demo")
+    space = register_space(SIZES)
     for gene, side in ((640, 96), (800, 128), (960, 160)):
         arch = extreme_arch(space, (0,) * space.num_blocks, False)
-        arch = type(arch)(space, arch.choices, arch.widths, arch.depths, DetectorPath(64, 1, 128, 20, gene))
+        arch = type(arch)(space, arch.choices, arch.widths, arch.depths, DetectorPath(16, 1, 32, 10, gene))
         assert default_size(meta, arch) == (side, side)
         child = build_detector("fpn", ChildNet(arch), 5, 128, 128)
         assert child.transform.min_size == (side,) and child.transform.max_size >= side
