@@ -258,19 +258,7 @@ def build_profile(
     report = fitted.report
     judged = judge_sets(fitted.predictor, drawn, random_samples, rounds, near_ms)
     return {
-        "format": PROFILE_FORMAT,
-        "space": space.to_dict(),
-        "space_digest": space.digest,
-        "backend": backend,
-        "variant": protocol.variant(options, backend),
-        "precision": precision,
-        "scope": scope.value,
-        "detector": None if scope is Scope.BACKBONE else detector,
-        "input_shape": [batch, 3, *size],
-        "protocol": {"warmup": protocol.warmup, "runs": protocol.runs, "rounds": rounds, "threads": protocol.threads,
-                     "device": protocol.device, "clock": protocol.clock},
-        "fingerprint": fingerprint.to_dict(),
-        "fingerprint_hash": fingerprint.hash,
+        **_header(space, backend, protocol, options, precision, scope, detector, (batch, 3, *size), rounds, fingerprint),
         "fixed_ms": fixed,
         "blocks_cv": [[block_stats[1 + p * k + j].cv for j in range(k)] for p in range(len(positions))],
         "predictor": fitted.predictor.to_dict(),
@@ -353,19 +341,7 @@ def build_elastic_profile(
         alternatives[name] = {"loo_mape": loo, **{key: None if r is None else r.to_dict()["predictor"] for key, r in
                                                    (("random", other.random), ("near", other.near))}}
     return {
-        "format": PROFILE_FORMAT,
-        "space": space.to_dict(),
-        "space_digest": space.digest,
-        "backend": backend,
-        "variant": protocol.variant(options, backend),
-        "precision": precision,
-        "scope": scope.value,
-        "detector": None if scope is Scope.BACKBONE else detector,
-        "input_shape": [batch, 3, *size],
-        "protocol": {"warmup": protocol.warmup, "runs": protocol.runs, "rounds": rounds, "threads": protocol.threads,
-                     "device": protocol.device, "clock": protocol.clock},
-        "fingerprint": fingerprint.to_dict(),
-        "fingerprint_hash": fingerprint.hash,
+        **_header(space, backend, protocol, options, precision, scope, detector, (batch, 3, *size), rounds, fingerprint),
         "fixed_ms": {"stem": block_stats[0].median_ms},
         "blocks_cv": [[block_stats[1 + p * len(keys) + j].cv for j in range(len(keys))] for p in range(len(positions))],
         "predictor": predictor.to_dict(),
@@ -519,3 +495,25 @@ def predict_latency(profile: dict[str, Any], arch: Arch | Sequence[int]) -> floa
             raise DetnasError("an elastic space's profile predicts a path with its genes (an Arch), not op choices")
         return predictor.predict(arch)
     return predictor.predict(arch.choices if isinstance(arch, Arch) else tuple(arch))
+
+
+def _header(space: SearchSpace, backend: str, protocol: TimingProtocol, options: BackendOptions, precision: str,
+            scope: Scope, detector: str, input_shape: tuple[int, ...], rounds: int,
+            fingerprint: Fingerprint) -> dict[str, Any]:
+    """What every profile (op-choice or elastic) states about how and where it was measured: the fields a search
+    compares with its own timing before it trusts the profile."""
+    return {
+        "format": PROFILE_FORMAT,
+        "space": space.to_dict(),
+        "space_digest": space.digest,
+        "backend": backend,
+        "variant": protocol.variant(options, backend),
+        "precision": precision,
+        "scope": scope.value,
+        "detector": None if scope is Scope.BACKBONE else detector,
+        "input_shape": list(input_shape),
+        "protocol": {"warmup": protocol.warmup, "runs": protocol.runs, "rounds": rounds, "threads": protocol.threads,
+                     "device": protocol.device, "clock": protocol.clock},
+        "fingerprint": fingerprint.to_dict(),
+        "fingerprint_hash": fingerprint.hash,
+    }
