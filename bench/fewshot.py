@@ -40,6 +40,7 @@ from detnas.bench.profile import (
     half_medians,
     load_predictor,
     predict_latency,
+    profile_header,
     random_archs,
 )
 from detnas.bench.result import PRECISIONS, Scope, check_choice
@@ -142,12 +143,8 @@ def fit_fewshot(reference: dict[str, Any], space: SearchSpace, archs: Sequence[A
     fingerprint = collect_fingerprint(protocol.device, protocol.threads)
     stages = max(base.stage_of) + 1
     return {
-        "format": PROFILE_FORMAT, "space": space.to_dict(), "space_digest": space.digest, "backend": backend,
-        "variant": protocol.variant(options, backend), "precision": precision, "scope": reference["scope"],
-        "detector": reference.get("detector"), "input_shape": list(reference["input_shape"]),
-        "protocol": {"warmup": protocol.warmup, "runs": protocol.runs, "rounds": rounds, "threads": protocol.threads,
-                     "device": protocol.device, "clock": protocol.clock},
-        "fingerprint": fingerprint.to_dict(), "fingerprint_hash": fingerprint.hash,
+        **profile_header(space, backend, protocol, options, precision, Scope(reference["scope"]),
+                         reference.get("detector"), tuple(reference["input_shape"]), rounds, fingerprint),
         "fixed_ms": dict(reference.get("fixed_ms", {})), "predictor": predictor.to_dict(),
         # each arch's leave-one-out prediction: the held-out error the search's 95 % bound is taken from
         "archs": [{"choices": a.compact(), "hash": a.hash, "split": "loo", "measured_ms": m, "predicted_ms": p,
@@ -173,12 +170,8 @@ def _fit_elastic(reference: dict[str, Any], base: ElasticPredictor, space: Searc
     fingerprint = collect_fingerprint(protocol.device, protocol.threads)
     rule = min(scored, key=lambda name: scored[name])
     return {
-        "format": PROFILE_FORMAT, "space": space.to_dict(), "space_digest": space.digest, "backend": backend,
-        "variant": protocol.variant(options, backend), "precision": precision, "scope": reference["scope"],
-        "detector": reference.get("detector"), "input_shape": list(reference["input_shape"]),
-        "protocol": {"warmup": protocol.warmup, "runs": protocol.runs, "rounds": rounds, "threads": protocol.threads,
-                     "device": protocol.device, "clock": protocol.clock},
-        "fingerprint": fingerprint.to_dict(), "fingerprint_hash": fingerprint.hash,
+        **profile_header(space, backend, protocol, options, precision, Scope(reference["scope"]),
+                         reference.get("detector"), tuple(reference["input_shape"]), rounds, fingerprint),
         "fixed_ms": dict(reference.get("fixed_ms", {})), "predictor": predictor.to_dict(),
         "archs": [{"choices": a.compact(), "hash": a.hash, "split": "loo", "measured_ms": m, "predicted_ms": p,
                    "halves_ms": list(h)} for a, m, p, h in zip(archs, measured, loo, halves)],

@@ -258,7 +258,7 @@ def build_profile(
     report = fitted.report
     judged = judge_sets(fitted.predictor, drawn, random_samples, rounds, near_ms)
     return {
-        **_header(space, backend, protocol, options, precision, scope, detector, (batch, 3, *size), rounds, fingerprint),
+        **profile_header(space, backend, protocol, options, precision, scope, detector, (batch, 3, *size), rounds, fingerprint),
         "fixed_ms": fixed,
         "blocks_cv": [[block_stats[1 + p * k + j].cv for j in range(k)] for p in range(len(positions))],
         "predictor": fitted.predictor.to_dict(),
@@ -341,7 +341,7 @@ def build_elastic_profile(
         alternatives[name] = {"loo_mape": loo, **{key: None if r is None else r.to_dict()["predictor"] for key, r in
                                                    (("random", other.random), ("near", other.near))}}
     return {
-        **_header(space, backend, protocol, options, precision, scope, detector, (batch, 3, *size), rounds, fingerprint),
+        **profile_header(space, backend, protocol, options, precision, scope, detector, (batch, 3, *size), rounds, fingerprint),
         "fixed_ms": {"stem": block_stats[0].median_ms},
         "blocks_cv": [[block_stats[1 + p * len(keys) + j].cv for j in range(len(keys))] for p in range(len(positions))],
         "predictor": predictor.to_dict(),
@@ -497,7 +497,7 @@ def predict_latency(profile: dict[str, Any], arch: Arch | Sequence[int]) -> floa
     return predictor.predict(arch.choices if isinstance(arch, Arch) else tuple(arch))
 
 
-def _header(space: SearchSpace, backend: str, protocol: TimingProtocol, options: BackendOptions, precision: str,
+def profile_header(space: SearchSpace, backend: str, protocol: TimingProtocol, options: BackendOptions, precision: str,
             scope: Scope, detector: str, input_shape: tuple[int, ...], rounds: int,
             fingerprint: Fingerprint) -> dict[str, Any]:
     """What every profile (op-choice or elastic) states about how and where it was measured: the fields a search
