@@ -13,7 +13,7 @@ from detnas.cli.main import main
 from detnas.pixels import DEFAULT_PIXELS
 from detnas.supernet import Supernet
 
-from helpers.search import TINY, search_args
+from helpers.search import TINY, save_tiny_supernet, search_args
 
 pytestmark = pytest.mark.slow
 
@@ -251,12 +251,9 @@ def test_export_takes_the_searchs_settings_and_reproduces_its_ap(tmp_path, monke
     search and the export print progress lines (DETNAS_PROGRESS_INTERVAL=0: every unit)."""
     import os
 
-    import torch
-
     from detnas.data import CocoDetection
     from detnas.data.demo import ShapeLayout, make_demo_detection
     from detnas.data.split import split_coco
-    from detnas.detection import build_detector
     from detnas.export.scored import SHIPPED_AP_TOL
     from detnas.progress import LINE_INTERVAL_ENV
     from detnas.search_settings import read_search_settings
@@ -270,12 +267,7 @@ def test_export_takes_the_searchs_settings_and_reproduces_its_ap(tmp_path, monke
     train_json, val_json = split_coco(data.train_ann, 4, 0, work / "split")
     images = data.train_images
     classes = CocoDetection(val_json, images).classes
-    torch.manual_seed(0)
-    detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, 96, 96, DEFAULT_PIXELS)
-    meta = {"kind": "supernet-det", "space": TINY.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
-            "classes": list(classes), "num_classes": len(classes), "recipe": {"min_size": 96, "max_size": 96},
-            "detector": "fpn"}
-    save_checkpoint(work / "supernet", detector.state_dict(), meta)
+    save_tiny_supernet(work / "supernet", classes, 96, 96)
     monkeypatch.chdir(work)
     monkeypatch.setenv(LINE_INTERVAL_ENV, "0")
     rel = os.path.relpath

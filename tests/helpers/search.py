@@ -4,10 +4,14 @@ can be checked exactly (and fast) without a supernet; and the tiny supernet the 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from detnas.arch import Arch
 from detnas.bench.stats import TimingStats
+from detnas.checkpoint import save_checkpoint
 from detnas.search.records import Latency
 from detnas.space import SearchSpace, register_space
 
@@ -69,24 +73,28 @@ class FakeLatency:
 def tiny_search_supernet(root: Path, tmp: Path) -> dict[str, Path]:
     """An untrained FPN supernet of TINY (64-96 px) saved under `tmp`, with a 6-image search-validation split of
     the COCO set at `root`: what the search's end-to-end tests run on. {root, train, val, ckpt, tmp}"""
-    import torch
 
-    from detnas.checkpoint import save_checkpoint
     from detnas.data import CocoDetection
     from detnas.data.split import split_coco
+
+    train_json, val_json = split_coco(root / "annotations" / "instances_train2017.json", 6, 0, tmp / "split")
+    classes = CocoDetection(val_json, root / "train2017").classes
+    save_tiny_supernet(tmp / "supernet", classes, 64, 96)
+    return {"root": root, "train": train_json, "val": val_json, "ckpt": tmp / "supernet", "tmp": tmp}
+
+
+def save_tiny_supernet(path: Path, classes: Sequence[str], min_size: int, max_size: int) -> None:
+    """An untrained FPN supernet-det checkpoint of TINY (seed 0) for `classes`, trained at min/max size."""
     from detnas.detection import build_detector
     from detnas.pixels import DEFAULT_PIXELS
     from detnas.supernet import Supernet
 
-    train_json, val_json = split_coco(root / "annotations" / "instances_train2017.json", 6, 0, tmp / "split")
-    classes = CocoDetection(val_json, root / "train2017").classes
     torch.manual_seed(0)
-    detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, 64, 96, DEFAULT_PIXELS)
+    detector = build_detector("fpn", Supernet(TINY), len(classes) + 1, min_size, max_size, DEFAULT_PIXELS)
     meta = {"kind": "supernet-det", "space": TINY.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
-            "classes": list(classes), "num_classes": len(classes), "recipe": {"min_size": 64, "max_size": 96},
-            "detector": "fpn"}
-    save_checkpoint(tmp / "supernet", detector.state_dict(), meta)
-    return {"root": root, "train": train_json, "val": val_json, "ckpt": tmp / "supernet", "tmp": tmp}
+            "classes": list(classes), "num_classes": len(classes),
+            "recipe": {"min_size": min_size, "max_size": max_size}, "detector": "fpn"}
+    save_checkpoint(path, detector.state_dict(), meta)
 
 
 def search_args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
