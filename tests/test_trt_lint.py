@@ -347,3 +347,23 @@ def test_trt_export_refuses_before_building(tmp_path, monkeypatch, capsys):
 def test_real_exports_pass_check_for_every_version(random_init_exports):
     for kind, (path, _) in random_init_exports.items():
         assert main(["export", "check", str(path)]) == 0, kind
+
+
+def test_an_engine_is_not_judged_against_another_detector(tmp_path):
+    """`export_trt` with a reference exported at other RPN proposals is refused in one line naming the field,
+    before TensorRT is asked for (their detections differ by design, so parity would be a false alarm or pass)."""
+    import json
+
+    from detnas.arch import sample_arch
+    from detnas.export.trt import export_trt
+
+    from helpers.export import TINY
+
+    files = {}
+    for proposals in (20, 10):
+        files[proposals] = tmp_path / f"p{proposals}.onnx"
+        assert main(["export", "--arch", json.dumps(sample_arch(TINY, 0).to_dict()), "--random-init", "--size", "64",
+                     "--proposals", str(proposals), "--no-simplify", "--no-parity", "--out", str(files[proposals])]) == 0
+    with pytest.raises(DetnasError, match="differs from .* in its metadata field 'thresholds'"):
+        export_trt(files[20], tmp_path / "m.engine", parity_images=[files[20]], reference=files[10])
+    assert not (tmp_path / "m.engine").exists()
