@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from detnas.arch import Arch
-from detnas.bench.backends import CLOCKS, BackendOptions, Prepared, latency_backend, time_prepared
+from detnas.bench.backends import BackendOptions, Prepared, latency_backend, time_prepared
 from detnas.bench.cache import CacheKey, LatencyCache
 from detnas.bench.fingerprint import collect_fingerprint, gpu_state
 from detnas.bench.inputs import random_batches
 from detnas.bench.models import scoped_detector, timed_module
 from detnas.bench.precision import require_calibration
-from detnas.bench.result import PRECISIONS, LatencyResult, Scope, check_choice
+from detnas.bench.result import CLOCKS, PRECISIONS, LatencyResult, Scope, check_choice
 from detnas.bench.stats import summarize
 from detnas.errors import DetnasError
 from detnas.io import file_sha256

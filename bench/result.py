@@ -25,6 +25,8 @@ from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, atomic_write_text, read_json_file
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+#: wall-clock latency, or the one timing thread's CPU time (stable when other processes share the cores)
+CLOCKS: tuple[str, ...] = ("wall", "thread-cpu")
 
 
 class Scope(StrEnum):

@@ -65,11 +65,14 @@ class Timing:
     warmup: int = 5
     threads: int = 1
     detector: str = "fpn"  # the detector kind wrapped around the backbone for scopes beyond 'backbone'
+    # wall, or thread-cpu: the one timing thread's CPU time, which a busy machine barely moves (a target measured
+    # at one load and candidates timed at another would otherwise be compared; see bench/suite/latency_profile.py)
+    clock: str = "wall"
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": list(self.size) if self.size else None, "backend": self.backend, "precision": self.precision, "device": self.device,
                 "scope": self.scope, "batch": self.batch, "runs": self.runs, "warmup": self.warmup,
-                "threads": self.threads, "detector": self.detector}
+                "threads": self.threads, "detector": self.detector, "clock": self.clock}
 
 
 class _CountingCache:
@@ -112,7 +115,7 @@ class OracleLatency:
         self.confidence = confidence  # of each latency's upper bound (`upper_ms`)
         self.cache = _CountingCache(LatencyCache(cache_path))
         self._protocol = TimingProtocol(warmup=timing.warmup, runs=timing.runs, threads=timing.threads,
-                                  device=timing.device)
+                                        device=timing.device, clock=timing.clock)
         self._options = BackendOptions(converters=converters)
         self._scope = Scope.parse(timing.scope)
         self._images = list(images) if images else None
@@ -269,9 +272,6 @@ class ProfileLatency:
         return Latency.predicted(median, None if self.error_quantile is None else median * self.error_quantile)
 
 
-SEARCH_CLOCK = "wall"  # the oracle's clock (`TimingProtocol`'s default): the search times latency, not CPU time
-
-
 def profile_differences(profile: dict[str, Any], timing: Timing) -> list[str]:
     """Each way a device profile was timed otherwise than the search times ('precision fp16 (search: fp32)'): its
     predictions are of another number. A field an older profile did not record counts as a difference."""
@@ -280,7 +280,7 @@ def profile_differences(profile: dict[str, Any], timing: Timing) -> list[str]:
         ("precision", profile.get("precision"), timing.precision),
         ("scope", profile.get("scope"), timing.scope),
         ("input", profile.get("input_shape"), shape),
-        ("clock", (profile.get("protocol") or {}).get("clock"), SEARCH_CLOCK),
+        ("clock", (profile.get("protocol") or {}).get("clock"), timing.clock),
     ]
     if timing.scope != "backbone":
         wanted.append(("detector", profile.get("detector"), timing.detector))

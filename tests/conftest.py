@@ -15,7 +15,10 @@ import torch
 
 from helpers.data import shared_dataset
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# pytest-xdist runs one worker per core (README's `-n auto`): each then keeps to its share of the cores, so two
+# workers do not oversubscribe 2 cores with 2 threads each
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 # Off a terminal, a step that runs longer than this prints progress lines on stderr; on a loaded machine any step
 # may, so tests that count stderr lines would depend on the load. Tests of the lines themselves set it to 0.
 os.environ.setdefault("DETNAS_PROGRESS_INTERVAL", "3600")

@@ -46,3 +46,22 @@ def test_a_matching_profile_and_the_backbone_scope_ignore_the_detector(tmp_path)
     assert profile_differences(_profile(), SEARCH) == []
     backbone = Timing(size=(64, 96), scope="backbone", detector="retinanet")
     assert profile_differences(_profile(scope="backbone", detector=None), backbone) == []
+
+
+def test_a_thread_cpu_search_takes_a_thread_cpu_profile_and_times_on_that_clock(tmp_path) -> None:
+    """The search's clock is a setting like its scope: a profile timed on the same clock matches, and the oracle
+    times (and caches) on it, so a wall-clock figure is never served to a thread-cpu search or the reverse."""
+    import sqlite3
+
+    from detnas.search.latency import OracleLatency
+    from detnas.arch import sample_arch
+
+    cpu = Timing(size=(64, 96), precision="fp32", scope="backbone", clock="thread-cpu", runs=3, warmup=1)
+    assert profile_differences(_profile(scope="backbone", protocol={"clock": "thread-cpu"}), cpu) == []
+    assert profile_differences(_profile(scope="backbone"), cpu) == ["clock wall (search: thread-cpu)"]
+    arch = sample_arch(TINY, 0)
+    for timing in (cpu, Timing(size=(64, 96), scope="backbone", runs=3, warmup=1)):
+        assert OracleLatency(timing, tmp_path / "cache.sqlite").latency(arch).median_ms > 0
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        rows = sorted(r[0] for r in db.execute("SELECT protocol FROM latency"))
+    assert len(rows) == 2 and "clock=thread-cpu" in rows[0] and "clock=wall" in rows[1], rows

@@ -47,9 +47,6 @@ class Prepared:
 TRANSFERS: tuple[str, ...] = ("none", "timed", "untimed")
 
 
-CLOCKS: tuple[str, ...] = ("wall", "thread-cpu")
-
-
 def time_prepared(prepared: Prepared, warmup: int, runs: int, clock: str = "wall") -> list[float]:
     """Latency in ms of `runs` calls after `warmup` untimed ones, cycling through the prepared inputs.
 

@@ -15,9 +15,8 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.table import Table
 
-from detnas.bench.backends import CLOCKS
 from detnas.bench.backends.ort_backend import PROVIDERS
-from detnas.cli.options import BackendName, DetectorName, PrecisionName, ScopeName, SizeHW, option, writable_json
+from detnas.cli.options import BackendName, Clock, DetectorName, PrecisionName, ScopeName, SizeHW, option, writable_json
 from detnas.console import labelled, plain_console, quiet_onnxruntime
 from detnas.errors import DetnasError
 from detnas.io import read_json_file
@@ -38,8 +37,6 @@ Device = Annotated[str, option("device")]
 Threads = Annotated[int, typer.Option(help="CPU threads (fixed and recorded).")]
 Warmup = Annotated[int, typer.Option(help="Untimed warm-up runs.")]
 JsonOut = Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the result as JSON (schema: docs/json.md).")]
-Clock = Annotated[Literal[CLOCKS], typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
-                                    "stable on a shared oversubscribed CPU (needs --threads 1).")]
 
 
 @contextmanager

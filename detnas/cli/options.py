@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
-from detnas.bench.result import PRECISIONS, Scope
+from detnas.bench.result import CLOCKS, PRECISIONS, Scope
 from detnas.errors import DetnasError
 from detnas.io import check_writable
 from detnas.sizes import parse_hw
@@ -27,6 +27,7 @@ DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 BackendName = str  # a registry name (detnas.bench.backends.LATENCY_BACKENDS), checked there: plug-ins may add more
 PrecisionName = Literal[PRECISIONS]
 ScopeName = Literal[tuple(s.value for s in Scope)]
+ClockName = Literal[CLOCKS]
 DetectorName = str  # a registry name (detnas.detection.DETECTOR_KINDS), checked there: plug-ins may add more
 SizeHW = Any  # (height, width) from parse_size; a tuple annotation would make typer read two arguments
 
@@ -89,3 +90,6 @@ def option(word: str, note: str = "", *, prefix: str = "", short: str | None = N
     return typer.Option(*names, help=f"{entry.help} {note}".strip(), metavar=entry.metavar,
                         parser=entry.parser, **kwargs)
 
+
+Clock = Annotated[ClockName, typer.Option(help="wall (latency), or thread-cpu: CPU time of the one timing thread, "
+                                          "stable on a shared oversubscribed CPU (needs one thread).")]

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from detnas.cli.options import BackendName, PrecisionName, ScopeName, SizeHW, option, writable_json
+from detnas.cli.options import BackendName, Clock, PrecisionName, ScopeName, SizeHW, option, writable_json
 from detnas.console import plain_console
 from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 
@@ -59,6 +59,7 @@ def run_cmd(
     latency_batch: int = typer.Option(1, help="Batch size the latency is timed at."),
     latency_runs: int = typer.Option(30, help="Timed runs per measurement."),
     latency_threads: int = typer.Option(1, help="CPU threads while timing."),
+    latency_clock: Clock = "wall",
     latency_cache: Annotated[Path | None, typer.Option(help="Latency cache SQLite file (default: detnas' user cache).")] = None,
     latency_profile: Annotated[list[str] | None, typer.Option(metavar="[NAME=]FILE", help="Predict latency from a device profile (`detnas "
                                                               "bench profile`); NAME=FILE for a named target (one "
@@ -125,7 +126,7 @@ def run_cmd(
     target_ms, profile, targets = parse_targets(latency_target or [], latency_profile or [], auto=lambda name, f: 1.0)
     timing = Timing(size=latency_size, backend=backend,
                     precision=precision, device=device, scope=scope, batch=latency_batch, runs=latency_runs,
-                    threads=latency_threads)
+                    threads=latency_threads, clock=latency_clock)
     request = SearchRequest(supernet=supernet, data=data, images=images, bn_data=bn_data, out=out,
                             bn_images_dir=bn_images_dir, settings=settings,
                             constraints=constraints_for(target_ms, targets), timing=timing,
