@@ -98,7 +98,9 @@ def latency_cmd(
     arch: Annotated[str | None, option("arch")] = None,
     model: Annotated[Path | None, option("model", "An .onnx file times on ort or trt, an engine on trt.")] = None,
     backend: Backend = "ort",
-    precision: Annotated[PrecisionName, option("precision", "int8 calibrates on --calib-images.")] = "fp32",
+    precision: Annotated[PrecisionName | None, option("precision", "Default: fp32 for --arch, the precision a "
+                                                      "--model file carries (an FP32 .onnx file is converted to the "
+                                                      "asked one; int8 calibrates on --calib-images).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
     size: Annotated[SizeHW, option("size", "Default: 224 for --arch, the exported size for a detnas ONNX file.")]
     = None,
@@ -165,7 +167,7 @@ def latency_cmd(
         if arch is not None:
             from detnas.arch import resolve_arch
 
-            result = measure_arch(resolve_arch(arch), size=hw, batch=batch, backend=backend, precision=precision,
+            result = measure_arch(resolve_arch(arch), size=hw, batch=batch, backend=backend, precision=precision or "fp32",
                                   scope=parsed_scope, protocol=protocol, options=options, images=batches,
                                   calibration=calibration, label=arch if len(arch) < 40 else None, cache=cache,
                                   detector=detector)
