@@ -180,3 +180,24 @@ def test_an_engine_is_labelled_by_its_sidecar(tmp_path: Path, capsys: pytest.Cap
                         "--scope", "network+nms", "--precision", "fp32", "--no-cache")
     line = _error_line(err)
     assert code == 2 and "--precision fp32: m.engine is an int8 engine (its sidecar m.json records it)" in line
+
+
+def test_compare_refuses_results_of_different_scope_or_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A backbone row against a whole-detector row, or 224 px against 320 px, times different work: no FASTER /
+    SLOWER verdict is printed, one line names both files, what differs and the fix. Precision alone may differ."""
+    a = tmp_path / "a.json"
+    assert _run(capsys, "latency", "--arch", TINY_ARCH, *QUICK, "--no-cache", "--json", str(a))[0] == 0
+    result = json.loads(a.read_text())
+    cases = {"scope": (dict(result, scope="network+nms"), "scope backbone vs network+nms"),
+             "size": (dict(result, input_shape=[1, 3, 64, 64]), "input 1x3x32x32 vs 1x3x64x64")}
+    for name, (changed, expected) in cases.items():
+        other = tmp_path / f"{name}.json"
+        other.write_text(json.dumps(changed))
+        code, out, err = _run(capsys, "compare", str(a), str(other))
+        line = _error_line(err)
+        assert code == 2 and expected in line and "--scope and --size" in line and str(other) in line, line
+        assert "FASTER" not in out and "SLOWER" not in out and "indistinguishable" not in out
+    int8 = tmp_path / "int8.json"
+    int8.write_text(json.dumps(dict(result, precision="int8")))
+    code, out, err = _run(capsys, "compare", str(a), str(int8))
+    assert code == 0 and "precision differs: fp32 vs int8" in err

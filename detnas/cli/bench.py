@@ -205,10 +205,11 @@ def compare_cmd(
     from detnas.bench.stats import compare_latencies
 
     a, b = LatencyResult.load_json(baseline), LatencyResult.load_json(other)
+    a.check_same_work(b, str(baseline), str(other))
     statistics = {name: (getattr(a.stats, name), getattr(b.stats, name))
                   for name in ("median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms")}
     differences = [f"{field} differs: {getattr(a, field)} vs {getattr(b, field)}"
-                   for field in ("scope", "backend", "precision", "input_shape") if getattr(a, field) != getattr(b, field)]
+                   for field in ("backend", "precision") if getattr(a, field) != getattr(b, field)]
     if a.transfers != b.transfers:  # not like for like: say so first
         differences.insert(0, f"host<->device copies differ: {a.transfers} vs {b.transfers} (a ratio of these times "
                            "includes the copies of one side only; time both with --io-binding, or both without)")
