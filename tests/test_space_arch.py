@@ -80,7 +80,8 @@ def test_bad_space(spec, fragment):
     ("name: tiny\nstage_widths: [16, 32\nchoices: [0, 3]\n", "at line 3 column 8",
      "expected ',' or ']', but got ':' (while parsing a flow sequence)"),
     ("name: tiny\n stem_width: 8\n", "at line 2 column 12", "mapping values are not allowed here"),
-    ("name: tiny\n\tstem_width: 8\n", "at line 2 column 1", "found character '\\t' that cannot start any token (while scanning for the next token)"),
+    ("name: tiny\n\tstem_width: 8\n", "at line 2 column 1",
+     "found character '\\t' that cannot start any token (while scanning for the next token)"),
 ])
 def test_malformed_yaml_space_says_where_in_one_line(tmp_path, capsys, text, where, problem):
     """A YAML error names the file, the line and column yaml's problem_mark points at and the problem, on one line
