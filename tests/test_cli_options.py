@@ -177,3 +177,16 @@ def test_export_refuses_int8_options_for_another_precision(tmp_path, capsys, arg
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and named in lines[0] and "drop them, or pass --precision int8" in lines[0], lines
     assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.5", "2"])
+def test_export_refuses_a_max_ap_drop_outside_0_to_1_up_front(tmp_path, capsys, value):
+    """nan compares false with every bound: it was accepted and the export ran (and its gate failed later)."""
+    out = tmp_path / "x.onnx"
+    assert main(["export", "--random-init", "--arch", "COCO-FPN-300M", "--size", "64", "--out", str(out),
+                 "--max-ap-drop", value]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and f"--max-ap-drop {float(value)}: the largest allowed AP drop is a number from 0 to 1" \
+        in lines[0], lines
+    assert "ONNX" not in captured.out and not out.exists() and not list(tmp_path.iterdir())

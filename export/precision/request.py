@@ -101,8 +101,9 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
     calib_method = calib_method or DEFAULT_CALIB_METHOD
     if calib_method not in CALIB_METHODS:
         raise DetnasError(f"--calib-method {calib_method}: choose one of {', '.join(CALIB_METHODS)}")
-    if max_ap_drop < 0:
-        raise DetnasError(f"--max-ap-drop {max_ap_drop}: the largest allowed AP drop must be >= 0 (0.01 = 1 AP point)")
+    if not 0 <= max_ap_drop <= 1:  # also refuses nan (every comparison with it is false) and inf
+        raise DetnasError(f"--max-ap-drop {max_ap_drop}: the largest allowed AP drop is a number from 0 to 1 "
+                          "(AP is a fraction; 0.01 = 1 AP point)")
     if calib_images < 1:
         raise DetnasError(f"--calib-count {calib_images}: calibrate on at least 1 image (a few hundred is typical)")
     gate = Gate(gate_data, gate_images, max_ap_drop) if gate_data and gate_images else None
