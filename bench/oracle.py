@@ -318,14 +318,20 @@ def measure_archs_fresh(
 
 
 def measure_onnx(
-    path: str | Path, inputs: Sequence[torch.Tensor], *, backend: str = "ort", precision: str = "fp32",
+    path: str | Path, inputs: Sequence[torch.Tensor], *, backend: str = "ort", precision: str | None = None,
     scope: Scope = Scope.NETWORK, protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     calibration: Sequence[torch.Tensor] | None = None, label: str | None = None, input_kind: str = "random",
     cache: LatencyCache | None = None,
 ) -> LatencyResult:
-    """Time an ONNX file with ONNX Runtime or TensorRT (engine built here for the inputs' shape)."""
-    _validate(backend, precision, protocol, calibration, inputs, converts=False)
+    """Time an ONNX file with ONNX Runtime or TensorRT (engine built here for the inputs' shape). `precision`
+    None times and labels the file at the precision it carries; an FP32 file asked for fp16 / int8 is converted
+    first, and any other precision than a reduced file's own is refused (`timed_precision`)."""
+    from detnas.bench.backends.trt_backend import timed_precision
+
+    _validate(backend, precision or "fp32", protocol, calibration, inputs, converts=False)
     path = Path(path)
+    latency_backend(backend).check_runs_files(path)  # before the file is read: the backend's refusal comes first
+    precision = timed_precision(path, precision)
     job = _Job(backend, precision, scope, protocol, options, f"onnx:{file_sha256(path)}", label or path.name,
                inputs, input_kind)
     return _run(job, lambda: prepare_onnx(path, inputs, backend=backend, precision=precision, protocol=protocol,
@@ -333,14 +339,22 @@ def measure_onnx(
 
 
 def measure_engine(
-    path: str | Path, inputs: Sequence[torch.Tensor], *, precision: str = "fp32", scope: Scope = Scope.NETWORK,
+    path: str | Path, inputs: Sequence[torch.Tensor], *, precision: str | None = None, scope: Scope = Scope.NETWORK,
     protocol: TimingProtocol = TimingProtocol(device="cuda"), label: str | None = None, input_kind: str = "random",
     cache: LatencyCache | None = None,
 ) -> LatencyResult:
-    """Time a serialized TensorRT engine; its precision was fixed at build time, `precision` labels it."""
-    check_choice("precision", precision, PRECISIONS)
+    """Time a serialized TensorRT engine. Its precision was fixed at build time: the one its sidecar (`detnas export
+    --format trt`) records labels it and another `precision` is refused; without a sidecar `precision` (default
+    fp32) labels it."""
+    if precision is not None:
+        check_choice("precision", precision, PRECISIONS)
     _validate("trt", "fp32", protocol, None, inputs)
     path = Path(path)
+    recorded = _engine_recorded(path, "precision")
+    if recorded in PRECISIONS and precision not in (None, recorded):
+        raise DetnasError(f"--precision {precision}: {path.name} is an {recorded} engine (its sidecar "
+                          f"{path.with_suffix('.json').name} records it); leave --precision out to time it as {recorded}")
+    precision = recorded if recorded in PRECISIONS else precision or "fp32"
     from detnas.bench.backends.trt_backend import prepare_engine, require_tensorrt
 
     require_tensorrt()
@@ -359,10 +373,15 @@ def measure_engine(
 def _engine_tf32(path: Path) -> bool | None:
     """Whether the engine's FP32 layers may run in TF32, as its sidecar (`detnas export --format trt`) records it;
     None when no sidecar says (an engine built elsewhere: unknown, not assumed)."""
+    value = _engine_recorded(path, "tf32")
+    return value if isinstance(value, bool) else None
+
+
+def _engine_recorded(path: Path, field: str) -> Any:
+    """One field of the engine's sidecar (`detnas export --format trt`); None without a readable sidecar."""
     import json
 
     try:
-        value = json.loads(path.with_suffix(".json").read_text()).get("tf32")
+        return json.loads(path.with_suffix(".json").read_text()).get(field)
     except (OSError, ValueError, AttributeError):
         return None
-    return value if isinstance(value, bool) else None

@@ -131,6 +131,20 @@ class LatencyResult:
         except (KeyError, TypeError, ValueError) as exc:
             raise DetnasError(f"{source}: not a detnas latency result (missing or bad field {exc})") from None
 
+    def check_same_work(self, other: LatencyResult, name: str, other_name: str) -> None:
+        """Refuse to set two results side by side when they timed different work: another scope (the backbone vs
+        the whole detector) or input shape (size or batch) changes what is timed, not how fast it runs, so a
+        faster / slower verdict between them would mislead. Backend, precision and environment may differ (that is
+        what a comparison is for); the caller notes them."""
+        differing = []
+        if self.scope != other.scope:
+            differing.append(f"scope {self.scope} vs {other.scope}")
+        if self.input_shape != other.input_shape:
+            differing.append(f"input {'x'.join(map(str, self.input_shape))} vs {'x'.join(map(str, other.input_shape))}")
+        if differing:
+            raise DetnasError(f"{name} vs {other_name}: {', '.join(differing)}; they time different work, so no "
+                              "faster/slower verdict is given; time both at the same --scope and --size (and --batch)")
+
     def save_json(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
 

@@ -252,8 +252,12 @@ def read_mapping_file(path: str | Path, what: str) -> Any:
 
     try:
         return yaml.safe_load(read_text_file(path, what))
-    except yaml.YAMLError as exc:
-        raise DetnasError(f"{path}: not valid YAML ({exc})".splitlines()[0]) from None
+    except yaml.YAMLError as exc:  # a MarkedYAMLError says where: its problem_mark (0-based) and what it was doing
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        context = f" ({exc.context})" if getattr(exc, "context", None) else ""
+        reason = f"{problem}{context}" if problem else str(exc).strip().splitlines()[0]
+        raise DetnasError(f"{path}: malformed {what} YAML{where}: {reason}; fix the file there") from None
 
 
 def file_sha256(path: str | Path) -> str:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 from detnas.errors import DetnasError
 from detnas.export.parity import BOX_TOL, MIN_DETECTIONS, SCORE_TOL
-from detnas.export.precision.quantize import DEFAULT_CALIB_METHOD
 from detnas.search_settings import SearchSettings
 
 if TYPE_CHECKING:
@@ -170,8 +169,8 @@ class PrecisionOptions:
 
     precision: str | None = None  # None: the precision the search timed (best_arch.json), else fp32
     calib_images: Path | None = None  # default: the training split the checkpoint's run records
-    calib_count: int = 64
-    calib_method: str = DEFAULT_CALIB_METHOD
+    calib_count: int | None = None  # INT8 only (default CALIB_COUNT); given for another precision: refused
+    calib_method: str | None = None  # INT8 only (default DEFAULT_CALIB_METHOD); given for another precision: refused
     gate_ann: Path | None = None
     gate_images: Path | None = None
     max_ap_drop: float = 0.01

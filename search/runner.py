@@ -29,6 +29,7 @@ from detnas.search.probe import ProbeResult, probe_range
 from detnas.search.report import SearchRun, write_report
 from detnas.search.targets import Target
 from detnas.search_settings import SearchSettings
+from detnas.space import get_space
 
 if TYPE_CHECKING:
     from detnas.bench.precision import OnnxConverters
@@ -177,9 +178,16 @@ class _Latencies:
 
 
 def _checked_supernet(request: SearchRequest, supernet: SupernetDetector) -> None:
-    if request.space and supernet.space.name != request.space:
+    """--space (a registered name or a .json/.yaml space file, parsed here so a malformed file gets its own error)
+    must be the space the checkpoint was trained on, compared by the parsed space's name, never by the path string
+    (a file of that name with other widths is refused as it registers)."""
+    if not request.space:
+        return
+    wanted = get_space(request.space)
+    if wanted.name != supernet.space.name:
+        named = f"'{wanted.name}'" + (f" of {request.space}" if wanted.name != request.space else "")
         raise DetnasError(f"{request.supernet}: checkpoint is a supernet of space '{supernet.space.name}', "
-                          f"not '{request.space}'; pass the detection supernet of that space")
+                          f"not {named}; pass the detection supernet of that space")
 
 
 def _latencies(request: SearchRequest, supernet: SupernetDetector, val: Any, bn: Any,

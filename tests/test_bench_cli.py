@@ -147,3 +147,57 @@ def test_cuda_provider_fallback_is_one_line(tmp_path: Path, capfd: pytest.Captur
                  "--no-cache"])
     err = capfd.readouterr().err
     assert code == 2 and "silently fell back" in _error_line(err)
+
+
+def test_an_int8_file_is_labelled_int8_and_never_relabelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The row of a reduced-precision file carries the file's own precision (its metadata and graph), not the
+    --precision default; a contradicting --precision is one line naming the option, the file and the fix."""
+    from detnas.bench.inputs import random_batches
+    from detnas.export.precision import quantize_int8
+
+    fp32 = module_to_onnx(nn.Conv2d(3, 4, 3).eval(), torch.rand(1, 3, 32, 32), tmp_path / "conv.onnx")
+    int8 = quantize_int8(fp32, tmp_path / "conv.int8.onnx", [b.numpy() for b in random_batches(1, (32, 32), count=2)])
+    row = tmp_path / "int8.json"
+    code, out, _ = _run(capsys, "latency", "--model", str(int8), "--scope", "network", *QUICK, "--no-cache",
+                        "--json", str(row))
+    assert code == 0 and json.loads(row.read_text())["precision"] == "int8"
+    code, _, err = _run(capsys, "latency", "--model", str(int8), "--scope", "network", "--precision", "fp32", *QUICK,
+                        "--no-cache")
+    line = _error_line(err)
+    assert code == 2 and "--precision fp32: conv.int8.onnx is already an int8 file" in line and \
+        "leave --precision out" in line
+    assert _run(capsys, "latency", "--model", str(int8), "--scope", "network", "--precision", "int8", *QUICK,
+                "--no-cache")[0] == 0
+
+
+def test_an_engine_is_labelled_by_its_sidecar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An engine's precision was fixed when it was built: the sidecar `detnas export --format trt` writes says which,
+    and a contradicting --precision is refused before TensorRT is even asked for."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    engine.with_suffix(".json").write_text(json.dumps({"precision": "int8", "tf32": False}))
+    code, _, err = _run(capsys, "latency", "--model", str(engine), "--backend", "trt", "--device", "cuda",
+                        "--scope", "network+nms", "--precision", "fp32", "--no-cache")
+    line = _error_line(err)
+    assert code == 2 and "--precision fp32: m.engine is an int8 engine (its sidecar m.json records it)" in line
+
+
+def test_compare_refuses_results_of_different_scope_or_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A backbone row against a whole-detector row, or 224 px against 320 px, times different work: no FASTER /
+    SLOWER verdict is printed, one line names both files, what differs and the fix. Precision alone may differ."""
+    a = tmp_path / "a.json"
+    assert _run(capsys, "latency", "--arch", TINY_ARCH, *QUICK, "--no-cache", "--json", str(a))[0] == 0
+    result = json.loads(a.read_text())
+    cases = {"scope": (dict(result, scope="network+nms"), "scope backbone vs network+nms"),
+             "size": (dict(result, input_shape=[1, 3, 64, 64]), "input 1x3x32x32 vs 1x3x64x64")}
+    for name, (changed, expected) in cases.items():
+        other = tmp_path / f"{name}.json"
+        other.write_text(json.dumps(changed))
+        code, out, err = _run(capsys, "compare", str(a), str(other))
+        line = _error_line(err)
+        assert code == 2 and expected in line and "--scope and --size" in line and str(other) in line, line
+        assert "FASTER" not in out and "SLOWER" not in out and "indistinguishable" not in out
+    int8 = tmp_path / "int8.json"
+    int8.write_text(json.dumps(dict(result, precision="int8")))
+    code, out, err = _run(capsys, "compare", str(a), str(int8))
+    assert code == 0 and "precision differs: fp32 vs int8" in err

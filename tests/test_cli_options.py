@@ -161,3 +161,32 @@ def test_export_device_says_where_each_step_runs(tmp_path, capsys, argv, message
     out = tmp_path / "x.onnx"
     assert main(["export", "--random-init", "--arch", "COCO-FPN-300M", "--out", str(out), *argv]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--precision", "fp16", "--calib-count", "8"], "--calib-count: INT8 calibration options, but the file is fp16"),
+    (["--precision", "fp16", "--calib-method", "average"], "--calib-method: INT8 calibration options"),  # the default
+    (["--calib-images", ".", "--calib-count", "64"], "--calib-images, --calib-count: INT8 calibration options, but "
+                                                     "the file is fp32"),
+])
+def test_export_refuses_int8_options_for_another_precision(tmp_path, capsys, argv, named):
+    """Calibration options given for a file nothing calibrates are refused in one line (typer cannot tell a default
+    from a given value, so they default to None and their defaults are resolved with the precision)."""
+    out = tmp_path / "x.onnx"
+    assert main(["export", "--random-init", "--arch", "COCO-FPN-300M", "--size", "64", "--out", str(out), *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "drop them, or pass --precision int8" in lines[0], lines
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.5", "2"])
+def test_export_refuses_a_max_ap_drop_outside_0_to_1_up_front(tmp_path, capsys, value):
+    """nan compares false with every bound: it was accepted and the export ran (and its gate failed later)."""
+    out = tmp_path / "x.onnx"
+    assert main(["export", "--random-init", "--arch", "COCO-FPN-300M", "--size", "64", "--out", str(out),
+                 "--max-ap-drop", value]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and f"--max-ap-drop {float(value)}: the largest allowed AP drop is a number from 0 to 1" \
+        in lines[0], lines
+    assert "ONNX" not in captured.out and not out.exists() and not list(tmp_path.iterdir())

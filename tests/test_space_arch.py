@@ -74,3 +74,22 @@ def test_bad_space(spec, fragment):
     with pytest.raises(DetnasError) as info:
         SearchSpace.from_dict(spec, source="space.json")
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("text, where, problem", [
+    ("name: tiny\nstage_widths: [16, 32\nchoices: [0, 3]\n", "at line 3 column 8",
+     "expected ',' or ']', but got ':' (while parsing a flow sequence)"),
+    ("name: tiny\n stem_width: 8\n", "at line 2 column 12", "mapping values are not allowed here"),
+    ("name: tiny\n\tstem_width: 8\n", "at line 2 column 1",
+     "found character '\\t' that cannot start any token (while scanning for the next token)"),
+])
+def test_malformed_yaml_space_says_where_in_one_line(tmp_path, capsys, text, where, problem):
+    """A YAML error names the file, the line and column yaml's problem_mark points at and the problem, on one line
+    (before, the message stopped at yaml's first line, e.g. 'while parsing a flow sequence', with no position)."""
+    from detnas.cli.main import main
+
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    assert main(["arch", "sample", "--space", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{path}: malformed space file YAML {where}: {problem}; fix the file there" in lines[0], lines

@@ -178,3 +178,12 @@ def test_n_rescales_a_recipes_milestones_and_says_so(tmp_path, capsys) -> None:
                  str(tmp_path / "none.json"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "rescaled to 14, 18" in err and "no --init: the backbone starts from scratch" in err, err
+
+
+def test_malformed_yaml_config_says_where(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("recipe: cpu-det\nlr: [0.03\n")
+    with pytest.raises(DetnasError) as info:
+        resolve_config(None, path)
+    assert f"{path}: malformed config file YAML at line 3 column 1: expected ',' or ']', but got '<stream end>' " \
+        "(while parsing a flow sequence)" in str(info.value) and "\n" not in str(info.value)

@@ -130,7 +130,9 @@ def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: P
     if weights is None and calib_data is None and precision == "int8":
         raise DetnasError("--convert int8 needs calibration images: pass --calib-images DIR or --weights CKPT of a run")
     # `detnas export`'s precision options, defaults included (the INT8 range method): one conversion, one result
-    request = PrecisionOptions(precision, calib_images=calib_data, calib_count=calib_images).request(weights or fp32_onnx)
+    calibrated = precision == "int8"  # the calibration options belong to INT8 alone
+    request = PrecisionOptions(precision, calib_images=calib_data if calibrated else None,
+                               calib_count=calib_images if calibrated else None).request(weights or fp32_onnx)
     if request.calibration is not None and evaluated is not None:
         ann, images = evaluated
         if overlap := shared_images(list(request.calibration.files), evaluated_files(Gate(ann, images, 0.0))):

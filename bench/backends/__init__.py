@@ -139,9 +139,16 @@ class LatencyBackend:
 
     def prepare_onnx(self, path: Path, inputs: Sequence[torch.Tensor], *, precision: str, device: str, threads: int,
                      options: BackendOptions, calibration: Sequence[torch.Tensor] | None = None) -> Prepared:
-        runs_files = [n for n in LATENCY_BACKENDS if type(latency_backend(n)).prepare_onnx is not LatencyBackend.prepare_onnx]
-        raise DetnasError(f"{path}: the {self.name} backend times torch modules; use --backend "
-                          f"{' or '.join(runs_files)} for ONNX files")
+        self.check_runs_files(path)
+        raise NotImplementedError  # check_runs_files refuses every backend that does not override prepare_onnx
+
+    def check_runs_files(self, path: Path) -> None:
+        """A backend that times torch modules only refuses an ONNX file, naming those that run files."""
+        if type(self).prepare_onnx is LatencyBackend.prepare_onnx:
+            runs_files = [n for n in LATENCY_BACKENDS
+                          if type(latency_backend(n)).prepare_onnx is not LatencyBackend.prepare_onnx]
+            raise DetnasError(f"{path}: the {self.name} backend times torch modules; use --backend "
+                              f"{' or '.join(runs_files)} for ONNX files")
 
 
 LATENCY_BACKENDS: Registry[type[LatencyBackend]] = Registry("backend", "--backend")

@@ -265,6 +265,24 @@ def _graph_precision(model: Any) -> str:
     return "fp32"
 
 
+def timed_precision(path: str | Path, asked: str | None) -> str:
+    """The precision an ONNX file is timed at, and its result labelled with: the one the file carries (its
+    `detnas.precision` metadata, checked against the graph) when `asked` is None, or `asked` when the file is FP32
+    and is converted to it. A reduced-precision file asked for as another precision is refused: an INT8 file timed
+    under an FP32 label makes every comparison against it wrong."""
+    return _checked_precision(path, onnx_precision(path), asked)
+
+
+def _checked_precision(path: str | Path, carried: str, asked: str | None) -> str:
+    if asked is None or asked == carried:
+        return carried
+    if carried != "fp32":
+        raise DetnasError(f"--precision {asked}: {Path(path).name} is already an {carried} file ({PRECISION_KEY} "
+                          f"metadata and graph); leave --precision out (or pass --precision {carried}) to time it as "
+                          f"it is, or time the FP32 export to have it converted to {asked}")
+    return asked
+
+
 def precision_file(path: Path, work: Path, precision: str, calibration: Sequence[Any] | None,
                    converters: OnnxConverters | None, runtime: str) -> tuple[Path, float | None]:
     """The file `runtime` times at `precision`: `path` itself when it carries that precision (e.g. the file
@@ -274,14 +292,9 @@ def precision_file(path: Path, work: Path, precision: str, calibration: Sequence
     and box decoding would run in FP16."""
     import time
 
-    if precision == "fp32":  # the file as it is (FP32 timing never converts; TensorRT checks what it carries)
+    carried = onnx_precision(path)
+    if _checked_precision(path, carried, precision) == carried:  # the file as it is
         return path, None
-    already = onnx_precision(path)
-    if already == precision:
-        return path, None
-    if already != "fp32":
-        raise DetnasError(f"--precision {precision}: {path.name} is already an {already} file; time it with "
-                          f"--precision {already}")
     require_calibration(precision, calibration)  # only a conversion needs ranges; a file already INT8 does not
     if converters is None:
         raise DetnasError(f"--precision {precision} on {runtime} times {path.name} converted as detnas export "

@@ -95,7 +95,9 @@ def latency_cmd(
     arch: Annotated[str | None, option("arch")] = None,
     model: Annotated[Path | None, option("model", "An .onnx file times on ort or trt, an engine on trt.")] = None,
     backend: Backend = "ort",
-    precision: Annotated[PrecisionName, option("precision", "int8 calibrates on --calib-images.")] = "fp32",
+    precision: Annotated[PrecisionName | None, option("precision", "Default: fp32 for --arch, the precision a "
+                                                      "--model file carries (an FP32 .onnx file is converted to the "
+                                                      "asked one; int8 calibrates on --calib-images).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
     size: Annotated[SizeHW, option("size", "Default: 224 for --arch, the exported size for a detnas ONNX file.")]
     = None,
@@ -162,7 +164,7 @@ def latency_cmd(
         if arch is not None:
             from detnas.arch import resolve_arch
 
-            result = measure_arch(resolve_arch(arch), size=hw, batch=batch, backend=backend, precision=precision,
+            result = measure_arch(resolve_arch(arch), size=hw, batch=batch, backend=backend, precision=precision or "fp32",
                                   scope=parsed_scope, protocol=protocol, options=options, images=batches,
                                   calibration=calibration, label=arch if len(arch) < 40 else None, cache=cache,
                                   detector=detector)
@@ -200,10 +202,11 @@ def compare_cmd(
     from detnas.bench.stats import compare_latencies
 
     a, b = LatencyResult.load_json(baseline), LatencyResult.load_json(other)
+    a.check_same_work(b, str(baseline), str(other))
     statistics = {name: (getattr(a.stats, name), getattr(b.stats, name))
                   for name in ("median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms")}
     differences = [f"{field} differs: {getattr(a, field)} vs {getattr(b, field)}"
-                   for field in ("scope", "backend", "precision", "input_shape") if getattr(a, field) != getattr(b, field)]
+                   for field in ("backend", "precision") if getattr(a, field) != getattr(b, field)]
     if a.transfers != b.transfers:  # not like for like: say so first
         differences.insert(0, f"host<->device copies differ: {a.transfers} vs {b.transfers} (a ratio of these times "
                            "includes the copies of one side only; time both with --io-binding, or both without)")

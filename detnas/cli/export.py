@@ -11,7 +11,7 @@ from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option, writ
 from detnas.console import plain_console, quiet_onnxruntime
 from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 from detnas.export.api import PARITY_IMAGES
-from detnas.export.precision.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, PERCENTILE
+from detnas.export.precision.quantize import CALIB_COUNT, CALIB_METHODS, DEFAULT_CALIB_METHOD, PERCENTILE
 
 console = plain_console()
 
@@ -73,11 +73,12 @@ def export_cmd(
                                                "else fp32).")] = None,
     calib_images: Annotated[Path | None, option("images", "INT8 calibration (default: the training split the "
                                                 "checkpoint's run records).", prefix="calib")] = None,
-    calib_count: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
-    calib_method: Annotated[Literal[CALIB_METHODS], typer.Option(
+    calib_count: Annotated[int | None, typer.Option(help=f"INT8: calibration images used (the first N, sorted; "
+                                                    f"default {CALIB_COUNT}).")] = None,
+    calib_method: Annotated[Literal[CALIB_METHODS] | None, typer.Option(
         help="INT8 ranges: average (the mean of the calibration batches' own min-max ranges), percentile (cuts "
         f"{(100 - PERCENTILE) / 2:g} % of the values at each end), entropy (the range of least KL divergence, as "
-        "TensorRT's calibrator) or minmax (every value).")] = DEFAULT_CALIB_METHOD,
+        f"TensorRT's calibrator) or minmax (every value); default {DEFAULT_CALIB_METHOD}.")] = None,
     gate_ann: Annotated[Path | None, option("ann", "Gates the fp16/int8 file's AP (and the engine's) against FP32.",
                                             prefix="gate")] = None,
     gate_images: Annotated[Path | None, option("images", "The images of --gate-ann.", prefix="gate")] = None,

@@ -42,6 +42,8 @@ CALIB_METHODS = ("minmax", "average", "entropy", "percentile")
 #: demo winner's last-stage ReLU outputs to a quarter of their range. Ranges depend on the batch: a file exported
 #: with --batch N is calibrated on batches of N, each batch's range being the widest of its N images.
 DEFAULT_CALIB_METHOD = "average"
+#: calibration images used by default (the first N, sorted)
+CALIB_COUNT = 64
 #: percentile's cut (ORT's default, 99.999, lost most of the 128 px detector's AP)
 PERCENTILE = 99.9
 #: `quantize_static` builds ORT's entropy calibrator with 128 histogram bins, as many as the 128 quantized bins of

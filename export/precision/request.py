@@ -13,7 +13,7 @@ from detnas.bench.result import PRECISIONS
 from detnas.errors import DetnasError
 from detnas.export.metadata import PrecisionInfo
 from detnas.export.precision.gate import Gate
-from detnas.export.precision.quantize import CALIB_METHODS, percentile_cut
+from detnas.export.precision.quantize import CALIB_COUNT, CALIB_METHODS, DEFAULT_CALIB_METHOD, percentile_cut
 from detnas.images import image_files, shared_images
 
 
@@ -80,20 +80,30 @@ def _split_files(images_dir: Path, ann: Path | None) -> list[Path]:
     return sorted(images_dir / im["file_name"] for im in read_coco_json(ann)["images"])
 
 
-def precision_request(precision: str, *, weights: Path, calib_data: Path | None, calib_images: int,
-                      calib_method: str, gate_data: Path | None, gate_images: Path | None, max_ap_drop: float,
+def precision_request(precision: str, *, weights: Path, calib_data: Path | None, calib_images: int | None,
+                      calib_method: str | None, gate_data: Path | None, gate_images: Path | None, max_ap_drop: float,
                       dynamic_batch: bool) -> PrecisionRequest:
     """Validate the precision options and read the calibration images (bad input is a one-line error, before
     anything is exported). INT8 calibrates on --calib-images, else on the training split recorded by the run that
-    wrote `weights`; never on the gate's (evaluation) images."""
+    wrote `weights`; never on the gate's (evaluation) images. The calibration options are None unless given
+    (defaults: CALIB_COUNT images, DEFAULT_CALIB_METHOD): given for an FP32 or FP16 file, which nothing calibrates,
+    they are refused rather than silently ignored."""
     from detnas.images import read_image
 
     if precision not in PRECISIONS:
         raise DetnasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    given = [f"--{name}" for name, value in (("calib-images", calib_data), ("calib-count", calib_images),
+                                             ("calib-method", calib_method)) if value is not None]
+    if given and precision != "int8":
+        raise DetnasError(f"{', '.join(given)}: INT8 calibration options, but the file is {precision}, which nothing "
+                          "calibrates; drop them, or pass --precision int8")
+    calib_images = CALIB_COUNT if calib_images is None else calib_images
+    calib_method = calib_method or DEFAULT_CALIB_METHOD
     if calib_method not in CALIB_METHODS:
         raise DetnasError(f"--calib-method {calib_method}: choose one of {', '.join(CALIB_METHODS)}")
-    if max_ap_drop < 0:
-        raise DetnasError(f"--max-ap-drop {max_ap_drop}: the largest allowed AP drop must be >= 0 (0.01 = 1 AP point)")
+    if not 0 <= max_ap_drop <= 1:  # also refuses nan (every comparison with it is false) and inf
+        raise DetnasError(f"--max-ap-drop {max_ap_drop}: the largest allowed AP drop is a number from 0 to 1 "
+                          "(AP is a fraction; 0.01 = 1 AP point)")
     if calib_images < 1:
         raise DetnasError(f"--calib-count {calib_images}: calibrate on at least 1 image (a few hundred is typical)")
     gate = Gate(gate_data, gate_images, max_ap_drop) if gate_data and gate_images else None
