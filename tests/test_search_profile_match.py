@@ -53,8 +53,8 @@ def test_a_thread_cpu_search_takes_a_thread_cpu_profile_and_times_on_that_clock(
     times (and caches) on it, so a wall-clock figure is never served to a thread-cpu search or the reverse."""
     import sqlite3
 
-    from detnas.search.latency import OracleLatency
     from detnas.arch import sample_arch
+    from detnas.search.latency import OracleLatency
 
     cpu = Timing(size=(64, 96), precision="fp32", scope="backbone", clock="thread-cpu", runs=3, warmup=1)
     assert profile_differences(_profile(scope="backbone", protocol={"clock": "thread-cpu"}), cpu) == []
