@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MainJobPlan:
-    """Sizes of each step; `full` fits the README's 15-minute CPU budget, `smoke` is the CI-sized run."""
+    """Sizes of each step; `full` fits the project's 15-minute CPU budget (docs/demo.md), `smoke` is the CI-sized run."""
 
     space: str = "detnas-300m"
     train_images: int = 48
