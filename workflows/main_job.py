@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MainJobPlan:
-    """Sizes of each step; `full` fits the README's 15-minute CPU budget, `smoke` is the CI-sized run."""
+    """Sizes of each step; `full` fits the project's 15-minute CPU budget (docs/demo.md), `smoke` is the CI-sized run."""
 
     space: str = "detnas-300m"
     train_images: int = 48
@@ -47,9 +47,8 @@ class MainJobPlan:
     cls_per_class: int = 40
     cls_iterations: int = 40
     cls_lr: float = 0.02  # the cpu-cls recipe's 0.1 diverges on the 4-class shapes set at batch 32
-    # Most of the budget goes here: the winner ships the supernet's inherited weights. Measured (random paths, demo
-    # validation split, AP50): 120 it 0.27-0.41, 300 it 0.47-0.61, 360 it 0.61-0.70 at lr 0.007; lr >= 0.015
-    # stays below 0.45 and 0.03 diverges.
+    # Most of the budget goes here: the winner ships the supernet's inherited weights; fewer iterations or a higher
+    # lr left random paths' AP50 lower (docs/measurements.md, "The demo's plan").
     det_iterations: int = 360
     det_lr: float = 0.007
     det_batch: int = 2
@@ -68,8 +67,8 @@ class MainJobPlan:
 
     @classmethod
     def named(cls, name: str) -> MainJobPlan:
-        # smoke: at 120 detection iterations on 12 training images, candidates' search-validation AP50 spread over
-        # 0.04-0.38 and a shipped winner scored AP50 0.0 in CI; 200 on 24 gave 0.17-0.44 (8 search images)
+        # smoke: 200 detection iterations, as fewer shipped a winner of AP50 0.0 in CI (docs/measurements.md,
+        # "The demo's plan")
         plans = {"full": cls(), "smoke": cls(train_images=32, val_images=12, search_val_images=8, cls_per_class=8,
                                              cls_iterations=6, det_iterations=200, population=4, generations=2,
                                              bn_images=8, parity_images=16, latency_runs=8, bench_runs=10)}

@@ -89,8 +89,8 @@ def recipes_cmd() -> None:
     console = Console()
     console.print(fitted_table(columns, rows, console.width, title="training recipes", caption="paper-*: as the "
                                "official DetNAS code (FP32, its FLOPs bins, optimiser groups, detector and classifier "
-                               "details); cpu-*: small, torchvision defaults, AMP on CUDA. README: 'Deviations from "
-                               "the official code'."))
+                               "details); cpu-*: small, torchvision defaults, AMP on CUDA. Deviations from the official code: "
+                               "docs/deviations.md."))
 
 
 @app.command("supernet-cls")

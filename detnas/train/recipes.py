@@ -17,7 +17,7 @@ from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 TASKS = ("cls", "det")
 SCHEDULES = ("linear", "step")
 SAMPLERS = ("uniform", "flops-bins", "detnas-bins", "sandwich")
-STYLES = ("torchvision", "detnas")  # detnas: as the official code (README, "Deviations from the official code")
+STYLES = ("torchvision", "detnas")  # detnas: as the official code (docs/deviations.md)
 PARAM_GROUPS = ("conv-fc", "detectron")
 DATA_FORMATS = ("auto", "imagefolder", "coco", "voc")
 
@@ -92,8 +92,8 @@ _FIELDS = {f.name: f for f in fields(TrainConfig)}
 RECIPE_KEYS: tuple[str, ...] = tuple(_FIELDS)[: list(_FIELDS).index("recipe")]
 
 # The paper's recipes (spec section 5) behave as the official code (megvii-model/DetNAS, ShuffleNet-Series/DetNAS,
-# SinglePathOneShot) does: FP32, its FLOPs bins, optimiser groups, detector and classifier details; the README's
-# "Deviations from the official code" lists what stays different on purpose. Detection warm-up follows the 1x
+# SinglePathOneShot) does: FP32, its FLOPs bins, optimiser groups, detector and classifier details; docs/deviations.md
+# lists what stays different on purpose. Detection warm-up follows the 1x
 # schedule (500 iterations from a third of the learning rate). The cpu-* recipes are small, keep torchvision's
 # detectors and classifiers, uniform paths, AMP on CUDA, the ImageNet optimiser grouping and trained supernet BN.
 _PAPER_CLS = dict(task="cls", iterations=300_000, batch_size=1024, lr=0.5, weight_decay=4e-5, schedule="linear",

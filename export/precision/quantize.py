@@ -25,26 +25,15 @@ from detnas.export.metadata import ModelMeta
 from detnas.export.precision.network import module_scopes, network_nodes
 
 CALIB_METHODS = ("minmax", "average", "entropy", "percentile")
-#: COCO AP FP32 -> INT8 with ranges from 16 training images, never the evaluated ones (paired bootstrap 95 % interval
-#: of the drop over images):
-#:
-#: | detector (AP set)                                            | FP32   | average | pct 99.9 | pct 99.999 | entropy | minmax |
-#: | COCO-FPN-300M, 160 px, boxes >= 5 % (160 images, 388 anns)   | 0.1036 | 0.0999  | 0.0445   | -          | 0.0490  | 0.0256 |
-#: | COCO-FPN-300M, 128 px, boxes >= 1 % (185 images, 801 anns)   | 0.0136 | 0.0167  | 0.0116   | 0.0027     | 0.0131  | 0.0007 |
-#: | the demo's winner (400 fresh images, 893 anns)               | 0.3175 | 0.3369  | 0.3408   | 0.3199     | 0.1295  | -      |
-#:
-#: Drops: average +0.004 (-0.010 .. +0.019), -0.003, -0.020 (-0.034 .. -0.005); percentile 99.9 +0.059 (+0.037 ..
-#: +0.087), +0.002, -0.023. The pooled histogram is what fails: on the 160 px detector 12 % of images (2 of its 16
-#: calibration images, 6 of 48 evaluated ones) drive the last stage's activations 50-80x past the median image's,
-#: so every range read off a histogram that pools them (min-max, any percentile, KL) is set by those few images
-#: and leaves the rest of the images a few INT8 steps; the same export with 16 unseen images that lack such an
-#: image dropped 0.004. The mean of per-batch ranges lets each image count once. Entropy's KL search also cut the
-#: demo winner's last-stage ReLU outputs to a quarter of their range. Ranges depend on the batch: a file exported
-#: with --batch N is calibrated on batches of N, each batch's range being the widest of its N images.
+#: the mean of per-batch ranges lets each image count once: a few images that drive the last stage 50-80x past the
+#: others set every range read off a pooled histogram (min-max, any percentile, KL) and cost 5-8 of a COCO
+#: detector's 10 AP points, where this lost 0.4 (table and intervals: docs/measurements.md, "INT8 calibration").
+#: Ranges depend on the batch: a file exported with --batch N is calibrated on batches of N, each batch's range
+#: being the widest of its N images.
 DEFAULT_CALIB_METHOD = "average"
 #: calibration images used by default (the first N, sorted)
 CALIB_COUNT = 64
-#: percentile's cut (ORT's default, 99.999, lost most of the 128 px detector's AP)
+#: percentile's cut (ORT's default, 99.999, lost most of the 128 px detector's AP: docs/measurements.md)
 PERCENTILE = 99.9
 #: `quantize_static` builds ORT's entropy calibrator with 128 histogram bins, as many as the 128 quantized bins of
 #: its KL search, so the search has one candidate, the whole range, and "entropy" gave min-max's ranges. The
