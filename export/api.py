@@ -20,11 +20,13 @@ from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 from detnas.errors import DetnasError
 from detnas.export.parity import BOX_TOL, MIN_DETECTIONS, SCORE_TOL
 from detnas.search_settings import SearchSettings
+from detnas.sizes import DEFAULT_MAX_SIZE
 
 if TYPE_CHECKING:
     import torch
 
     from detnas.arch import Arch
+    from detnas.checkpoint import CheckpointMeta
     from detnas.export.onnx_export import ExportReport
     from detnas.export.precision import PrecisionReport, PrecisionRequest
     from detnas.export.scored import ScoredCheck, ScoredOptions
@@ -68,11 +70,11 @@ class SourceOptions:
     def search_settings(self) -> SearchSettings | None:
         """The settings of the search that scored `arch` when it is a best_arch.json and a supernet path is
         exported from it (not a child checkpoint, whose BN statistics and sizes are its own)."""
-        from detnas.checkpoint import load_meta
+        from detnas.checkpoint import read_checkpoint_meta
         from detnas.search_settings import read_search_settings
 
         settings = None if self.random_init or self.arch is None else read_search_settings(self.arch)
-        if settings is None or (self.weights is not None and load_meta(self.weights).get("kind") != "supernet-det"):
+        if settings is None or (self.weights is not None and read_checkpoint_meta(self.weights).kind != "supernet-det"):
             return None
         return settings
 
@@ -90,10 +92,10 @@ class SourceOptions:
         if self.detector is not None or self.num_classes is not None:
             raise DetnasError("--detector / --num-classes go with --random-init; a checkpoint names its own")
 
-    def load(self) -> tuple[ExportSource, dict]:
-        """(the detector to export, its checkpoint sidecar or {} for --random-init)."""
+    def load(self) -> tuple[ExportSource, CheckpointMeta | None]:
+        """(the detector to export, its checkpoint sidecar or None for --random-init)."""
         from detnas.arch import resolve_arch
-        from detnas.checkpoint import load_meta
+        from detnas.checkpoint import read_checkpoint_meta
         from detnas.detection import DETECTOR_KINDS
         from detnas.export.source import load_export_source, random_init_source
 
@@ -102,17 +104,17 @@ class SourceOptions:
             if kind not in DETECTOR_KINDS:
                 raise DetnasError(f"--detector {kind}: choose one of {', '.join(DETECTOR_KINDS)}")
             classes = 80 if self.num_classes is None else self.num_classes
-            return random_init_source(resolve_arch(self.arch), kind, classes, self.proposals), {}
+            return random_init_source(resolve_arch(self.arch), kind, classes, self.proposals), None
         assert self.weights is not None  # validate() refused the rest
-        meta = load_meta(self.weights)
-        if meta.get("kind") == "supernet-det" and self.arch is not None:
+        meta = read_checkpoint_meta(self.weights)
+        if meta.kind == "supernet-det" and self.arch is not None:
             return self._recalibrated_path(resolve_arch(self.arch), meta), meta
         if self.bn is not None and (self.bn.ann is not None or self.bn.images is not None):  # a lone count: unused
-            raise DetnasError(f"--bn-ann / --bn-images: {self.weights} is a {meta.get('kind')} checkpoint whose BN "
+            raise DetnasError(f"--bn-ann / --bn-images: {self.weights} is a {meta.kind} checkpoint whose BN "
                               "statistics are its own; they re-estimate a supernet path's only, drop them")
         return load_export_source(self.weights, resolve_arch(self.arch) if self.arch else None, self.proposals), meta
 
-    def _recalibrated_path(self, arch: Any, meta: dict) -> ExportSource:
+    def _recalibrated_path(self, arch: Any, meta: CheckpointMeta) -> ExportSource:
         """A supernet path as the search scored it: materialised, BN statistics re-estimated on the training images."""
         from detnas.detection.recalibrate import recalibrated_path
         from detnas.export.source import detector_source
@@ -283,7 +285,7 @@ def run_export(request: ExportRequest) -> ExportOutcome:
     source, meta = request.source.load()
     if graph.size is not None:
         check_size(graph.size)
-    height, width = graph.size or default_size(meta, source.arch)
+    height, width = graph.size or default_size(meta.sizes()[1] if meta else DEFAULT_MAX_SIZE, source.arch)
     parity_files = parity.files()
     parity_inputs = [read_image(f) for f in parity_files]
     if request.source.random_init and parity.check and not parity_inputs:
@@ -444,13 +446,13 @@ def seeded_images(count: int, height: int, width: int) -> list[torch.Tensor]:
     return [torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator) for _ in range(count)]
 
 
-def default_size(meta: dict, arch: Arch | None = None) -> tuple[int, int]:
-    """A square input that holds the checkpoint's long side, rounded up to the FPN's stride of 32; an elastic path
-    runs at its input-size gene's share of it (`detnas.sizes.path_hw`), the size its detector resizes to and the
-    search timed and scored it at."""
-    from detnas.sizes import checkpoint_sizes, path_hw
+def default_size(long_side: int, arch: Arch | None = None) -> tuple[int, int]:
+    """A square input that holds the checkpoint's long side (`CheckpointMeta.sizes`), rounded up to the FPN's stride
+    of 32; an elastic path runs at its input-size gene's share of it (`detnas.sizes.path_hw`), the size its detector
+    resizes to and the search timed and scored it at."""
+    from detnas.sizes import path_hw
 
-    side = 32 * math.ceil(checkpoint_sizes(meta)[1] / 32)
+    side = 32 * math.ceil(long_side / 32)
     if arch is not None and arch.detector is not None:
         return path_hw(arch.detector.input_size, (side, side))
     return side, side

@@ -13,11 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from detnas.arch import Arch
+from detnas.bench.onnx_metadata import FORMAT, PREFIX, OnnxMetadata
 from detnas.errors import DetnasError
 from detnas.pixels import PixelConvention
-
-PREFIX = "detnas."
-FORMAT = "detnas-detector/1"
 
 
 @dataclass(frozen=True)
@@ -91,10 +89,13 @@ class ModelMeta:
     @classmethod
     def from_props(cls, props: dict[str, str], source: str) -> ModelMeta:
         """Inverse of `to_props`; a file exported by something else is a one-line DetnasError."""
-        try:
-            values = {k[len(PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
-        except json.JSONDecodeError as exc:
-            raise DetnasError(f"{source}: corrupted detnas metadata ({exc.msg}); re-export the model") from None
+        return cls.from_metadata(OnnxMetadata.from_props(props, source))
+
+    @classmethod
+    def from_metadata(cls, metadata: OnnxMetadata) -> ModelMeta:
+        """The typed record of metadata read by the bench's reader (`detnas.bench.onnx_metadata`)."""
+        source = metadata.source
+        values = metadata.values()
         if values.get("format") != FORMAT:
             raise DetnasError(f"{source}: no detnas metadata ({PREFIX}format != {FORMAT}); export the model with "
                               "`detnas export`, which records classes, input size and pixel convention")

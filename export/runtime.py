@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detnas.bench.onnx_metadata import OnnxMetadata
 from detnas.detection.deployable import OUTPUT_NAMES
 from detnas.errors import DetnasError
 from detnas.export.metadata import ModelMeta
@@ -35,14 +36,7 @@ class Runner:
 
 
 def read_onnx_meta(path: str | Path) -> ModelMeta:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # OSError, or protobuf's DecodeError for a file that is not ONNX
-        raise DetnasError(f"{path}: cannot read ONNX file ({type(exc).__name__}); pass a model from `detnas export`") \
-            from None
-    return ModelMeta.from_props({p.key: p.value for p in model.metadata_props}, str(path))
+    return ModelMeta.from_metadata(OnnxMetadata.read(path))
 
 
 def engine_sidecar(engine: str | Path) -> Path:

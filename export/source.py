@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from detnas.arch import Arch
+from detnas.checkpoint import CheckpointMeta
 from detnas.errors import DetnasError
 from detnas.export.metadata import ClassInfo, class_table
 from detnas.pixels import DEFAULT_PIXELS, PixelConvention
@@ -40,12 +41,11 @@ def load_export_source(weights: str | Path, arch: Arch | None = None, proposals:
     return detector_source(detector, meta)
 
 
-def detector_source(detector: nn.Module, meta: dict) -> ExportSource:
+def detector_source(detector: nn.Module, meta: CheckpointMeta) -> ExportSource:
     """A detector on a standalone ChildNet (e.g. a supernet path with its BN statistics re-estimated) and the
     checkpoint sidecar it came from."""
-    mapping = {int(k): int(v) for k, v in (meta.get("label_to_cat_id") or {}).items()} or None
-    return ExportSource(detector.eval(), detector.backbone.body.arch, meta["detector"],
-                        class_table(list(meta["classes"]), mapping), PixelConvention.from_dict(meta["pixels"]))
+    return ExportSource(detector.eval(), detector.backbone.body.arch, str(meta.detector),
+                        class_table(list(meta.classes), meta.label_to_cat_id or None), meta.pixels)
 
 
 def random_init_source(arch: Arch, kind: str, num_classes: int, proposals: int | None = None,

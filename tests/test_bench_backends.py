@@ -51,7 +51,7 @@ def test_requesting_cuda_provider_without_a_gpu_fails_loudly(tiny_onnx: Path) ->
 def test_onnx_file_that_does_not_load(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a protobuf at all")
-    with pytest.raises(DetnasError, match="bad.onnx: cannot read ONNX file"):  # read for its precision first
+    with pytest.raises(DetnasError, match="bad.onnx: not a readable ONNX file"):  # read for its precision first
         measure_onnx(bad, random_batches(1, (32, 32)), protocol=QUICK)
     with pytest.raises(DetnasError, match="does not load in ONNX Runtime"):
         open_session(bad, "cpu", 1)

@@ -67,12 +67,11 @@ def test_an_elastic_path_exports_at_its_input_size_by_default():
     from detnas.arch import DetectorPath, released_archs
     from detnas.export.api import default_size
 
-    meta = {"recipe": {"min_size": 128, "max_size": 128}}
     space = register_space(SIZES)
     for gene, side in ((640, 96), (800, 128), (960, 160)):
         arch = extreme_arch(space, (0,) * space.num_blocks, False)
         arch = type(arch)(space, arch.choices, arch.widths, arch.depths, DetectorPath(16, 1, 32, 10, gene))
-        assert default_size(meta, arch) == (side, side)
+        assert default_size(128, arch) == (side, side)
         child = build_detector("fpn", ChildNet(arch), 5, 128, 128)
         assert child.transform.min_size == (side,) and child.transform.max_size >= side
-    assert default_size(meta, released_archs()["COCO-FPN-300M"]) == default_size(meta) == (128, 128)
+    assert default_size(128, released_archs()["COCO-FPN-300M"]) == default_size(128) == (128, 128)

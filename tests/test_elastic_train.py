@@ -83,4 +83,4 @@ def test_elastic_supernet_det_trains_and_its_checkpoint_loads_a_path(tmp_path):
     assert len(paths) == 4 and ";fpn=32,convs=2,fc=64,proposals=20" in paths[0] and "fpn=16" in paths[1]
     arch = sample_arch(SearchSpace.from_dict(spec), 5)
     detector, meta = load_detector(final, Arch.from_json(arch.to_json()))
-    assert meta["kind"] == "supernet-det" and detector.backbone.out_channels == arch.detector.fpn_width
+    assert meta.kind == "supernet-det" and detector.backbone.out_channels == arch.detector.fpn_width

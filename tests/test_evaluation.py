@@ -101,7 +101,7 @@ def test_load_detector_restores_the_same_outputs(tmp_path):
     detector.eval(), loaded.eval()
     with torch.no_grad():
         assert torch.equal(detector.backbone(x[0][None]).popitem()[1], loaded.backbone(x[0][None]).popitem()[1])
-    assert meta["classes"] == ["a", "b"]
+    assert meta.classes == ("a", "b") and meta.detector == "retinanet"
     with pytest.raises(DetnasError, match="checkpoint holds arch"):
         load_detector(path, arch=resolve_arch("COCO-RetinaNet-300M"))
 

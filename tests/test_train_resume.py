@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from detnas.cli import main
+from detnas.errors import DetnasError
 from detnas.train import train_child_cls, train_supernet_cls
 
 from helpers.train import tiny_cls_config, write_space
@@ -65,6 +66,17 @@ def test_child_cls_records_its_arch(tmp_path):
     meta = json.loads(final.with_suffix(".json").read_text())
     assert meta["kind"] == "child-cls" and meta["arch"]["choices"] == "3|2|1|0"
     assert not any(".candidates." in k for k in _weights(final))
+
+
+def test_resume_refuses_another_arch(tmp_path):
+    """The resumed checkpoint's sidecar (read as a CheckpointMeta) must describe the run: another arch is one line."""
+    spec = json.load(open(write_space(tmp_path)))
+    arch = [json.dumps({"space": "tiny-train", "choices": c, "space_spec": spec}) for c in ("3|2|1|0", "0|1|2|3")]
+    small = dict(iterations=4, checkpoint_every=2, batch_size=4)
+    train_child_cls(tiny_cls_config(tmp_path, arch=arch[0], stop_at=2, **small))
+    with pytest.raises(DetnasError, match=r"iter_0000002: checkpoint 'arch' is '3\|2\|1\|0' but this run has "
+                                          r"'0\|1\|2\|3'; resume with the same data, arch and stage"):
+        train_child_cls(tiny_cls_config(tmp_path, arch=arch[1], resume=True, **small))
 
 
 def _cli(tmp_path, *extra):

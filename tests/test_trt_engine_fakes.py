@@ -323,7 +323,7 @@ def test_precision_is_read_from_the_file(tmp_path: Path) -> None:
     with pytest.raises(DetnasError, match="not one of fp32, fp16, int8"):
         onnx_precision(_onnx_file(tmp_path / "odd.onnx", "fp32", stated="bf16"))
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
-    with pytest.raises(DetnasError, match="cannot read ONNX file"):
+    with pytest.raises(DetnasError, match="junk.onnx: not a readable ONNX file"):
         onnx_precision(tmp_path / "junk.onnx")
 
 

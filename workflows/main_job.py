@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detnas.arch import Arch
-from detnas.checkpoint import load_meta, save_checkpoint
+from detnas.checkpoint import read_checkpoint_meta, save_checkpoint
 from detnas.data.demo import ShapeLayout
 from detnas.errors import DetnasError
 from detnas.export.parity import MIN_DETECTIONS
@@ -134,10 +134,8 @@ def _winner_checkpoint(accuracy: DetectionAP, arch: Arch, supernet_ckpt: Path, o
     BN images, batches and mode), saved as a `child-det` checkpoint. Retraining (`detnas train child`) is the
     paper's final step and improves accuracy further; the demo ships the inherited weights."""
     detector = accuracy.calibrated(arch)
-    meta = load_meta(supernet_ckpt)
-    meta.update(kind="child-det", arch=arch.to_dict())
-    meta.pop("format_version", None)
-    return save_checkpoint(out, detector.state_dict(), meta)
+    meta = read_checkpoint_meta(supernet_ckpt).with_arch("child-det", arch)
+    return save_checkpoint(out, detector.state_dict(), meta.to_dict())
 
 
 def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, timing: Timing, cache: Path,

@@ -16,7 +16,6 @@ table against the real binding modules of each supported version. Device memory 
 from __future__ import annotations
 
 import functools
-import json
 import re
 import warnings
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from detnas.bench.backends import LATENCY_BACKENDS, BackendOptions, LatencyBackend, Prepared
+from detnas.bench.onnx_metadata import PRECISION_KEY, OnnxMetadata, load_onnx_header
 from detnas.bench.precision import OnnxConverters, PrecisionWarning, capability_has_fast_fp16, require_calibration
 from detnas.bench.result import PRECISIONS
 from detnas.errors import DetnasError
@@ -208,41 +208,17 @@ def make_builder(trt: ModuleType, logger: Any) -> Any:
     return builder
 
 
-PRECISION_KEY = "detnas.precision"
-
-
 def onnx_precision(onnx_path: str | Path) -> str:
     """The precision an ONNX file carries: its `detnas.precision` metadata when present, else read from the graph
     (any QuantizeLinear / DequantizeLinear -> int8, float16 inputs, initializers or constants -> fp16, else fp32). A file whose metadata and
     graph disagree is refused: the engine would not be what its label says."""
-    import onnx
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # OSError, or protobuf's DecodeError for a file that is not ONNX
-        raise DetnasError(f"{onnx_path}: cannot read ONNX file ({type(exc).__name__}); pass a model from "
-                          "`detnas export`") from None
+    model = load_onnx_header(onnx_path)
     graph = _graph_precision(model)
-    stated = _stated_precision(model, onnx_path)
+    stated = OnnxMetadata.of_model(model, onnx_path).stated_precision(PRECISIONS)
     if stated is not None and stated != graph:
         raise DetnasError(f"{onnx_path}: metadata {PRECISION_KEY} says {stated} but the graph is {graph}; "
                           "re-export the file")
     return graph
-
-
-def _stated_precision(model: Any, onnx_path: str | Path) -> str | None:
-    props = {p.key: p.value for p in model.metadata_props}
-    if PRECISION_KEY not in props:
-        return None
-    try:
-        value = json.loads(props[PRECISION_KEY])
-    except json.JSONDecodeError:
-        value = props[PRECISION_KEY]
-    value = value.get("precision") if isinstance(value, dict) else value
-    if value not in PRECISIONS:
-        raise DetnasError(f"{onnx_path}: metadata {PRECISION_KEY} is {props[PRECISION_KEY]!r}, not one of "
-                          f"{', '.join(PRECISIONS)}; re-export the file")
-    return value
 
 
 def _graph_precision(model: Any) -> str:
@@ -427,9 +403,7 @@ def parser_errors(parser: Any, onnx_path: str | Path) -> list[str]:
 
 
 def _node_names(onnx_path: str | Path) -> list[tuple[str, str]]:
-    import onnx
-
-    return [(n.name, n.op_type) for n in onnx.load(str(onnx_path), load_external_data=False).graph.node]
+    return [(n.name, n.op_type) for n in load_onnx_header(onnx_path).graph.node]
 
 
 def _torch_dtype(trt: ModuleType, trt_dtype: Any) -> Any:

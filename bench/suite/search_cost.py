@@ -40,7 +40,7 @@ SMALL_SPACE = {"name": "bench-search-small", "stem_width": 16, "stage_widths": [
 
 def random_supernet(path: Path, classes: list[str], min_size: int, max_size: int) -> Path:
     """A random-init detection supernet checkpoint of SMALL_SPACE (for the time split only)."""
-    from detnas.checkpoint import save_checkpoint
+    from detnas.checkpoint import CheckpointMeta, save_checkpoint
     from detnas.detection import build_detector
     from detnas.pixels import DEFAULT_PIXELS
     from detnas.space import SearchSpace, register_space
@@ -49,10 +49,9 @@ def random_supernet(path: Path, classes: list[str], min_size: int, max_size: int
     space = register_space(SearchSpace.from_dict(SMALL_SPACE))
     torch.manual_seed(0)
     detector = build_detector("fpn", Supernet(space), len(classes) + 1, min_size, max_size, DEFAULT_PIXELS)
-    meta = {"kind": "supernet-det", "space": space.to_dict(), "arch": None, "pixels": DEFAULT_PIXELS.to_dict(),
-            "classes": classes, "num_classes": len(classes), "detector": "fpn",
-            "recipe": {"min_size": min_size, "max_size": max_size}}
-    save_checkpoint(path, detector.state_dict(), meta)
+    meta = CheckpointMeta("supernet-det", space, tuple(classes), DEFAULT_PIXELS, detector="fpn",
+                          recipe={"min_size": min_size, "max_size": max_size}, extra={"num_classes": len(classes)})
+    save_checkpoint(path, detector.state_dict(), meta.to_dict())
     return path
 
 

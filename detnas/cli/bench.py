@@ -5,7 +5,6 @@ A thin layer over the Python API (detnas.bench.oracle, .profile, .cache); heavy 
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +28,6 @@ cache_app = typer.Typer(help="List or clear the persistent latency cache.", no_a
 app.add_typer(cache_app, name="cache")
 console = plain_console()
 err_console = plain_console(stderr=True)
-
-_DETECTOR_FORMAT = "detnas-detector/1"  # ONNX metadata of `detnas export`: a network with NMS inside
 
 Backend = Annotated[BackendName, option("backend")]
 Device = Annotated[str, option("device")]
@@ -57,19 +54,10 @@ def _quiet_onnxruntime(backend: str) -> None:
 
 def _onnx_detector_meta(path: Path) -> dict[str, Any] | None:
     """The `detnas export` metadata of an ONNX file (input spec), or None for other ONNX files."""
-    import onnx
+    from detnas.bench.onnx_metadata import OnnxMetadata
 
-    if not path.is_file():
-        raise DetnasError(f"{path}: ONNX file not found")
-    try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception as exc:  # onnx raises protobuf's DecodeError, OSError, ValueError...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DetnasError(f"{path}: not a readable ONNX file ({reason}); truncated or interrupted? export it again") \
-            from None
-    if props.get("detnas.format") != json.dumps(_DETECTOR_FORMAT):
-        return None
-    return json.loads(props.get("detnas.input", "{}"))
+    metadata = OnnxMetadata.read(path)
+    return metadata.value("input", {}) if metadata.is_detector else None
 
 
 def _result_table(r: Any) -> Table:

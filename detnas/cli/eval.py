@@ -76,8 +76,8 @@ def eval_cmd(
         source = f"random-init {detector}"
     else:
         network, meta = load_detector(weights, chosen, min_size, max_size, proposals)
-        if list(meta["classes"]) != dataset.classes:
-            raise DetnasError(f"{ann}: its classes differ from the checkpoint's ({len(meta['classes'])} "
+        if list(meta.classes) != dataset.classes:
+            raise DetnasError(f"{ann}: its classes differ from the checkpoint's ({len(meta.classes)} "
                               f"classes); evaluate on data with the same category list")
         source = str(weights)
     metrics = evaluate(detector_predictor(network.to(torch_device), str(torch_device)), dataset, out_json=out_json,

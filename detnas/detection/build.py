@@ -151,17 +151,12 @@ def widest_detector(space: SearchSpace) -> DetectorPath:
     return extreme_arch(space, (space.choices[0],) * space.num_blocks, widest=True).detector
 
 
-def detector_style(meta: dict[str, Any]) -> str:
-    """The style a checkpoint's detector was built in (its recipe's `detector_style`; older ones: torchvision)."""
-    return str((meta.get("recipe") or {}).get("detector_style", "torchvision"))
-
-
 def build_detector(kind: str, backbone: Supernet | ChildNet, num_classes: int,
                    min_size: int | tuple[int, ...] = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE,
                    pixels: PixelConvention = DEFAULT_PIXELS, style: str = "torchvision", proposals: int | None = None,
                    **kw: Any) -> nn.Module:
     """A detector of a registered kind ("fpn" = FPN Faster R-CNN, "retinanet", see `kinds`) around `backbone`, in `style`
-    ("torchvision" or "detnas", see the module docstring; a checkpoint's is `detector_style(meta)`).
+    ("torchvision" or "detnas", see the module docstring; a checkpoint's is its `CheckpointMeta.detector_style`).
 
     `backbone` is a `Supernet` (choose the path with `set_arch` before each forward) or a `ChildNet`, both built
     with num_classes=None. `num_classes` = K + 1 for a dataset with labels 1..K (0 = background). Images are

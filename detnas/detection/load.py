@@ -6,17 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
 from detnas.arch import Arch
-from detnas.checkpoint import load_checkpoint
-from detnas.detection.build import DETECTOR_KINDS, build_detector, detector_style, set_arch
+from detnas.checkpoint import CheckpointMeta, read_checkpoint
+from detnas.detection.build import DETECTOR_KINDS, build_detector, set_arch
 from detnas.detection.elastic import ElasticDetector, extract_child
 from detnas.errors import DetnasError
 from detnas.pixels import PixelConvention
-from detnas.sizes import checkpoint_sizes
 from detnas.space import SearchSpace
 from detnas.supernet import ChildNet, Supernet
 
@@ -28,7 +26,7 @@ class LoadedDetector:
     """A detection checkpoint, loaded: the detector with its weights (in eval mode) and what its sidecar says."""
 
     detector: nn.Module
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     detector_kind: str  # "fpn" or "retinanet"
     space: SearchSpace
     classes: list[str]
@@ -53,31 +51,25 @@ def load_detection_checkpoint(path: str | Path, arch: Arch | None = None, min_si
     and must equal the stored arch of a child checkpoint. Sizes default to the training recipe's (else 800 /
     1333); `proposals` caps the FPN's test-time RPN proposals per image (`build_detector`).
     """
-    tensors, meta = load_checkpoint(path)
-    if meta.get("kind") not in accept:
+    tensors, meta = read_checkpoint(path)
+    if meta.kind not in accept:
         hint = (" (a classification supernet; fine-tune it with `detnas train supernet-det` first)"
-                if meta.get("kind") == "supernet-cls" else "")
-        raise DetnasError(f"{path}: checkpoint kind is '{meta.get('kind')}'{hint}; {needed_by} needs a checkpoint "
+                if meta.kind == "supernet-cls" else "")
+        raise DetnasError(f"{path}: checkpoint kind is '{meta.kind}'{hint}; {needed_by} needs a checkpoint "
                           f"written by detnas train of kind {' or '.join(accept)}")
-    try:
-        kind, classes = str(meta["detector"]), list(meta["classes"])
-        space = SearchSpace.from_dict(meta["space"], source=f"{path}: space")
-        pixels = PixelConvention.from_dict(meta["pixels"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DetnasError(f"{path}: sidecar lacks or garbles {exc}; pass a checkpoint written by detnas train") \
-            from None
+    kind, classes, space, pixels = str(meta.detector), list(meta.classes), meta.space, meta.pixels
     if kind not in DETECTOR_KINDS:
         raise DetnasError(f"{path}: sidecar detector '{kind}' is not one of {', '.join(DETECTOR_KINDS)}")
-    if meta["kind"] == "child-det":
-        stored = Arch.from_dict(meta.get("arch"), source=f"{path}: arch")
+    if meta.kind == "child-det" and meta.arch is not None:  # a child's sidecar always has one (CheckpointMeta)
+        stored = meta.arch
         if arch is not None and arch.hash != stored.hash:
             raise DetnasError(f"{path}: checkpoint holds arch {stored.compact()}, not {arch.compact()}; "
                               "drop --arch or pass the matching checkpoint")
         body: Supernet | ChildNet = ChildNet(stored)
     else:
         body = Supernet(space)
-    min_size, max_size = checkpoint_sizes(meta, min_size, max_size)
-    style = detector_style(meta)
+    min_size, max_size = meta.sizes(min_size, max_size)
+    style = meta.detector_style
     detector = build_detector(kind, body, len(classes) + 1, min_size, max_size, pixels, style, proposals)
     try:
         detector.load_state_dict(tensors, strict=True)
@@ -93,9 +85,9 @@ def load_detection_checkpoint(path: str | Path, arch: Arch | None = None, min_si
 
 
 def load_detector(path: str | Path, arch: Arch | None = None, min_size: int | None = None,
-                  max_size: int | None = None, proposals: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                  max_size: int | None = None, proposals: int | None = None) -> tuple[nn.Module, CheckpointMeta]:
     """(detector ready to run, sidecar): `load_detection_checkpoint`, where a supernet checkpoint needs `arch`."""
     loaded = load_detection_checkpoint(path, arch, min_size, max_size, proposals)
-    if arch is None and loaded.meta["kind"] == "supernet-det":
+    if arch is None and loaded.meta.kind == "supernet-det":
         raise DetnasError(f"{path}: a supernet checkpoint runs one path; pass --arch")
     return loaded.detector, loaded.meta

@@ -20,11 +20,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from detnas.arch import Arch
-from detnas.checkpoint import save_checkpoint, tensor_digest
+from detnas.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint, tensor_digest
 from detnas.distributed import DistContext, gather_objects
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, read_json_file, remove_stale_temps
 from detnas.lock import RUN_MARKERS, output_lock
+from detnas.space import SearchSpace
 from detnas.supernet import Supernet
 from detnas.train.data import SeededBatchSampler, SeededDataset
 from detnas.train.optim import OffPath, build_optimizer, drop_grads, lr_at, set_lr
@@ -45,7 +46,7 @@ class StageSpec:
     model: nn.Module  # on its device, not yet wrapped in DDP
     weights: Callable[[], dict[str, torch.Tensor]]  # the tensors a checkpoint stores
     load_weights: Callable[[dict[str, torch.Tensor]], None]
-    meta: dict[str, Any]  # sidecar fields (kind, space, arch, pixels, classes, ...) except the iteration
+    meta: CheckpointMeta  # the checkpoints' sidecar (kind, space, arch, pixels, classes, ...) but the iteration
     train_set: Any
     collate: Callable[[list], Any] | None
     loss: LossFn
@@ -87,11 +88,23 @@ def _start_run_dir(spec: StageSpec, ckpts: CheckpointDir, resume: bool) -> int |
     return latest
 
 
-def _check_resumed_meta(spec: StageSpec, meta: dict[str, Any], where: Path) -> None:
-    for key in ("kind", "space", "arch", "classes", "detector"):
-        if meta.get(key) != spec.meta.get(key):
-            raise DetnasError(f"{where}: checkpoint '{key}' is {meta.get(key)!r} but this run has "
-                              f"{spec.meta.get(key)!r}; resume with the same data, arch and stage")
+def _check_resumed_meta(spec: StageSpec, meta: CheckpointMeta, where: Path) -> None:
+    """A resumed run continues the saved one: the same stage kind, space, arch, classes and detector."""
+    run = spec.meta
+    for name, saved, wanted in (("kind", meta.kind, run.kind), ("space", meta.space, run.space),
+                                ("arch", meta.arch, run.arch), ("classes", meta.classes, run.classes),
+                                ("detector", meta.detector, run.detector)):
+        if saved != wanted:
+            raise DetnasError(f"{where}: checkpoint '{name}' is {_shown(saved)} but this run has {_shown(wanted)}; "
+                              "resume with the same data, arch and stage")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, SearchSpace):
+        return f"'{value.name}' ({value.digest})"
+    if isinstance(value, Arch):
+        return repr(value.compact())
+    return repr(list(value) if isinstance(value, tuple) else value)
 
 
 def fit(spec: StageSpec, ctx: DistContext, resume: bool = False) -> Path:
@@ -128,7 +141,8 @@ def _fit(spec: StageSpec, ctx: DistContext, resume: bool) -> Path:
     start = 0
     if start_ckpt is not None:
         weights, meta, state_tensors, state_meta = ckpts.load(start_ckpt)
-        _check_resumed_meta(spec, meta, ckpts.base(start_ckpt))
+        _check_resumed_meta(spec, CheckpointMeta.from_dict(meta, checkpoint_paths(ckpts.base(start_ckpt))[1]),
+                            ckpts.base(start_ckpt))
         spec.load_weights(weights)
         load_optimizer_state(optimizer, state_tensors, state_meta["optimizer"])
         if sampler is not None:
@@ -167,7 +181,7 @@ def _fit(spec: StageSpec, ctx: DistContext, resume: bool) -> Path:
         state_meta = {"optimizer": opt_meta, "rng": rng_meta, "iteration": iteration,
                       "sampler": sampler.state_dict() if sampler else None,
                       "scaler": scaler.state_dict() if use_amp else None}
-        path = ckpts.save(iteration, spec.weights(), {**spec.meta, "iteration": iteration}, state_tensors,
+        path = ckpts.save(iteration, spec.weights(), spec.meta.with_extra(iteration=iteration).to_dict(), state_tensors,
                           state_meta)
         progress.event(iteration, "checkpoint", {"path": str(path)})
 
@@ -225,7 +239,7 @@ def _fit(spec: StageSpec, ctx: DistContext, resume: bool) -> Path:
         return ckpts.base(end).with_suffix(".safetensors")
     final = out / "final"
     if ctx.is_main:
-        save_checkpoint(final, spec.weights(), {**spec.meta, "iteration": cfg.iterations})
+        save_checkpoint(final, spec.weights(), spec.meta.with_extra(iteration=cfg.iterations).to_dict())
     if ctx.active:
         atomic_write_json(out / "ranks" / f"rank{ctx.rank}.json",
                           {"rank": ctx.rank, "world": ctx.world, "backend": dist.get_backend(),

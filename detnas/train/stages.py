@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from detnas.arch import Arch, resolve_arch, sample_arch
-from detnas.checkpoint import load_checkpoint
+from detnas.checkpoint import CheckpointMeta, read_checkpoint
 from detnas.data.decodable import require_decodable
 from detnas.distributed import DistContext, init_distributed, shutdown_distributed
 from detnas.errors import DetnasError
@@ -145,31 +145,23 @@ def _top1(model: Classifier, dataset: Any, limit: int, device: torch.device) -> 
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-def _space_of_checkpoint(meta: dict[str, Any], where: str) -> SearchSpace:
-    try:
-        return SearchSpace.from_dict(meta["space"], source=f"{where}: space")
-    except (KeyError, TypeError):
-        raise DetnasError(f"{where}: sidecar has no 'space'; pass a checkpoint written by detnas train") from None
-
-
 def _backbone_from_init(path: str, kind: str, space: SearchSpace, arch: Arch | None) -> dict[str, torch.Tensor]:
     """Backbone tensors (no classification head) from a classification checkpoint, checked against the run."""
-    tensors, meta = load_checkpoint(path)
+    tensors, meta = read_checkpoint(path)
     allowed = {"supernet-det": ("supernet-cls",), "child-det": ("child-cls", "supernet-cls")}[kind]
-    if meta.get("kind") not in allowed:
-        raise DetnasError(f"{path}: a '{meta.get('kind')}' checkpoint cannot initialise {kind}; pass a "
+    if meta.kind not in allowed:
+        raise DetnasError(f"{path}: a '{meta.kind}' checkpoint cannot initialise {kind}; pass a "
                           f"{' or '.join(allowed)} checkpoint")
-    ckpt_space = _space_of_checkpoint(meta, path)
-    if ckpt_space.digest != space.digest:
-        raise DetnasError(f"{path}: checkpoint is of space '{ckpt_space.name}' ({ckpt_space.digest}) but this run "
+    if meta.space.digest != space.digest:
+        raise DetnasError(f"{path}: checkpoint is of space '{meta.space.name}' ({meta.space.digest}) but this run "
                           f"trains space '{space.name}' ({space.digest}); use a checkpoint of the same space")
     body = {k: v for k, v in tensors.items() if not k.startswith("head.")}
-    if meta["kind"] == "supernet-cls" and arch is not None:
+    if meta.kind == "supernet-cls" and arch is not None:
         supernet = Supernet(space)
         _load_strict(supernet, body, path)
         return materialize(supernet, arch).state_dict()
-    if arch is not None and (meta.get("arch") or {}).get("hash") != arch.hash:
-        raise DetnasError(f"{path}: checkpoint arch {(meta.get('arch') or {}).get('choices')} differs from --arch "
+    if arch is not None and (meta.arch is None or meta.arch.hash != arch.hash):
+        raise DetnasError(f"{path}: checkpoint arch {meta.arch.compact() if meta.arch else None} differs from --arch "
                           f"{arch.compact()}; initialise from the classification run of the same arch")
     return body
 
@@ -187,10 +179,10 @@ def _load_strict(module: nn.Module, tensors: dict[str, torch.Tensor], where: str
 
 
 def _meta(kind: str, space: SearchSpace, arch: Arch | None, classes: list[str], cfg: TrainConfig,
-          **extra: Any) -> dict[str, Any]:
-    return {"kind": kind, "space": space.to_dict(), "arch": arch.to_dict() if arch else None,
-            "pixels": DEFAULT_PIXELS.to_dict(), "classes": classes, "num_classes": len(classes),
-            "recipe": {"name": cfg.recipe, **cfg.recipe_dict()}, **extra}
+          detector: str | None = None, label_to_cat_id: dict[int, int] | None = None) -> CheckpointMeta:
+    """The sidecar of this stage's checkpoints (`num_classes` kept beside the record for readers of the JSON)."""
+    return CheckpointMeta(kind, space, tuple(classes), DEFAULT_PIXELS, arch, detector, label_to_cat_id,
+                          {"name": cfg.recipe, **cfg.recipe_dict()}, {"num_classes": len(classes)})
 
 
 def _classification_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch | None,
@@ -252,8 +244,7 @@ def _detection_spec(kind: str, cfg: TrainConfig, space: SearchSpace, arch: Arch 
 
     return StageSpec(kind=kind, cfg=cfg, model=detector, weights=detector.state_dict,
                      load_weights=lambda t: _load_strict(detector, t, cfg.out),
-                     meta=_meta(kind, space, arch, list(train.classes), cfg, detector=cfg.detector,
-                                label_to_cat_id={str(k): v for k, v in train.label_to_cat_id.items()}),
+                     meta=_meta(kind, space, arch, list(train.classes), cfg, cfg.detector, train.label_to_cat_id),
                      train_set=train, collate=collate, loss=_detection_loss,
                      supernet=body if arch is None else None,  # an elastic supernet detector's widest body too
                      set_arch=lambda a: set_arch(detector, a),
