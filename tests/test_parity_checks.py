@@ -18,6 +18,8 @@ from detnas.images import read_image
 from helpers.data import shared_dataset
 from helpers.export import CLASSES, SIZE, tiny_detector, val_images
 
+pytestmark = pytest.mark.heavy  # the padding-proposals export at 1,000 proposals: minutes
+
 
 @pytest.fixture(scope="module")
 def faithful(module_tmp):

@@ -55,6 +55,8 @@ from detnas.supernet import ChildNet
 
 from helpers.export import TINY
 
+pytestmark = pytest.mark.heavy  # one trained detector, its FP32 and INT8 exports and engine checks: minutes
+
 SIZE = 128
 ITERATIONS = 60
 PROPOSALS = 100  # FPN test-time RPN proposals of every export here (1000, the default, makes each INT8 export minutes)
