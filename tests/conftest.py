@@ -35,11 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`heavy` modules first (see `pytest_configure`); `gpu` tests need a CUDA GPU, `tensorrt` tests TensorRT and a
     CUDA GPU: skipped with the reason otherwise."""
-    def order(item: pytest.Item) -> tuple[bool, float]:
-        heavy = item.get_closest_marker("heavy")
-        return heavy is None, -heavy.kwargs.get("minutes", 0) if heavy else 0  # the longest first
-
-    items.sort(key=order)
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
     missing = [] if torch.cuda.is_available() else ["needs a CUDA GPU; none is visible (torch.cuda.is_available() is False)"]
     reasons = {"gpu": missing, "tensorrt": missing + ([] if importlib.util.find_spec("tensorrt") else
                                                       ["needs TensorRT; the Python package 'tensorrt' is not installed"])}

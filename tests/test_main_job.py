@@ -10,7 +10,7 @@ from detnas.arch import Arch
 from detnas.cli import main
 from detnas.workflows.main_job import SHIPPED_AP_TOL, MainJobPlan
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy(minutes=7)]  # the whole road on the CI-sized plan: minutes
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # the whole road on the CI-sized plan: minutes
 
 SMOKE_AP50 = 0.1  # the smoke plan (200 detection iterations) shipped 0.17 on 8 images here; the full plan >= 0.5
 

@@ -18,7 +18,7 @@ from detnas.images import read_image
 from helpers.data import shared_dataset
 from helpers.export import CLASSES, SIZE, tiny_detector, val_images
 
-pytestmark = pytest.mark.heavy(minutes=3)  # the padding-proposals export at 1,000 proposals: minutes
+pytestmark = pytest.mark.heavy  # the padding-proposals export at 1,000 proposals: minutes
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ from detnas.supernet import ChildNet
 
 from helpers.export import TINY
 
-pytestmark = pytest.mark.heavy(minutes=9)  # one trained detector, its FP32 and INT8 exports and engine checks: minutes
+pytestmark = pytest.mark.heavy  # one trained detector, its FP32 and INT8 exports and engine checks: minutes
 
 SIZE = 128
 ITERATIONS = 60

@@ -15,7 +15,7 @@ from detnas.supernet import Supernet
 
 from helpers.search import TINY, save_tiny_supernet, search_args
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy(minutes=4)]
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 @pytest.fixture(scope="module")
