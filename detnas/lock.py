@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shlex
 import sys
@@ -30,6 +31,7 @@ LOCK_NAME = ".detnas.lock"
 # kind's (training into a search folder interleaved checkpoints with its report, and the reverse, without a word).
 RUN_MARKERS = {"search": "journal.jsonl", "training": "config.json", "demo": "main_job.json"}
 _held: dict[Path, int] = {}  # lock files this process holds -> nesting depth
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,11 @@ def current_command() -> str:
 
 @contextmanager
 def output_lock(target: str | Path, folder: bool = True, command: str | None = None, kind: str | None = None,
-                log: Callable[[str], None] = print) -> Iterator[LockOwner]:
+                log: Callable[[str], None] = logger.info) -> Iterator[LockOwner]:
     """Hold `target` (an output folder, created if missing; or with `folder=False` an output file) for the block;
     refuse with one line if another live run holds it or, given the run's `kind` (a key of `RUN_MARKERS`), if the
-    folder holds another kind's run. Yields this run's record."""
+    folder holds another kind's run. Yields this run's record. The take-over note goes to `log`: by default this
+    module's logger, which the CLI prints (`detnas.console.command_logging`); a library caller sees nothing unasked."""
     target = Path(target)
     make_dir(target if folder else target.parent)
     path = lock_file(target, folder)

@@ -89,3 +89,26 @@ def test_one_kind_of_run_never_writes_into_another_kinds_folder(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and "holds a training run (config.json)" in err, err
     assert sorted(p.name for p in training.iterdir()) == ["config.json"]
+
+
+def test_the_take_over_note_is_logged_not_printed_and_the_cli_prints_it(tmp_path, capsys, caplog):
+    """A library call prints nothing by default: the note goes to the `detnas.lock` logger, which a command's
+    logging (`command_logging`, as every CLI command runs) prints on stdout."""
+    import logging
+
+    from detnas.console import command_logging
+
+    stale = json.dumps({"pid": 2**22 + 1, "command": "detnas train", "started": "2026-01-01T00:00:00Z"})
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lock_file(folder).write_text(stale)
+    with caplog.at_level(logging.INFO, logger="detnas.lock"), output_lock(folder):
+        pass
+    assert capsys.readouterr().out == "", "the library printed"
+    notes = [r.getMessage() for r in caplog.records if r.name == "detnas.lock"]
+    assert len(notes) == 1 and "no longer running" in notes[0] and f"pid {2**22 + 1}" in notes[0], notes
+    lock_file(folder).write_text(stale)
+    with command_logging(), output_lock(folder):
+        pass
+    out = capsys.readouterr().out
+    assert "took over the lock of a run that is no longer running" in out and f"pid {2**22 + 1}" in out, out
