@@ -8,6 +8,7 @@ from __future__ import annotations
 from detnas.lazy import lazy_exports
 
 _EXPORTS = {
+    "DeviceProfile": "detnas.bench.profile_record",
     "load_profile": "detnas.bench.profile",
     "predict_latency": "detnas.bench.profile",
     "build_profile": "detnas.bench.profile",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -34,7 +35,6 @@ from detnas.bench.oracle import (
 )
 from detnas.bench.predictor import LatencyPredictor
 from detnas.bench.profile import (
-    PROFILE_FORMAT,
     choose_archs,
     choose_elastic_archs,
     half_medians,
@@ -43,6 +43,7 @@ from detnas.bench.profile import (
     profile_header,
     random_archs,
 )
+from detnas.bench.profile_record import DeviceProfile
 from detnas.bench.result import PRECISIONS, Scope, check_choice
 from detnas.bench.stats import HeldOutReport, judge_predictor, percentile
 from detnas.errors import DetnasError
@@ -97,18 +98,21 @@ def time_archs(archs: Sequence[Arch], *, scope: Scope, detector: str, shape: tup
         return time_interleaved(runners, protocol, rounds, progress, "archs", seed)
 
 
-def check_reference(reference: dict[str, Any], space: SearchSpace, path: str) -> LatencyPredictor | ElasticPredictor:
-    if reference.get("format") != PROFILE_FORMAT or reference.get("space_digest") != space.digest:
+def check_reference(reference: DeviceProfile, space: SearchSpace, path: str) -> LatencyPredictor | ElasticPredictor:
+    if reference.space_digest != space.digest:
         raise DetnasError(f"--from {path}: not a latency profile of space '{space.name}' ({space.digest}); "
                           "give a profile of the same space built on the reference device")
+    if reference.scope is None or reference.input_shape is None:
+        raise DetnasError(f"--from {path}: the reference profile records no scope or input shape (an older detnas "
+                          "built it); rebuild it with `detnas bench profile`")
     return load_predictor(reference)
 
 
 def build_fewshot_profile(
-    reference: dict[str, Any], space: SearchSpace, *, n_archs: int = MAX_FEWSHOT_ARCHS, backend: str = "ort",
+    reference: DeviceProfile, space: SearchSpace, *, n_archs: int = MAX_FEWSHOT_ARCHS, backend: str = "ort",
     precision: str = "fp32", protocol: TimingProtocol = DEFAULT_PROTOCOL, options: BackendOptions = DEFAULT_OPTIONS,
     rounds: int = 10, seed: int = 0, reference_path: str = "reference", progress: Callable[[str], None] = lambda m: None,
-) -> dict[str, Any]:
+) -> DeviceProfile:
     """Time `n_archs` archs here at the reference's scope, detector and input shape; fit the transfer; return a
     profile of this device (same format as `build_profile`'s) that records where its table came from."""
     base = check_reference(reference, space, reference_path)
@@ -116,17 +120,17 @@ def build_fewshot_profile(
     check_fewshot_archs(n_archs, space, len(space.stage_depths))
     started = time.perf_counter()
     archs = fewshot_archs(space, base, n_archs, random.Random(seed))
-    samples = time_archs(archs, scope=Scope.parse(reference["scope"]), detector=reference.get("detector") or "fpn",
-                         shape=tuple(reference["input_shape"]), backend=backend, precision=precision,
+    samples = time_archs(archs, scope=Scope.parse(reference.scope or ""), detector=reference.detector or "fpn",
+                         shape=reference.input_shape or (), backend=backend, precision=precision,
                          protocol=protocol, options=options, rounds=rounds, seed=seed, progress=progress)
     profile = fit_fewshot(reference, space, archs, samples, rounds, backend=backend, precision=precision,
                           protocol=protocol, options=options, reference_path=reference_path)
-    return {**profile, "build_seconds": time.perf_counter() - started}
+    return replace(profile, build_seconds=time.perf_counter() - started)
 
 
-def fit_fewshot(reference: dict[str, Any], space: SearchSpace, archs: Sequence[Arch], samples: Sequence[list[float]],
+def fit_fewshot(reference: DeviceProfile, space: SearchSpace, archs: Sequence[Arch], samples: Sequence[list[float]],
                 rounds: int, *, backend: str, precision: str, protocol: TimingProtocol, options: BackendOptions,
-                reference_path: str) -> dict[str, Any]:
+                reference_path: str) -> DeviceProfile:
     """The few-shot profile of `archs` timed here (`samples`, in `rounds` interleaved rounds): the transfer, its
     leave-one-out judgement on those archs ('report'), and the profile fields the search checks."""
     base = check_reference(reference, space, reference_path)
@@ -140,25 +144,23 @@ def fit_fewshot(reference: dict[str, Any], space: SearchSpace, archs: Sequence[A
            .predict(choices[i]) for i in range(len(archs))]
     halves = [half_medians(s, rounds) for s in samples]
     report = judge_predictor(loo, measured, ([h[0] for h in halves], [h[1] for h in halves]))
-    fingerprint = collect_fingerprint(protocol.device, protocol.threads)
     stages = max(base.stage_of) + 1
-    return {
-        **profile_header(space, backend, protocol, options, precision, Scope(reference["scope"]),
-                         reference.get("detector"), tuple(reference["input_shape"]), rounds, fingerprint),
-        "fixed_ms": dict(reference.get("fixed_ms", {})), "predictor": predictor.to_dict(),
+    return DeviceProfile.from_dict({
+        **_header(reference, space, backend, protocol, options, precision, rounds),
+        "fixed_ms": dict(reference.fixed_ms or {}), "predictor": predictor.to_dict(),
         # each arch's leave-one-out prediction: the held-out error the search's 95 % bound is taken from
         "archs": [{"choices": a.compact(), "hash": a.hash, "split": "loo", "measured_ms": m, "predicted_ms": p,
                    "halves_ms": list(h)} for a, m, p, h in zip(archs, measured, loo, halves)],
         "report": report.to_dict(),
-        "transfer": {"from": reference_path, "reference_fingerprint_hash": reference.get("fingerprint_hash"),
-                     "reference_backend": reference.get("backend"), "archs": len(archs),
+        "transfer": {"from": reference_path, "reference_fingerprint_hash": reference.fingerprint_hash,
+                     "reference_backend": reference.backend, "archs": len(archs),
                      "stage_scales": list(predictor.coef[:stages]), "intercept_ms": predictor.coef[-1]},
-    }
+    }, "detnas bench profile --from")
 
 
-def _fit_elastic(reference: dict[str, Any], base: ElasticPredictor, space: SearchSpace, archs: Sequence[Arch],
+def _fit_elastic(reference: DeviceProfile, base: ElasticPredictor, space: SearchSpace, archs: Sequence[Arch],
                  samples: Sequence[list[float]], rounds: int, *, backend: str, precision: str, protocol: TimingProtocol,
-                 options: BackendOptions, reference_path: str) -> dict[str, Any]:
+                 options: BackendOptions, reference_path: str) -> DeviceProfile:
     """`fit_fewshot` of an elastic profile: `ElasticPredictor.transfer` (backbone and head scales, one scale, or
     the coarse model refitted here, by leave-one-out), each arch's leave-one-out prediction judged."""
     measured = [percentile(s, 50) for s in samples]
@@ -167,19 +169,25 @@ def _fit_elastic(reference: dict[str, Any], base: ElasticPredictor, space: Searc
            .predict(archs[i]) for i in range(len(archs))]
     halves = [half_medians(s, rounds) for s in samples]
     report = judge_predictor(loo, measured, ([h[0] for h in halves], [h[1] for h in halves]))
-    fingerprint = collect_fingerprint(protocol.device, protocol.threads)
     rule = min(scored, key=lambda name: scored[name])
-    return {
-        **profile_header(space, backend, protocol, options, precision, Scope(reference["scope"]),
-                         reference.get("detector"), tuple(reference["input_shape"]), rounds, fingerprint),
-        "fixed_ms": dict(reference.get("fixed_ms", {})), "predictor": predictor.to_dict(),
+    return DeviceProfile.from_dict({
+        **_header(reference, space, backend, protocol, options, precision, rounds),
+        "fixed_ms": dict(reference.fixed_ms or {}), "predictor": predictor.to_dict(),
         "archs": [{"choices": a.compact(), "hash": a.hash, "split": "loo", "measured_ms": m, "predicted_ms": p,
                    "halves_ms": list(h)} for a, m, p, h in zip(archs, measured, loo, halves)],
         "report": report.to_dict(),
-        "transfer": {"from": reference_path, "reference_fingerprint_hash": reference.get("fingerprint_hash"),
-                     "reference_backend": reference.get("backend"), "archs": len(archs), "rule": rule,
+        "transfer": {"from": reference_path, "reference_fingerprint_hash": reference.fingerprint_hash,
+                     "reference_backend": reference.backend, "archs": len(archs), "rule": rule,
                      "loo_mape": scored, "stage_scales": _scales(base, predictor), "intercept_ms": predictor.coef[-1]},
-    }
+    }, "detnas bench profile --from")
+
+
+def _header(reference: DeviceProfile, space: SearchSpace, backend: str, protocol: TimingProtocol,
+            options: BackendOptions, precision: str, rounds: int) -> dict[str, Any]:
+    """A few-shot profile's header: timed here, at the reference's scope, detector and input shape."""
+    fingerprint = collect_fingerprint(protocol.device, protocol.threads)
+    return profile_header(space, backend, protocol, options, precision, Scope.parse(reference.scope or ""),
+                          reference.detector, reference.input_shape or (), rounds, fingerprint)
 
 
 def _scales(reference: ElasticPredictor, fitted: ElasticPredictor) -> list[float]:
@@ -188,11 +196,11 @@ def _scales(reference: ElasticPredictor, fitted: ElasticPredictor) -> list[float
     return [b / a if a else 0.0 for a, b in zip(reference.coef[:-1], fitted.coef[:-1])]
 
 
-def judge_on(profiles: dict[str, dict[str, Any]], archs: Sequence[Arch], samples: Sequence[list[float]],
+def judge_on(profiles: dict[str, DeviceProfile], archs: Sequence[Arch], samples: Sequence[list[float]],
              rounds: int) -> dict[str, HeldOutReport]:
     """Each profile's predictor judged on the same held-out archs and their runs (timed in `rounds` interleaved
     rounds, with their split halves for the noise), none of which a transfer was fitted on."""
-    fitted = {a["hash"] for p in profiles.values() for a in p.get("archs", []) if a.get("split") in ("train", "loo")}
+    fitted = {a["hash"] for p in profiles.values() for a in p.archs or [] if a.get("split") in ("train", "loo")}
     if len(archs) < 5 or fitted & {a.hash for a in archs}:
         raise DetnasError("judging needs at least 5 held-out archs, none of them fitted on")
     measured = [percentile(s, 50) for s in samples]

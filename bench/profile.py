@@ -43,14 +43,13 @@ from detnas.bench.oracle import (
     torch_threads,
 )
 from detnas.bench.predictor import LatencyPredictor
+from detnas.bench.profile_record import PROFILE_FORMAT, DeviceProfile
 from detnas.bench.result import PRECISIONS, Scope, check_choice
 from detnas.bench.stats import HeldOutReport, judge_predictor, percentile, shared_part, summarize
 from detnas.blocks import Stem, make_block
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json, read_json_file
 from detnas.space import SearchSpace
-
-PROFILE_FORMAT = "detnas-latency-profile/1"
 
 
 def block_inputs(space: SearchSpace, size: tuple[int, int]) -> list[tuple[int, int, int, tuple[int, int]]]:
@@ -186,7 +185,7 @@ def build_profile(
     n_train: int = 20, n_test: int = 30, rounds: int = 10, seed: int = 0, scope: Scope = Scope.BACKBONE,
     detector: str = "fpn", progress: Callable[[str], None] = lambda message: None, n_random: int = 30,
     near_ms: float | None = None,
-) -> dict[str, Any]:
+) -> DeviceProfile:
     """Measure the block table and the fixed parts, then `n_train + n_test` archs chosen from the table at
     `scope`; fit the predictor and judge it on the held-out archs. Beyond the backbone, every arch's backbone is
     timed too, in the same rounds: the detector's FPN / head / NMS cost depends on the stage widths only, so the
@@ -257,7 +256,7 @@ def build_profile(
     fitted = _Fitted.of(table, stage_of, sum(fixed.values()), train, test, samples[:n], rounds)
     report = fitted.report
     judged = judge_sets(fitted.predictor, drawn, random_samples, rounds, near_ms)
-    return {
+    return DeviceProfile.from_dict({
         **profile_header(space, backend, protocol, options, precision, scope, detector, (batch, 3, *size), rounds, fingerprint),
         "fixed_ms": fixed,
         "blocks_cv": [[block_stats[1 + p * k + j].cv for j in range(k)] for p in range(len(positions))],
@@ -271,7 +270,7 @@ def build_profile(
         **judged.to_dict(),
         **({} if backbone is None else {"backbone_report": backbone.report.to_dict(), "shared_part": shared.to_dict()}),
         "build_seconds": time.perf_counter() - started,
-    }
+    }, "detnas bench profile")
 
 
 TIMED_CLASSES = 81  # the random-init detector `timed_module` builds (COCO's 80 classes + background)
@@ -281,7 +280,7 @@ def build_elastic_profile(
     space: SearchSpace, *, backend: str, size: tuple[int, int], batch: int, precision: str, protocol: TimingProtocol,
     options: BackendOptions, n_train: int, n_test: int, rounds: int, seed: int, scope: Scope, detector: str,
     progress: Callable[[str], None], n_random: int, near_ms: float | None,
-) -> dict[str, Any]:
+) -> DeviceProfile:
     """`build_profile` of an elastic space (`detnas.bench.elastic_predictor`): every (position, op, width multiple)
     block and the stem timed alone at `size` (the table), then training, held-out and random paths each at its own
     input size (its `input_size` gene's share of `size`, as the search times it); the predictor is the candidate
@@ -340,7 +339,7 @@ def build_elastic_profile(
         other = judge_sets(fitted, drawn, samples[n:], rounds, judged.near_ms)
         alternatives[name] = {"loo_mape": loo, **{key: None if r is None else r.to_dict()["predictor"] for key, r in
                                                    (("random", other.random), ("near", other.near))}}
-    return {
+    return DeviceProfile.from_dict({
         **profile_header(space, backend, protocol, options, precision, scope, detector, (batch, 3, *size), rounds, fingerprint),
         "fixed_ms": {"stem": block_stats[0].median_ms},
         "blocks_cv": [[block_stats[1 + p * len(keys) + j].cv for j in range(len(keys))] for p in range(len(positions))],
@@ -353,7 +352,7 @@ def build_elastic_profile(
         "report": report.to_dict(),
         **judged.to_dict(),
         "build_seconds": time.perf_counter() - started,
-    }
+    }, "detnas bench profile")
 
 
 @dataclass(frozen=True)
@@ -430,54 +429,53 @@ def judge_sets(predictor: LatencyPredictor | ElasticPredictor, archs: Sequence[A
     return JudgedSets(list(archs), measured, predicted, target, judge(list(range(len(archs)))), judge(near), halves)
 
 
-def profile_report(profile: dict[str, Any]) -> HeldOutReport | None:
-    """The held-out judgement of a loaded profile; None for profiles built before it was recorded."""
-    return HeldOutReport.from_dict(profile["report"]) if "report" in profile else None
+def save_profile(profile: DeviceProfile, path: str | Path) -> None:
+    atomic_write_json(path, profile.to_dict())
 
 
-def save_profile(profile: dict[str, Any], path: str | Path) -> None:
-    atomic_write_json(path, profile)
+def read_profile(path: str | Path) -> DeviceProfile:
+    """A profile file as a record, whatever it was measured for (`load_profile` checks that it fits)."""
+    return DeviceProfile.from_dict(read_json_file(path, "latency profile", "build one with `detnas bench profile`"),
+                                   path)
 
 
 def load_profile(
     path: str | Path, space: SearchSpace, backend: str, force: bool = False,
     fingerprint: Fingerprint | str | None = None,
-) -> dict[str, Any]:
+) -> DeviceProfile:
     """Read a profile and check it fits: same space content and backend, and `fingerprint` (a Fingerprint or
     hash the caller expects, e.g. this machine's) when given. `force` turns the mismatches into no error."""
-    path = Path(path)
-    profile = read_json_file(path, "latency profile", "build one with `detnas bench profile`")
-    if not isinstance(profile, dict) or profile.get("format") != PROFILE_FORMAT:
-        raise DetnasError(f"{path}: not a detnas latency profile (field 'format' is not {PROFILE_FORMAT}); "
-                          "build one with `detnas bench profile`")
+    profile = read_profile(path)
     if force:
         return profile
-    if profile["space_digest"] != space.digest:
-        raise DetnasError(f"{path}: profile is for space '{profile['space']['name']}' ({profile['space_digest']}) "
+    if profile.space_digest != space.digest:
+        raise DetnasError(f"{path}: profile is for space '{profile.space_name}' ({profile.space_digest}) "
                           f"but the search uses '{space.name}' ({space.digest}); build a profile for this space "
                           "or pass --force")
-    if profile["backend"] != backend:
-        raise DetnasError(f"{path}: profile was measured with backend '{profile['backend']}', not '{backend}'; "
+    if profile.backend != backend:
+        raise DetnasError(f"{path}: profile was measured with backend '{profile.backend}', not '{backend}'; "
                           "build one with this backend or pass --force")
     expected = fingerprint.hash if isinstance(fingerprint, Fingerprint) else fingerprint
-    if expected is not None and profile["fingerprint_hash"] != expected:
-        theirs = Fingerprint.from_dict(profile["fingerprint"])
-        diff = "; ".join(theirs.differences(fingerprint)) if isinstance(fingerprint, Fingerprint) else (
-            f"fingerprint {profile['fingerprint_hash']} != {expected}")
+    if expected is not None and profile.fingerprint_hash != expected:
+        theirs = profile.fingerprint
+        diff = "; ".join(theirs.differences(fingerprint)) if isinstance(fingerprint, Fingerprint) and theirs else (
+            f"fingerprint {profile.fingerprint_hash} != {expected}")
         raise DetnasError(f"{path}: profile was measured on another device/environment ({diff}); "
                           "re-profile on this target or pass --force")
     return profile
 
 
-def load_predictor(profile: dict[str, Any]) -> LatencyPredictor | ElasticPredictor:
+def load_predictor(profile: DeviceProfile) -> LatencyPredictor | ElasticPredictor:
     """A loaded profile's predictor: the op-choice table of a paper space, or an elastic space's part model."""
-    data = profile["predictor"]
+    data = profile.predictor
+    if data is None:
+        raise DetnasError(f"{profile.source or 'latency profile'}: latency profile field 'predictor' is missing; "
+                          "build one with `detnas bench profile`")
     if data.get("kind") == ElasticPredictor.KIND:
         return ElasticPredictor.from_dict(data)
     predictor = LatencyPredictor.from_dict(data)
-    space = profile.get("space") if isinstance(profile.get("space"), dict) else {}
-    if {"width_multipliers", "min_depths", "detector"} & set(space):
-        raise DetnasError(f"latency profile of elastic space '{profile['space']['name']}' predicts op choices only (an "
+    if {"width_multipliers", "min_depths", "detector"} & set(profile.space):
+        raise DetnasError(f"latency profile of elastic space '{profile.space_name}' predicts op choices only (an "
                           "older detnas built it), not widths, depths or detector genes; rebuild it with "
                           "`detnas bench profile`")
     return predictor
@@ -487,7 +485,7 @@ def _predict(predictor: LatencyPredictor | ElasticPredictor, arch: Arch) -> floa
     return predictor.predict(arch) if isinstance(predictor, ElasticPredictor) else predictor.predict(arch.choices)
 
 
-def predict_latency(profile: dict[str, Any], arch: Arch | Sequence[int]) -> float:
+def predict_latency(profile: DeviceProfile, arch: Arch | Sequence[int]) -> float:
     """Predicted latency in ms of an arch (or, in a paper space, its flat choices) from a loaded profile."""
     predictor = load_predictor(profile)
     if isinstance(predictor, ElasticPredictor):

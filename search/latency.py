@@ -23,6 +23,7 @@ from detnas.space import SearchSpace
 if TYPE_CHECKING:
     from detnas.bench.oracle import TrainedDetector
     from detnas.bench.precision import OnnxConverters
+    from detnas.bench.profile_record import DeviceProfile
 
 _DURATION = re.compile(r"^\s*(?P<value>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|us|µs)\s*$")
 _TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
@@ -243,23 +244,21 @@ class ProfileLatency:
                               "--size HxW and --batch, give the search the profile's, or pass --force-profile")
         from detnas.bench.profile import load_predictor
 
-        if "predictor" in self.profile:  # an op-choice profile of an elastic space is refused here, in one line
+        if self.profile.predictor is not None:  # an op-choice profile of an elastic space is refused here, in one line
             load_predictor(self.profile)
-        self.fingerprint = str(self.profile.get("fingerprint_hash", "unknown"))
+        self.fingerprint = self.profile.fingerprint_hash
         self.caveats = self._caveats(path)
         self.error_quantile = prediction_error_quantile(self.profile, 100 * confidence)
 
     def _caveats(self, path: str | Path) -> list[str]:
         """What the search log must say about this profile: a noise-limited scope or a predictor no better than a
         constant ranks noise, not candidates."""
-        from detnas.bench.profile import profile_report
-
-        report = profile_report(self.profile)
+        report = self.profile.report
         if report is None:
             return [f"latency profile {path} has no held-out report (an older detnas built it); rebuild it with "
                     "`detnas bench profile` to learn whether its predictor beats a constant"]
         if report.noise_limited or not report.accurate:
-            shared = [self.profile["shared_part"]["line"]] if "shared_part" in self.profile else []
+            shared = [] if self.profile.shared_part is None else [self.profile.shared_part.line()]
             return [f"latency profile {path}: {line}" for line in [*report.verdict(), *shared]]
         return []
 
@@ -272,18 +271,18 @@ class ProfileLatency:
         return Latency.predicted(median, None if self.error_quantile is None else median * self.error_quantile)
 
 
-def profile_differences(profile: dict[str, Any], timing: Timing) -> list[str]:
+def profile_differences(profile: DeviceProfile, timing: Timing) -> list[str]:
     """Each way a device profile was timed otherwise than the search times ('precision fp16 (search: fp32)'): its
     predictions are of another number. A field an older profile did not record counts as a difference."""
     shape = [timing.batch, 3, *timing.size] if timing.size else None
     wanted: list[tuple[str, Any, Any]] = [
-        ("precision", profile.get("precision"), timing.precision),
-        ("scope", profile.get("scope"), timing.scope),
-        ("input", profile.get("input_shape"), shape),
-        ("clock", (profile.get("protocol") or {}).get("clock"), timing.clock),
+        ("precision", profile.precision, timing.precision),
+        ("scope", profile.scope, timing.scope),
+        ("input", None if profile.input_shape is None else list(profile.input_shape), shape),
+        ("clock", profile.clock, timing.clock),
     ]
     if timing.scope != "backbone":
-        wanted.append(("detector", profile.get("detector"), timing.detector))
+        wanted.append(("detector", profile.detector, timing.detector))
     return [f"{name} {'unrecorded' if theirs is None else theirs} (search: {ours})"
             for name, theirs, ours in wanted if theirs != ours]
 
@@ -291,11 +290,11 @@ def profile_differences(profile: dict[str, Any], timing: Timing) -> list[str]:
 MIN_HELD_OUT = 10  # held-out archs below which a 95 % quantile of the prediction error is not estimated
 
 
-def prediction_error_quantile(profile: dict[str, Any], q: float = 95.0) -> float | None:
+def prediction_error_quantile(profile: DeviceProfile, q: float = 95.0) -> float | None:
     """The q-th percentile of measured / predicted over a profile's held-out archs, or None with fewer than
     `MIN_HELD_OUT` of them (a profile built before the held-out split was recorded)."""
     from detnas.bench.stats import percentile
 
-    ratios = [a["measured_ms"] / a["predicted_ms"] for a in profile.get("archs", [])
+    ratios = [a["measured_ms"] / a["predicted_ms"] for a in profile.archs or []
               if a.get("split") != "train" and a.get("predicted_ms")]
     return percentile(ratios, q) if len(ratios) >= MIN_HELD_OUT else None

@@ -15,7 +15,7 @@ import pytest
 from detnas.arch import Arch, sample_arch
 from detnas.bench.fewshot import judge_on
 from detnas.bench.predictor import LatencyPredictor
-from detnas.bench.profile import PROFILE_FORMAT
+from detnas.bench.profile import PROFILE_FORMAT, DeviceProfile
 from detnas.cli.main import main
 from detnas.errors import DetnasError
 from detnas.space import SearchSpace, get_space
@@ -100,8 +100,12 @@ def test_judged_beside_a_full_profile_on_the_same_held_out_runs() -> None:
     fitted = [sample_arch(space, rng) for _ in range(6)]
     moved = LatencyPredictor.transfer(reference, [a.choices for a in fitted],
                                       [2 * reference.predict(a.choices) for a in fitted])
-    fewshot = {"predictor": moved.to_dict(), "archs": [{"hash": a.hash, "split": "loo"} for a in fitted]}
-    full = {"predictor": reference.to_dict(), "archs": []}  # the other session's table, unscaled: half as fast
+    header = {"format": PROFILE_FORMAT, "space": space.to_dict(), "space_digest": space.digest, "backend": "torch",
+              "fingerprint_hash": "here"}
+    fewshot = DeviceProfile.from_dict({**header, "predictor": moved.to_dict(),
+                                       "archs": [{"hash": a.hash, "split": "loo"} for a in fitted]}, "fewshot.json")
+    # the other session's table, unscaled: half as fast
+    full = DeviceProfile.from_dict({**header, "predictor": reference.to_dict(), "archs": []}, "full.json")
     others = [Arch(space, c) for c in ((0, 0, 0, 0), (3, 3, 3, 3), (0, 3, 0, 3), (3, 0, 3, 0), (0, 0, 3, 3),
                                        (3, 3, 0, 0), (0, 3, 3, 0))]
     others = [a for a in others if a.hash not in {f.hash for f in fitted}]

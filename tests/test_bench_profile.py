@@ -67,12 +67,13 @@ def test_block_inputs_match_a_real_forward() -> None:
 
 def test_profile_contents_and_predictions(profile_file: Path, tiny_space_file: Path) -> None:
     space = get_space(str(tiny_space_file))
-    profile = load_profile(profile_file, space, "ort")
-    assert profile["format"] == PROFILE_FORMAT and profile["space_digest"] == space.digest
+    loaded = load_profile(profile_file, space, "ort")
+    profile = json.loads(profile_file.read_text())
+    assert profile["format"] == PROFILE_FORMAT and loaded.space_digest == space.digest
     table = profile["predictor"]["table"]
     assert len(table) == space.num_blocks and all(set(t) == {"0", "3"} for t in table)
-    assert all(ms > 0 for t in table for ms in t.values()) and profile["fixed_ms"]["stem"] > 0
-    assert [a["split"] for a in profile["archs"]].count("test") == 4 == profile["report"]["n"]
+    assert all(ms > 0 for t in table for ms in t.values()) and loaded.fixed_ms["stem"] > 0
+    assert [a["split"] for a in profile["archs"]].count("test") == 4 == loaded.report.n
     fitted = [a for a in profile["archs"] if a["split"] in ("train", "test")]
     assert len({a["hash"] for a in fitted}) == 10  # held-out archs are never training archs
     # uniform random archs (all 10 the tiny space has beside the 6 training archs) are judged apart
@@ -85,7 +86,7 @@ def test_profile_contents_and_predictions(profile_file: Path, tiny_space_file: P
     assert (profile["near_report"] is None) == (near["n"] < 5)
     for entry in profile["archs"]:
         arch = Arch.from_dict({"space": space.name, "choices": entry["choices"]})
-        assert predict_latency(profile, arch) == pytest.approx(entry["predicted_ms"])
+        assert predict_latency(loaded, arch) == pytest.approx(entry["predicted_ms"])
         assert entry["measured_ms"] > 0
     report = profile["report"]
     test = [a["measured_ms"] for a in profile["archs"] if a["split"] == "test"]
@@ -172,7 +173,7 @@ def test_profile_refuses_other_space_backend_fingerprint(profile_file: Path, tin
     other = Fingerprint(**{**stored.to_dict(), "threads": 4})
     with pytest.raises(DetnasError, match="another device/environment.*threads: 1 != 4"):
         load_profile(profile_file, space, "ort", fingerprint=other)
-    assert load_profile(profile_file, space, "ort", fingerprint=stored)["backend"] == "ort"
+    assert load_profile(profile_file, space, "ort", fingerprint=stored).backend == "ort"
     assert load_profile(profile_file, get_space("detnas-300m"), "trt", force=True, fingerprint=other)
 
 

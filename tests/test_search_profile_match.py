@@ -8,7 +8,7 @@ import json
 import pytest
 
 from detnas.bench.fingerprint import collect_fingerprint
-from detnas.bench.profile import PROFILE_FORMAT
+from detnas.bench.profile import PROFILE_FORMAT, DeviceProfile
 from detnas.errors import DetnasError
 from detnas.search.latency import ProfileLatency, Timing, profile_differences
 
@@ -17,11 +17,15 @@ from helpers.search import TINY
 SEARCH = Timing(size=(64, 96), precision="fp32", scope="network+nms", detector="fpn")
 
 
-def _profile(**fields) -> dict:
+def _json(**fields) -> dict:
     here = collect_fingerprint("cpu", 1)
     return {"format": PROFILE_FORMAT, "space": TINY.to_dict(), "space_digest": TINY.digest, "backend": "ort",
             "fingerprint_hash": here.hash, "fingerprint": here.to_dict(), "precision": "fp32", "scope": "network+nms",
             "detector": "fpn", "input_shape": [1, 3, 64, 96], "protocol": {"clock": "wall"}, **fields}
+
+
+def _profile(**fields) -> DeviceProfile:
+    return DeviceProfile.from_dict(_json(**fields), "device.json")
 
 
 @pytest.mark.parametrize("fields, named", [
@@ -35,11 +39,11 @@ def _profile(**fields) -> dict:
 def test_each_difference_is_named_and_refused(tmp_path, fields, named) -> None:
     assert profile_differences(_profile(**fields), SEARCH) == [named]
     path = tmp_path / "device.json"
-    path.write_text(json.dumps(_profile(**fields)))
+    path.write_text(json.dumps(_json(**fields)))
     with pytest.raises(DetnasError, match="timed otherwise than the search times") as err:
         ProfileLatency(path, TINY, SEARCH)
     assert named in str(err.value) and "\n" not in str(err.value)
-    assert ProfileLatency(path, TINY, SEARCH, force=True).profile["backend"] == "ort"
+    assert ProfileLatency(path, TINY, SEARCH, force=True).profile.backend == "ort"
 
 
 def test_a_matching_profile_and_the_backbone_scope_ignore_the_detector(tmp_path) -> None:

@@ -30,19 +30,19 @@ import argparse
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 from detnas.bench.fewshot import check_reference, fewshot_archs, fit_fewshot, judge_on, time_archs
 from detnas.bench.oracle import BackendOptions, TimingProtocol
-from detnas.bench.profile import build_profile, random_archs, save_profile
+from detnas.bench.profile import build_profile, random_archs, read_profile, save_profile
+from detnas.bench.profile_record import DeviceProfile
 from detnas.bench.result import Scope
 from detnas.bench.stats import HeldOutReport
 from detnas.bench.suite import run_suite
-from detnas.io import atomic_write_json, read_json_file
+from detnas.io import atomic_write_json
 from detnas.space import get_space
 
 
-def _full(space: str, backend: str, args: argparse.Namespace, n_random: int) -> dict[str, Any]:
+def _full(space: str, backend: str, args: argparse.Namespace, n_random: int) -> DeviceProfile:
     protocol = TimingProtocol(warmup=args.warmup, runs=args.runs, threads=1, clock="thread-cpu")
     return build_profile(get_space(space), backend=backend, size=(args.size, args.size), protocol=protocol,
                          n_train=args.n_train, n_test=args.n_test, rounds=args.rounds, seed=args.seed,
@@ -50,7 +50,9 @@ def _full(space: str, backend: str, args: argparse.Namespace, n_random: int) -> 
                          progress=lambda m: print(f"  {backend}: {m}", flush=True))
 
 
-def _line(name: str, report: HeldOutReport) -> str:
+def _line(name: str, report: HeldOutReport | None) -> str:
+    if report is None:
+        return f"{name:<34} not judged (fewer than 5 random archs)"
     p = report.predictor
     return (f"{name:<34} {report.n} random archs: within 5% {100 * p.within_5:3.0f}%  within 10% "
             f"{100 * p.within_10:3.0f}%  MAPE {p.mape:5.2f}% (constant {report.constant.mape:5.2f}%)  R² {p.r2:6.3f} "
@@ -80,9 +82,8 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    reference = (read_json_file(args.reference, "latency profile") if args.reference
-                 else _full(args.space, args.reference_backend, args, 0))
-    full = read_json_file(args.full, "latency profile") if args.full else _full(args.space, args.backend, args, args.n_random)
+    reference = read_profile(args.reference) if args.reference else _full(args.space, args.reference_backend, args, 0)
+    full = read_profile(args.full) if args.full else _full(args.space, args.backend, args, args.n_random)
     # the few-shot archs and the held-out random archs are timed in the same interleaved rounds: a loaded machine
     # shifts its level between sessions (12 % in thread-CPU time ten minutes apart, measured here), and a
     # judgement against another session's numbers would measure that shift instead of the transfer
@@ -92,8 +93,8 @@ def main() -> None:
     reference_predictor = check_reference(reference, space, "reference")
     shots = fewshot_archs(space, reference_predictor, args.archs, rng)
     held_out = random_archs(space, args.n_random, {a.hash for a in shots}, rng)
-    samples = time_archs(shots + held_out, scope=Scope.parse(reference["scope"]), detector=args.detector,
-                         shape=tuple(reference["input_shape"]), backend=args.backend, precision="fp32",
+    samples = time_archs(shots + held_out, scope=Scope.parse(reference.scope or ""), detector=args.detector,
+                         shape=reference.input_shape or (), backend=args.backend, precision="fp32",
                          protocol=protocol, options=BackendOptions(), rounds=args.rounds, seed=args.seed + 1,
                          progress=lambda m: print(f"  few-shot + held-out: {m}", flush=True))
     fewshot = fit_fewshot(reference, space, shots, samples[:len(shots)], args.rounds, backend=args.backend,
@@ -103,23 +104,24 @@ def main() -> None:
         for name, profile in (("reference", reference), ("full", full), ("fewshot", fewshot)):
             save_profile(profile, args.profile_dir / f"{name}.json")
     judged = judge_on({"fewshot": fewshot, "full": full}, held_out, samples[len(shots):], args.rounds)
-    print(f"{args.space} @ {args.size}, {reference['scope']}, {args.reference_backend} -> {args.backend}, thread-cpu clock; "
+    print(f"{args.space} @ {args.size}, {reference.scope}, {args.reference_backend} -> {args.backend}, thread-cpu clock; "
           f"{len(held_out)} held-out random archs timed with the {len(shots)} few-shot archs")
     print(_line(f"few-shot ({len(shots)} archs here)", judged["fewshot"]))
     print(_line(f"full profile of {args.backend}", judged["full"]))
-    own = HeldOutReport.from_dict(full["random_report"])
+    own = full.random_report
     print(_line("(full, its own session's random)", own))
     p = judged["fewshot"].predictor
+    transfer = fewshot.transfer or {}
     goal = p.within_10 >= 0.95 and p.r2 >= 0.9
     print(f"goal (>= 95 % within +-10 %, R² >= 0.9): {'met' if goal else 'MISSED'}; "
-          f"{fewshot['transfer'].get('rule', 'per-stage')} transfer, scales "
-          f"{', '.join(f'{v:.3f}' for v in fewshot['transfer']['stage_scales'])}, intercept "
-          f"{fewshot['transfer']['intercept_ms']:.3f} ms; full build {full.get('build_seconds', 0):.0f}s; total "
+          f"{transfer.get('rule', 'per-stage')} transfer, scales "
+          f"{', '.join(f'{v:.3f}' for v in transfer['stage_scales'])}, intercept "
+          f"{transfer['intercept_ms']:.3f} ms; full build {full.build_seconds or 0:.0f}s; total "
           f"{time.perf_counter() - started:.0f}s")
     atomic_write_json(args.json, {"settings": {k: str(v) for k, v in vars(args).items()}, "goal_met": goal,
                                   "fewshot": judged["fewshot"].to_dict(), "full": judged["full"].to_dict(),
-                                  "full_own_session": own.to_dict(), "transfer": fewshot["transfer"],
-                                  "full_build_seconds": full.get("build_seconds")})
+                                  "full_own_session": None if own is None else own.to_dict(), "transfer": transfer,
+                                  "full_build_seconds": full.build_seconds})
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Any
 from detnas.bench.oracle import BackendOptions, TimingProtocol
 from detnas.bench.profile import build_profile, save_profile
 from detnas.bench.result import Scope
-from detnas.bench.stats import HeldOutReport, SharedPart
+from detnas.bench.stats import HeldOutReport
 from detnas.bench.suite import run_suite
 from detnas.errors import DetnasError
 from detnas.io import atomic_write_json
@@ -90,38 +90,36 @@ def measure_set(space: str, scope: Scope, args: argparse.Namespace) -> list[dict
                             n_random=args.n_random, near_ms=args.near_ms)
     if args.profile_dir:
         save_profile(profile, f"{args.profile_dir}/{space}-{scope.value}.json")
-    where = f"{space} @ {args.size}, {profile['variant']}, clock {args.clock}"
-    near = f"random within +-15 % of {profile['near']['target_ms'] or 0:.3f} ms"
-    reports = [(scope.value, "stratified", profile["report"]), (scope.value, "random", profile.get("random_report")),
-               (scope.value, near, profile.get("near_report"))]
-    if "backbone_report" in profile:
-        reports.insert(0, ("backbone", "stratified", profile["backbone_report"]))
+    where = f"{space} @ {args.size}, {profile.variant}, clock {args.clock}"
+    near = f"random within +-15 % of {(profile.near.target_ms if profile.near else None) or 0:.3f} ms"
+    reports = [(scope.value, "stratified", profile.report), (scope.value, "random", profile.random_report),
+               (scope.value, near, profile.near_report)]
+    if profile.backbone_report is not None:
+        reports.insert(0, ("backbone", "stratified", profile.backbone_report))
     rows = []
-    for name, archs, data in reports:
+    for name, archs, report in reports:
         label = name if name == "backbone" else f"{name} ({args.detector})"
-        if data is None:
+        if report is None:
             print(f"{where}, {label}, {archs} archs: fewer than 5, not judged")
             continue
-        report = HeldOutReport.from_dict(data)
         print_report(f"{where}, {label}, {archs} archs", report)
         rows.append({"space": space, "scope": name, "archs": archs,
                      "detector": None if name == "backbone" else args.detector,
-                     "report": data, "goals": goals(report), "build_seconds": profile["build_seconds"],
-                     "timed_with": scope.value, "fixed_ms": profile["fixed_ms"],
-                     "fingerprint": profile["fingerprint"]})
-    if "predictor_choice" in profile:  # an elastic space: which features and scales, and every candidate's figures
-        choice = profile["predictor_choice"]
+                     "report": report.to_dict(), "goals": goals(report), "build_seconds": profile.build_seconds,
+                     "timed_with": scope.value, "fixed_ms": profile.fixed_ms,
+                     "fingerprint": profile.fingerprint.to_dict()})
+    if profile.predictor_choice is not None:  # an elastic space: which features and scales, every candidate's figures
+        choice = profile.predictor_choice
         print(f"  predictor {choice['chosen']} (chosen by {choice['by']}); every candidate on the random paths:")
         for name, alt in choice["alternatives"].items():
             r = alt["random"]
             print(f"    {name:<14} LOO MAPE {alt['loo_mape']:5.2f}%" + ("" if r is None else
                   f"  random: MAPE {r['mape']:5.2f}%  within 10% {100 * r['within_10']:3.0f}%  R² {r['r2']:.3f}"))
         rows[-1]["predictor_choice"] = choice
-    if "shared_part" in profile:
-        shared = SharedPart.from_dict(profile["shared_part"])
-        print(f"  {shared.line()}")
-        rows[-1]["shared_part"] = profile["shared_part"]
-    print(f"  built in {profile['build_seconds']:.0f}s", flush=True)
+    if profile.shared_part is not None:
+        print(f"  {profile.shared_part.line()}")
+        rows[-1]["shared_part"] = profile.shared_part.to_dict()
+    print(f"  built in {profile.build_seconds:.0f}s", flush=True)
     return rows
 
 

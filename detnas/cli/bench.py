@@ -18,7 +18,6 @@ from detnas.bench.backends.ort_backend import PROVIDERS
 from detnas.cli.options import BackendName, Clock, DetectorName, PrecisionName, ScopeName, SizeHW, option, writable_json
 from detnas.console import labelled, plain_console, quiet_onnxruntime
 from detnas.errors import DetnasError
-from detnas.io import read_json_file
 from detnas.jsonout import write_document
 from detnas.tables import Col, fitted_table
 
@@ -260,9 +259,8 @@ def profile_cmd(
     it against the best constant and a perfect predictor's rank agreement, on archs spanning the space, on random
     archs and on random archs near a target (accurate only if it beats the constant)."""
     from detnas.bench.oracle import BackendOptions, TimingProtocol
-    from detnas.bench.profile import build_profile, profile_report, save_profile
+    from detnas.bench.profile import build_profile, save_profile
     from detnas.bench.result import Scope
-    from detnas.bench.stats import HeldOutReport, SharedPart
     from detnas.export.converters import onnx_converters
     from detnas.progress import task
     from detnas.space import get_space
@@ -279,30 +277,28 @@ def profile_cmd(
                                 n_test=n_test, rounds=rounds, seed=seed, scope=Scope.parse(scope), detector=detector,
                                 progress=status.describe, n_random=n_random, near_ms=near_ms)
     save_profile(profile, out)
-    report = profile_report(profile)
+    report = profile.report
     console.print(_report_table(report))
     for line in report.verdict():
         console.print(line, highlight=False, soft_wrap=True)
-    near = profile["near"]
-    for key, title in (("random_report", "random archs"),
-                       ("near_report", f"random archs within ±15 % of {near['target_ms'] or 0:.3f} ms")):
-        if profile.get(key) is not None:
-            judged = HeldOutReport.from_dict(profile[key])
+    target_ms = profile.near.target_ms if profile.near is not None else None
+    for judged, title in ((profile.random_report, "random archs"),
+                          (profile.near_report, f"random archs within ±15 % of {target_ms or 0:.3f} ms")):
+        if judged is not None:
             console.print(_report_table(judged, title))
             console.print(f"{title}: {judged.verdict()[-1]}", highlight=False, soft_wrap=True)
         else:
             console.print(f"{title}: fewer than 5 archs, not judged", highlight=False)
-    if "shared_part" in profile:  # network scopes: how much of the spread the backbone carries, and its own verdict
-        console.print(SharedPart.from_dict(profile["shared_part"]).line(), highlight=False, soft_wrap=True)
-        backbone = HeldOutReport.from_dict(profile["backbone_report"])
-        console.print(f"backbone timed beside it: {backbone.verdict()[-1]}", highlight=False, soft_wrap=True)
-    console.print(f"built in {profile['build_seconds']:.0f}s · fingerprint {profile['fingerprint_hash']} · "
+    if profile.shared_part is not None:  # network scopes: how much of the spread the backbone carries, and its verdict
+        console.print(profile.shared_part.line(), highlight=False, soft_wrap=True)
+        console.print(f"backbone timed beside it: {profile.backbone_report.verdict()[-1]}", highlight=False,
+                      soft_wrap=True)
+    console.print(f"built in {profile.build_seconds:.0f}s · fingerprint {profile.fingerprint_hash} · "
                   f"wrote {out}")
     if json_out is not None:
         write_document(json_out, "detnas.bench.profile/1", {
-            "profile": str(out), "build_seconds": profile["build_seconds"],
-            "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict(),
-            "random_report": profile["random_report"], "near_report": profile["near_report"], "near": profile["near"]})
+            "profile": str(out), "build_seconds": profile.build_seconds,
+            "fingerprint_hash": profile.fingerprint_hash, "report": report.to_dict(), **profile.judged_dict()})
 
 
 def _fewshot(reference: Path | None, archs: int | None, out: Path, backend: str, precision: str, protocol: Any,
@@ -310,40 +306,36 @@ def _fewshot(reference: Path | None, archs: int | None, out: Path, backend: str,
     """`bench profile --from REFERENCE --archs N`: a few-shot profile of this device (detnas.bench.fewshot)."""
     from detnas.bench.fewshot import build_fewshot_profile
     from detnas.bench.oracle import BackendOptions
-    from detnas.bench.profile import profile_report, save_profile
+    from detnas.bench.profile import read_profile, save_profile
     from detnas.export.converters import onnx_converters
-    from detnas.io import read_json_file
     from detnas.progress import task
     from detnas.space import SearchSpace, register_space
 
     if reference is None or archs is None:
         raise DetnasError("--from and --archs go together: a few-shot profile carries --from REFERENCE.json here "
                           "with --archs N whole-network measurements (e.g. --archs 20)")
-    data = read_json_file(reference, "latency profile", "give a profile built with `detnas bench profile`")
-    if not isinstance(data, dict) or "space" not in data:
-        raise DetnasError(f"--from {reference}: not a detnas latency profile (no 'space'); give one built with "
-                          "`detnas bench profile`")
-    space = register_space(SearchSpace.from_dict(data["space"], source=f"{reference}: space"))
+    data = read_profile(reference)
+    space = register_space(SearchSpace.from_dict(data.space, source=f"{reference}: space"))
     with _warnings_as_lines(), task("profile") as status:
         profile = build_fewshot_profile(data, space, n_archs=archs, backend=backend, precision=precision,
                                         protocol=protocol, options=BackendOptions(converters=onnx_converters()),
                                         rounds=rounds, seed=seed, reference_path=str(reference),
                                         progress=status.describe)
     save_profile(profile, out)
-    report = profile_report(profile)
+    report = profile.report
     console.print(_report_table(report, "archs timed here, each predicted by the transfer fitted on the others"))
     for line in report.verdict():
         console.print(line, highlight=False, soft_wrap=True)
-    transfer = profile["transfer"]
+    transfer = profile.transfer
     rule = f" ({transfer['rule']}, chosen by leave-one-out)" if "rule" in transfer else ""
     scales = "scales per feature" if rule else "stage scales"
     console.print(f"few-shot from {reference}{rule}: {scales} {', '.join(f'{v:.3f}' for v in transfer['stage_scales'])}, "
-                  f"intercept {transfer['intercept_ms']:.3f} ms · built in {profile['build_seconds']:.0f}s · wrote {out}",
+                  f"intercept {transfer['intercept_ms']:.3f} ms · built in {profile.build_seconds:.0f}s · wrote {out}",
                   highlight=False, soft_wrap=True)
     if json_out is not None:
         write_document(json_out, "detnas.bench.profile/1", {
-            "profile": str(out), "build_seconds": profile["build_seconds"],
-            "fingerprint_hash": profile["fingerprint_hash"], "report": report.to_dict(), "transfer": transfer})
+            "profile": str(out), "build_seconds": profile.build_seconds,
+            "fingerprint_hash": profile.fingerprint_hash, "report": report.to_dict(), "transfer": transfer})
 
 
 def _report_table(report: Any, title: str = "held-out archs spanning the space") -> Table:
@@ -370,21 +362,20 @@ def predict_cmd(
     """Predicted latency of archs from a profile measured on this machine (its fingerprint must match)."""
     from detnas.arch import resolve_arch
     from detnas.bench.fingerprint import collect_fingerprint
-    from detnas.bench.profile import load_profile, predict_latency
+    from detnas.bench.profile import load_profile, predict_latency, read_profile
 
     archs = [resolve_arch(a) for a in arch]
-    data = read_json_file(profile, "latency profile")
-    proto = data.get("protocol", {}) if isinstance(data, dict) else {}
-    here = collect_fingerprint(proto.get("device", "cpu"), int(proto.get("threads", 1)))
-    loaded = load_profile(profile, archs[0].space, str(data.get("backend")), force=force, fingerprint=here)
+    data = read_profile(profile)
+    here = collect_fingerprint(data.device, data.threads)
+    loaded = load_profile(profile, archs[0].space, data.backend, force=force, fingerprint=here)
     predictions = []
     for name, a in zip(arch, archs):
         if a.space.digest != archs[0].space.digest:
             raise DetnasError(f"arch '{name}' is of space '{a.space.name}'; predict one space at a time")
         predictions.append({"arch": name if len(name) < 40 else a.compact(), "hash": a.hash,
                             "predicted_ms": predict_latency(loaded, a)})
-    table = Table(title=f"predicted latency ({loaded['backend']}, {loaded['scope']}, "
-                        f"{'x'.join(map(str, loaded['input_shape']))})")
+    shape = list(loaded.input_shape or ())
+    table = Table(title=f"predicted latency ({loaded.backend}, {loaded.scope}, {'x'.join(map(str, shape))})")
     table.add_column("arch")
     table.add_column("hash")
     table.add_column("predicted ms", justify="right")
@@ -393,8 +384,8 @@ def predict_cmd(
     console.print(table)
     if json_out is not None:
         write_document(json_out, "detnas.bench.predict/1", {
-            "profile": str(profile), "backend": loaded["backend"], "scope": loaded["scope"],
-            "input_shape": list(loaded["input_shape"]), "predictions": predictions})
+            "profile": str(profile), "backend": loaded.backend, "scope": loaded.scope, "input_shape": shape,
+            "predictions": predictions})
 
 
 @app.command("table")
