@@ -140,6 +140,21 @@ def checkpoint_difference(meta: ModelMeta, checkpoint: CheckpointMeta) -> tuple[
     return None
 
 
+def export_difference(meta: ModelMeta, other: ModelMeta) -> tuple[str, str, str] | None:
+    """(field, `other`'s value, `meta`'s value) of the first field in which `other` is another detector or input than
+    `meta` (detector kind, classes, arch, input shape), or None when both are exports of one detector: one table or
+    comparison may set them side by side, whatever their precision."""
+    if other.detector != meta.detector:
+        return "detector kind", other.detector, meta.detector
+    if other.classes != meta.classes:
+        return "classes", _classes_text(other.classes), _classes_text(meta.classes)
+    if other.arch.hash != meta.arch.hash:
+        return "arch", f"{other.arch.hash} ({other.arch.compact()})", f"{meta.arch.hash} ({meta.arch.compact()})"
+    if other.input != meta.input:
+        return "input", "x".join(map(str, other.input.shape())), "x".join(map(str, meta.input.shape()))
+    return None
+
+
 def _classes_text(classes: tuple[ClassInfo, ...], shown: int = 4) -> str:
     names = ", ".join(f"{c.name}={c.category_id}" for c in classes[:shown])
     return f"{len(classes)} ({names}{', ...' if len(classes) > shown else ''})"

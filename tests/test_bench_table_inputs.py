@@ -4,7 +4,10 @@ classes), and INT8 calibration options that nothing calibrates (silently ignored
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -34,14 +37,20 @@ def _graph(nodes: list, initializers: list | None = None) -> onnx.ModelProto:
     return model
 
 
-def _exported(path: Path, precision: str = "fp32") -> Path:
-    """A file carrying the metadata `detnas export` writes for the tiny FPN detector on CLASSES (its graph is a
-    stand-in: the refusals come before anything runs it). INT8: a QDQ graph, as the precision check reads it."""
+def _meta(precision: str = "fp32", **changes: Any) -> ModelMeta:
+    """The metadata `detnas export` writes for the tiny FPN detector on CLASSES (`changes`: another detector's)."""
     register_space(TINY)
     meta = ModelMeta(arch=sample_arch(TINY, 0), detector="fpn", classes=class_table(CLASSES, CATEGORY_IDS),
                      input=InputSpec(SIZE, SIZE), pixels=DEFAULT_PIXELS,
                      thresholds={"score": 0.05, "nms_iou": 0.5, "rpn_proposals": 20}, outputs={"boxes": "xyxy pixels"},
                      precision=PrecisionInfo(precision))
+    return replace(meta, **changes)
+
+
+def _exported(path: Path, precision: str = "fp32", **changes: Any) -> Path:
+    """A file carrying `_meta` (its graph is a stand-in: the refusals come before anything runs it). INT8: a QDQ
+    graph, as the precision check reads it."""
+    meta = _meta(precision, **changes)
     if precision == "int8":
         scale, zero = helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0])
         model = _graph([helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"]),
@@ -105,6 +114,25 @@ def test_the_checkpoint_a_file_was_exported_from_matches_it(tmp_path: Path) -> N
     assert checkpoint_difference(meta, read_checkpoint_meta(_checkpoint(tmp_path / "same"))) is None
     mismatch = checkpoint_difference(meta, read_checkpoint_meta(_checkpoint(tmp_path / "seed1", seed=1)))
     assert mismatch is not None and mismatch[0] == "arch" and mismatch[2].startswith(meta.arch.hash)
+
+
+def test_artifacts_of_another_detector_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every row carries the FP32 file's detector: an ONNX file of the same arch on other classes, or an engine whose
+    sidecar describes another detector kind, was tabled under its caption (only arch and input were compared, and
+    engines not at all)."""
+    model = _exported(tmp_path / "model.onnx")
+    other = _exported(tmp_path / "other.onnx", classes=class_table(["cat", "dog"]))
+    code, out, err = _table(capsys, model, "--model", str(other))
+    assert code == 2 and len(err) == 1 and out == "", err
+    assert (f"{other}: another detector or input than {model}: classes 2 (cat=1, dog=2) vs 3 (person=1, bicycle=2, "
+            "car=3); one table compares the artifacts of one detector") in err[0]
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine")
+    engine.with_suffix(".json").write_text(json.dumps({"precision": "fp32",
+                                                       "metadata": _meta(detector="retinanet").to_props()}))
+    code, out, err = _table(capsys, model, "--model", str(engine))
+    assert code == 2 and len(err) == 1 and out == "", err
+    assert f"{engine}: another detector or input than {model}: detector kind retinanet vs fpn" in err[0]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -172,16 +172,15 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     if weights is not None:
         _check_weights(weights, meta, fp32[0])
     _check_calibration_used(fp32[0], convert, [a for a in artifacts if a.precision == "int8"], calib_data, calib_images)
+    engine_rows = [Artifact("TensorRT", Path(e), "tensorrt", _engine_precision(Path(e))) for e in engines]
+    for artifact in artifacts + engine_rows:  # the files given, before any conversion
+        _check_same_detector(artifact, meta, fp32[0])
     for precision in convert:
         if precision not in {a.precision for a in artifacts}:
             path, produced = produce(fp32[0], precision, weights, calib_data, calib_images, (data, images))
             artifacts.append(Artifact(f"ONNX {precision.upper()}", path, "onnxruntime", precision, produced))
-    for artifact in artifacts:  # a reused converted file too
-        other = read_onnx_meta(artifact.path)
-        if other.arch.hash != meta.arch.hash or other.input != meta.input:
-            raise DetnasError(f"{artifact.path}: another detector or input than {fp32[0]} (arch {other.arch.hash}, "
-                              f"input {other.input.shape()}); one table compares the artifacts of one detector")
-    artifacts += [Artifact("TensorRT", Path(e), "tensorrt", _engine_precision(Path(e))) for e in engines]
+            _check_same_detector(artifacts[-1], meta, fp32[0])  # a reused converted file too
+    artifacts += engine_rows
 
     batch = meta.input.batch or 1
     inputs = image_batches(images, batch, (meta.input.height, meta.input.width), limit=latency_images,
@@ -205,6 +204,19 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     return ArtifactTable(meta.detector, meta.arch.hash, str(data), int(measured[0][1]["images"]),
                          tuple(inputs[0].shape), Scope.NETWORK_NMS.value, protocol_fields, measured[0][2].fingerprint,
                          tuple(_row(*m) for m in measured))
+
+
+def _check_same_detector(artifact: Artifact, meta: ModelMeta, fp32: Path) -> None:
+    """Every row is an artifact of the detector the caption names: its own metadata (an engine's: its sidecar's)
+    has the FP32 file's detector kind, classes, arch and input."""
+    from detnas.export.metadata import export_difference
+    from detnas.export.runtime import read_engine_meta, read_onnx_meta
+
+    other = read_engine_meta(artifact.path) if artifact.runtime == "tensorrt" else read_onnx_meta(artifact.path)
+    if (difference := export_difference(meta, other)) is not None:
+        field, theirs, ours = difference
+        raise DetnasError(f"{artifact.path}: another detector or input than {fp32}: {field} {theirs} vs {ours}; one "
+                          "table compares the artifacts of one detector")
 
 
 def _check_weights(weights: Path, meta: ModelMeta, fp32: Path) -> None:
