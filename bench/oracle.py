@@ -344,17 +344,24 @@ def measure_engine(
     cache: LatencyCache | None = None,
 ) -> LatencyResult:
     """Time a serialized TensorRT engine. Its precision was fixed at build time: the one its sidecar (`detnas export
-    --format trt`) records labels it and another `precision` is refused; without a sidecar `precision` (default
-    fp32) labels it."""
+    --format trt`) records labels it and another `precision` is refused; without a sidecar that records it, the
+    `precision` given labels it, and none given is refused: the engine cannot say, and a guessed label (FP32 for an
+    INT8 engine) would make every comparison against its row wrong."""
     if precision is not None:
         check_choice("precision", precision, PRECISIONS)
     _validate("trt", "fp32", protocol, None, inputs)
     path = Path(path)
-    recorded = _engine_recorded(path, "precision")
-    if recorded in PRECISIONS and precision not in (None, recorded):
-        raise DetnasError(f"--precision {precision}: {path.name} is an {recorded} engine (its sidecar "
-                          f"{path.with_suffix('.json').name} records it); leave --precision out to time it as {recorded}")
-    precision = recorded if recorded in PRECISIONS else precision or "fp32"
+    recorded, sidecar = _engine_recorded(path, "precision"), path.with_suffix(".json")
+    if recorded in PRECISIONS:
+        if precision not in (None, recorded):
+            raise DetnasError(f"--precision {precision}: {path.name} is an {recorded} engine (its sidecar "
+                              f"{sidecar.name} records it); leave --precision out to time it as {recorded}")
+        precision = recorded
+    elif precision is None:
+        state = "records no precision" if sidecar.is_file() else "is missing"
+        raise DetnasError(f"{path.name}: its sidecar {sidecar.name} {state}, so nothing says which precision the engine "
+                          f"was built in; pass --precision {' / '.join(PRECISIONS)} (the one it was built in), or rebuild "
+                          "it with `detnas export --format trt`, which writes the sidecar")
     from detnas.bench.backends.trt_backend import prepare_engine, require_tensorrt
 
     require_tensorrt()

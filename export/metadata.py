@@ -14,6 +14,7 @@ from typing import Any
 
 from detnas.arch import Arch
 from detnas.bench.onnx_metadata import FORMAT, PREFIX, OnnxMetadata
+from detnas.checkpoint import CheckpointMeta
 from detnas.errors import DetnasError
 from detnas.pixels import PixelConvention
 
@@ -120,6 +121,43 @@ def class_table(names: list[str], label_to_cat_id: dict[int, int] | None = None)
     if sorted(mapping) != list(range(1, len(names) + 1)):
         raise DetnasError(f"class map covers labels {sorted(mapping)[:5]}...; expected exactly 1..{len(names)}")
     return tuple(ClassInfo(i, int(mapping[i]), name) for i, name in enumerate(names, start=1))
+
+
+def checkpoint_difference(meta: ModelMeta, checkpoint: CheckpointMeta) -> tuple[str, str, str] | None:
+    """(field, the checkpoint's value, the file's value) of the first field in which `checkpoint` is another detector
+    than the exported file `meta` describes, or None when the file can be its export: the detector kind, the classes
+    (names and category ids), the arch (a supernet checkpoint holds every path of its space: the space)."""
+    if checkpoint.detector != meta.detector:
+        return "detector kind", str(checkpoint.detector or f"none (a {checkpoint.kind} checkpoint)"), meta.detector
+    classes = class_table(list(checkpoint.classes), checkpoint.label_to_cat_id or None)
+    if classes != meta.classes:
+        return "classes", _classes_text(classes), _classes_text(meta.classes)
+    space = meta.arch.space
+    if checkpoint.space.digest != space.digest:
+        return "space", f"{checkpoint.space.name} ({checkpoint.space.digest})", f"{space.name} ({space.digest})"
+    if checkpoint.arch is not None and checkpoint.arch.hash != meta.arch.hash:
+        return "arch", f"{checkpoint.arch.hash} ({checkpoint.arch.compact()})", f"{meta.arch.hash} ({meta.arch.compact()})"
+    return None
+
+
+def export_difference(meta: ModelMeta, other: ModelMeta) -> tuple[str, str, str] | None:
+    """(field, `other`'s value, `meta`'s value) of the first field in which `other` is another detector or input than
+    `meta` (detector kind, classes, arch, input shape), or None when both are exports of one detector: one table or
+    comparison may set them side by side, whatever their precision."""
+    if other.detector != meta.detector:
+        return "detector kind", other.detector, meta.detector
+    if other.classes != meta.classes:
+        return "classes", _classes_text(other.classes), _classes_text(meta.classes)
+    if other.arch.hash != meta.arch.hash:
+        return "arch", f"{other.arch.hash} ({other.arch.compact()})", f"{meta.arch.hash} ({meta.arch.compact()})"
+    if other.input != meta.input:
+        return "input", "x".join(map(str, other.input.shape())), "x".join(map(str, meta.input.shape()))
+    return None
+
+
+def _classes_text(classes: tuple[ClassInfo, ...], shown: int = 4) -> str:
+    names = ", ".join(f"{c.name}={c.category_id}" for c in classes[:shown])
+    return f"{len(classes)} ({names}{', ...' if len(classes) > shown else ''})"
 
 
 def software_versions() -> dict[str, str]:

@@ -192,7 +192,8 @@ def test_tensorrt_engine_fp32_fp16(tiny_onnx: Path, tmp_path: Path) -> None:
     from detnas.bench.backends.trt_backend import build_engine
 
     engine = build_engine(tiny_onnx, tmp_path / "tiny.engine", input_shape=(1, 3, 32, 32))
-    assert measure_engine(engine, random_batches(1, (32, 32)), protocol=gpu).stats.n == 5
+    timed = measure_engine(engine, random_batches(1, (32, 32)), precision="fp32", protocol=gpu)  # no sidecar: given
+    assert timed.stats.n == 5 and timed.precision == "fp32"
 
 
 @pytest.mark.gpu

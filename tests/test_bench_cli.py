@@ -113,7 +113,7 @@ def test_engine_without_tensorrt_says_what_is_missing(tmp_path: Path, monkeypatc
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"engine")
     code, _, err = _run(capsys, "latency", "--model", str(engine), "--backend", "trt", "--device", "cuda",
-                        "--scope", "network+nms", "--no-cache")
+                        "--scope", "network+nms", "--precision", "fp32", "--no-cache")
     assert code == 2 and "TensorRT backend unavailable: the Python package 'tensorrt' is not installed" in err
 
 
@@ -180,6 +180,22 @@ def test_an_engine_is_labelled_by_its_sidecar(tmp_path: Path, capsys: pytest.Cap
                         "--scope", "network+nms", "--precision", "fp32", "--no-cache")
     line = _error_line(err)
     assert code == 2 and "--precision fp32: m.engine is an int8 engine (its sidecar m.json records it)" in line
+
+
+@pytest.mark.parametrize("sidecar, state", [(None, "is missing"), ({"tf32": False}, "records no precision")])
+def test_an_engine_without_a_recorded_precision_is_not_labelled_fp32(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], sidecar: dict[str, bool] | None, state: str) -> None:
+    """Nothing in a serialized engine says its precision: without the sidecar's record and without --precision, a
+    row labelled fp32 (the old default) could be an INT8 engine's. Refused before TensorRT is asked for."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    if sidecar is not None:
+        engine.with_suffix(".json").write_text(json.dumps(sidecar))
+    code, out, err = _run(capsys, "latency", "--model", str(engine), "--backend", "trt", "--device", "cuda",
+                          "--scope", "network+nms", "--no-cache")
+    line = _error_line(err)
+    assert code == 2 and out == "" and f"m.engine: its sidecar m.json {state}, so nothing says which precision" in line
+    assert "pass --precision fp32 / fp16 / int8 (the one it was built in)" in line
 
 
 def test_compare_refuses_results_of_different_scope_or_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -110,8 +110,13 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
+def converted_path(fp32_onnx: Path, precision: str) -> Path:
+    """Where the table's conversion of the FP32 file to `precision` lives (and is reused from)."""
+    return fp32_onnx.with_name(f"{fp32_onnx.stem}.{precision}.onnx")
+
+
 def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: Path | None,
-            calib_images: int, evaluated: tuple[Path, Path] | None = None) -> tuple[Path, bool]:
+            calib_images: int | None, evaluated: tuple[Path, Path] | None = None) -> tuple[Path, bool]:
     """`<stem>.<precision>.onnx` next to the FP32 file: reused when present, else converted as `detnas export
     --precision` does, with its options' defaults (INT8 calibrates on --calib-images, else on the checkpoint's
     training split). `evaluated` (COCO json, image folder): the images the table scores, which no calibration image
@@ -122,7 +127,7 @@ def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: P
     from detnas.export.precision.request import evaluated_files
     from detnas.images import shared_images
 
-    target = fp32_onnx.with_name(f"{fp32_onnx.stem}.{precision}.onnx")
+    target = converted_path(fp32_onnx, precision)
     if target.is_file():
         if onnx_precision(target) != precision:
             raise DetnasError(f"{target}: present but not a {precision} file; remove it to have it converted again")
@@ -145,10 +150,12 @@ def produce(fp32_onnx: Path, precision: str, weights: Path | None, calib_data: P
 
 def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights: Path | None = None,
                 engines: Sequence[Path] = (), convert: Sequence[str] = (), calib_data: Path | None = None,
-                calib_images: int = 64, proposals: int | None = None, max_images: int | None = None,
+                calib_images: int | None = None, proposals: int | None = None, max_images: int | None = None,
                 batch_size: int = 4, protocol: TimingProtocol = DEFAULT_PROTOCOL, latency_images: int = 16) -> ArtifactTable:
     """Measure every artifact of one detector. `onnx_files` must include its FP32 export (the reference for the
-    eager twin, the conversions and the input shape); `weights` adds the PyTorch eager row."""
+    eager twin, the conversions and the input shape); `weights` adds the PyTorch eager row, and must be the
+    checkpoint of the detector the files hold. `calib_data` / `calib_images` (None: the defaults) serve an INT8
+    conversion made here and are refused without one."""
     from detnas.bench.backends.trt_backend import onnx_precision
     from detnas.bench.inputs import image_batches
     from detnas.export.runtime import evaluate_exported, read_onnx_meta
@@ -162,16 +169,18 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     if not fp32:
         raise DetnasError("--model: give the FP32 export of the detector (the reference for the other rows)")
     meta = read_onnx_meta(fp32[0])
+    if weights is not None:
+        _check_weights(weights, meta, fp32[0])
+    _check_calibration_used(fp32[0], convert, [a for a in artifacts if a.precision == "int8"], calib_data, calib_images)
+    engine_rows = [Artifact("TensorRT", Path(e), "tensorrt", _engine_precision(Path(e))) for e in engines]
+    for artifact in artifacts + engine_rows:  # the files given, before any conversion
+        _check_same_detector(artifact, meta, fp32[0])
     for precision in convert:
         if precision not in {a.precision for a in artifacts}:
             path, produced = produce(fp32[0], precision, weights, calib_data, calib_images, (data, images))
             artifacts.append(Artifact(f"ONNX {precision.upper()}", path, "onnxruntime", precision, produced))
-    for artifact in artifacts:  # a reused converted file too
-        other = read_onnx_meta(artifact.path)
-        if other.arch.hash != meta.arch.hash or other.input != meta.input:
-            raise DetnasError(f"{artifact.path}: another detector or input than {fp32[0]} (arch {other.arch.hash}, "
-                              f"input {other.input.shape()}); one table compares the artifacts of one detector")
-    artifacts += [Artifact("TensorRT", Path(e), "tensorrt", _engine_precision(Path(e))) for e in engines]
+            _check_same_detector(artifacts[-1], meta, fp32[0])  # a reused converted file too
+    artifacts += engine_rows
 
     batch = meta.input.batch or 1
     inputs = image_batches(images, batch, (meta.input.height, meta.input.width), limit=latency_images,
@@ -195,6 +204,50 @@ def build_table(onnx_files: Sequence[Path], *, data: Path, images: Path, weights
     return ArtifactTable(meta.detector, meta.arch.hash, str(data), int(measured[0][1]["images"]),
                          tuple(inputs[0].shape), Scope.NETWORK_NMS.value, protocol_fields, measured[0][2].fingerprint,
                          tuple(_row(*m) for m in measured))
+
+
+def _check_same_detector(artifact: Artifact, meta: ModelMeta, fp32: Path) -> None:
+    """Every row is an artifact of the detector the caption names: its own metadata (an engine's: its sidecar's)
+    has the FP32 file's detector kind, classes, arch and input."""
+    from detnas.export.metadata import export_difference
+    from detnas.export.runtime import read_engine_meta, read_onnx_meta
+
+    other = read_engine_meta(artifact.path) if artifact.runtime == "tensorrt" else read_onnx_meta(artifact.path)
+    if (difference := export_difference(meta, other)) is not None:
+        field, theirs, ours = difference
+        raise DetnasError(f"{artifact.path}: another detector or input than {fp32}: {field} {theirs} vs {ours}; one "
+                          "table compares the artifacts of one detector")
+
+
+def _check_weights(weights: Path, meta: ModelMeta, fp32: Path) -> None:
+    """The eager row is the checkpoint `fp32` was exported from: another detector's (kind, classes, arch) would add
+    a row of its AP on these classes (0.0) under this detector's caption; refused before any work."""
+    from detnas.checkpoint import read_checkpoint_meta
+    from detnas.export.metadata import checkpoint_difference
+
+    if (difference := checkpoint_difference(meta, read_checkpoint_meta(weights))) is not None:
+        field, theirs, ours = difference
+        raise DetnasError(f"--weights {weights} is another detector than {fp32}: {field} {theirs} vs {ours} in the ONNX "
+                          f"file; pass the checkpoint {fp32.name} was exported from, or leave --weights out")
+
+
+def _check_calibration_used(fp32: Path, convert: Sequence[str], given_int8: Sequence[Artifact],
+                            calib_data: Path | None, calib_images: int | None) -> None:
+    """Calibration options serve an INT8 file converted here; without one they would be silently ignored."""
+    from detnas.export.precision.request import refuse_calibration_options
+
+    if "int8" not in convert:
+        why, fix = f"nothing is calibrated ({'--convert ' + ' '.join(convert) if convert else 'no --convert'})", \
+            "add --convert int8"
+    elif given_int8:
+        why, fix = f"nothing is calibrated: the INT8 row is --model {given_int8[0].path}, used as it is", \
+            f"leave it out of --model to have {fp32.name} converted"
+    elif (present := converted_path(fp32, "int8")).is_file():
+        why, fix = f"nothing is calibrated: the INT8 row is {present}, already converted and used as it is", \
+            f"remove {present.name} to have it converted again"
+    else:
+        return
+    refuse_calibration_options(calib_data, calib_images, why=why, fix=fix)
 
 
 def _row(artifact: Artifact, metrics: dict[str, float], result: LatencyResult) -> ArtifactRow:

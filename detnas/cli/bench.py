@@ -18,6 +18,7 @@ from detnas.bench.backends.ort_backend import PROVIDERS
 from detnas.cli.options import BackendName, Clock, DetectorName, PrecisionName, ScopeName, SizeHW, option, writable_json
 from detnas.console import labelled, plain_console, quiet_onnxruntime
 from detnas.errors import DetnasError
+from detnas.export.precision.quantize import CALIB_COUNT
 from detnas.jsonout import write_document
 from detnas.tables import Col, fitted_table
 
@@ -84,7 +85,8 @@ def latency_cmd(
     backend: Backend = "ort",
     precision: Annotated[PrecisionName | None, option("precision", "Default: fp32 for --arch, the precision a "
                                                       "--model file carries (an FP32 .onnx file is converted to the "
-                                                      "asked one; int8 calibrates on --calib-images).")] = None,
+                                                      "asked one; int8 calibrates on --calib-images); an engine "
+                                                      "without its sidecar needs it.")] = None,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
     size: Annotated[SizeHW, option("size", "Default: 224 for --arch, the exported size for a detnas ONNX file.")]
     = None,
@@ -403,7 +405,8 @@ def table_cmd(
                                                       "(reused when present; repeatable).")] = None,
     calib_images: Annotated[Path | None, option("images", "INT8 calibration (default: the training split the "
                                                 "checkpoint's run records).", prefix="calib")] = None,
-    calib_count: Annotated[int, typer.Option(help="INT8: calibration images used (the first N, sorted).")] = 64,
+    calib_count: Annotated[int | None, typer.Option(help=f"INT8: calibration images used (the first N, sorted; "
+                                                    f"default {CALIB_COUNT}).")] = None,
     max_images: Annotated[int | None, option("max-images")] = None,
     device: Device = "cpu",
     threads: Threads = 1,

@@ -65,6 +65,16 @@ def training_split(weights: str | Path) -> tuple[Path, Path | None] | None:
     return None
 
 
+def refuse_calibration_options(calib_data: Path | None, calib_images: int | None, calib_method: str | None = None, *,
+                               why: str, fix: str) -> None:
+    """Where nothing is calibrated, INT8 calibration options given (not None: their defaults are resolved only for an
+    INT8 conversion) are refused in one line naming them, `why` and the `fix`, rather than silently ignored."""
+    given = [f"--{name}" for name, value in (("calib-images", calib_data), ("calib-count", calib_images),
+                                             ("calib-method", calib_method)) if value is not None]
+    if given:
+        raise DetnasError(f"{', '.join(given)}: INT8 calibration options, but {why}; drop them, or {fix}")
+
+
 def evaluated_files(gate: Gate) -> list[Path]:
     """The image files the AP gate evaluates: those its annotation file lists, in its image folder."""
     from detnas.data.coco import read_coco_json
@@ -92,11 +102,9 @@ def precision_request(precision: str, *, weights: Path, calib_data: Path | None,
 
     if precision not in PRECISIONS:
         raise DetnasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    given = [f"--{name}" for name, value in (("calib-images", calib_data), ("calib-count", calib_images),
-                                             ("calib-method", calib_method)) if value is not None]
-    if given and precision != "int8":
-        raise DetnasError(f"{', '.join(given)}: INT8 calibration options, but the file is {precision}, which nothing "
-                          "calibrates; drop them, or pass --precision int8")
+    if precision != "int8":
+        refuse_calibration_options(calib_data, calib_images, calib_method, why=f"the file is {precision}, which "
+                                   "nothing calibrates", fix="pass --precision int8")
     calib_images = CALIB_COUNT if calib_images is None else calib_images
     calib_method = calib_method or DEFAULT_CALIB_METHOD
     if calib_method not in CALIB_METHODS:
