@@ -8,11 +8,13 @@ import pytest
 
 from detnas.arch import Arch
 from detnas.cli import main
+from detnas.detection.cost import path_size
 from detnas.workflows.main_job import SHIPPED_AP_TOL, MainJobPlan
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # the whole road on the CI-sized plan: minutes
 
 SMOKE_AP50 = 0.1  # the smoke plan (200 detection iterations) shipped 0.17 on 8 images here; the full plan >= 0.5
+FRONT_SPAN = 2.0  # the tight target's Pareto front, slowest / fastest member at the timed scope (measured: see below)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,12 @@ def test_demo_smoke_plan_end_to_end(smoke):
     assert Arch.from_json(meta["detnas.arch"]).hash == arch.hash
     bench = json.loads((out / "benchmark.json").read_text())
     assert bench["stats"]["median_ms"] > 0 and bench["backend"] == "ort"
-    assert 0 < summary["benchmark"]["backbone_share"] < 1.5
+    # the search timed whole detectors (network+nms, where every gene of the elastic space costs) and the winner
+    # ships at its own input-size gene's size, the size it was timed and scored at
+    assert summary["latency_scope"] == "network+nms" and arch.space.name == MainJobPlan.named("smoke").space
+    size = list(path_size(arch, (MainJobPlan.named("smoke").det_size,) * 2))
+    assert summary["benchmark"]["size"] == size and [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][2:] == size
+    assert 0.25 < summary["benchmark"]["searched_share"] < 4, summary["benchmark"]
     # one search for two targets: every kept candidate meets one of them by its 95 % bound, and each target has its
     # winner, timed afresh, with a verdict and a front
     journal = [json.loads(line) for line in (out / "search" / "journal.jsonl").read_text().splitlines()]
@@ -42,6 +49,11 @@ def test_demo_smoke_plan_end_to_end(smoke):
     targets = {name: row["latency_ms"] for name, row in summary["targets"].items()}
     assert targets == {"tight": summary["latency_target_ms"], "loose": round(1.5 * summary["latency_target_ms"], 3)}
     assert candidates and all(any(r["latencies"][n]["upper_ms"] <= ms for n, ms in targets.items()) for r in candidates)
+    # a real trade-off: the shipped target's front reaches from fast narrow paths to slow accurate ones
+    front = summary["front_span"]
+    assert front["members"] >= 2 and front["ratio"] >= FRONT_SPAN, front
+    assert front["ratio"] == pytest.approx(front["slowest_ms"] / front["fastest_ms"])
+    assert summary["targets"]["tight"]["front_ratio"] == pytest.approx(front["ratio"])
     for name, row in summary["targets"].items():
         assert row["fresh_ms"] > 0 and row["search_ms"] > 0 and row["front"] >= 1, row
         assert row["meets_target"] is (row["fresh_ms"] <= targets[name]) and row["verdict"].startswith("winner")
@@ -49,7 +61,8 @@ def test_demo_smoke_plan_end_to_end(smoke):
     versus = summary["versus"]
     assert versus["random_count"] > 0 and versus["random_best_AP"] >= versus["random_median_AP"]
     report = (out / "report.md").read_text()
-    for text in ("AP50", "random median", "images/s", "p90", "search/pareto.tight.png", "detections compared"):
+    for text in ("AP50", "random median", "images/s", "p90", "search/pareto.tight.png", "detections compared",
+                 "latency span of"):
         assert text in report, text
     # each training stage kept its newest checkpoint only (weights and optimiser state), enough to continue
     for stage in ("supernet-cls", "supernet-det"):

@@ -37,9 +37,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MainJobPlan:
-    """Sizes of each step; `full` fits the project's 15-minute CPU budget (docs/demo.md), `smoke` is the CI-sized run."""
+    """Sizes of each step; `full` fits the project's 15-minute CPU budget (docs/demo.md), `smoke` is the CI-sized run.
 
-    space: str = "detnas-300m"
+    The space is elastic (`detnas-300m-demo`: block widths and depths, FPN width, box-head convs and FC, proposals
+    and input size), so candidates differ in what costs and the search trades latency against AP. Both supernet
+    stages draw their paths with the sandwich rule (widest, narrowest, two random), so the extremes the front spans
+    are trained as often as any path. Candidates are timed at `latency_scope` network+nms, the deployed graph: at
+    'network' an FPN detector is backbone + FPN + RPN head only, so the box head's convs and FC and the proposal
+    count (most of a path's cost at 128 px) would not show, and at 'backbone' none of the detector genes would."""
+
+    space: str = "detnas-300m-demo"
+    sampler: str = "sandwich"  # both supernet stages (an elastic space's widest and narrowest paths every cycle)
+    latency_scope: str = "network+nms"
     train_images: int = 48
     val_images: int = 16
     search_val_images: int = 12
@@ -52,9 +61,10 @@ class MainJobPlan:
     det_iterations: int = 360
     det_lr: float = 0.007
     det_batch: int = 2
-    det_size: int = 128  # min_size = max_size = the export's square input: the ONNX file sees what the search saw
+    det_size: int = 128  # min_size = max_size: the paper detector's square input (an elastic path's input-size gene
+    # scales it: 96 / 128 / 160 px in the demo space); the winner exports at its own, as the search timed and scored it
     roi_batch: int = 16  # FPN: RoIs per image for the 4-conv box head; the head dominates a CPU step
-    proposals: int = 50  # FPN: test-time RPN proposals per image (search, export)
+    proposals: int = 50  # FPN: test-time RPN proposals per image (search, export); an elastic path's gene decides
     population: int = 6
     generations: int = 3
     bn_images: int = 12
@@ -198,7 +208,8 @@ def train_demo_supernet(out: Path, plan: MainJobPlan,
     done = step("supernet pre-training (classification)")
     cls_ckpt = _train_stage(train_supernet_cls, "cpu-cls", {
         "space": plan.space, "iterations": plan.cls_iterations, "lr": plan.cls_lr, "data": str(cls_root / "train"),
-        "val_data": str(cls_root / "val"), "out": str(out / "runs" / "supernet-cls"), "seed": plan.seed})
+        "val_data": str(cls_root / "val"), "out": str(out / "runs" / "supernet-cls"), "seed": plan.seed,
+        "sampler": plan.sampler})
     done()
 
     done = step("supernet detection fine-tuning")
@@ -209,7 +220,7 @@ def train_demo_supernet(out: Path, plan: MainJobPlan,
         "roi_batch": plan.roi_batch,
         "proposals": plan.proposals,
         "milestones": [int(plan.det_iterations * 0.7), int(plan.det_iterations * 0.9)],
-        "warmup_iters": max(1, plan.det_iterations // 10), "seed": plan.seed})
+        "warmup_iters": max(1, plan.det_iterations // 10), "seed": plan.seed, "sampler": plan.sampler})
     done()
     return DemoSupernet(det, supernet_ann, search_ann, det_ckpt)
 
@@ -229,6 +240,7 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     from detnas.bench.oracle import TimingProtocol, measure_onnx
     from detnas.bench.result import Scope
     from detnas.data import CocoDetection
+    from detnas.detection.cost import path_size
     from detnas.detection.supernet_path import SupernetDetector
     from detnas.export.api import ExportRequest, GraphOptions, ParityOptions, SourceOptions, run_export
     from detnas.search.evaluators import DetectionAP
@@ -256,14 +268,10 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     size = (plan.det_size, plan.det_size)
 
     done = step("latency-constrained evolutionary search (ONNX Runtime, CPU)")
-    # The demo times backbones: at its small size and 50 proposals the detector's fixed parts (FPN, RPN, RoI head)
-    # are most of the network+nms latency, so candidates would differ by less than a shared CPU's noise there, and
-    # each network+nms measurement exports a whole detector. `detnas search run` defaults to network+nms; the
-    # exported winner's full latency is benchmarked below, with the backbone's share of it. The clock is the timing
-    # thread's CPU time: the target is measured minutes before the candidates, and on a shared machine the wall clock
-    # moved every median by more than the candidates' spread between the two (measured: 0.09 % noise of a median on
-    # thread-cpu against 3.5-15 % on the wall clock, 2 cores at load ~7, bench/suite/latency_profile.py).
-    timing = Timing(size=size, backend="ort", scope="backbone", runs=plan.latency_runs, clock="thread-cpu")
+    # At network+nms (the plan's latency_scope, see MainJobPlan): every gene of the elastic space costs there; each
+    # candidate's own detector is cut from the supernet and timed at its input-size gene's share of `size`
+    timing = Timing(size=size, backend="ort", scope=plan.latency_scope, runs=plan.latency_runs,
+                    clock="thread-cpu")
     cache = out / "latency_cache.sqlite"
     if latency_target_ms is None:
         latency_target_ms = median_random_target(det_ckpt, search_ann, det.train_images, timing, cache, plan.proposals,
@@ -299,6 +307,7 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     done()
 
     done = step("winner: the search's BN recalibration, ONNX export with parity check")
+    size = path_size(arch, size)  # an elastic winner ships at its input-size gene's size, as it was timed and scored
     supernet = SupernetDetector.load(det_ckpt, proposals=plan.proposals)
     search_val = CocoDetection(search_ann, det.train_images)
     accuracy = DetectionAP(supernet, CocoDetection(supernet_ann, det.train_images), search_val, plan.bn_images,
@@ -341,17 +350,18 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     done()
 
     files["report"] = out / "report.md"
-    winner_backbone_ms = (outcome.run.finals.get(SHIPPED_TARGET) or best).latency.median_ms
+    searched_ms = (outcome.run.finals.get(SHIPPED_TARGET) or best).latency.median_ms
     summary = {
         "arch": arch.to_dict(), "latency_target_ms": latency_target_ms, "latency_scope": timing.scope,
-        "targets": target_rows(outcome.run),
+        "targets": target_rows(outcome.run), "front_span": front_span(outcome.run, SHIPPED_TARGET),
         "search_best": best.to_json(), "shipped": shipped, "onnx_val": val_metrics,
         "versus": versus_random(outcome.run.candidates, best, released_row, latency_target_ms),
         "latency_spread": latency_spread(outcome.run.candidates),
         "export": {"nodes": report.nodes, "parity": report.parity.to_dict() if report.parity else None},
         "benchmark": {"median_ms": bench.stats.median_ms, "p90_ms": bench.stats.p90_ms, "cv": bench.stats.cv,
                       "images_per_s": 1000.0 / bench.stats.median_ms, "size": list(size),
-                      "backbone_ms": winner_backbone_ms, "backbone_share": winner_backbone_ms / bench.stats.median_ms},
+                      "searched_ms": searched_ms, "searched_scope": timing.scope,
+                      "searched_share": searched_ms / bench.stats.median_ms},
         "seconds": seconds, "plan": asdict(plan)}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(files["report"], report_text(summary, files, out))
@@ -371,20 +381,40 @@ def demo_targets(tight_ms: float) -> list[Target]:
 
 
 def target_rows(run: SearchRun) -> dict[str, dict[str, Any]]:
-    """Each target's winner, its search-time and fresh backbone latency and verdict, and its front's size."""
-    from detnas.search.objectives import pareto_front
+    """Each target's winner, its search-time and fresh latency and verdict, and its front's size and span."""
     from detnas.search.report import summary as search_summary
 
     rows = {}
     for name, data in search_summary(run)["targets"].items():
         final, best = data["final"], data["best"]
+        span = front_span(run, name)
         rows[name] = {"latency_ms": data["latency_ms"], "arch": best["arch"] if best else None,
                       "AP": best["metrics"]["AP"] if best else None,
                       "search_ms": final["search_latency"]["median_ms"] if final else None,
                       "fresh_ms": final["latency"]["median_ms"] if final else None,
                       "meets_target": final["meets_target"] if final else None, "verdict": data["verdict"],
-                      "front": len(pareto_front(run.candidates, run.constraints.metric, name))}
+                      "front": span["members"], "front_ratio": span["ratio"]}
     return rows
+
+
+def front_span(run: SearchRun, target: str) -> dict[str, Any]:
+    """How far the Pareto front (AP against the target's search-time median latency, every candidate; the front of
+    `search/pareto.TARGET.png`) reaches: its fastest and slowest member and their latency ratio. A search whose
+    candidates differ only in noise has a front of one or two members a few percent apart; a space whose genes
+    cost spreads it over a real trade-off."""
+    from detnas.search.objectives import pareto_front
+
+    front = pareto_front(run.candidates, run.constraints.metric, target)
+    if not front:
+        return {"members": 0, "fastest_ms": None, "slowest_ms": None, "ratio": None, "fastest": None, "slowest": None}
+
+    def ms(c: Candidate) -> float:
+        return c.latencies[target].median_ms if target in c.latencies else c.latency.median_ms
+
+    fastest, slowest = front[0], front[-1]
+    return {"members": len(front), "fastest_ms": ms(fastest), "slowest_ms": ms(slowest),
+            "ratio": ms(slowest) / ms(fastest) if ms(fastest) > 0 else None, "AP": [c.metrics[run.constraints.metric] for c in front],
+            "fastest": fastest.arch.compact(), "slowest": slowest.arch.compact()}
 
 
 def shipped_accuracy(journal_metrics: dict[str, float], checkpoint: Path, onnx_path: Path, search_val: Any,
@@ -476,17 +506,25 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f} ms"
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
 def report_text(summary: dict[str, Any], files: dict[str, Path], out: Path) -> str:
     """report.md: what won, against what, how accurate the shipped file is, how fast, and where the files are."""
     best, shipped, val, versus = summary["search_best"], summary["shipped"], summary["onnx_val"], summary["versus"]
     bench, spread, parity = summary["benchmark"], summary["latency_spread"], summary["export"]["parity"]
-    released = versus["released"]
+    released, scope, front = versus["released"], summary["latency_scope"], summary["front_span"]
     size = "x".join(map(str, bench["size"]))
     lines = [
         "# detnas main job", "",
         f"Winner: `{summary['arch']['choices']}` (space {summary['arch']['space']}), generation {best['generation']}, "
-        f"backbone latency {best['latency']['median_ms']:.3f} ms against a target of {summary['latency_target_ms']} ms "
-        f"({summary['latency_scope']} at {size} px, ONNX Runtime CPU).", "",
+        f"{scope} latency {best['latency']['median_ms']:.3f} ms against a target of {summary['latency_target_ms']} ms "
+        f"(ONNX Runtime CPU; it runs at {size} px, its input-size gene's share of the demo's "
+        f"{summary['plan']['det_size']} px).", "",
+        f"Pareto front of the {SHIPPED_TARGET} target (`search/pareto.{SHIPPED_TARGET}.png`): {front['members']} "
+        f"candidates from {_ms(front['fastest_ms'])} (`{front['fastest']}`) to {_ms(front['slowest_ms'])} "
+        f"(`{front['slowest']}`), a latency span of **{_ratio(front['ratio'])}** at {scope}.", "",
         "## Accuracy", "",
         f"- **Exported file on the demo validation split** ({int(val['images'])} images, {val['annotations']} boxes, "
         f"`detnas eval --model`): AP50 **{val['AP50']:.3f}**, AP@[.5:.95] **{val['AP']:.3f}**.",
@@ -500,22 +538,22 @@ def report_text(summary: dict[str, Any], files: dict[str, Path], out: Path) -> s
     ]
     if released:
         lines.append(f"- Released DetNAS arch {released['name']} (`{released['arch']}`), same evaluation: AP "
-                     f"{released['AP']:.3f}, backbone latency {released['latency_ms']:.3f} ms "
+                     f"{released['AP']:.3f}, {scope} latency {released['latency_ms']:.3f} ms "
                      f"({'meets' if released['meets_target'] else 'does not meet'} the target).")
     lines += [
         "", "## Speed (ONNX Runtime CPU, batch 1, a shared and busy machine)", "",
         f"- Shipped detector (network + NMS) at {size} px: median {bench['median_ms']:.2f} ms, p90 "
-        f"{bench['p90_ms']:.2f} ms, {bench['images_per_s']:.1f} images/s (CV {bench['cv']:.1%}); the backbone alone "
-        f"{bench['backbone_ms']:.2f} ms, {bench['backbone_share']:.0%} of it.",
-        f"- Candidates' backbone latencies span {spread['min_ms']:.3f}-{spread['max_ms']:.3f} ms, a spread of "
+        f"{bench['p90_ms']:.2f} ms, {bench['images_per_s']:.1f} images/s (CV {bench['cv']:.1%}); the search timed it "
+        f"afresh at {bench['searched_scope']}: {bench['searched_ms']:.2f} ms.",
+        f"- Candidates' {scope} latencies span {spread['min_ms']:.3f}-{spread['max_ms']:.3f} ms, a spread of "
         f"{spread['spread']:.0%} of their median, against a median measurement CV of {spread['median_cv']:.1%}: "
         + ("candidates differ by more than the noise." if spread["spread"] > 2 * spread["median_cv"] else
            "candidates do NOT differ clearly beyond the measurement noise, so the latency ranking is weak."),
         "", "## Targets (one search, both winners timed afresh)", "",
         *[f"- {name} ({row['latency_ms']:g} ms): winner `{row['arch']['choices'] if row['arch'] else '-'}`, AP "
-          f"{_ap(row['AP'])}, backbone {_ms(row['search_ms'])} in the search, {_ms(row['fresh_ms'])} fresh: "
-          f"{'meets' if row['meets_target'] else 'does NOT meet'} it; front of {row['front']} candidates "
-          f"(`search/pareto.{name}.png`)" for name, row in summary["targets"].items()],
+          f"{_ap(row['AP'])}, {scope} {_ms(row['search_ms'])} in the search, {_ms(row['fresh_ms'])} fresh: "
+          f"{'meets' if row['meets_target'] else 'does NOT meet'} it; front of {row['front']} candidates spanning "
+          f"{_ratio(row['front_ratio'])} (`search/pareto.{name}.png`)" for name, row in summary["targets"].items()],
         "", "## Checks", "",
         f"- ONNX parity: {parity['summary'] if parity else 'not checked'}",
         "", "## Plots", "", *[f"![Pareto {name}](search/pareto.{name}.png)" for name in summary["targets"]], "",
