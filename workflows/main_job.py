@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +26,14 @@ from detnas.lock import RUN_MARKERS, output_lock
 
 if TYPE_CHECKING:
     from detnas.data import DemoDetection
+    from detnas.search.algorithms import EvolutionSettings
     from detnas.search.evaluators import DetectionAP
     from detnas.search.latency import Timing
+    from detnas.search.objectives import Constraints
     from detnas.search.records import Candidate
     from detnas.search.report import SearchRun
     from detnas.search.targets import Target
+    from detnas.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +42,8 @@ logger = logging.getLogger(__name__)
 class MainJobPlan:
     """Sizes of each step; `full` fits the project's 15-minute CPU budget (docs/demo.md), `smoke` is the CI-sized run.
 
-    The space is elastic (`detnas-300m-demo`: block widths and depths, FPN width, box-head convs and FC, proposals
-    and input size), so candidates differ in what costs and the search trades latency against AP. Both supernet
+    The space is elastic (`detnas-300m-demo`: the paper's op choices, box-head convs, test-time proposals and input
+    size), so candidates differ in what costs and the search trades latency against AP. Both supernet
     stages draw their paths with the sandwich rule (widest, narrowest, two random), so the extremes the front spans
     are trained as often as any path. Candidates are timed at `latency_scope` network+nms, the deployed graph: at
     'network' an FPN detector is backbone + FPN + RPN head only, so the box head's convs and FC and the proposal
@@ -149,12 +152,13 @@ def _winner_checkpoint(accuracy: DetectionAP, arch: Arch, supernet_ckpt: Path, o
 
 
 def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, timing: Timing, cache: Path,
-                         proposals: int, seed: int, confidence: float, count: int = 8) -> float:
+                         proposals: int, settings: EvolutionSettings, constraints: Constraints, count: int = 8) -> float:
     """The median latency bound of a few uniformly sampled archs, each timed as the search times it (at `timing`'s
     scope; beyond the backbone, its detector cut from the supernet on search-validation images): a target that rules
     out about half of the space, so the constraint matters without the search spending its budget on rejected ones.
 
-    The bound, not the median: the search holds each candidate's upper bound at `confidence` against the target, so
+    The bound, not the median: the search holds each candidate's figure under `constraints`' feasibility rule (its
+    upper bound at the confidence `settings`' budget asks, under ucb95) against the target, so
     a target at the median of medians made about half of the random archs infeasible by the bound and, at a higher
     load than when it was measured (noisier runs, wider bounds), every candidate (a test run on 2 cores shared with
     four other jobs: "no architecture under 3.444 ms" while candidates timed 3.3-4.6 ms).
@@ -166,16 +170,14 @@ def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, ti
     from detnas.data import CocoDetection
     from detnas.detection.supernet_path import SupernetDetector
     from detnas.search.latency import fastest_probe
+    from detnas.search.objectives import bound_confidence
     from detnas.search.runner import SearchRequest, measured_latency
 
     supernet = SupernetDetector.load(supernet_ckpt, proposals=proposals)
-    _, oracle = measured_latency(supernet, CocoDetection(search_ann, images), timing, cache, confidence=confidence)
-
-    def bound(arch: Arch) -> float:
-        latency = oracle.latency(arch)
-        return latency.median_ms if latency.upper_ms is None else latency.upper_ms
-
-    timed = sorted(bound(sample_arch(supernet.space, seed * 1000 + k)) for k in range(count))
+    _, oracle = measured_latency(supernet, CocoDetection(search_ann, images), timing, cache,
+                                 confidence=bound_confidence(settings.budget))
+    timed = sorted(constraints.held_latency(oracle.latency(sample_arch(supernet.space, settings.seed * 1000 + k)))
+                   for k in range(count))
     cost_size = (SearchRequest.flops_size, SearchRequest.flops_size)
     fastest = min(oracle.latency(arch).median_ms for arch in fastest_probe(supernet.space, cost_size))
     return round(max(timed[count // 2], 1.1 * fastest), 3)
@@ -246,7 +248,7 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     from detnas.search.evaluators import DetectionAP
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing
-    from detnas.search.objectives import Constraints, bound_confidence
+    from detnas.search.objectives import Constraints
     from detnas.search.report import Mark, plot_pareto
     from detnas.search.runner import JOURNAL_NAME, SearchRequest, measured_latency, run_search
 
@@ -272,20 +274,21 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     # candidate's own detector is cut from the supernet and timed at its input-size gene's share of `size`
     timing = Timing(size=size, backend="ort", scope=plan.latency_scope, runs=plan.latency_runs,
                     clock="thread-cpu")
-    cache = out / "latency_cache.sqlite"
-    if latency_target_ms is None:
-        latency_target_ms = median_random_target(det_ckpt, search_ann, det.train_images, timing, cache, plan.proposals,
-                                                 plan.seed, bound_confidence(plan.population * plan.generations))
-        logger.info(f"    latency target: {latency_target_ms} ms (the median of 8 random architectures' {timing.scope} latency bounds, "
-            f"measured here on the {timing.clock} clock)")
-        saved = read_json_file(out / RUN_RECORD, "main job's run record")
-        atomic_write_json(out / RUN_RECORD, {**saved, "latency_target_ms": latency_target_ms})
     parents = max(2, plan.population // 3)
     settings = EvolutionSettings(population=plan.population, generations=plan.generations, parents=parents,
                                  mutations=plan.population // 2 - plan.population // 5,
                                  crossovers=plan.population // 2 - plan.population // 5,
                                  randoms=plan.population - 2 * (plan.population // 2 - plan.population // 5),
                                  seed=plan.seed)
+    rule = Constraints(objective="hard")  # the search's feasibility rule; its targets follow below
+    cache = out / "latency_cache.sqlite"
+    if latency_target_ms is None:
+        latency_target_ms = median_random_target(det_ckpt, search_ann, det.train_images, timing, cache, plan.proposals,
+                                                 settings, rule)
+        logger.info(f"    latency target: {latency_target_ms} ms (the median of 8 random architectures' {timing.scope} "
+                    f"latency bounds, measured here on the {timing.clock} clock)")
+        saved = read_json_file(out / RUN_RECORD, "main job's run record")
+        atomic_write_json(out / RUN_RECORD, {**saved, "latency_target_ms": latency_target_ms})
     search_dir = out / "search"
     targets = demo_targets(latency_target_ms)
     logger.info(f"two targets in one search: {', '.join(f'{t.name} {t.latency_ms:g} ms' for t in targets)} (the demo ships "
@@ -293,7 +296,7 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     outcome = run_search(SearchRequest(
         supernet=det_ckpt, data=search_ann, images=det.train_images, bn_data=supernet_ann, out=search_dir,
         settings=settings, timing=timing, targets=targets,
-        constraints=Constraints(objective="hard", targets=tuple((t.name, t.latency_ms) for t in targets)),
+        constraints=replace(rule, targets=tuple((t.name, t.latency_ms) for t in targets)),
         latency_cache=cache, bn_images=plan.bn_images, bn_batch=plan.bn_batch, proposals=plan.proposals,
         resume=(search_dir / JOURNAL_NAME).exists()))
     best = outcome.run.best(SHIPPED_TARGET) if outcome.run else None
@@ -326,7 +329,7 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     done = step("accuracy: shipped weights and ONNX file vs the journal; winner vs random and released archs")
     shipped = shipped_accuracy(best.metrics, child_ckpt, onnx_path, search_val, plan.proposals)
     val_metrics = onnx_metrics(onnx_path, CocoDetection(det.val_ann, det.val_images))
-    released_name, released = _released_for(supernet.detector_kind, arch.space.name, released_archs())
+    released_name, released = _released_for(supernet.detector_kind, arch.space, released_archs())
     _, oracle = measured_latency(supernet, search_val, timing, cache)
     released_row = None if released is None else {
         "name": released_name, "arch": released.compact(), "AP": accuracy.evaluate(released)["AP"],
@@ -445,12 +448,22 @@ def onnx_metrics(onnx_path: Path, dataset: Any) -> dict[str, float]:
     return {**{k: float(v) for k, v in metrics.items()}, "annotations": boxes}
 
 
-def _released_for(kind: str, space: str, released: dict[str, Arch]) -> tuple[str, Arch | None]:
-    """The released DetNAS arch of this space and detector (COCO's), if there is one."""
+def _released_for(kind: str, space: SearchSpace, released: dict[str, Arch]) -> tuple[str, Arch | None]:
+    """The released DetNAS arch (COCO's) of this space and detector, if there is one. In an elastic twin of its paper
+    space (same stem, stages and op choices) it is the paper's path there (`paper_path`: the paper's detector genes,
+    or the widest the space allows), so the demo's elastic search is still compared with the released arch."""
+    from detnas.arch import paper_path
+
     wanted = {"fpn": "FPN", "retinanet": "RetinaNet"}.get(kind, "")
+    same_body = (space.stem_width, space.stage_widths, space.stage_depths, space.choices)
     for name, arch in released.items():
-        if name.startswith(f"COCO-{wanted}-") and arch.space.name == space:
+        if not name.startswith(f"COCO-{wanted}-"):
+            continue
+        if arch.space.name == space.name:
             return name, arch
+        if space.elastic and same_body == (arch.space.stem_width, arch.space.stage_widths, arch.space.stage_depths,
+                                           arch.space.choices):
+            return name, paper_path(arch, space)
     return "", None
 
 
