@@ -149,12 +149,10 @@ def scored_with(request: SearchRequest, supernet: SupernetDetector, val: Any, bn
                 metric: str) -> SearchSettings:
     """The settings every candidate is scored with, resolved (absolute paths, the detector's own sizes and
     proposals), for the journal header and `best_arch.json`: what the export needs to rebuild a scored path."""
-    from detnas.detection.elastic import ElasticDetector
     from detnas.detection.kinds import kind_of
 
-    # an elastic supernet's paths take their proposals from their gene; its widest detector holds the base setting
-    built = supernet.detector.widest if isinstance(supernet.detector, ElasticDetector) else supernet.detector
-    proposals = kind_of(built).limits(built).get("rpn_proposals")
+    # an elastic space's paths take their proposals from their own gene (the arch records it): no run-wide setting
+    proposals = None if supernet.space.elastic else kind_of(supernet.detector).limits(supernet.detector).get("rpn_proposals")
     assert timing.size is not None  # measured_latency filled it in
     return SearchSettings(
         supernet=str(request.supernet.resolve()), supernet_digest=supernet.digest,
