@@ -18,7 +18,8 @@ from typing import Any
 from detnas.errors import DetnasError
 from detnas.space import DetectorGenes, SearchSpace, get_space, register_space
 
-_BUILTIN_SPACES = ("detnas-300m", "detnas-1.3g", "detnas-3.8g", "detnas-300m-det", "detnas-1.3g-det", "detnas-3.8g-det")
+_BUILTIN_SPACES = ("detnas-300m", "detnas-1.3g", "detnas-3.8g", "detnas-300m-det", "detnas-1.3g-det", "detnas-3.8g-det",
+                   "detnas-300m-demo")
 
 
 @dataclass(frozen=True)

@@ -283,3 +283,17 @@ for _paper, _mins in (("detnas-300m", (2, 2, 4, 2)), ("detnas-1.3g", (4, 4, 8, 4
                                            "head, proposals, input size",
                                width_multipliers=(0.5, 0.75, 1.0, 1.25, 1.5), min_depths=_mins,
                                detector=ELASTIC_DETECTOR))
+
+
+#: the demo's elastic space (`detnas demo`): the 300M backbone (op choices, as the paper's) and the paper's FPN
+#: detector at 128 px with the genes that cost there: box-head convs (1, 2 or 4; the head's 3x3 convs on every RoI
+#: are most of a path's multiply-adds), test-time proposals (10, 25 or 50) and the input size, stated at the 800-pixel
+#: scale like every space's, so at the demo's 128 px base 640 / 800 / 960 run at 96 / 128 / 160 px. FPN width and FC
+#: stay the paper's 256 / 1024, and block widths and depths are left out: the demo trains 200-360 iterations, too
+#: few to share weights over them as well (measured: with FPN 64/128, FC 128/256 or widths 0.5/1.0 and a skippable
+#: block per stage, the smoke plan's winners scored AP50 0.04-0.05 against 0.17 for the paper detector).
+DEMO_DETECTOR = DetectorGenes(head_convs=(1, 2, 4), proposals=(5, 10, 25, 50, 100), input_sizes=(640, 800))
+register_space(SearchSpace("detnas-300m-demo", 16, (64, 160, 320, 640), (4, 4, 8, 4), 1024,
+                           description="the demo's elastic detector at 128 px: the 300M backbone, the paper's FPN "
+                                       "detector with 1/2/4 box-head convs, 10/25/50 proposals, 96-160 px",
+                           detector=DEMO_DETECTOR))

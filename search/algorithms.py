@@ -83,6 +83,11 @@ class EvolutionSettings:
         if not 0.0 <= self.mutation_prob <= 1.0:
             raise DetnasError(f"--mutation-prob {self.mutation_prob} must be in [0, 1]")
 
+    @property
+    def budget(self) -> int:
+        """The most candidates the search times (population x generations): its latency bounds' Bonferroni count."""
+        return self.population * self.generations
+
 
 @ALGORITHMS.register("evolution")
 class Evolution(SearchAlgorithm):

@@ -196,16 +196,20 @@ def _upper(result: Any, confidence: float) -> float | None:
 
 def fastest_probe(space: SearchSpace, cost_size: tuple[int, int]) -> list[Arch]:
     """Archs that bound the space's fastest latency from below in practice: one per uniform choice, and the
-    arch with the fewest FLOPs per block (an exhaustive minimum would need every arch measured)."""
+    arch with the fewest FLOPs per block (an exhaustive minimum would need every arch measured). In an elastic
+    space each is the narrowest path on those ops (smallest widths, depths and detector genes): a path at the
+    default (widest) detector genes bounds nothing and, timed as a whole detector, costs an export for nothing."""
     from detnas.flops import flops_table
 
     _, per_block, _ = flops_table(space, cost_size, 0)
     cheapest = tuple(min(table, key=lambda c: (table[c], c)) for table in per_block)
-    probes = [Arch(space, (c,) * space.num_blocks) for c in space.choices] + [Arch(space, cheapest)]
-    if space.elastic:  # the narrowest path: smallest widths, depths and detector genes on the cheapest ops
+    ops = [(c,) * space.num_blocks for c in space.choices] + [cheapest]
+    if space.elastic:
         from detnas.arch import extreme_arch
 
-        probes.append(extreme_arch(space, cheapest, widest=False))
+        probes = [extreme_arch(space, choices, widest=False) for choices in ops]
+    else:
+        probes = [Arch(space, choices) for choices in ops]
     return list({a.hash: a for a in probes}.values())
 
 

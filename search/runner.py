@@ -151,7 +151,8 @@ def scored_with(request: SearchRequest, supernet: SupernetDetector, val: Any, bn
     proposals), for the journal header and `best_arch.json`: what the export needs to rebuild a scored path."""
     from detnas.detection.kinds import kind_of
 
-    proposals = kind_of(supernet.detector).limits(supernet.detector).get("rpn_proposals")
+    # an elastic space's paths take their proposals from their own gene (the arch records it): no run-wide setting
+    proposals = None if supernet.space.elastic else kind_of(supernet.detector).limits(supernet.detector).get("rpn_proposals")
     assert timing.size is not None  # measured_latency filled it in
     return SearchSettings(
         supernet=str(request.supernet.resolve()), supernet_digest=supernet.digest,
@@ -212,7 +213,7 @@ def probe_search(request: SearchRequest) -> dict[str, ProbeResult]:
     supernet = SupernetDetector.load(request.supernet, request.min_size, request.max_size, request.proposals)
     _checked_supernet(request, supernet)
     val, bn = _datasets(request, supernet)
-    confidence = bound_confidence(request.settings.population * request.settings.generations)
+    confidence = bound_confidence(request.settings.budget)
     latencies = _latencies(request, supernet, val, bn, confidence)
     timing = latencies.timing
     assert timing.size is not None  # measured_latency filled it in
@@ -260,7 +261,7 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         val, bn = _datasets(request, supernet)
         constraints, note = request.constraints.resolve(supernet.space.name, request.flops_size, fitness_metric(val))
         logger.info(note)
-        confidence = bound_confidence(request.settings.population * request.settings.generations)
+        confidence = bound_confidence(request.settings.budget)
         latencies = _latencies(request, supernet, val, bn, confidence)
         timing, measured, latency, sources = (latencies.timing, latencies.measured, latencies.latency,
                                               latencies.sources)

@@ -14,6 +14,7 @@ from detnas.space import SearchSpace, get_space, middle_width
 PAPER_DIGESTS = {"detnas-300m": "c80f4986654c", "detnas-1.3g": "b1af41069a02", "detnas-3.8g": "d4fbd65449a3"}
 RELEASED_HASHES = {"COCO-FPN-300M": "541c19dde10e", "COCO-RetinaNet-300M": "b0abefb55009", "VOC-FPN-300M": "74b89a3ebdfe",
                    "VOC-RetinaNet-300M": "788c28e166d1", "COCO-FPN-1.3G": "1603041e2279", "COCO-FPN-3.8G": "aa166b29eabe"}
+DEMO_MACS_SPAN = 8  # uniform paths of detnas-300m-demo at the demo's 128 px: max / min whole-detector MACs (12.3x)
 TINY = {"name": "tiny-elastic", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [2, 3]}
 
 
@@ -147,3 +148,36 @@ def test_evolution_operators_move_every_gene_and_keep_paper_draws():
     mixed = [crossover(parent, sample_arch(space, 2), random.Random(s)) for s in range(20)]
     assert any(m.detector not in (parent.detector, sample_arch(space, 2).detector) for m in mixed) or \
         len({m.detector for m in mixed}) > 1
+
+
+def test_the_demo_space_fits_128_px_cpu_work():
+    """`detnas-300m-demo` (the main job's space): the 300M backbone, its input genes at 96 and 128 px when the paper
+    detector runs at the demo's 128 px, every size a multiple of the stride, and uniform paths spanning a wide range
+    of whole-detector MACs there (the measured latency span of the demo's front is tested in test_main_job)."""
+    from detnas.sizes import path_hw
+
+    space = get_space("detnas-300m-demo")
+    paper = get_space("detnas-300m")
+    assert space.elastic and (space.stem_width, space.stage_widths, space.stage_depths) == (
+        paper.stem_width, paper.stage_widths, paper.stage_depths)
+    assert sorted(path_hw(s, (128, 128)) for s in space.detector.input_sizes) == [(96, 96), (128, 128)]
+    macs = [detector_macs(sample_arch(space, seed), "fpn", 5, base=(128, 128)).total for seed in range(300)]
+    assert max(macs) / min(macs) >= DEMO_MACS_SPAN, max(macs) / min(macs)
+    narrow, wide = (detector_macs(extreme_arch(space, (0,) * 20, w), "fpn", 5, base=(128, 128)).total for w in (False, True))
+    assert wide / narrow >= DEMO_MACS_SPAN
+    assert Arch.from_json(sample_arch(space, 0).to_json()).space is space  # a built-in: no spec in its arch files
+    assert "space_spec" not in sample_arch(space, 0).to_dict()
+
+
+def test_the_demo_compares_with_the_released_arch_on_its_paper_path():
+    """The demo searches the elastic `detnas-300m-demo`; its report's released row is COCO-FPN-300M's ops on the paper
+    detector's path there (the widest proposals the space allows), and a space of another body has none."""
+    from detnas.workflows.main_job import _released_for
+
+    released = released_archs()
+    name, arch = _released_for("fpn", get_space("detnas-300m-demo"), released)
+    assert name == "COCO-FPN-300M" and arch.space.name == "detnas-300m-demo"
+    assert arch.choices == released[name].choices and (arch.detector.head_convs, arch.detector.proposals) == (4, 100)
+    assert _released_for("fpn", get_space("detnas-300m"), released) == (name, released[name])
+    assert _released_for("fpn", get_space("detnas-1.3g-det"), released)[1].space.name == "detnas-1.3g-det"
+    assert _released_for("retinanet", get_space("detnas-3.8g"), released) == ("", None)

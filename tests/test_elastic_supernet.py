@@ -161,3 +161,27 @@ def test_cost_model_counts_every_path_like_detector_macs(kind):
     archs, drawn = model.sample_under(limit, 50, seed=1)
     assert len(archs) == 50 and drawn >= 50
     assert all(detector_macs(a, kind, 81).total <= limit for a in archs)
+
+
+def test_a_syncbn_supernet_runs_its_paths_with_syncbn():
+    """Under torchrun the trainer converts the supernet's BN to SyncBatchNorm; an elastic path runs its own modules on
+    the widest tensors, so those must be SyncBatchNorm as well, or each rank would keep its own batch statistics. On
+    one CPU process SyncBatchNorm computes plain BN, so the path's eval outputs equal the unconverted supernet's."""
+    torch.manual_seed(0)
+    detector = build_detector("fpn", Supernet(TINY), 4, min_size=96, max_size=128).eval()
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_detector("fpn", Supernet(TINY), 4, min_size=96,
+                                                                          max_size=128)).eval()
+    synced.load_state_dict(detector.state_dict())
+    arch = sample_arch(TINY, 3)
+    images = [torch.rand(3, 90, 120)]
+    outputs = []
+    for model in (detector, synced):
+        set_arch(model, arch)
+        with torch.no_grad():
+            outputs.append(model(images)[0])
+    child = synced._child(arch)
+    norms = [m for m in child.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms), {type(m).__name__ for m in norms}
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in detector._child(arch).modules())
+    assert outputs[0]["boxes"].shape == outputs[1]["boxes"].shape
+    assert torch.equal(outputs[0]["scores"], outputs[1]["scores"])

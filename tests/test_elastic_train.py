@@ -84,3 +84,17 @@ def test_elastic_supernet_det_trains_and_its_checkpoint_loads_a_path(tmp_path):
     arch = sample_arch(SearchSpace.from_dict(spec), 5)
     detector, meta = load_detector(final, Arch.from_json(arch.to_json()))
     assert meta.kind == "supernet-det" and detector.backbone.out_channels == arch.detector.fpn_width
+    # the search's scored settings (journal header, best_arch.json) on an elastic supernet: each path's proposals
+    # are its own gene's, so no run-wide figure is recorded
+    from pathlib import Path
+
+    from detnas.data import CocoDetection
+    from detnas.detection.supernet_path import SupernetDetector
+    from detnas.search.latency import Timing
+    from detnas.search.runner import SearchRequest, scored_with
+
+    supernet = SupernetDetector.load(final)
+    data = CocoDetection(ann, images)
+    request = SearchRequest(supernet=final, data=Path(ann), images=Path(images), bn_data=Path(ann), out=tmp_path / "search")
+    scored = scored_with(request, supernet, data, data, Timing(size=(64, 96)), "AP")
+    assert scored.proposals is None and scored.detector == "fpn" and scored.latency_size == (64, 96)

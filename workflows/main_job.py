@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,20 +26,32 @@ from detnas.lock import RUN_MARKERS, output_lock
 
 if TYPE_CHECKING:
     from detnas.data import DemoDetection
+    from detnas.search.algorithms import EvolutionSettings
     from detnas.search.evaluators import DetectionAP
     from detnas.search.latency import Timing
+    from detnas.search.objectives import Constraints
     from detnas.search.records import Candidate
     from detnas.search.report import SearchRun
     from detnas.search.targets import Target
+    from detnas.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class MainJobPlan:
-    """Sizes of each step; `full` fits the project's 15-minute CPU budget (docs/demo.md), `smoke` is the CI-sized run."""
+    """Sizes of each step; `full` fits the project's 15-minute CPU budget (docs/demo.md), `smoke` is the CI-sized run.
 
-    space: str = "detnas-300m"
+    The space is elastic (`detnas-300m-demo`: the paper's op choices, box-head convs, test-time proposals and input
+    size), so candidates differ in what costs and the search trades latency against AP. Both supernet
+    stages draw their paths with the sandwich rule (widest, narrowest, two random), so the extremes the front spans
+    are trained as often as any path. Candidates are timed at `latency_scope` network+nms, the deployed graph: at
+    'network' an FPN detector is backbone + FPN + RPN head only, so the box head's convs and FC and the proposal
+    count (most of a path's cost at 128 px) would not show, and at 'backbone' none of the detector genes would."""
+
+    space: str = "detnas-300m-demo"
+    sampler: str = "sandwich"  # both supernet stages (an elastic space's widest and narrowest paths every cycle)
+    latency_scope: str = "network+nms"
     train_images: int = 48
     val_images: int = 16
     search_val_images: int = 12
@@ -52,16 +64,19 @@ class MainJobPlan:
     det_iterations: int = 360
     det_lr: float = 0.007
     det_batch: int = 2
-    det_size: int = 128  # min_size = max_size = the export's square input: the ONNX file sees what the search saw
+    det_size: int = 128  # min_size = max_size: the paper detector's square input (an elastic path's input-size gene
+    # scales it: 96 / 128 / 160 px in the demo space); the winner exports at its own, as the search timed and scored it
     roi_batch: int = 16  # FPN: RoIs per image for the 4-conv box head; the head dominates a CPU step
-    proposals: int = 50  # FPN: test-time RPN proposals per image (search, export)
+    proposals: int = 50  # FPN: test-time RPN proposals per image (search, export); an elastic path's gene decides
     population: int = 6
     generations: int = 3
     bn_images: int = 12
     bn_batch: int = 4
     parity_images: int = 8
     min_parity_detections: int = MIN_DETECTIONS
-    latency_runs: int = 20
+    # timed runs per candidate: the search's bound at its budget of 18 needs >= 9 (`min_runs_for_bound`); each
+    # whole-detector candidate costs an export plus runs of 35-340 ms, so 20 runs made the search 257 of a 610 s demo
+    latency_runs: int = 10
     bench_runs: int = 50
     seed: int = 0
 
@@ -139,12 +154,13 @@ def _winner_checkpoint(accuracy: DetectionAP, arch: Arch, supernet_ckpt: Path, o
 
 
 def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, timing: Timing, cache: Path,
-                         proposals: int, seed: int, confidence: float, count: int = 8) -> float:
+                         proposals: int, settings: EvolutionSettings, constraints: Constraints, count: int = 8) -> float:
     """The median latency bound of a few uniformly sampled archs, each timed as the search times it (at `timing`'s
     scope; beyond the backbone, its detector cut from the supernet on search-validation images): a target that rules
     out about half of the space, so the constraint matters without the search spending its budget on rejected ones.
 
-    The bound, not the median: the search holds each candidate's upper bound at `confidence` against the target, so
+    The bound, not the median: the search holds each candidate's figure under `constraints`' feasibility rule (its
+    upper bound at the confidence `settings`' budget asks, under ucb95) against the target, so
     a target at the median of medians made about half of the random archs infeasible by the bound and, at a higher
     load than when it was measured (noisier runs, wider bounds), every candidate (a test run on 2 cores shared with
     four other jobs: "no architecture under 3.444 ms" while candidates timed 3.3-4.6 ms).
@@ -156,16 +172,14 @@ def median_random_target(supernet_ckpt: Path, search_ann: Path, images: Path, ti
     from detnas.data import CocoDetection
     from detnas.detection.supernet_path import SupernetDetector
     from detnas.search.latency import fastest_probe
+    from detnas.search.objectives import bound_confidence
     from detnas.search.runner import SearchRequest, measured_latency
 
     supernet = SupernetDetector.load(supernet_ckpt, proposals=proposals)
-    _, oracle = measured_latency(supernet, CocoDetection(search_ann, images), timing, cache, confidence=confidence)
-
-    def bound(arch: Arch) -> float:
-        latency = oracle.latency(arch)
-        return latency.median_ms if latency.upper_ms is None else latency.upper_ms
-
-    timed = sorted(bound(sample_arch(supernet.space, seed * 1000 + k)) for k in range(count))
+    _, oracle = measured_latency(supernet, CocoDetection(search_ann, images), timing, cache,
+                                 confidence=bound_confidence(settings.budget))
+    timed = sorted(constraints.held_latency(oracle.latency(sample_arch(supernet.space, settings.seed * 1000 + k)))
+                   for k in range(count))
     cost_size = (SearchRequest.flops_size, SearchRequest.flops_size)
     fastest = min(oracle.latency(arch).median_ms for arch in fastest_probe(supernet.space, cost_size))
     return round(max(timed[count // 2], 1.1 * fastest), 3)
@@ -198,7 +212,8 @@ def train_demo_supernet(out: Path, plan: MainJobPlan,
     done = step("supernet pre-training (classification)")
     cls_ckpt = _train_stage(train_supernet_cls, "cpu-cls", {
         "space": plan.space, "iterations": plan.cls_iterations, "lr": plan.cls_lr, "data": str(cls_root / "train"),
-        "val_data": str(cls_root / "val"), "out": str(out / "runs" / "supernet-cls"), "seed": plan.seed})
+        "val_data": str(cls_root / "val"), "out": str(out / "runs" / "supernet-cls"), "seed": plan.seed,
+        "sampler": plan.sampler})
     done()
 
     done = step("supernet detection fine-tuning")
@@ -209,7 +224,7 @@ def train_demo_supernet(out: Path, plan: MainJobPlan,
         "roi_batch": plan.roi_batch,
         "proposals": plan.proposals,
         "milestones": [int(plan.det_iterations * 0.7), int(plan.det_iterations * 0.9)],
-        "warmup_iters": max(1, plan.det_iterations // 10), "seed": plan.seed})
+        "warmup_iters": max(1, plan.det_iterations // 10), "seed": plan.seed, "sampler": plan.sampler})
     done()
     return DemoSupernet(det, supernet_ann, search_ann, det_ckpt)
 
@@ -229,12 +244,13 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     from detnas.bench.oracle import TimingProtocol, measure_onnx
     from detnas.bench.result import Scope
     from detnas.data import CocoDetection
+    from detnas.detection.cost import path_size
     from detnas.detection.supernet_path import SupernetDetector
     from detnas.export.api import ExportRequest, GraphOptions, ParityOptions, SourceOptions, run_export
     from detnas.search.evaluators import DetectionAP
     from detnas.search.evolution import EvolutionSettings
     from detnas.search.latency import Timing
-    from detnas.search.objectives import Constraints, bound_confidence
+    from detnas.search.objectives import Constraints
     from detnas.search.report import Mark, plot_pareto
     from detnas.search.runner import JOURNAL_NAME, SearchRequest, measured_latency, run_search
 
@@ -256,28 +272,25 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     size = (plan.det_size, plan.det_size)
 
     done = step("latency-constrained evolutionary search (ONNX Runtime, CPU)")
-    # The demo times backbones: at its small size and 50 proposals the detector's fixed parts (FPN, RPN, RoI head)
-    # are most of the network+nms latency, so candidates would differ by less than a shared CPU's noise there, and
-    # each network+nms measurement exports a whole detector. `detnas search run` defaults to network+nms; the
-    # exported winner's full latency is benchmarked below, with the backbone's share of it. The clock is the timing
-    # thread's CPU time: the target is measured minutes before the candidates, and on a shared machine the wall clock
-    # moved every median by more than the candidates' spread between the two (measured: 0.09 % noise of a median on
-    # thread-cpu against 3.5-15 % on the wall clock, 2 cores at load ~7, bench/suite/latency_profile.py).
-    timing = Timing(size=size, backend="ort", scope="backbone", runs=plan.latency_runs, clock="thread-cpu")
-    cache = out / "latency_cache.sqlite"
-    if latency_target_ms is None:
-        latency_target_ms = median_random_target(det_ckpt, search_ann, det.train_images, timing, cache, plan.proposals,
-                                                 plan.seed, bound_confidence(plan.population * plan.generations))
-        logger.info(f"    latency target: {latency_target_ms} ms (the median of 8 random architectures' {timing.scope} latency bounds, "
-            f"measured here on the {timing.clock} clock)")
-        saved = read_json_file(out / RUN_RECORD, "main job's run record")
-        atomic_write_json(out / RUN_RECORD, {**saved, "latency_target_ms": latency_target_ms})
+    # At network+nms (the plan's latency_scope, see MainJobPlan): every gene of the elastic space costs there; each
+    # candidate's own detector is cut from the supernet and timed at its input-size gene's share of `size`
+    timing = Timing(size=size, backend="ort", scope=plan.latency_scope, runs=plan.latency_runs,
+                    clock="thread-cpu")
     parents = max(2, plan.population // 3)
     settings = EvolutionSettings(population=plan.population, generations=plan.generations, parents=parents,
                                  mutations=plan.population // 2 - plan.population // 5,
                                  crossovers=plan.population // 2 - plan.population // 5,
                                  randoms=plan.population - 2 * (plan.population // 2 - plan.population // 5),
                                  seed=plan.seed)
+    rule = Constraints(objective="hard")  # the search's feasibility rule; its targets follow below
+    cache = out / "latency_cache.sqlite"
+    if latency_target_ms is None:
+        latency_target_ms = median_random_target(det_ckpt, search_ann, det.train_images, timing, cache, plan.proposals,
+                                                 settings, rule)
+        logger.info(f"    latency target: {latency_target_ms} ms (the median of 8 random architectures' {timing.scope} "
+                    f"latency bounds, measured here on the {timing.clock} clock)")
+        saved = read_json_file(out / RUN_RECORD, "main job's run record")
+        atomic_write_json(out / RUN_RECORD, {**saved, "latency_target_ms": latency_target_ms})
     search_dir = out / "search"
     targets = demo_targets(latency_target_ms)
     logger.info(f"two targets in one search: {', '.join(f'{t.name} {t.latency_ms:g} ms' for t in targets)} (the demo ships "
@@ -285,7 +298,7 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     outcome = run_search(SearchRequest(
         supernet=det_ckpt, data=search_ann, images=det.train_images, bn_data=supernet_ann, out=search_dir,
         settings=settings, timing=timing, targets=targets,
-        constraints=Constraints(objective="hard", targets=tuple((t.name, t.latency_ms) for t in targets)),
+        constraints=replace(rule, targets=tuple((t.name, t.latency_ms) for t in targets)),
         latency_cache=cache, bn_images=plan.bn_images, bn_batch=plan.bn_batch, proposals=plan.proposals,
         resume=(search_dir / JOURNAL_NAME).exists()))
     best = outcome.run.best(SHIPPED_TARGET) if outcome.run else None
@@ -299,6 +312,7 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     done()
 
     done = step("winner: the search's BN recalibration, ONNX export with parity check")
+    size = path_size(arch, size)  # an elastic winner ships at its input-size gene's size, as it was timed and scored
     supernet = SupernetDetector.load(det_ckpt, proposals=plan.proposals)
     search_val = CocoDetection(search_ann, det.train_images)
     accuracy = DetectionAP(supernet, CocoDetection(supernet_ann, det.train_images), search_val, plan.bn_images,
@@ -317,7 +331,7 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     done = step("accuracy: shipped weights and ONNX file vs the journal; winner vs random and released archs")
     shipped = shipped_accuracy(best.metrics, child_ckpt, onnx_path, search_val, plan.proposals)
     val_metrics = onnx_metrics(onnx_path, CocoDetection(det.val_ann, det.val_images))
-    released_name, released = _released_for(supernet.detector_kind, arch.space.name, released_archs())
+    released_name, released = _released_for(supernet.detector_kind, arch.space, released_archs())
     _, oracle = measured_latency(supernet, search_val, timing, cache)
     released_row = None if released is None else {
         "name": released_name, "arch": released.compact(), "AP": accuracy.evaluate(released)["AP"],
@@ -341,17 +355,18 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     done()
 
     files["report"] = out / "report.md"
-    winner_backbone_ms = (outcome.run.finals.get(SHIPPED_TARGET) or best).latency.median_ms
+    searched_ms = (outcome.run.finals.get(SHIPPED_TARGET) or best).latency.median_ms
     summary = {
         "arch": arch.to_dict(), "latency_target_ms": latency_target_ms, "latency_scope": timing.scope,
-        "targets": target_rows(outcome.run),
+        "targets": target_rows(outcome.run), "front_span": front_span(outcome.run, SHIPPED_TARGET),
         "search_best": best.to_json(), "shipped": shipped, "onnx_val": val_metrics,
         "versus": versus_random(outcome.run.candidates, best, released_row, latency_target_ms),
         "latency_spread": latency_spread(outcome.run.candidates),
         "export": {"nodes": report.nodes, "parity": report.parity.to_dict() if report.parity else None},
         "benchmark": {"median_ms": bench.stats.median_ms, "p90_ms": bench.stats.p90_ms, "cv": bench.stats.cv,
                       "images_per_s": 1000.0 / bench.stats.median_ms, "size": list(size),
-                      "backbone_ms": winner_backbone_ms, "backbone_share": winner_backbone_ms / bench.stats.median_ms},
+                      "searched_ms": searched_ms, "searched_scope": timing.scope,
+                      "searched_share": searched_ms / bench.stats.median_ms},
         "seconds": seconds, "plan": asdict(plan)}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(files["report"], report_text(summary, files, out))
@@ -371,20 +386,40 @@ def demo_targets(tight_ms: float) -> list[Target]:
 
 
 def target_rows(run: SearchRun) -> dict[str, dict[str, Any]]:
-    """Each target's winner, its search-time and fresh backbone latency and verdict, and its front's size."""
-    from detnas.search.objectives import pareto_front
+    """Each target's winner, its search-time and fresh latency and verdict, and its front's size and span."""
     from detnas.search.report import summary as search_summary
 
     rows = {}
     for name, data in search_summary(run)["targets"].items():
         final, best = data["final"], data["best"]
+        span = front_span(run, name)
         rows[name] = {"latency_ms": data["latency_ms"], "arch": best["arch"] if best else None,
                       "AP": best["metrics"]["AP"] if best else None,
                       "search_ms": final["search_latency"]["median_ms"] if final else None,
                       "fresh_ms": final["latency"]["median_ms"] if final else None,
                       "meets_target": final["meets_target"] if final else None, "verdict": data["verdict"],
-                      "front": len(pareto_front(run.candidates, run.constraints.metric, name))}
+                      "front": span["members"], "front_ratio": span["ratio"]}
     return rows
+
+
+def front_span(run: SearchRun, target: str) -> dict[str, Any]:
+    """How far the Pareto front (AP against the target's search-time median latency, every candidate; the front of
+    `search/pareto.TARGET.png`) reaches: its fastest and slowest member and their latency ratio. A search whose
+    candidates differ only in noise has a front of one or two members a few percent apart; a space whose genes
+    cost spreads it over a real trade-off."""
+    from detnas.search.objectives import pareto_front
+
+    front = pareto_front(run.candidates, run.constraints.metric, target)
+    if not front:
+        return {"members": 0, "fastest_ms": None, "slowest_ms": None, "ratio": None, "fastest": None, "slowest": None}
+
+    def ms(c: Candidate) -> float:
+        return c.latencies[target].median_ms if target in c.latencies else c.latency.median_ms
+
+    fastest, slowest = front[0], front[-1]
+    return {"members": len(front), "fastest_ms": ms(fastest), "slowest_ms": ms(slowest),
+            "ratio": ms(slowest) / ms(fastest) if ms(fastest) > 0 else None, "AP": [c.metrics[run.constraints.metric] for c in front],
+            "fastest": fastest.arch.compact(), "slowest": slowest.arch.compact()}
 
 
 def shipped_accuracy(journal_metrics: dict[str, float], checkpoint: Path, onnx_path: Path, search_val: Any,
@@ -415,12 +450,22 @@ def onnx_metrics(onnx_path: Path, dataset: Any) -> dict[str, float]:
     return {**{k: float(v) for k, v in metrics.items()}, "annotations": boxes}
 
 
-def _released_for(kind: str, space: str, released: dict[str, Arch]) -> tuple[str, Arch | None]:
-    """The released DetNAS arch of this space and detector (COCO's), if there is one."""
+def _released_for(kind: str, space: SearchSpace, released: dict[str, Arch]) -> tuple[str, Arch | None]:
+    """The released DetNAS arch (COCO's) of this space and detector, if there is one. In an elastic twin of its paper
+    space (same stem, stages and op choices) it is the paper's path there (`paper_path`: the paper's detector genes,
+    or the widest the space allows), so the demo's elastic search is still compared with the released arch."""
+    from detnas.arch import paper_path
+
     wanted = {"fpn": "FPN", "retinanet": "RetinaNet"}.get(kind, "")
+    same_body = (space.stem_width, space.stage_widths, space.stage_depths, space.choices)
     for name, arch in released.items():
-        if name.startswith(f"COCO-{wanted}-") and arch.space.name == space:
+        if not name.startswith(f"COCO-{wanted}-"):
+            continue
+        if arch.space.name == space.name:
             return name, arch
+        if space.elastic and same_body == (arch.space.stem_width, arch.space.stage_widths, arch.space.stage_depths,
+                                           arch.space.choices):
+            return name, paper_path(arch, space)
     return "", None
 
 
@@ -476,17 +521,25 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f} ms"
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
 def report_text(summary: dict[str, Any], files: dict[str, Path], out: Path) -> str:
     """report.md: what won, against what, how accurate the shipped file is, how fast, and where the files are."""
     best, shipped, val, versus = summary["search_best"], summary["shipped"], summary["onnx_val"], summary["versus"]
     bench, spread, parity = summary["benchmark"], summary["latency_spread"], summary["export"]["parity"]
-    released = versus["released"]
+    released, scope, front = versus["released"], summary["latency_scope"], summary["front_span"]
     size = "x".join(map(str, bench["size"]))
     lines = [
         "# detnas main job", "",
         f"Winner: `{summary['arch']['choices']}` (space {summary['arch']['space']}), generation {best['generation']}, "
-        f"backbone latency {best['latency']['median_ms']:.3f} ms against a target of {summary['latency_target_ms']} ms "
-        f"({summary['latency_scope']} at {size} px, ONNX Runtime CPU).", "",
+        f"{scope} latency {best['latency']['median_ms']:.3f} ms against a target of {summary['latency_target_ms']} ms "
+        f"(ONNX Runtime CPU; it runs at {size} px, its input-size gene's share of the demo's "
+        f"{summary['plan']['det_size']} px).", "",
+        f"Pareto front of the {SHIPPED_TARGET} target (`search/pareto.{SHIPPED_TARGET}.png`): {front['members']} "
+        f"candidates from {_ms(front['fastest_ms'])} (`{front['fastest']}`) to {_ms(front['slowest_ms'])} "
+        f"(`{front['slowest']}`), a latency span of **{_ratio(front['ratio'])}** at {scope}.", "",
         "## Accuracy", "",
         f"- **Exported file on the demo validation split** ({int(val['images'])} images, {val['annotations']} boxes, "
         f"`detnas eval --model`): AP50 **{val['AP50']:.3f}**, AP@[.5:.95] **{val['AP']:.3f}**.",
@@ -500,22 +553,22 @@ def report_text(summary: dict[str, Any], files: dict[str, Path], out: Path) -> s
     ]
     if released:
         lines.append(f"- Released DetNAS arch {released['name']} (`{released['arch']}`), same evaluation: AP "
-                     f"{released['AP']:.3f}, backbone latency {released['latency_ms']:.3f} ms "
+                     f"{released['AP']:.3f}, {scope} latency {released['latency_ms']:.3f} ms "
                      f"({'meets' if released['meets_target'] else 'does not meet'} the target).")
     lines += [
         "", "## Speed (ONNX Runtime CPU, batch 1, a shared and busy machine)", "",
         f"- Shipped detector (network + NMS) at {size} px: median {bench['median_ms']:.2f} ms, p90 "
-        f"{bench['p90_ms']:.2f} ms, {bench['images_per_s']:.1f} images/s (CV {bench['cv']:.1%}); the backbone alone "
-        f"{bench['backbone_ms']:.2f} ms, {bench['backbone_share']:.0%} of it.",
-        f"- Candidates' backbone latencies span {spread['min_ms']:.3f}-{spread['max_ms']:.3f} ms, a spread of "
+        f"{bench['p90_ms']:.2f} ms, {bench['images_per_s']:.1f} images/s (CV {bench['cv']:.1%}); the search timed it "
+        f"afresh at {bench['searched_scope']}: {bench['searched_ms']:.2f} ms.",
+        f"- Candidates' {scope} latencies span {spread['min_ms']:.3f}-{spread['max_ms']:.3f} ms, a spread of "
         f"{spread['spread']:.0%} of their median, against a median measurement CV of {spread['median_cv']:.1%}: "
         + ("candidates differ by more than the noise." if spread["spread"] > 2 * spread["median_cv"] else
            "candidates do NOT differ clearly beyond the measurement noise, so the latency ranking is weak."),
         "", "## Targets (one search, both winners timed afresh)", "",
         *[f"- {name} ({row['latency_ms']:g} ms): winner `{row['arch']['choices'] if row['arch'] else '-'}`, AP "
-          f"{_ap(row['AP'])}, backbone {_ms(row['search_ms'])} in the search, {_ms(row['fresh_ms'])} fresh: "
-          f"{'meets' if row['meets_target'] else 'does NOT meet'} it; front of {row['front']} candidates "
-          f"(`search/pareto.{name}.png`)" for name, row in summary["targets"].items()],
+          f"{_ap(row['AP'])}, {scope} {_ms(row['search_ms'])} in the search, {_ms(row['fresh_ms'])} fresh: "
+          f"{'meets' if row['meets_target'] else 'does NOT meet'} it; front of {row['front']} candidates spanning "
+          f"{_ratio(row['front_ratio'])} (`search/pareto.{name}.png`)" for name, row in summary["targets"].items()],
         "", "## Checks", "",
         f"- ONNX parity: {parity['summary'] if parity else 'not checked'}",
         "", "## Plots", "", *[f"![Pareto {name}](search/pareto.{name}.png)" for name in summary["targets"]], "",

@@ -132,23 +132,26 @@ def main() -> None:
     else:
         supernet, train_json, val_json, images = coco_mini_split(out, args)
     timing = Timing(backend="ort", runs=10, warmup=3)
-    target = args.latency_target
-    if target == "auto":
-        from detnas.search.objectives import bound_confidence
-        from detnas.workflows.main_job import median_random_target
-
-        target = median_random_target(supernet, val_json, images, timing, out / "latency.sqlite", args.proposals, 0,
-                                      bound_confidence(args.population * args.generations))
-        print(f"latency target: {target} ms (median of 8 random archs' latency bounds)", flush=True)
-    target = float(target) if target is not None else None
     pop = args.population
     mutations, crossovers = pop * 2 // 5, pop * 2 // 5
+
+    def evolution(algorithm: str, seed: int) -> EvolutionSettings:
+        return EvolutionSettings(algorithm=algorithm, population=pop, generations=args.generations,
+                                 parents=max(2, pop // 5), mutations=mutations, crossovers=crossovers,
+                                 randoms=pop - mutations - crossovers, seed=seed)
+
+    target = args.latency_target
+    if target == "auto":
+        from detnas.workflows.main_job import median_random_target
+
+        target = median_random_target(supernet, val_json, images, timing, out / "latency.sqlite", args.proposals,
+                                      evolution("evolution", 0), Constraints())
+        print(f"latency target: {target} ms (median of 8 random archs' latency bounds)", flush=True)
+    target = float(target) if target is not None else None
     results: dict[str, list[dict[str, float]]] = {"evolution": [], "random": []}
     for seed in args.seeds:
         for algorithm in ("evolution", "random"):
-            settings = EvolutionSettings(algorithm=algorithm, population=pop, generations=args.generations,
-                                         parents=max(2, pop // 5), mutations=mutations, crossovers=crossovers,
-                                         randoms=pop - mutations - crossovers, seed=seed)
+            settings = evolution(algorithm, seed)
             request = SearchRequest(
                 supernet=supernet, data=val_json, images=images, bn_data=train_json, out=out / f"{algorithm}-seed{seed}",
                 settings=settings, constraints=Constraints(latency_ms=target), timing=timing,

@@ -39,7 +39,8 @@ def demo_cmd(
                   f"ONNX {summary['shipped']['onnx_AP']:.4f}", highlight=False, soft_wrap=True)
     console.print(f"  parity: {summary['export']['parity']['summary']}", highlight=False, soft_wrap=True)
     for name, row in summary["targets"].items():  # one search, one winner per target, each timed afresh
-        console.print(f"  target {name}: {row['verdict']}; front of {row['front']} candidates", highlight=False,
+        span = "" if row["front_ratio"] is None else f" spanning {row['front_ratio']:.2f}x {summary['latency_scope']} latency"
+        console.print(f"  target {name}: {row['verdict']}; front of {row['front']} candidates{span}", highlight=False,
                       soft_wrap=True)
     for name, path in result.files.items():
         console.print(f"  {name:<17} {path}", highlight=False, soft_wrap=True)

@@ -67,6 +67,10 @@ class ElasticDetector(nn.Module):
         """The path's module, built once per path (its own weights are replaced by the slices at every call)."""
         if arch not in self._children:
             child = self.make_child(arch)
+            if any(isinstance(m, nn.SyncBatchNorm) for m in self.widest.modules()):
+                # training under torchrun converted the supernet's BN (`convert_sync_bn`), but the forward runs the
+                # path's own modules on the widest tensors: they must synchronise across ranks too
+                child = nn.SyncBatchNorm.convert_sync_batchnorm(child)
             momentum = {type(m): m.momentum for m in self.widest.modules() if isinstance(m, _BatchNorm)}
             for module in child.modules():
                 if isinstance(module, _BatchNorm):
