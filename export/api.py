@@ -355,12 +355,13 @@ def from_search(request: ExportRequest, settings: SearchSettings) -> tuple[Expor
     which (to this module's logger), and one note per given option that differs."""
     from dataclasses import replace
 
+    from detnas.arch import resolve_arch
     from detnas.export.scored import scored_options
 
     source, bn = request.source, request.source.bn or BnData(None, None)
     scored = scored_options(settings, str(source.arch), weights=source.weights, bn_ann=bn.ann, bn_images=bn.images,
                             bn_count=bn.count, bn_batch=bn.batch, proposals=source.proposals, size=request.graph.size,
-                            precision=request.precision.precision)
+                            precision=request.precision.precision, arch=resolve_arch(str(source.arch)))
     logger.info(f"from the search ({source.arch}):")
     for line in (*settings.lines(), *scored.notes):
         logger.info(f"  {line}")

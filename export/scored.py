@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detnas.errors import DetnasError
 from detnas.search_settings import SearchSettings
+
+if TYPE_CHECKING:
+    from detnas.arch import Arch
 
 #: |AP of the exported file - the journal's AP| on the search-validation split. The file letterboxes into one fixed
 #: size where the scored PyTorch detector resized each image on its own; on square images at the searched size both
@@ -46,9 +49,13 @@ class ScoredOptions:
         return not self.differs
 
 
-def searched_size(settings: SearchSettings) -> tuple[tuple[int, int], str | None]:
-    """The size the search timed, rounded up to the graph's stride (with a note when that changed it)."""
-    height, width = settings.latency_size
+def searched_size(settings: SearchSettings, arch: Arch | None = None) -> tuple[tuple[int, int], str | None]:
+    """The size the search timed `arch` at, rounded up to the graph's stride (with a note when that changed it). The
+    settings hold the run's size; an elastic path ran, was timed and was scored at its input-size gene's share of it
+    (`path_size`), so that is the size its file must take to reproduce the journal's AP."""
+    from detnas.detection.cost import path_size
+
+    height, width = settings.latency_size if arch is None else path_size(arch, settings.latency_size)
     rounded = (STRIDE * math.ceil(height / STRIDE), STRIDE * math.ceil(width / STRIDE))
     if rounded == (height, width):
         return rounded, None
@@ -59,9 +66,9 @@ def searched_size(settings: SearchSettings) -> tuple[tuple[int, int], str | None
 def scored_options(settings: SearchSettings, source: str, *, weights: Path | None = None,
                    bn_ann: Path | None = None, bn_images: Path | None = None, bn_count: int | None = None,
                    bn_batch: int | None = None, proposals: int | None = None, size: tuple[int, int] | None = None,
-                   precision: str | None = None) -> ScoredOptions:
+                   precision: str | None = None, arch: Arch | None = None) -> ScoredOptions:
     """Each option left None takes the search's value; one given with another value stays, with a note that names
-    the search's. `source` names the arch file in the notes."""
+    the search's. `source` names the arch file in the notes; `arch` (the winner) sets an elastic path's size."""
     from detnas.checkpoint import checkpoint_paths
     from detnas.io import file_sha256
 
@@ -85,7 +92,7 @@ def scored_options(settings: SearchSettings, source: str, *, weights: Path | Non
         paths = checkpoint_paths(weights)
         same_weights = paths[0].exists() and file_sha256(paths[0])[:16] == settings.supernet_digest
     chosen_weights = pick("--weights", weights, Path(settings.supernet), same_weights)
-    timed_size, size_note = searched_size(settings)
+    timed_size, size_note = searched_size(settings, arch)
     if size is None and size_note:
         notes.append(f"note: {size_note}")
     return ScoredOptions(
