@@ -33,11 +33,9 @@ from detnas.train import RECIPES, register_recipe, resolve_config
 
 from helpers.search import TINY, FakeAccuracy, FakeLatency
 from helpers.spaces import TINY as TINY_SPACE
-from helpers.spaces import TINY_SPEC
+from helpers.spaces import TINY_SPEC, tiny_arch_json
 
-TOY_ARCH = json.dumps({"space": "registry-toy", "choices": "0|3", "space_spec": {
-    "name": "registry-toy", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [1, 1], "head_width": 32,
-    "choices": [0, 3]}})
+TOY_ARCH = tiny_arch_json()
 
 
 def test_registry_refuses_clashes_and_lists_names() -> None:
@@ -266,20 +264,18 @@ def toy_kind() -> Iterator[str]:
     DETECTOR_KINDS.unregister("toy-centers")
 
 
-FOUR_STAGE_ARCH = {"space": "registry-four", "choices": "0|3|1|2", "space_spec": {
-    "name": "registry-four", "stem_width": 8, "stage_widths": [16, 32, 48, 64], "stage_depths": [1, 1, 1, 1],
-    "head_width": 32, "choices": [0, 1, 2, 3]}}
+
 
 
 @pytest.mark.slow
 def test_a_registered_detector_kind_is_timed_and_exported(toy_kind, tmp_path, capsys) -> None:
     for scope in ("network", "network+nms"):
         out = tmp_path / f"{scope}.json"
-        assert main(["bench", "latency", "--arch", json.dumps(FOUR_STAGE_ARCH), "--scope", scope, "--detector",
+        assert main(["bench", "latency", "--arch", TOY_ARCH, "--scope", scope, "--detector",
                      toy_kind, "--size", "64", "--runs", "2", "--warmup", "0", "--no-cache", "--json", str(out)]) == 0, \
             capsys.readouterr().err
         assert json.loads(out.read_text())["stats"]["median_ms"] > 0
-    arch = Arch.from_dict(FOUR_STAGE_ARCH)
+    arch = Arch.from_json(TOY_ARCH)
     torch.manual_seed(0)
     detector = build_detector(toy_kind, ChildNet(arch), 3, 64, 64)
     images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
