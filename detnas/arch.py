@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from detnas.errors import DetnasError
+from detnas.registry import Registry
 from detnas.space import DetectorGenes, SearchSpace, get_space, register_space
 
 _BUILTIN_SPACES = ("detnas-300m", "detnas-1.3g", "detnas-3.8g", "detnas-300m-det", "detnas-1.3g-det", "detnas-3.8g-det",
@@ -292,19 +293,22 @@ def extreme_arch(space: SearchSpace, choices: tuple[int, ...], widest: bool) -> 
     return Arch.from_genes(space, tuple(genes))
 
 
-_RELEASED: dict[str, tuple[str, str]] = {
-    "COCO-FPN-300M": ("detnas-300m", "2,1,2,0|2,1,1,2|3,3,1,3,0,0,3,1|3,1,3,2"),
-    "COCO-RetinaNet-300M": ("detnas-300m", "2,3,1,1|3,2,1,3|3,1,1,1,3,3,2,0|3,3,3,3"),
-    "VOC-FPN-300M": ("detnas-300m", "2,1,0,3|1,3,0,3|2,0,1,1,3,3,3,3|3,3,3,1"),
-    "VOC-RetinaNet-300M": ("detnas-300m", "1,3,0,0|2,3,3,3|2,3,3,3,3,2,2,0|2,3,1,1"),
-    "COCO-FPN-1.3G": ("detnas-1.3g", "0,0,3,1,2,1,0,2|0,3,1,2,3,3,2,0|2,1,1,3,2,0,2,2,2,1,3,1,0,3,3,3|1,3,3,3,3,3,3,3"),
-    "COCO-FPN-3.8G": ("detnas-3.8g", "0,0,3,1,2,1,0,2|0,3,1,2,3,3,2,0|2,1,1,3,2,0,2,2,2,1,3,1,0,3,3,3|1,3,3,3,3,3,3,3"),
-}
+#: released backbones by name (`--arch NAME`): DetNAS' six below, a user's with `RELEASED_ARCHS.register(name)(arch)`
+RELEASED_ARCHS: Registry[Arch] = Registry("released arch", "--arch", same=lambda a, b: a.hash == b.hash)
+for _name, _space, _choices in (
+    ("COCO-FPN-300M", "detnas-300m", "2,1,2,0|2,1,1,2|3,3,1,3,0,0,3,1|3,1,3,2"),
+    ("COCO-RetinaNet-300M", "detnas-300m", "2,3,1,1|3,2,1,3|3,1,1,1,3,3,2,0|3,3,3,3"),
+    ("VOC-FPN-300M", "detnas-300m", "2,1,0,3|1,3,0,3|2,0,1,1,3,3,3,3|3,3,3,1"),
+    ("VOC-RetinaNet-300M", "detnas-300m", "1,3,0,0|2,3,3,3|2,3,3,3,3,2,2,0|2,3,1,1"),
+    ("COCO-FPN-1.3G", "detnas-1.3g", "0,0,3,1,2,1,0,2|0,3,1,2,3,3,2,0|2,1,1,3,2,0,2,2,2,1,3,1,0,3,3,3|1,3,3,3,3,3,3,3"),
+    ("COCO-FPN-3.8G", "detnas-3.8g", "0,0,3,1,2,1,0,2|0,3,1,2,3,3,2,0|2,1,1,3,2,0,2,2,2,1,3,1,0,3,3,3|1,3,3,3,3,3,3,3"),
+):
+    RELEASED_ARCHS.register(_name)(Arch(get_space(_space), parse_choices(_choices)))
 
 
 def released_archs() -> dict[str, Arch]:
-    """The six released DetNAS backbones by name."""
-    return {name: Arch(get_space(space), parse_choices(choices)) for name, (space, choices) in _RELEASED.items()}
+    """The released backbones by name: DetNAS' six, then any a user registered."""
+    return {name: RELEASED_ARCHS.get(name) for name in RELEASED_ARCHS}
 
 
 def paper_path(arch: Arch, space: SearchSpace) -> Arch:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from detnas.errors import DetnasError
+from detnas.registry import Registry
 
 #: choice index -> op name, fixed by DetNAS (spec section 2).
 CHOICE_NAMES: tuple[str, ...] = ("shuffle3x3", "shuffle5x5", "shuffle7x7", "xception")
@@ -228,20 +229,17 @@ class SearchSpace:
             raise DetnasError(f"{source}: {exc}") from None
 
 
-_REGISTRY: dict[str, SearchSpace] = {}
+#: every space by name: the paper's below, the user's from `register_space` or a space file
+SPACES: Registry[SearchSpace] = Registry("search space", "--space", same=lambda a, b: a.digest == b.digest)
 
 
 def register_space(space: SearchSpace) -> SearchSpace:
     """Add a space to the registry; re-registering identical content is a no-op, a clash is an error."""
-    known = _REGISTRY.get(space.name)
-    if known is not None and known.digest != space.digest:
-        raise DetnasError(f"space '{space.name}' is already registered with other widths; rename your space")
-    _REGISTRY[space.name] = space
-    return space
+    return SPACES.register(space.name)(space)
 
 
 def list_spaces() -> list[SearchSpace]:
-    return list(_REGISTRY.values())
+    return [SPACES.get(name) for name in SPACES]
 
 
 def load_space_file(path: str | Path) -> SearchSpace:
@@ -253,12 +251,12 @@ def load_space_file(path: str | Path) -> SearchSpace:
 
 def get_space(name_or_path: str) -> SearchSpace:
     """Look a space up by registered name, or load it from a .json/.yaml file."""
-    if name_or_path in _REGISTRY:
-        return _REGISTRY[name_or_path]
+    if name_or_path in SPACES:
+        return SPACES.get(name_or_path)
     if name_or_path.endswith((".json", ".yaml", ".yml")):
         return load_space_file(name_or_path)
     raise DetnasError(
-        f"unknown search space '{name_or_path}'; known: {', '.join(sorted(_REGISTRY))} "
+        f"unknown search space '{name_or_path}'; known: {', '.join(sorted(SPACES))} "
         "(or pass a .json/.yaml space file)"
     )
 
@@ -276,7 +274,7 @@ register_space(SearchSpace("detnas-3.8g", 72, (172, 432, 864, 1728), (8, 8, 16, 
 ELASTIC_DETECTOR = DetectorGenes(fpn_widths=(128, 192, 256), head_convs=(1, 2, 3, 4), head_fc=(256, 512, 1024),
                                  proposals=(100, 300, 600, 1000), input_sizes=(480, 576, 640, 704, 800))
 for _paper, _mins in (("detnas-300m", (2, 2, 4, 2)), ("detnas-1.3g", (4, 4, 8, 4)), ("detnas-3.8g", (4, 4, 8, 4))):
-    _base = _REGISTRY[_paper]
+    _base = SPACES.get(_paper)
     register_space(SearchSpace(f"{_paper}-det", _base.stem_width, _base.stage_widths, _base.stage_depths,
                                _base.head_width, _base.choices,
                                description=f"elastic whole-detector twin of {_paper}: block widths, depths, FPN width, "

@@ -14,12 +14,9 @@ from detnas.bench.cache import LatencyCache
 from detnas.bench.models import module_to_onnx
 from detnas.cli.main import main
 
-TINY_ARCH = json.dumps({"space": "bench-cli-tiny", "choices": "0|3", "space_spec": {
-    "name": "bench-cli-tiny", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [1, 1], "head_width": 32,
-    "choices": [0, 3]}})
-FOUR_STAGE_ARCH = json.dumps({"space": "bench-cli-four", "choices": "0|3|1|2", "space_spec": {
-    "name": "bench-cli-four", "stem_width": 8, "stage_widths": [16, 32, 48, 64], "stage_depths": [1, 1, 1, 1],
-    "head_width": 32, "choices": [0, 1, 2, 3]}})
+from helpers.spaces import tiny_arch_json
+
+TINY_ARCH = tiny_arch_json()
 QUICK = ["--size", "32", "--runs", "3", "--warmup", "1"]
 
 
@@ -126,12 +123,12 @@ def test_compare_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_detector_scopes_on_a_tiny_arch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """network (backbone + FPN + dense head) and network+nms (the export graph) time on the CPU backends."""
     a = tmp_path / "net.json"
-    code, _, err = _run(capsys, "latency", "--arch", FOUR_STAGE_ARCH, "--size", "64", "--runs", "2", "--warmup", "0",
+    code, _, err = _run(capsys, "latency", "--arch", TINY_ARCH, "--size", "64", "--runs", "2", "--warmup", "0",
                         "--no-cache", "--backend", "torch", "--scope", "network", "--detector", "retinanet",
                         "--json", str(a))
     assert code == 0, err
     assert json.loads(a.read_text())["details"]["inputs"] == "random; random-init retinanet detector"
-    code, _, err = _run(capsys, "latency", "--arch", FOUR_STAGE_ARCH, "--size", "64", "--runs", "2", "--warmup", "0",
+    code, _, err = _run(capsys, "latency", "--arch", TINY_ARCH, "--size", "64", "--runs", "2", "--warmup", "0",
                         "--no-cache", "--backend", "torch", "--scope", "network+nms", "--detector", "retinanet")
     assert code == 0, err
     code, _, err = _run(capsys, "latency", "--arch", TINY_ARCH, "--scope", "end-to-end", "--no-cache")

@@ -24,8 +24,7 @@ from detnas.supernet import ChildNet, Supernet
 
 from helpers.data import shared_dataset
 from helpers.export import CATEGORY_IDS, CLASSES, SIZE, TINY
-
-OTHER_SPACE = SearchSpace("tiny-table-other", 8, (16, 32, 64, 128), (1, 1, 1, 1), 64)
+from helpers.spaces import TINY as OTHER_SPACE  # the shared tiny space: any space but the exported detector's
 
 
 def _graph(nodes: list, initializers: list | None = None) -> onnx.ModelProto:
@@ -90,7 +89,7 @@ def _table(capsys: pytest.CaptureFixture[str], onnx_path: Path, *args: str) -> t
     ({"kind": "retinanet"}, "detector kind retinanet vs fpn in the ONNX file"),
     ({"classes": ["cat", "dog"]}, "classes 2 (cat=1, dog=2) vs 3 (person=1, bicycle=2, car=3) in the ONNX file"),
     ({"seed": 1}, "arch "),
-    ({"space": OTHER_SPACE}, "space tiny-table-other ("),
+    ({"space": OTHER_SPACE}, f"space {OTHER_SPACE.name} ("),
 ])
 def test_weights_of_another_detector_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  other: dict, named: str) -> None:

@@ -12,13 +12,12 @@ from detnas.detection.cost import CostModel, detector_macs, stage_sizes
 from detnas.detection.deployable import DeployableDetector
 from detnas.detection.elastic import extract_child
 from detnas.flops import count_flops, flops_table
-from detnas.space import DetectorGenes, SearchSpace, get_space
+from detnas.space import get_space
 from detnas.supernet import ChildNet, Supernet, materialize
 
+from helpers.spaces import TINY_ELASTIC
+
 SPACE = "detnas-300m-det"
-#: a small elastic space with every gene, so paths of whole detectors run in a fraction of a second
-TINY = SearchSpace("tiny-elastic-test", 8, (16, 32, 48, 64), (2, 2, 3, 2), 64, width_multipliers=(0.5, 1.0, 1.5),
-                   min_depths=(1, 1, 2, 1), detector=DetectorGenes((16, 32), (1, 2), (32, 64), (20, 50), (480, 800)))
 
 
 def _paths(space, seed=0):
@@ -29,7 +28,7 @@ def _paths(space, seed=0):
 
 def test_backbone_path_is_a_slice_and_child_equals_it():
     torch.manual_seed(0)
-    space = TINY
+    space = TINY_ELASTIC
     net = Supernet(space, num_classes=10)
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():  # give BN non-trivial statistics on several paths
@@ -61,7 +60,7 @@ def test_backbone_path_is_a_slice_and_child_equals_it():
 @pytest.mark.parametrize("kind", ["fpn", "retinanet"])
 def test_detector_child_equals_its_supernet_path(kind):
     torch.manual_seed(0)
-    space = TINY
+    space = TINY_ELASTIC
     detector = build_detector(kind, Supernet(space), 4, min_size=128, max_size=160, style="detnas")
     images = [torch.rand(3, 120, 150), torch.rand(3, 100, 160)]
     targets = [{"boxes": torch.tensor([[10.0, 10, 60, 70]]), "labels": torch.tensor([1])}] * 2
@@ -111,7 +110,7 @@ def test_macs_of_200_paths_at_two_sizes_equal_flop_counter():
     """Per part on the meta device (no arithmetic): the body of 200 random paths of a small elastic space, and the
     FPN, RPN head and box head at its detector genes (built once per gene combination, every gene value among
     them). The 300m twin's paths are counted whole above; the count is the same code for every space."""
-    space, num_classes = TINY, 5
+    space, num_classes = TINY_ELASTIC, 5
     heads: dict = {}
     checked = 0
     for seed in range(200):

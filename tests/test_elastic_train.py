@@ -8,15 +8,14 @@ from safetensors.torch import load_file
 
 from detnas.arch import extreme_arch
 from detnas.errors import DetnasError
-from detnas.space import SearchSpace, get_space
+from detnas.space import get_space
 from detnas.train import train_supernet_cls
 from detnas.train.sampling import SandwichSampler, make_sampler
 
-from helpers.train import TINY, tiny_cls_config
+from helpers.spaces import TINY_ELASTIC, TINY_ELASTIC_SPEC
+from helpers.train import tiny_cls_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ELASTIC = {**TINY, "name": "tiny-elastic-train", "stage_depths": [2, 2, 2, 2], "width_multipliers": [0.5, 1.0, 1.5],
-           "min_depths": [1, 1, 1, 1]}
 
 
 def test_sandwich_cycles_widest_narrowest_random_and_resumes():
@@ -40,9 +39,9 @@ def test_sandwich_cycles_widest_narrowest_random_and_resumes():
 
 def test_elastic_supernet_resume_is_bit_exact(tmp_path):
     """4 sandwich iterations in one go == 2, stop, resume, 2 more (weights, sliced BN statistics, momentum)."""
-    assert SearchSpace.from_dict(ELASTIC).elastic
+    assert TINY_ELASTIC.elastic
     spec = tmp_path / "elastic.json"
-    spec.write_text(__import__("json").dumps(ELASTIC))
+    spec.write_text(__import__("json").dumps(TINY_ELASTIC_SPEC))
     small = dict(iterations=4, checkpoint_every=2, batch_size=4, space=str(spec), sampler="sandwich")
     one_go = train_supernet_cls(tiny_cls_config(tmp_path, out=str(tmp_path / "a"), **small))
     stopped = train_supernet_cls(tiny_cls_config(tmp_path, out=str(tmp_path / "b"), stop_at=2, **small))
@@ -65,10 +64,8 @@ def test_elastic_supernet_det_trains_and_its_checkpoint_loads_a_path(tmp_path):
     from helpers.train import coco_subset
 
     coco128 = shared_dataset("coco128")
-    spec = {**ELASTIC, "name": "tiny-elastic-det", "detector": {"fpn_widths": [16, 32], "head_convs": [1, 2],
-                                                                "head_fc": [32, 64], "proposals": [10, 20]}}
     space_file = tmp_path / "space.json"
-    space_file.write_text(json.dumps(spec))
+    space_file.write_text(json.dumps(TINY_ELASTIC_SPEC))
     cls_final = train_supernet_cls(tiny_cls_config(tmp_path, iterations=1, space=str(space_file),
                                                    out=str(tmp_path / "cls")))
     ann = coco_subset(coco128, tmp_path, images=2)
@@ -81,7 +78,7 @@ def test_elastic_supernet_det_trains_and_its_checkpoint_loads_a_path(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "det" / "metrics.jsonl").read_text().splitlines()]
     paths = [r["path"] for r in records if "loss" in r]
     assert len(paths) == 4 and ";fpn=32,convs=2,fc=64,proposals=20" in paths[0] and "fpn=16" in paths[1]
-    arch = sample_arch(SearchSpace.from_dict(spec), 5)
+    arch = sample_arch(TINY_ELASTIC, 5)
     detector, meta = load_detector(final, Arch.from_json(arch.to_json()))
     assert meta.kind == "supernet-det" and detector.backbone.out_channels == arch.detector.fpn_width
     # the search's scored settings (journal header, best_arch.json) on an elastic supernet: each path's proposals

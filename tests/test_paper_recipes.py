@@ -23,7 +23,7 @@ from detnas.flops import count_flops
 from detnas.search.objectives import Constraints
 from detnas.space import get_space
 from detnas.supernet import ChildNet, Supernet, official_classifier_
-from detnas.train import PRESETS, resolve_config, train_supernet_det
+from detnas.train import RECIPES, resolve_config, train_supernet_det
 from detnas.train.optim import build_optimizer, set_lr
 from detnas.train.sampling import DETNAS_BINS_MFLOPS, make_sampler
 
@@ -31,7 +31,7 @@ from helpers.search import TINY, FakeAccuracy, FakeLatency
 from helpers.train import coco_subset, tiny_cls_config
 
 ARCH = resolve_arch("COCO-FPN-300M")
-PAPER = [name for name in PRESETS if name.startswith("paper-")]
+PAPER = [name for name in RECIPES if name.startswith("paper-")]
 SMALL_FPN = dict(rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=40, rpn_pre_nms_top_n_test=60,
                  rpn_post_nms_top_n_test=24, box_batch_size_per_image=16)
 
@@ -65,7 +65,7 @@ def test_search_defaults_to_the_space_paper_flops_limit_and_says_so() -> None:
 def test_fpn_detector_has_bn_in_its_fpn_which_becomes_sync_bn(tmp_path) -> None:
     import torch.distributed as dist
 
-    assert all(resolve_config(n).detector_style == "detnas" for n in PAPER if PRESETS[n]["task"] == "det")
+    assert all(resolve_config(n).detector_style == "detnas" for n in PAPER if RECIPES.get(n)["task"] == "det")
     official = build_detector("fpn", ChildNet(ARCH), 3, 128, 160, style="detnas")
     fpn_norms = [m for m in official.backbone.fpn.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(fpn_norms) == 8  # after each of the 4 lateral and 4 output convs (FPN.USE_SYNCBN)
@@ -182,7 +182,7 @@ def test_detection_optimiser_groups_as_maskrcnn_benchmark() -> None:
 # 7 ------------------------------------------------------------------------------------------------------------
 def test_paper_recipes_train_in_fp32_cpu_recipes_keep_amp() -> None:
     assert PAPER and all(resolve_config(n).amp is False for n in PAPER)
-    assert all(resolve_config(n).amp for n in PRESETS if n.startswith("cpu-"))
+    assert all(resolve_config(n).amp for n in RECIPES if n.startswith("cpu-"))
 
 
 # 8 ------------------------------------------------------------------------------------------------------------

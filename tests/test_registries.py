@@ -1,6 +1,6 @@
-"""Plugging things in: a toy latency backend through `detnas bench latency`, a toy detector kind through `bench
-latency` and `export_onnx`, a toy search algorithm and objective through the search loop, and the one error line a
-wrong name gets."""
+"""Plugging things in: a user's search space, released arch and recipe preset by name, a toy latency backend through
+`detnas bench latency`, a toy detector kind through `bench latency` and `export_onnx`, a toy search algorithm and
+objective through the search loop, and the one error line a wrong name gets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from detnas.arch import Arch
+from detnas.arch import RELEASED_ARCHS, Arch, released_archs, resolve_arch
 from detnas.bench.backends import LATENCY_BACKENDS, LatencyBackend, Prepared
 from detnas.cli.main import main
 from detnas.detection import build_detector
@@ -27,13 +27,15 @@ from detnas.search.evolution import EvolutionSettings, Search, best_record
 from detnas.search.interfaces import BackboneCost
 from detnas.search.journal import read_journal
 from detnas.search.objectives import OBJECTIVES, Constraints, Objective
+from detnas.space import SPACES, SearchSpace, get_space, list_spaces, register_space
 from detnas.supernet import ChildNet
+from detnas.train import RECIPES, register_recipe, resolve_config
 
 from helpers.search import TINY, FakeAccuracy, FakeLatency
+from helpers.spaces import TINY as TINY_SPACE
+from helpers.spaces import TINY_SPEC, tiny_arch_json
 
-TOY_ARCH = json.dumps({"space": "registry-toy", "choices": "0|3", "space_spec": {
-    "name": "registry-toy", "stem_width": 8, "stage_widths": [16, 32], "stage_depths": [1, 1], "head_width": 32,
-    "choices": [0, 3]}})
+TOY_ARCH = tiny_arch_json()
 
 
 def test_registry_refuses_clashes_and_lists_names() -> None:
@@ -45,6 +47,81 @@ def test_registry_refuses_clashes_and_lists_names() -> None:
     with pytest.raises(DetnasError) as err:
         things.get("c")
     assert str(err.value) == "--thing: unknown thing 'c'; choose one of a, b"
+
+
+def test_registry_takes_the_same_content_again_and_refuses_other_content() -> None:
+    things: Registry[dict] = Registry("thing", "--thing", same=lambda a, b: a == b)
+    first = things.register("a")({"x": 1})
+    assert things.register("a")({"x": 1}) == first and things.names() == ("a",)  # a space file read twice
+    with pytest.raises(DetnasError) as err:
+        things.register("a")({"x": 2})
+    assert str(err.value) == "thing 'a' is already registered with other content; choose another name"
+    assert things.get("a") == {"x": 1}
+
+
+def test_a_registered_space_is_found_by_name_and_a_clash_is_refused() -> None:
+    space = SearchSpace.from_dict({**TINY_SPEC, "name": "registry-user-space"})
+    try:
+        assert register_space(space) is space and get_space("registry-user-space") is space and space in list_spaces()
+        assert register_space(SearchSpace.from_dict({**TINY_SPEC, "name": "registry-user-space"})).digest == space.digest
+        with pytest.raises(DetnasError, match="search space 'registry-user-space' is already registered with other "
+                                              "content; choose another name"):
+            register_space(SearchSpace.from_dict({**TINY_SPEC, "name": "registry-user-space", "head_width": 16}))
+        assert get_space("registry-user-space").stem_width == 8
+    finally:
+        SPACES.unregister("registry-user-space")
+    with pytest.raises(DetnasError, match="unknown search space 'registry-user-space'; known: detnas-1.3g"):
+        get_space("registry-user-space")
+
+
+def test_a_registered_released_arch_resolves_by_name_in_python_and_the_cli(tmp_path, capsys) -> None:
+    arch = Arch(TINY_SPACE, (3, 2, 1, 0))
+    RELEASED_ARCHS.register("Toy-Released")(arch)
+    try:
+        assert resolve_arch("Toy-Released") is arch and released_archs()["Toy-Released"] is arch
+        RELEASED_ARCHS.register("Toy-Released")(Arch(TINY_SPACE, (3, 2, 1, 0)))  # the same arch again: a no-op
+        with pytest.raises(DetnasError, match="released arch 'Toy-Released' is already registered with other content"):
+            RELEASED_ARCHS.register("Toy-Released")(Arch(TINY_SPACE, (0, 1, 2, 3)))
+        out = tmp_path / "show.json"
+        assert main(["arch", "show", "Toy-Released", "--size", "64x64", "--json", str(out)]) == 0, capsys.readouterr().err
+        shown = json.loads(out.read_text())
+        assert shown["hash"] == arch.hash and shown["space"] == "tiny", shown
+    finally:
+        RELEASED_ARCHS.unregister("Toy-Released")
+    with pytest.raises(DetnasError, match="arch 'Toy-Released' is neither a released name"):
+        resolve_arch("Toy-Released")
+
+
+def test_a_registered_recipe_resolves_by_name_in_python_a_config_file_and_the_cli(tmp_path, capsys) -> None:
+    settings = {"task": "det", "iterations": 7, "batch_size": 3, "lr": 0.003, "schedule": "step", "milestones": (5,),
+                "detector": "retinanet", "min_size": 96, "max_size": 128}
+    register_recipe("toy-recipe", settings)
+    try:
+        cfg = resolve_config("toy-recipe", overrides={"lr": "0.004"})
+        assert (cfg.recipe, cfg.task, cfg.iterations, cfg.milestones, cfg.detector, cfg.lr) == (
+            "toy-recipe", "det", 7, (5,), "retinanet", 0.004)
+        (tmp_path / "run.yaml").write_text("recipe: toy-recipe\nbatch_size: 4\n")
+        from_file = resolve_config(config_file=tmp_path / "run.yaml")
+        assert (from_file.recipe, from_file.iterations, from_file.batch_size) == ("toy-recipe", 7, 4)
+        assert register_recipe("toy-recipe", dict(settings)) == settings  # the same settings again: a no-op
+        with pytest.raises(DetnasError, match="recipe 'toy-recipe' is already registered with other content"):
+            register_recipe("toy-recipe", {**settings, "lr": 0.1})
+        assert main(["train", "recipes"]) == 0
+        listed = [line for line in capsys.readouterr().out.splitlines() if "toy-recipe" in line]
+        assert len(listed) == 1 and all(f in listed[0] for f in (" 7 ", " 3 ", "0.003", "step 5", "96/128")), listed
+    finally:
+        RECIPES.unregister("toy-recipe")
+    with pytest.raises(DetnasError, match="unknown recipe 'toy-recipe'; known: paper-cls"):
+        resolve_config("toy-recipe")
+
+
+def test_a_recipe_with_a_bad_field_is_refused_when_registered() -> None:
+    with pytest.raises(DetnasError) as err:
+        register_recipe("toy-bad", {"task": "det", "schedule": "cosine"})
+    assert str(err.value) == "recipe 'toy-bad': 'schedule' is 'cosine'; choose one of linear, step"
+    with pytest.raises(DetnasError, match="recipe 'toy-bad': unknown keys \\['lr_max'\\]"):
+        register_recipe("toy-bad", {"lr_max": 1.0})
+    assert "toy-bad" not in RECIPES
 
 
 class _PythonLoop(LatencyBackend):
@@ -187,20 +264,18 @@ def toy_kind() -> Iterator[str]:
     DETECTOR_KINDS.unregister("toy-centers")
 
 
-FOUR_STAGE_ARCH = {"space": "registry-four", "choices": "0|3|1|2", "space_spec": {
-    "name": "registry-four", "stem_width": 8, "stage_widths": [16, 32, 48, 64], "stage_depths": [1, 1, 1, 1],
-    "head_width": 32, "choices": [0, 1, 2, 3]}}
+
 
 
 @pytest.mark.slow
 def test_a_registered_detector_kind_is_timed_and_exported(toy_kind, tmp_path, capsys) -> None:
     for scope in ("network", "network+nms"):
         out = tmp_path / f"{scope}.json"
-        assert main(["bench", "latency", "--arch", json.dumps(FOUR_STAGE_ARCH), "--scope", scope, "--detector",
+        assert main(["bench", "latency", "--arch", TOY_ARCH, "--scope", scope, "--detector",
                      toy_kind, "--size", "64", "--runs", "2", "--warmup", "0", "--no-cache", "--json", str(out)]) == 0, \
             capsys.readouterr().err
         assert json.loads(out.read_text())["stats"]["median_ms"] > 0
-    arch = Arch.from_dict(FOUR_STAGE_ARCH)
+    arch = Arch.from_json(TOY_ARCH)
     torch.manual_seed(0)
     detector = build_detector(toy_kind, ChildNet(arch), 3, 64, 64)
     images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))

@@ -58,11 +58,11 @@ def _cli(*args: str, width: int = 80) -> str:
 
 def test_cli_tables_at_80_columns(tmp_path: Path) -> None:
     """`train recipes`, `search report` and `arch list` in a subprocess with COLUMNS=80: no figure elided."""
-    from detnas.train import PRESETS
+    from detnas.train import RECIPES
 
     recipes = _cli("train", "recipes")
     assert "…" not in recipes and max(len(line) for line in recipes.splitlines()) <= 80, recipes
-    for preset in PRESETS.values():
+    for preset in map(RECIPES.get, RECIPES):
         for figure in (str(preset["iterations"]), str(preset["batch_size"]), str(preset["lr"])):
             assert re.search(rf"(?<![\d.]){re.escape(figure)}(?![\d.])", recipes), (figure, recipes)
     journal = tmp_path / "journal.jsonl"

@@ -13,7 +13,7 @@ from torch import nn
 from detnas.arch import Arch
 from detnas.errors import DetnasError
 from detnas.supernet import Supernet
-from detnas.train import PRESETS, resolve_config
+from detnas.train import RECIPES, resolve_config
 from detnas.train.data import SeededBatchSampler
 from detnas.train.optim import OffPath, build_optimizer, drop_grads, lr_at, param_groups
 from detnas.train.progress import ProgressReporter
@@ -114,7 +114,7 @@ def test_config_layers_and_errors(tmp_path):
     assert (cfg.recipe, cfg.task, cfg.lr, cfg.milestones, cfg.iterations, cfg.amp) == \
         ("cpu-det", "det", 0.03, (5, 8), 10, False)
     assert set(RECIPE_KEYS) >= {"lr", "iterations", "seed", "space", "batch_size"} and "out" not in RECIPE_KEYS
-    assert {"paper-cls", "paper-det-fpn", "paper-det-retinanet", "cpu-cls", "cpu-det"} <= set(PRESETS)
+    assert {"paper-cls", "paper-det-fpn", "paper-det-retinanet", "cpu-cls", "cpu-det"} <= set(RECIPES)
     for bad in ({"lr": "fast"}, {"colour": "red"}, {"schedule": "cosine"}, {"milestones": "9,3"}):
         with pytest.raises(DetnasError):
             resolve_config("cpu-cls", overrides=bad)

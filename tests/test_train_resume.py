@@ -13,6 +13,7 @@ from detnas.cli import main
 from detnas.errors import DetnasError
 from detnas.train import train_child_cls, train_supernet_cls
 
+from helpers.spaces import TINY, tiny_arch_json
 from helpers.train import tiny_cls_config, write_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,9 +61,7 @@ def test_run_folder_contents(tmp_path):
 
 
 def test_child_cls_records_its_arch(tmp_path):
-    space = write_space(tmp_path)
-    arch = json.dumps({"space": "tiny-train", "choices": "3|2|1|0", "space_spec": json.load(open(space))})
-    final = train_child_cls(tiny_cls_config(tmp_path, arch=arch, iterations=2))
+    final = train_child_cls(tiny_cls_config(tmp_path, arch=tiny_arch_json("3|2|1|0"), iterations=2))
     meta = json.loads(final.with_suffix(".json").read_text())
     assert meta["kind"] == "child-cls" and meta["arch"]["choices"] == "3|2|1|0"
     assert not any(".candidates." in k for k in _weights(final))
@@ -70,8 +69,7 @@ def test_child_cls_records_its_arch(tmp_path):
 
 def test_resume_refuses_another_arch(tmp_path):
     """The resumed checkpoint's sidecar (read as a CheckpointMeta) must describe the run: another arch is one line."""
-    spec = json.load(open(write_space(tmp_path)))
-    arch = [json.dumps({"space": "tiny-train", "choices": c, "space_spec": spec}) for c in ("3|2|1|0", "0|1|2|3")]
+    arch = [tiny_arch_json(c) for c in ("3|2|1|0", "0|1|2|3")]
     small = dict(iterations=4, checkpoint_every=2, batch_size=4)
     train_child_cls(tiny_cls_config(tmp_path, arch=arch[0], stop_at=2, **small))
     with pytest.raises(DetnasError, match=r"iter_0000002: checkpoint 'arch' is '3\|2\|1\|0' but this run has "
@@ -132,7 +130,7 @@ def test_bad_data_and_foreign_checkpoints(tmp_path, capsys):
                  "--init", str(final), "--out", str(tmp_path / "det"), "--device", "cpu"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "checkpoint is of space 'tiny-train'" in err and "Traceback" not in err
+    assert f"checkpoint is of space '{TINY.name}'" in err and "Traceback" not in err
     # a corrupted init checkpoint: one line naming the file
     final.with_suffix(".json").write_text("{not json")
     capsys.readouterr()

@@ -73,19 +73,19 @@ def recipes_cmd() -> None:
     from rich.console import Console
 
     from detnas.tables import Col, fitted_table
-    from detnas.train import PRESETS
+    from detnas.train import RECIPES, resolve_config
 
     columns = [Col("name", priority=9), Col("task", priority=3), Col("iterations", "right", 8),
                Col("batch", "right", 8), Col("lr", "right", 8), Col("schedule", priority=7), Col("size", priority=6),
                Col("detector", priority=5), Col("sampler", priority=2), Col("style", priority=4)]
     rows = []
-    for name, p in PRESETS.items():
-        size = str(p.get("image_size", "")) if p["task"] == "cls" else f"{p['min_size']}/{p['max_size']}"
-        sched = p["schedule"] + (f" {', '.join(map(str, p['milestones']))}" if p.get("milestones") else "")
-        style = p.get("detector_style" if p["task"] == "det" else "classifier_style", "torchvision")
-        rows.append([name, p["task"], str(p["iterations"]), str(p["batch_size"]), str(p["lr"]), sched, size,
-                     p.get("detector", "") if p["task"] == "det" else "", p.get("sampler", "uniform"),
-                     f"{style}{'' if p.get('amp', True) else ', fp32'}"])
+    for name in RECIPES:  # resolved, so a user's preset that leaves fields at their defaults shows them too
+        c = resolve_config(name)
+        size = str(c.image_size) if c.task == "cls" else f"{c.min_size}/{c.max_size}"
+        sched = c.schedule + (f" {', '.join(map(str, c.milestones))}" if c.milestones else "")
+        style = c.detector_style if c.task == "det" else c.classifier_style
+        rows.append([name, c.task, str(c.iterations), str(c.batch_size), str(c.lr), sched, size,
+                     c.detector if c.task == "det" else "", c.sampler, f"{style}{'' if c.amp else ', fp32'}"])
     console = Console()
     console.print(fitted_table(columns, rows, console.width, title="training recipes", caption="paper-*: as the "
                                "official DetNAS code (FP32, its FLOPs bins, optimiser groups, detector and classifier "

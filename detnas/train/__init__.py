@@ -1,6 +1,6 @@
 """Training: supernet pre-training and detection fine-tuning, retraining a found architecture (DetNAS section 5)."""
 
-from detnas.train.recipes import PRESETS, TrainConfig, resolve_config
+from detnas.train.recipes import RECIPES, TrainConfig, register_recipe, resolve_config
 from detnas.train.stages import (
     STAGES,
     Classifier,
@@ -12,6 +12,6 @@ from detnas.train.stages import (
 )
 
 __all__ = [
-    "PRESETS", "STAGES", "Classifier", "TrainConfig", "resolve_config", "run_stage", "train_child_cls",
+    "RECIPES", "STAGES", "Classifier", "TrainConfig", "register_recipe", "resolve_config", "run_stage", "train_child_cls",
     "train_child_det", "train_supernet_cls", "train_supernet_det",
 ]

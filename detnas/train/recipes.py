@@ -12,6 +12,7 @@ from typing import Any
 
 from detnas.errors import DetnasError
 from detnas.io import read_mapping_file
+from detnas.registry import Registry
 from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 
 TASKS = ("cls", "det")
@@ -102,7 +103,7 @@ _PAPER_CLS = dict(task="cls", iterations=300_000, batch_size=1024, lr=0.5, weigh
 _PAPER_DET = dict(task="det", batch_size=16, weight_decay=1e-4, schedule="step", warmup_iters=500,
                   min_size=DEFAULT_MIN_SIZE, max_size=DEFAULT_MAX_SIZE, amp=False, param_groups="detectron", supernet_bn_affine=False,
                   detector_style="detnas")
-PRESETS: dict[str, dict[str, Any]] = {
+_BUILTIN: dict[str, dict[str, Any]] = {
     "paper-cls": dict(_PAPER_CLS, checkpoint_every=5000, log_every=100, eval_every=10_000),
     "paper-det-fpn": dict(_PAPER_DET, detector="fpn", lr=0.02, iterations=90_000, milestones=(60_000, 80_000),
                           checkpoint_every=5000, log_every=20, eval_every=10_000),
@@ -123,6 +124,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                               detector="retinanet", checkpoint_every=50, log_every=5, eval_every=50,
                               eval_images=50),
 }
+
+#: recipe presets by name (`--recipe NAME`, or `recipe: NAME` in a config file): the fields each sets over the
+#: `TrainConfig` defaults. Filled by `register_recipe`, which checks them, so a user's preset is refused when it is
+#: registered, not when a run starts.
+RECIPES: Registry[dict[str, Any]] = Registry("recipe", "--recipe", same=lambda a, b: a == b)
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -181,6 +187,19 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> TrainConfig:
     return cfg
 
 
+
+def register_recipe(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Add a recipe preset: `settings` are `TrainConfig` recipe or run fields (checked now, with the field's type
+    and allowed values); re-registering the same settings is a no-op, other settings under a known name an error."""
+    if "recipe" in settings:
+        raise DetnasError(f"recipe '{name}': leave 'recipe' out of its settings (the preset's name is its recipe)")
+    from_mapping({**settings, "recipe": name}, source=f"recipe '{name}'")
+    return RECIPES.register(name)(dict(settings))
+
+
+for _name, _settings in _BUILTIN.items():
+    register_recipe(_name, _settings)
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A flat mapping of config keys from a .json or .yaml file."""
     data = read_mapping_file(path, "config file") or {}
@@ -204,7 +223,7 @@ def rescale_milestones(preset: str | None, overrides: dict[str, Any]) -> tuple[d
     """`-n N` on a preset's step schedule: its milestones at the same fractions of the new length (cpu-det's
     70, 90 of 100 become 14, 18 at -n 20), so the learning rate still steps; with the note that says so. Milestones
     given explicitly, or no preset, leave the overrides as they are."""
-    recipe = PRESETS.get(preset or "")
+    recipe = RECIPES.get(preset) if preset in RECIPES else None
     if not recipe or not recipe.get("milestones") or "iterations" not in overrides or "milestones" in overrides:
         return overrides, None
     total, wanted = int(recipe["iterations"]), int(overrides["iterations"])
@@ -223,9 +242,9 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
     name = preset or file_data.get("recipe")
     data: dict[str, Any] = {}
     if name:
-        if name not in PRESETS:
-            raise DetnasError(f"unknown recipe '{name}'; known: {', '.join(PRESETS)} (see `detnas train recipes`)")
-        data.update(PRESETS[name], recipe=name)
+        if name not in RECIPES:
+            raise DetnasError(f"unknown recipe '{name}'; known: {', '.join(RECIPES)} (see `detnas train recipes`)")
+        data.update(RECIPES.get(name), recipe=name)
     data.update(file_data)
     if name:
         data["recipe"] = name

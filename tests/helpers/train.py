@@ -1,4 +1,4 @@
-"""Builders for the training tests: a tiny space, a tiny ImageFolder, a tiny config, a small COCO subset."""
+"""Builders for the training tests: the tiny space as a file, a tiny ImageFolder, a tiny config, a small COCO subset."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ from PIL import Image
 from detnas.space import SearchSpace, register_space
 from detnas.train import TrainConfig, resolve_config
 
-TINY = {"name": "tiny-train", "stem_width": 8, "stage_widths": [16, 32, 48, 64], "stage_depths": [1, 1, 1, 1],
-        "head_width": 32}
-TINY_DEEP = {**TINY, "name": "tiny-train-deep", "stage_depths": [2, 2, 2, 2]}
+from helpers.spaces import TINY_SPEC
+
+#: the tiny space at two blocks a stage: path samplers need enough blocks for their statistics
+TINY_DEEP = {**TINY_SPEC, "name": "tiny-deep", "stage_depths": [2, 2, 2, 2]}
 
 
-def tiny_space(spec: dict = TINY) -> SearchSpace:
+def tiny_space(spec: dict = TINY_SPEC) -> SearchSpace:
     return register_space(SearchSpace.from_dict(spec))
 
 
-def write_space(folder: Path, spec: dict = TINY) -> str:
+def write_space(folder: Path, spec: dict = TINY_SPEC) -> str:
     path = folder / f"{spec['name']}.json"
     path.write_text(json.dumps(spec))
     return str(path)
