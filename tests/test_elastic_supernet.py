@@ -167,11 +167,11 @@ def test_a_syncbn_supernet_runs_its_paths_with_syncbn():
     the widest tensors, so those must be SyncBatchNorm as well, or each rank would keep its own batch statistics. On
     one CPU process SyncBatchNorm computes plain BN, so the path's eval outputs equal the unconverted supernet's."""
     torch.manual_seed(0)
-    detector = build_detector("fpn", Supernet(TINY), 4, min_size=96, max_size=128).eval()
-    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_detector("fpn", Supernet(TINY), 4, min_size=96,
+    detector = build_detector("fpn", Supernet(TINY_ELASTIC), 4, min_size=96, max_size=128).eval()
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_detector("fpn", Supernet(TINY_ELASTIC), 4, min_size=96,
                                                                           max_size=128)).eval()
     synced.load_state_dict(detector.state_dict())
-    arch = sample_arch(TINY, 3)
+    arch = sample_arch(TINY_ELASTIC, 3)
     images = [torch.rand(3, 90, 120)]
     outputs = []
     for model in (detector, synced):
