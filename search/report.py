@@ -120,6 +120,9 @@ def latency_axis_label(run: SearchRun, target: str | None = None) -> str:
     name = timing.get("backend")
     backend = LATENCY_BACKENDS.get(name).title if name in LATENCY_BACKENDS else name
     size = "x".join(map(str, timing.get("size") or [])) or "detector size"
+    space = run.candidates[0].arch.space if run.candidates else None
+    if space is not None and space.detector is not None and len(space.detector.input_sizes) > 1:
+        size = f"each path at its input-size gene's share of {size}"  # as the search timed it (`path_size`)
     return (f"{timing.get('scope', '')} median latency (ms; {backend}, {str(timing.get('device', '')).upper()}, "
             f"{size}, batch {timing.get('batch', 1)})").strip()
 

@@ -68,3 +68,13 @@ def test_plot_axes_are_words_not_hashes(journal) -> None:
     label = latency_axis_label(run)
     assert label == "backbone median latency (ms; ONNX Runtime, CPU, 128x128, batch 1)"
     assert not any(r.fingerprint in label for r in run.candidates)
+    # an elastic space's paths run at their own input sizes: the axis says so rather than naming one size
+    from dataclasses import replace
+
+    from detnas.arch import Arch
+    from detnas.space import get_space
+
+    demo = get_space("detnas-300m-demo")
+    elastic = replace(run, candidates=[replace(run.candidates[0], arch=Arch(demo, (0,) * demo.num_blocks))])
+    assert latency_axis_label(elastic) == ("backbone median latency (ms; ONNX Runtime, CPU, each path at its input-size "
+                                           "gene's share of 128x128, batch 1)")
