@@ -183,4 +183,4 @@ def test_a_syncbn_supernet_runs_its_paths_with_syncbn():
     assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms), {type(m).__name__ for m in norms}
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in detector._child(arch).modules())
     assert outputs[0]["boxes"].shape == outputs[1]["boxes"].shape
-    assert torch.equal(outputs[0]["scores"], outputs[1]["scores"])
+    assert outputs[0]["scores"].numel() > 0 and torch.equal(outputs[0]["scores"], outputs[1]["scores"])  # 21 here

@@ -65,7 +65,7 @@ class MainJobPlan:
     det_lr: float = 0.007
     det_batch: int = 2
     det_size: int = 128  # min_size = max_size: the paper detector's square input (an elastic path's input-size gene
-    # scales it: 96 / 128 / 160 px in the demo space); the winner exports at its own, as the search timed and scored it
+    # scales it: 96 or 128 px in the demo space); the winner exports at its own, as the search timed and scored it
     roi_batch: int = 16  # FPN: RoIs per image for the 4-conv box head; the head dominates a CPU step
     proposals: int = 50  # FPN: test-time RPN proposals per image (search, export); an elastic path's gene decides
     population: int = 6
@@ -413,13 +413,10 @@ def front_span(run: SearchRun, target: str) -> dict[str, Any]:
     if not front:
         return {"members": 0, "fastest_ms": None, "slowest_ms": None, "ratio": None, "fastest": None, "slowest": None}
 
-    def ms(c: Candidate) -> float:
-        return c.latencies[target].median_ms if target in c.latencies else c.latency.median_ms
-
-    fastest, slowest = front[0], front[-1]
-    return {"members": len(front), "fastest_ms": ms(fastest), "slowest_ms": ms(slowest),
-            "ratio": ms(slowest) / ms(fastest) if ms(fastest) > 0 else None, "AP": [c.metrics[run.constraints.metric] for c in front],
-            "fastest": fastest.arch.compact(), "slowest": slowest.arch.compact()}
+    fastest_ms, slowest_ms = (c.latencies[target].median_ms for c in (front[0], front[-1]))
+    return {"members": len(front), "fastest_ms": fastest_ms, "slowest_ms": slowest_ms, "ratio": slowest_ms / fastest_ms,
+            "AP": [c.metrics[run.constraints.metric] for c in front],
+            "fastest": front[0].arch.compact(), "slowest": front[-1].arch.compact()}
 
 
 def shipped_accuracy(journal_metrics: dict[str, float], checkpoint: Path, onnx_path: Path, search_val: Any,
