@@ -35,6 +35,13 @@ FRESH_ROUNDS = 5
 logger = logging.getLogger(__name__)
 
 
+def generation_rng(seed: int, generation: int) -> random.Random:
+    """The RNG generation `generation` of a search seeded with `seed` draws its proposals from: seeded per generation,
+    so a resume re-plans what a straight run planned, and generation 0's uniform draws can be known in advance
+    (`detnas.workflows.main_job` times its latency target on them, into the cache the search then reads)."""
+    return random.Random(f"detnas-search:{seed}:{generation}")
+
+
 def search_config(space: SearchSpace, settings: EvolutionSettings, constraints: Constraints,
                   context: dict[str, Any]) -> dict[str, Any]:
     """The flat configuration a journal is bound to; `context` names the supernet, data and latency source."""
@@ -116,7 +123,7 @@ class Search:
 
     def _plan(self, generation: int, parents: list[Arch], seen: set[str]) -> Plan:
         start = time.perf_counter()
-        rng = random.Random(f"detnas-search:{self.settings.seed}:{generation}")
+        rng = generation_rng(self.settings.seed, generation)
         plan = Plan(generation, parents=[p.hash for p in parents])
         quotas = list(self.algorithm.quotas(generation))
         with task(f"generation {generation}: planning (each candidate timed)", sum(w for _, w in quotas)) as step:

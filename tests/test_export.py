@@ -46,7 +46,12 @@ def test_cli_export_writes_checked_onnx_with_metadata(fpn_export, capsys):
     onnx.checker.check_model(model, full_check=True)
     ops = _op_types(model.graph)
     assert "NonMaxSuppression" in ops and "RoiAlign" in ops
-    assert "ScatterElements" not in ops, "RoI levels are merged by a gather, not by scatters over [N, C, 7, 7]"
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.value_info, *inferred.output]}
+    scatters = [n for n in model.graph.node if n.op_type == "ScatterElements"]
+    assert len(scatters) == 2 and all(ranks[n.output[0]] == 1 for n in scatters), \
+        "one 1-D scatter per image (its RPN's kept logits); RoI levels are merged by a gather, not by scatters over " \
+        "[N, C, 7, 7]"
     shapes = {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
     assert shapes == {"num_dets": [2], "boxes": [2, 100, 4], "scores": [2, 100], "labels": [2, 100]}, \
         "fixed output sizes, so TensorRT can bind fixed buffers"

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from detnas.arch import sample_arch
 from detnas.detection import build_detector
 from detnas.detection import deployable as graph_module
-from detnas.detection.deployable import DeployableDetector, top_k
+from detnas.detection.deployable import DeployableDetector, scattered, top_k
 from detnas.detection.nms import NMS_MAX_BOXES, batched_nms, nms
 from detnas.errors import DetnasError
 from detnas.export import class_table, export_onnx
@@ -156,6 +156,35 @@ def test_nms_is_torchvision_above_the_threshold_and_one_onnx_node(tmp_path):
         b, s = _random_boxes(300, seed)
         ours = session.run(None, {i.name: v.numpy() for i, v in zip(session.get_inputs(), (b, s))})[0]
         assert np.array_equal(ours, nms(b, s, 0.5, 0.25, 40).numpy())
+
+
+def test_kept_values_scatter_for_any_kept_count_whatever_count_it_was_traced_with(tmp_path):
+    """The RPN writes its kept proposals' logits with `scattered`: a file traced where NMS kept one box must still
+    run where it keeps none or several (`out[keep] = values[keep]` exported a scalar update that failed there)."""
+    import onnxruntime as ort
+
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [40.0, 40.0, 50.0, 50.0]])
+    logits = torch.tensor([1.0, 2.0, 3.0])
+    kept_count = {0: [0.0, 0.0, 0.0], 1: [0.9, 0.0, 0.0], 2: [0.9, 0.8, 0.0], 3: [0.9, 0.8, 0.7]}
+
+    class Module(torch.nn.Module):
+        def forward(self, b: torch.Tensor, s: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+            keep = batched_nms(b, s, torch.zeros(3, dtype=torch.int64), 0.5, 0.0, 3)
+            return scattered(values, keep, float("-inf"))
+
+    checked = 0
+    for traced, scores in kept_count.items():
+        path = tmp_path / f"kept{traced}.onnx"
+        torch.onnx.export(Module(), (boxes, torch.tensor(scores), logits), str(path), dynamo=False, opset_version=17)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for count, run_scores in kept_count.items():
+            feeds = dict(zip([i.name for i in session.get_inputs()], (boxes.numpy(), np.array(run_scores, np.float32),
+                                                                      logits.numpy())))
+            expected = Module()(boxes, torch.tensor(run_scores), logits).numpy()
+            assert np.array_equal(session.run(None, feeds)[0], expected), (traced, count)
+            assert int(np.isfinite(expected).sum()) == count
+            checked += 1
+    assert checked == 16
 
 
 def test_limits_are_one_line_errors():

@@ -9,7 +9,7 @@ import pytest
 
 from detnas.arch import Arch, sample_arch
 from detnas.errors import DetnasError
-from detnas.search.evolution import EvolutionSettings, Search, best_record
+from detnas.search.evolution import EvolutionSettings, Search, best_record, generation_rng
 from detnas.search.interfaces import BackboneCost
 from detnas.search.journal import read_journal, strip_volatile
 from detnas.search.objectives import Constraints, non_dominated_fronts, pareto_front
@@ -54,6 +54,18 @@ def test_hard_constraint_respected_and_no_duplicates(tmp_path) -> None:
     # evolution improves on the random first generation
     best_gen0 = max(r["fitness"] for r in cands if r["generation"] == 0)
     assert best_record([Candidate.from_json(r) for r in cands], Constraints(latency_ms=target)).fitness >= best_gen0
+
+
+def test_generation_zero_draws_are_known_in_advance(tmp_path) -> None:
+    """The demo times its latency target on `generation_rng`'s first draws so the search finds them cached: that
+    holds only while generation 0 proposes exactly these archs, in this order."""
+    latency = FakeLatency()
+    make_search(tmp_path / "j.jsonl", latency=latency).run()
+    rng = generation_rng(SMALL["seed"], 0)
+    expected = [sample_arch(TINY, rng).hash for _ in range(SMALL["population"])]
+    assert latency.calls[:SMALL["population"]] == expected
+    other = generation_rng(SMALL["seed"] + 1, 0)
+    assert [sample_arch(TINY, other).hash for _ in range(SMALL["population"])] != expected
 
 
 def test_flops_and_params_limits(tmp_path) -> None:

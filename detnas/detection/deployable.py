@@ -47,6 +47,16 @@ def top_k(values: torch.Tensor, k: int, what: str) -> tuple[torch.Tensor, torch.
     return values.topk(k, dim=-1)
 
 
+def scattered(values: torch.Tensor, index: torch.Tensor, fill: float) -> torch.Tensor:
+    """1-D `values` at the positions `index` (a data-dependent count such as NMS's kept indices), `fill` elsewhere.
+
+    A scatter of gathered values (ONNX GatherElements + ScatterElements), not `out[index] = values[index]`: traced on
+    an image where NMS kept exactly one index, torch's exporter wrote that assignment's updates as a scalar expanded
+    to the index, and the file then failed in ONNX Runtime ("cannot be reshaped") on every image keeping another
+    count (a trained demo path's RPN did, at the search's fastest probe)."""
+    return torch.full_like(values, fill).scatter(0, index, values.gather(0, index))
+
+
 class DeployableDetector(nn.Module):
     """images float [B, 3, H, W] RGB in [0, 1] -> num_dets [B], boxes [B, K, 4], scores [B, K], labels [B, K].
 
@@ -180,8 +190,8 @@ class DeployableDetector(nn.Module):
                     & (torch.sigmoid(logits) >= rpn.score_thresh))
             keep = batched_nms(boxes, torch.where(real, rank_score, 0.0), level_id, rpn.nms_thresh, 0.0,
                                int(boxes.shape[0]))
-            ranked = torch.full_like(logits, float("-inf"))  # the kept proposals' logits; a float scatter, since
-            ranked[keep] = logits[keep]  # TensorRT's ScatterND takes no bool data (onnx-tensorrt operators.md)
+            ranked = scattered(logits, keep, float("-inf"))  # the kept proposals' logits, as float: TensorRT's
+            # scatters take no bool data (onnx-tensorrt operators.md)
             best_logits, best = top_k(ranked, rpn.post_nms_top_n(), "RPN proposals")
             kept_boxes.append(boxes[best])
             kept_real.append(best_logits > float("-inf"))

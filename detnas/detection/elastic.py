@@ -9,9 +9,10 @@ that computes exactly what the path computed, ready to evaluate, export and time
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -24,6 +25,29 @@ from detnas.supernet import block_key, path_tensors
 
 _BOX_HEAD_KEY = re.compile(r"^roi_heads\.box_head\.(?P<index>\d+)\.")
 _CACHED_PATHS = 4  # BN recalibration and evaluation run one path many times; training draws a new one each step
+#: torch.nn.init's in-place initialisers, which `_uninitialised` turns off while a path's module is built
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                 "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
+def _uninitialised() -> Iterator[None]:
+    """Modules built in the block keep their tensors as allocated (torch.nn.init's initialisers do nothing).
+
+    For a path's module, whose every parameter and buffer is replaced right after (a strict state load, or
+    `functional_call(strict=True)`): drawing random weights for the ~15M box-head parameters was most of building
+    one (0.3-1.0 s against 0.05 s without, measured on the demo's supernet), paid by every training step that draws a
+    new path and twice per extracted child. The initialisers are module attributes that torch's and torchvision's
+    modules look up at call time, so swapping them is enough (Hugging Face's `no_init_weights` does the same)."""
+    init = torch.nn.init
+    saved = {name: getattr(init, name) for name in _INITIALISERS}
+    for name in _INITIALISERS:
+        setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
 
 
 def path_key(arch: Arch, widest_convs: int, path_convs: int) -> Callable[[str], str]:
@@ -66,7 +90,8 @@ class ElasticDetector(nn.Module):
     def _child(self, arch: Arch) -> nn.Module:
         """The path's module, built once per path (its own weights are replaced by the slices at every call)."""
         if arch not in self._children:
-            child = self.make_child(arch)
+            with _uninitialised():  # `forward` runs it on the widest weights' slices, every tensor replaced
+                child = self.make_child(arch)
             if any(isinstance(m, nn.SyncBatchNorm) for m in self.widest.modules()):
                 # training under torchrun converted the supernet's BN (`convert_sync_bn`), but the forward runs the
                 # path's own modules on the widest tensors: they must synchronise across ranks too
@@ -101,7 +126,8 @@ def _box_head_convs(detector: nn.Module) -> int:
 def extract_child(elastic: ElasticDetector, arch: Arch) -> nn.Module:
     """The path as a standalone plain detector: a copy of the widest weights' slices (the supernet is untouched)."""
     elastic.set_arch(arch)
-    child = elastic.make_child(arch)
+    with _uninitialised():  # the strict load below replaces every tensor
+        child = elastic.make_child(arch)
     with torch.no_grad():
         state = {key: value.detach().clone() for key, value in elastic.path_tensors(arch).items()}
     child.load_state_dict(state, strict=True)
