@@ -3,7 +3,8 @@ files, two runs on one output, kill -9 points) run as a new user would, each cla
 
 - clean: the documented exit code and one `error:` line (or, for a case that must go on, its note) naming the option
   or file, nothing else changed;
-- wrong message: another exit code, or no error line matching the case's pattern;
+- wrong message: another exit code, or no error line matching the case's pattern, or a refusal that came late
+  (after the run had written outputs);
 - silent: exit 0 (or a result) where a refusal was due;
 - traceback: "Traceback" on stderr;
 - data lost: a file that existed before changed or vanished, or the run left a partial, 0-byte or temporary file.
@@ -216,17 +217,17 @@ def _judge(case: Case, work: Path, record: dict | None, seconds: float, argv: li
                 reasons.append(f"data lost: {path} was removed")
             elif after[path] != digest:
                 reasons.append(f"data lost: {path} changed")
+        refused = code not in (0, None)
         for path, digest in after.items():
-            if path in before or path in _OWN_FILES or path.startswith(".cache-home") or (ignored and ignored.search(path)):
-                continue
-            if digest == "dir":
-                continue
+            if path in before or path in _OWN_FILES or path.startswith(".cache-home") or digest == "dir" or \
+                    Path(path).name == "latency.sqlite" or (ignored and ignored.search(path)):
+                continue  # a latency cache is no output: a refused search may have opened it
             if Path(path).name.endswith(".tmp") or ".detnas-" in Path(path).name:
                 reasons.append(f"data lost: temporary {path} left behind")
             elif digest == "empty":
                 reasons.append(f"data lost: 0-byte {path} left behind")
-            elif case.code != 0:
-                reasons.append(f"data lost: partial output {path} left by a refused run")
+            elif refused and case.code != 0:
+                reasons.append(f"wrong message: refused late, after writing {path}")
     if "Traceback" in stderr:
         reasons.append("traceback: " + (stderr.strip().splitlines() or [""])[-1][:200])
     if code == 0 and case.code != 0:
