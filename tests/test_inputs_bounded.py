@@ -103,7 +103,7 @@ _PROFILE = ["bench", "profile", "--out", "p.json"]
     ([*_EXPORT, "--score-tol", "nan"], "--score-tol"), ([*_EXPORT, "--nms-thresh", "2"], "--nms-thresh"),
     ([*_EXPORT, "--proposals", "0"], "--proposals"), ([*_EXPORT, "--min-parity-detections", "-1"], "--min-parity-detections"),
     (["predict", "--model", "m.onnx", "a.png", "--out", "o", "--draw-thresh", "nan"], "--draw-thresh"),
-    (["predict", "--model", "m.onnx", "a.png", "--out", "o", "--draw-thresh", "2"], "--draw-thresh"),
+    (["predict", "--model", "m.onnx", "a.png", "--out", "o", "--draw-thresh", "inf"], "--draw-thresh"),
     ([*_SEARCH, "--soft-weight", "nan"], "--soft-weight"), ([*_SEARCH, "--bn-count", "0"], "--bn-count"),
     ([*_SEARCH, "--top-k", "0"], "--top-k"), ([*_SEARCH, "--max-images", "0"], "--max-images"),
     ([*_SEARCH, "--latency-batch", "0"], "--latency-batch"), (["search", "report", "j.jsonl", "--top-k", "0"], "--top-k"),

@@ -425,7 +425,7 @@ NUMBERS = [
     ("export", "--batch", "0"), ("export", "--proposals", "0"), ("export", "--proposals", "-5"),
     ("export", "--min-parity-detections", "-1"), ("export", "--calib-count", "0"),
     ("eval", "--batch-size", "0"), ("eval", "--max-images", "0"), ("eval", "--proposals", "0"),
-    ("predict", "--draw-thresh", "nan"), ("predict", "--draw-thresh", "-1"), ("predict", "--draw-thresh", "2"),
+    ("predict", "--draw-thresh", "nan"), ("predict", "--draw-thresh", "-1"), ("predict", "--draw-thresh", "inf"),
     ("search", "--latency-target", "12"), ("search", "--latency-target", "nanms"), ("search", "--latency-target", "-5ms"),
     ("search", "--latency-target", "0ms"), ("search", "--latency-target", "ms"), ("search", "--latency-target", "auto:2"),
     ("search", "--latency-target", "auto:nan"), ("search", "--population", "0"), ("search", "--generations", "-1"),

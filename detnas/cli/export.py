@@ -149,7 +149,7 @@ def predict_cmd(
     model: Annotated[Path, option("model")],
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG / PNG).")],
     out: Annotated[Path, typer.Option(help="Folder for the drawn images and results.json.")],
-    draw_thresh: Annotated[float, typer.Option(help="Draw boxes with at least this score.", callback=number_in(0, 1))] = 0.3,
+    draw_thresh: Annotated[float, typer.Option(help="Draw boxes with at least this score.", callback=number_in(0))] = 0.3,
     device: Annotated[str | None, option("device", "Default: cpu for .onnx (ONNX Runtime), cuda for an engine.")]
     = None,
 ) -> None:
