@@ -29,11 +29,15 @@ def load_onnx_header(path: str | Path) -> Any:
     if not Path(path).is_file():
         raise DetnasError(f"{path}: ONNX file not found")
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises protobuf's DecodeError, OSError, ValueError...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DetnasError(f"{path}: not a readable ONNX file ({reason}); truncated or interrupted? export it again "
                           "with `detnas export`") from None
+    if not model.graph.node:  # a 0-byte file parses as an empty model
+        raise DetnasError(f"{path}: not an ONNX model (it holds no graph: {Path(path).stat().st_size} bytes); "
+                          "truncated or interrupted? export it again with `detnas export`")
+    return model
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ _WRITE_FIXES = {  # errno -> what to do about a write the file system refused
     errno.EPERM: "no permission to write there: choose a folder you can write to",
     errno.EISDIR: "it is a directory: name a file inside it instead",
     errno.ENOTDIR: "a part of the path is a file, not a folder: choose another output path",
+    errno.EEXIST: "a file is in the way where a folder is needed: choose another output path",
     errno.ENAMETOOLONG: "the name is too long: choose a shorter output path",
 }
 

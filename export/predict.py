@@ -17,7 +17,7 @@ from pathlib import Path
 from detnas.errors import DetnasError
 from detnas.export.runtime import exported_predictor, load_exported
 from detnas.images import read_image
-from detnas.io import atomic_path, atomic_write_text
+from detnas.io import atomic_path, atomic_write_text, make_dir, remove_stale_temps
 
 RESULTS_NAME = "results.json"
 
@@ -67,7 +67,8 @@ def predict(model_path: str | Path, images: list[str | Path], out_dir: str | Pat
     names = {c.label: c.name for c in meta.classes}
     label_to_cat = {c.label: c.category_id for c in meta.classes}
     predictions = exported_predictor(runner)(loaded)
-    out_dir = Path(out_dir)
+    out_dir = make_dir(out_dir)  # a file in the way is one line
+    remove_stale_temps(out_dir)  # drawings a run killed with -9 was writing
     drawn, records = [], []
     for (key, drawing), image, pred in zip(unique_keys(paths), loaded, predictions):
         records.extend(to_coco_results(key, pred, label_to_cat))

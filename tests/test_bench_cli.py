@@ -214,3 +214,18 @@ def test_compare_refuses_results_of_different_scope_or_size(tmp_path: Path, caps
     int8.write_text(json.dumps(dict(result, precision="int8")))
     code, out, err = _run(capsys, "compare", str(a), str(int8))
     assert code == 0 and "precision differs: fp32 vs int8" in err
+
+
+@pytest.mark.parametrize("name, content, said", [
+    ("m.onnx", b"", "m.onnx: not an ONNX model (it holds no graph: 0 bytes)"),
+    ("m.txt", b"x", "--model {path}: not an .onnx file, so a TensorRT engine, which times on --backend trt"),
+])
+def test_a_model_that_is_no_onnx_file_is_named_before_scope_is_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                      name: str, content: bytes, said: str) -> None:
+    """A 0-byte .onnx parsed as an empty model and a .txt was taken for an engine: both were answered with '--scope is
+    required for this file', which says nothing of what is wrong with it (found by bench/suite/bad_input.py)."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, _, err = _run(capsys, "latency", "--model", str(path), "--no-cache")
+    line = _error_line(err)
+    assert code == 2 and said.format(path=path) in line and "--scope" not in line, line

@@ -90,3 +90,14 @@ def test_one_module_reads_metadata_props() -> None:
     readers = {str(path.relative_to(ROOT)): count for room in LIBRARY for path in sorted((ROOT / room).rglob("*.py"))
                if (count := _metadata_reads(ast.parse(path.read_text())))}
     assert readers == {"bench/onnx_metadata.py": 1}, readers
+
+
+def test_a_file_with_no_graph_is_not_read_as_a_model(tmp_path: Path) -> None:
+    """onnx.load parses 0 bytes as an empty ModelProto: readers then took it for a model without detnas metadata."""
+    from detnas.bench.onnx_metadata import load_onnx_header
+    from detnas.errors import DetnasError
+
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(DetnasError, match=r"empty\.onnx: not an ONNX model \(it holds no graph: 0 bytes\)"):
+        load_onnx_header(empty)

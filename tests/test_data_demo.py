@@ -45,3 +45,17 @@ def test_demo_classification_and_cli(tmp_path, capsys):
     assert len(CocoDetection(tmp_path / "cli/detection/annotations/instances_train.json",
                              tmp_path / "cli/detection/train")) == 2
 
+
+
+def test_a_rerun_removes_what_a_killed_run_was_writing(tmp_path):
+    """kill -9 while an image was written leaves `.NAME.detnas-PID-X.tmp` beside it; the rerun into the same folder
+    removed none of them (found by bench/suite/bad_input.py's kill points)."""
+    dead = 2**22 + 12345  # above Linux's largest pid: no process has it
+    stale = [tmp_path / "det" / "train" / f".000001.png.detnas-{dead}-abc.tmp",
+             tmp_path / "cls" / "train" / "square" / f".0000.png.detnas-{dead}-abc.tmp"]
+    for path in stale:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"half an image")
+    make_demo_detection(tmp_path / "det", num_train=1, num_val=1)
+    make_demo_classification(tmp_path / "cls", per_class_train=1, per_class_val=1, size=16)
+    assert not [p for p in stale if p.exists()]

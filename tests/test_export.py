@@ -383,3 +383,30 @@ def test_parity_holds_when_the_rpn_sees_almost_no_objects(tmp_path):
     report = export_onnx(detector, arch, class_table(CLASSES), (SIZE, SIZE), tmp_path / "low.onnx", kind="fpn",
                          parity_images=[read_image(p) for p in images], simplify=False)
     assert report.parity.detections > 0 and report.parity.passed, report.parity.summary()
+
+
+def test_predict_removes_a_killed_runs_drawing_and_names_a_file_in_its_way(tmp_path, monkeypatch):
+    """kill -9 while a drawing was written left `.NAME.detnas-PID-X.tmp` in --out, which a rerun never removed; --out
+    naming a file died with FileExistsError (both found by bench/suite/bad_input.py). The model is a double: what is
+    checked is what predict does with its output folder."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    import detnas.export.predict as predict_module
+
+    runner = SimpleNamespace(meta=SimpleNamespace(classes=class_table(CLASSES)), backend="double")
+    nothing = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+    monkeypatch.setattr(predict_module, "load_exported", lambda model, device: runner)
+    monkeypatch.setattr(predict_module, "exported_predictor", lambda r: lambda images: [nothing for _ in images])
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 24)).save(image)
+    out = tmp_path / "pred"
+    out.mkdir()
+    stale = out / f".a.pred.png.detnas-{2**22 + 12345}-abc.tmp"  # above Linux's largest pid: a dead run's
+    stale.write_bytes(b"half a drawing")
+    report = predict_module.predict("m.onnx", [image], out)
+    assert report.drawn == [out / "a.pred.png"] and not stale.exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DetnasError, match=r"afile: cannot write .*file"):
+        predict_module.predict("m.onnx", [image], tmp_path / "afile")

@@ -142,3 +142,29 @@ def test_a_file_and_its_sidecar_are_published_as_a_pair(tmp_path, monkeypatch):
     (stage / "m.onnx").write_text("fp32")
     publish((stage / "m.onnx", out), [(None, report)])
     assert out.read_text() == "fp32" and not report.exists(), "an FP32 file keeps no INT8 report"
+
+
+def test_a_file_in_the_way_of_a_folder_is_one_line(tmp_path):
+    """`afile/x.md` where afile is a file: mkdir raised FileExistsError (EEXIST), which no fix covered: a traceback
+    from bench latency --csv, bench table --markdown and predict --out (found by bench/suite/bad_input.py)."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DetnasError, match=r"afile/x\.md: cannot write .*a file is in the way"):
+        atomic_write_text(tmp_path / "afile" / "x.md", "table")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("command, option", [
+    (["bench", "latency", "--model", "none.onnx"], "--csv"),
+    (["bench", "table", "--model", "none.onnx", "--ann", "a.json", "--images", "img"], "--markdown"),
+    (["eval", "--ann", "a.json", "--images", "img", "--random-init", "--arch", "COCO-FPN-300M"], "--out-json"),
+    (["bench", "profile", "--space", "detnas-300m"], "--out"),
+], ids=["csv", "markdown", "out-json", "profile-out"])
+def test_every_file_output_is_checked_before_the_work(tmp_path, capsys, command, option):
+    """Like --json: a path under a file is refused, naming the option, before any input is opened (bench profile's
+    --out was written after minutes of timing)."""
+    (tmp_path / "afile").write_text("x")
+    capsys.readouterr()
+    code = main([*command, option, str(tmp_path / "afile" / "out.txt")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and option in err and "afile" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

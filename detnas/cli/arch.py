@@ -42,7 +42,7 @@ def show_cmd(
     arch: str = typer.Argument(..., help="Released name (see `detnas arch list`), arch JSON file, or inline JSON."),
     size: Annotated[SizeHW, option("size", "The detection input the backbone FLOPs are counted at.")]
     = f"{DEFAULT_MIN_SIZE}x{DEFAULT_MAX_SIZE}",
-    num_classes: int = typer.Option(1000, help="Classes of the classification head counted at 224."),
+    num_classes: int = typer.Option(1000, min=1, help="Classes of the classification head counted at 224."),
     json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the stage table and totals as JSON (schema "
                                                   "detnas.arch/1, docs/json.md).")] = None,
 ) -> None:

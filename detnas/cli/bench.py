@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from detnas.bench.backends.ort_backend import PROVIDERS
-from detnas.cli.options import BackendName, Clock, DetectorName, PrecisionName, ScopeName, SizeHW, option, writable_json
+from detnas.cli.options import BackendName, Clock, DetectorName, PrecisionName, ScopeName, SizeHW, number_in, option, writable_json
 from detnas.console import labelled, plain_console, quiet_onnxruntime
 from detnas.errors import DetnasError
 from detnas.export.precision.quantize import CALIB_COUNT
@@ -87,7 +87,7 @@ def latency_cmd(
                                                       "--model file carries (an FP32 .onnx file is converted to the "
                                                       "asked one; int8 calibrates on --calib-images); an engine "
                                                       "without its sidecar needs it.")] = None,
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 1,
     size: Annotated[SizeHW, option("size", "Default: 224 for --arch, the exported size for a detnas ONNX file.")]
     = None,
     scope: Annotated[ScopeName | None, option("scope", "Default: backbone for --arch, network+nms for a detnas "
@@ -102,7 +102,7 @@ def latency_cmd(
                                                                      "(default from --device).")] = None,
     compile: Annotated[bool, typer.Option(help="torch backend: torch.compile the model.")] = False,
     cuda_graphs: Annotated[bool, typer.Option(help="torch backend on a GPU: replay a CUDA graph.")] = False,
-    workspace_mb: Annotated[int, typer.Option(help="trt: builder workspace limit in MiB.")] = 1024,
+    workspace_mb: Annotated[int, typer.Option(min=1, help="trt: builder workspace limit in MiB.")] = 1024,
     timing_cache: Annotated[Path | None, typer.Option(help="trt: timing-cache file (read and updated).")] = None,
     io_binding: Annotated[bool | None, typer.Option("--io-binding/--no-io-binding", help="ort on a GPU: inputs "
                                                     "already on the device, outputs left there, copies untimed "
@@ -116,7 +116,8 @@ def latency_cmd(
     use_cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Serve and store in the latency cache.")] = True,
     cache_path: Annotated[Path | None, typer.Option(help="Latency cache file (default ~/.cache/detnas).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the result as JSON.")] = None,
-    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the result as a CSV row.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", callback=writable_json, help="Write the result as a CSV row.")]
+    = None,
 ) -> None:
     """Time one model with the chosen backend and protocol; prints median, p90, p99, min, CV and the setup."""
     from detnas.bench.backends import latency_backend
@@ -131,6 +132,9 @@ def latency_cmd(
     onnx = model if model is not None and model.suffix == ".onnx" else None
     engine = model if model is not None and onnx is None else None
     latency_backend(backend)  # refuses an unregistered name, listing the registered ones
+    if engine is not None and backend != "trt":
+        raise DetnasError(f"--model {engine}: not an .onnx file, so a TensorRT engine, which times on --backend trt "
+                          "(an ONNX file must end in .onnx)")
     meta = _onnx_detector_meta(onnx) if onnx is not None else None
     hw = size or ((meta["height"], meta["width"]) if meta else (224, 224))
     if scope is None:
@@ -162,8 +166,6 @@ def latency_cmd(
                                   protocol=protocol, options=options, calibration=calibration, input_kind=kind,
                                   cache=cache)
         else:
-            if backend != "trt":
-                raise DetnasError(f"--model {engine}: a TensorRT engine times on --backend trt")
             result = measure_engine(engine, inputs, precision=precision, scope=parsed_scope, protocol=protocol,
                                     input_kind=kind, cache=cache)
     console.print(_result_table(result))
@@ -182,7 +184,7 @@ def compare_cmd(
     baseline: Annotated[Path, typer.Argument(help="Result JSON of `bench latency --json` (the reference).")],
     other: Annotated[Path, typer.Argument(help="Result JSON to compare against the reference.")],
     confidence: Annotated[float, typer.Option(help="Level of the bootstrap interval of the median ratio.")] = 0.95,
-    k: Annotated[float, typer.Option(help="Only for results without raw samples (older files): noise band of k "
+    k: Annotated[float, typer.Option(callback=number_in(0), help="Only for results without raw samples (older files): noise band of k "
                                      "combined CVs (and at least 1 %).")] = 2.0,
     json_out: JsonOut = None,
 ) -> None:
@@ -232,24 +234,25 @@ def profile_cmd(
     backend: Backend = "ort",
     precision: Annotated[PrecisionName, option("precision", "A profile times fp32 or fp16.")] = "fp32",
     size: Annotated[SizeHW, option("size")] = "224",
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 1,
     device: Device = "cpu",
     threads: Threads = 1,
     warmup: Warmup = 3,
     runs: Annotated[int, typer.Option(help="Timed runs per block and arch, spread over --rounds.")] = 300,
-    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (spread load drift over all entries).")] = 50,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved timing rounds (spread load drift over all entries).")] = 50,
     clock: Clock = "wall",
     scope: Annotated[ScopeName, option("scope", "Archs beyond the backbone are timed inside a random-init --detector; "
                                        "the search's scope must match.")] = "backbone",
     detector: Annotated[DetectorName, option("detector", "Wrapped around each arch beyond the backbone scope.")]
     = "fpn",
-    n_train: Annotated[int, typer.Option(help="Archs the correction is fitted on (stratified by table sum).")] = 20,
-    n_test: Annotated[int, typer.Option(help="Held-out archs the accuracy is judged on: the fastest, the slowest, "
+    n_train: Annotated[int, typer.Option(min=1, help="Archs the correction is fitted on (stratified by table sum).")] = 20,
+    n_test: Annotated[int, typer.Option(min=1, help="Held-out archs the accuracy is judged on: the fastest, the slowest, "
                                          "the rest stratified by table sum.")] = 30,
     n_random: Annotated[int, typer.Option(help="Uniform random archs (as the search draws them) the predictor is also "
                                           "judged on, and those of them near --near-ms.")] = 30,
-    near_ms: Annotated[float | None, typer.Option(help="Target (ms) whose +-15 % band of random archs is judged "
-                                                  "apart (default: their median).")] = None,
+    near_ms: Annotated[float | None, typer.Option(callback=number_in(0, above=True), help="Target (ms) whose +-15 % "
+                                                  "band of random archs is judged apart (default: their median).")]
+    = None,
     seed: Annotated[int, typer.Option(help="Seed of the arch draws.")] = 0,
     reference: Annotated[Path | None, typer.Option("--from", help="Few-shot: carry this profile of another device "
                                                    "here with --archs whole-network measurements (its space, scope "
@@ -264,9 +267,11 @@ def profile_cmd(
     from detnas.bench.profile import build_profile, save_profile
     from detnas.bench.result import Scope
     from detnas.export.converters import onnx_converters
+    from detnas.io import check_outputs
     from detnas.progress import task
     from detnas.space import get_space
 
+    check_outputs(("--out", out))  # before the minutes of timing, not after them
     protocol = TimingProtocol(warmup=warmup, runs=runs, threads=threads, device=device, clock=clock)
     _quiet_onnxruntime(backend)
     if reference is not None or archs is not None:
@@ -397,7 +402,7 @@ def table_cmd(
     ann: Annotated[Path, option("ann", "The AP is measured on it.")],
     images: Annotated[Path, option("images", "The images of --ann (its first images are also timed).")],
     weights: Annotated[Path | None, option("weights", "Adds the PyTorch eager row.")] = None,
-    proposals: Annotated[int | None, typer.Option(help="FPN: RPN proposals of the eager row (default: the count "
+    proposals: Annotated[int | None, typer.Option(min=1, help="FPN: RPN proposals of the eager row (default: the count "
                                                   "the ONNX file records; files exported before it was recorded "
                                                   "need the value given to detnas export --proposals).")] = None,
     convert: Annotated[list[str] | None, typer.Option(help="fp16 or int8: add the FP32 file converted as detnas export "
@@ -414,7 +419,7 @@ def table_cmd(
     runs: Annotated[int, typer.Option(help="Timed runs per artifact.")] = 50,
     clock: Clock = "wall",
     json_out: JsonOut = None,
-    markdown: Annotated[Path | None, typer.Option(help="Write the table as Markdown.")] = None,
+    markdown: Annotated[Path | None, typer.Option(callback=writable_json, help="Write the table as Markdown.")] = None,
 ) -> None:
     """Which artifact to ship: AP, median / p90 latency, images/s and file size of each artifact of one detector
     (PyTorch eager, ONNX per precision, TensorRT), with the environment fingerprint."""

@@ -20,8 +20,8 @@ console = plain_console()
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for detection/ (COCO json + PNGs) and classification/.")],
     seed: Annotated[int, typer.Option(help="Generator seed; the same seed writes the same files.")] = 0,
-    train_images: Annotated[int, typer.Option("--train-count", help="Detection training images.")] = 48,
-    val_images: Annotated[int, typer.Option("--val-count", help="Detection validation images.")] = 16,
+    train_images: Annotated[int, typer.Option("--train-count", min=1, help="Detection training images.")] = 48,
+    val_images: Annotated[int, typer.Option("--val-count", min=1, help="Detection validation images.")] = 16,
 ) -> None:
     """Write the small generated shapes data sets (no download)."""
     from detnas.data.demo import make_demo_classification, make_demo_detection

@@ -9,6 +9,7 @@ import typer
 
 from detnas.cli.options import DetectorName, option, writable_json
 from detnas.console import plain_console, quiet_onnxruntime
+from detnas.sizes import MAX_SIDE
 
 if TYPE_CHECKING:
     from detnas.evaluation import EvalReport
@@ -22,15 +23,16 @@ def eval_cmd(
     weights: Annotated[Path | None, option("weights")] = None,
     random_init: Annotated[bool, typer.Option(help="Evaluate a randomly initialised detector.")] = False,
     detector: Annotated[DetectorName, option("detector", "With --random-init (a checkpoint names its own).")] = "fpn",
-    min_size: Annotated[int | None, typer.Option(help="Detector short side; the long side is capped at "
+    min_size: Annotated[int | None, typer.Option(min=32, max=MAX_SIDE, help="Detector short side; the long side is capped at "
                                                  "min-size*1333/800 (default: the checkpoint's training size, 800 "
                                                  "with --random-init).")] = None,
-    proposals: Annotated[int, typer.Option(help="FPN: RPN proposals per image at test time (1000 as in "
+    proposals: Annotated[int, typer.Option(min=1, help="FPN: RPN proposals per image at test time (1000 as in "
                                            "Detectron; fewer makes the 4-conv box head cheaper on CPU).")] = 1000,
     max_images: Annotated[int | None, option("max-images")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per predictor call.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per predictor call.")] = 4,
     device: Annotated[str, option("device")] = "cpu",
-    out_json: Annotated[Path | None, typer.Option(help="Write the detections as a COCO results json.")] = None,
+    out_json: Annotated[Path | None, typer.Option(callback=writable_json, help="Write the detections as a COCO results "
+                                                  "json.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
     model: Annotated[Path | None, option("model", "Evaluate the exported artifact itself (`detnas export`).")]
     = None,

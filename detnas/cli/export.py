@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from detnas.cli.options import DetectorName, PrecisionName, SizeHW, option, writable_json
+from detnas.cli.options import DetectorName, PrecisionName, SizeHW, number_in, option, writable_json
 from detnas.console import plain_console, quiet_onnxruntime
 from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 from detnas.export.api import PARITY_IMAGES
@@ -53,17 +53,18 @@ def export_cmd(
     max_detections: Annotated[int, typer.Option(help="K: detections per image in the padded outputs.")] = 100,
     score_thresh: Annotated[float | None, typer.Option(help="Score threshold baked into the graph "
                                                        "(default: the detector's, 0.05).")] = None,
-    nms_thresh: Annotated[float | None, typer.Option(help="NMS IoU threshold (default: the detector's, 0.5).")]
+    nms_thresh: Annotated[float | None, typer.Option(help="NMS IoU threshold (default: the detector's, 0.5).",
+                                                     callback=number_in(0, 1, above=True))]
     = None,
-    proposals: Annotated[int | None, typer.Option(help="FPN: RPN proposals per image at test time (default: the "
+    proposals: Annotated[int | None, typer.Option(min=1, help="FPN: RPN proposals per image at test time (default: the "
                                                   "search's with a best_arch.json, else 1000).")] = None,
     parity_images: Annotated[Path | None, option("images", f"Real images; the first {PARITY_IMAGES} check ONNX "
                                                  "Runtime against PyTorch.", prefix="parity")] = None,
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check the ONNX file against PyTorch "
                                          "(skipping it is not recommended).")] = True,
-    box_tol: Annotated[float, typer.Option(help="Parity: largest box difference in pixels.")] = 1e-3,
-    score_tol: Annotated[float, typer.Option(help="Parity: largest score difference.")] = 1e-4,
-    min_parity_detections: Annotated[int, typer.Option(help="Parity fails when it compared fewer detections (use "
+    box_tol: Annotated[float, typer.Option(help="Parity: largest box difference in pixels.", callback=number_in(0))] = 1e-3,
+    score_tol: Annotated[float, typer.Option(help="Parity: largest score difference.", callback=number_in(0))] = 1e-4,
+    min_parity_detections: Annotated[int, typer.Option(min=0, help="Parity fails when it compared fewer detections (use "
                                                        "more --parity-images or a lower --score-thresh).")] = 20,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxslim.")]
     = True,
@@ -148,7 +149,7 @@ def predict_cmd(
     model: Annotated[Path, option("model")],
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG / PNG).")],
     out: Annotated[Path, typer.Option(help="Folder for the drawn images and results.json.")],
-    draw_thresh: Annotated[float, typer.Option(help="Draw boxes with at least this score.")] = 0.3,
+    draw_thresh: Annotated[float, typer.Option(help="Draw boxes with at least this score.", callback=number_in(0))] = 0.3,
     device: Annotated[str | None, option("device", "Default: cpu for .onnx (ONNX Runtime), cuda for an engine.")]
     = None,
 ) -> None:

@@ -9,7 +9,9 @@ help to hold this. Only light modules are imported here: `detnas --help` must no
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,12 +42,33 @@ def parse_size(text: str) -> tuple[int, int]:
         raise typer.BadParameter(str(exc).strip()) from None
 
 
-def writable_json(value: Path | None) -> Path | None:
-    """Typer callback of every `--json PATH`: a directory or an unwritable path is refused when the options are
-    read, before the command's work (it used to fail after it, or with a traceback)."""
+def writable_json(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Typer callback of every `--json PATH` (and of the other file outputs: `--csv`, `--markdown`, `--out-json`): a
+    directory or an unwritable path is refused when the options are read, before the command's work (it used to fail
+    after it, or with a traceback)."""
     if value is not None:
-        check_writable(value, "--json")
+        check_writable(value, param.opts[0] if param.opts else "--json")
     return value
+
+
+def number_in(low: float | None = None, high: float | None = None, *,
+              above: bool = False) -> Callable[[typer.CallbackParam, float | None], float | None]:
+    """Typer callback of a float option: NaN, an infinity, or a value outside [low, high] (`above`: low excluded) is
+    refused when the options are read, naming the option. click's own ranges let NaN through (it compares false with
+    every bound), so `--box-tol nan` used to turn a check off without a word."""
+    rule = " and ".join(([f"{'>' if above else '>='} {low:g}"] if low is not None else [])
+                        + ([f"<= {high:g}"] if high is not None else []))
+
+    def check(param: typer.CallbackParam, value: float | None) -> float | None:
+        if value is None:
+            return value
+        inside = math.isfinite(value) and (low is None or (value > low if above else value >= low)) and \
+            (high is None or value <= high)
+        if not inside:
+            raise typer.BadParameter(f"{value} must be a finite number{' ' + rule if rule else ''}", param=param)
+        return value
+
+    return check
 
 
 def parse_device(text: str) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from detnas.cli.options import BackendName, Clock, PrecisionName, ScopeName, SizeHW, option, writable_json
+from detnas.cli.options import BackendName, Clock, PrecisionName, ScopeName, SizeHW, number_in, option, writable_json
 from detnas.console import plain_console
 from detnas.detection.recalibrate import BN_BATCH, BN_IMAGES
 
@@ -56,7 +56,7 @@ def run_cmd(
                                        "search-validation images.")] = "network+nms",
     latency_size: Annotated[SizeHW, option("size", "Timed input (default: min-size x max-size, the largest input the "
                                            "detector sees).", prefix="latency")] = None,
-    latency_batch: int = typer.Option(1, help="Batch size the latency is timed at."),
+    latency_batch: int = typer.Option(1, min=1, help="Batch size the latency is timed at."),
     latency_runs: int = typer.Option(30, help="Timed runs per measurement."),
     latency_threads: int = typer.Option(1, help="CPU threads while timing."),
     latency_clock: Clock = "wall",
@@ -76,7 +76,7 @@ def run_cmd(
                                     "median (the median alone, which favours lucky draws)."),
     objective: str = typer.Option("hard", help="hard (reject over target), soft (AP*(lat/target)^w), pareto or a "
                                   "registered one."),
-    soft_weight: float = typer.Option(-0.07, help="Exponent w of the soft reward (MnasNet: -0.07)."),
+    soft_weight: float = typer.Option(-0.07, callback=number_in(), help="Exponent w of the soft reward (MnasNet: -0.07)."),
     algorithm: str = typer.Option("evolution", help="evolution or random (same budget, a baseline)."),
     population: int = typer.Option(50, help="Candidates per generation."),
     generations: int = typer.Option(20, help="Generations."),
@@ -87,17 +87,17 @@ def run_cmd(
     mutation_prob: float = typer.Option(0.1, help="Probability each gene is redrawn in a mutation."),
     max_tries: int = typer.Option(50, help="Draws per wanted candidate before an operator gives up."),
     seed: int = typer.Option(0, help="Search seed; same seed and journal give the same search."),
-    bn_images: int = typer.Option(BN_IMAGES, "--bn-count", help="Training images for BN recalibration per candidate "
+    bn_images: int = typer.Option(BN_IMAGES, "--bn-count", min=1, help="Training images for BN recalibration per candidate "
                                   "(DetNAS: 4000)."),
     bn_batch: int = typer.Option(BN_BATCH, help="Batch size of BN recalibration."),
     bn_images_dir: Annotated[Path | None, option("images", "The images of --bn-ann if they are not in --images.",
                                                  prefix="bn")] = None,
-    val_images: Annotated[int | None, option("max-images", "Of the search-validation split.")] = None,
+    val_images: Annotated[int | None, option("max-images", "Of the search-validation split.", min=1)] = None,
     min_size: int = typer.Option(None, help="Detector short side (default: the checkpoint's recipe)."),
     max_size: int = typer.Option(None, help="Detector long-side limit (default: the checkpoint's recipe)."),
     proposals: int = typer.Option(None, help="RPN test-time proposals of an FPN detector (default 1000)."),
     space: Annotated[str | None, option("space", "The supernet's; a supernet of another space is refused.")] = None,
-    top_k: int = typer.Option(10, help="How many candidates topk.json and the table list."),
+    top_k: int = typer.Option(10, min=1, help="How many candidates topk.json and the table list."),
     resume: bool = typer.Option(False, help="Continue the journal in --out (same configuration required)."),
 ) -> None:
     """Evolutionary search (DetNAS defaults) with COCO AP per path and measured or predicted latency."""
@@ -162,7 +162,7 @@ def run_cmd(
 def report_cmd(
     journal: Annotated[Path, typer.Argument(help="A search journal (journal.jsonl).")],
     out: Annotated[Path | None, typer.Option(help="Where to write the report (default: the journal's folder).")] = None,
-    top_k: int = typer.Option(10, help="How many candidates topk.json and the table list."),
+    top_k: int = typer.Option(10, min=1, help="How many candidates topk.json and the table list."),
     json_out: Annotated[Path | None, typer.Option("--json", callback=writable_json, help="Write the summary and the ranked top-k as JSON "
                                                   "(schema detnas.search.report/1, docs/json.md).")] = None,
 ) -> None:

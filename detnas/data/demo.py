@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from detnas.io import atomic_path, atomic_write_text, make_dir
+from detnas.io import atomic_path, atomic_write_text, make_dir, remove_stale_temps
 
 DETECTION_CLASSES = ("square", "circle", "triangle")
 CLASSIFICATION_CLASSES = ("square", "circle", "triangle", "cross")
@@ -73,7 +73,7 @@ class ShapeLayout:
 
 
 def _detection_split(folder: Path, count: int, first_id: int, rng: random.Random, layout: ShapeLayout) -> dict:
-    make_dir(folder)
+    remove_stale_temps(make_dir(folder))  # a rerun after a kill -9 leaves none of the killed run's temporaries
     images, annotations = [], []
     for image_id in range(first_id, first_id + count):
         width = rng.randint(*layout.sizes)
@@ -130,6 +130,7 @@ def make_demo_classification(out_dir: str | Path, per_class_train: int = 40, per
     for split, count in (("train", per_class_train), ("val", per_class_val)):
         for shape in CLASSIFICATION_CLASSES:
             folder = out / split / shape
+            remove_stale_temps(folder)
             for k in range(count):
                 image = _background(rng, size, size)
                 side = rng.randint(size // 3, size - 8)

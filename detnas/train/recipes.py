@@ -13,7 +13,7 @@ from typing import Any
 from detnas.errors import DetnasError
 from detnas.io import read_mapping_file
 from detnas.registry import Registry
-from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
+from detnas.sizes import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, check_side
 
 TASKS = ("cls", "det")
 SCHEDULES = ("linear", "step")
@@ -169,7 +169,9 @@ def _validate(cfg: TrainConfig, source: str) -> None:
                  "checkpoint_every", "keep_last"):
         if getattr(cfg, name) < 1:
             raise DetnasError(f"{source}: '{name}' must be >= 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0 or cfg.weight_decay < 0 or not 0 <= cfg.momentum < 1 or not 0 <= cfg.label_smoothing < 1:
+    for name in ("image_size", "min_size", "max_size"):
+        check_side([getattr(cfg, name)], f"{source}: '{name}' {getattr(cfg, name)}")
+    if not cfg.lr > 0 or not cfg.weight_decay >= 0 or not 0 <= cfg.momentum < 1 or not 0 <= cfg.label_smoothing < 1:
         raise DetnasError(f"{source}: need lr > 0, weight_decay >= 0, 0 <= momentum < 1, 0 <= label_smoothing < 1")
     if list(cfg.milestones) != sorted(cfg.milestones) or any(m < 1 for m in cfg.milestones):
         raise DetnasError(f"{source}: 'milestones' {list(cfg.milestones)} must be increasing positive iterations")
