@@ -200,7 +200,7 @@ def judge_on(profiles: dict[str, DeviceProfile], archs: Sequence[Arch], samples:
              rounds: int) -> dict[str, HeldOutReport]:
     """Each profile's predictor judged on the same held-out archs and their runs (timed in `rounds` interleaved
     rounds, with their split halves for the noise), none of which a transfer was fitted on."""
-    fitted = {a["hash"] for p in profiles.values() for a in p.archs or [] if a.get("split") in ("train", "loo")}
+    fitted = {a.hash for p in profiles.values() for a in p.archs or () if a.split in ("train", "loo")}
     if len(archs) < 5 or fitted & {a.hash for a in archs}:
         raise DetnasError("judging needs at least 5 held-out archs, none of them fitted on")
     measured = [percentile(s, 50) for s in samples]

@@ -35,6 +35,56 @@ class NearBand(JsonRecord):
 
 
 @dataclass(frozen=True)
+class TimedArch:
+    """One arch a profile timed: its compact choices and hash, which set it was in (`split`: 'train' or 'test' for
+    the predictor's fit and held-out judgement, 'random' for the uniform draws, 'loo' for a few-shot transfer's
+    leave-one-out), its measured median and the profile's prediction. The rest depends on what built it: `cv`
+    of its runs, `halves_ms` (medians of the two halves of its rounds, the noise its judgement is held against),
+    `table_sum_ms` (the block table's raw sum), `backbone_ms` (its backbone timed beside it at a network scope) and
+    `size` (an elastic path's input size); absent ones stay out of the JSON, and fields this record does not know
+    are kept in `extra`, as the profile keeps its own."""
+
+    choices: str
+    hash: str
+    split: str
+    measured_ms: float
+    predicted_ms: float | None = None
+    cv: float | None = None
+    halves_ms: tuple[float, float] | None = None
+    table_sum_ms: float | None = None
+    backbone_ms: float | None = None
+    size: tuple[int, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def held_out(self) -> bool:
+        """Judged on rather than fitted on: every split but the predictor's training set."""
+        return self.split != "train"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"choices": self.choices, "hash": self.hash, "split": self.split, "measured_ms": self.measured_ms,
+                "predicted_ms": self.predicted_ms, "cv": self.cv,
+                "halves_ms": None if self.halves_ms is None else list(self.halves_ms), "table_sum_ms": self.table_sum_ms,
+                "backbone_ms": self.backbone_ms, "size": None if self.size is None else list(self.size)}
+        return {**{k: v for k, v in data.items() if v is not None}, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TimedArch:
+        """Raises TypeError / KeyError on a garbled row (the profile's reader names the field)."""
+        row = _mapping(data)
+
+        def optional(name: str, parse: Callable[[Any], Any]) -> Any:
+            return None if row.get(name) is None else parse(row[name])
+
+        return cls(choices=_text(row["choices"]), hash=_text(row["hash"]), split=_text(row["split"]),
+                   measured_ms=_number(row["measured_ms"]), predicted_ms=optional("predicted_ms", _number),
+                   cv=optional("cv", _number), halves_ms=optional("halves_ms", lambda v: _pair(v, _number)),
+                   table_sum_ms=optional("table_sum_ms", _number), backbone_ms=optional("backbone_ms", _number),
+                   size=optional("size", lambda v: _pair(v, _whole)),
+                   extra={k: v for k, v in row.items() if k not in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """A device profile: the space it was measured for (its JSON and digest), where (backend, fingerprint) and how
     (variant, precision, scope, detector, input shape, timing protocol) it was timed, the predictor, the archs it was
@@ -57,7 +107,7 @@ class DeviceProfile:
     blocks_cv: list[list[float]] | None = None
     predictor: dict[str, Any] | None = None  # LatencyPredictor's or ElasticPredictor's JSON (`load_predictor`)
     predictor_choice: dict[str, Any] | None = None
-    archs: list[dict[str, Any]] | None = None  # one row per timed arch: choices, hash, split, measured_ms, ...
+    archs: tuple[TimedArch, ...] | None = None  # one row per timed arch
     report: HeldOutReport | None = None
     near: NearBand | None = None  # written with random_report and near_report, each None when too few were judged
     random_report: HeldOutReport | None = None
@@ -103,7 +153,8 @@ class DeviceProfile:
             "fingerprint_hash": self.fingerprint_hash,
         }
         body = {"fingerprint": _written(self.fingerprint), "fixed_ms": self.fixed_ms, "blocks_cv": self.blocks_cv,
-                "predictor": self.predictor, "predictor_choice": self.predictor_choice, "archs": self.archs,
+                "predictor": self.predictor, "predictor_choice": self.predictor_choice,
+                "archs": None if self.archs is None else [a.to_dict() for a in self.archs],
                 "report": _written(self.report), "backbone_report": _written(self.backbone_report),
                 "shared_part": _written(self.shared_part), "transfer": self.transfer, "build_seconds": self.build_seconds}
         data.update({k: v for k, v in body.items() if v is not None})
@@ -196,10 +247,22 @@ def _rows(value: Any) -> list[list[float]]:
     return value
 
 
-def _arch_rows(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not all(isinstance(row, dict) for row in value):
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(value)
     return value
+
+
+def _pair(value: Any, parse: Callable[[Any], Any]) -> tuple[Any, Any]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise TypeError(value)
+    return parse(value[0]), parse(value[1])
+
+
+def _arch_rows(value: Any) -> tuple[TimedArch, ...]:
+    if not isinstance(value, list):
+        raise TypeError(value)
+    return tuple(TimedArch.from_dict(row) for row in value)
 
 
 def _report(value: Any) -> HeldOutReport:

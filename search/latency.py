@@ -299,6 +299,5 @@ def prediction_error_quantile(profile: DeviceProfile, q: float = 95.0) -> float 
     `MIN_HELD_OUT` of them (a profile built before the held-out split was recorded)."""
     from detnas.bench.stats import percentile
 
-    ratios = [a["measured_ms"] / a["predicted_ms"] for a in profile.archs or []
-              if a.get("split") != "train" and a.get("predicted_ms")]
+    ratios = [a.measured_ms / a.predicted_ms for a in profile.archs or () if a.held_out and a.predicted_ms]
     return percentile(ratios, q) if len(ratios) >= MIN_HELD_OUT else None

@@ -32,9 +32,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.loadscopereorder = False
 
 
+#: module fixtures that train or export end to end: every test that uses one is `slow`, so the fast tier
+#: (`-m "not slow"`) never pays for them (test_precision's trained detector and its INT8 export: 873 s of setup in a
+#: fast-tier run on 2 loaded cores)
+SLOW_FIXTURES = {"trained", "int8_export"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`heavy` modules first (see `pytest_configure`); `gpu` tests need a CUDA GPU, `tensorrt` tests TensorRT and a
-    CUDA GPU: skipped with the reason otherwise."""
+    """Tests on an end-to-end fixture (`SLOW_FIXTURES`) are `slow`; `heavy` modules first (see `pytest_configure`);
+    `gpu` tests need a CUDA GPU, `tensorrt` tests TensorRT and a CUDA GPU: skipped with the reason otherwise."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
     missing = [] if torch.cuda.is_available() else ["needs a CUDA GPU; none is visible (torch.cuda.is_available() is False)"]
     reasons = {"gpu": missing, "tensorrt": missing + ([] if importlib.util.find_spec("tensorrt") else

@@ -103,7 +103,9 @@ def test_judged_beside_a_full_profile_on_the_same_held_out_runs() -> None:
     header = {"format": PROFILE_FORMAT, "space": space.to_dict(), "space_digest": space.digest, "backend": "torch",
               "fingerprint_hash": "here"}
     fewshot = DeviceProfile.from_dict({**header, "predictor": moved.to_dict(),
-                                       "archs": [{"hash": a.hash, "split": "loo"} for a in fitted]}, "fewshot.json")
+                                       "archs": [{"choices": a.compact(), "hash": a.hash, "split": "loo",
+                                                  "measured_ms": 2 * reference.predict(a.choices)} for a in fitted]},
+                                      "fewshot.json")
     # the other session's table, unscaled: half as fast
     full = DeviceProfile.from_dict({**header, "predictor": reference.to_dict(), "archs": []}, "full.json")
     others = [Arch(space, c) for c in ((0, 0, 0, 0), (3, 3, 3, 3), (0, 3, 0, 3), (3, 0, 3, 0), (0, 0, 3, 3),

@@ -216,6 +216,7 @@ def test_profile_asks_for_more_archs_than_the_space_has(tiny_space_file: Path, t
     assert code == 2 and "has only 16 archs" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a network-scope profile timed end to end: 20 s on 2 loaded cores
 def test_profile_at_network_scope_reports_the_detector_as_fixed_part(tmp_path: Path) -> None:
     space_file, out = tmp_path / "four.json", tmp_path / "network.json"
     space_file.write_text(json.dumps({"name": "bench-four", "stem_width": 8, "stage_widths": [16, 32, 48, 64],

@@ -13,7 +13,7 @@ import pytest
 from detnas.arch import Arch
 from detnas.bench.fingerprint import Fingerprint
 from detnas.bench.profile import load_profile, predict_latency, read_profile, save_profile
-from detnas.bench.profile_record import PROFILE_FORMAT, DeviceProfile, NearBand
+from detnas.bench.profile_record import PROFILE_FORMAT, DeviceProfile, NearBand, TimedArch
 from detnas.bench.stats import HeldOutReport, SharedPart
 from detnas.cli.main import main
 from detnas.errors import DetnasError
@@ -50,17 +50,38 @@ def test_each_kind_of_profile_has_its_fields_typed() -> None:
     assert elastic.predictor_choice["chosen"] in elastic.predictor_choice["alternatives"]
 
 
+def test_each_timed_arch_is_a_record_with_the_fields_its_builder_wrote() -> None:
+    """Rows of every kind of profile read into `TimedArch`: the fit's own fields always, the scope's and the
+    builder's (backbone beside a network, an elastic path's size, the random and few-shot rows' split halves)
+    where they were written; 57 rows over the four profiles."""
+    network, backbone, fewshot, elastic = (read_profile(PROFILES / f"{n}.json")
+                                           for n in ("network", "backbone", "fewshot", "elastic"))
+    rows = [a for p in (network, backbone, fewshot, elastic) for a in p.archs]
+    assert len(rows) == 57 and all(isinstance(a, TimedArch) and a.measured_ms > 0 and a.predicted_ms for a in rows)
+    assert all(a.backbone_ms and a.measured_ms > a.backbone_ms for a in network.archs if a.split != "random")
+    assert {a.size for a in elastic.archs if a.split != "random"} <= {(64, 64), (128, 128)}
+    assert all(a.size is None and a.backbone_ms is None for a in backbone.archs)
+    assert {a.split for a in fewshot.archs} == {"loo"} and all(len(a.halves_ms) == 2 for a in fewshot.archs)
+    assert [a.held_out for a in backbone.archs].count(False) == sum(a.split == "train" for a in backbone.archs) > 0
+
+
+def test_a_timed_arch_keeps_fields_it_does_not_know() -> None:
+    row = {"choices": "0|1", "hash": "h", "split": "test", "measured_ms": 1.5, "predicted_ms": 1.4, "energy_mj": 3.0}
+    timed = TimedArch.from_dict(row)
+    assert timed.extra == {"energy_mj": 3.0} and timed.to_dict() == row and timed.held_out
+
+
 @pytest.mark.parametrize("name", ["backbone", "network", "elastic"])
 def test_a_written_profile_still_predicts_what_it_predicted(name: str) -> None:
     path = PROFILES / f"{name}.json"
     profile = read_profile(path)
     space = SearchSpace.from_dict(profile.space)
     loaded = load_profile(path, space, "torch", fingerprint=profile.fingerprint_hash)
-    rows = [a for a in loaded.archs if a["split"] in ("train", "test", "random")]
+    rows = [a for a in loaded.archs if a.split in ("train", "test", "random")]
     assert len(rows) >= 10
     for row in rows:
-        arch = Arch.from_dict({"space": space.name, "choices": row["choices"], "space_spec": profile.space})
-        assert predict_latency(loaded, arch) == pytest.approx(row["predicted_ms"])
+        arch = Arch.from_dict({"space": space.name, "choices": row.choices, "space_spec": profile.space})
+        assert predict_latency(loaded, arch) == pytest.approx(row.predicted_ms)
 
 
 #: what the first profiles held (before the detector, the held-out report and the random sets were written)
@@ -87,6 +108,9 @@ def test_an_older_profile_loads_and_keeps_the_fields_it_had() -> None:
     ("report", {"n": 3}, "field 'report' is not a held-out report"),
     ("near", {"band": 0.15}, "field 'near' is not a near-target band"),
     ("archs", {"choices": "0"}, "field 'archs' is not a list of timed archs"),
+    ("archs", [{"choices": "0", "split": "test", "measured_ms": 1.0}], "field 'archs' is not a list of timed archs"),
+    ("archs", [{"choices": "0", "hash": "h", "split": "test", "measured_ms": "1 ms"}],
+     "field 'archs' is not a list of timed archs"),
     ("fixed_ms", {"stem": "fast"}, "field 'fixed_ms' is not a mapping of fixed parts to ms"),
     ("build_seconds", True, "field 'build_seconds' is not a number of seconds"),
     ("format", "detnas-latency-profile/0", "not a detnas latency profile (field 'format'"),

@@ -57,6 +57,7 @@ def test_elastic_notation_round_trips_and_hashes_every_gene():
     assert moved.hash != arch.hash
 
 
+@pytest.mark.slow  # MACs of 1,500 sampled detectors over the three twins: 30 s on 2 loaded cores
 def test_twins_reach_the_paper_detector_and_span_4x():
     for paper, twin in (("detnas-300m", "detnas-300m-det"), ("detnas-1.3g", "detnas-1.3g-det"),
                         ("detnas-3.8g", "detnas-3.8g-det")):

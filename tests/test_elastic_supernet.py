@@ -106,6 +106,7 @@ def _count(module, *inputs):
     return counter.get_total_flops() // 2
 
 
+@pytest.mark.slow  # 200 paths through the FLOP counter: 358 s in a fast-tier run on 2 loaded cores
 def test_macs_of_200_paths_at_two_sizes_equal_flop_counter():
     """Per part on the meta device (no arithmetic): the body of 200 random paths of a small elastic space, and the
     FPN, RPN head and box head at its detector genes (built once per gene combination, every gene value among

@@ -144,5 +144,5 @@ def test_the_demo_reports_both_targets(tmp_path) -> None:
     rows = target_rows(SearchRun.load(path))
     assert set(rows) == {"gpu", "cpu"}
     for name, row in rows.items():
-        assert row["fresh_ms"] == pytest.approx(row["search_ms"] + 0.1) and row["front"] >= 1
-        assert row["meets_target"] is (row["fresh_ms"] <= dict(TARGETS)[name]) and row["verdict"].startswith("winner")
+        assert row.fresh_ms == pytest.approx(row.search_ms + 0.1) and row.front >= 1
+        assert row.meets_target is (row.fresh_ms <= dict(TARGETS)[name]) and row.verdict.startswith("winner")

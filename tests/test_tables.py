@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from test_search_journal_compat import OLD_JOURNAL
 
@@ -56,6 +57,7 @@ def _cli(*args: str, width: int = 80) -> str:
     return done.stdout
 
 
+@pytest.mark.slow  # three CLI commands in subprocesses (each imports torch): 61 s on 2 loaded cores
 def test_cli_tables_at_80_columns(tmp_path: Path) -> None:
     """`train recipes`, `search report` and `arch list` in a subprocess with COLUMNS=80: no figure elided."""
     from detnas.train import RECIPES

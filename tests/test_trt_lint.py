@@ -349,6 +349,7 @@ def test_real_exports_pass_check_for_every_version(random_init_exports):
         assert main(["export", "check", str(path)]) == 0, kind
 
 
+@pytest.mark.slow  # two detectors exported at different proposals: 50 s on 2 loaded cores
 def test_an_engine_is_not_judged_against_another_detector(tmp_path):
     """`export_trt` with a reference exported at other RPN proposals is refused in one line naming the field,
     before TensorRT is asked for (their detections differ by design, so parity would be a false alarm or pass)."""

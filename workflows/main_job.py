@@ -23,6 +23,19 @@ from detnas.export.parity import MIN_DETECTIONS
 from detnas.export.scored import SHIPPED_AP_TOL  # the export's own check of a search winner uses it too
 from detnas.io import atomic_write_json, atomic_write_text, make_dir, read_json_file
 from detnas.lock import RUN_MARKERS, output_lock
+from detnas.workflows.main_job_summary import (
+    SHIPPED_TARGET,
+    BenchmarkSummary,
+    ExportSummary,
+    FrontSpan,
+    LatencySpread,
+    MainJobSummary,
+    ReleasedRow,
+    ShippedAccuracy,
+    TargetRow,
+    ValidationMetrics,
+    Versus,
+)
 
 if TYPE_CHECKING:
     from detnas.data import DemoDetection
@@ -30,7 +43,6 @@ if TYPE_CHECKING:
     from detnas.search.evaluators import DetectionAP
     from detnas.search.latency import Timing
     from detnas.search.objectives import Constraints
-    from detnas.search.records import Candidate
     from detnas.search.report import SearchRun
     from detnas.search.targets import Target
     from detnas.space import SearchSpace
@@ -95,7 +107,11 @@ class MainJobPlan:
     def recorded(cls, out: Path) -> MainJobPlan:
         """The plan the run in `out` was made with (its run record), e.g. to draw more data like its own."""
         saved = read_json_file(out / RUN_RECORD, "main job's run record", f"run `detnas demo --out {out}` first")
-        plan = saved["plan"]
+        return cls.from_dict(saved["plan"])
+
+    @classmethod
+    def from_dict(cls, plan: dict[str, Any]) -> MainJobPlan:
+        """The plan as `asdict` wrote it (the run record's and summary.json's `plan`)."""
         layout = ShapeLayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan["layout"].items()})
         return cls(**{**plan, "layout": layout})
 
@@ -106,7 +122,7 @@ class MainJobResult:
     arch: Arch
     files: dict[str, Path]
     seconds: dict[str, float]
-    summary: dict[str, Any]
+    summary: MainJobSummary
 
 
 RUN_RECORD = RUN_MARKERS["demo"]  # the plan a results folder was made with, so a rerun there continues that run
@@ -338,12 +354,13 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
     val_metrics = onnx_metrics(onnx_path, CocoDetection(det.val_ann, det.val_images))
     released_name, released = _released_for(supernet.detector_kind, arch.space, released_archs())
     _, oracle = measured_latency(supernet, search_val, timing, cache)
-    released_row = None if released is None else {
-        "name": released_name, "arch": released.compact(), "AP": accuracy.evaluate(released)["AP"],
-        "latency_ms": oracle.latency(released).median_ms}
-    if released_row is not None:
+    released_row = None
+    if released is not None:
+        released_ms = oracle.latency(released).median_ms
+        released_row = ReleasedRow(released_name, released.compact(), accuracy.evaluate(released)["AP"], released_ms,
+                                   released_ms <= latency_target_ms)
         plot_pareto(outcome.run, files["pareto_plot"], target=SHIPPED_TARGET, marks=(Mark(
-            f"{released_name} (released)", released_row["latency_ms"], released_row["AP"]),))
+            f"{released_name} (released)", released_row.latency_ms, released_row.ap),))
     done()
 
     done = step("benchmark the exported detector (ONNX Runtime, CPU)")
@@ -361,24 +378,21 @@ def _run_main_job(out: Path, plan: MainJobPlan, latency_target_ms: float | None)
 
     files["report"] = out / "report.md"
     searched_ms = (outcome.run.finals.get(SHIPPED_TARGET) or best).latency.median_ms
-    summary = {
-        "arch": arch.to_dict(), "latency_target_ms": latency_target_ms, "latency_scope": timing.scope,
-        "targets": target_rows(outcome.run), "front_span": front_span(outcome.run, SHIPPED_TARGET),
-        "search_best": best.to_json(), "shipped": shipped, "onnx_val": val_metrics,
-        "versus": versus_random(outcome.run.candidates, best, released_row, latency_target_ms),
-        "latency_spread": latency_spread(outcome.run.candidates),
-        "export": {"nodes": report.nodes, "parity": report.parity.to_dict() if report.parity else None},
-        "benchmark": {"median_ms": bench.stats.median_ms, "p90_ms": bench.stats.p90_ms, "cv": bench.stats.cv,
-                      "images_per_s": 1000.0 / bench.stats.median_ms, "size": list(size),
-                      "searched_ms": searched_ms, "searched_scope": timing.scope,
-                      "searched_share": searched_ms / bench.stats.median_ms},
-        "seconds": seconds, "plan": asdict(plan)}
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(files["report"], report_text(summary, files, out))
+    summary = MainJobSummary(
+        arch=arch, latency_target_ms=latency_target_ms, latency_scope=timing.scope, targets=target_rows(outcome.run),
+        front_span=front_span(outcome.run, SHIPPED_TARGET), search_best=best, shipped=shipped, onnx_val=val_metrics,
+        versus=Versus.of(outcome.run.candidates, best, released_row),
+        latency_spread=LatencySpread.of(outcome.run.candidates),
+        export=ExportSummary(report.nodes, report.parity.to_dict() if report.parity else None),
+        benchmark=BenchmarkSummary(bench.stats.median_ms, bench.stats.p90_ms, bench.stats.cv,
+                                   1000.0 / bench.stats.median_ms, size, searched_ms, timing.scope,
+                                   searched_ms / bench.stats.median_ms),
+        seconds=seconds, plan=plan)
+    atomic_write_json(out / "summary.json", summary.to_dict())
+    atomic_write_text(files["report"], summary.report(files, out))
     return MainJobResult(out, arch, files, seconds, summary)
 
 
-SHIPPED_TARGET = "tight"
 LOOSE_FACTOR = 1.5
 
 
@@ -390,24 +404,22 @@ def demo_targets(tight_ms: float) -> list[Target]:
     return [Target(SHIPPED_TARGET, tight_ms), Target("loose", round(LOOSE_FACTOR * tight_ms, 3))]
 
 
-def target_rows(run: SearchRun) -> dict[str, dict[str, Any]]:
+def target_rows(run: SearchRun) -> dict[str, TargetRow]:
     """Each target's winner, its search-time and fresh latency and verdict, and its front's size and span."""
     from detnas.search.report import summary as search_summary
 
     rows = {}
     for name, data in search_summary(run)["targets"].items():
-        final, best = data["final"], data["best"]
-        span = front_span(run, name)
-        rows[name] = {"latency_ms": data["latency_ms"], "arch": best["arch"] if best else None,
-                      "AP": best["metrics"]["AP"] if best else None,
-                      "search_ms": final["search_latency"]["median_ms"] if final else None,
-                      "fresh_ms": final["latency"]["median_ms"] if final else None,
-                      "meets_target": final["meets_target"] if final else None, "verdict": data["verdict"],
-                      "front": span["members"], "front_ratio": span["ratio"]}
+        best, final, span = run.best(name), run.finals.get(name), front_span(run, name)
+        rows[name] = TargetRow(
+            latency_ms=data["latency_ms"], arch=best.arch if best else None, ap=best.metrics["AP"] if best else None,
+            search_ms=final.search_latency.median_ms if final and final.search_latency else None,
+            fresh_ms=final.latency.median_ms if final else None, meets_target=final.meets_target if final else None,
+            verdict=data["verdict"], front=span.members, front_ratio=span.ratio)
     return rows
 
 
-def front_span(run: SearchRun, target: str) -> dict[str, Any]:
+def front_span(run: SearchRun, target: str) -> FrontSpan:
     """How far the Pareto front (AP against the target's search-time median latency, every candidate; the front of
     `search/pareto.TARGET.png`) reaches: its fastest and slowest member and their latency ratio. A search whose
     candidates differ only in noise has a front of one or two members a few percent apart; a space whose genes
@@ -416,16 +428,16 @@ def front_span(run: SearchRun, target: str) -> dict[str, Any]:
 
     front = pareto_front(run.candidates, run.constraints.metric, target)
     if not front:
-        return {"members": 0, "fastest_ms": None, "slowest_ms": None, "ratio": None, "fastest": None, "slowest": None}
+        return FrontSpan(0, None, None, None, (), None, None)
 
     fastest_ms, slowest_ms = (c.latencies[target].median_ms for c in (front[0], front[-1]))
-    return {"members": len(front), "fastest_ms": fastest_ms, "slowest_ms": slowest_ms, "ratio": slowest_ms / fastest_ms,
-            "AP": [c.metrics[run.constraints.metric] for c in front],
-            "fastest": front[0].arch.compact(), "slowest": front[-1].arch.compact()}
+    return FrontSpan(len(front), fastest_ms, slowest_ms, slowest_ms / fastest_ms,
+                     tuple(c.metrics[run.constraints.metric] for c in front), front[0].arch.compact(),
+                     front[-1].arch.compact())
 
 
 def shipped_accuracy(journal_metrics: dict[str, float], checkpoint: Path, onnx_path: Path, search_val: Any,
-                     proposals: int) -> dict[str, float]:
+                     proposals: int) -> ShippedAccuracy:
     """AP on the search-validation split of what ships (the saved weights, the exported file) beside the journal's
     AP of the same arch: they agree within `SHIPPED_AP_TOL` when what ships is what the search scored."""
     from detnas.evaluation import detector_predictor, evaluate
@@ -433,14 +445,13 @@ def shipped_accuracy(journal_metrics: dict[str, float], checkpoint: Path, onnx_p
 
     weights_ap = evaluate(detector_predictor(load_export_source(checkpoint, proposals=proposals).detector),
                           search_val)["AP"]
-    onnx_ap = onnx_metrics(onnx_path, search_val)["AP"]
-    return {"journal_AP": journal_metrics["AP"], "weights_AP": weights_ap, "onnx_AP": onnx_ap,
-            "tolerance": SHIPPED_AP_TOL, "images": len(search_val),
-            "within_tolerance": max(abs(weights_ap - journal_metrics["AP"]), abs(onnx_ap - journal_metrics["AP"]))
-            <= SHIPPED_AP_TOL}
+    onnx_ap = onnx_metrics(onnx_path, search_val).ap
+    journal_ap = journal_metrics["AP"]
+    return ShippedAccuracy(journal_ap, weights_ap, onnx_ap, SHIPPED_AP_TOL, len(search_val),
+                           max(abs(weights_ap - journal_ap), abs(onnx_ap - journal_ap)) <= SHIPPED_AP_TOL)
 
 
-def onnx_metrics(onnx_path: Path, dataset: Any) -> dict[str, float]:
+def onnx_metrics(onnx_path: Path, dataset: Any) -> ValidationMetrics:
     """COCO metrics of the exported file itself (what `detnas eval --model` prints); never over zero boxes."""
     from detnas.evaluation import evaluate
     from detnas.export.runtime import exported_predictor
@@ -449,7 +460,7 @@ def onnx_metrics(onnx_path: Path, dataset: Any) -> dict[str, float]:
     if boxes == 0:
         raise DetnasError(f"{dataset.source}: no annotated boxes; an AP over nothing says nothing")
     metrics = evaluate(exported_predictor(onnx_path), dataset)
-    return {**{k: float(v) for k, v in metrics.items()}, "annotations": boxes}
+    return ValidationMetrics({k: float(v) for k, v in metrics.items()}, boxes)
 
 
 def _released_for(kind: str, space: SearchSpace, released: dict[str, Arch]) -> tuple[str, Arch | None]:
@@ -471,30 +482,6 @@ def _released_for(kind: str, space: SearchSpace, released: dict[str, Arch]) -> t
     return "", None
 
 
-def versus_random(candidates: list[Candidate], best: Candidate, released: dict[str, Any] | None,
-                  target_ms: float) -> dict[str, Any]:
-    """The winner against the search's first generation, which is uniformly random (same supernet, BN
-    recalibration and validation images, i.e. the same evaluation budget per arch), and the released arch."""
-    import statistics
-
-    first = [r.metrics["AP"] for r in candidates if r.generation == 0]
-    return {"winner_AP": best.metrics["AP"], "random_count": len(first),
-            "random_median_AP": statistics.median(first) if first else None,
-            "random_best_AP": max(first) if first else None,
-            "released": None if released is None else {**released, "meets_target": released["latency_ms"] <= target_ms}}
-
-
-def latency_spread(candidates: list[Candidate]) -> dict[str, float]:
-    """How far apart the candidates' latencies are, against how noisy one measurement is (its CV)."""
-    import statistics
-
-    medians = [r.latency.median_ms for r in candidates]
-    cvs = [r.latency.stats.cv for r in candidates if r.latency.stats is not None]
-    middle = statistics.median(medians)
-    return {"min_ms": min(medians), "max_ms": max(medians), "median_ms": middle,
-            "spread": (max(medians) - min(medians)) / middle, "median_cv": statistics.median(cvs) if cvs else float("nan")}
-
-
 def draw_predictions(onnx_path: Path, images: list[Path], out_dir: Path, draw_thresh: float = 0.5) -> Path:
     """Boxes of the exported file drawn on `images`, the drawn images tiled into one grid (grid.png)."""
     from PIL import Image
@@ -513,72 +500,3 @@ def draw_predictions(onnx_path: Path, images: list[Path], out_dir: Path, draw_th
     with atomic_path(target) as tmp:
         grid.save(tmp, format="PNG")
     return target
-
-
-def _ap(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f} ms"
-
-
-def _ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
-def report_text(summary: dict[str, Any], files: dict[str, Path], out: Path) -> str:
-    """report.md: what won, against what, how accurate the shipped file is, how fast, and where the files are."""
-    best, shipped, val, versus = summary["search_best"], summary["shipped"], summary["onnx_val"], summary["versus"]
-    bench, spread, parity = summary["benchmark"], summary["latency_spread"], summary["export"]["parity"]
-    released, scope, front = versus["released"], summary["latency_scope"], summary["front_span"]
-    size = "x".join(map(str, bench["size"]))
-    lines = [
-        "# detnas main job", "",
-        f"Winner: `{summary['arch']['choices']}` (space {summary['arch']['space']}), generation {best['generation']}, "
-        f"{scope} latency {best['latency']['median_ms']:.3f} ms against a target of {summary['latency_target_ms']} ms "
-        f"(ONNX Runtime CPU; it runs at {size} px, its input-size gene's share of the demo's "
-        f"{summary['plan']['det_size']} px).", "",
-        f"Pareto front of the {SHIPPED_TARGET} target (`search/pareto.{SHIPPED_TARGET}.png`): {front['members']} "
-        f"candidates from {_ms(front['fastest_ms'])} (`{front['fastest']}`) to {_ms(front['slowest_ms'])} "
-        f"(`{front['slowest']}`), a latency span of **{_ratio(front['ratio'])}** at {scope}.", "",
-        "## Accuracy", "",
-        f"- **Exported file on the demo validation split** ({int(val['images'])} images, {val['annotations']} boxes, "
-        f"`detnas eval --model`): AP50 **{val['AP50']:.3f}**, AP@[.5:.95] **{val['AP']:.3f}**.",
-        f"- What ships is what was scored, on the search-validation split ({shipped['images']} images): journal AP "
-        f"{shipped['journal_AP']:.4f}, shipped weights {shipped['weights_AP']:.4f}, ONNX file {shipped['onnx_AP']:.4f} "
-        f"(tolerance {shipped['tolerance']}: {'within' if shipped['within_tolerance'] else 'OUTSIDE'}).",
-        f"- Winner vs random architectures evaluated the same way (the search's first generation is uniformly "
-        f"random, {versus['random_count']} archs): winner AP {versus['winner_AP']:.3f}, random median "
-        f"{_ap(versus['random_median_AP'])}, best random {_ap(versus['random_best_AP'])} (search-validation AP of the "
-        "supernet paths, BN recalibrated).",
-    ]
-    if released:
-        lines.append(f"- Released DetNAS arch {released['name']} (`{released['arch']}`), same evaluation: AP "
-                     f"{released['AP']:.3f}, {scope} latency {released['latency_ms']:.3f} ms "
-                     f"({'meets' if released['meets_target'] else 'does not meet'} the target).")
-    lines += [
-        "", "## Speed (ONNX Runtime CPU, batch 1, a shared and busy machine)", "",
-        f"- Shipped detector (network + NMS) at {size} px: median {bench['median_ms']:.2f} ms, p90 "
-        f"{bench['p90_ms']:.2f} ms, {bench['images_per_s']:.1f} images/s (CV {bench['cv']:.1%}); the search timed it "
-        f"afresh at {bench['searched_scope']}: {bench['searched_ms']:.2f} ms.",
-        f"- Candidates' {scope} latencies span {spread['min_ms']:.3f}-{spread['max_ms']:.3f} ms, a spread of "
-        f"{spread['spread']:.0%} of their median, against a median measurement CV of {spread['median_cv']:.1%}: "
-        + ("candidates differ by more than the noise." if spread["spread"] > 2 * spread["median_cv"] else
-           "candidates do NOT differ clearly beyond the measurement noise, so the latency ranking is weak."),
-        "", "## Targets (one search, both winners timed afresh)", "",
-        *[f"- {name} ({row['latency_ms']:g} ms): winner `{row['arch']['choices'] if row['arch'] else '-'}`, AP "
-          f"{_ap(row['AP'])}, {scope} {_ms(row['search_ms'])} in the search, {_ms(row['fresh_ms'])} fresh: "
-          f"{'meets' if row['meets_target'] else 'does NOT meet'} it; front of {row['front']} candidates spanning "
-          f"{_ratio(row['front_ratio'])} (`search/pareto.{name}.png`)" for name, row in summary["targets"].items()],
-        "", "## Checks", "",
-        f"- ONNX parity: {parity['summary'] if parity else 'not checked'}",
-        "", "## Plots", "", *[f"![Pareto {name}](search/pareto.{name}.png)" for name in summary["targets"]], "",
-        "![Convergence](search/convergence.png)", "",
-        "![Predictions](predict/grid.png)", "",
-        "| step | seconds |", "|---|---|",
-        *[f"| {name} | {sec} |" for name, sec in summary["seconds"].items()], "",
-        "Files:", *[f"- {name}: `{path.relative_to(out)}`" for name, path in files.items()], "",
-        "The demo data are generated shapes: the numbers show the pipeline works, not what DetNAS reaches on COCO.",
-    ]
-    return "\n".join(lines) + "\n"

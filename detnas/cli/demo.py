@@ -30,17 +30,9 @@ def demo_cmd(
     start = time.perf_counter()
     target = parse_latency_ms(latency_target) if latency_target else None
     result = run_main_job(out, MainJobPlan.named(plan), target)
-    summary = result.summary
     console.print(f"\n[bold]done in {time.perf_counter() - start:.0f} s[/]; winner {result.arch.compact()} "
                   f"(hash {result.arch.hash})", markup=True)
-    console.print(f"  exported detector on the demo validation split: AP50 {summary['onnx_val']['AP50']:.3f}, "
-                  f"AP@[.5:.95] {summary['onnx_val']['AP']:.3f}; search-validation AP: journal "
-                  f"{summary['shipped']['journal_AP']:.4f}, shipped weights {summary['shipped']['weights_AP']:.4f}, "
-                  f"ONNX {summary['shipped']['onnx_AP']:.4f}", highlight=False, soft_wrap=True)
-    console.print(f"  parity: {summary['export']['parity']['summary']}", highlight=False, soft_wrap=True)
-    for name, row in summary["targets"].items():  # one search, one winner per target, each timed afresh
-        span = "" if row["front_ratio"] is None else f" spanning {row['front_ratio']:.2f}x {summary['latency_scope']} latency"
-        console.print(f"  target {name}: {row['verdict']}; front of {row['front']} candidates{span}", highlight=False,
-                      soft_wrap=True)
+    for line in result.summary.highlights():
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
     for name, path in result.files.items():
         console.print(f"  {name:<17} {path}", highlight=False, soft_wrap=True)
