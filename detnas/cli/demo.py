@@ -15,7 +15,7 @@ console = plain_console()
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Results folder (created; a rerun into it continues that run and repeats "
                                       "no finished step).")] = Path("results/demo"),
-    plan: Annotated[str, typer.Option(help="full: the README run (410 s measured on 2 idle CPU cores); smoke: a quick check.")]
+    plan: Annotated[str, typer.Option(help="full: the README run (410-461 s measured on 2 idle CPU cores); smoke: a quick check.")]
     = "full",
     latency_target: Annotated[str | None, typer.Option(help="Latency target such as 25ms (default: the median "
                                                        "latency of 8 random architectures, measured here).")] = None,
